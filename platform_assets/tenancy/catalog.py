@@ -1,0 +1,228 @@
+"""Reads every tenant's YAML into typed specs and checks what one file cannot check alone.
+
+Components build assets one file at a time; a model must still point at feature sets that exist
+and a tenant may only read what another tenant shares with it. This module answers those
+questions from the files themselves, without Dagster, so the CLI can use it too.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from platform_assets.tenancy.specs import FeatureSetSpec, ModelSpec, SourceSpec, TenantSpec
+
+# Component type name (as written after `type:`) -> the spec it is validated with.
+COMPONENT_SPECS: dict[str, type[BaseModel]] = {
+    "platform_assets.tenancy.component.Tenant": TenantSpec,
+    "platform_assets.sources.component.Source": SourceSpec,
+    "platform_assets.features.component.FeatureSet": FeatureSetSpec,
+    "platform_assets.models.component.Model": ModelSpec,
+}
+
+
+class PlatformConfigError(ValueError):
+    """A team YAML file that cannot be used; the message names the file, field and reason."""
+
+    def __init__(self, path: Path, field: str, reason: str):
+        self.path, self.field, self.reason = path, field, reason
+        super().__init__(f"{path}: {field}: {reason}")
+
+
+def defs_root() -> Path:
+    """The folder holding one sub-folder per tenant (overridable for tests and previews)."""
+    override = os.environ.get("MLPLAT_DEFS_ROOT")
+    return Path(override) if override else Path(__file__).resolve().parents[1] / "defs"
+
+
+@dataclass
+class TenantCatalog:
+    tenant: TenantSpec
+    folder: Path
+    sources: dict[str, SourceSpec] = field(default_factory=dict)
+    feature_sets: dict[str, FeatureSetSpec] = field(default_factory=dict)
+    models: dict[str, ModelSpec] = field(default_factory=dict)
+    files: dict[tuple[str, str], Path] = field(default_factory=dict)
+
+    def file_of(self, kind: str, name: str) -> Path:
+        return self.files[(kind, name)]
+
+
+def _parse(path: Path) -> list[tuple[str, BaseModel]]:
+    try:
+        documents = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
+    except yaml.YAMLError as exc:
+        raise PlatformConfigError(path, "<yaml>", str(exc)) from exc
+    parsed = []
+    for doc in documents:
+        type_name = doc.get("type") if isinstance(doc, dict) else None
+        spec_cls = COMPONENT_SPECS.get(type_name or "")
+        if spec_cls is None:
+            # Not a platform component (e.g. a plain Dagster component); nothing to cross-check.
+            continue
+        try:
+            parsed.append((type_name, spec_cls.model_validate(doc.get("attributes") or {})))
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            loc = ".".join(str(p) for p in ("attributes", *err["loc"]))
+            raise PlatformConfigError(path, loc, err["msg"]) from exc
+    return parsed
+
+
+_KIND = {
+    TenantSpec: "tenant",
+    SourceSpec: "source",
+    FeatureSetSpec: "feature_set",
+    ModelSpec: "model",
+}
+
+
+@cache
+def load_tenant(folder: Path) -> TenantCatalog:
+    """Parse one tenant folder. Cached: files are read once per process."""
+    tenants: list[tuple[Path, TenantSpec]] = []
+    others: list[tuple[Path, BaseModel]] = []
+    for path in sorted(folder.rglob("defs.yaml")):
+        for _, spec in _parse(path):
+            (tenants if isinstance(spec, TenantSpec) else others).append((path, spec))
+    if len(tenants) != 1:
+        found = ", ".join(str(p) for p, _ in tenants) or "none"
+        raise PlatformConfigError(
+            folder, "tenant", f"a tenant folder needs exactly one Tenant component (found {found})"
+        )
+    tenant_path, tenant = tenants[0]
+    if tenant.name != folder.name:
+        raise PlatformConfigError(
+            tenant_path, "attributes.name", f"{tenant.name!r} must equal its folder {folder.name!r}"
+        )
+    catalog = TenantCatalog(tenant=tenant, folder=folder, files={("tenant", tenant.name): tenant_path})
+    buckets = {
+        "source": catalog.sources,
+        "feature_set": catalog.feature_sets,
+        "model": catalog.models,
+    }
+    for path, spec in others:
+        kind = _KIND[type(spec)]
+        name = spec.name  # type: ignore[attr-defined]
+        if name in buckets[kind]:
+            raise PlatformConfigError(
+                path,
+                "attributes.name",
+                f"{kind} {name!r} is already defined in {catalog.files[(kind, name)]}",
+            )
+        buckets[kind][name] = spec  # type: ignore[index]
+        catalog.files[(kind, name)] = path
+    return catalog
+
+
+def tenant_folder_of(path: Path) -> Path:
+    """The tenant folder a component file lives in (the first folder below the defs root)."""
+    path = path.resolve()
+    root = defs_root().resolve()
+    for parent in [path, *path.parents]:
+        if parent.parent == root:
+            return parent
+    raise PlatformConfigError(path, "<location>", f"component files must live under {root}/<tenant>/")
+
+
+def load_all(root: Path | None = None) -> dict[str, TenantCatalog]:
+    root = root or defs_root()
+    return {
+        p.name: load_tenant(p.resolve())
+        for p in sorted(root.iterdir())
+        if p.is_dir() and not p.name.startswith((".", "_"))
+    }
+
+
+def resolve_feature_set(
+    catalog: TenantCatalog, ref: str, path: Path, field_name: str
+) -> tuple[str, FeatureSetSpec]:
+    """Find the feature set a model refers to: its own, or `<tenant>/<set>` shared with it."""
+    if "/" not in ref:
+        if ref not in catalog.feature_sets:
+            known = ", ".join(sorted(catalog.feature_sets)) or "none"
+            raise PlatformConfigError(
+                path,
+                field_name,
+                f"feature set {ref!r} does not exist in tenant {catalog.tenant.name!r} "
+                f"(known: {known})",
+            )
+        return catalog.tenant.name, catalog.feature_sets[ref]
+    owner, name = ref.split("/", 1)
+    owners = load_all(catalog.folder.parent)
+    if owner not in owners or name not in owners[owner].feature_sets:
+        raise PlatformConfigError(path, field_name, f"feature set {ref!r} does not exist")
+    shared = any(
+        s.feature_set == name and catalog.tenant.name in s.tenants
+        for s in owners[owner].tenant.shares
+    )
+    if not shared:
+        raise PlatformConfigError(
+            path,
+            field_name,
+            f"tenant {catalog.tenant.name!r} may not read {owner!r}'s asset "
+            f"'{owner}/features/{name}': {owner!r} does not share it with {catalog.tenant.name!r}",
+        )
+    return owner, owners[owner].feature_sets[name]
+
+
+def check_source_refs(catalog: TenantCatalog, fs: FeatureSetSpec) -> None:
+    path = catalog.file_of("feature_set", fs.name)
+    for i, source in enumerate(fs.sources):
+        if source not in catalog.sources:
+            known = ", ".join(sorted(catalog.sources)) or "none"
+            raise PlatformConfigError(
+                path,
+                f"attributes.sources[{i}]",
+                f"source {source!r} does not exist in tenant {catalog.tenant.name!r} "
+                f"(known: {known})",
+            )
+
+
+def check_model_refs(catalog: TenantCatalog, model: ModelSpec) -> dict[str, tuple[str, FeatureSetSpec]]:
+    """Validate a model's feature and label references; returns ref -> (owner, feature set)."""
+    path = catalog.file_of("model", model.name)
+    resolved: dict[str, tuple[str, FeatureSetSpec]] = {}
+    for i, ref in enumerate(model.features):
+        set_ref, feature = ref.rsplit(":", 1)
+        field_name = f"attributes.features[{i}]"
+        owner, fs = resolve_feature_set(catalog, set_ref, path, field_name)
+        if feature != "*" and feature not in fs.features:
+            raise PlatformConfigError(
+                path,
+                field_name,
+                f"feature {feature!r} is not in feature set {set_ref!r} "
+                f"(it has: {', '.join(fs.features)})",
+            )
+        resolved[set_ref] = (owner, fs)
+    labels = model.labels
+    if labels.source not in catalog.sources:
+        raise PlatformConfigError(
+            path, "attributes.labels.source", f"source {labels.source!r} does not exist"
+        )
+    label_source = catalog.sources[labels.source]
+    for fname, col in [
+        ("timestamp_column", labels.timestamp_column),
+        ("label_column", labels.label_column),
+        *[(f"entity_columns[{i}]", c) for i, c in enumerate(labels.entity_columns)],
+    ]:
+        if col not in label_source.columns:
+            raise PlatformConfigError(
+                path,
+                f"attributes.labels.{fname}",
+                f"column {col!r} is not declared by source {labels.source!r}",
+            )
+    for set_ref, (_, fs) in resolved.items():
+        if fs.entity.join_key not in labels.entity_columns:
+            raise PlatformConfigError(
+                path,
+                "attributes.labels.entity_columns",
+                f"feature set {set_ref!r} joins on {fs.entity.join_key!r}, "
+                "which the labels do not provide",
+            )
+    return resolved
