@@ -1,0 +1,1 @@
+"""Feature store capability: Feast repos, offline store and feature assets."""

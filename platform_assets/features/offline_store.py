@@ -1,0 +1,675 @@
+"""A Feast offline store that does point-in-time joins with DuckDB's ASOF JOIN over parquet.
+
+Select it in `feature_store.yaml` with
+`offline_store: {type: platform_assets.features.offline_store.AsofOfflineStore}`; the exact
+semantics are in docs/point_in_time.md. This module must not import dagster: Feast imports it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlparse
+
+import duckdb
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+from feast.data_source import DataSource
+from feast.errors import FeatureNameCollisionError, SavedDatasetLocationAlreadyExists
+from feast.feature_view import FeatureView
+from feast.infra.offline_stores.file_source import FileSource, SavedDatasetFileStorage
+from feast.infra.offline_stores.offline_store import (
+    OfflineStore,
+    RetrievalJob,
+    RetrievalMetadata,
+)
+from feast.infra.registry.base_registry import BaseRegistry
+from feast.on_demand_feature_view import OnDemandFeatureView
+from feast.repo_config import FeastConfigBaseModel, RepoConfig
+from feast.saved_dataset import SavedDatasetStorage
+
+STORE_TYPE = "platform_assets.features.offline_store.AsofOfflineStore"
+DEFAULT_ENTITY_TIMESTAMP = "event_timestamp"
+
+# Internal column names; the double underscore prefix keeps them clear of user columns.
+_ROW = "__asof_row"
+_TS = "__asof_ts"
+_SRC_ROW = "__asof_src_row"
+_KEY = "__asof_key"
+# The packed sort key must stay below 2**127 (DuckDB HUGEINT); one bit spare for the sign.
+_MAX_PACKED_BITS = 126
+
+
+class AsofOfflineStoreConfig(FeastConfigBaseModel):
+    """Offline store config; Feast finds it by appending `Config` to the store class path."""
+
+    type: Literal["platform_assets.features.offline_store.AsofOfflineStore"] = STORE_TYPE
+    threads: int | None = None
+    """DuckDB worker threads; None uses every core. The result does not depend on it."""
+    memory_limit: str | None = None
+    """DuckDB memory limit such as '3GB'; None keeps DuckDB's default (80% of RAM)."""
+
+
+class OfflineStoreInputError(ValueError):
+    """Bad input to the offline store: a missing column, file or wrongly typed timestamp."""
+
+
+def feature_store_yaml(project: str, repo_dir: Path, registry: Path, online_db: Path) -> str:
+    """Return feature_store.yaml text for a local repo that uses this offline store."""
+    del repo_dir  # Feast takes the repo dir from where the YAML lives; kept for callers' symmetry.
+    return (
+        f"project: {project}\n"
+        "provider: local\n"
+        f"registry: {Path(registry).as_posix()}\n"
+        "online_store:\n"
+        "  type: sqlite\n"
+        f"  path: {Path(online_db).as_posix()}\n"
+        "offline_store:\n"
+        f"  type: {STORE_TYPE}\n"
+        # Materialize through pull_latest_from_table_or_query: Feast's own de-duplication of
+        # pull_all's rows uses an unstable sort, so ties would not go to the last source row.
+        "materialization:\n"
+        "  pull_latest_features: true\n"
+        "entity_key_serialization_version: 3\n"
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Sources
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Source:
+    """A parquet FileSource resolved to something DuckDB can scan, with its schema checked."""
+
+    label: str  # what error messages call the source: the view and the file
+    uri: str
+    local_file: str | None  # scanned natively by DuckDB when set
+    schema: pa.Schema
+
+    def relation_sql(self, con: duckdb.DuckDBPyConnection, name: str) -> str:
+        """Make the source scannable as `name` in `con`, with a source-order row number."""
+        if self.local_file is not None:
+            path = self.local_file.replace("'", "''")
+            return (
+                f"(SELECT * RENAME (file_row_number AS {_SRC_ROW}) "
+                f"FROM read_parquet('{path}', file_row_number = true))"
+            )
+        # Remote or multi-file sources go through pyarrow (any pyarrow or fsspec filesystem);
+        # the row number is the position in the dataset's file order.
+        table = _open_dataset(self.uri).to_table()
+        table = table.append_column(_SRC_ROW, pa.array(range(table.num_rows), pa.int64()))
+        con.register(name, table)
+        return name
+
+
+def _filesystem_and_path(uri: str) -> tuple[pafs.FileSystem, str]:
+    try:
+        return pafs.FileSystem.from_uri(uri)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError):
+        # Schemes pyarrow does not know (memory://, http://, ...) are served by fsspec.
+        import fsspec
+
+        fs, path = fsspec.core.url_to_fs(uri)
+        return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), path
+
+
+def _open_dataset(uri: str) -> pads.Dataset:
+    fs, path = _filesystem_and_path(uri)
+    return pads.dataset(path, filesystem=fs, format="parquet")
+
+
+def _resolve_uri(config: RepoConfig, data_source: DataSource) -> str:
+    if not isinstance(data_source, FileSource):
+        raise OfflineStoreInputError(
+            f"AsofOfflineStore reads parquet FileSources only; source {data_source.name!r} "
+            f"is a {type(data_source).__name__}"
+        )
+    return FileSource.get_uri_for_file_path(config.repo_path, data_source.path)
+
+
+def _open_source(config: RepoConfig, data_source: DataSource, what: str) -> _Source:
+    """Check that the source exists and is readable parquet; raise naming `what` and the file."""
+    uri = _resolve_uri(config, data_source)
+    label = f"{what}, file {uri!r}"
+    parsed = urlparse(uri)
+    is_local = not parsed.scheme or parsed.scheme == "file" or len(parsed.scheme) == 1
+    if is_local:
+        local = parsed.path if parsed.scheme == "file" else uri
+        if not os.path.exists(local):
+            raise OfflineStoreInputError(f"{label}: the source file does not exist")
+        if os.path.isfile(local):
+            try:
+                schema = pq.read_schema(local)
+            except (OSError, pa.ArrowException) as e:
+                raise OfflineStoreInputError(
+                    f"{label}: the source file is not readable parquet ({e})"
+                ) from e
+            return _Source(label, uri, local, schema)
+    try:
+        fs, path = _filesystem_and_path(uri)
+        if fs.get_file_info(path).type == pafs.FileType.NotFound:
+            raise OfflineStoreInputError(f"{label}: the source file does not exist")
+        schema = pads.dataset(path, filesystem=fs, format="parquet").schema
+    except (OSError, pa.ArrowException) as e:
+        raise OfflineStoreInputError(
+            f"{label}: the source file is not readable parquet ({e})"
+        ) from e
+    return _Source(label, uri, None, schema)
+
+
+def _require_columns(source: _Source, columns: list[str]) -> None:
+    missing = [c for c in columns if c not in source.schema.names]
+    if missing:
+        raise OfflineStoreInputError(
+            f"{source.label}: declared column(s) {missing} are missing from the source; "
+            f"it has {source.schema.names}"
+        )
+
+
+def _timestamp_sql(source: _Source, column: str) -> str:
+    """SQL turning a source timestamp column into naive UTC microseconds (DuckDB TIMESTAMP)."""
+    typ = source.schema.field(column).type
+    if not pa.types.is_timestamp(typ):
+        raise OfflineStoreInputError(
+            f"{source.label}: column {column!r} has type {typ}; a timestamp is required"
+        )
+    quoted = _q(column)
+    if typ.tz is not None:
+        # Aware values are instants: take their UTC wall clock.
+        return f"make_timestamp(epoch_us({quoted}))"
+    if typ.unit == "us":
+        return quoted
+    return f"CAST({quoted} AS TIMESTAMP)"
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _utc_naive(value: datetime) -> datetime:
+    """Naive datetimes are UTC already; aware ones are converted."""
+    if value.tzinfo is None:
+        return value
+    return value.astimezone(UTC).replace(tzinfo=None)
+
+
+@contextmanager
+def _connect(config: RepoConfig) -> Iterator[duckdb.DuckDBPyConnection]:
+    store_config = config.offline_store
+    con = duckdb.connect()
+    try:
+        threads = getattr(store_config, "threads", None)
+        if threads:
+            con.execute(f"SET threads = {int(threads)}").fetchall()
+        memory_limit = getattr(store_config, "memory_limit", None)
+        if memory_limit:
+            con.execute("SET memory_limit = ?", [memory_limit]).fetchall()
+        yield con
+    finally:
+        con.close()
+
+
+# --------------------------------------------------------------------------------------------
+# Entity frame
+# --------------------------------------------------------------------------------------------
+
+
+def _entity_timestamp_column(entity: pa.Table, view_names: list[str]) -> str:
+    if DEFAULT_ENTITY_TIMESTAMP in entity.column_names:
+        return DEFAULT_ENTITY_TIMESTAMP
+    candidates = [f.name for f in entity.schema if pa.types.is_timestamp(f.type)]
+    if len(candidates) == 1:
+        return candidates[0]
+    raise OfflineStoreInputError(
+        f"entity frame for feature view(s) {view_names}: no timestamp column; name it "
+        f"{DEFAULT_ENTITY_TIMESTAMP!r} (found timestamp columns {candidates})"
+    )
+
+
+def _entity_timestamps(entity: pa.Table, column: str, view_names: list[str]) -> pa.Array:
+    """The entity timestamps as naive UTC microseconds, truncating finer precision."""
+    values = entity.column(column).combine_chunks()
+    if not pa.types.is_timestamp(values.type):
+        raise OfflineStoreInputError(
+            f"entity frame for feature view(s) {view_names}: column {column!r} has type "
+            f"{values.type}; a timestamp is required"
+        )
+    # Arrow stores aware timestamps as UTC instants, so dropping the zone keeps UTC values.
+    return values.cast(pa.timestamp(values.type.unit)).cast(pa.timestamp("us"), safe=False)
+
+
+# --------------------------------------------------------------------------------------------
+# Point-in-time join of one feature view
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _ViewPlan:
+    """What to read from one feature view's source and how it lines up with the entity frame."""
+
+    name: str  # the view name used in feature refs (projection.name_to_use())
+    source: _Source
+    entity_keys: list[str]  # entity frame columns
+    source_keys: list[str]  # matching source columns
+    source_features: list[str]  # source columns, in request order
+    output_names: list[str]  # output column per feature
+    ts_sql: str
+    created_sql: str | None
+    ttl_us: int  # 0 means no lower bound
+
+
+def _plan_view(
+    config: RepoConfig,
+    view: FeatureView,
+    feature_refs: list[str],
+    entity_columns: list[str],
+    full_feature_names: bool,
+) -> _ViewPlan:
+    name = view.projection.name_to_use()
+    if view.batch_source is None:
+        raise OfflineStoreInputError(f"feature view {name!r} has no batch source")
+    source = _open_source(config, view.batch_source, f"feature view {name!r}")
+    reverse = {v: k for k, v in view.batch_source.field_mapping.items()}
+
+    entity_keys, source_keys = [], []
+    for column in view.entity_columns:
+        entity_key = view.projection.join_key_map.get(column.name, column.name)
+        if entity_key not in entity_columns:
+            raise OfflineStoreInputError(
+                f"feature view {name!r}: the entity frame has no join key column "
+                f"{entity_key!r} (it has {entity_columns})"
+            )
+        entity_keys.append(entity_key)
+        source_keys.append(reverse.get(column.name, column.name))
+
+    prefix = f"{name}:"
+    features = [ref[len(prefix) :] for ref in feature_refs if ref.startswith(prefix)]
+    base_name = view.projection.name_alias or view.name
+    output_names = [f"{base_name}__{f}" if full_feature_names else f for f in features]
+    source_features = [reverse.get(f, f) for f in features]
+
+    batch = view.batch_source
+    ts_column = reverse.get(batch.timestamp_field, batch.timestamp_field)
+    created_column = batch.created_timestamp_column or None
+    if created_column:
+        created_column = reverse.get(created_column, created_column)
+    declared = [*source_keys, *source_features, ts_column]
+    if created_column:
+        declared.append(created_column)
+    _require_columns(source, declared)
+
+    ttl = view.ttl if isinstance(view.ttl, timedelta) else timedelta(0)
+    return _ViewPlan(
+        name=name,
+        source=source,
+        entity_keys=entity_keys,
+        source_keys=source_keys,
+        source_features=source_features,
+        output_names=output_names,
+        ts_sql=_timestamp_sql(source, ts_column),
+        created_sql=_timestamp_sql(source, created_column) if created_column else None,
+        ttl_us=max(0, ttl // timedelta(microseconds=1)),
+    )
+
+
+def _bit_length(value: int) -> int:
+    return max(1, int(value).bit_length())
+
+
+def _join_view(
+    con: duckdb.DuckDBPyConnection, plan: _ViewPlan, t_min: datetime, t_max: datetime
+) -> pa.Table:
+    """ASOF-join one view onto the registered `entity` relation; rows come back in entity order.
+
+    The feature rows are first cut to the entity key set and the time window the entity rows can
+    reach. Ties on (keys, event time) are broken inside the ASOF key itself: event time, created
+    time and source row are packed into one integer (or a struct when they do not fit), and the
+    entity side probes with the largest tie-breakers, so the ASOF match is the latest event time
+    <= T and, among equal times, the latest created time then the last source row.
+    """
+    src = plan.source.relation_sql(con, "source_table")
+    keys = list(zip(plan.entity_keys, plan.source_keys, strict=True))
+    where = [f"{plan.ts_sql} <= TIMESTAMP '{t_max.isoformat()}'"]
+    if plan.ttl_us:
+        lower = t_min - timedelta(microseconds=plan.ttl_us)
+        where.append(f"{plan.ts_sql} >= TIMESTAMP '{lower.isoformat()}'")
+    semi = ""
+    if keys:
+        distinct = ", ".join(_q(e) for e, _ in keys)
+        on = " AND ".join(f"p.{_q(s)} = s.{_q(e)}" for e, s in keys)
+        semi = f"SEMI JOIN (SELECT DISTINCT {distinct} FROM entity) s ON {on}"
+    columns = [f"{_q(s)} AS __k{i}" for i, (_, s) in enumerate(keys)]
+    columns += [
+        f"{plan.ts_sql} AS __ts",
+        f"{plan.created_sql or 'NULL::TIMESTAMP'} AS __created",
+        f"{_SRC_ROW} AS __rn",
+    ]
+    columns += [f"{_q(c)} AS __f{i}" for i, c in enumerate(plan.source_features)]
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE feats AS SELECT {', '.join(columns)} "
+        f"FROM (SELECT p.* FROM {src} p {semi}) WHERE {' AND '.join(where)}"
+    ).fetchall()
+    return _asof(con, plan, keys)
+
+
+def _asof(con: duckdb.DuckDBPyConnection, plan: _ViewPlan, keys: list[tuple[str, str]]) -> pa.Table:
+    stats = con.execute(
+        "SELECT min(epoch_us(__ts)), max(epoch_us(__ts)), min(epoch_us(__created)), "
+        "max(epoch_us(__created)), max(__rn), count(*) FROM feats"
+    ).fetchall()[0]
+    ts_min, ts_max, c_min, c_max, rn_max, count = stats
+    features = [f"__f{i}" for i in range(len(plan.source_features))]
+    if count == 0:
+        ts_min = ts_max = c_min = c_max = rn_max = 0
+    c_min = 0 if c_min is None else c_min
+    c_max = 0 if c_max is None else c_max
+    # Offsets start at 1 so that 0 is free for "no created time" and "before every row".
+    ts_bits = _bit_length(ts_max - ts_min + 2)
+    c_bits = _bit_length(c_max - c_min + 2)
+    rn_bits = _bit_length(rn_max + 1)
+    if ts_bits + c_bits + rn_bits <= _MAX_PACKED_BITS:
+        low_bits = c_bits + rn_bits
+        created_off = f"coalesce(epoch_us(__created) - {c_min} + 1, 0)::HUGEINT"
+        feat_key = (
+            f"((epoch_us(__ts) - {ts_min} + 1)::HUGEINT << {low_bits}) "
+            f"+ ({created_off} << {rn_bits}) + __rn"
+        )
+        # Entity times outside the feature range clamp to just past either end.
+        clamped = f"least(greatest(epoch_us({_TS}) - {ts_min} + 1, 0), {ts_max - ts_min + 2})"
+        ent_key = f"({clamped}::HUGEINT << {low_bits}) + ((1::HUGEINT << {low_bits}) - 1)"
+    else:
+        feat_key = "{'t': __ts, 'c': coalesce(__created, '-infinity'::TIMESTAMP), 'r': __rn}"
+        ent_key = f"{{'t': {_TS}, 'c': 'infinity'::TIMESTAMP, 'r': 9223372036854775807}}"
+
+    on = [f"e.{_q(e)} = f.{_q(f'__k{i}')}" for i, (e, _) in enumerate(keys)]
+    on.append(f"e.{_KEY} >= f.{_KEY}")
+    if plan.ttl_us:
+        fresh = f"f.__ts >= e.{_TS} - to_microseconds({plan.ttl_us})"
+        cols = [f"CASE WHEN {fresh} THEN f.{c} END AS {c}" for c in features]
+    else:
+        cols = [f"f.{c}" for c in features]
+    entity_keys = ", ".join(_q(e) for e, _ in keys)
+    sql = (
+        f"WITH e AS (SELECT {_ROW}, {_TS}{', ' if keys else ''}{entity_keys}, "
+        f"{ent_key} AS {_KEY} FROM entity), "
+        f"f AS (SELECT *, {feat_key} AS {_KEY} FROM feats) "
+        f"SELECT {', '.join(cols) if cols else '1 AS __none'} "
+        f"FROM e ASOF LEFT JOIN f ON {' AND '.join(on)} ORDER BY e.{_ROW}"
+    )
+    return con.sql(sql).to_arrow_table()
+
+
+def _historical_features(
+    config: RepoConfig,
+    entity: pa.Table,
+    plans: list[_ViewPlan],
+    ts_column: str,
+    view_names: list[str],
+) -> pa.Table:
+    """Join every view onto the entity frame, one view at a time, keeping the frame's rows."""
+    entity_ts = _entity_timestamps(entity, ts_column, view_names)
+    valid = pc.drop_null(entity_ts)
+    result = entity
+    if len(valid) == 0:
+        for plan in plans:
+            for output, feature in zip(plan.output_names, plan.source_features, strict=True):
+                typ = plan.source.schema.field(feature).type
+                result = result.append_column(output, pa.nulls(entity.num_rows, typ))
+        return result
+    t_min, t_max = (v.as_py() for v in pc.min_max(valid).values())
+    key_columns = sorted({k for plan in plans for k in plan.entity_keys})
+    internal = pa.table(
+        {
+            _ROW: pa.array(range(entity.num_rows), pa.int64()),
+            _TS: entity_ts,
+            **{k: entity.column(k) for k in key_columns},
+        }
+    )
+    with _connect(config) as con:
+        con.register("entity", internal)
+        for plan in plans:
+            try:
+                joined = _join_view(con, plan, t_min, t_max)
+            except duckdb.Error as e:
+                raise OfflineStoreInputError(
+                    f"{plan.source.label}: point-in-time join failed: {e}"
+                ) from e
+            for output, column in zip(plan.output_names, joined.columns, strict=False):
+                result = result.append_column(output, column)
+    return result
+
+
+class AsofRetrievalJob(RetrievalJob):
+    """A retrieval whose work runs when the result is asked for."""
+
+    def __init__(
+        self,
+        compute: Callable[[], pa.Table],
+        full_feature_names: bool = False,
+        on_demand_feature_views: list[OnDemandFeatureView] | None = None,
+        metadata: RetrievalMetadata | None = None,
+    ) -> None:
+        self._compute = compute
+        self._full_feature_names = full_feature_names
+        self._on_demand_feature_views = on_demand_feature_views or []
+        self._metadata = metadata
+
+    @property
+    def full_feature_names(self) -> bool:
+        return self._full_feature_names
+
+    @property
+    def on_demand_feature_views(self) -> list[OnDemandFeatureView]:
+        return self._on_demand_feature_views
+
+    @property
+    def metadata(self) -> RetrievalMetadata | None:
+        return self._metadata
+
+    def _to_arrow_internal(self, timeout: int | None = None) -> pa.Table:
+        return self._compute()
+
+    def _to_df_internal(self, timeout: int | None = None) -> pd.DataFrame:
+        return self._compute().to_pandas()
+
+    def persist(
+        self,
+        storage: SavedDatasetStorage,
+        allow_overwrite: bool = False,
+        timeout: int | None = None,
+    ) -> None:
+        if not isinstance(storage, SavedDatasetFileStorage):
+            raise OfflineStoreInputError(
+                f"AsofOfflineStore persists to SavedDatasetFileStorage only, not "
+                f"{type(storage).__name__}"
+            )
+        path = storage.file_options.uri
+        fs, fs_path = _filesystem_and_path(path)
+        if not allow_overwrite and fs.get_file_info(fs_path).type != pafs.FileType.NotFound:
+            raise SavedDatasetLocationAlreadyExists(location=path)
+        table = self.to_arrow(timeout=timeout)
+        pq.write_table(table, fs_path, filesystem=fs)
+
+
+class AsofOfflineStore(OfflineStore):
+    """Point-in-time joins with DuckDB ASOF JOIN; see docs/point_in_time.md for the semantics."""
+
+    @staticmethod
+    def get_historical_features(
+        config: RepoConfig,
+        feature_views: list[FeatureView],
+        feature_refs: list[str],
+        entity_df: pd.DataFrame | str | None,
+        registry: BaseRegistry,
+        project: str,
+        full_feature_names: bool = False,
+        **kwargs: Any,
+    ) -> RetrievalJob:
+        view_names = [fv.projection.name_to_use() for fv in feature_views]
+        if not isinstance(entity_df, pd.DataFrame):
+            raise OfflineStoreInputError(
+                f"AsofOfflineStore needs the entity rows as a pandas DataFrame for feature "
+                f"view(s) {view_names}; got {type(entity_df).__name__} (SQL entity queries and "
+                "start/end-date retrieval are not supported)"
+            )
+        if kwargs.get("filter_by_created_timestamp"):
+            raise NotImplementedError("filter_by_created_timestamp is not supported")
+        entity = pa.Table.from_pandas(entity_df, preserve_index=False)
+        ts_column = _entity_timestamp_column(entity, view_names)
+        # Validate everything now so a bad input fails at the call, before any work is done.
+        _entity_timestamps(entity, ts_column, view_names)
+        plans = [
+            _plan_view(config, fv, feature_refs, entity.column_names, full_feature_names)
+            for fv in feature_views
+        ]
+        seen: dict[str, str] = {c: "" for c in entity.column_names}
+        collisions = []
+        for plan in plans:
+            for output, ref_feature in zip(plan.output_names, plan.source_features, strict=True):
+                if output in seen:
+                    collisions.append(f"{plan.name}:{ref_feature}")
+                seen[output] = plan.name
+        if collisions:
+            raise FeatureNameCollisionError(collisions, full_feature_names)
+
+        min_ts, max_ts = None, None
+        ts_values = entity_df[ts_column]
+        if len(ts_values.dropna()):
+            min_ts, max_ts = ts_values.min().to_pydatetime(), ts_values.max().to_pydatetime()
+        return AsofRetrievalJob(
+            compute=lambda: _historical_features(config, entity, plans, ts_column, view_names),
+            full_feature_names=full_feature_names,
+            on_demand_feature_views=OnDemandFeatureView.get_requested_odfvs(
+                feature_refs, project, registry
+            ),
+            metadata=RetrievalMetadata(
+                features=feature_refs,
+                keys=[c for c in entity.column_names if c != ts_column],
+                min_event_timestamp=min_ts,
+                max_event_timestamp=max_ts,
+            ),
+        )
+
+    @staticmethod
+    def pull_latest_from_table_or_query(
+        config: RepoConfig,
+        data_source: DataSource,
+        join_key_columns: list[str],
+        feature_name_columns: list[str],
+        timestamp_field: str,
+        created_timestamp_column: str | None,
+        start_date: datetime,
+        end_date: datetime,
+    ) -> RetrievalJob:
+        return _pull(
+            config,
+            data_source,
+            join_key_columns,
+            feature_name_columns,
+            timestamp_field,
+            created_timestamp_column,
+            start_date,
+            end_date,
+            latest=True,
+        )
+
+    @staticmethod
+    def pull_all_from_table_or_query(
+        config: RepoConfig,
+        data_source: DataSource,
+        join_key_columns: list[str],
+        feature_name_columns: list[str],
+        timestamp_field: str,
+        created_timestamp_column: str | None = None,
+        start_date: datetime | None = None,
+        end_date: datetime | None = None,
+    ) -> RetrievalJob:
+        return _pull(
+            config,
+            data_source,
+            join_key_columns,
+            feature_name_columns,
+            timestamp_field,
+            created_timestamp_column,
+            start_date,
+            end_date,
+            latest=False,
+        )
+
+
+def _pull(
+    config: RepoConfig,
+    data_source: DataSource,
+    join_key_columns: list[str],
+    feature_name_columns: list[str],
+    timestamp_field: str,
+    created_timestamp_column: str | None,
+    start_date: datetime | None,
+    end_date: datetime | None,
+    latest: bool,
+) -> RetrievalJob:
+    """Rows of a source in [start, end] (inclusive), or only the latest row per join key.
+
+    Columns come back under their source names, as Feast's materialization expects; the
+    timestamp columns are UTC-aware.
+    """
+    source = _open_source(config, data_source, f"source {data_source.name!r}")
+    columns = [*join_key_columns, *feature_name_columns, timestamp_field]
+    if created_timestamp_column:
+        columns.append(created_timestamp_column)
+    _require_columns(source, columns)
+    ts_sql = _timestamp_sql(source, timestamp_field)
+    created_sql = (
+        _timestamp_sql(source, created_timestamp_column) if created_timestamp_column else None
+    )
+
+    def compute() -> pa.Table:
+        where = ["TRUE"]
+        if start_date is not None:
+            where.append(f"{ts_sql} >= TIMESTAMP '{_utc_naive(start_date).isoformat()}'")
+        if end_date is not None:
+            where.append(f"{ts_sql} <= TIMESTAMP '{_utc_naive(end_date).isoformat()}'")
+        select = [_q(c) for c in [*join_key_columns, *feature_name_columns]]
+        select.append(f"{ts_sql} AS {_q(timestamp_field)}")
+        if created_timestamp_column:
+            select.append(f"{created_sql} AS {_q(created_timestamp_column)}")
+        if latest:
+            order = [f"{ts_sql} DESC"]
+            if created_sql:
+                order.append(f"{created_sql} DESC NULLS LAST")
+            order.append(f"{_SRC_ROW} DESC")
+            partition = (
+                f"PARTITION BY {', '.join(_q(c) for c in join_key_columns)} "
+                if join_key_columns
+                else ""
+            )
+            tail = f"QUALIFY row_number() OVER ({partition}ORDER BY {', '.join(order)}) = 1"
+        else:
+            tail = f"ORDER BY {_SRC_ROW}"
+        with _connect(config) as con:
+            src = source.relation_sql(con, "source_table")
+            try:
+                table = con.sql(
+                    f"SELECT {', '.join(select)} FROM {src} WHERE {' AND '.join(where)} {tail}"
+                ).to_arrow_table()
+            except duckdb.Error as e:
+                raise OfflineStoreInputError(f"{source.label}: read failed: {e}") from e
+        for name in (timestamp_field, created_timestamp_column):
+            if name:
+                index = table.schema.get_field_index(name)
+                utc = table.column(index).cast(pa.timestamp("us", tz="UTC"))
+                table = table.set_column(index, name, utc)
+        return table
+
+    return AsofRetrievalJob(compute=compute)
