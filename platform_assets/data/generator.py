@@ -26,9 +26,7 @@ def _event_times(rng: np.random.Generator, day: np.ndarray) -> pd.DatetimeIndex:
     return START + pd.to_timedelta(day, unit="D") + pd.to_timedelta(seconds, unit="s")
 
 
-def _mess(
-    rng: np.random.Generator, df: pd.DataFrame, ts: str, nullable: list[str]
-) -> pd.DataFrame:
+def _mess(rng: np.random.Generator, df: pd.DataFrame, ts: str, nullable: list[str]) -> pd.DataFrame:
     """Late arrivals (2%), exact duplicates (0.5%), nulls (2% per column), shuffled order."""
     n = len(df)
     delay = pd.to_timedelta(rng.integers(60, 3_600, size=n), unit="s")
@@ -202,9 +200,7 @@ def generate(dataset: str, seed: int = SEED) -> pd.DataFrame:
     """One dataset, e.g. 'ridehail.trips'. The same name and seed always give the same rows."""
     domain, _, name = dataset.partition(".")
     if domain not in DOMAINS or name not in _names(domain):
-        raise ValueError(
-            f"unknown generator {dataset!r}; available: {', '.join(available())}"
-        )
+        raise ValueError(f"unknown generator {dataset!r}; available: {', '.join(available())}")
     # Every dataset of a domain comes from one draw so labels and events share latent traits.
     tables = DOMAINS[domain](np.random.default_rng([seed, sum(map(ord, domain))]))
     return tables[name]

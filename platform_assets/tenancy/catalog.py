@@ -100,7 +100,9 @@ def load_tenant(folder: Path) -> TenantCatalog:
         raise PlatformConfigError(
             tenant_path, "attributes.name", f"{tenant.name!r} must equal its folder {folder.name!r}"
         )
-    catalog = TenantCatalog(tenant=tenant, folder=folder, files={("tenant", tenant.name): tenant_path})
+    catalog = TenantCatalog(
+        tenant=tenant, folder=folder, files={("tenant", tenant.name): tenant_path}
+    )
     buckets = {
         "source": catalog.sources,
         "feature_set": catalog.feature_sets,
@@ -127,7 +129,9 @@ def tenant_folder_of(path: Path) -> Path:
     for parent in [path, *path.parents]:
         if parent.parent == root:
             return parent
-    raise PlatformConfigError(path, "<location>", f"component files must live under {root}/<tenant>/")
+    raise PlatformConfigError(
+        path, "<location>", f"component files must live under {root}/<tenant>/"
+    )
 
 
 def load_all(root: Path | None = None) -> dict[str, TenantCatalog]:
@@ -184,7 +188,9 @@ def check_source_refs(catalog: TenantCatalog, fs: FeatureSetSpec) -> None:
             )
 
 
-def check_model_refs(catalog: TenantCatalog, model: ModelSpec) -> dict[str, tuple[str, FeatureSetSpec]]:
+def check_model_refs(
+    catalog: TenantCatalog, model: ModelSpec
+) -> dict[str, tuple[str, FeatureSetSpec]]:
     """Validate a model's feature and label references; returns ref -> (owner, feature set)."""
     path = catalog.file_of("model", model.name)
     resolved: dict[str, tuple[str, FeatureSetSpec]] = {}

@@ -51,7 +51,7 @@ def check_name(value: str) -> str:
 Name = Annotated[str, AfterValidator(check_name)]
 
 
-class Expectation(dg.Model):
+class Expectation(dg.Model, dg.Resolvable):
     """One Great Expectations expectation; `kwargs` are the GX class's fields."""
 
     type: ExpectationType
@@ -61,7 +61,7 @@ class Expectation(dg.Model):
     )
 
 
-class ComputeResources(dg.Model):
+class ComputeResources(dg.Model, dg.Resolvable):
     """What a step requests; the Kubernetes executor requests the same and cost bills on it."""
 
     cpu: float = Field(default=1.0, gt=0, description="vCPU requested per step")
@@ -69,7 +69,7 @@ class ComputeResources(dg.Model):
     gpu: int = Field(default=0, ge=0, description="GPUs requested per step")
 
 
-class Budget(dg.Model):
+class Budget(dg.Model, dg.Resolvable):
     monthly_usd: float = Field(gt=0, description="Monthly compute budget in USD")
     warn_at: float = Field(default=0.8, gt=0, le=1, description="Fraction that raises a warning")
     override: bool = Field(
@@ -77,7 +77,7 @@ class Budget(dg.Model):
     )
 
 
-class Roles(dg.Model):
+class Roles(dg.Model, dg.Resolvable):
     """People (identities as the SSO proxy reports them) per role within one tenant."""
 
     viewer: list[str] = Field(default_factory=list)
@@ -85,14 +85,14 @@ class Roles(dg.Model):
     admin: list[str] = Field(default_factory=list)
 
 
-class Share(dg.Model):
+class Share(dg.Model, dg.Resolvable):
     """A feature set this tenant lets other tenants read."""
 
     feature_set: str
     tenants: list[str] = Field(min_length=1)
 
 
-class TenantSpec(dg.Model):
+class TenantSpec(dg.Model, dg.Resolvable):
     """A team on the platform: who owns it, who approves, what it may spend, where it runs."""
 
     name: Name = Field(description="Tenant id; the first part of every asset key it owns")
@@ -108,13 +108,12 @@ class TenantSpec(dg.Model):
     max_concurrent_runs: int = Field(default=4, ge=1)
     shares: list[Share] = Field(default_factory=list)
 
-
     @property
     def runner_service_account(self) -> str:
         return self.service_account or f"{self.name}-runner"
 
 
-class SourceSpec(dg.Model):
+class SourceSpec(dg.Model, dg.Resolvable):
     """Raw data a tenant brings in: a built-in generated dataset or a parquet/CSV file."""
 
     name: Name
@@ -127,7 +126,6 @@ class SourceSpec(dg.Model):
     columns: dict[str, ColumnType] = Field(min_length=1, description="Declared columns and types")
     expectations: list[Expectation] = Field(default_factory=list)
 
-
     @model_validator(mode="after")
     def _one_origin(self) -> SourceSpec:
         if (self.generator is None) == (self.path is None):
@@ -139,13 +137,13 @@ class SourceSpec(dg.Model):
         return self
 
 
-class Entity(dg.Model):
+class Entity(dg.Model, dg.Resolvable):
     name: str
     join_key: str
     description: str = ""
 
 
-class FeatureSetSpec(dg.Model):
+class FeatureSetSpec(dg.Model, dg.Resolvable):
     """A feature view: DuckDB SQL over the tenant's sources, served through Feast."""
 
     name: Name
@@ -159,25 +157,24 @@ class FeatureSetSpec(dg.Model):
     features: dict[str, FeatureType] = Field(min_length=1)
     expectations: list[Expectation] = Field(default_factory=list)
 
-
     @property
     def timestamp_feature(self) -> str:
         """The feature that carries each row's event time into training sets (leakage check)."""
         return f"{self.name}_ts"
 
 
-class Labels(dg.Model):
+class Labels(dg.Model, dg.Resolvable):
     source: str
     entity_columns: list[str] = Field(min_length=1)
     timestamp_column: str
     label_column: str
 
 
-class Split(dg.Model):
+class Split(dg.Model, dg.Resolvable):
     test_fraction: float = Field(default=0.25, gt=0, lt=1)
 
 
-class Evaluation(dg.Model):
+class Evaluation(dg.Model, dg.Resolvable):
     primary_metric: Literal["roc_auc", "average_precision", "f1", "accuracy", "log_loss"] = (
         "roc_auc"
     )
@@ -186,29 +183,32 @@ class Evaluation(dg.Model):
     )
 
 
-class Approvals(dg.Model):
+class Approvals(dg.Model, dg.Resolvable):
     """Approvals an environment needs: how many, from which roles."""
 
     count: int = Field(default=0, ge=0)
     roles: list[Literal["approver", "admin"]] = Field(default_factory=lambda: ["approver"])
 
 
-class PromotionPolicy(dg.Model):
+class Environments(dg.Model, dg.Resolvable):
+    staging: Approvals = Field(default_factory=Approvals)
+    production: Approvals = Field(default_factory=lambda: Approvals(count=1))
+
+
+class PromotionPolicy(dg.Model, dg.Resolvable):
     min_improvement: float = Field(
         default=0.0, ge=0, description="Primary metric gain over the champion needed to promote"
     )
     required_checks: list[Literal["feature_views", "training_set", "leakage"]] = Field(
         default_factory=lambda: ["feature_views", "training_set", "leakage"]
     )
-    environments: dict[Literal["staging", "production"], Approvals] = Field(
-        default_factory=lambda: {"staging": Approvals(), "production": Approvals(count=1)}
-    )
+    environments: Environments = Field(default_factory=Environments)
 
 
 Algorithm = Literal["logistic_regression", "gradient_boosting", "random_forest"]
 
 
-class ModelSpec(dg.Model):
+class ModelSpec(dg.Model, dg.Resolvable):
     """A model: its FeatureService, labels, algorithm and how it is judged and promoted."""
 
     name: Name
@@ -227,7 +227,6 @@ class ModelSpec(dg.Model):
         default_factory=list, description="Expectations on the training set"
     )
     resources: ComputeResources | None = None
-
 
     @field_validator("features")
     @classmethod

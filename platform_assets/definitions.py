@@ -1,0 +1,58 @@
+"""The code location: every tenant's YAML components plus platform jobs, sensors and resources.
+
+Kept thin on purpose; heavy libraries (feast, mlflow, great_expectations, sklearn) are imported
+inside the steps that use them so this module loads fast.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+
+from platform_assets.execution.env import deployment
+from platform_assets.execution.executors import executor_for
+from platform_assets.execution.resources import resources_for
+from platform_assets.governance.promotion import promote_model
+from platform_assets.sensors.promotion import promotion_sensor
+from platform_assets.tenancy.catalog import load_all
+
+PIPELINE = "ml_pipeline"
+
+
+def pipeline_selection(tenant: str | None = None) -> dg.AssetSelection:
+    scope = dg.AssetSelection.groups(tenant) if tenant else dg.AssetSelection.all()
+    return scope - dg.AssetSelection.tag("asset_type", "cost")
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    env = deployment()
+    tenants = load_all()
+    tenant_defs = dg.load_from_defs_folder(path_within_project=Path(__file__).parent)
+    jobs = [
+        dg.define_asset_job(
+            PIPELINE,
+            selection=pipeline_selection(),
+            executor_def=executor_for(env),
+            description="Every tenant's sources, features, training sets, models and reports.",
+        ),
+        *[
+            dg.define_asset_job(
+                f"{name}_pipeline",
+                selection=pipeline_selection(name),
+                executor_def=executor_for(env, catalog.tenant),
+                tags={"tenant": name},
+                description=f"Tenant {name}'s pipeline, in its own namespace on Kubernetes.",
+            )
+            for name, catalog in tenants.items()
+        ],
+        promote_model,
+    ]
+    platform = dg.Definitions(
+        jobs=jobs,
+        sensors=[promotion_sensor],
+        resources=resources_for(env),
+        executor=executor_for(env),
+    )
+    return dg.Definitions.merge(tenant_defs, platform)

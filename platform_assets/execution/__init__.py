@@ -1,0 +1,1 @@
+"""Execution: deployment choice, executors and resources per deployment."""

@@ -1,0 +1,39 @@
+"""Where the platform runs, decided in one place from one variable (MLPLAT_ENV).
+
+`local` (the default) keeps everything on this machine; `services` uses Postgres and Redis;
+`k8s` runs every step as a Kubernetes job. Nothing here reads the environment at import time.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+Deployment = Literal["local", "services", "k8s"]
+DEPLOYMENTS: tuple[Deployment, ...] = ("local", "services", "k8s")
+
+
+def deployment() -> Deployment:
+    value = os.environ.get("MLPLAT_ENV", "local")
+    if value not in DEPLOYMENTS:
+        raise ValueError(f"MLPLAT_ENV={value!r} is not one of {', '.join(DEPLOYMENTS)}")
+    return value  # type: ignore[return-value]
+
+
+def repo_root() -> Path:
+    return Path(__file__).resolve().parents[2]
+
+
+def data_root() -> Path:
+    """Lake, Feast repos and MLflow store for the embedded deployment."""
+    return Path(os.environ.get("MLPLAT_DATA", repo_root() / ".data")).resolve()
+
+
+def dagster_home() -> Path:
+    return Path(os.environ.get("DAGSTER_HOME", repo_root() / ".dagster_home")).resolve()
+
+
+def platform_db_url() -> str:
+    """The platform's own database (audit trail, approvals, cost ledger)."""
+    return os.environ.get("MLPLAT_DB_URL", f"sqlite:///{data_root() / 'platform.db'}")

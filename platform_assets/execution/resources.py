@@ -1,0 +1,49 @@
+"""Resources per deployment, chosen by the value of MLPLAT_ENV (see env.py)."""
+
+from __future__ import annotations
+
+import os
+
+from platform_assets.cost.metering import PricingResource
+from platform_assets.execution.env import Deployment, data_root
+from resources.feature_store import FeastResource
+from resources.lake import LakeResource
+from resources.mlflow import MlflowResource
+
+
+def _required(name: str) -> str:
+    value = os.environ.get(name)
+    if not value:
+        raise ValueError(f"{name} must be set when MLPLAT_ENV is 'services' or 'k8s'")
+    return value
+
+
+def resources_for(deployment: Deployment) -> dict[str, object]:
+    root = data_root()
+    if deployment == "local":
+        return {
+            "lake": LakeResource(root=str(root / "lake")),
+            "feast": FeastResource(root=str(root / "feast")),
+            "mlflow": MlflowResource(
+                tracking_uri=f"sqlite:///{root / 'mlflow' / 'mlflow.db'}",
+                artifact_root=str(root / "mlflow" / "artifacts"),
+            ),
+            "pricing": PricingResource(),
+        }
+    # services and k8s: Postgres-backed Feast registry and MLflow, Redis online store.
+    redis = _required("MLPLAT_REDIS_URL").removeprefix("redis://")
+    return {
+        "lake": LakeResource(root=_required("MLPLAT_LAKE_URI")),
+        "feast": FeastResource(
+            root=str(root / "feast"),
+            registry_url=_required("MLPLAT_FEAST_REGISTRY_URL"),
+            online_store={"type": "redis", "connection_string": redis},
+        ),
+        "mlflow": MlflowResource(
+            tracking_uri=_required("MLFLOW_TRACKING_URI"),
+            artifact_root=_required("MLPLAT_MLFLOW_ARTIFACTS"),
+        ),
+        "pricing": PricingResource(
+            catalog_path=os.environ.get("MLPLAT_PRICES", "") or PricingResource().catalog_path
+        ),
+    }

@@ -1,0 +1,77 @@
+"""Feast objects built from team YAML: entity, file source and view per feature set, and a
+versioned FeatureService per model (`<model>_v<version>`), the contract with training."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType
+from feast.types import Bool, Float64, Int64, String, UnixTimestamp
+
+from platform_assets.tenancy.specs import FeatureSetSpec, ModelSpec
+
+_TYPES = {"int64": Int64, "float64": Float64, "string": String, "bool": Bool}
+
+
+def feature_view(
+    tenant: str, owner: str, spec: FeatureSetSpec, path: str
+) -> tuple[Entity, FeatureView]:
+    tags = {"tenant": tenant, "managed_by": "mlplat"}
+    entity = Entity(
+        name=spec.entity.name,
+        join_keys=[spec.entity.join_key],
+        value_type=ValueType.STRING,
+        description=spec.entity.description,
+        owner=owner,
+        tags=tags,
+    )
+    source = FileSource(
+        name=f"{spec.name}_source",
+        path=path,
+        timestamp_field=spec.timestamp_field,
+        created_timestamp_column=spec.created_timestamp_field or "",
+        owner=owner,
+        tags=tags,
+    )
+    schema = [Field(name=n, dtype=_TYPES[t]) for n, t in spec.features.items()]
+    schema.append(Field(name=spec.timestamp_feature, dtype=UnixTimestamp))
+    view = FeatureView(
+        name=spec.name,
+        entities=[entity],
+        ttl=timedelta(days=spec.ttl_days),
+        schema=schema,
+        source=source,
+        online=True,
+        description=spec.description,
+        owner=owner,
+        tags=tags,
+    )
+    return entity, view
+
+
+def feature_service(
+    tenant: str, owner: str, model: ModelSpec, views: dict[str, FeatureView]
+) -> FeatureService:
+    """Select the model's features; every view also contributes its timestamp feature so the
+    training set can prove that no feature is newer than its label."""
+    wanted: dict[str, list[str]] = {}
+    for ref in model.features:
+        set_ref, feature = ref.rsplit(":", 1)
+        name = set_ref.split("/")[-1]
+        wanted.setdefault(name, [])
+        if feature == "*":
+            wanted[name] += [f.name for f in views[name].features]
+        else:
+            wanted[name].append(feature)
+    projections = []
+    for name, features in wanted.items():
+        ts = f"{name}_ts"
+        selected = list(dict.fromkeys([*features, ts]))
+        projections.append(views[name][selected])
+    return FeatureService(
+        name=model.feature_service,
+        features=projections,
+        description=f"Features of model {model.name} v{model.version}",
+        owner=owner,
+        tags={"tenant": tenant, "model": model.name, "managed_by": "mlplat"},
+    )

@@ -1,0 +1,1 @@
+"""Governance: promotion of models under policy, approvals and the audit trail."""

@@ -1,0 +1,1 @@
+"""Models: training sets, training, evaluation reports."""

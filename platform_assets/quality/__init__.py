@@ -1,0 +1,1 @@
+"""Data-quality checks: Great Expectations suites from team YAML and platform leakage checks."""

@@ -1,0 +1,1 @@
+"""Sensors: promotion of evaluated models, and later budget and quality signals."""

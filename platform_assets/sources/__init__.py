@@ -1,0 +1,1 @@
+"""Raw sources: the first asset of every tenant's lineage."""

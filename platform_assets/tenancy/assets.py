@@ -1,0 +1,55 @@
+"""What every platform asset carries: key under the tenant, group, owners, tags, kinds, and the
+Kubernetes requests its step makes (the same numbers cost bills on)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import dagster as dg
+
+from platform_assets.tenancy.specs import ASSET_TYPES, ComputeResources, TenantSpec
+
+
+def _dagster_owner(owner: str) -> bool:
+    return owner.startswith("team:") or "@" in owner
+
+
+def k8s_config(tenant: TenantSpec, requested: ComputeResources) -> dict[str, Any]:
+    limits: dict[str, str] = {"memory": f"{requested.memory_gib}Gi"}
+    requests = {"cpu": str(requested.cpu), "memory": f"{requested.memory_gib}Gi"}
+    if requested.gpu:
+        limits["nvidia.com/gpu"] = str(requested.gpu)
+    return {
+        "container_config": {"resources": {"requests": requests, "limits": limits}},
+        "pod_spec_config": {"service_account_name": tenant.runner_service_account},
+        "pod_template_spec_metadata": {
+            "labels": {"mlplat/tenant": tenant.name},
+        },
+    }
+
+
+def asset_kwargs(
+    tenant: TenantSpec,
+    asset_type: str,
+    path: list[str],
+    description: str,
+    kinds: set[str],
+    requested: ComputeResources | None = None,
+) -> dict[str, Any]:
+    """Keyword arguments for `dg.asset`/`dg.AssetSpec` shared by all platform assets."""
+    if asset_type not in ASSET_TYPES:
+        raise ValueError(f"asset_type {asset_type!r} is not one of {ASSET_TYPES}")
+    requested = requested or tenant.resources
+    return {
+        "key": dg.AssetKey([tenant.name, *path]),
+        "group_name": tenant.name,
+        "owners": [o for o in tenant.owners if _dagster_owner(o)],
+        "tags": {"tenant": tenant.name, "asset_type": asset_type},
+        "kinds": kinds,
+        "description": description,
+        "op_tags": {
+            "tenant": tenant.name,
+            "dagster-k8s/config": json.dumps(k8s_config(tenant, requested)),
+        },
+    }

@@ -1,0 +1,27 @@
+"""The `Tenant` component: a team's identity, people, budget and where its steps run."""
+
+import dagster as dg
+
+from platform_assets.tenancy.catalog import PlatformConfigError, tenant_folder_of
+from platform_assets.tenancy.specs import TenantSpec
+
+
+class Tenant(dg.Component, TenantSpec):
+    """One tenant (team). Exactly one per tenant folder, named like the folder.
+
+    Builds the tenant's daily cost asset `<tenant>/cost`; its owners, budget and roles are read
+    by every other component of the folder through the catalog.
+    """
+
+    def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
+        from platform_assets.cost.assets import tenant_cost_asset
+
+        spec = TenantSpec.model_validate(self.model_dump())
+        folder = tenant_folder_of(context.path)
+        if spec.name != folder.name:
+            raise PlatformConfigError(
+                context.path / "defs.yaml",
+                "attributes.name",
+                f"{spec.name!r} must equal its folder {folder.name!r}",
+            )
+        return dg.Definitions(assets=[tenant_cost_asset(spec)])

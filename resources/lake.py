@@ -1,0 +1,40 @@
+"""The offline lake: one parquet file per asset under a per-tenant prefix."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import dagster as dg
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+
+class LakeResource(dg.ConfigurableResource):
+    """Parquet storage; every tenant writes under `<root>/<tenant>/` and nowhere else."""
+
+    root: str
+
+    def path(self, tenant: str, kind: str, name: str) -> Path:
+        return Path(self.root) / tenant / kind / f"{name}.parquet"
+
+    def write(self, tenant: str, kind: str, name: str, table: pa.Table) -> Path:
+        """Write atomically: readers see the old file or the new one, never half of one."""
+        target = self.path(tenant, kind, name)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+        try:
+            pq.write_table(table, tmp)
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return target
+
+    def read(self, tenant: str, kind: str, name: str) -> pa.Table:
+        path = self.path(tenant, kind, name)
+        if not path.exists():
+            raise FileNotFoundError(
+                f"{path} does not exist: materialize {tenant}/{kind}/{name} first"
+            )
+        return pq.read_table(path)

@@ -1,0 +1,83 @@
+"""MLflow tracking and model registry, through dagster-mlflow's run-per-Dagster-run tracking."""
+
+from __future__ import annotations
+
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
+
+import dagster as dg
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+
+class MlflowResource(dg.ConfigurableResource):
+    """Where runs and registered models live. Registered model names are `<tenant>.<model>`."""
+
+    tracking_uri: str
+    artifact_root: str
+
+    def client(self) -> MlflowClient:
+        import mlflow
+
+        mlflow.set_tracking_uri(self.tracking_uri)
+        return mlflow.MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+
+    def ensure_experiment(self, name: str) -> str:
+        client = self.client()
+        experiment = client.get_experiment_by_name(name)
+        if experiment is not None:
+            return experiment.experiment_id
+        Path(self.artifact_root).mkdir(parents=True, exist_ok=True)
+        return client.create_experiment(
+            name, artifact_location=f"{Path(self.artifact_root).resolve().as_uri()}/{name}"
+        )
+
+    @contextmanager
+    def run(self, context: dg.AssetExecutionContext, experiment: str, tags: dict[str, str]):
+        """One MLflow run per Dagster run and experiment, shared by every step of that run.
+
+        dagster-mlflow finds the run by the `dagster_run_id` tag, so the model step and the
+        evaluation step (separate processes under the multiprocess executor) log to one run.
+        """
+        import mlflow
+        from dagster_mlflow.resources import MlFlow
+
+        self.ensure_experiment(experiment)
+        init = SimpleNamespace(
+            log=context.log,
+            dagster_run=SimpleNamespace(job_name=context.job_name),
+            run_id=context.run_id,
+            resource_config={
+                "mlflow_tracking_uri": self.tracking_uri,
+                "experiment_name": experiment,
+                "extra_tags": tags,
+            },
+        )
+        with warnings.catch_warnings():
+            # MlFlow is marked beta; the warning is about its API, which we pin and test.
+            warnings.simplefilter("ignore", category=dg.BetaWarning)
+            tracker = MlFlow(init)
+        try:
+            yield tracker
+        except BaseException:
+            tracker.cleanup_on_error()
+            raise
+        else:
+            mlflow.end_run()
+
+    def registered_name(self, tenant: str, model: str) -> str:
+        return f"{tenant}.{model}"
+
+    def version_by_alias(self, name: str, alias: str) -> Any | None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.client().get_model_version_by_alias(name, alias)
+        except MlflowException as exc:
+            if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+                return None
+            raise
