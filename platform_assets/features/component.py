@@ -27,7 +27,7 @@ def compute_feature_table(
 
     con = duckdb.connect()
     for name, path in sources.items():
-        con.execute(f"create view {name} as select * from read_parquet(?)", [path])
+        con.register(name, con.read_parquet(path))
     try:
         relation = con.sql(spec.sql)
     except duckdb.Error as exc:

@@ -14,6 +14,7 @@ from resources.feature_store import FeastResource
 from resources.lake import LakeResource
 from resources.mlflow import MlflowResource
 
+TRUSTED_TYPES = ["sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"]
 GATED = dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed()
 
 
@@ -203,6 +204,9 @@ class Model(dg.Component, ModelSpec):
                         pipeline,
                         name="model",
                         registered_model_name=registered,
+                        # skops, not pickle: loading cannot run arbitrary code. We trained the
+                        # trees in this step, so their node arrays are ours to trust.
+                        skops_trusted_types=TRUSTED_TYPES,
                         signature=infer_signature(X.head(100), pipeline.predict_proba(X.head(100))),
                     )
                     client = mlflow.client()
