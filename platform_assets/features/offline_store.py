@@ -17,6 +17,7 @@ from typing import Any, Literal
 from urllib.parse import urlparse
 
 import duckdb
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -97,7 +98,7 @@ class _Source:
     local_file: str | None  # scanned natively by DuckDB when set
     schema: pa.Schema
 
-    def relation_sql(self, con: duckdb.DuckDBPyConnection, name: str) -> str:
+    def relation_sql(self, con: duckdb.DuckDBPyConnection, name: str, columns: list[str]) -> str:
         """Make the source scannable as `name` in `con`, with a source-order row number."""
         if self.local_file is not None:
             path = self.local_file.replace("'", "''")
@@ -107,8 +108,8 @@ class _Source:
             )
         # Remote or multi-file sources go through pyarrow (any pyarrow or fsspec filesystem);
         # the row number is the position in the dataset's file order.
-        table = _open_dataset(self.uri).to_table()
-        table = table.append_column(_SRC_ROW, pa.array(range(table.num_rows), pa.int64()))
+        table = _open_dataset(self.uri).to_table(columns=list(dict.fromkeys(columns)))
+        table = table.append_column(_SRC_ROW, pa.array(np.arange(table.num_rows)))
         con.register(name, table)
         return name
 
@@ -264,6 +265,8 @@ class _ViewPlan:
     source_keys: list[str]  # matching source columns
     source_features: list[str]  # source columns, in request order
     output_names: list[str]  # output column per feature
+    ts_column: str
+    created_column: str | None
     ts_sql: str
     created_sql: str | None
     ttl_us: int  # 0 means no lower bound
@@ -317,97 +320,146 @@ def _plan_view(
         source_keys=source_keys,
         source_features=source_features,
         output_names=output_names,
+        ts_column=ts_column,
+        created_column=created_column,
         ts_sql=_timestamp_sql(source, ts_column),
         created_sql=_timestamp_sql(source, created_column) if created_column else None,
         ttl_us=max(0, ttl // timedelta(microseconds=1)),
     )
 
 
+def _timestamp_literal(epoch_us: int) -> str:
+    stamp = datetime(1970, 1, 1) + timedelta(microseconds=epoch_us)
+    return f"TIMESTAMP '{stamp.isoformat(sep=' ')}'"
+
+
 def _bit_length(value: int) -> int:
     return max(1, int(value).bit_length())
 
 
-def _join_view(
-    con: duckdb.DuckDBPyConnection, plan: _ViewPlan, t_min: datetime, t_max: datetime
-) -> pa.Table:
+def _epoch_us(value: Any) -> int:
+    """Microseconds since the epoch (UTC) of a parquet statistic, rounded down."""
+    stamp = pd.Timestamp(value)
+    if stamp.tzinfo is not None:
+        stamp = stamp.tz_convert("UTC").tz_localize(None)
+    return stamp.value // 1000
+
+
+def _source_bounds(
+    con: duckdb.DuckDBPyConnection, plan: _ViewPlan, src: str
+) -> tuple[int | None, int | None, int | None, int]:
+    """(min event time, min created, max created, max source row), in microseconds.
+
+    Read from the parquet footer when every row group has statistics (free), otherwise by a
+    scan. They only size the packed ASOF key; the join query checks every row against them.
+    """
+    if plan.source.local_file is not None:
+        meta = pq.ParquetFile(plan.source.local_file).metadata
+        names = [meta.schema.column(i).path for i in range(meta.num_columns)]
+        wanted = [plan.ts_column] + ([plan.created_column] if plan.created_column else [])
+        found: dict[str, list[int]] = {c: [] for c in wanted}
+        complete = all(c in names for c in wanted)
+        for g in range(meta.num_row_groups) if complete else []:
+            group = meta.row_group(g)
+            for column in wanted:
+                stats = group.column(names.index(column)).statistics
+                if group.num_rows and (stats is None or not stats.has_min_max):
+                    complete = False
+                elif group.num_rows:
+                    found[column] += [_epoch_us(stats.min), _epoch_us(stats.max) + 1]
+        if complete:
+            ts = found[plan.ts_column]
+            created = found[plan.created_column] if plan.created_column else []
+            return (
+                min(ts) if ts else None,
+                min(created) if created else None,
+                max(created) if created else None,
+                meta.num_rows,
+            )
+    created_sql = plan.created_sql or "NULL::TIMESTAMP"
+    row = con.execute(
+        f"SELECT min(epoch_us({plan.ts_sql})), min(epoch_us({created_sql})), "
+        f"max(epoch_us({created_sql})), coalesce(max({_SRC_ROW}), 0) FROM {src}"
+    ).fetchall()[0]
+    return row[0], row[1], row[2], row[3]
+
+
+def _join_view(con: duckdb.DuckDBPyConnection, plan: _ViewPlan, t_min: int, t_max: int) -> pa.Table:
     """ASOF-join one view onto the registered `entity` relation; rows come back in entity order.
 
     The feature rows are first cut to the entity key set and the time window the entity rows can
     reach. Ties on (keys, event time) are broken inside the ASOF key itself: event time, created
     time and source row are packed into one integer (or a struct when they do not fit), and the
     entity side probes with the largest tie-breakers, so the ASOF match is the latest event time
-    <= T and, among equal times, the latest created time then the last source row.
+    <= T and, among equal times, the latest created time, then the last source row.
     """
-    src = plan.source.relation_sql(con, "source_table")
+    columns = [*plan.source_keys, *plan.source_features, plan.ts_column]
+    if plan.created_column:
+        columns.append(plan.created_column)
+    src = plan.source.relation_sql(con, "source_table", columns)
     keys = list(zip(plan.entity_keys, plan.source_keys, strict=True))
-    where = [f"{plan.ts_sql} <= TIMESTAMP '{t_max.isoformat()}'"]
+    ts_us = f"epoch_us({plan.ts_sql})"
+    # Literal bounds on the plain column let DuckDB skip row groups by their statistics.
+    where = [f"{plan.ts_sql} <= {_timestamp_literal(t_max)}"]
     if plan.ttl_us:
-        lower = t_min - timedelta(microseconds=plan.ttl_us)
-        where.append(f"{plan.ts_sql} >= TIMESTAMP '{lower.isoformat()}'")
+        where.append(f"{plan.ts_sql} >= {_timestamp_literal(t_min - plan.ttl_us)}")
     semi = ""
     if keys:
         distinct = ", ".join(_q(e) for e, _ in keys)
         on = " AND ".join(f"p.{_q(s)} = s.{_q(e)}" for e, s in keys)
         semi = f"SEMI JOIN (SELECT DISTINCT {distinct} FROM entity) s ON {on}"
-    columns = [f"{_q(s)} AS __k{i}" for i, (_, s) in enumerate(keys)]
-    columns += [
-        f"{plan.ts_sql} AS __ts",
-        f"{plan.created_sql or 'NULL::TIMESTAMP'} AS __created",
-        f"{_SRC_ROW} AS __rn",
-    ]
-    columns += [f"{_q(c)} AS __f{i}" for i, c in enumerate(plan.source_features)]
-    con.execute(
-        f"CREATE OR REPLACE TEMP TABLE feats AS SELECT {', '.join(columns)} "
-        f"FROM (SELECT p.* FROM {src} p {semi}) WHERE {' AND '.join(where)}"
-    ).fetchall()
-    return _asof(con, plan, keys)
 
-
-def _asof(con: duckdb.DuckDBPyConnection, plan: _ViewPlan, keys: list[tuple[str, str]]) -> pa.Table:
-    stats = con.execute(
-        "SELECT min(epoch_us(__ts)), max(epoch_us(__ts)), min(epoch_us(__created)), "
-        "max(epoch_us(__created)), max(__rn), count(*) FROM feats"
-    ).fetchall()[0]
-    ts_min, ts_max, c_min, c_max, rn_max, count = stats
-    features = [f"__f{i}" for i in range(len(plan.source_features))]
-    if count == 0:
-        ts_min = ts_max = c_min = c_max = rn_max = 0
-    c_min = 0 if c_min is None else c_min
-    c_max = 0 if c_max is None else c_max
-    # Offsets start at 1 so that 0 is free for "no created time" and "before every row".
-    ts_bits = _bit_length(ts_max - ts_min + 2)
-    c_bits = _bit_length(c_max - c_min + 2)
-    rn_bits = _bit_length(rn_max + 1)
+    ts_lo, c_lo, c_hi, rn_max = _source_bounds(con, plan, src)
+    if plan.ttl_us:
+        ts_lo = t_min - plan.ttl_us  # the filter guarantees it
+    ts_lo = t_max if ts_lo is None else min(ts_lo, t_max)
+    c_lo, c_hi = (c_lo or 0), (c_hi or 0)
+    ts_span, c_span = t_max - ts_lo + 1, max(0, c_hi - c_lo) + 1
+    ts_bits, c_bits, rn_bits = _bit_length(ts_span), _bit_length(c_span), _bit_length(rn_max)
+    created = plan.created_sql or "NULL::TIMESTAMP"
     if ts_bits + c_bits + rn_bits <= _MAX_PACKED_BITS:
-        low_bits = c_bits + rn_bits
-        created_off = f"coalesce(epoch_us(__created) - {c_min} + 1, 0)::HUGEINT"
-        feat_key = (
-            f"((epoch_us(__ts) - {ts_min} + 1)::HUGEINT << {low_bits}) "
-            f"+ ({created_off} << {rn_bits}) + __rn"
-        )
-        # Entity times outside the feature range clamp to just past either end.
-        clamped = f"least(greatest(epoch_us({_TS}) - {ts_min} + 1, 0), {ts_max - ts_min + 2})"
-        ent_key = f"({clamped}::HUGEINT << {low_bits}) + ((1::HUGEINT << {low_bits}) - 1)"
+        low = c_bits + rn_bits
+        ts_off = f"({ts_us} - {ts_lo} + 1)"
+        c_off = f"coalesce(epoch_us({created}) - {c_lo} + 1, 0)"
+        # Footer statistics are exact (writers compute them from the data), so no row can
+        # fall outside [ts_lo, t_max] x [c_lo, c_hi] and the fields cannot overflow each other.
+        feat_key = f"({ts_off}::HUGEINT << {low}) + ({c_off}::HUGEINT << {rn_bits}) + {_SRC_ROW}"
+        probe = f"greatest(epoch_us({_TS}) - {ts_lo} + 1, 0)::HUGEINT"
+        ent_key = f"({probe} << {low}) + ((1::HUGEINT << {low}) - 1)"
     else:
-        feat_key = "{'t': __ts, 'c': coalesce(__created, '-infinity'::TIMESTAMP), 'r': __rn}"
-        ent_key = f"{{'t': {_TS}, 'c': 'infinity'::TIMESTAMP, 'r': 9223372036854775807}}"
+        feat_key = (
+            f"{{'t': {plan.ts_sql}, 'c': coalesce({created}, '-infinity'::TIMESTAMP), "
+            f"'r': {_SRC_ROW}}}"
+        )
+        ent_key = f"{{'t': {_TS}, 'c': 'infinity'::TIMESTAMP, 'r': {2**63 - 1}}}"
 
-    on = [f"e.{_q(e)} = f.{_q(f'__k{i}')}" for i, (e, _) in enumerate(keys)]
+    feat_cols = [f"p.{_q(s)} AS __k{i}" for i, (_, s) in enumerate(keys)]
+    feat_cols.append(f"{plan.ts_sql} AS __ts")
+    feat_cols += [f"p.{_q(c)} AS __f{i}" for i, c in enumerate(plan.source_features)]
+    feat_cols.append(f"{feat_key} AS {_KEY}")
+    on = [f"e.{_q(e)} = f.__k{i}" for i, (e, _) in enumerate(keys)]
     on.append(f"e.{_KEY} >= f.{_KEY}")
+    features = [f"__f{i}" for i in range(len(plan.source_features))]
     if plan.ttl_us:
         fresh = f"f.__ts >= e.{_TS} - to_microseconds({plan.ttl_us})"
-        cols = [f"CASE WHEN {fresh} THEN f.{c} END AS {c}" for c in features]
+        out = [f"CASE WHEN {fresh} THEN f.{c} END AS {c}" for c in features]
     else:
-        cols = [f"f.{c}" for c in features]
-    entity_keys = ", ".join(_q(e) for e, _ in keys)
+        out = [f"f.{c}" for c in features]
+    out.insert(0, f"e.{_ROW}")
+    entity_cols = [_ROW, _TS, *(_q(e) for e, _ in keys), f"{ent_key} AS {_KEY}"]
     sql = (
-        f"WITH e AS (SELECT {_ROW}, {_TS}{', ' if keys else ''}{entity_keys}, "
-        f"{ent_key} AS {_KEY} FROM entity), "
-        f"f AS (SELECT *, {feat_key} AS {_KEY} FROM feats) "
-        f"SELECT {', '.join(cols) if cols else '1 AS __none'} "
-        f"FROM e ASOF LEFT JOIN f ON {' AND '.join(on)} ORDER BY e.{_ROW}"
+        f"WITH f AS (SELECT {', '.join(feat_cols)} FROM {src} p {semi} "
+        f"WHERE {' AND '.join(where)}), "
+        f"e AS (SELECT {', '.join(entity_cols)} FROM entity) "
+        f"SELECT {', '.join(out)} FROM e ASOF LEFT JOIN f ON {' AND '.join(on)}"
     )
-    return con.sql(sql).to_arrow_table()
+    joined = con.sql(sql).to_arrow_table()
+    # The ASOF join emits rows in its own order; scattering by row id restores the entity
+    # frame's order in O(n), cheaper than an ORDER BY.
+    rows = joined.column(0).to_numpy()
+    order = np.empty_like(rows)
+    order[rows] = np.arange(len(rows))
+    return joined.drop_columns([_ROW]).take(pa.array(order))
 
 
 def _historical_features(
@@ -427,11 +479,12 @@ def _historical_features(
                 typ = plan.source.schema.field(feature).type
                 result = result.append_column(output, pa.nulls(entity.num_rows, typ))
         return result
-    t_min, t_max = (v.as_py() for v in pc.min_max(valid).values())
+    bounds = pc.min_max(valid.cast(pa.int64()))
+    t_min, t_max = bounds["min"].as_py(), bounds["max"].as_py()
     key_columns = sorted({k for plan in plans for k in plan.entity_keys})
     internal = pa.table(
         {
-            _ROW: pa.array(range(entity.num_rows), pa.int64()),
+            _ROW: pa.array(np.arange(entity.num_rows, dtype=np.int64)),
             _TS: entity_ts,
             **{k: entity.column(k) for k in key_columns},
         }
@@ -658,7 +711,7 @@ def _pull(
         else:
             tail = f"ORDER BY {_SRC_ROW}"
         with _connect(config) as con:
-            src = source.relation_sql(con, "source_table")
+            src = source.relation_sql(con, "source_table", columns)
             try:
                 table = con.sql(
                     f"SELECT {', '.join(select)} FROM {src} WHERE {' AND '.join(where)} {tail}"

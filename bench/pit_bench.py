@@ -1,0 +1,249 @@
+"""Point-in-time retrieval benchmark: AsofOfflineStore against Feast's stores and raw DuckDB.
+
+Run `python -m bench.pit_bench --sizes small` (2M feature rows x 500k entity rows) or
+`--sizes full` (adds 10M x 1M). Every measurement runs in its own child process so that peak
+memory (ru_maxrss) belongs to one engine only. Data and JSON results go to bench/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+TTL = timedelta(days=7)
+FEATURES = ["conv_rate", "acc_rate", "trips"]
+
+
+@dataclass(frozen=True)
+class Size:
+    name: str
+    feature_rows: int
+    entity_rows: int
+    repeats: int
+
+
+SIZES = {
+    "tiny": Size("tiny", 200_000, 50_000, 3),
+    "2Mx500k": Size("2Mx500k", 2_000_000, 500_000, 5),
+    "10Mx1M": Size("10Mx1M", 10_000_000, 1_000_000, 3),
+}
+SIZE_SETS = {"tiny": ["tiny"], "small": ["2Mx500k"], "full": ["2Mx500k", "10Mx1M"]}
+ENGINES = ["asof", "duckdb_raw", "feast_duckdb", "feast_file"]
+# Feast's file (dask) store needs minutes at 2M rows; it is skipped where it would take an hour.
+SKIP = {("feast_file", "10Mx1M")}
+TIMEOUT_S = {"feast_file": 900}
+
+
+def generate(size: Size, directory: Path) -> None:
+    """Write features.parquet and entities.parquet: hourly event times (ties) and created ties."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if (directory / "entities.parquet").exists():
+        return
+    directory.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(42)
+    n, m = size.feature_rows, size.entity_rows
+    keys = max(1, m // 5)
+    start = np.datetime64("2024-01-01T00:00:00", "us").astype("int64")
+    hour = 3_600_000_000
+    span_hours = 90 * 24
+    ts = start + rng.integers(0, span_hours, n) * hour
+    created = ts + rng.integers(0, 3, n) * 1_000_000
+    features = pa.table(
+        {
+            "driver_id": rng.integers(0, keys, n),
+            "event_timestamp": pa.array(ts, pa.timestamp("us")),
+            "created": pa.array(created, pa.timestamp("us")),
+            "conv_rate": rng.random(n),
+            "acc_rate": rng.random(n).astype("float32"),
+            "trips": rng.integers(0, 1000, n),
+        }
+    )
+    pq.write_table(features, directory / "features.parquet")
+    entity_ts = start + rng.integers(0, span_hours * hour, m)
+    entities = pa.table(
+        {
+            # A few percent of keys have no feature rows at all.
+            "driver_id": rng.integers(0, int(keys * 1.03) + 1, m),
+            "event_timestamp": pa.array(entity_ts, pa.timestamp("us")),
+        }
+    )
+    pq.write_table(entities, directory / "entities.parquet")
+
+
+def _feast_repo(directory: Path, engine: str) -> Path:
+    from feast import Entity, FeatureStore, FeatureView, Field, FileSource, ValueType
+    from feast.types import Float32, Float64, Int64
+
+    from platform_assets.features.offline_store import feature_store_yaml
+
+    repo = directory / f"repo_{engine}"
+    repo.mkdir(exist_ok=True)
+    text = feature_store_yaml("bench", repo, repo / "registry.db", repo / "online.db")
+    if engine != "asof":
+        store_type = {"feast_duckdb": "duckdb", "feast_file": "file"}[engine]
+        text = text.replace(
+            "type: platform_assets.features.offline_store.AsofOfflineStore",
+            f"type: {store_type}",
+        )
+    (repo / "feature_store.yaml").write_text(text)
+    driver = Entity(name="driver", join_keys=["driver_id"], value_type=ValueType.INT64)
+    view = FeatureView(
+        name="driver_stats",
+        entities=[driver],
+        ttl=TTL,
+        schema=[
+            Field(name="driver_id", dtype=Int64),
+            Field(name="conv_rate", dtype=Float64),
+            Field(name="acc_rate", dtype=Float32),
+            Field(name="trips", dtype=Int64),
+        ],
+        source=FileSource(
+            name="driver_stats_source",
+            path=str(directory / "features.parquet"),
+            timestamp_field="event_timestamp",
+            created_timestamp_column="created",
+        ),
+    )
+    FeatureStore(repo_path=str(repo)).apply([driver, view])
+    return repo
+
+
+def child(engine: str, directory: Path, repeats: int) -> dict:
+    """Run one engine `repeats` times in this process; report wall times and peak RSS."""
+    import pandas as pd
+
+    entity_df = pd.read_parquet(directory / "entities.parquet")
+    features_path = directory / "features.parquet"
+    if engine == "duckdb_raw":
+        import duckdb
+
+        con = duckdb.connect()
+        con.register("entity_df", entity_df)
+        sql = (
+            "SELECT e.*, f.conv_rate, f.acc_rate, f.trips FROM entity_df e "
+            f"ASOF LEFT JOIN read_parquet('{features_path}') f "
+            "ON e.driver_id = f.driver_id AND e.event_timestamp >= f.event_timestamp"
+        )
+
+        def run() -> int:
+            return con.sql(sql).to_arrow_table().num_rows
+
+    else:
+        from feast import FeatureStore
+
+        store = FeatureStore(repo_path=str(_feast_repo(directory, engine)))
+        refs = [f"driver_stats:{f}" for f in FEATURES]
+
+        def run() -> int:
+            job = store.get_historical_features(entity_df=entity_df, features=refs)
+            return job.to_arrow().num_rows
+
+    baseline_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    times, rows = [], 0
+    for _ in range(repeats):
+        start = time.perf_counter()
+        rows = run()
+        times.append(time.perf_counter() - start)
+    return {
+        "engine": engine,
+        "times_s": times,
+        "rows": rows,
+        "entity_rows": len(entity_df),
+        "baseline_rss_bytes": baseline_rss,
+        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+    }
+
+
+def measure(engine: str, size: Size, directory: Path) -> dict:
+    repeats = 1 if engine == "feast_file" else size.repeats
+    cmd = [sys.executable, "-m", "bench.pit_bench", "--child", engine, "--data", str(directory)]
+    cmd += ["--repeats", str(repeats)]
+    try:
+        out = subprocess.run(
+            cmd, capture_output=True, text=True, check=True, timeout=TIMEOUT_S.get(engine, 3600)
+        )
+    except subprocess.TimeoutExpired:
+        return {"engine": engine, "error": f"timed out after {TIMEOUT_S.get(engine)} s"}
+    except subprocess.CalledProcessError as e:
+        return {"engine": engine, "error": e.stderr.strip().splitlines()[-1]}
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def table(size: Size, results: list[dict]) -> str:
+    ours = next((r for r in results if r["engine"] == "asof" and "times_s" in r), None)
+    base = statistics.median(ours["times_s"]) if ours else None
+    lines = [
+        f"{size.name}: {size.feature_rows:,} feature rows x {size.entity_rows:,} entity rows, "
+        f"TTL {TTL.days} days",
+        "",
+        "| engine | wall median (s) | runs | vs asof | peak RSS (GiB) | rows out |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in results:
+        if "error" in r:
+            lines.append(f"| {r['engine']} | {r['error']} | | | | |")
+            continue
+        wall = statistics.median(r["times_s"])
+        ratio = f"{wall / base:.2f}x" if base else "n/a"
+        lines.append(
+            f"| {r['engine']} | {wall:.3f} | {len(r['times_s'])} | {ratio} | "
+            f"{r['peak_rss_bytes'] / 2**30:.2f} | {r['rows']:,} of {r['entity_rows']:,} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--sizes", choices=sorted(SIZE_SETS), default="small")
+    parser.add_argument("--engines", default=",".join(ENGINES))
+    parser.add_argument("--child", choices=ENGINES, help=argparse.SUPPRESS)
+    parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--repeats", type=int, default=1, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(child(args.child, args.data, args.repeats)))
+        return
+
+    engines = args.engines.split(",")
+    header = (
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.node()}, {os.cpu_count()} cores, "
+        f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB RAM"
+    )
+    print(header, flush=True)
+    report = {"header": header, "sizes": {}}
+    for size_name in SIZE_SETS[args.sizes]:
+        size = SIZES[size_name]
+        directory = RESULTS / f"data_{size.name}"
+        generate(size, directory)
+        results = []
+        for engine in engines:
+            if (engine, size.name) in SKIP:
+                results.append({"engine": engine, "error": "skipped (too slow at this size)"})
+                continue
+            results.append(measure(engine, size, directory))
+            print(f"  {size.name} {engine}: {json.dumps(results[-1])}", flush=True)
+        report["sizes"][size.name] = results
+        print(table(size, results), flush=True)
+        print(flush=True)
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"pit_bench_{args.sizes}.json"
+    out.write_text(json.dumps(report, indent=2))
+    print(f"results written to {out}")
+
+
+if __name__ == "__main__":
+    main()
