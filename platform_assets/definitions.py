@@ -25,11 +25,10 @@ def pipeline_selection(tenant: str | None = None) -> dg.AssetSelection:
     return scope - dg.AssetSelection.tag("asset_type", "cost")
 
 
-@dg.definitions
-def defs() -> dg.Definitions:
+def platform_definitions(tenant_defs: dg.Definitions) -> dg.Definitions:
+    """Add the platform's jobs, sensors, resources and executor to the tenants' components."""
     env = deployment()
     tenants = load_all()
-    tenant_defs = dg.load_from_defs_folder(path_within_project=Path(__file__).parent)
     jobs = [
         dg.define_asset_job(
             PIPELINE,
@@ -56,3 +55,8 @@ def defs() -> dg.Definitions:
         executor=executor_for(env),
     )
     return dg.Definitions.merge(tenant_defs, platform)
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    return platform_definitions(dg.load_from_defs_folder(path_within_project=Path(__file__).parent))

@@ -1,0 +1,195 @@
+"""`make demo`: run the main job on the embedded instance, evaluate promotion, print a summary.
+
+Everything goes through real Dagster runs recorded in DAGSTER_HOME (`dagster job execute`), so
+`make ui` afterwards shows the same runs, checks, plots and lineage.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import dagster as dg
+from rich.console import Console
+from rich.table import Table
+
+from platform_assets.execution.env import dagster_home
+
+MODULE = "platform_assets.definitions"
+SENSOR_CURSOR_KEY = "mlplat/demo/promotion_sensor_cursor"
+
+
+def _dagster(*args: str, console: Console) -> None:
+    cmd = [str(Path(sys.executable).with_name("dagster")), *args, "-m", MODULE]
+    console.print(f"[dim]$ {' '.join(cmd[1:])}[/dim]")
+    started = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stdout[-20_000:] + proc.stderr[-20_000:])
+        raise SystemExit(f"`dagster {args[0]} {args[1]}` failed with exit code {proc.returncode}")
+    console.print(f"[dim]  done in {time.perf_counter() - started:.1f}s[/dim]")
+
+
+def run_pipeline(console: Console) -> None:
+    console.rule("Materializing every asset of every tenant (job ml_pipeline)")
+    _dagster(
+        "job",
+        "execute",
+        "-j",
+        "ml_pipeline",
+        "--tags",
+        json.dumps({"mlplat/launched_by": os.environ.get("MLPLAT_USER", "system")}),
+        console=console,
+    )
+
+
+def run_costs(console: Console) -> None:
+    console.rule("Rolling up today's cost per tenant")
+    today = datetime.now(UTC).strftime("%Y-%m-%d")
+    _dagster(
+        "asset",
+        "materialize",
+        "--select",
+        "tag:asset_type=cost",
+        "--partition",
+        today,
+        console=console,
+    )
+
+
+def evaluate_promotion(instance: dg.DagsterInstance, console: Console) -> list[str]:
+    """One tick of the promotion sensor, launched the way the daemon would: cursor kept in the
+    instance, runs deduplicated by run key, each run a real `dagster job execute`."""
+    from platform_assets.definitions import defs
+    from platform_assets.sensors.promotion import promotion_sensor
+
+    console.rule("Evaluating the promotion sensor")
+    definitions = defs()
+    repo = definitions.get_repository_def()
+    cursor = instance.run_storage.get_cursor_values({SENSOR_CURSOR_KEY}).get(SENSOR_CURSOR_KEY)
+    with dg.build_sensor_context(
+        instance=instance, cursor=cursor, repository_def=repo, resources=definitions.resources
+    ) as context:
+        result = promotion_sensor(context)
+        new_cursor = context.cursor
+    lines: list[str] = []
+    requests = result if isinstance(result, list) else []
+    if isinstance(result, dg.SkipReason):
+        lines.append(f"sensor skipped: {result.skip_message}")
+    for request in requests:
+        existing = instance.get_run_records(
+            dg.RunsFilter(tags={"dagster/run_key": request.run_key}), limit=1
+        )
+        if existing:
+            lines.append(f"{request.run_key}: already launched, not promoted twice")
+            continue
+        job = request.job_name or promotion_sensor.job_name
+        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+            json.dump(request.run_config, f)
+        tags = {
+            **request.tags,
+            "dagster/run_key": request.run_key,
+            "dagster/sensor_name": promotion_sensor.name,
+        }
+        _dagster(
+            "job", "execute", "-j", job, "-c", f.name, "--tags", json.dumps(tags), console=console
+        )
+        lines.append(f"{request.run_key}: launched {job}")
+    if new_cursor is not None:
+        instance.run_storage.set_cursor_values({SENSOR_CURSOR_KEY: new_cursor})
+    for line in lines:
+        console.print(f"  {line}")
+    return lines
+
+
+def summary(instance: dg.DagsterInstance, console: Console) -> Table:
+    from platform_assets.definitions import defs
+    from resources.mlflow import MlflowResource
+
+    definitions = defs()
+    mlflow: MlflowResource = definitions.resources["mlflow"]  # type: ignore[assignment]
+    graph = definitions.get_repository_def().asset_graph
+    table = Table(title="mlplat demo summary")
+    for col in (
+        "tenant",
+        "model",
+        "version",
+        "metrics (held out)",
+        "champion",
+        "checks",
+        "cost USD",
+    ):
+        table.add_column(col)
+    tenants = sorted({k.path[0] for k in graph.get_all_asset_keys()})
+    for tenant in tenants:
+        keys = [k for k in graph.get_all_asset_keys() if k.path[0] == tenant]
+        passed = failed = 0
+        for check_key in graph.asset_check_keys:
+            if check_key.asset_key.path[0] != tenant:
+                continue
+            record = instance.event_log_storage.get_latest_asset_check_execution_by_key(
+                [check_key]
+            ).get(check_key)
+            if record is None or record.evaluation is None:
+                continue
+            passed += record.evaluation.passed
+            failed += not record.evaluation.passed
+        cost = 0.0
+        for key in keys:
+            event = instance.get_latest_materialization_event(key)
+            if (
+                event
+                and event.asset_materialization
+                and "cost/usd" in event.asset_materialization.metadata
+            ):
+                cost += float(event.asset_materialization.metadata["cost/usd"].value)
+        for key in sorted(keys, key=lambda k: k.to_user_string()):
+            if key.path[1] != "evaluation_reports":
+                continue
+            event = instance.get_latest_materialization_event(key)
+            if event is None:
+                continue
+            md = event.asset_materialization.metadata
+            metrics = md["metrics"].value
+            champion = mlflow.version_by_alias(md["registered_model"].value, "champion")
+            table.add_row(
+                tenant,
+                md["registered_model"].value,
+                str(md["model_version"].value),
+                f"auc={metrics['roc_auc']:.3f} ap={metrics['average_precision']:.3f}",
+                f"v{champion.version}" if champion else "none",
+                f"{passed} passed, {failed} failed",
+                f"{cost:.6f}",
+            )
+    return table
+
+
+def main() -> None:
+    console = Console()
+    home = dagster_home()
+    home.mkdir(parents=True, exist_ok=True)
+    os.environ["DAGSTER_HOME"] = str(home)
+    started = time.perf_counter()
+    run_pipeline(console)
+    run_costs(console)
+    with dg.DagsterInstance.get() as instance:
+        evaluate_promotion(instance, console)
+        try:
+            from platform_assets.governance.demo import walk
+        except ImportError:
+            walk = None
+        if walk is not None:
+            console.rule("Approval workflow")
+            for line in walk(console):
+                console.print(f"  {line}")
+        console.print(summary(instance, console))
+    console.print(
+        f"demo runs took {time.perf_counter() - started:.0f}s; "
+        f"open the UI with `make ui` (instance: {home})"
+    )

@@ -1,0 +1,42 @@
+"""Build platform definitions from a throwaway tenant folder, as a pull request would add it."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import yaml
+from dagster.components.testing.utils import create_defs_folder_sandbox
+
+from platform_assets.definitions import platform_definitions
+
+DEMO_DEFS = Path(__file__).resolve().parents[1] / "platform_assets" / "defs"
+
+
+def write_component(folder: Path, type_name: str, attributes: dict) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "defs.yaml"
+    path.write_text(yaml.safe_dump({"type": type_name, "attributes": attributes}, sort_keys=False))
+    return path
+
+
+@contextmanager
+def sandbox(
+    monkeypatch: pytest.MonkeyPatch, tenants: tuple[str, ...] = ("ridehail",)
+) -> Iterator[tuple[Path, callable]]:
+    """Copy demo tenants into a sandbox defs folder; yields (defs folder, build) where build()
+    loads the folder through Dagster's component loader and adds the platform definitions."""
+    with create_defs_folder_sandbox() as box:
+        for tenant in tenants:
+            shutil.copytree(DEMO_DEFS / tenant, box.defs_folder_path / tenant)
+        monkeypatch.setenv("MLPLAT_DEFS_ROOT", str(box.defs_folder_path))
+
+        def build() -> dg.Definitions:
+            with box.build_component_tree() as tree:
+                return platform_definitions(tree.build_defs())
+
+        yield box.defs_folder_path, build

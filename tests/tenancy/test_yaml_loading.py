@@ -1,0 +1,178 @@
+"""Each component type loads from YAML, and a bad team file fails naming file, field and reason."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from platform_assets.tenancy.catalog import (
+    PlatformConfigError,
+    check_model_refs,
+    load_all,
+    load_tenant,
+)
+from tests.platform_sandbox import sandbox, write_component
+
+MODEL = "platform_assets.models.component.Model"
+SOURCE = "platform_assets.sources.component.Source"
+
+
+def _model_attrs(**overrides):
+    attrs = {
+        "name": "driver_retention",
+        "description": "Second model of the ride-hailing team.",
+        "features": ["driver_stats:trips_7d", "driver_stats:avg_rating_7d"],
+        "labels": {
+            "source": "driver_churn_labels",
+            "entity_columns": ["driver_id"],
+            "timestamp_column": "label_ts",
+            "label_column": "churned",
+        },
+        "algorithm": "logistic_regression",
+    }
+    attrs.update(overrides)
+    return attrs
+
+
+def test_demo_tenants_load_with_every_component_type():
+    catalogs = load_all()
+    assert set(catalogs) == {"ridehail", "payments", "growth"}
+    for cat in catalogs.values():
+        assert cat.sources and cat.feature_sets and cat.models
+        assert len({fs.entity.join_key for fs in cat.feature_sets.values()}) >= 2
+        for model in cat.models.values():
+            check_model_refs(cat, model)
+
+
+def test_adding_a_model_is_one_new_yaml_file(monkeypatch):
+    with sandbox(monkeypatch) as (root, build):
+        write_component(root / "ridehail" / "models" / "driver_retention", MODEL, _model_attrs())
+        keys = {s.key.to_user_string() for s in build().resolve_all_asset_specs()}
+    for kind in ("training_sets", "models", "evaluation_reports"):
+        assert f"ridehail/{kind}/driver_retention" in keys
+
+
+def _load_error(monkeypatch, attrs) -> str:
+    with sandbox(monkeypatch) as (root, build):
+        write_component(root / "ridehail" / "models" / "bad", MODEL, attrs)
+        with pytest.raises(Exception) as excinfo:
+            build()
+        # The catalog gives the same verdict without Dagster (used by `mlplat validate`).
+        with pytest.raises(PlatformConfigError) as catalog_exc:
+            cat = load_tenant((root / "ridehail").resolve())
+            check_model_refs(cat, cat.models[attrs["name"]])
+        assert "models/bad/defs.yaml" in str(catalog_exc.value)
+        return _chain(excinfo.value) + "\n" + str(catalog_exc.value)
+
+
+def _chain(exc: BaseException | None) -> str:
+    parts = []
+    while exc is not None:
+        parts.append(str(exc))
+        exc = exc.__cause__ or exc.__context__
+    return "\n".join(parts)
+
+
+def test_unknown_field_is_refused(monkeypatch):
+    message = _load_error(monkeypatch, _model_attrs(name="bad", learning_rate=0.1))
+    assert "models/bad/defs.yaml" in message
+    assert "learning_rate" in message
+    assert "Extra inputs are not permitted" in message
+
+
+def test_wrong_type_is_refused(monkeypatch):
+    message = _load_error(monkeypatch, _model_attrs(name="bad", version="latest"))
+    assert "attributes.version" in message
+    assert "valid integer" in message
+
+
+def test_missing_required_field_is_refused(monkeypatch):
+    attrs = _model_attrs(name="bad")
+    del attrs["algorithm"]
+    message = _load_error(monkeypatch, attrs)
+    assert "attributes.algorithm" in message
+    assert "Field required" in message
+
+
+def test_model_pointing_at_missing_feature_view_is_refused(monkeypatch):
+    message = _load_error(monkeypatch, _model_attrs(name="bad", features=["driver_statz:*"]))
+    assert "attributes.features[0]" in message
+    assert "feature set 'driver_statz' does not exist in tenant 'ridehail'" in message
+
+
+def test_model_pointing_at_missing_feature_is_refused(monkeypatch):
+    message = _load_error(monkeypatch, _model_attrs(name="bad", features=["driver_stats:nope"]))
+    assert "feature 'nope' is not in feature set 'driver_stats'" in message
+
+
+def test_labels_without_the_join_key_are_refused(monkeypatch):
+    attrs = _model_attrs(name="bad", features=["zone_demand:*"])
+    message = _load_error(monkeypatch, attrs)
+    assert "attributes.labels.entity_columns" in message
+    assert "joins on 'zone_id'" in message
+
+
+def test_feature_set_reading_unknown_source_is_refused(monkeypatch):
+    with sandbox(monkeypatch) as (root, build):
+        path = root / "ridehail" / "features" / "driver_stats" / "defs.yaml"
+        doc = yaml.safe_load(path.read_text())
+        doc["attributes"]["sources"] = ["tripz"]
+        path.write_text(yaml.safe_dump(doc))
+        with pytest.raises(Exception) as excinfo:
+            build()
+    message = _chain(excinfo.value)
+    assert "features/driver_stats/defs.yaml: attributes.sources[0]" in message
+    assert "source 'tripz' does not exist" in message
+
+
+def test_source_needs_exactly_one_origin(monkeypatch):
+    with sandbox(monkeypatch) as (root, build):
+        write_component(
+            root / "ridehail" / "sources" / "bad",
+            SOURCE,
+            {
+                "name": "bad",
+                "description": "d",
+                "timestamp_column": "ts",
+                "columns": {"ts": "timestamp"},
+            },
+        )
+        with pytest.raises(PlatformConfigError) as excinfo:
+            load_tenant((root / "ridehail").resolve())
+    assert "sources/bad/defs.yaml: attributes" in str(excinfo.value)
+    assert "set exactly one of 'generator' or 'path'" in str(excinfo.value)
+
+
+def test_tenant_name_must_match_folder(monkeypatch):
+    with sandbox(monkeypatch) as (root, _):
+        path = root / "ridehail" / "tenant" / "defs.yaml"
+        path.write_text(path.read_text().replace("name: ridehail", "name: rideshare"))
+        with pytest.raises(
+            PlatformConfigError, match="'rideshare' must equal its folder 'ridehail'"
+        ):
+            load_tenant((root / "ridehail").resolve())
+
+
+def test_unshared_cross_tenant_feature_set_is_refused(monkeypatch):
+    with sandbox(monkeypatch, tenants=("ridehail", "payments")) as (root, _):
+        write_component(
+            root / "ridehail" / "models" / "bad",
+            MODEL,
+            _model_attrs(
+                name="bad",
+                features=["payments/card_activity:*"],
+                labels={
+                    "source": "driver_churn_labels",
+                    "entity_columns": ["driver_id", "card_id"],
+                    "timestamp_column": "label_ts",
+                    "label_column": "churned",
+                },
+            ),
+        )
+        cat = load_tenant((root / "ridehail").resolve())
+        with pytest.raises(PlatformConfigError) as excinfo:
+            check_model_refs(cat, cat.models["bad"])
+    assert (
+        "tenant 'ridehail' may not read 'payments''s asset 'payments/features/card_activity'"
+        in str(excinfo.value)
+    )
