@@ -1,7 +1,12 @@
-"""Measures one step (wall, CPU, peak memory) and prices it from the price catalog."""
+"""Measures one step (wall, CPU, peak memory) and prices it from the price catalog.
+
+Locally the numbers come from the OS (getrusage, RSS sampling); inside a Kubernetes pod they come
+from the container's cgroup, because one pod runs one step and the cgroup also sees children.
+"""
 
 from __future__ import annotations
 
+import os
 import resource
 import threading
 import time
@@ -18,6 +23,7 @@ from pydantic import BaseModel, Field
 from platform_assets.tenancy.specs import ComputeResources
 
 DEFAULT_CATALOG = Path(__file__).with_name("prices.yaml")
+CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
 class PriceCatalog(BaseModel, extra="forbid"):
@@ -38,6 +44,27 @@ class PricingResource(dg.ConfigurableResource):
         return PriceCatalog.load(self.catalog_path)
 
 
+def bill(
+    requested: ComputeResources,
+    wall_seconds: float,
+    cpu_seconds: float,
+    peak_memory_gib: float,
+    prices: PriceCatalog,
+) -> float:
+    """USD for one step: wall hours x (max(requested, used) per resource x its hourly price).
+
+    Used vCPU is the average over the step (cpu_seconds / wall_seconds); used memory is the peak.
+    GPUs are billed as requested: a GPU is reserved whole for the step.
+    """
+    hours = wall_seconds / 3600
+    used_cpu = cpu_seconds / wall_seconds if wall_seconds else 0.0
+    vcpu = max(requested.cpu, used_cpu)
+    gib = max(requested.memory_gib, peak_memory_gib)
+    return hours * (
+        vcpu * prices.vcpu_hour + gib * prices.gib_hour + requested.gpu * prices.gpu_hour
+    )
+
+
 @dataclass
 class Usage:
     tenant: str
@@ -45,15 +72,12 @@ class Usage:
     wall_seconds: float = 0.0
     cpu_seconds: float = 0.0
     peak_memory_gib: float = 0.0
+    measured_by: str = "os"
     errors: list[str] = field(default_factory=list)
 
     def cost(self, prices: PriceCatalog) -> float:
-        hours = self.wall_seconds / 3600
-        used_cpu = self.cpu_seconds / self.wall_seconds if self.wall_seconds else 0.0
-        vcpu = max(self.requested.cpu, used_cpu)
-        gib = max(self.requested.memory_gib, self.peak_memory_gib)
-        return hours * (
-            vcpu * prices.vcpu_hour + gib * prices.gib_hour + self.requested.gpu * prices.gpu_hour
+        return bill(
+            self.requested, self.wall_seconds, self.cpu_seconds, self.peak_memory_gib, prices
         )
 
     def metadata(self, prices: PriceCatalog) -> dict[str, dg.RawMetadataValue]:
@@ -65,6 +89,7 @@ class Usage:
             "cost/requested_cpu": self.requested.cpu,
             "cost/requested_memory_gib": self.requested.memory_gib,
             "cost/requested_gpu": self.requested.gpu,
+            "cost/measured_by": self.measured_by,
             "cost/usd": round(self.cost(prices), 8),
         }
         if self.errors:
@@ -91,22 +116,92 @@ class _PeakSampler(threading.Thread):
         return max(self.peak, self._proc.memory_info().rss)
 
 
+class Cgroup:
+    """The container's own cgroup: v2 (`cpu.stat`, `memory.peak`) or v1 (cpuacct, memory)."""
+
+    def __init__(self, root: Path = CGROUP_ROOT):
+        self.root = root
+        self.version = 2 if (root / "cgroup.controllers").exists() else 1
+
+    def cpu_seconds(self) -> float:
+        if self.version == 2:
+            for line in (self.root / "cpu.stat").read_text().splitlines():
+                name, _, value = line.partition(" ")
+                if name == "usage_usec":
+                    return int(value) / 1e6
+            raise ValueError(f"{self.root / 'cpu.stat'} has no usage_usec")
+        return int((self.root / "cpuacct" / "cpuacct.usage").read_text()) / 1e9
+
+    def peak_bytes(self) -> int:
+        if self.version == 2:
+            return int((self.root / "memory.peak").read_text())
+        return int((self.root / "memory" / "memory.max_usage_in_bytes").read_text())
+
+
+def in_kubernetes() -> bool:
+    return bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
+
+
+def _process_cpu() -> float:
+    own, children = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def _refuse_over_budget(tenant: str) -> None:
+    """Inside a run, refuse to start the step when the tenant was over budget at run start."""
+    try:
+        context = dg.OpExecutionContext.get()
+    except dg.DagsterInvariantViolationError:
+        return  # measured outside a Dagster step (a unit test, a notebook): nothing to gate
+    from platform_assets.cost.budget import run_start_status
+
+    status = run_start_status(context.instance, tenant, context.run_id)
+    if status is not None and status.blocked:
+        raise dg.Failure(description=status.message, allow_retries=False)
+
+
 @contextmanager
-def meter(tenant: str, requested: ComputeResources) -> Iterator[Usage]:
-    """Measure the enclosed block. Measurement problems are recorded, never raised."""
+def meter(
+    tenant: str, requested: ComputeResources, cgroup_root: Path = CGROUP_ROOT
+) -> Iterator[Usage]:
+    """Measure the enclosed block. Measurement problems are recorded on the usage, never raised.
+
+    Before the block runs, a tenant that was over its monthly budget when the run started (and
+    has no override) is refused with `dg.Failure` naming the budget.
+    """
+    _refuse_over_budget(tenant)
     usage = Usage(tenant=tenant, requested=requested)
+    cgroup, cgroup_cpu = None, 0.0
+    if in_kubernetes():
+        try:
+            cgroup = Cgroup(cgroup_root)
+            cgroup_cpu = cgroup.cpu_seconds()
+            usage.measured_by = f"cgroup v{cgroup.version}"
+        except (OSError, ValueError) as exc:
+            usage.errors.append(f"cgroup cpu unreadable, measured by the OS instead: {exc}")
+            cgroup = None
     sampler = _PeakSampler()
     sampler.start()
-    start_wall, start_cpu = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
+    start_wall, start_cpu = time.perf_counter(), _process_cpu()
     try:
         yield usage
     finally:
-        end_cpu = resource.getrusage(resource.RUSAGE_SELF)
         usage.wall_seconds = time.perf_counter() - start_wall
-        usage.cpu_seconds = (end_cpu.ru_utime - start_cpu.ru_utime) + (
-            end_cpu.ru_stime - start_cpu.ru_stime
-        )
+        usage.cpu_seconds = _process_cpu() - start_cpu
         try:
             usage.peak_memory_gib = sampler.stop() / 2**30
         except psutil.Error as exc:
             usage.errors.append(f"peak memory: {exc}")
+        if cgroup is not None:
+            try:
+                usage.cpu_seconds = cgroup.cpu_seconds() - cgroup_cpu
+            except (OSError, ValueError) as exc:
+                usage.errors.append(f"cgroup cpu: {exc}; process CPU recorded instead")
+            try:
+                # One step per pod: the container's peak is the step's peak.
+                usage.peak_memory_gib = max(usage.peak_memory_gib, cgroup.peak_bytes() / 2**30)
+            except (OSError, ValueError) as exc:
+                usage.errors.append(f"cgroup memory peak: {exc}; sampled RSS recorded instead")

@@ -1,28 +1,56 @@
-"""Sums the cost metadata recorded on a tenant's materializations from the Dagster event log."""
+"""Reads the cost metadata recorded on materializations from the Dagster event log and sums it.
+
+The event log is the source of truth: every metered step leaves one materialization carrying
+`cost/*` metadata, so a rollup is a read plus a group-by, and re-running it gives the same numbers.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
+from collections import defaultdict
+from dataclasses import asdict, dataclass, fields
+from datetime import UTC, datetime
 
 import dagster as dg
+import pandas as pd
 
 COST_KEY = "cost/usd"
+PLATFORM = "platform"
 
 
 @dataclass(frozen=True)
 class StepCost:
+    """One ledger row: one recorded step of one asset (partition) in one run."""
+
+    tenant: str
     asset_key: str
+    partition: str
     run_id: str
     timestamp: float
     usd: float
     cpu_seconds: float
     wall_seconds: float
+    peak_memory_gib: float
+
+    @property
+    def day(self) -> str:
+        return datetime.fromtimestamp(self.timestamp, UTC).strftime("%Y-%m-%d")
+
+
+LEDGER_COLUMNS = [f.name for f in fields(StepCost)]
 
 
 def _value(metadata: dict, key: str) -> float:
     entry = metadata.get(key)
     return float(entry.value) if entry is not None else 0.0
+
+
+def tenant_asset_keys(instance: dg.DagsterInstance, tenant: str | None = None) -> list[dg.AssetKey]:
+    """Asset keys the instance has seen for one tenant (or all tenants), platform assets aside."""
+    keys = instance.get_asset_keys(prefix=[tenant] if tenant else None)
+    return sorted(
+        (k for k in keys if k.path[0] != PLATFORM and k.path[1:] != ["cost"]),
+        key=lambda k: k.to_user_string(),
+    )
 
 
 def step_costs(
@@ -46,17 +74,71 @@ def step_costs(
                 mat = record.asset_materialization
                 if mat is None or COST_KEY not in mat.metadata:
                     continue
+                md = mat.metadata
+                tenant = md["cost/tenant"].value if "cost/tenant" in md else key.path[0]
                 out.append(
                     StepCost(
+                        tenant=str(tenant),
                         asset_key=key.to_user_string(),
+                        partition=mat.partition or "",
                         run_id=record.run_id,
                         timestamp=record.timestamp,
-                        usd=_value(mat.metadata, COST_KEY),
-                        cpu_seconds=_value(mat.metadata, "cost/cpu_seconds"),
-                        wall_seconds=_value(mat.metadata, "cost/wall_seconds"),
+                        usd=_value(md, COST_KEY),
+                        cpu_seconds=_value(md, "cost/cpu_seconds"),
+                        wall_seconds=_value(md, "cost/wall_seconds"),
+                        peak_memory_gib=_value(md, "cost/peak_memory_gib"),
                     )
                 )
             if not result.has_more:
                 break
             cursor = result.cursor
     return out
+
+
+def tenant_steps(
+    instance: dg.DagsterInstance, start: datetime, end: datetime, tenant: str | None = None
+) -> list[StepCost]:
+    return step_costs(instance, tenant_asset_keys(instance, tenant), start, end)
+
+
+def ledger_frame(steps: list[StepCost]) -> pd.DataFrame:
+    frame = pd.DataFrame([asdict(s) for s in steps], columns=LEDGER_COLUMNS)
+    frame["day"] = pd.to_datetime(frame["timestamp"], unit="s", utc=True).dt.strftime("%Y-%m-%d")
+    return frame
+
+
+def rollup(steps: list[StepCost]) -> dict[tuple[str, str, str], float]:
+    """USD per (tenant, asset, day)."""
+    totals: dict[tuple[str, str, str], float] = defaultdict(float)
+    for s in steps:
+        totals[(s.tenant, s.asset_key, s.day)] += s.usd
+    return dict(totals)
+
+
+def rollup_frame(ledger: pd.DataFrame) -> pd.DataFrame:
+    """The same rollup as `rollup`, vectorised for large ledgers (tenant, asset, day -> sums)."""
+    return (
+        ledger.groupby(["tenant", "asset_key", "day"], as_index=False)
+        .agg(
+            steps=("usd", "size"),
+            usd=("usd", "sum"),
+            cpu_seconds=("cpu_seconds", "sum"),
+            wall_seconds=("wall_seconds", "sum"),
+            peak_memory_gib=("peak_memory_gib", "max"),
+        )
+        .sort_values(["tenant", "asset_key", "day"], ignore_index=True)
+    )
+
+
+def month_bounds(month: str) -> tuple[datetime, datetime]:
+    """[first instant of YYYY-MM, first instant of the next month) in UTC."""
+    try:
+        start = datetime.strptime(month, "%Y-%m").replace(tzinfo=UTC)
+    except ValueError as exc:
+        raise ValueError(f"month {month!r} must look like YYYY-MM") from exc
+    end = (
+        start.replace(year=start.year + 1, month=1)
+        if start.month == 12
+        else start.replace(month=start.month + 1)
+    )
+    return start, end

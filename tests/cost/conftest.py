@@ -1,0 +1,52 @@
+"""Helpers for cost tests: a real metered asset of a real tenant, and recorded steps."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import dagster as dg
+import pytest
+
+from platform_assets.cost.metering import PricingResource, meter
+from platform_assets.tenancy.catalog import load_all
+from platform_assets.tenancy.specs import ComputeResources
+
+
+def metered_asset(tenant: str, name: str = "work", requested: ComputeResources | None = None):
+    """A small asset of `tenant` that does real work inside `meter`, like every platform asset."""
+    requested = requested or ComputeResources(cpu=1, memory_gib=2)
+
+    @dg.asset(key=[tenant, "sources", name])
+    def work(pricing: PricingResource):
+        with meter(tenant, requested) as usage:
+            blob = bytearray(64 * 2**20)  # 64 MiB, so the peak is visibly above zero
+            total = sum(i * i for i in range(300_000))
+            del blob
+        return dg.MaterializeResult(metadata={"total": total, **usage.metadata(pricing.catalog())})
+
+    return work
+
+
+def record_step(
+    instance: dg.DagsterInstance,
+    tenant: str,
+    usd: float,
+    asset: str = "recorded",
+) -> None:
+    """Report a materialization carrying cost metadata, as a metered step would leave it."""
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization(
+            asset_key=[tenant, "sources", asset],
+            metadata={"cost/tenant": tenant, "cost/usd": usd, "cost/cpu_seconds": 1.0},
+        )
+    )
+
+
+@pytest.fixture
+def tenants():
+    return {name: cat.tenant for name, cat in load_all().items()}
+
+
+@pytest.fixture
+def now() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,117 @@
+"""Cost metadata on real materializations, cgroup measurement in pods, and measurement failures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from platform_assets.cost.metering import PriceCatalog, PricingResource, bill, meter
+from platform_assets.tenancy.specs import ComputeResources
+from tests.cost.conftest import metered_asset
+
+pytestmark = pytest.mark.materialize
+
+KEYS = [
+    "cost/tenant",
+    "cost/wall_seconds",
+    "cost/cpu_seconds",
+    "cost/peak_memory_gib",
+    "cost/requested_cpu",
+    "cost/requested_memory_gib",
+    "cost/requested_gpu",
+    "cost/measured_by",
+    "cost/usd",
+]
+
+
+def test_materialization_records_plausible_cost(instance):
+    requested = ComputeResources(cpu=2, memory_gib=3, gpu=1)
+    result = dg.materialize(
+        [metered_asset("payments", requested=requested)],
+        instance=instance,
+        resources={"pricing": PricingResource()},
+    )
+    assert result.success
+    [event] = result.get_asset_materialization_events()
+    md = {k: v.value for k, v in event.materialization.metadata.items()}
+    assert set(KEYS) <= set(md)
+    assert "cost/measurement_errors" not in md
+    assert md["cost/tenant"] == "payments"
+    assert md["cost/measured_by"] == "os"
+    assert 0 < md["cost/cpu_seconds"] <= md["cost/wall_seconds"] * 4 + 0.05
+    assert 0.05 < md["cost/peak_memory_gib"] < 16  # the 64 MiB buffer plus the interpreter
+    assert (md["cost/requested_cpu"], md["cost/requested_memory_gib"]) == (2, 3)
+    prices = PriceCatalog.load()
+    expected = bill(
+        requested,
+        md["cost/wall_seconds"],
+        md["cost/cpu_seconds"],
+        md["cost/peak_memory_gib"],
+        prices,
+    )
+    assert md["cost/usd"] == pytest.approx(expected, rel=1e-2)
+    assert md["cost/usd"] >= md["cost/wall_seconds"] / 3600 * prices.gpu_hour
+
+
+def test_billing_uses_max_of_requested_and_used():
+    prices = PriceCatalog(vcpu_hour=1.0, gib_hour=0.1, gpu_hour=10.0)
+    small = ComputeResources(cpu=1, memory_gib=1)
+    # Used 3 vCPU on average and peaked at 5 GiB: billed on use, not on the request.
+    assert bill(small, 3600, 3 * 3600, 5, prices) == pytest.approx(3 * 1.0 + 5 * 0.1)
+    # Used less than requested: billed on the request.
+    big = ComputeResources(cpu=4, memory_gib=8, gpu=1)
+    assert bill(big, 1800, 60, 0.5, prices) == pytest.approx(0.5 * (4 + 0.8 + 10))
+
+
+def _cgroup_v2(root: Path, usec: int, peak: int) -> None:
+    (root / "cgroup.controllers").write_text("cpu memory\n")
+    (root / "cpu.stat").write_text(f"usage_usec {usec}\nuser_usec 1\nsystem_usec 1\n")
+    (root / "memory.peak").write_text(f"{peak}\n")
+
+
+def test_pod_measures_from_cgroup_v2(tmp_path, monkeypatch):
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
+    _cgroup_v2(tmp_path, 1_000_000, 2**30)
+    with meter("payments", ComputeResources(), cgroup_root=tmp_path) as usage:
+        _cgroup_v2(tmp_path, 3_500_000, 3 * 2**30)
+    assert usage.measured_by == "cgroup v2"
+    assert usage.cpu_seconds == pytest.approx(2.5)
+    assert usage.peak_memory_gib == pytest.approx(3.0)
+    assert usage.errors == []
+
+
+def test_pod_measures_from_cgroup_v1(tmp_path, monkeypatch):
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
+    (tmp_path / "cpuacct").mkdir()
+    (tmp_path / "memory").mkdir()
+    (tmp_path / "cpuacct" / "cpuacct.usage").write_text("1000000000\n")
+    (tmp_path / "memory" / "memory.max_usage_in_bytes").write_text(str(2 * 2**30))
+    with meter("payments", ComputeResources(), cgroup_root=tmp_path) as usage:
+        (tmp_path / "cpuacct" / "cpuacct.usage").write_text("4000000000\n")
+    assert usage.measured_by == "cgroup v1"
+    assert usage.cpu_seconds == pytest.approx(3.0)
+    assert usage.peak_memory_gib == pytest.approx(2.0)
+
+
+def test_unreadable_cgroup_is_recorded_not_raised(tmp_path, monkeypatch):
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
+    with meter("payments", ComputeResources(), cgroup_root=tmp_path / "missing") as usage:
+        sum(range(10_000))
+    assert usage.measured_by == "os"
+    assert "cgroup cpu unreadable" in usage.errors[0]
+    md = usage.metadata(PriceCatalog.load())
+    assert "cgroup cpu unreadable" in md["cost/measurement_errors"]
+    assert md["cost/usd"] > 0
+
+
+def test_missing_memory_peak_falls_back_to_sampled_rss(tmp_path, monkeypatch):
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
+    _cgroup_v2(tmp_path, 0, 0)
+    (tmp_path / "memory.peak").unlink()  # kernels before 5.19 have no memory.peak
+    with meter("payments", ComputeResources(), cgroup_root=tmp_path) as usage:
+        pass
+    assert usage.measured_by == "cgroup v2"
+    assert "cgroup memory peak" in usage.errors[0]
+    assert usage.peak_memory_gib > 0
