@@ -186,6 +186,10 @@ def _timestamp_sql(source: _Source, column: str) -> str:
             f"{source.label}: column {column!r} has type {typ}; a timestamp is required"
         )
     quoted = _q(column)
+    if typ.unit == "ns":
+        # Sub-microsecond digits are dropped (toward zero, like pyarrow's cast of the entity
+        # side); DuckDB's own cast would round instead.
+        return f"make_timestamp(epoch_ns({quoted}) // 1000)"
     if typ.tz is not None:
         # Aware values are instants: take their UTC wall clock.
         return f"make_timestamp(epoch_us({quoted}))"
@@ -599,7 +603,10 @@ class AsofOfflineStore(OfflineStore):
         min_ts, max_ts = None, None
         ts_values = entity_df[ts_column]
         if len(ts_values.dropna()):
-            min_ts, max_ts = ts_values.min().to_pydatetime(), ts_values.max().to_pydatetime()
+            min_ts, max_ts = (
+                ts_values.min().to_pydatetime(warn=False),
+                ts_values.max().to_pydatetime(warn=False),
+            )
         return AsofRetrievalJob(
             compute=lambda: _historical_features(config, entity, plans, ts_column, view_names),
             full_feature_names=full_feature_names,

@@ -1,0 +1,497 @@
+"""AsofOfflineStore through Feast's FeatureStore: one test per rule of docs/point_in_time.md."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from feast import Entity, FeatureService, FeatureStore, FeatureView, Field, FileSource, ValueType
+from feast.errors import FeatureNameCollisionError
+from feast.types import Float64, Int64, String
+
+from platform_assets.features.offline_store import (
+    AsofOfflineStore,
+    OfflineStoreInputError,
+    feature_store_yaml,
+)
+
+T0 = datetime(2024, 1, 1)
+H = timedelta(hours=1)
+US = timedelta(microseconds=1)
+DRIVER = Entity(name="driver", join_keys=["driver_id"], value_type=ValueType.INT64)
+
+
+def at(hours: float) -> datetime:
+    return T0 + timedelta(hours=hours)
+
+
+class Repo:
+    """A Feast repo in a temp dir using AsofOfflineStore, with one feature view per call."""
+
+    def __init__(self, root: Path, extra_yaml: str = "") -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        text = feature_store_yaml("pit", root, root / "registry.db", root / "online.db")
+        if extra_yaml:
+            text = text.replace(
+                "  type: platform_assets.features.offline_store.AsofOfflineStore\n",
+                "  type: platform_assets.features.offline_store.AsofOfflineStore\n" + extra_yaml,
+            )
+        (root / "feature_store.yaml").write_text(text)
+        self.store = FeatureStore(repo_path=str(root))
+
+    def view(
+        self,
+        rows: pd.DataFrame | None,
+        name: str = "stats",
+        ttl: timedelta | None = timedelta(days=1),
+        entities: tuple[Entity, ...] = (DRIVER,),
+        features: tuple[tuple[str, object], ...] = (("value", Int64),),
+        created: str | None = "created",
+        field_mapping: dict[str, str] | None = None,
+        path: str | None = None,
+    ) -> FeatureView:
+        """Write `rows` to parquet (unless None) and apply a view over it."""
+        if path is None:
+            path = str(self.root / f"{name}.parquet")
+            if rows is not None:
+                rows.to_parquet(path, index=False)
+        key_fields = [Field(name=k, dtype=Int64) for k in (e.join_key for e in entities)]
+        fv = FeatureView(
+            name=name,
+            entities=list(entities),
+            ttl=ttl,
+            schema=[*key_fields, *(Field(name=n, dtype=t) for n, t in features)],
+            source=FileSource(
+                name=f"{name}_source",
+                path=path,
+                timestamp_field="event_timestamp",
+                created_timestamp_column=created or "",
+                field_mapping=field_mapping or {},
+            ),
+        )
+        self.store.apply([*entities, fv])
+        return fv
+
+    def get(
+        self, entity_df: pd.DataFrame, features: list[str] | FeatureService, **kw
+    ) -> pd.DataFrame:
+        return self.store.get_historical_features(
+            entity_df=entity_df, features=features, **kw
+        ).to_df()
+
+    def files(self) -> list[str]:
+        return sorted(str(p.relative_to(self.root)) for p in self.root.rglob("*"))
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Repo:
+    return Repo(tmp_path)
+
+
+def rows(*records: tuple) -> pd.DataFrame:
+    """Feature rows (driver_id, event hour, created hour or None, value)."""
+    return pd.DataFrame(
+        {
+            "driver_id": [r[0] for r in records],
+            "event_timestamp": [at(r[1]) for r in records],
+            "created": pd.to_datetime([at(r[2]) if r[2] is not None else None for r in records]),
+            "value": pd.array([r[3] for r in records], dtype="Int64"),
+        }
+    )
+
+
+def entities(*records: tuple) -> pd.DataFrame:
+    """Entity rows (driver_id, hour)."""
+    return pd.DataFrame(
+        {
+            "driver_id": pd.array([r[0] for r in records], dtype="Int64"),
+            "event_timestamp": [at(r[1]) for r in records],
+        }
+    )
+
+
+def values(df: pd.DataFrame, column: str = "value") -> list:
+    return [None if pd.isna(v) else v for v in df[column]]
+
+
+# ---- rows, order and entity columns ---------------------------------------------------------
+
+
+def test_one_row_per_entity_row_in_entity_order_with_entity_columns_unchanged(repo: Repo) -> None:
+    repo.view(rows((1, 0, 0, 10), (2, 0, 0, 20), (3, 0, 0, 30)))
+    entity_df = pd.DataFrame(
+        {
+            "driver_id": [3, 1, 2, 1],
+            "event_timestamp": pd.to_datetime([at(5), at(1), at(2), at(3)]).tz_localize("UTC"),
+            "label": ["c", "a", "b", "a2"],
+            "weight": [0.5, 1.5, None, 2.0],
+        }
+    )
+    out = repo.get(entity_df, ["stats:value"])
+    assert list(out.columns) == ["driver_id", "event_timestamp", "label", "weight", "value"]
+    pd.testing.assert_frame_equal(out[entity_df.columns], entity_df)
+    assert values(out) == [30, 10, 20, 10]
+
+
+def test_duplicate_entity_rows_all_come_out(repo: Repo) -> None:
+    repo.view(rows((1, 0, 0, 10), (1, 2, 2, 12)))
+    out = repo.get(entities((1, 1), (1, 3), (1, 1), (1, 1)), ["stats:value"])
+    assert values(out) == [10, 12, 10, 10]
+
+
+# ---- candidates -------------------------------------------------------------------------------
+
+
+def test_event_timestamp_equal_to_entity_time_is_a_candidate_and_later_is_not(repo: Repo) -> None:
+    repo.view(rows((1, 1, 1, 10), (1, 2, 2, 20)))
+    entity_df = pd.DataFrame(
+        {"driver_id": [1, 1], "event_timestamp": [at(2), at(2) - US]},
+    )
+    assert values(repo.get(entity_df, ["stats:value"])) == [20, 10]
+
+
+def test_ttl_lower_bound_is_inclusive(repo: Repo) -> None:
+    repo.view(rows((1, 0, 0, 10)), ttl=timedelta(hours=2))
+    entity_df = pd.DataFrame({"driver_id": [1, 1], "event_timestamp": [at(2), at(2) + US]})
+    assert values(repo.get(entity_df, ["stats:value"])) == [10, None]
+
+
+@pytest.mark.parametrize("ttl", [timedelta(0), None])
+def test_ttl_zero_or_none_means_no_lower_bound(repo: Repo, ttl: timedelta | None) -> None:
+    repo.view(rows((1, 0, 0, 10)), ttl=ttl)
+    out = repo.get(entities((1, 24 * 365 * 10)), ["stats:value"])
+    assert values(out) == [10]
+
+
+def test_different_join_key_is_not_a_candidate(repo: Repo) -> None:
+    repo.view(rows((2, 0, 0, 20)))
+    assert values(repo.get(entities((1, 1)), ["stats:value"])) == [None]
+
+
+# ---- choice among candidates ------------------------------------------------------------------
+
+
+def test_latest_event_timestamp_wins_whatever_the_source_order(repo: Repo) -> None:
+    repo.view(rows((1, 3, 0, 13), (1, 1, 9, 11), (1, 2, 0, 12)))
+    assert values(repo.get(entities((1, 5), (1, 2.5)), ["stats:value"])) == [13, 12]
+
+
+def test_tie_on_event_timestamp_goes_to_latest_created(repo: Repo) -> None:
+    repo.view(rows((1, 1, 3, 13), (1, 1, 5, 15), (1, 1, 4, 14), (1, 1, None, 99)))
+    assert values(repo.get(entities((1, 2)), ["stats:value"])) == [15]
+
+
+def test_remaining_tie_goes_to_last_row_in_source(repo: Repo) -> None:
+    repo.view(rows((1, 1, 2, 10), (1, 1, 2, 11), (1, 1, 2, 12), (1, 1, 1, 99)))
+    assert values(repo.get(entities((1, 2)), ["stats:value"])) == [12]
+
+
+def test_tie_without_created_column_goes_to_last_row_in_source(repo: Repo) -> None:
+    data = rows((1, 1, 0, 10), (1, 1, 0, 11), (1, 1, 0, 12), (1, 0, 0, 99)).drop(columns="created")
+    repo.view(data, created=None)
+    assert values(repo.get(entities((1, 2)), ["stats:value"])) == [12]
+
+
+def test_result_does_not_depend_on_thread_count_or_entity_order(tmp_path: Path) -> None:
+    data = rows(*[(k % 7, k % 5, k % 3, k) for k in range(400)])
+    entity_df = entities(*[(k % 8, (k * 7) % 6 + 0.5) for k in range(300)])
+    results = []
+    for threads in (1, 2):
+        repo = Repo(tmp_path / f"threads{threads}", extra_yaml=f"  threads: {threads}\n")
+        repo.view(data)
+        results.append(values(repo.get(entity_df, ["stats:value"])))
+        shuffled = entity_df.sample(frac=1.0, random_state=threads)
+        out = repo.get(shuffled, ["stats:value"])
+        assert values(out) == [results[-1][i] for i in shuffled.index]
+    assert results[0] == results[1]
+
+
+# ---- nulls ------------------------------------------------------------------------------------
+
+
+def test_no_candidate_gives_null_features(repo: Repo) -> None:
+    repo.view(rows((1, 5, 5, 10)))
+    assert values(repo.get(entities((1, 4), (9, 6)), ["stats:value"])) == [None, None]
+
+
+def test_null_join_key_gives_null_features(repo: Repo) -> None:
+    repo.view(rows((1, 0, 0, 10)))
+    assert values(repo.get(entities((None, 1), (1, 1)), ["stats:value"])) == [None, 10]
+
+
+def test_null_value_in_chosen_row_stays_null(repo: Repo) -> None:
+    repo.view(rows((1, 0, 0, 10), (1, 1, 1, None)))
+    assert values(repo.get(entities((1, 2)), ["stats:value"])) == [None]
+
+
+# ---- timestamps -------------------------------------------------------------------------------
+
+
+def test_naive_timestamps_are_utc_and_aware_ones_are_converted(repo: Repo) -> None:
+    data = rows((1, 0, 0, 10), (1, 2, 2, 12))
+    # The source holds aware times in another zone: 09:00+09:00 is 00:00 UTC.
+    data["event_timestamp"] = (
+        data["event_timestamp"].dt.tz_localize("UTC").dt.tz_convert("Asia/Tokyo")
+    )
+    repo.view(data)
+    entity_df = pd.DataFrame(
+        {
+            "driver_id": [1, 1, 1],
+            "event_timestamp": pd.to_datetime(
+                [
+                    "2024-01-01 02:30:00+01:00",  # 01:30 UTC
+                    "2024-01-01 01:59:59+00:00",
+                    "2024-01-01 05:00:00+03:00",  # 02:00 UTC
+                ],
+                utc=True,
+            ).tz_convert("America/New_York"),
+        }
+    )
+    assert values(repo.get(entity_df, ["stats:value"])) == [10, 10, 12]
+    naive = pd.DataFrame({"driver_id": [1, 1], "event_timestamp": [at(2) - US, at(2)]})
+    assert values(repo.get(naive, ["stats:value"])) == [10, 12]
+
+
+def test_timestamps_have_microsecond_precision(repo: Repo) -> None:
+    data = rows((1, 0, 0, 10), (1, 1, 1, 11))
+    data["event_timestamp"] = data["event_timestamp"].astype("datetime64[ns]")
+    data.loc[1, "event_timestamp"] += pd.Timedelta(nanoseconds=500)  # 01:00:00.0000005
+    repo.view(data)
+    entity_df = pd.DataFrame(
+        {
+            "driver_id": [1, 1],
+            # 01:00:00.000000999 truncates to 01:00:00.000000, the feature row's own microsecond.
+            "event_timestamp": pd.to_datetime(["2024-01-01 01:00:00.000000999", at(1) - US]),
+        }
+    )
+    assert values(repo.get(entity_df, ["stats:value"])) == [11, 10]
+
+
+# ---- names ------------------------------------------------------------------------------------
+
+
+def test_full_feature_names_prefix_the_view_name(repo: Repo) -> None:
+    repo.view(rows((1, 0, 0, 10)))
+    out = repo.get(entities((1, 1)), ["stats:value"], full_feature_names=True)
+    assert list(out.columns) == ["driver_id", "event_timestamp", "stats__value"]
+
+
+def test_feature_name_clash_raises_feast_collision_error(repo: Repo) -> None:
+    repo.view(rows((1, 0, 0, 10)), name="a")
+    repo.view(rows((1, 0, 0, 20)), name="b")
+    with pytest.raises(FeatureNameCollisionError):
+        repo.get(entities((1, 1)), ["a:value", "b:value"])
+    out = repo.get(entities((1, 1)), ["a:value", "b:value"], full_feature_names=True)
+    assert values(out, "a__value") == [10] and values(out, "b__value") == [20]
+
+
+def test_feature_name_clash_is_also_caught_by_the_store_itself(repo: Repo) -> None:
+    a = repo.view(rows((1, 0, 0, 10)), name="a")
+    b = repo.view(rows((1, 0, 0, 20)), name="b")
+    with pytest.raises(FeatureNameCollisionError):
+        AsofOfflineStore.get_historical_features(
+            repo.store.config,
+            [a, b],
+            ["a:value", "b:value"],
+            entities((1, 1)),
+            repo.store.registry,
+            "pit",
+        )
+
+
+# ---- several views, keys and projections ------------------------------------------------------
+
+
+def test_views_with_different_entities_and_ttls_join_one_after_another(repo: Repo) -> None:
+    customer = Entity(name="customer", join_keys=["customer_id"], value_type=ValueType.INT64)
+    repo.view(rows((1, 0, 0, 10), (1, 4, 4, 14)), name="drv", ttl=timedelta(hours=1))
+    cust = pd.DataFrame(
+        {
+            "customer_id": [7, 7],
+            "event_timestamp": [at(0), at(3)],
+            "created": [at(0), at(3)],
+            "spend": [1.5, 2.5],
+        }
+    )
+    repo.view(cust, name="cust", ttl=None, entities=(customer,), features=(("spend", Float64),))
+    entity_df = pd.DataFrame(
+        {"driver_id": [1, 1], "customer_id": [7, 8], "event_timestamp": [at(0.5), at(5)]}
+    )
+    out = repo.get(entity_df, ["drv:value", "cust:spend"])
+    assert values(out) == [10, 14]
+    assert values(out, "spend") == [1.5, None]
+
+
+def test_multiple_join_keys_must_all_match(repo: Repo) -> None:
+    city = Entity(name="city", join_keys=["city"], value_type=ValueType.INT64)
+    data = pd.DataFrame(
+        {
+            "driver_id": [1, 1, 2],
+            "city": [1, 2, 1],
+            "event_timestamp": [at(0), at(0), at(0)],
+            "created": [at(0), at(0), at(0)],
+            "value": [11, 12, 21],
+        }
+    )
+    repo.view(data, entities=(DRIVER, city))
+    entity_df = pd.DataFrame(
+        {"driver_id": [2, 1, 1, 2], "city": [1, 2, 1, 2], "event_timestamp": [at(1)] * 4}
+    )
+    assert values(repo.get(entity_df, ["stats:value"])) == [21, 12, 11, None]
+
+
+def test_field_mapping_and_join_key_map_projection(repo: Repo) -> None:
+    data = pd.DataFrame(
+        {
+            "drv": [1, 2],
+            "ts": [at(0), at(0)],
+            "created": [at(0), at(0)],
+            "raw_value": [10, 20],
+            "name_raw": ["a", "b"],
+        }
+    )
+    path = repo.root / "mapped.parquet"
+    data.to_parquet(path, index=False)
+    fv = FeatureView(
+        name="mapped",
+        entities=[DRIVER],
+        ttl=None,
+        schema=[
+            Field(name="driver_id", dtype=Int64),
+            Field(name="value", dtype=Int64),
+            Field(name="name", dtype=String),
+        ],
+        source=FileSource(
+            name="mapped_source",
+            path=str(path),
+            timestamp_field="ts",
+            created_timestamp_column="created",
+            field_mapping={"drv": "driver_id", "raw_value": "value", "name_raw": "name"},
+        ),
+    )
+    service = FeatureService(
+        name="svc",
+        features=[fv.with_name("rider").with_join_key_map({"driver_id": "rider_id"})],
+    )
+    repo.store.apply([DRIVER, fv, service])
+    plain = repo.get(entities((2, 1), (1, 1)), ["mapped:value", "mapped:name"])
+    assert values(plain) == [20, 10] and values(plain, "name") == ["b", "a"]
+    entity_df = pd.DataFrame({"rider_id": [1, 3], "event_timestamp": [at(1), at(1)]})
+    out = repo.get(entity_df, repo.store.get_feature_service("svc"), full_feature_names=True)
+    assert values(out, "rider__value") == [10, None]
+
+
+# ---- materialization and the pull_* entry points ---------------------------------------------
+
+
+def test_materialize_fills_the_online_store_with_latest_values(repo: Repo) -> None:
+    repo.view(rows((1, 0, 0, 10), (1, 2, 2, 12), (1, 2, 2, 13), (2, 1, 1, 21), (2, 1, 0, 20)))
+    repo.store.materialize(at(-1).replace(tzinfo=UTC), at(10).replace(tzinfo=UTC))
+    online = repo.store.get_online_features(
+        features=["stats:value"], entity_rows=[{"driver_id": 1}, {"driver_id": 2}, {"driver_id": 3}]
+    ).to_dict()
+    assert online["value"] == [13, 21, None]
+
+
+def test_pull_latest_and_pull_all_respect_the_time_range(repo: Repo) -> None:
+    fv = repo.view(rows((1, 0, 0, 10), (1, 2, 2, 12), (1, 5, 5, 15), (2, 1, 1, 21)))
+    args = dict(
+        config=repo.store.config,
+        data_source=fv.batch_source,
+        join_key_columns=["driver_id"],
+        feature_name_columns=["value"],
+        timestamp_field="event_timestamp",
+        created_timestamp_column="created",
+        start_date=at(0).replace(tzinfo=UTC),
+        end_date=at(2).replace(tzinfo=UTC),
+    )
+    latest = AsofOfflineStore.pull_latest_from_table_or_query(**args).to_arrow()
+    assert sorted(
+        zip(latest["driver_id"].to_pylist(), latest["value"].to_pylist(), strict=True)
+    ) == [
+        (1, 12),
+        (2, 21),
+    ]
+    assert latest.schema.field("event_timestamp").type == pa.timestamp("us", tz="UTC")
+    everything = AsofOfflineStore.pull_all_from_table_or_query(**args).to_df()
+    assert everything["value"].tolist() == [10, 12, 21]
+
+
+def test_source_read_through_an_fsspec_uri(repo: Repo) -> None:
+    import fsspec
+
+    data = rows((1, 0, 0, 10), (1, 1, 1, 11))
+    fs = fsspec.filesystem("memory")
+    with fs.open("/pit/stats.parquet", "wb") as handle:
+        pq.write_table(pa.Table.from_pandas(data, preserve_index=False), handle)
+    repo.view(None, path="memory://pit/stats.parquet")
+    assert values(repo.get(entities((1, 0.5), (1, 3)), ["stats:value"])) == [10, 11]
+
+
+def test_helper_yaml_selects_the_store(repo: Repo) -> None:
+    assert type(repo.store.config.offline_store).__name__ == "AsofOfflineStoreConfig"
+    assert repo.store.config.online_store.type == "sqlite"
+
+
+# ---- bad input: one test per path, each names the view, file and column ----------------------
+
+
+def _raises(repo: Repo, entity_df: pd.DataFrame, match: str, features=("stats:value",)) -> None:
+    before = repo.files()
+    with pytest.raises(OfflineStoreInputError, match=match):
+        repo.get(entity_df, list(features))
+    assert repo.files() == before, "a failed retrieval must write nothing"
+
+
+def test_entity_frame_without_join_key_column(repo: Repo) -> None:
+    repo.view(rows((1, 0, 0, 10)))
+    entity_df = pd.DataFrame({"rider": [1], "event_timestamp": [at(1)]})
+    _raises(repo, entity_df, r"feature view 'stats'.*no join key column 'driver_id'")
+
+
+def test_entity_frame_without_timestamp_column(repo: Repo) -> None:
+    repo.view(rows((1, 0, 0, 10)))
+    _raises(repo, pd.DataFrame({"driver_id": [1]}), r"\['stats'\].*no timestamp column")
+
+
+def test_entity_timestamp_of_the_wrong_type(repo: Repo) -> None:
+    repo.view(rows((1, 0, 0, 10)))
+    entity_df = pd.DataFrame({"driver_id": [1], "event_timestamp": ["2024-01-01"]})
+    _raises(repo, entity_df, r"\['stats'\].*column 'event_timestamp' has type string")
+
+
+def test_missing_source_file(repo: Repo) -> None:
+    repo.view(rows((1, 0, 0, 10)))
+    (repo.root / "stats.parquet").unlink()
+    _raises(
+        repo, entities((1, 1)), r"feature view 'stats', file '.*stats\.parquet'.*does not exist"
+    )
+
+
+def test_unreadable_source_file(repo: Repo) -> None:
+    repo.view(rows((1, 0, 0, 10)))
+    (repo.root / "stats.parquet").write_bytes(b"not parquet at all")
+    _raises(repo, entities((1, 1)), r"feature view 'stats', file '.*stats\.parquet'.*not readable")
+
+
+def test_source_lacking_a_declared_column(repo: Repo) -> None:
+    repo.view(rows((1, 0, 0, 10)))
+    rows((1, 0, 0, 10)).drop(columns="value").to_parquet(repo.root / "stats.parquet")
+    _raises(repo, entities((1, 1)), r"feature view 'stats', file '.*stats\.parquet'.*\['value'\]")
+
+
+def test_source_timestamp_of_the_wrong_type(repo: Repo) -> None:
+    repo.view(rows((1, 0, 0, 10)))
+    data = rows((1, 0, 0, 10))
+    data["event_timestamp"] = data["event_timestamp"].astype(str)
+    data.to_parquet(repo.root / "stats.parquet")
+    _raises(
+        repo,
+        entities((1, 1)),
+        r"feature view 'stats', file '.*stats\.parquet'.*column 'event_timestamp' has type string",
+    )
