@@ -18,6 +18,12 @@ TRUSTED_TYPES = ["sklearn.ensemble._hist_gradient_boosting.predictor.TreePredict
 GATED = dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed()
 
 
+def serving_requirements() -> list[str]:
+    from importlib.metadata import version
+
+    return [f"{p}=={version(p)}" for p in ("scikit-learn", "skops", "pandas", "numpy", "mlflow")]
+
+
 def _file_version(path) -> str:
     return hashlib.sha256(open(path, "rb").read()).hexdigest()[:16]
 
@@ -207,6 +213,9 @@ class Model(dg.Component, ModelSpec):
                         # skops, not pickle: loading cannot run arbitrary code. We trained the
                         # trees in this step, so their node arrays are ours to trust.
                         skops_trusted_types=TRUSTED_TYPES,
+                        # Pinned from what is installed: inferring them from the project costs
+                        # seconds per model and captures the whole platform's lock file.
+                        pip_requirements=serving_requirements(),
                         signature=infer_signature(X.head(100), pipeline.predict_proba(X.head(100))),
                     )
                     client = mlflow.client()

@@ -1,0 +1,190 @@
+"""A tenant's whole graph materialized in-process on real DuckDB, Feast, MLflow and GX."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+import pytest
+import yaml
+
+from platform_assets.data.generator import generate
+from tests.platform_sandbox import sandbox
+
+pytestmark = pytest.mark.materialize
+
+
+def _run(defs: dg.Definitions, instance, job: str = "ridehail_pipeline"):
+    return defs.resolve_job_def(job).execute_in_process(instance=instance, raise_on_error=False)
+
+
+def _checks(result) -> dict[str, dg.AssetCheckEvaluation]:
+    return {
+        f"{e.asset_check_evaluation_data.asset_key.to_user_string()}:"
+        f"{e.asset_check_evaluation_data.check_name}": e.asset_check_evaluation_data
+        for e in result.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION"
+    }
+
+
+def _materialized(result) -> set[str]:
+    return {
+        e.asset_key.to_user_string()
+        for e in result.all_events
+        if e.event_type_value == "ASSET_MATERIALIZATION"
+    }
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def ridehail(monkeypatch, platform_home, instance):
+    with sandbox(monkeypatch) as (root, build):
+        yield root, build, instance
+
+
+def test_full_tenant_graph(ridehail, platform_home):
+    root, build, instance = ridehail
+    defs = build()
+    result = _run(defs, instance)
+    assert result.success
+    assert _materialized(result) == {
+        "ridehail/sources/trips",
+        "ridehail/sources/driver_churn_labels",
+        "ridehail/features/driver_stats",
+        "ridehail/features/zone_demand",
+        "ridehail/training_sets/driver_churn",
+        "ridehail/models/driver_churn",
+        "ridehail/evaluation_reports/driver_churn",
+    }
+    checks = _checks(result)
+    assert len(checks) == 8 and all(c.passed for c in checks.values()), checks
+
+    report = instance.get_latest_materialization_event(
+        dg.AssetKey(["ridehail", "evaluation_reports", "driver_churn"])
+    ).asset_materialization.metadata
+    assert report["metrics"].value["roc_auc"] > 0.65  # the generator plants real signal
+    assert report["passes_thresholds"].value is True
+    for plot in ("plot_roc_curve", "plot_precision_recall", "plot_calibration"):
+        assert (
+            report[plot].value.startswith("![") and "data:image/png;base64," in report[plot].value
+        )
+    assert report["cost/usd"].value > 0
+
+    # MLflow holds the registered version with its lineage tags.
+    mlflow = defs.resources["mlflow"]
+    version = mlflow.client().get_model_version("ridehail.driver_churn", "1")
+    assert version.tags["asset_key"] == "ridehail/models/driver_churn"
+    assert version.tags["tenant"] == "ridehail"
+    assert version.tags["dagster_run_id"] == result.run_id
+    training = instance.get_latest_materialization_event(
+        dg.AssetKey(["ridehail", "training_sets", "driver_churn"])
+    ).asset_materialization
+    assert version.tags["training_set_version"] == training.metadata["data_version"].value
+
+    # Feast holds the versioned FeatureService and the views, in the tenant's own project.
+    store = defs.resources["feast"].store("ridehail")
+    service = store.get_feature_service("driver_churn_v1")
+    assert {p.name for p in service.feature_view_projections} == {"driver_stats", "zone_demand"}
+
+    # The lineage the UI draws: sources -> features -> training set -> model -> report.
+    graph = defs.get_repository_def().asset_graph
+    key = dg.AssetKey.from_user_string
+    assert (
+        key("ridehail/features/driver_stats")
+        in graph.get(key("ridehail/training_sets/driver_churn")).parent_keys
+    )
+    assert (
+        key("ridehail/models/driver_churn")
+        in graph.get(key("ridehail/evaluation_reports/driver_churn")).parent_keys
+    )
+
+
+def test_failed_expectation_stops_downstream(ridehail):
+    root, build, instance = ridehail
+    path = root / "ridehail" / "sources" / "trips" / "defs.yaml"
+    doc = yaml.safe_load(path.read_text())
+    doc["attributes"]["expectations"].append(
+        {
+            "type": "expect_column_values_to_be_between",
+            "kwargs": {"column": "fare", "min_value": 0, "max_value": 5},
+        }
+    )
+    path.write_text(yaml.safe_dump(doc))
+    result = _run(build(), instance)
+    assert not result.success
+    check = _checks(result)["ridehail/sources/trips:expectations"]
+    assert not check.passed
+    assert "1 of 6 expectations failed" in check.description
+    assert "expect_column_values_to_be_between(column=fare, max_value=5, min_value=0)" in (
+        check.description
+    )
+    failed = check.metadata["failed_expectations"].value
+    assert failed[0]["unexpected_count"] > 0 and failed[0]["sample_rows"]
+    materialized = _materialized(result)
+    assert "ridehail/features/driver_stats" not in materialized
+    assert "ridehail/models/driver_churn" not in materialized
+
+
+def test_source_missing_declared_column_keeps_downstream_intact(ridehail, tmp_path):
+    root, build, instance = ridehail
+    trips = tmp_path / "trips.parquet"
+    generate("ridehail.trips").to_parquet(trips)
+    path = root / "ridehail" / "sources" / "trips" / "defs.yaml"
+    doc = yaml.safe_load(path.read_text())
+    del doc["attributes"]["generator"]
+    doc["attributes"]["path"] = str(trips)
+    path.write_text(yaml.safe_dump(doc))
+    defs = build()
+    assert _run(defs, instance).success
+    lake = defs.resources["lake"]
+    features = lake.path("ridehail", "features", "driver_stats")
+    training = lake.path("ridehail", "training_sets", "driver_churn")
+    before = (_digest(features), _digest(training))
+
+    pd.read_parquet(trips).drop(columns=["rating"]).to_parquet(trips)
+    result = _run(defs, instance)
+    assert not result.success
+    check = _checks(result)["ridehail/sources/trips:schema"]
+    assert not check.passed
+    assert "column 'rating' is missing" in check.description
+    assert (_digest(features), _digest(training)) == before
+    versions = (
+        defs.resources["mlflow"].client().search_model_versions("name='ridehail.driver_churn'")
+    )
+    assert len(versions) == 1  # no model was trained on the broken source
+
+
+def test_leaked_training_set_fails_leakage_check(ridehail, monkeypatch):
+    root, build, instance = ridehail
+    from feast import FeatureStore
+
+    original = FeatureStore.get_historical_features
+
+    class Leaky:
+        def __init__(self, job):
+            self.job = job
+
+        def to_df(self):
+            df = self.job.to_df()
+            # Simulate a store that joins a feature row from after the label time.
+            df.loc[df.index[:7], "driver_stats_ts"] = df["event_timestamp"].iloc[:7] + pd.Timedelta(
+                days=2
+            )
+            return df
+
+    monkeypatch.setattr(
+        FeatureStore,
+        "get_historical_features",
+        lambda self, *a, **kw: Leaky(original(self, *a, **kw)),
+    )
+    result = _run(build(), instance)
+    assert not result.success
+    check = _checks(result)["ridehail/training_sets/driver_churn:leakage"]
+    assert not check.passed
+    assert "driver_stats_ts: 7 rows" in check.description
+    assert "ridehail/models/driver_churn" not in _materialized(result)
