@@ -4,8 +4,6 @@ Both read the event log (see rollup.py), so re-materializing a partition recompu
 same records and replaces its files rather than adding to them.
 """
 
-from __future__ import annotations
-
 import base64
 import io
 from datetime import UTC, datetime, timedelta

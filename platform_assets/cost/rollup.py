@@ -103,7 +103,8 @@ def tenant_steps(
 
 def ledger_frame(steps: list[StepCost]) -> pd.DataFrame:
     frame = pd.DataFrame([asdict(s) for s in steps], columns=LEDGER_COLUMNS)
-    frame["day"] = pd.to_datetime(frame["timestamp"], unit="s", utc=True).dt.strftime("%Y-%m-%d")
+    # The same day as StepCost.day (Python's rounding), so both rollups agree at midnight.
+    frame["day"] = [s.day for s in steps]
     return frame
 
 

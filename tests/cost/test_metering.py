@@ -103,7 +103,7 @@ def test_unreadable_cgroup_is_recorded_not_raised(tmp_path, monkeypatch):
     assert "cgroup cpu unreadable" in usage.errors[0]
     md = usage.metadata(PriceCatalog.load())
     assert "cgroup cpu unreadable" in md["cost/measurement_errors"]
-    assert md["cost/usd"] > 0
+    assert md["cost/usd"] >= 0  # priced all the same, on the request
 
 
 def test_missing_memory_peak_falls_back_to_sampled_rss(tmp_path, monkeypatch):
