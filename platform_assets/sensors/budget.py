@@ -1,0 +1,102 @@
+"""Budget alerts and budget-guarded tenant schedules.
+
+`budget_sensor` warns once per tenant, month and level (80% warning, 100% over budget): a log
+line on the tick, an observation on `<tenant>/cost` in the UI, and a JSON post to
+MLPLAT_ALERT_WEBHOOK when that is set. The tenant schedules skip with the budget message when
+the tenant is over budget without an override.
+"""
+
+import json
+import os
+import urllib.request
+from dataclasses import asdict
+
+import dagster as dg
+
+from platform_assets.cost.budget import BudgetStatus, budget_status, over_budget_skip
+from platform_assets.tenancy.specs import TenantSpec
+
+WEBHOOK_ENV = "MLPLAT_ALERT_WEBHOOK"
+
+
+def alert_payload(status: BudgetStatus) -> dict:
+    return {
+        "source": "mlplat",
+        "kind": "budget",
+        **asdict(status),
+        "level": status.level,
+        "fraction": round(status.fraction, 4),
+        "blocked": status.blocked,
+        "text": status.message,
+    }
+
+
+def post_alert(url: str, status: BudgetStatus, timeout: float = 5.0) -> int:
+    """POST the alert as JSON; an unreachable or failing webhook raises (the tick retries)."""
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(alert_payload(status)).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        return response.status
+
+
+@dg.sensor(
+    minimum_interval_seconds=300,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Warn when a tenant reaches its budget's warning threshold or spends all of it.",
+)
+def budget_sensor(context: dg.SensorEvaluationContext):
+    from platform_assets.tenancy.catalog import load_all
+
+    alerted: dict[str, str] = json.loads(context.cursor or "{}")
+    webhook = os.environ.get(WEBHOOK_ENV)
+    lines = []
+    for name, catalog in load_all().items():
+        status = budget_status(context.instance, name, catalog.tenant)
+        if status.level == "ok":
+            continue
+        lines.append(status.message)
+        mark = f"{status.month}:{status.level}"
+        if alerted.get(name) == mark:
+            continue
+        context.log.warning(status.message)
+        context.instance.report_runless_asset_event(
+            dg.AssetObservation(
+                asset_key=[name, "cost"],
+                metadata={
+                    "budget/level": status.level,
+                    "budget/spent_usd": round(status.spent_usd, 6),
+                    "budget/monthly_usd": status.budget_usd,
+                    "budget/blocked": status.blocked,
+                    "budget/message": status.message,
+                },
+            )
+        )
+        if webhook:
+            post_alert(webhook, status)
+        alerted[name] = mark
+        context.update_cursor(json.dumps(alerted))
+    return dg.SkipReason("; ".join(lines) or "every tenant is within its budget")
+
+
+def tenant_schedule(tenant: TenantSpec, cron: str = "0 3 * * *") -> dg.ScheduleDefinition:
+    """The tenant's nightly pipeline run; skipped with the budget message when over budget."""
+
+    @dg.schedule(
+        name=f"{tenant.name}_nightly",
+        cron_schedule=cron,
+        job_name=f"{tenant.name}_pipeline",
+        default_status=dg.DefaultScheduleStatus.STOPPED,
+        description=f"Nightly run of {tenant.name}'s pipeline unless it is over budget.",
+        tags={"tenant": tenant.name},
+    )
+    def nightly(context: dg.ScheduleEvaluationContext):
+        skip = over_budget_skip(context.instance, tenant.name, tenant)
+        if skip is not None:
+            return skip
+        return dg.RunRequest(tags={"tenant": tenant.name})
+
+    return nightly
