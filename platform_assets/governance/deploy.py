@@ -1,0 +1,152 @@
+"""What a champion deploys as: a KServe InferenceService manifest for GitOps, and a batch-scoring
+asset that always scores with the `champion` alias.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+
+from platform_assets.tenancy.specs import ComputeResources, ModelSpec, TenantSpec
+
+SCHEMA = Path(__file__).with_name("schemas") / "inferenceservice_v1beta1.json"
+
+
+@cache
+def _validator():
+    import jsonschema
+
+    schema = json.loads(SCHEMA.read_text())
+    jsonschema.Draft7Validator.check_schema(schema)
+    return jsonschema.Draft7Validator(schema)
+
+
+def validate_inferenceservice(manifest: dict[str, Any]) -> None:
+    """Raise ValueError naming the first field that breaks the InferenceService schema."""
+    errors = sorted(_validator().iter_errors(manifest), key=lambda e: list(e.path))
+    if errors:
+        err = errors[0]
+        where = ".".join(str(p) for p in err.path) or "<root>"
+        raise ValueError(f"InferenceService invalid at {where}: {err.message}")
+
+
+def render_inferenceservice(
+    tenant: TenantSpec, registered: str, version: int, storage_uri: str
+) -> dict[str, Any]:
+    model = registered.partition(".")[2]
+    res = tenant.resources
+    quantity = {"cpu": f"{res.cpu:g}", "memory": f"{res.memory_gib:g}Gi"}
+    manifest = {
+        "apiVersion": "serving.kserve.io/v1beta1",
+        "kind": "InferenceService",
+        "metadata": {
+            "name": f"{tenant.name}-{model}".replace("_", "-"),
+            "namespace": tenant.namespace,
+            "labels": {"mlplat/tenant": tenant.name, "mlplat/model": model},
+            "annotations": {
+                "mlplat/registered-model": registered,
+                "mlplat/model-version": str(version),
+                "mlplat/alias": "champion",
+            },
+        },
+        "spec": {
+            "predictor": {
+                "serviceAccountName": tenant.runner_service_account,
+                "minReplicas": 1,
+                "maxReplicas": 3,
+                "model": {
+                    # MLflow models are served by MLServer's mlflow runtime (KServe v2 protocol).
+                    "modelFormat": {"name": "mlflow"},
+                    "protocolVersion": "v2",
+                    "storageUri": storage_uri,
+                    "resources": {"requests": quantity, "limits": {"memory": quantity["memory"]}},
+                },
+            }
+        },
+    }
+    validate_inferenceservice(manifest)
+    return manifest
+
+
+def write_inferenceservice(
+    tenant: TenantSpec, registered: str, version: int, storage_uri: str, root: Path
+) -> Path:
+    """Write `<root>/<tenant>/<model>.yaml` for the GitOps repo to pick up."""
+    import yaml
+
+    manifest = render_inferenceservice(tenant, registered, version, storage_uri)
+    path = root / tenant.name / f"{registered.partition('.')[2]}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(manifest, sort_keys=False))
+    return path
+
+
+def batch_scores_asset(
+    tenant: TenantSpec, spec: ModelSpec, requested: ComputeResources
+) -> dg.AssetsDefinition:
+    """`<tenant>/predictions/<model>`: the latest training-set rows scored by the champion.
+
+    Produces nothing (no materialization) while the model has no champion yet.
+    """
+    from platform_assets.cost.metering import PricingResource, meter
+    from platform_assets.tenancy.assets import asset_kwargs
+    from resources.lake import LakeResource
+    from resources.mlflow import MlflowResource
+
+    registered = f"{tenant.name}.{spec.name}"
+    kwargs = asset_kwargs(
+        tenant,
+        "model",
+        ["predictions", spec.name],
+        f"Batch scores of {spec.name} from the MLflow alias {registered}@champion.",
+        {"scikitlearn", "mlflow", "parquet"},
+        requested,
+    )
+    kwargs["tags"] = {**kwargs["tags"], "artefact": "batch_scores"}
+    ts_key = dg.AssetKey([tenant.name, "training_sets", spec.name])
+
+    @dg.asset(**kwargs, deps=[ts_key], output_required=False)
+    def batch_scores(
+        context: dg.AssetExecutionContext,
+        lake: LakeResource,
+        mlflow: MlflowResource,
+        pricing: PricingResource,
+    ):
+        champion = mlflow.version_by_alias(registered, "champion")
+        if champion is None:
+            context.log.info(f"{registered} has no champion yet; nothing to score")
+            return
+        import mlflow as mlflow_lib
+        import pyarrow as pa
+
+        from platform_assets.models.training import feature_columns
+
+        with meter(tenant.name, requested) as usage:
+            model = mlflow_lib.sklearn.load_model(f"models:/{registered}@champion")
+            df = lake.read(tenant.name, "training_sets", spec.name).to_pandas()
+            cols = feature_columns(df, spec.labels.entity_columns, spec.labels.label_column)
+            out = df[[*spec.labels.entity_columns, "event_timestamp"]].copy()
+            out["score"] = model.predict_proba(df[cols])[:, 1]
+            out["model_version"] = int(champion.version)
+            path = lake.write(
+                tenant.name,
+                "predictions",
+                spec.name,
+                pa.Table.from_pandas(out, preserve_index=False),
+            )
+        yield dg.MaterializeResult(
+            metadata={
+                "dagster/row_count": len(out),
+                "path": str(path),
+                "registered_model": registered,
+                "champion_version": int(champion.version),
+                "mean_score": round(float(out["score"].mean()), 6),
+                **usage.metadata(pricing.catalog()),
+            }
+        )
+
+    return batch_scores
