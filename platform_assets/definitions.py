@@ -13,7 +13,7 @@ import dagster as dg
 from platform_assets.execution.env import deployment
 from platform_assets.execution.executors import executor_for
 from platform_assets.execution.resources import resources_for
-from platform_assets.governance.promotion import promote_model
+from platform_assets.governance.promotion import promote_model, rollback_model
 from platform_assets.sensors.promotion import promotion_sensor
 from platform_assets.tenancy.catalog import load_all
 
@@ -47,6 +47,7 @@ def platform_definitions(tenant_defs: dg.Definitions) -> dg.Definitions:
             for name, catalog in tenants.items()
         ],
         promote_model,
+        rollback_model,
     ]
     platform = dg.Definitions(
         jobs=jobs,
