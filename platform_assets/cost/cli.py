@@ -1,0 +1,106 @@
+"""`mlplat costs` and `mlplat quotas`: showback in the terminal and quotas into dagster.yaml."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+quotas_app = typer.Typer(help="Run quotas per tenant and shared pools.", no_args_is_help=True)
+
+
+def costs(
+    month: Annotated[
+        str | None, typer.Option(help="YYYY-MM (UTC); defaults to the current month")
+    ] = None,
+    by_asset: Annotated[bool, typer.Option(help="One row per tenant and asset")] = False,
+) -> None:
+    """Cost per tenant for a month, summed from the cost metadata in the instance's event log."""
+    import dagster as dg
+    from rich.console import Console
+    from rich.table import Table
+
+    from platform_assets.cost.rollup import ledger_frame, month_bounds, tenant_steps
+    from platform_assets.tenancy.catalog import load_all
+
+    month = month or datetime.now(UTC).strftime("%Y-%m")
+    try:
+        start, end = month_bounds(month)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--month") from exc
+    budgets = {n: c.tenant.budget.monthly_usd for n, c in load_all().items()}
+    with dg.DagsterInstance.get() as instance:
+        steps = tenant_steps(instance, start, end)
+    ledger = ledger_frame(steps)
+    keys = ["tenant", "asset_key"] if by_asset else ["tenant"]
+    grouped = ledger.groupby(keys, as_index=False).agg(
+        steps=("usd", "size"), cpu_seconds=("cpu_seconds", "sum"), usd=("usd", "sum")
+    )
+    table = Table(title=f"mlplat costs {month} ({len(steps)} recorded steps)")
+    for col in [*keys, "steps", "CPU s", "USD", "budget USD", "% of budget"]:
+        table.add_column(col, justify="left" if col in keys else "right")
+    for row in grouped.itertuples(index=False):
+        budget = budgets.get(row.tenant)
+        pct = f"{row.usd / budget:.1%}" if budget and not by_asset else ""
+        table.add_row(
+            *[str(getattr(row, k)) for k in keys],
+            str(row.steps),
+            f"{row.cpu_seconds:,.1f}",
+            f"{row.usd:,.6f}",
+            f"{budget:,.0f}" if budget and not by_asset else "",
+            pct,
+        )
+    table.add_section()
+    table.add_row(
+        "total",
+        *[""] * (len(keys) - 1),
+        str(len(steps)),
+        f"{ledger['cpu_seconds'].sum():,.1f}",
+        f"{ledger['usd'].sum():,.6f}",
+        "",
+        "",
+    )
+    Console().print(table)
+
+
+@quotas_app.command("write")
+def quotas_write(
+    path: Annotated[
+        Path | None, typer.Option(help="dagster.yaml to update; defaults to the repo's")
+    ] = None,
+) -> None:
+    """Rewrite the `# BEGIN mlplat quotas` block of dagster.yaml from the tenants' YAML."""
+    from platform_assets.cost.quotas import BEGIN, write_quotas
+    from platform_assets.execution.env import repo_root
+    from platform_assets.tenancy.catalog import load_all
+
+    path = path or repo_root() / "dagster.yaml"
+    try:
+        write_quotas(path, load_all())
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(f"wrote the '{BEGIN}' block of {path}")
+
+
+@quotas_app.command("show")
+def quotas_show() -> None:
+    """Print the quota block that `write` would write."""
+    from platform_assets.cost.quotas import render_block
+    from platform_assets.tenancy.catalog import load_all
+
+    typer.echo(render_block(load_all()), nl=False)
+
+
+@quotas_app.command("pools")
+def quotas_pools() -> None:
+    """Set the shared pools' slots (e.g. gpu) on the instance at DAGSTER_HOME."""
+    import dagster as dg
+
+    from platform_assets.cost.quotas import apply_pool_limits
+
+    with dg.DagsterInstance.get() as instance:
+        for pool, slots in apply_pool_limits(instance).items():
+            typer.echo(f"pool {pool}: {slots} slot(s)")

@@ -1,0 +1,94 @@
+"""Quotas: the rendered block, rewriting only the marked block, and the run queue obeying it."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+import dagster as dg
+import pytest
+import yaml
+from dagster._core.remote_origin import (
+    RegisteredCodeLocationOrigin,
+    RemoteJobOrigin,
+    RemoteRepositoryOrigin,
+)
+from dagster._core.storage.dagster_run import DagsterRun, DagsterRunStatus
+from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import (
+    QueuedRunCoordinatorDaemon,
+)
+
+from platform_assets.cost.quotas import BEGIN, END, apply_pool_limits, quota_config, write_quotas
+from platform_assets.tenancy.catalog import load_all
+
+ORIGIN = RemoteJobOrigin(
+    RemoteRepositoryOrigin(RegisteredCodeLocationOrigin("mlplat"), "__repository__"), "job"
+)
+
+
+def test_block_has_a_limit_per_tenant_from_its_yaml():
+    catalogs = load_all()
+    runs = quota_config(catalogs)["concurrency"]["runs"]
+    limits = runs["tag_concurrency_limits"]
+    assert limits[0] == {
+        "key": "tenant",
+        "value": {"applyLimitPerUniqueValue": True},
+        "limit": max(c.tenant.max_concurrent_runs for c in catalogs.values()),
+    }
+    assert {lim["value"]: lim["limit"] for lim in limits[1:]} == {
+        n: c.tenant.max_concurrent_runs for n, c in catalogs.items()
+    }
+
+
+def test_write_replaces_only_the_marked_block(tmp_path):
+    path = tmp_path / "dagster.yaml"
+    path.write_text("telemetry:\n  enabled: false\n")
+    first = write_quotas(path, load_all())
+    assert first.startswith("telemetry:\n  enabled: false\n\n" + BEGIN)
+    path.write_text(first + "run_monitoring:\n  enabled: true\n")
+    second = write_quotas(path, load_all())
+    assert second.count(BEGIN) == 1 and second.count(END) == 1
+    assert second.startswith("telemetry:") and second.endswith("run_monitoring:\n  enabled: true\n")
+    assert yaml.safe_load(second)["concurrency"] == quota_config(load_all())["concurrency"]
+
+
+def test_write_refuses_an_unmarked_concurrency_section(tmp_path):
+    path = tmp_path / "dagster.yaml"
+    path.write_text("concurrency:\n  runs:\n    max_concurrent_runs: 3\n")
+    with pytest.raises(ValueError, match="already has a concurrency or run_coordinator section"):
+        write_quotas(path, load_all())
+
+
+def _queue(instance, tenant: str, status=DagsterRunStatus.QUEUED) -> None:
+    instance.add_run(
+        DagsterRun(
+            job_name="job",
+            run_id=str(uuid.uuid4()),
+            status=status,
+            tags={"tenant": tenant},
+            remote_job_origin=ORIGIN,
+        )
+    )
+
+
+def test_run_queue_holds_back_a_tenants_extra_runs():
+    catalogs = load_all()
+    with dg.instance_for_test(overrides=quota_config(catalogs)) as instance:
+        limits = instance.get_concurrency_config().run_queue_config.tag_concurrency_limits
+        assert {"key": "tenant", "value": "growth", "limit": 2} in limits
+        _queue(instance, "growth", DagsterRunStatus.STARTED)  # already running: one slot used
+        for _ in range(4):
+            _queue(instance, "growth")
+        for _ in range(2):
+            _queue(instance, "payments")
+        daemon = QueuedRunCoordinatorDaemon(interval_seconds=1)
+        daemon._logger = logging.getLogger(__name__)  # set by the daemon controller normally
+        dequeued = daemon._get_runs_to_dequeue(instance, instance.get_concurrency_config(), None)
+        launched = [r.tags["tenant"] for r in dequeued]
+        assert launched.count("growth") == catalogs["growth"].tenant.max_concurrent_runs - 1
+        assert launched.count("payments") == 2
+
+
+def test_gpu_pool_slots_are_set_on_the_instance(instance):
+    assert apply_pool_limits(instance) == {"gpu": 1}
+    assert instance.event_log_storage.get_concurrency_info("gpu").slot_count == 1
