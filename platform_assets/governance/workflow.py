@@ -227,18 +227,17 @@ class Governance:
                 outcome = body(conn, catalog, records)
             except rbac.Refused as exc:
                 refused = exc
-                records.append(
-                    self.store.append(
-                        conn,
-                        actor=actor,
-                        action=action,
-                        outcome="refused",
-                        tenant=catalog.tenant.name,
-                        model=name,
-                        version=version,
-                        reason=str(exc),
-                        evidence={"rule": exc.rule},
-                    )
+                self._log(
+                    conn,
+                    records,
+                    catalog,
+                    name,
+                    actor=actor,
+                    action=action,
+                    outcome="refused",
+                    version=version,
+                    reason=str(exc),
+                    evidence={"rule": exc.rule},
                 )
         for record in records:
             self._observe(catalog, name, record)
@@ -269,18 +268,17 @@ class Governance:
             if not assessment.ok:
                 raise PolicyRejected(f"{name} v{version}: {assessment.why}")
             why = f"{reason}; {assessment.why}" if reason else assessment.why
-            records.append(
-                self.store.append(
-                    conn,
-                    actor=actor,
-                    action="propose",
-                    outcome="accepted",
-                    tenant=catalog.tenant.name,
-                    model=name,
-                    version=version,
-                    reason=why,
-                    evidence=assessment.evidence,
-                )
+            self._log(
+                conn,
+                records,
+                catalog,
+                name,
+                actor=actor,
+                action="propose",
+                outcome="accepted",
+                version=version,
+                reason=why,
+                evidence=assessment.evidence,
             )
             self.mlflow.client().set_model_version_tag(
                 name, str(version), LAUNCHED_BY_TAG, assessment.evidence["launched_by"]
@@ -322,18 +320,17 @@ class Governance:
             return self._complete(
                 conn, catalog, spec, name, version, env, actor, records, f"{env} needs no approval"
             )
-        records.append(
-            self.store.append(
-                conn,
-                actor=actor,
-                action="request_approval",
-                outcome="pending",
-                tenant=catalog.tenant.name,
-                model=name,
-                version=version,
-                environment=env,
-                reason=f"needs {policy.count} approval(s) from {', '.join(policy.roles)}",
-            )
+        self._log(
+            conn,
+            records,
+            catalog,
+            name,
+            actor=actor,
+            action="request_approval",
+            outcome="pending",
+            version=version,
+            environment=env,
+            reason=f"needs {policy.count} approval(s) from {', '.join(policy.roles)}",
         )
         return Outcome(
             f"{name} v{version} awaits {policy.count} {env} approval(s) from "
@@ -341,6 +338,9 @@ class Governance:
             records,
             self.champion_in(conn, name),
         )
+
+    def _log(self, conn, records: list[AuditRecord], catalog: TenantCatalog, name: str, **kw):
+        records.append(self.store.append(conn, tenant=catalog.tenant.name, model=name, **kw))
 
     def champion_in(self, conn, name: str) -> int | None:
         row = self.store.champion(conn, name)
@@ -356,18 +356,17 @@ class Governance:
         client = self.mlflow.client()
         if env == "staging":
             client.set_registered_model_alias(name, "challenger", str(version))
-            records.append(
-                self.store.append(
-                    conn,
-                    actor=actor,
-                    action="challenger",
-                    outcome="aliased",
-                    tenant=catalog.tenant.name,
-                    model=name,
-                    version=version,
-                    environment=env,
-                    reason=why,
-                )
+            self._log(
+                conn,
+                records,
+                catalog,
+                name,
+                actor=actor,
+                action="challenger",
+                outcome="aliased",
+                version=version,
+                environment=env,
+                reason=why,
             )
             request = self.store.request(conn, name, version, env)
             return self._open(
@@ -402,19 +401,18 @@ class Governance:
         if challenger is not None and int(challenger.version) == version:
             client.delete_registered_model_alias(name, "challenger")
         manifest = self._deploy(catalog, name, version)
-        records.append(
-            self.store.append(
-                conn,
-                actor=actor,
-                action="promote",
-                outcome="champion",
-                tenant=catalog.tenant.name,
-                model=name,
-                version=version,
-                environment="production",
-                reason=why,
-                evidence={"previous_champion": expected, "manifest": manifest},
-            )
+        self._log(
+            conn,
+            records,
+            catalog,
+            name,
+            actor=actor,
+            action="promote",
+            outcome="champion",
+            version=version,
+            environment="production",
+            reason=why,
+            evidence={"previous_champion": expected, "manifest": manifest},
         )
         return Outcome(f"{name} v{version} is champion (previous: {expected})", records, version)
 
@@ -456,19 +454,18 @@ class Governance:
                 )
             )
             count = len(given) + 1
-            records.append(
-                self.store.append(
-                    conn,
-                    actor=actor,
-                    action="approve",
-                    outcome="approved",
-                    tenant=catalog.tenant.name,
-                    model=name,
-                    version=version,
-                    environment=env,
-                    reason=comment or f"approval {count} of {request['required']} as {role}",
-                    evidence={"role": role, "approvals": [*given, actor]},
-                )
+            self._log(
+                conn,
+                records,
+                catalog,
+                name,
+                actor=actor,
+                action="approve",
+                outcome="approved",
+                version=version,
+                environment=env,
+                reason=comment or f"approval {count} of {request['required']} as {role}",
+                evidence={"role": role, "approvals": [*given, actor]},
             )
             if count < request["required"]:
                 return Outcome(
@@ -517,18 +514,17 @@ class Governance:
             challenger = self.mlflow.version_by_alias(name, "challenger")
             if challenger is not None and int(challenger.version) == version:
                 client.delete_registered_model_alias(name, "challenger")
-            records.append(
-                self.store.append(
-                    conn,
-                    actor=actor,
-                    action="reject",
-                    outcome="rejected",
-                    tenant=catalog.tenant.name,
-                    model=name,
-                    version=version,
-                    environment=env,
-                    reason=reason,
-                )
+            self._log(
+                conn,
+                records,
+                catalog,
+                name,
+                actor=actor,
+                action="reject",
+                outcome="rejected",
+                version=version,
+                environment=env,
+                reason=reason,
             )
             return Outcome(f"{name} v{version} rejected: {reason}", records)
 
@@ -549,19 +545,18 @@ class Governance:
             client.set_registered_model_alias(name, "champion", str(previous))
             client.delete_registered_model_alias(name, "previous")
             manifest = self._deploy(catalog, name, previous)
-            records.append(
-                self.store.append(
-                    conn,
-                    actor=actor,
-                    action="rollback",
-                    outcome="champion",
-                    tenant=catalog.tenant.name,
-                    model=name,
-                    version=previous,
-                    environment="production",
-                    reason=reason,
-                    evidence={"rolled_back": current, "manifest": manifest},
-                )
+            self._log(
+                conn,
+                records,
+                catalog,
+                name,
+                actor=actor,
+                action="rollback",
+                outcome="champion",
+                version=previous,
+                environment="production",
+                reason=reason,
+                evidence={"rolled_back": current, "manifest": manifest},
             )
             return Outcome(
                 f"{name}: champion rolled back from v{current} to v{previous}", records, previous

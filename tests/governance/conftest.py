@@ -7,6 +7,7 @@ workflow is exercised without training; checks are reported to the instance as r
 from __future__ import annotations
 
 import copy
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,9 +108,26 @@ class Sandbox:
         return catalogs
 
 
+@pytest.fixture(scope="session")
+def mlflow_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An MLflow SQLite DB with its schema migrated once; each test copies it (migrating takes
+    seconds, copying milliseconds)."""
+    path = tmp_path_factory.mktemp("mlflow_template") / "mlflow.db"
+    MlflowResource(tracking_uri=f"sqlite:///{path}", artifact_root=str(path.parent)).client()
+    import mlflow
+
+    mlflow.MlflowClient(tracking_uri=f"sqlite:///{path}").search_registered_models()
+    return path
+
+
 @pytest.fixture
-def gov_sandbox(instance: dg.DagsterInstance, platform_home: Path) -> Sandbox:
+def gov_sandbox(platform_home: Path, mlflow_template: Path) -> Sandbox:
+    # In-memory Dagster storage: the workflow only reads check evaluations and run tags, and a
+    # fresh on-disk instance costs seconds of migrations per test.
+    instance = dg.DagsterInstance.ephemeral()
     data = platform_home / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    shutil.copy(mlflow_template, data / "mlflow.db")
     mlflow = MlflowResource(
         tracking_uri=f"sqlite:///{data / 'mlflow.db'}", artifact_root=str(data / "artifacts")
     )
@@ -117,3 +135,4 @@ def gov_sandbox(instance: dg.DagsterInstance, platform_home: Path) -> Sandbox:
     report_checks(instance)
     yield Sandbox(instance, mlflow, store, load_all(), data / "deploy", [])
     store.dispose()
+    instance.dispose()
