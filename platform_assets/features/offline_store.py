@@ -407,13 +407,8 @@ def _join_view(con: duckdb.DuckDBPyConnection, plan: _ViewPlan, t_min: int, t_ma
     where = [f"{plan.ts_sql} <= {_timestamp_literal(t_max)}"]
     if plan.ttl_us:
         where.append(f"{plan.ts_sql} >= {_timestamp_literal(t_min - plan.ttl_us)}")
-    semi = ""
-    if keys:
-        distinct = ", ".join(_q(e) for e, _ in keys)
-        on = " AND ".join(f"p.{_q(s)} = s.{_q(e)}" for e, s in keys)
-        semi = f"SEMI JOIN (SELECT DISTINCT {distinct} FROM entity) s ON {on}"
-
     ts_lo, c_lo, c_hi, rn_max = _source_bounds(con, plan, src)
+    semi, params = _key_filter(con, keys, where, rn_max)
     if plan.ttl_us:
         ts_lo = t_min - plan.ttl_us  # the filter guarantees it
     ts_lo = t_max if ts_lo is None else min(ts_lo, t_max)
@@ -443,13 +438,8 @@ def _join_view(con: duckdb.DuckDBPyConnection, plan: _ViewPlan, t_min: int, t_ma
     feat_cols.append(f"{feat_key} AS {_KEY}")
     on = [f"e.{_q(e)} = f.__k{i}" for i, (e, _) in enumerate(keys)]
     on.append(f"e.{_KEY} >= f.{_KEY}")
-    features = [f"__f{i}" for i in range(len(plan.source_features))]
-    if plan.ttl_us:
-        fresh = f"f.__ts >= e.{_TS} - to_microseconds({plan.ttl_us})"
-        out = [f"CASE WHEN {fresh} THEN f.{c} END AS {c}" for c in features]
-    else:
-        out = [f"f.{c}" for c in features]
-    out.insert(0, f"e.{_ROW}")
+    out = [f"e.{_ROW}", "f.__ts AS __fts", f"e.{_TS} AS __ets"]
+    out += [f"f.__f{i}" for i in range(len(plan.source_features))]
     entity_cols = [_ROW, _TS, *(_q(e) for e, _ in keys), f"{ent_key} AS {_KEY}"]
     sql = (
         f"WITH f AS (SELECT {', '.join(feat_cols)} FROM {src} p {semi} "
@@ -457,13 +447,61 @@ def _join_view(con: duckdb.DuckDBPyConnection, plan: _ViewPlan, t_min: int, t_ma
         f"e AS (SELECT {', '.join(entity_cols)} FROM entity) "
         f"SELECT {', '.join(out)} FROM e ASOF LEFT JOIN f ON {' AND '.join(on)}"
     )
-    joined = con.sql(sql).to_arrow_table()
+    joined = con.sql(sql, params=params).to_arrow_table()
+    features = joined.select(range(3, joined.num_columns))
+    if plan.ttl_us:
+        # The ASOF match is the latest row <= T; it is a candidate only if not older than TTL.
+        # Nulling here rather than in SQL evaluates the test once, not once per feature.
+        lower = pc.subtract(joined.column("__ets"), pa.scalar(timedelta(microseconds=plan.ttl_us)))
+        stale = pc.fill_null(pc.less(joined.column("__fts"), lower), False)
+        features = pa.table(
+            {
+                name: pc.if_else(stale, pa.scalar(None, column.type), column)
+                for name, column in zip(features.column_names, features.columns, strict=True)
+            }
+        )
     # The ASOF join emits rows in its own order; scattering by row id restores the entity
     # frame's order in O(n), cheaper than an ORDER BY.
     rows = joined.column(0).to_numpy()
     order = np.empty_like(rows)
     order[rows] = np.arange(len(rows))
-    return joined.drop_columns([_ROW]).take(pa.array(order))
+    return features.take(pa.array(order))
+
+
+# An exact semi-join with the entity keys pays off only when it can drop most feature rows;
+# with many distinct entity keys per source row the ASOF join's own key match is cheaper.
+_SEMI_JOIN_MAX_KEY_FRACTION = 1 / 64
+
+
+def _key_filter(
+    con: duckdb.DuckDBPyConnection,
+    keys: list[tuple[str, str]],
+    where: list[str],
+    source_rows: int,
+) -> tuple[str, list[Any]]:
+    """Cut feature rows to the entity key set: always by each key's range, which the parquet
+    scan applies with row-group statistics, and exactly by a semi-join when the entity frame
+    has few distinct keys relative to the source. Appends to `where`; returns the join clause.
+    """
+    if not keys:
+        return "", []
+    entity_keys = ", ".join(_q(e) for e, _ in keys)
+    params: list[Any] = []
+    ranges = con.sql(
+        "SELECT " + ", ".join(f"min({_q(e)}), max({_q(e)})" for e, _ in keys) + " FROM entity"
+    ).fetchall()[0]
+    for i, (_, source_key) in enumerate(keys):
+        low, high = ranges[2 * i], ranges[2 * i + 1]
+        if low is None:
+            where.append("FALSE")  # every entity key is null: nothing can match
+            continue
+        where.append(f"p.{_q(source_key)} BETWEEN ? AND ?")
+        params += [low, high]
+    distinct = con.sql(f"SELECT count(*) FROM (SELECT DISTINCT {entity_keys} FROM entity)")
+    if distinct.fetchall()[0][0] > source_rows * _SEMI_JOIN_MAX_KEY_FRACTION:
+        return "", params
+    on = " AND ".join(f"p.{_q(s)} = s.{_q(e)}" for e, s in keys)
+    return f"SEMI JOIN (SELECT DISTINCT {entity_keys} FROM entity) s ON {on}", params
 
 
 def _historical_features(
