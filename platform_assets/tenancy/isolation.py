@@ -1,0 +1,100 @@
+"""Tenant isolation rules applied to the built definitions and to every lake write.
+
+A tenant's asset may depend on its own assets and on feature views another tenant shares with it
+in YAML; a tenant step writes only under `<lake root>/<tenant>/`. The YAML catalog refuses bad
+feature references early; `check_isolation` is the last word, over the asset graph as built.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+
+from platform_assets.tenancy.specs import TenantSpec
+
+PLATFORM = "platform"
+
+
+class IsolationError(ValueError):
+    """A tenant reaching into another tenant's assets or storage."""
+
+
+def _shared(owner: TenantSpec, dep: dg.AssetKey, reader: str) -> bool:
+    if len(dep.path) != 3 or dep.path[1] != "features":
+        return False
+    return any(s.feature_set == dep.path[2] and reader in s.tenants for s in owner.shares)
+
+
+def isolation_violations(
+    graph_edges: list[tuple[dg.AssetKey, dg.AssetKey]], tenants: dict[str, TenantSpec]
+) -> list[str]:
+    """One message per (asset, dependency) edge that crosses tenants without a share."""
+    problems = []
+    for key, dep in graph_edges:
+        tenant, owner = key.path[0], dep.path[0]
+        if tenant == PLATFORM or tenant == owner:
+            continue  # platform assets (cost, showback) read every tenant by design
+        asset, dep_name = key.to_user_string(), dep.to_user_string()
+        if owner not in tenants:
+            problems.append(
+                f"asset '{asset}' of tenant {tenant!r} depends on '{dep_name}', which belongs "
+                f"to {owner!r}, not a tenant: tenant assets may depend only on tenant assets"
+            )
+        elif not _shared(tenants[owner], dep, tenant):
+            problems.append(
+                f"asset '{asset}' of tenant {tenant!r} depends on '{dep_name}' of tenant "
+                f"{owner!r}, which {owner!r} does not share with {tenant!r} "
+                f"(only feature views listed under its YAML's `shares` may be read)"
+            )
+    return problems
+
+
+def check_isolation(defs: dg.Definitions, tenants: dict[str, TenantSpec] | None = None) -> None:
+    """Raise IsolationError naming both tenants and the asset for every cross-tenant edge."""
+    if tenants is None:
+        from platform_assets.tenancy.catalog import load_all
+
+        tenants = {name: cat.tenant for name, cat in load_all().items()}
+    graph = defs.resolve_asset_graph()
+    edges = []
+    for key in graph.get_all_asset_keys():
+        node = graph.get(key)
+        tag = node.tags.get("tenant")
+        if tag is not None and tag != key.path[0]:
+            raise IsolationError(
+                f"asset '{key.to_user_string()}' is tagged tenant={tag!r} but its key starts "
+                f"with {key.path[0]!r}: a tenant's asset keys start with the tenant"
+            )
+        edges += [(key, parent) for parent in sorted(node.parent_keys)]
+    problems = isolation_violations(edges, tenants)
+    if problems:
+        raise IsolationError("tenant isolation: " + "; ".join(problems))
+
+
+def _step_tenants() -> set[str] | None:
+    """Tenants of the assets the current step materializes; None outside a step or op-only."""
+    try:
+        context = dg.OpExecutionContext.get()
+    except dg.DagsterInvariantViolationError:
+        return None
+    if not context.has_assets_def:
+        return None
+    return {key.path[0] for key in context.selected_asset_keys}
+
+
+def check_write(root: Path, tenant: str, target: Path) -> None:
+    """A write must land under `<root>/<tenant>/`, by a step of that tenant (or the platform)."""
+    prefix = (root / tenant).resolve()
+    if not target.resolve().is_relative_to(prefix):
+        raise IsolationError(f"write to {target} is outside tenant {tenant!r}'s prefix {prefix}")
+    writers = _step_tenants()
+    if writers is None:
+        return
+    strangers = sorted(writers - {tenant})
+    if strangers:
+        raise IsolationError(
+            f"a step of tenant {strangers[0]!r} may not write under tenant {tenant!r}'s prefix "
+            f"{prefix} (asset(s) of {', '.join(repr(s) for s in strangers)} write only under "
+            "their own)"
+        )
