@@ -21,7 +21,10 @@ class LakeResource(dg.ConfigurableResource):
 
     def write(self, tenant: str, kind: str, name: str, table: pa.Table) -> Path:
         """Write atomically: readers see the old file or the new one, never half of one."""
+        from platform_assets.tenancy.isolation import check_write
+
         target = self.path(tenant, kind, name)
+        check_write(Path(self.root), tenant, target)
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
         try:
