@@ -6,16 +6,20 @@ inside the steps that use them so this module loads fast.
 
 from __future__ import annotations
 
+import importlib
+import sys
 from pathlib import Path
 
 import dagster as dg
 
+from platform_assets.cost.definitions import cost_definitions
 from platform_assets.execution.env import deployment
 from platform_assets.execution.executors import executor_for
 from platform_assets.execution.resources import resources_for
 from platform_assets.governance.promotion import promote_model, rollback_model
 from platform_assets.sensors.promotion import promotion_sensor
-from platform_assets.tenancy.catalog import load_all
+from platform_assets.tenancy.catalog import defs_root, load_all
+from platform_assets.tenancy.isolation import check_isolation
 
 PIPELINE = "ml_pipeline"
 
@@ -55,9 +59,24 @@ def platform_definitions(tenant_defs: dg.Definitions) -> dg.Definitions:
         resources=resources_for(env),
         executor=executor_for(env),
     )
-    return dg.Definitions.merge(tenant_defs, platform)
+    specs = {name: catalog.tenant for name, catalog in tenants.items()}
+    merged = dg.Definitions.merge(tenant_defs, platform, cost_definitions(specs))
+    check_isolation(merged, specs)
+    return merged
+
+
+def tenant_definitions() -> dg.Definitions:
+    """The tenants' YAML components: this package's defs folder, or MLPLAT_DEFS_ROOT's."""
+    root = defs_root().resolve()
+    if root == (Path(__file__).parent / "defs").resolve():
+        return dg.load_from_defs_folder(path_within_project=Path(__file__).parent)
+    # A generated tree (previews, the scale bench) is imported as a package from its parent.
+    if str(root.parent) not in sys.path:
+        sys.path.insert(0, str(root.parent))
+    module = importlib.import_module(root.name)
+    return dg.ComponentTree.from_module(defs_module=module, project_root=root.parent).build_defs()
 
 
 @dg.definitions
 def defs() -> dg.Definitions:
-    return platform_definitions(dg.load_from_defs_folder(path_within_project=Path(__file__).parent))
+    return platform_definitions(tenant_definitions())
