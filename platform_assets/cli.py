@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import typer
 
+from platform_assets.cost import cli as cost_cli
+
 app = typer.Typer(
     help=(
         "mlplat: every tenant's features, training sets, models and evaluation reports as "
@@ -68,6 +70,9 @@ def validate() -> None:
         raise typer.Exit(1) from exc
     typer.echo(f"ok: {len(catalogs)} tenants valid")
 
+
+app.command("costs")(cost_cli.costs)
+app.add_typer(cost_cli.quotas_app, name="quotas")
 
 if __name__ == "__main__":
     app()
