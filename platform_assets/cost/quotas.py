@@ -21,8 +21,14 @@ POOLS: dict[str, int] = {"gpu": 1}
 POOL_DEFAULT_LIMIT = 8
 
 
-def quota_config(catalogs: dict[str, TenantCatalog]) -> dict:
-    """The `concurrency` section: a per-tenant run limit and the pools' default."""
+def quota_config(
+    catalogs: dict[str, TenantCatalog], max_concurrent_runs: int | None = None
+) -> dict:
+    """The run coordinator and `concurrency` sections: per-tenant run limits, pools' default.
+
+    `max_concurrent_runs` is the instance-wide ceiling (what the machine or cluster can take);
+    by default the sum of the tenants' limits.
+    """
     per_tenant = {name: cat.tenant.max_concurrent_runs for name, cat in sorted(catalogs.items())}
     # Every matching limit applies, so the per-unique-value limit (which also covers tenants
     # not in the YAML, e.g. a typo in a tag) must not be lower than any tenant's own limit.
@@ -32,37 +38,64 @@ def quota_config(catalogs: dict[str, TenantCatalog]) -> dict:
     ]
     limits += [{"key": "tenant", "value": n, "limit": v} for n, v in per_tenant.items()]
     return {
+        "run_coordinator": {
+            "module": "dagster._core.run_coordinator",
+            "class": "QueuedRunCoordinator",
+        },
         "concurrency": {
             "runs": {
-                "max_concurrent_runs": max(sum(per_tenant.values()), 1),
+                "max_concurrent_runs": max_concurrent_runs or max(sum(per_tenant.values()), 1),
                 "tag_concurrency_limits": limits,
             },
             "pools": {"default_limit": POOL_DEFAULT_LIMIT},
-        }
+        },
     }
 
 
-def render_block(catalogs: dict[str, TenantCatalog]) -> str:
-    body = yaml.safe_dump(quota_config(catalogs), sort_keys=False)
+def render_block(catalogs: dict[str, TenantCatalog], max_concurrent_runs: int | None = None) -> str:
+    body = yaml.safe_dump(quota_config(catalogs, max_concurrent_runs), sort_keys=False)
     note = "# Written by `mlplat quotas write` from the tenants' YAML; edit those, not this."
     return f"{BEGIN}\n{note}\n{body}{END}\n"
 
 
+def _existing_ceiling(text: str) -> int | None:
+    config = yaml.safe_load(text) or {}
+    for path in (("concurrency", "runs"), ("run_coordinator", "config")):
+        section = config
+        for part in path:
+            section = section.get(part) or {} if isinstance(section, dict) else {}
+        if isinstance(section, dict) and "max_concurrent_runs" in section:
+            return int(section["max_concurrent_runs"])
+    return None
+
+
+def _drop_sections(text: str, names: tuple[str, ...]) -> str:
+    """Remove top-level `name:` sections (the key line and its indented body)."""
+    out, skipping = [], False
+    for line in text.splitlines(keepends=True):
+        top_level = line[:1] not in (" ", "\t", "\n", "#", "")
+        if top_level:
+            skipping = line.split(":", 1)[0].strip() in names
+        if not skipping:
+            out.append(line)
+    return "".join(out)
+
+
 def write_quotas(path: Path, catalogs: dict[str, TenantCatalog]) -> str:
-    """Replace the marked block in `path` (append it if absent), keeping everything else."""
+    """Replace the marked block in `path`, keeping everything else.
+
+    Without markers, the file's own `run_coordinator` and `concurrency` sections are replaced by
+    the block (Dagster refuses both at once), keeping their instance-wide max_concurrent_runs.
+    """
     text = path.read_text() if path.exists() else ""
-    block = render_block(catalogs)
+    block = render_block(catalogs, _existing_ceiling(text))
     if BEGIN in text and END in text:
         head, rest = text.split(BEGIN, 1)
         tail = rest.split(END, 1)[1].removeprefix("\n")
         new = head + block + tail
     else:
-        if "\nconcurrency:" in f"\n{text}" or "\nrun_coordinator:" in f"\n{text}":
-            raise ValueError(
-                f"{path} already has a concurrency or run_coordinator section outside the "
-                f"'{BEGIN}' block; move it into the block or remove it"
-            )
-        new = f"{text.rstrip()}\n\n{block}" if text.strip() else block
+        kept = _drop_sections(text, ("run_coordinator", "concurrency")).rstrip()
+        new = f"{kept}\n\n{block}" if kept else block
     path.write_text(new)
     return new
 

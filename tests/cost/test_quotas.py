@@ -6,7 +6,6 @@ import logging
 import uuid
 
 import dagster as dg
-import pytest
 import yaml
 from dagster._core.remote_origin import (
     RegisteredCodeLocationOrigin,
@@ -50,13 +49,26 @@ def test_write_replaces_only_the_marked_block(tmp_path):
     assert second.count(BEGIN) == 1 and second.count(END) == 1
     assert second.startswith("telemetry:") and second.endswith("run_monitoring:\n  enabled: true\n")
     assert yaml.safe_load(second)["concurrency"] == quota_config(load_all())["concurrency"]
+    assert second.count("run_monitoring:") == 1
 
 
-def test_write_refuses_an_unmarked_concurrency_section(tmp_path):
+def test_write_replaces_an_unmarked_run_coordinator_keeping_its_ceiling(tmp_path):
     path = tmp_path / "dagster.yaml"
-    path.write_text("concurrency:\n  runs:\n    max_concurrent_runs: 3\n")
-    with pytest.raises(ValueError, match="already has a concurrency or run_coordinator section"):
-        write_quotas(path, load_all())
+    path.write_text(
+        "telemetry:\n  enabled: false\n\n"
+        "run_coordinator:\n  module: dagster._core.run_coordinator\n"
+        "  class: QueuedRunCoordinator\n  config:\n    max_concurrent_runs: 4\n"
+        "\nrun_monitoring:\n  enabled: true\n"
+    )
+    text = write_quotas(path, load_all())
+    config = yaml.safe_load(text)
+    assert config["telemetry"] == {"enabled": False}
+    assert config["run_monitoring"] == {"enabled": True}
+    assert "config" not in config["run_coordinator"]
+    assert config["concurrency"]["runs"]["max_concurrent_runs"] == 4
+    assert write_quotas(path, load_all()) == text  # idempotent once marked
+    with dg.instance_for_test(overrides=yaml.safe_load(text)) as instance:
+        assert instance.get_concurrency_config().run_queue_config.max_concurrent_runs == 4
 
 
 def _queue(instance, tenant: str, status=DagsterRunStatus.QUEUED) -> None:
