@@ -86,6 +86,10 @@ class GovernanceStore:
     def __init__(self, url: str, prefix: str = "gov_", schema: str | None = None):
         import sqlalchemy as sa
 
+        # SQLAlchemy 2.1 maps a bare postgresql:// to psycopg 3; the platform ships psycopg2.
+        for bare in ("postgresql://", "postgres://"):
+            if url.startswith(bare):
+                url = "postgresql+psycopg2://" + url.removeprefix(bare)
         self.url = url
         self.dialect = url.split(":", 1)[0].split("+", 1)[0]
         if self.dialect == "sqlite":
