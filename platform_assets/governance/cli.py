@@ -1,0 +1,210 @@
+"""`mlplat approve|reject|promote|rollback|audit`: the governance commands, mounted by the main CLI.
+
+The acting identity is `--as` or MLPLAT_USER. That is self-asserted, which is fine for this open
+deployment only; in production the proxy in front of the UI and API sets it from its SSO header.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from typing import Annotated, Any
+
+import typer
+
+app = typer.Typer(no_args_is_help=True, add_completion=False)
+audit_app = typer.Typer(
+    help="The tamper-evident audit trail of every governance action (and refused attempt).",
+    no_args_is_help=True,
+)
+app.add_typer(audit_app, name="audit")
+
+Actor = Annotated[
+    str,
+    typer.Option(
+        "--as",
+        envvar="MLPLAT_USER",
+        show_envvar=True,
+        help="Who is acting (an identity from the tenant YAML's roles). In production this "
+        "comes from the SSO header of the proxy, not from a flag.",
+    ),
+]
+Model = Annotated[str, typer.Argument(help="Registered model name, '<tenant>.<model>'.")]
+Version = Annotated[int, typer.Argument(help="MLflow model version.", min=1)]
+
+
+def governance():
+    """The deployment's Governance, with audit records also reported to the Dagster instance."""
+    import dagster as dg
+
+    from platform_assets.execution.env import dagster_home, deployment
+    from platform_assets.execution.resources import resources_for
+    from platform_assets.governance.workflow import governance_for
+
+    os.environ.setdefault("DAGSTER_HOME", str(dagster_home()))
+    instance = dg.DagsterInstance.get()
+    mlflow = resources_for(deployment())["mlflow"]
+    return governance_for(mlflow, instance, emit=instance.report_runless_asset_event)
+
+
+def _act(actor: str, action: Callable[[Any], Any]) -> None:
+    """Run one governance action; a refusal exits 1 with the rule's message."""
+    from platform_assets.governance.rbac import Refused
+
+    if not actor:
+        typer.echo("error: no identity: pass --as <identity> or set MLPLAT_USER", err=True)
+        raise typer.Exit(2)
+    if actor.startswith("mlplat/"):
+        typer.echo(f"error: {actor!r} is reserved for the platform's own sensors", err=True)
+        raise typer.Exit(2)
+    try:
+        outcome = action(governance())
+    except Refused as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(outcome.message)
+    for record in outcome.records:
+        typer.echo(f"  audit #{record.seq} {record.action}:{record.outcome} {record.hash[:12]}")
+
+
+@app.command()
+def approve(
+    model: Model,
+    version: Version,
+    actor: Actor = "",
+    comment: Annotated[str, typer.Option(help="Why you approve, for the audit trail.")] = "",
+) -> None:
+    """Approve a pending model version (staging first, then production).
+
+    Needs a role the model's policy names for that environment (or platform admin), and you
+    must not be the person who launched its training run (four eyes). When the last required
+    production approval arrives, the version becomes `champion` and the old one `previous`.
+    """
+    _act(actor, lambda gov: gov.approve(model, version, actor, comment))
+
+
+@app.command()
+def reject(
+    model: Model,
+    version: Version,
+    reason: Annotated[str, typer.Option(help="Why, recorded in the audit trail and MLflow.")],
+    actor: Actor = "",
+) -> None:
+    """Reject a pending model version; it loses `challenger` and the reason is recorded."""
+    _act(actor, lambda gov: gov.reject(model, version, actor, reason))
+
+
+@app.command()
+def promote(
+    model: Model,
+    version: Version,
+    actor: Actor = "",
+    reason: Annotated[str, typer.Option(help="Why, for the audit trail.")] = "",
+) -> None:
+    """Submit a model version for promotion (what the promotion sensor does automatically).
+
+    Checks its policy (thresholds, required checks on its training set and feature views,
+    minimum improvement over the champion), aliases it `challenger` and opens approval
+    requests; it becomes `champion` at once only if its policy needs no approvals.
+    Needs role approver or admin in the model's tenant.
+    """
+    _act(actor, lambda gov: gov.propose(model, version, actor, reason))
+
+
+@app.command()
+def rollback(
+    model: Model,
+    reason: Annotated[str, typer.Option(help="Why, for the audit trail.")],
+    actor: Actor = "",
+) -> None:
+    """Move `champion` back to the `previous` version (role approver or admin)."""
+    _act(actor, lambda gov: gov.rollback(model, actor, reason))
+
+
+@app.command()
+def pending(tenant: Annotated[str, typer.Option(help="Only this tenant.")] = "") -> None:
+    """List versions waiting for approval."""
+    from platform_assets.governance.workflow import open_store
+
+    rows = open_store().pending(tenant or None)
+    for r in rows:
+        typer.echo(
+            f"{r['model']} v{r['version']} {r['environment']}: needs {r['required']} from "
+            f"{'/'.join(json.loads(r['roles']))} (trained by {r['launched_by']}) - {r['reason']}"
+        )
+    if not rows:
+        typer.echo("nothing pending")
+
+
+def _evidence_summary(evidence: dict) -> str:
+    parts = []
+    if "rule" in evidence:
+        parts.append(f"rule={evidence['rule']}")
+    metrics = evidence.get("metrics") or {}
+    parts += [
+        f"{k}={v:.4f}" for k, v in sorted(metrics.items()) if k in ("roc_auc", "average_precision")
+    ]
+    checks = evidence.get("checks") or {}
+    if checks:
+        parts.append(f"checks {sum(bool(c['passed']) for c in checks.values())}/{len(checks)}")
+    for key in ("dagster_run_id", "training_set_version", "previous_champion", "rolled_back"):
+        if evidence.get(key) is not None:
+            parts.append(f"{key}={str(evidence[key])[:12]}")
+    if "role" in evidence:
+        parts.append(f"as {evidence['role']}")
+    return ", ".join(parts)
+
+
+@audit_app.command("show")
+def audit_show(
+    model: Annotated[str, typer.Option(help="Only this '<tenant>.<model>'.")] = "",
+    tenant: Annotated[str, typer.Option(help="Only this tenant.")] = "",
+    limit: Annotated[int, typer.Option(help="The newest N records.")] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="Full records as JSON lines.")] = False,
+) -> None:
+    """List audit records: who did what, when, why, with the evidence (metrics, checks, Dagster
+    run, MLflow version, training-set data version) and each record's hash."""
+    from dataclasses import asdict
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from platform_assets.governance.workflow import open_store
+
+    records = open_store().records(model or None, tenant or None, limit)
+    if as_json:
+        for r in records:
+            typer.echo(json.dumps(asdict(r), sort_keys=True))
+        return
+    table = Table(title="mlplat audit trail")
+    for col in ("#", "when (UTC)", "who", "action", "model", "version", "why", "evidence", "hash"):
+        table.add_column(col, overflow="fold")
+    for r in records:
+        table.add_row(
+            str(r.seq),
+            r.ts[:19].replace("T", " "),
+            r.actor,
+            f"{r.action}:{r.outcome}",
+            r.model,
+            f"v{r.version}" if r.version is not None else "",
+            r.reason,
+            _evidence_summary(r.evidence),
+            r.hash[:12],
+        )
+    Console(width=200).print(table)
+
+
+@audit_app.command("verify")
+def audit_verify() -> None:
+    """Re-hash the whole chain; exit 1 naming the first record changed, removed or reordered."""
+    from platform_assets.governance.workflow import open_store
+
+    store = open_store()
+    count, problem = store.verify()
+    if problem is not None:
+        typer.echo(f"error: audit chain broken at {problem}", err=True)
+        raise typer.Exit(1)
+    head = store.records(limit=1)
+    tip = f" (head {head[0].hash[:16]})" if head else ""
+    typer.echo(f"ok: {count} audit records, chain intact{tip}")

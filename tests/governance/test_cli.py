@@ -1,0 +1,114 @@
+"""`mlplat approve|reject|promote|rollback|audit`: exit codes and messages people see."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import sqlalchemy as sa
+from typer.testing import CliRunner
+
+from platform_assets.governance import cli
+from platform_assets.governance.workflow import SENSOR_IDENTITY
+from tests.governance.conftest import ADMIN, APPROVER, MODEL, OTHER_TENANT, VIEWER
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def sb(gov_sandbox, monkeypatch):
+    monkeypatch.setattr(cli, "governance", gov_sandbox.governance)
+    monkeypatch.delenv("MLPLAT_USER", raising=False)
+    return gov_sandbox
+
+
+def run(*args: str, env: dict | None = None):
+    return runner.invoke(cli.app, list(args), env=env)
+
+
+@pytest.mark.parametrize(
+    ("actor", "rule"),
+    [
+        (VIEWER, "refused by rule role-required: vera@payments.example has role viewer"),
+        (OTHER_TENANT, "refused by rule tenant-isolation: grace@growth.example belongs to"),
+        (ADMIN, "refused by rule role-required: priya@payments.example has role admin"),
+    ],
+)
+def test_refused_approvals_exit_non_zero_naming_the_rule(sb, actor, rule):
+    v1 = sb.register(0.30)
+    sb.governance().propose(MODEL, v1, SENSOR_IDENTITY)
+    result = run("approve", MODEL, str(v1), "--as", actor)
+    assert result.exit_code == 1
+    assert f"error: {rule}" in result.output
+
+
+def test_four_eyes_from_the_cli(sb):
+    v1 = sb.register(0.30, launched_by=APPROVER)
+    sb.governance().propose(MODEL, v1, SENSOR_IDENTITY)
+    result = run("approve", MODEL, str(v1), env={"MLPLAT_USER": APPROVER})
+    assert result.exit_code == 1
+    assert "refused by rule four-eyes: paul@payments.example launched the training run" in (
+        result.output
+    )
+
+
+def test_identity_is_required_and_platform_identities_are_reserved(sb):
+    assert run("approve", MODEL, "1").exit_code == 2
+    assert "pass --as <identity> or set MLPLAT_USER" in run("approve", MODEL, "1").output
+    result = run("approve", MODEL, "1", "--as", SENSOR_IDENTITY)
+    assert result.exit_code == 2 and "reserved" in result.output
+
+
+def test_approve_promote_rollback_and_audit(sb):
+    v1 = sb.register(0.30)
+    result = run("promote", MODEL, str(v1), "--as", APPROVER, "--reason", "first model")
+    assert result.exit_code == 0, result.output
+    assert "awaits 1 production approval(s)" in result.output
+    assert f"{MODEL} v{v1} production" in run("pending").output
+    result = run("approve", MODEL, str(v1), "--as", "pat@payments.example")
+    assert result.exit_code == 0, result.output
+    assert f"{MODEL} v{v1} is champion" in result.output
+    v2 = sb.register(0.40)
+    sb.governance().propose(MODEL, v2, SENSOR_IDENTITY)
+    result = run("reject", MODEL, str(v2), "--as", APPROVER, "--reason", "unexplained jump")
+    assert result.exit_code == 0 and "rejected: unexplained jump" in result.output
+    result = run("rollback", MODEL, "--as", ADMIN, "--reason", "drill")
+    assert result.exit_code == 1
+    assert "no-previous-champion" in result.output
+
+    shown = run("audit", "show", "--model", MODEL)
+    assert shown.exit_code == 0
+    assert "promote:champion" in shown.output
+    assert "average_precision=0.3000" in shown.output
+    assert "checks 4/4" in shown.output
+    assert "rule=no-previous-champion" in shown.output
+    assert run("audit", "show", "--json").output.count('"hash"') == len(sb.store.records())
+
+    verified = run("audit", "verify")
+    assert verified.exit_code == 0
+    assert f"ok: {len(sb.store.records())} audit records, chain intact" in verified.output
+
+    with sb.store.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE gov_audit SET actor = 'mallory' WHERE seq = 5"))
+    broken = run("audit", "verify")
+    assert broken.exit_code == 1
+    assert "error: audit chain broken at record 5: content does not match its hash" in (
+        broken.output
+    )
+
+
+def help_text(*args: str) -> str:
+    """Help as plain words, without rich's box drawing and line wrapping."""
+    return " ".join(re.sub("[│╭╮╰╯─]", " ", run(*args, "--help").output).split())
+
+
+def test_help_explains_the_commands():
+    top = help_text()
+    for command in ("approve", "reject", "promote", "rollback", "audit"):
+        assert command in top
+    assert "must not be the person who launched its training run (four eyes)" in help_text(
+        "approve"
+    )
+    assert "MLPLAT_USER" in help_text("approve")
+    assert "SSO header" in help_text("approve")
+    assert "first record changed, removed or reordered" in help_text("audit", "verify")
