@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from platform_assets.cost import cli as cost_cli
+from platform_assets.governance import cli as governance_cli
 
 app = typer.Typer(
     help=(
@@ -73,6 +74,7 @@ def validate() -> None:
 
 app.command("costs")(cost_cli.costs)
 app.add_typer(cost_cli.quotas_app, name="quotas")
+app.add_typer(governance_cli.app)  # approve, reject, promote, rollback, pending, audit
 
 if __name__ == "__main__":
     app()
