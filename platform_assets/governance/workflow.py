@@ -209,6 +209,10 @@ class Governance:
             evidence,
         )
 
+    def submitted(self, name: str, version: int) -> bool:
+        with self.store.engine.connect() as conn:
+            return self.store.request(conn, name, version, "staging") is not None
+
     def champion(self, name: str) -> int | None:
         with self.store.engine.connect() as conn:
             row = self.store.champion(conn, name)

@@ -48,6 +48,9 @@ def promotion_sensor(context: dg.SensorEvaluationContext, mlflow: MlflowResource
             newest = max(newest, record.storage_id)
             md = record.asset_materialization.metadata
             name, version = md["registered_model"].value, int(md["model_version"].value)
+            if gov.submitted(name, version):
+                reasons.append(f"{name} v{version}: already submitted")
+                continue
             assessment = gov.assess(name, version, gov.champion(name))
             if not assessment.ok:
                 reasons.append(f"{name} v{version}: {assessment.why}")

@@ -1,0 +1,131 @@
+"""The promotion sensor (cursor, run keys, SkipReason) and the promote/rollback jobs."""
+
+from __future__ import annotations
+
+import dagster as dg
+import pytest
+
+from platform_assets.governance.promotion import promote_model, rollback_model
+from platform_assets.sensors.promotion import promotion_sensor
+from tests.governance.conftest import ADMIN, APPROVER, MODEL
+
+REPORT = dg.AssetKey(["payments", "evaluation_reports", "fraud_detector"])
+
+
+@pytest.fixture
+def defs(gov_sandbox) -> dg.Definitions:
+    return dg.Definitions(
+        assets=[dg.AssetSpec(REPORT, tags={"asset_type": "evaluation_report"})],
+        jobs=[promote_model, rollback_model],
+        sensors=[promotion_sensor],
+        resources={"mlflow": gov_sandbox.mlflow},
+    )
+
+
+def evaluated(sb, average_precision: float) -> int:
+    version = sb.register(average_precision)
+    sb.instance.report_runless_asset_event(
+        dg.AssetMaterialization(
+            REPORT, metadata={"registered_model": MODEL, "model_version": version}
+        )
+    )
+    return version
+
+
+def tick(sb, defs: dg.Definitions, cursor: str | None):
+    with dg.build_sensor_context(
+        instance=sb.instance,
+        cursor=cursor,
+        repository_def=defs.get_repository_def(),
+        resources=defs.resources,
+    ) as context:
+        return promotion_sensor(context), context.cursor
+
+
+def run_request(sb, defs, request: dg.RunRequest) -> dg.ExecuteInProcessResult:
+    return defs.get_job_def("promote_model").execute_in_process(
+        run_config=request.run_config, instance=sb.instance, tags=request.tags
+    )
+
+
+def test_sensor_submits_once_and_skips_with_reasons(gov_sandbox, defs):
+    sb = gov_sandbox
+    result, cursor0 = tick(sb, defs, None)
+    assert isinstance(result, dg.SkipReason)
+    assert result.skip_message == "no new evaluation reports"
+
+    v1 = evaluated(sb, 0.30)
+    requests, cursor1 = tick(sb, defs, cursor0)
+    assert [r.run_key for r in requests] == [f"promote:{MODEL}:{v1}"]
+    run = run_request(sb, defs, requests[0])
+    assert run.success
+    assert sb.store.pending()[0]["version"] == v1
+    observed = [
+        e.asset_observation_data.asset_observation for e in run.get_asset_observation_events()
+    ]
+    assert [o.metadata["event"].value for o in observed] == [
+        "propose:accepted",
+        "challenger:aliased",
+        "request_approval:pending",
+    ]
+
+    # Re-evaluating: nothing new after the cursor; from an old cursor, already submitted.
+    again, cursor2 = tick(sb, defs, cursor1)
+    assert again.skip_message == "no new evaluation reports" and cursor2 == cursor1
+    replay, _ = tick(sb, defs, cursor0)
+    assert replay.skip_message == f"{MODEL} v{v1}: already submitted"
+    # A second run of the same request is a no-op, not a second promotion.
+    before = len(sb.store.records())
+    assert run_request(sb, defs, requests[0]).success
+    assert len(sb.store.records()) == before
+
+    sb.governance().approve(MODEL, v1, APPROVER)
+    v2 = evaluated(sb, 0.301)
+    worse, _ = tick(sb, defs, cursor2)
+    assert worse.skip_message == (
+        f"{MODEL} v{v2}: average_precision=0.3010 does not beat champion v{v1} (0.3000) "
+        "by more than 0.002"
+    )
+
+
+def test_sensor_holds_back_versions_whose_checks_failed(gov_sandbox, defs):
+    from tests.governance.conftest import report_checks
+
+    sb = gov_sandbox
+    report_checks(sb.instance, passed=False, only="expectations")
+    v1 = evaluated(sb, 0.30)
+    result, _ = tick(sb, defs, None)
+    assert result.skip_message.startswith(f"{MODEL} v{v1}: required checks not passed: ")
+    assert "payments/features/card_activity:expectations" in result.skip_message
+
+
+def test_jobs_take_typed_config_and_record_the_launching_identity(gov_sandbox, defs):
+    sb = gov_sandbox
+    gov = sb.governance(sb.with_policy(production={"count": 0}))
+    v1, v2 = sb.register(0.30), sb.register(0.40)
+    gov.propose(MODEL, v1, APPROVER)
+    promote = defs.get_job_def("promote_model").execute_in_process(
+        run_config={
+            "ops": {"submit_candidate": {"config": {"registered_model": MODEL, "version": v2}}}
+        },
+        instance=sb.instance,
+        tags={"mlplat/launched_by": ADMIN},
+        raise_on_error=False,
+    )
+    # The YAML policy (1 production approval) applies to jobs: pending, not champion.
+    assert promote.success
+    assert sb.store.records()[-1].actor == ADMIN
+    assert sb.store.records()[-1].outcome == "pending"
+
+    rollback = defs.get_job_def("rollback_model").execute_in_process(
+        run_config={"ops": {"roll_back": {"config": {"registered_model": MODEL, "reason": "x"}}}},
+        instance=sb.instance,
+        tags={"mlplat/launched_by": "vera@payments.example"},
+        raise_on_error=False,
+    )
+    assert not rollback.success
+    failure = rollback.get_step_failure_events()[0].step_failure_data.error
+    assert "refused by rule role-required: vera@payments.example has role viewer" in str(
+        failure.cause or failure
+    )
+    assert sb.store.records()[-1].outcome == "refused"
