@@ -112,3 +112,23 @@ def test_help_explains_the_commands():
     assert "MLPLAT_USER" in help_text("approve")
     assert "SSO header" in help_text("approve")
     assert "first record changed, removed or reordered" in help_text("audit", "verify")
+
+
+def test_demo_walk_refuses_once_then_approves_and_is_re_runnable(sb):
+    from rich.console import Console
+
+    from platform_assets.governance.demo import walk
+
+    v1 = sb.register(0.30)
+    sb.governance().propose(MODEL, v1, SENSOR_IDENTITY)
+    lines = walk(Console())
+    assert lines[0].startswith(
+        f"{MODEL} v{v1} production: vera@payments.example -> refused by rule role-required"
+    )
+    assert lines[1] == (
+        f"{MODEL} v{v1} production: paul@payments.example approved -> "
+        f"{MODEL} v{v1} is champion (previous: None)"
+    )
+    assert lines[-1].startswith("audit chain: ") and lines[-1].endswith("intact")
+    again = walk(Console())
+    assert again[0] == "no pending approval requests: nothing new to promote"
