@@ -23,7 +23,9 @@ def test_events_contain_what_real_data_contains(dataset):
 
 
 def test_unknown_dataset_names_the_choices():
-    with pytest.raises(ValueError, match="unknown generator 'ridehail.cars'; available: ridehail.trips"):
+    with pytest.raises(
+        ValueError, match="unknown generator 'ridehail.cars'; available: ridehail.trips"
+    ):
         generate("ridehail.cars")
 
 

@@ -14,7 +14,10 @@ from resources.feature_store import FeastResource
 from resources.lake import LakeResource
 from resources.mlflow import MlflowResource
 
-TRUSTED_TYPES = ["sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"]
+TRUSTED_TYPES = [
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+    "numpy.dtype",
+]
 GATED = dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed()
 
 
@@ -276,6 +279,7 @@ class Model(dg.Component, ModelSpec):
                 if event is None or event.asset_materialization is None:
                     raise RuntimeError(f"{model_key.to_user_string()} has not been materialized")
                 mv = int(event.asset_materialization.metadata["model_version"].value)
+                client = mlflow.client()  # also points the mlflow module at our registry
                 pipeline = mlflow_lib.sklearn.load_model(f"models:/{registered}/{mv}")
                 df = lake.read(tenant.name, "training_sets", spec.name).to_pandas()
                 test = df[df["split"] == "test"]
@@ -285,7 +289,6 @@ class Model(dg.Component, ModelSpec):
                 values = metrics(y, proba)
                 failed = failed_thresholds(values, spec.evaluation.thresholds)
                 figures = plots(y, proba, spec.name)
-                client = mlflow.client()
                 source_run = client.get_model_version(registered, str(mv)).run_id
                 with mlflow.run(context, f"{tenant.name}/{spec.name}", {"tenant": tenant.name}):
                     mlflow_lib.log_metrics({f"test_{k}": v for k, v in values.items()})

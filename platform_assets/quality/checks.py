@@ -8,8 +8,17 @@ import pandas as pd
 from platform_assets.quality.expectations import validate
 from platform_assets.tenancy.specs import Expectation
 
+
+def _is_string(column: pd.Series) -> bool:
+    # Object columns with nulls are still string columns; pandas' own check says no.
+    if pd.api.types.is_string_dtype(column):
+        return True
+    values = column.dropna()
+    return column.dtype == object and bool(values.map(lambda v: isinstance(v, str)).all())
+
+
 _KINDS = {
-    "string": pd.api.types.is_string_dtype,
+    "string": _is_string,
     "int64": pd.api.types.is_integer_dtype,
     "float64": pd.api.types.is_numeric_dtype,
     "bool": pd.api.types.is_bool_dtype,
