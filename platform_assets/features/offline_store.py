@@ -8,6 +8,7 @@ semantics are in docs/point_in_time.md. This module must not import dagster: Fea
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -65,15 +66,22 @@ class OfflineStoreInputError(ValueError):
 
 
 def feature_store_yaml(project: str, repo_dir: Path, registry: Path, online_db: Path) -> str:
-    """Return feature_store.yaml text for a local repo that uses this offline store."""
-    del repo_dir  # Feast takes the repo dir from where the YAML lives; kept for callers' symmetry.
+    """Return feature_store.yaml text for a local repo that uses this offline store.
+
+    Relative registry and online-store paths are taken relative to `repo_dir`, as Feast reads
+    them, and written as absolute paths so the file means the same wherever it is read from.
+    """
+
+    def absolute(path: Path) -> str:
+        return (Path(repo_dir) / path).resolve().as_posix()
+
     return (
         f"project: {project}\n"
         "provider: local\n"
-        f"registry: {Path(registry).as_posix()}\n"
+        f"registry: {absolute(registry)}\n"
         "online_store:\n"
         "  type: sqlite\n"
-        f"  path: {Path(online_db).as_posix()}\n"
+        f"  path: {absolute(online_db)}\n"
         "offline_store:\n"
         f"  type: {STORE_TYPE}\n"
         # Materialize through pull_latest_from_table_or_query: Feast's own de-duplication of
@@ -211,18 +219,33 @@ def _utc_naive(value: datetime) -> datetime:
 
 @contextmanager
 def _connect(config: RepoConfig) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A fresh DuckDB connection (own registrations and temp tables) to a per-process database.
+
+    Reusing the in-memory database saves starting and tearing one down per retrieval; it is
+    keyed by process id because a DuckDB handle must not cross a fork.
+    """
     store_config = config.offline_store
-    con = duckdb.connect()
+    threads = getattr(store_config, "threads", None)
+    memory_limit = getattr(store_config, "memory_limit", None)
+    key = (os.getpid(), threads, memory_limit)
+    with _DATABASES_LOCK:
+        database = _DATABASES.get(key)
+        if database is None:
+            settings: dict[str, Any] = {}
+            if threads:
+                settings["threads"] = int(threads)
+            if memory_limit:
+                settings["memory_limit"] = memory_limit
+            database = _DATABASES[key] = duckdb.connect(config=settings)
+        con = database.cursor()
     try:
-        threads = getattr(store_config, "threads", None)
-        if threads:
-            con.execute(f"SET threads = {int(threads)}").fetchall()
-        memory_limit = getattr(store_config, "memory_limit", None)
-        if memory_limit:
-            con.execute("SET memory_limit = ?", [memory_limit]).fetchall()
         yield con
     finally:
         con.close()
+
+
+_DATABASES: dict[tuple[int, int | None, str | None], duckdb.DuckDBPyConnection] = {}
+_DATABASES_LOCK = threading.Lock()
 
 
 # --------------------------------------------------------------------------------------------
@@ -470,7 +493,7 @@ def _join_view(con: duckdb.DuckDBPyConnection, plan: _ViewPlan, t_min: int, t_ma
 
 # An exact semi-join with the entity keys pays off only when it can drop most feature rows;
 # with many distinct entity keys per source row the ASOF join's own key match is cheaper.
-_SEMI_JOIN_MAX_KEY_FRACTION = 1 / 64
+_SEMI_JOIN_MAX_KEY_FRACTION = 1 / 1024
 
 
 def _key_filter(
