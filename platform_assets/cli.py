@@ -17,6 +17,16 @@ app = typer.Typer(
 )
 
 
+@app.callback()
+def _defaults() -> None:
+    """Commands run against the repository's embedded instance unless DAGSTER_HOME says else."""
+    import os
+
+    from platform_assets.execution.env import dagster_home
+
+    os.environ.setdefault("DAGSTER_HOME", str(dagster_home()))
+
+
 @app.command()
 def demo() -> None:
     """Run every tenant's pipeline on the embedded instance, promote, and print a summary."""
