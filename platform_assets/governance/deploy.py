@@ -2,8 +2,6 @@
 asset that always scores with the `champion` alias.
 """
 
-from __future__ import annotations
-
 import json
 from functools import cache
 from pathlib import Path
@@ -11,7 +9,11 @@ from typing import Any
 
 import dagster as dg
 
+from platform_assets.cost.metering import PricingResource, meter
+from platform_assets.tenancy.assets import asset_kwargs
 from platform_assets.tenancy.specs import ComputeResources, ModelSpec, TenantSpec
+from resources.lake import LakeResource
+from resources.mlflow import MlflowResource
 
 SCHEMA = Path(__file__).with_name("schemas") / "inferenceservice_v1beta1.json"
 
@@ -92,11 +94,6 @@ def batch_scores_asset(
 
     Produces nothing (no materialization) while the model has no champion yet.
     """
-    from platform_assets.cost.metering import PricingResource, meter
-    from platform_assets.tenancy.assets import asset_kwargs
-    from resources.lake import LakeResource
-    from resources.mlflow import MlflowResource
-
     registered = f"{tenant.name}.{spec.name}"
     kwargs = asset_kwargs(
         tenant,
