@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
+from pathlib import Path
 
 import dagster as dg
 import pandas as pd
@@ -143,3 +144,21 @@ def month_bounds(month: str) -> tuple[datetime, datetime]:
         else start.replace(month=start.month + 1)
     )
     return start, end
+
+
+def read_ledger(lake_root: Path, month: str) -> pd.DataFrame:
+    """Every tenant's ledger rows for a month, from the daily files the cost assets write.
+
+    The scalable path: each day's file is extracted from the event log once, by its partition.
+    """
+    import duckdb
+
+    pattern = str(lake_root / "*" / "cost_ledger" / f"{month}-*.parquet")
+    if not list(lake_root.glob(f"*/cost_ledger/{month}-*.parquet")):
+        return pd.DataFrame(columns=[*LEDGER_COLUMNS, "day"])
+    # The day is the file's: the partition the rows were extracted for.
+    return duckdb.sql(
+        "select * exclude (filename), "
+        "regexp_extract(filename, '(\\d{4}-\\d{2}-\\d{2})\\.parquet$', 1) as day "
+        f"from read_parquet('{pattern}', filename = true)"
+    ).df()

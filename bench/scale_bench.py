@@ -1,0 +1,340 @@
+"""Scale benchmark: the code location with 100 tenants against plain Dagster, and cost rollups.
+
+Run with `.venv/bin/python -m bench.scale_bench` (`--tenants`, `--steps`, `--repeats`). It
+generates tenants' YAML into a temporary defs root (MLPLAT_DEFS_ROOT), times building and
+resolving the platform's definitions against a plain `dg.Definitions` of the same number of
+assets in the same process, then records `--steps` metered steps in a temporary instance and
+times the event-log rollup and the ledger group-by. Prints medians and ratios; writes JSON to
+bench/results/scale_bench.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import dagster as dg
+import yaml
+
+RESULTS = Path(__file__).parent / "results" / "scale_bench.json"
+PACKAGE = "mlplat_scale_defs"
+SOURCES = ("s0", "s1")
+FEATURES = ("f0", "f1", "f2")
+
+
+def _component(type_name: str, attributes: dict) -> str:
+    return yaml.safe_dump({"type": type_name, "attributes": attributes}, sort_keys=False)
+
+
+def generate_tenants(root: Path, count: int) -> int:
+    """Write `count` tenants (tenant, 3 sources, 3 feature sets, 1 model); returns asset count."""
+    columns = {"entity_id": "string", "event_timestamp": "timestamp", "value": "float64"}
+    for i in range(count):
+        name = f"t{i:03d}"
+        files = {
+            "tenant": _component(
+                "platform_assets.tenancy.component.Tenant",
+                {
+                    "name": name,
+                    "description": f"Generated tenant {name}.",
+                    "owners": [f"team:{name}"],
+                    "budget": {"monthly_usd": 100 + i},
+                    "namespace": f"tenant-{name}",
+                    "max_concurrent_runs": 2,
+                },
+            ),
+        }
+        for s in SOURCES:
+            files[f"sources/{s}"] = _component(
+                "platform_assets.sources.component.Source",
+                {
+                    "name": s,
+                    "description": f"Source {s}.",
+                    "path": f"/data/{name}/{s}.parquet",
+                    "timestamp_column": "event_timestamp",
+                    "columns": columns,
+                },
+            )
+        files["sources/labels"] = _component(
+            "platform_assets.sources.component.Source",
+            {
+                "name": "labels",
+                "description": "Labels.",
+                "path": f"/data/{name}/labels.parquet",
+                "timestamp_column": "label_ts",
+                "columns": {"entity_id": "string", "label_ts": "timestamp", "label": "int64"},
+            },
+        )
+        for j, f in enumerate(FEATURES):
+            source = SOURCES[j % len(SOURCES)]
+            files[f"features/{f}"] = _component(
+                "platform_assets.features.component.FeatureSet",
+                {
+                    "name": f,
+                    "description": f"Feature set {f}.",
+                    "entity": {"name": "entity", "join_key": "entity_id"},
+                    "sources": [source],
+                    "sql": (
+                        "select entity_id, event_timestamp, event_timestamp as created_timestamp,"
+                        f" value as {f}_value from {source}"
+                    ),
+                    "features": {f"{f}_value": "float64"},
+                },
+            )
+        files["models/m"] = _component(
+            "platform_assets.models.component.Model",
+            {
+                "name": "m",
+                "description": "Generated model.",
+                "features": [f"{f}:*" for f in FEATURES],
+                "labels": {
+                    "source": "labels",
+                    "entity_columns": ["entity_id"],
+                    "timestamp_column": "label_ts",
+                    "label_column": "label",
+                },
+                "algorithm": "logistic_regression",
+            },
+        )
+        for rel, text in files.items():
+            path = root / name / rel / "defs.yaml"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+    per_tenant = len(SOURCES) + 1 + len(FEATURES) + 3 + 1  # sources, features, model x3, cost
+    return count * per_tenant + 1  # + the platform's showback asset
+
+
+def _fresh_imports() -> None:
+    """Forget what a previous load cached, so every repeat parses and builds from scratch."""
+    from platform_assets.tenancy.catalog import load_tenant
+
+    load_tenant.cache_clear()
+    for module in [m for m in sys.modules if m == PACKAGE or m.startswith(f"{PACKAGE}.")]:
+        del sys.modules[module]
+
+
+def load_mlplat() -> tuple[float, int]:
+    from platform_assets.definitions import platform_definitions, tenant_definitions
+
+    _fresh_imports()
+    start = time.perf_counter()
+    repo = platform_definitions(tenant_definitions()).get_repository_def()
+    seconds = time.perf_counter() - start
+    return seconds, len(repo.asset_graph.get_all_asset_keys())
+
+
+def make(key: list[str], deps: list[list[str]], group: str) -> dg.AssetsDefinition:
+    @dg.asset(key=key, deps=[dg.AssetKey(d) for d in deps], group_name=group)
+    def _asset() -> None:
+        return None
+
+    return _asset
+
+
+def load_plain(tenants: int) -> tuple[float, int]:
+    """The same graph shape as plain `@dg.asset`s: one Definitions, no platform policy."""
+    start = time.perf_counter()
+    assets = []
+    for i in range(tenants):
+        t = f"t{i:03d}"
+
+        sources = [[t, "sources", s] for s in (*SOURCES, "labels")]
+        features = [[t, "features", f] for f in FEATURES]
+        assets += [make(s, [], t) for s in sources]
+        assets += [make(f, [sources[j % len(SOURCES)]], t) for j, f in enumerate(features)]
+        assets += [
+            make([t, "training_sets", "m"], [*features, sources[-1]], t),
+            make([t, "models", "m"], [[t, "training_sets", "m"]], t),
+            make([t, "evaluation_reports", "m"], [[t, "models", "m"]], t),
+            make([t, "cost"], [], t),
+        ]
+    assets.append(
+        make(
+            ["platform", "cost", "showback"],
+            [[f"t{i:03d}", "cost"] for i in range(tenants)],
+            "platform",
+        )
+    )
+    repo = dg.Definitions(assets=assets).get_repository_def()
+    return time.perf_counter() - start, len(repo.asset_graph.get_all_asset_keys())
+
+
+def synthetic_steps(tenants: int, steps: int, month_start: datetime) -> list:
+    """`steps` ledger rows spread over tenants, assets and the first 27 days of the month."""
+    from platform_assets.cost.rollup import StepCost
+
+    rng = random.Random(7)
+    kinds = [*[("sources", s) for s in SOURCES], *[("features", f) for f in FEATURES]]
+    assets = [(f"t{i:03d}", k, n) for i in range(tenants) for k, n in [*kinds, ("models", "m")]]
+    out = []
+    for n in range(steps):
+        tenant, kind, name = assets[n % len(assets)]
+        when = month_start + timedelta(seconds=rng.uniform(0, 27 * 86400))
+        out.append(
+            StepCost(
+                tenant=tenant,
+                asset_key=f"{tenant}/{kind}/{name}",
+                partition="",
+                run_id=f"run-{n // 10}",
+                timestamp=when.timestamp(),
+                usd=round(rng.uniform(0.0001, 0.05), 8),
+                cpu_seconds=1.0,
+                wall_seconds=2.0,
+                peak_memory_gib=0.5,
+            )
+        )
+    return out
+
+
+def record_in_event_log(instance: dg.DagsterInstance, steps: list) -> None:
+    """Store the steps as materializations with cost metadata, as metered steps leave them."""
+    from dagster._core.events import DagsterEvent, DagsterEventType, StepMaterializationData
+    from dagster._core.events.log import EventLogEntry
+
+    batch = []
+    for s in steps:
+        mat = dg.AssetMaterialization(
+            asset_key=dg.AssetKey.from_user_string(s.asset_key),
+            metadata={
+                "cost/tenant": s.tenant,
+                "cost/usd": s.usd,
+                "cost/cpu_seconds": s.cpu_seconds,
+                "cost/wall_seconds": s.wall_seconds,
+                "cost/peak_memory_gib": s.peak_memory_gib,
+            },
+        )
+        batch.append(
+            EventLogEntry(
+                user_message="",
+                level="INFO",
+                job_name="bench",
+                run_id="bench",  # one run: SQLite storage keeps one database file per run
+                error_info=None,
+                timestamp=s.timestamp,
+                step_key=None,
+                dagster_event=DagsterEvent(
+                    event_type_value=DagsterEventType.ASSET_MATERIALIZATION.value,
+                    event_specific_data=StepMaterializationData(mat),
+                    job_name="bench",
+                ),
+            )
+        )
+    instance.event_log_storage.store_event_batch(batch)
+
+
+def write_ledger(lake_root: Path, steps: list) -> None:
+    """One parquet file per tenant and day, as the `<tenant>/cost` partitions write them."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from platform_assets.cost.rollup import LEDGER_COLUMNS, ledger_frame
+
+    frame = ledger_frame(steps)
+    for (tenant, day), rows in frame.groupby(["tenant", "day"]):
+        path = lake_root / tenant / "cost_ledger" / f"{day}.parquet"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.Table.from_pandas(rows[LEDGER_COLUMNS], preserve_index=False), path)
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tenants", type=int, default=100)
+    parser.add_argument("--steps", type=int, default=100_000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--event-log-steps", type=int, default=10_000, help="steps read back from the event log"
+    )
+    args = parser.parse_args()
+
+    from platform_assets.cost.rollup import month_bounds, read_ledger, rollup_frame, tenant_steps
+
+    with tempfile.TemporaryDirectory(prefix="mlplat-scale-") as tmp:
+        root = Path(tmp) / PACKAGE
+        expected = generate_tenants(root, args.tenants)
+        os.environ.update(
+            MLPLAT_DEFS_ROOT=str(root), MLPLAT_ENV="local", MLPLAT_DATA=str(Path(tmp) / "data")
+        )
+        mlplat, plain, n_assets = [], [], 0
+        for _ in range(args.repeats):  # interleaved, so drift on a busy machine hits both
+            seconds, n_assets = load_mlplat()
+            mlplat.append(seconds)
+            seconds, n_plain = load_plain(args.tenants)
+            plain.append(seconds)
+        if n_assets != expected or n_plain != expected:
+            raise SystemExit(f"built {n_assets} (mlplat) / {n_plain} (plain), expected {expected}")
+
+        month_start, month_end = month_bounds("2026-11")
+        steps = synthetic_steps(args.tenants, args.steps, month_start)
+        recorded = sum(s.usd for s in steps)
+        lake = Path(tmp) / "lake"
+        write_ledger(lake, steps)
+        ledger_s = []
+        for _ in range(args.repeats):
+            started = time.perf_counter()
+            table = rollup_frame(read_ledger(lake, "2026-11"))
+            ledger_s.append(time.perf_counter() - started)
+        if table["steps"].sum() != args.steps or abs(table["usd"].sum() - recorded) > 1e-6:
+            raise SystemExit(f"ledger rollup saw {table['steps'].sum()} steps, {args.steps} made")
+
+        sample = steps[: args.event_log_steps]
+        (Path(tmp) / "home").mkdir()
+        with dg.instance_for_test(temp_dir=str(Path(tmp) / "home")) as instance:
+            record_in_event_log(instance, sample)
+            event_log = []
+            for _ in range(args.repeats):
+                started = time.perf_counter()
+                read = tenant_steps(instance, month_start, month_end)
+                event_log.append(time.perf_counter() - started)
+            if len(read) != len(sample):
+                raise SystemExit(f"event log rollup saw {len(read)} steps, {len(sample)} made")
+
+    per_second = len(sample) / median(event_log)
+    result = {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "tenants": args.tenants,
+        "assets": n_assets,
+        "repeats": args.repeats,
+        "load_mlplat_s": round(median(mlplat), 3),
+        "load_plain_s": round(median(plain), 3),
+        "load_ratio": round(median(mlplat) / median(plain), 2),
+        "steps": args.steps,
+        "ledger_rollup_s": round(median(ledger_s), 3),
+        "event_log_steps": len(sample),
+        "event_log_read_s": round(median(event_log), 3),
+        "event_log_steps_per_s": round(per_second),
+        "event_log_read_100k_s_extrapolated": round(100_000 / per_second, 1),
+    }
+    print(f"definitions, {args.tenants} tenants / {n_assets} assets (median of {args.repeats}):")
+    print(
+        f"  mlplat {result['load_mlplat_s']:.2f} s   plain Dagster {result['load_plain_s']:.2f} s"
+        f"   ratio {result['load_ratio']:.2f}x (target <= 2x)"
+    )
+    print(f"cost rollup, {args.steps:,} recorded steps (median of {args.repeats}):")
+    print(
+        f"  from the ledger (tenant x day parquet files): {result['ledger_rollup_s']:.2f} s "
+        f"(target < 5 s, ratio to target {result['ledger_rollup_s'] / 5:.2f})"
+    )
+    print(
+        f"  from the event log: {len(sample):,} steps in {result['event_log_read_s']:.2f} s "
+        f"= {per_second:,.0f} steps/s, i.e. ~{result['event_log_read_100k_s_extrapolated']:.0f} s "
+        "per 100k"
+    )
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
