@@ -47,8 +47,12 @@ _ROW = "__asof_row"
 _TS = "__asof_ts"
 _SRC_ROW = "__asof_src_row"
 _KEY = "__asof_key"
-# The packed sort key must stay below 2**127 (DuckDB HUGEINT); one bit spare for the sign.
-_MAX_PACKED_BITS = 126
+# Widths of the packed BIGINT ASOF key (one bit spare for the sign, one for the probe's
+# all-ones tail); tests lower them to force the rank and struct encodings.
+_MAX_OFFSET_BITS = 62
+_MAX_RANK_BITS = 62
+# Stands for a null created time in rank pairs: before any real time (about 144,000 BC).
+_NULL_CREATED = -(2**62)
 
 
 class AsofOfflineStoreConfig(FeastConfigBaseModel):
@@ -439,21 +443,62 @@ def _join_view(con: duckdb.DuckDBPyConnection, plan: _ViewPlan, t_min: int, t_ma
     ts_span, c_span = t_max - ts_lo + 1, max(0, c_hi - c_lo) + 1
     ts_bits, c_bits, rn_bits = _bit_length(ts_span), _bit_length(c_span), _bit_length(rn_max)
     created = plan.created_sql or "NULL::TIMESTAMP"
-    if ts_bits + c_bits + rn_bits <= _MAX_PACKED_BITS:
+    created_us = f"coalesce(epoch_us({created}), {_NULL_CREATED})"
+    filtered = f"FROM {src} p {semi} WHERE {' AND '.join(where)}"
+    join_ranks = ""
+    entity = "entity"
+    # A BIGINT key sorts about twice as fast as a HUGEINT or struct one, so the key is packed
+    # into 62 bits: offsets from the window start when they fit (free), else dense ranks of
+    # the (event time, created time) pairs that occur, else a struct.
+    if ts_bits + c_bits + rn_bits <= _MAX_OFFSET_BITS:
         low = c_bits + rn_bits
         ts_off = f"({ts_us} - {ts_lo} + 1)"
         c_off = f"coalesce(epoch_us({created}) - {c_lo} + 1, 0)"
         # Footer statistics are exact (writers compute them from the data), so no row can
         # fall outside [ts_lo, t_max] x [c_lo, c_hi] and the fields cannot overflow each other.
-        feat_key = f"({ts_off}::HUGEINT << {low}) + ({c_off}::HUGEINT << {rn_bits}) + {_SRC_ROW}"
-        probe = f"greatest(epoch_us({_TS}) - {ts_lo} + 1, 0)::HUGEINT"
-        ent_key = f"({probe} << {low}) + ((1::HUGEINT << {low}) - 1)"
+        feat_key = f"({ts_off} << {low}) + ({c_off} << {rn_bits}) + {_SRC_ROW}"
+        probe = f"greatest(epoch_us({_TS}) - {ts_lo} + 1, 0)"
+        ent_key = f"({probe} << {low}) + {(1 << low) - 1}"
     else:
-        feat_key = (
-            f"{{'t': {plan.ts_sql}, 'c': coalesce({created}, '-infinity'::TIMESTAMP), "
-            f"'r': {_SRC_ROW}}}"
-        )
-        ent_key = f"{{'t': {_TS}, 'c': 'infinity'::TIMESTAMP, 'r': {2**63 - 1}}}"
+        pairs = con.sql(
+            f"SELECT DISTINCT {ts_us} AS t, {created_us} AS c {filtered}", params=params
+        ).fetchnumpy()
+        order = np.lexsort((pairs["c"], pairs["t"]))
+        pair_ts = np.asarray(pairs["t"], dtype=np.int64)[order]
+        pair_bits = _bit_length(len(pair_ts) + 1)
+        if pair_bits + rn_bits <= _MAX_RANK_BITS:
+            con.register(
+                "pair_ranks",
+                pa.table(
+                    {
+                        "__pr_t": pair_ts,
+                        "__pr_c": np.asarray(pairs["c"], dtype=np.int64)[order],
+                        "__pr_rank": np.arange(1, len(pair_ts) + 1, dtype=np.int64),
+                    }
+                ),
+            )
+            join_ranks = f"JOIN pair_ranks ON __pr_t = {ts_us} AND __pr_c = {created_us}"
+            feat_key = f"(__pr_rank << {rn_bits}) + {_SRC_ROW}"
+            # Rank of the last pair at or before T: every pair with event time <= T ranks
+            # at or below it, every later pair above it.
+            entity_ts = con.sql(f"SELECT epoch_us({_TS}) AS t FROM entity").fetchnumpy()["t"]
+            ranks = np.searchsorted(pair_ts, np.ma.getdata(entity_ts), side="right")
+            probe = (ranks.astype(np.int64) << rn_bits) + ((1 << rn_bits) - 1)
+            mask = np.ma.getmaskarray(entity_ts)
+            con.register(
+                "entity_probe",
+                con.sql("SELECT * FROM entity")
+                .to_arrow_table()
+                .append_column(_KEY, pa.array(probe, mask=mask)),
+            )
+            entity = "entity_probe"
+            ent_key = _KEY
+        else:
+            feat_key = (
+                f"{{'t': {plan.ts_sql}, 'c': coalesce({created}, '-infinity'::TIMESTAMP), "
+                f"'r': {_SRC_ROW}}}"
+            )
+            ent_key = f"{{'t': {_TS}, 'c': 'infinity'::TIMESTAMP, 'r': {2**63 - 1}}}"
 
     feat_cols = [f"p.{_q(s)} AS __k{i}" for i, (_, s) in enumerate(keys)]
     feat_cols.append(f"{plan.ts_sql} AS __ts")
@@ -463,11 +508,12 @@ def _join_view(con: duckdb.DuckDBPyConnection, plan: _ViewPlan, t_min: int, t_ma
     on.append(f"e.{_KEY} >= f.{_KEY}")
     out = [f"e.{_ROW}", "f.__ts AS __fts", f"e.{_TS} AS __ets"]
     out += [f"f.__f{i}" for i in range(len(plan.source_features))]
-    entity_cols = [_ROW, _TS, *(_q(e) for e, _ in keys), f"{ent_key} AS {_KEY}"]
+    entity_cols = [_ROW, _TS, *(_q(e) for e, _ in keys)]
+    entity_cols.append(_KEY if ent_key == _KEY else f"{ent_key} AS {_KEY}")
     sql = (
-        f"WITH f AS (SELECT {', '.join(feat_cols)} FROM {src} p {semi} "
+        f"WITH f AS (SELECT {', '.join(feat_cols)} FROM {src} p {semi} {join_ranks} "
         f"WHERE {' AND '.join(where)}), "
-        f"e AS (SELECT {', '.join(entity_cols)} FROM entity) "
+        f"e AS (SELECT {', '.join(entity_cols)} FROM {entity}) "
         f"SELECT {', '.join(out)} FROM e ASOF LEFT JOIN f ON {' AND '.join(on)}"
     )
     joined = con.sql(sql, params=params).to_arrow_table()

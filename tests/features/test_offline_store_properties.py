@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from unittest import mock
 
 import pandas as pd
 import pyarrow as pa
@@ -21,6 +22,7 @@ from feast.types import Int64
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from platform_assets.features import offline_store
 from platform_assets.features.offline_store import AsofOfflineStore, feature_store_yaml
 
 T0 = datetime(2024, 3, 1)
@@ -135,14 +137,15 @@ entity_rows = st.lists(
 )
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     data=st.tuples(feature_rows, feature_rows, feature_rows),
     entity_spec=entity_rows,
     aware=st.booleans(),
+    encoding=st.sampled_from(["offset", "rank", "struct"]),
 )
 def test_store_matches_brute_force_reference(
-    store: tuple[FeatureStore, Path], data: tuple, entity_spec: list, aware: bool
+    store: tuple[FeatureStore, Path], data: tuple, entity_spec: list, aware: bool, encoding: str
 ) -> None:
     feature_store, root = store
     for spec, rows in zip(VIEWS, data, strict=True):
@@ -159,11 +162,17 @@ def test_store_matches_brute_force_reference(
             "event_timestamp": timestamps,
         }
     )
-    out = feature_store.get_historical_features(
-        entity_df=entity_df,
-        features=[f"{spec.name}:value" for spec in VIEWS],
-        full_feature_names=True,
-    ).to_arrow()
+    # Small tables always fit the free offset encoding; narrower limits force the others.
+    limits = {"offset": (62, 62), "rank": (0, 62), "struct": (0, 0)}[encoding]
+    with (
+        mock.patch.object(offline_store, "_MAX_OFFSET_BITS", limits[0]),
+        mock.patch.object(offline_store, "_MAX_RANK_BITS", limits[1]),
+    ):
+        out = feature_store.get_historical_features(
+            entity_df=entity_df,
+            features=[f"{spec.name}:value" for spec in VIEWS],
+            full_feature_names=True,
+        ).to_arrow()
     assert out.num_rows == len(entity)
     assert out.column("driver_id").to_pylist() == [e[0] for e in entity]
     assert out.column("city").to_pylist() == [e[1] for e in entity]
