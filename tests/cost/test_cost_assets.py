@@ -10,6 +10,7 @@ import pytest
 
 from platform_assets.cost.assets import showback_asset, tenant_cost_asset
 from platform_assets.cost.metering import PricingResource
+from platform_assets.cost.rollup import read_ledger
 from resources.lake import LakeResource
 from tests.cost.conftest import record_step
 
@@ -37,6 +38,9 @@ def test_ledger_day_is_replaced_not_appended(instance, platform_home, tenants, n
     assert set(ledger["tenant"]) == {"payments"}
     [event] = result.get_asset_materialization_events()
     assert event.materialization.metadata["total_usd"].value == pytest.approx(4.0)
+    month = read_ledger(platform_home / "lake", now.strftime("%Y-%m"))
+    assert len(month) == 2 and set(month["day"]) == {day}
+    assert month["usd"].sum() == pytest.approx(4.0)
 
 
 def test_showback_plot_and_chargeback(instance, platform_home, tenants, now):
