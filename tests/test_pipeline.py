@@ -14,6 +14,7 @@ from platform_assets.data.generator import generate
 from tests.platform_sandbox import sandbox
 
 pytestmark = pytest.mark.materialize
+TRIPS = dg.AssetKey(["ridehail", "sources", "trips"])
 
 
 def _run(defs: dg.Definitions, instance, job: str = "ridehail_pipeline"):
@@ -188,3 +189,42 @@ def test_leaked_training_set_fails_leakage_check(ridehail, monkeypatch):
     assert not check.passed
     assert "driver_stats_ts: 7 rows" in check.description
     assert "ridehail/models/driver_churn" not in _materialized(result)
+
+
+def test_automation_does_not_build_on_a_failed_blocking_check(ridehail):
+    root, build, instance = ridehail
+    defs = build()
+    assert _run(defs, instance).success
+    features = dg.AssetKey(["ridehail", "features", "driver_stats"])
+    first = dg.evaluate_automation_conditions(defs=defs, instance=instance)
+
+    # A fresh source whose checks pass: eager automation requests the feature view.
+    defs.resolve_implicit_global_asset_job_def().execute_in_process(
+        instance=instance, asset_selection=[TRIPS]
+    )
+    passing = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=first.cursor)
+    assert passing.get_num_requested(features) == 1
+
+    # A fresh source whose blocking check fails: nothing downstream is requested.
+    path = root / "ridehail" / "sources" / "trips" / "defs.yaml"
+    doc = yaml.safe_load(path.read_text())
+    doc["attributes"]["expectations"].append(
+        {
+            "type": "expect_column_values_to_be_between",
+            "kwargs": {"column": "fare", "min_value": 0, "max_value": 5},
+        }
+    )
+    path.write_text(yaml.safe_dump(doc))
+    from platform_assets.tenancy import catalog
+
+    catalog.load_tenant.cache_clear()
+    failing_defs = build()
+    failing_defs.resolve_implicit_global_asset_job_def().execute_in_process(
+        instance=instance,
+        asset_selection=[TRIPS],
+        raise_on_error=False,
+    )
+    failing = dg.evaluate_automation_conditions(
+        defs=failing_defs, instance=instance, cursor=passing.cursor
+    )
+    assert failing.get_num_requested(features) == 0
