@@ -2,7 +2,7 @@
 # needs from nothing (uv into the system Python if missing, then the locked .venv).
 SHELL := /bin/bash
 PYTHON ?= python3
-UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+UV := $(PYTHON) -m uv
 VENV := .venv
 BIN := $(VENV)/bin
 export DAGSTER_HOME := $(CURDIR)/.dagster_home
@@ -10,10 +10,8 @@ export MLPLAT_DATA ?= $(CURDIR)/.data
 
 .PHONY: install demo ui test test-fast lint format snapshot bench quotas clean
 
-$(UV):
-	$(PYTHON) -m pip install --quiet --user uv || $(PYTHON) -m pip install --quiet uv
-
-$(BIN)/dagster: pyproject.toml uv.lock | $(UV)
+$(BIN)/dagster: pyproject.toml uv.lock
+	$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
 	$(UV) sync --frozen --python $(PYTHON)
 	@touch $@
 
