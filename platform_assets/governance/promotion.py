@@ -55,14 +55,20 @@ def roll_back(context: dg.OpExecutionContext, config: RollbackConfig, mlflow: Ml
     context.log.info(outcome.message)
 
 
+# One small op each: run it in the launching process instead of spawning a step process.
 @dg.job(
     tags={"asset_type": "model"},
+    executor_def=dg.in_process_executor,
     description="Submit a model version for promotion: policy check, `challenger`, approvals.",
 )
 def promote_model():
     submit_candidate()
 
 
-@dg.job(tags={"asset_type": "model"}, description="Roll a model's champion back to `previous`.")
+@dg.job(
+    tags={"asset_type": "model"},
+    executor_def=dg.in_process_executor,
+    description="Roll a model's champion back to `previous`.",
+)
 def rollback_model():
     roll_back()

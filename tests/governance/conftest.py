@@ -7,7 +7,6 @@ workflow is exercised without training; checks are reported to the instance as r
 from __future__ import annotations
 
 import copy
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,30 +108,28 @@ class Sandbox:
 
 
 @pytest.fixture(scope="session")
-def mlflow_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An MLflow SQLite DB with its schema migrated once; each test copies it (migrating takes
-    seconds, copying milliseconds)."""
-    path = tmp_path_factory.mktemp("mlflow_template") / "mlflow.db"
-    MlflowResource(tracking_uri=f"sqlite:///{path}", artifact_root=str(path.parent)).client()
-    import mlflow
-
-    mlflow.MlflowClient(tracking_uri=f"sqlite:///{path}").search_registered_models()
-    return path
+def session_mlflow(tmp_path_factory: pytest.TempPathFactory) -> MlflowResource:
+    """One MLflow store for the session: creating one costs seconds of migrations. Each test
+    starts from an empty registry (see gov_sandbox)."""
+    root = tmp_path_factory.mktemp("mlflow")
+    mlflow = MlflowResource(
+        tracking_uri=f"sqlite:///{root / 'mlflow.db'}", artifact_root=str(root / "artifacts")
+    )
+    mlflow.client().search_registered_models()
+    return mlflow
 
 
 @pytest.fixture
-def gov_sandbox(platform_home: Path, mlflow_template: Path) -> Sandbox:
+def gov_sandbox(platform_home: Path, session_mlflow: MlflowResource) -> Sandbox:
     # In-memory Dagster storage: the workflow only reads check evaluations and run tags, and a
     # fresh on-disk instance costs seconds of migrations per test.
     instance = dg.DagsterInstance.ephemeral()
+    client = session_mlflow.client()
+    for model in client.search_registered_models():
+        client.delete_registered_model(model.name)  # versions restart at 1
     data = platform_home / "data"
-    data.mkdir(parents=True, exist_ok=True)
-    shutil.copy(mlflow_template, data / "mlflow.db")
-    mlflow = MlflowResource(
-        tracking_uri=f"sqlite:///{data / 'mlflow.db'}", artifact_root=str(data / "artifacts")
-    )
     store = GovernanceStore(f"sqlite:///{data / 'platform.db'}")
     report_checks(instance)
-    yield Sandbox(instance, mlflow, store, load_all(), data / "deploy", [])
+    yield Sandbox(instance, session_mlflow, store, load_all(), data / "deploy", [])
     store.dispose()
     instance.dispose()
