@@ -6,6 +6,7 @@ import dagster as dg
 import pandas as pd
 
 from platform_assets.cost.metering import PricingResource, meter
+from platform_assets.governance.deploy import batch_scores_asset
 from platform_assets.quality.checks import expectation_check, leakage_check
 from platform_assets.tenancy.assets import asset_kwargs
 from platform_assets.tenancy.catalog import check_model_refs, load_tenant, tenant_folder_of
@@ -320,4 +321,5 @@ class Model(dg.Component, ModelSpec):
                 },
             )
 
-        return dg.Definitions(assets=[training_set, model, evaluation_report])
+        scores = batch_scores_asset(tenant, spec, requested)  # governance: scores with @champion
+        return dg.Definitions(assets=[training_set, model, evaluation_report, scores])
