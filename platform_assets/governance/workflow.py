@@ -271,7 +271,9 @@ class Governance:
             assessment = self.assess(name, version, row[0] if row else None)
             if not assessment.ok:
                 raise PolicyRejected(f"{name} v{version}: {assessment.why}")
-            why = f"{reason}; {assessment.why}" if reason else assessment.why
+            why = (
+                assessment.why if reason in ("", assessment.why) else f"{reason}; {assessment.why}"
+            )
             self._log(
                 conn,
                 records,

@@ -60,6 +60,7 @@ def test_sensor_submits_once_and_skips_with_reasons(gov_sandbox, defs):
     run = run_request(sb, defs, requests[0])
     assert run.success
     assert sb.store.pending()[0]["version"] == v1
+    assert sb.store.records()[0].reason == "first version to meet policy (average_precision=0.3000)"
     observed = [
         e.asset_observation_data.asset_observation for e in run.get_asset_observation_events()
     ]
