@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from platform_assets.tenancy.catalog import PlatformConfigError, TenantCatalog
 
@@ -30,6 +30,8 @@ class Refused(PermissionError):
 
 
 class PlatformAdmins(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     admins: list[str] = Field(min_length=1)
 
     @field_validator("admins")

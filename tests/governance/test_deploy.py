@@ -96,7 +96,9 @@ def test_batch_scores_use_the_champion_alias(gov_sandbox):
     sb.mlflow.client()
     model = LogisticRegression().fit(df[["amount"]], df["is_fraud"])
     with mlflow.start_run():
-        info = mlflow.sklearn.log_model(model, name="model", registered_model_name=MODEL)
+        info = mlflow.sklearn.log_model(
+            model, name="model", registered_model_name=MODEL, pip_requirements=["scikit-learn"]
+        )
     version = info.registered_model_version
     sb.mlflow.client().set_registered_model_alias(MODEL, "champion", str(version))
     result = dg.materialize([asset], resources=resources, instance=sb.instance)
