@@ -61,13 +61,13 @@ def test_every_asset_type_for_every_tenant(definitions):
 def test_k8s_deployment_uses_k8s_job_executor_per_tenant_namespace(monkeypatch):
     monkeypatch.setenv("MLPLAT_ENV", "k8s")
     for var in (
-        "MLPLAT_REDIS_URL",
+        "MLPLAT_REDIS",
         "MLPLAT_LAKE_URI",
         "MLPLAT_FEAST_REGISTRY_URL",
         "MLFLOW_TRACKING_URI",
         "MLPLAT_MLFLOW_ARTIFACTS",
     ):
-        monkeypatch.setenv(var, "redis://127.0.0.1:6379" if "REDIS" in var else "/tmp/x")
+        monkeypatch.setenv(var, "127.0.0.1:6379" if "REDIS" in var else "/tmp/x")
     repo = defs().get_repository_def()
     job = repo.get_job("payments_pipeline")
     assert job.executor_def.name == "k8s_payments"

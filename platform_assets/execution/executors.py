@@ -7,7 +7,6 @@ import dagster as dg
 from platform_assets.execution.env import Deployment
 from platform_assets.tenancy.specs import TenantSpec
 
-
 PRELOAD = (
     "platform_assets.definitions",
     "pandas",

@@ -31,7 +31,7 @@ def resources_for(deployment: Deployment) -> dict[str, object]:
             "pricing": PricingResource(),
         }
     # services and k8s: Postgres-backed Feast registry and MLflow, Redis online store.
-    redis = _required("MLPLAT_REDIS_URL").removeprefix("redis://")
+    redis = _required("MLPLAT_REDIS")  # Feast's form: host:port[,db=N][,password=...]
     return {
         "lake": LakeResource(root=_required("MLPLAT_LAKE_URI")),
         "feast": FeastResource(
