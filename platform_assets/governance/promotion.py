@@ -38,9 +38,15 @@ def submit_candidate(
     from platform_assets.governance.workflow import governance_for
 
     gov = governance_for(mlflow, context.instance, emit=context.log_event)
-    outcome = gov.propose(
-        config.registered_model, config.version, _actor(context, config.acting_as), config.reason
-    )
+    try:
+        outcome = gov.propose(
+            config.registered_model,
+            config.version,
+            _actor(context, config.acting_as),
+            config.reason,
+        )
+    finally:
+        gov.close()
     context.log.info(outcome.message)
 
 

@@ -81,6 +81,10 @@ class Governance:
         self.emit = emit
         self.deploy_dir = deploy_dir
 
+    def close(self) -> None:
+        """Release the database connections (long-lived processes build one per tick or step)."""
+        self.store.dispose()
+
     # --- lookups ------------------------------------------------------------------------------
 
     def locate(self, name: str) -> tuple[TenantCatalog, ModelSpec]:

@@ -25,19 +25,12 @@ def evaluation_keys(repository_def) -> list[dg.AssetKey]:
     )
 
 
-@dg.sensor(
-    job=promote_model,
-    minimum_interval_seconds=30,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Submit evaluated models that meet their promotion policy for approval.",
-)
-def promotion_sensor(context: dg.SensorEvaluationContext, mlflow: MlflowResource):
-    from platform_assets.governance.workflow import SENSOR_IDENTITY, governance_for
+def _candidates(gov, context: dg.SensorEvaluationContext, cursor: int):
+    """Run requests for evaluated versions after `cursor` that meet policy, the reasons for the
+    others, and the newest storage id seen."""
+    from platform_assets.governance.workflow import SENSOR_IDENTITY
 
-    gov = governance_for(mlflow, context.instance)
-    cursor = int(context.cursor or 0)
-    newest = cursor
-    requests, reasons = [], []
+    newest, requests, reasons = cursor, [], []
     for key in evaluation_keys(context.repository_def):
         records = context.instance.fetch_materializations(
             dg.AssetRecordsFilter(asset_key=key, after_storage_id=cursor),
@@ -55,7 +48,6 @@ def promotion_sensor(context: dg.SensorEvaluationContext, mlflow: MlflowResource
             if not assessment.ok:
                 reasons.append(f"{name} v{version}: {assessment.why}")
                 continue
-            tenant = key.path[0]
             config = {
                 "registered_model": name,
                 "version": version,
@@ -66,9 +58,30 @@ def promotion_sensor(context: dg.SensorEvaluationContext, mlflow: MlflowResource
                 dg.RunRequest(
                     run_key=f"promote:{name}:{version}",
                     run_config={"ops": {"submit_candidate": {"config": config}}},
-                    tags={"tenant": tenant, "mlplat/model": name, "mlplat/version": str(version)},
+                    tags={
+                        "tenant": key.path[0],
+                        "mlplat/model": name,
+                        "mlplat/version": str(version),
+                    },
                 )
             )
+    return requests, reasons, newest
+
+
+@dg.sensor(
+    job=promote_model,
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Submit evaluated models that meet their promotion policy for approval.",
+)
+def promotion_sensor(context: dg.SensorEvaluationContext, mlflow: MlflowResource):
+    from platform_assets.governance.workflow import governance_for
+
+    gov = governance_for(mlflow, context.instance)
+    try:
+        requests, reasons, newest = _candidates(gov, context, int(context.cursor or 0))
+    finally:
+        gov.close()
     context.update_cursor(str(newest))
     if not requests:
         return dg.SkipReason("; ".join(reasons) or "no new evaluation reports")

@@ -132,3 +132,9 @@ def test_demo_walk_refuses_once_then_approves_and_is_re_runnable(sb):
     assert lines[-1].startswith("audit chain: ") and lines[-1].endswith("intact")
     again = walk(Console())
     assert again[0] == "no pending approval requests: nothing new to promote"
+
+
+def test_unknown_model_is_refused(sb):
+    result = run("approve", "payments.nope", "1", "--as", APPROVER)
+    assert result.exit_code == 1
+    assert "refused by rule unknown-model: no model 'payments.nope'" in result.output
