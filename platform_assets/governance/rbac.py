@@ -24,6 +24,8 @@ TENANT_ISOLATION = "tenant-isolation"
 class Refused(PermissionError):
     """An action refused by a governance rule; `rule` is one of the ids above or a policy."""
 
+    evidence: dict = {}  # what the refusal was judged on, for the audit record
+
     def __init__(self, rule: str, message: str):
         self.rule = rule
         super().__init__(f"refused by rule {rule}: {message}")

@@ -32,8 +32,9 @@ OPERATOR_ROLES = ["approver", "admin"]
 class PolicyRejected(rbac.Refused):
     """A candidate that does not meet its model's promotion policy."""
 
-    def __init__(self, message: str):
+    def __init__(self, message: str, evidence: dict[str, Any]):
         super().__init__("promotion-policy", message)
+        self.evidence = evidence
 
 
 @dataclass
@@ -231,9 +232,14 @@ class Governance:
         records: list[AuditRecord] = []
         refused: rbac.Refused | None = None
         with self.store.transaction() as conn:
+            savepoint = conn.begin_nested()
             try:
                 outcome = body(conn, catalog, records)
+                savepoint.commit()
             except rbac.Refused as exc:
+                # Undo whatever the action wrote before it was refused; keep only the refusal.
+                savepoint.rollback()
+                records.clear()
                 refused = exc
                 self._log(
                     conn,
@@ -245,7 +251,7 @@ class Governance:
                     outcome="refused",
                     version=version,
                     reason=str(exc),
-                    evidence={"rule": exc.rule},
+                    evidence={"rule": exc.rule, **exc.evidence},
                 )
         for record in records:
             self._observe(catalog, name, record)
@@ -274,7 +280,7 @@ class Governance:
             row = self.store.champion(conn, name)
             assessment = self.assess(name, version, row[0] if row else None)
             if not assessment.ok:
-                raise PolicyRejected(f"{name} v{version}: {assessment.why}")
+                raise PolicyRejected(f"{name} v{version}: {assessment.why}", assessment.evidence)
             why = (
                 assessment.why if reason in ("", assessment.why) else f"{reason}; {assessment.why}"
             )

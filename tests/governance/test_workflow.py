@@ -87,7 +87,9 @@ def test_worse_or_not_better_enough_version_is_not_promoted_and_records_why(gov_
         gov.propose(MODEL, v2, SENSOR_IDENTITY)
     last = sb.store.records()[-1]
     assert (last.action, last.outcome, last.version) == ("propose", "refused", v2)
-    assert last.evidence == {"rule": "promotion-policy"}
+    assert last.evidence["rule"] == "promotion-policy"
+    assert last.evidence["metrics"]["average_precision"] == 0.301
+    assert last.evidence["champion_before"] == v1
     assert aliases(sb) == {"champion": v1}
 
 
@@ -240,3 +242,20 @@ def test_people_without_an_operator_role_cannot_submit(gov_sandbox):
     with pytest.raises(Refused, match="role-required: vera@payments.example has role viewer"):
         gov.propose(MODEL, v1, VIEWER)
     assert sb.store.verify() == (1, None)
+
+
+def test_a_refusal_midway_undoes_the_action_and_keeps_only_the_refusal(gov_sandbox, monkeypatch):
+    """If the champion moved under us (compare-and-set fails), the approval is not kept."""
+    sb, gov = gov_sandbox, gov_sandbox.governance()
+    v1 = sb.register(0.30)
+    gov.propose(MODEL, v1, SENSOR_IDENTITY)
+    before = len(sb.store.records())
+    monkeypatch.setattr(sb.store, "set_champion", lambda *a, **k: False)
+    with pytest.raises(Refused, match="concurrent-change: the champion of payments.fraud_detector"):
+        gov.approve(MODEL, v1, APPROVER)
+    records = sb.store.records()
+    assert [(r.action, r.outcome) for r in records[before:]] == [("approve", "refused")]
+    assert sb.store.pending()[0]["version"] == v1
+    with sb.store.engine.connect() as conn:
+        assert sb.store.approvers(conn, MODEL, v1, "production") == []
+    assert sb.store.verify()[1] is None
