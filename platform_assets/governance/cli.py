@@ -6,8 +6,10 @@ deployment only; in production the proxy in front of the UI and API sets it from
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
+import re
 from collections.abc import Callable
 from typing import Annotated, Any
 
@@ -32,6 +34,12 @@ Actor = Annotated[
 ]
 Model = Annotated[str, typer.Argument(help="Registered model name, '<tenant>.<model>'.")]
 Version = Annotated[int, typer.Argument(help="MLflow model version.", min=1)]
+
+
+def reflow(fn):
+    """Join docstring lines into paragraphs: rich help keeps source line breaks otherwise."""
+    fn.__doc__ = re.sub(r"(?<!\n)\n(?!\n)", " ", inspect.cleandoc(fn.__doc__ or ""))
+    return fn
 
 
 def governance():
@@ -69,6 +77,7 @@ def _act(actor: str, action: Callable[[Any], Any]) -> None:
 
 
 @app.command()
+@reflow
 def approve(
     model: Model,
     version: Version,
@@ -85,6 +94,7 @@ def approve(
 
 
 @app.command()
+@reflow
 def reject(
     model: Model,
     version: Version,
@@ -96,6 +106,7 @@ def reject(
 
 
 @app.command()
+@reflow
 def promote(
     model: Model,
     version: Version,
@@ -113,6 +124,7 @@ def promote(
 
 
 @app.command()
+@reflow
 def rollback(
     model: Model,
     reason: Annotated[str, typer.Option(help="Why, for the audit trail.")],
@@ -123,6 +135,7 @@ def rollback(
 
 
 @app.command()
+@reflow
 def pending(tenant: Annotated[str, typer.Option(help="Only this tenant.")] = "") -> None:
     """List versions waiting for approval."""
     from platform_assets.governance.workflow import open_store
@@ -157,6 +170,7 @@ def _evidence_summary(evidence: dict) -> str:
 
 
 @audit_app.command("show")
+@reflow
 def audit_show(
     model: Annotated[str, typer.Option(help="Only this '<tenant>.<model>'.")] = "",
     tenant: Annotated[str, typer.Option(help="Only this tenant.")] = "",
@@ -196,6 +210,7 @@ def audit_show(
 
 
 @audit_app.command("verify")
+@reflow
 def audit_verify() -> None:
     """Re-hash the whole chain; exit 1 naming the first record changed, removed or reordered."""
     from platform_assets.governance.workflow import open_store
