@@ -127,7 +127,7 @@ def batch_scores_asset(
             df = lake.read(tenant.name, "training_sets", spec.name).to_pandas()
             cols = feature_columns(df, spec.labels.entity_columns, spec.labels.label_column)
             out = df[[*spec.labels.entity_columns, "event_timestamp"]].copy()
-            out["score"] = model.predict_proba(df[cols])[:, 1]
+            out["score"] = model.predict_proba(df[cols].astype("float64"))[:, 1]
             out["model_version"] = int(champion.version)
             path = lake.write(
                 tenant.name,

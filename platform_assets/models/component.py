@@ -195,7 +195,10 @@ class Model(dg.Component, ModelSpec):
                 version = _file_version(lake.path(tenant.name, "training_sets", spec.name))
                 train = df[df["split"] == "train"]
                 cols = feature_columns(df, labels.entity_columns, labels.label_column)
-                X, y = train[cols], train[labels.label_column].astype(int).to_numpy()
+                # Features are doubles: any of them is missing when no row falls within the TTL,
+                # and MLflow's signature would reject NaN in a column it saw as integer.
+                X = train[cols].astype("float64")
+                y = train[labels.label_column].astype(int).to_numpy()
                 pipeline = build_pipeline(spec.algorithm, spec.params).fit(X, y)
                 train_metrics = metrics(y, pipeline.predict_proba(X)[:, 1])
                 tags = {
@@ -286,7 +289,7 @@ class Model(dg.Component, ModelSpec):
                 test = df[df["split"] == "test"]
                 cols = feature_columns(df, labels.entity_columns, labels.label_column)
                 y = test[labels.label_column].astype(int).to_numpy()
-                proba = pipeline.predict_proba(test[cols])[:, 1]
+                proba = pipeline.predict_proba(test[cols].astype("float64"))[:, 1]
                 values = metrics(y, proba)
                 failed = failed_thresholds(values, spec.evaluation.thresholds)
                 figures = plots(y, proba, spec.name)
