@@ -24,7 +24,16 @@ class MlflowResource(dg.ConfigurableResource):
         import mlflow
 
         mlflow.set_tracking_uri(self.tracking_uri)
-        return mlflow.MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+        client = mlflow.MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+        if self.tracking_uri.startswith("sqlite:///"):
+            # Parallel steps would otherwise race to create and migrate a new SQLite store.
+            from filelock import FileLock
+
+            db = Path(self.tracking_uri.removeprefix("sqlite:///"))
+            db.parent.mkdir(parents=True, exist_ok=True)
+            with FileLock(f"{db}.lock"):
+                client.search_experiments(max_results=1)
+        return client
 
     def ensure_experiment(self, name: str) -> str:
         client = self.client()
