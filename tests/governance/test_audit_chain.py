@@ -262,3 +262,37 @@ def test_concurrent_approvals_and_promotions_postgres(gov_sandbox, pg_store):
 def test_concurrent_promotions_postgres(gov_sandbox, pg_store):
     gov_sandbox.store = pg_store
     concurrent_promotions(gov_sandbox)
+
+
+def _append_in_process(url: str, writer: int, each: int) -> None:
+    store = GovernanceStore(url)
+    for j in range(each):
+        with store.transaction() as conn:
+            store.append(
+                conn,
+                actor=f"p{writer}",
+                action="approve",
+                outcome="approved",
+                tenant="payments",
+                model=MODEL,
+                version=j,
+            )
+    store.dispose()
+
+
+def test_concurrent_appends_from_processes_sqlite(tmp_path):
+    """Separate processes contend on the SQLite file lock (BEGIN IMMEDIATE), not a Python lock."""
+    import multiprocessing
+
+    url = f"sqlite:///{tmp_path / 'platform.db'}"
+    GovernanceStore(url).dispose()  # create the tables once, before the writers race
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=_append_in_process, args=(url, i, 10)) for i in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0, 0, 0, 0]
+    store = GovernanceStore(url)
+    assert store.verify() == (40, None)
+    store.dispose()
