@@ -105,3 +105,14 @@ def test_dg_check_defs():
         env={**os.environ, "MLPLAT_ENV": "local"},
     )
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_services_deployment_requires_a_shared_platform_database(monkeypatch):
+    from platform_assets.execution.env import platform_db_url
+
+    monkeypatch.setenv("MLPLAT_ENV", "services")
+    monkeypatch.delenv("MLPLAT_DB_URL", raising=False)
+    with pytest.raises(ValueError, match="MLPLAT_DB_URL must be set when MLPLAT_ENV is"):
+        platform_db_url()
+    monkeypatch.setenv("MLPLAT_DB_URL", "postgresql://db/platform")
+    assert platform_db_url() == "postgresql://db/platform"

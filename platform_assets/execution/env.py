@@ -35,5 +35,11 @@ def dagster_home() -> Path:
 
 
 def platform_db_url() -> str:
-    """The platform's own database (audit trail, approvals, cost ledger)."""
-    return os.environ.get("MLPLAT_DB_URL", f"sqlite:///{data_root() / 'platform.db'}")
+    """The platform's own database (audit trail, approvals)."""
+    url = os.environ.get("MLPLAT_DB_URL")
+    if url:
+        return url
+    if deployment() != "local":
+        # A SQLite file inside a pod or on one host would split the audit trail.
+        raise ValueError("MLPLAT_DB_URL must be set when MLPLAT_ENV is 'services' or 'k8s'")
+    return f"sqlite:///{data_root() / 'platform.db'}"
