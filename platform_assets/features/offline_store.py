@@ -516,7 +516,9 @@ def _join_view(con: duckdb.DuckDBPyConnection, plan: _ViewPlan, t_min: int, t_ma
         f"e AS (SELECT {', '.join(entity_cols)} FROM {entity}) "
         f"SELECT {', '.join(out)} FROM e ASOF LEFT JOIN f ON {' AND '.join(on)}"
     )
-    joined = con.sql(sql, params=params).to_arrow_table()
+    # One contiguous chunk per column makes the TTL mask and the reordering take below about
+    # twice as fast as on DuckDB's many small batches.
+    joined = con.sql(sql, params=params).to_arrow_table().combine_chunks()
     features = joined.select(range(3, joined.num_columns))
     if plan.ttl_us:
         # The ASOF match is the latest row <= T; it is a candidate only if not older than TTL.
