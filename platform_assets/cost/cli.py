@@ -16,13 +16,20 @@ def costs(
         str | None, typer.Option(help="YYYY-MM (UTC); defaults to the current month")
     ] = None,
     by_asset: Annotated[bool, typer.Option(help="One row per tenant and asset")] = False,
+    ledger: Annotated[
+        bool,
+        typer.Option(
+            help="Read the daily ledger files the <tenant>/cost partitions wrote (fast for "
+            "large months; only days whose cost partition was materialized)"
+        ),
+    ] = False,
 ) -> None:
     """Cost per tenant for a month, summed from the cost metadata in the instance's event log."""
     import dagster as dg
     from rich.console import Console
     from rich.table import Table
 
-    from platform_assets.cost.rollup import ledger_frame, month_bounds, tenant_steps
+    from platform_assets.cost.rollup import ledger_frame, month_bounds, read_ledger, tenant_steps
     from platform_assets.tenancy.catalog import load_all
 
     month = month or datetime.now(UTC).strftime("%Y-%m")
@@ -31,14 +38,22 @@ def costs(
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--month") from exc
     budgets = {n: c.tenant.budget.monthly_usd for n, c in load_all().items()}
-    with dg.DagsterInstance.get() as instance:
-        steps = tenant_steps(instance, start, end)
-    ledger = ledger_frame(steps)
+    if ledger:
+        from platform_assets.execution.env import deployment
+        from platform_assets.execution.resources import resources_for
+
+        lake = resources_for(deployment())["lake"]
+        rows = read_ledger(Path(lake.root), month)  # type: ignore[attr-defined]
+        source = "ledger files"
+    else:
+        with dg.DagsterInstance.get() as instance:
+            rows = ledger_frame(tenant_steps(instance, start, end))
+        source = "event log"
     keys = ["tenant", "asset_key"] if by_asset else ["tenant"]
-    grouped = ledger.groupby(keys, as_index=False).agg(
+    grouped = rows.groupby(keys, as_index=False).agg(
         steps=("usd", "size"), cpu_seconds=("cpu_seconds", "sum"), usd=("usd", "sum")
     )
-    table = Table(title=f"mlplat costs {month} ({len(steps)} recorded steps)")
+    table = Table(title=f"mlplat costs {month} ({len(rows)} recorded steps, from the {source})")
     for col in [*keys, "steps", "CPU s", "USD", "budget USD", "% of budget"]:
         table.add_column(col, justify="left" if col in keys else "right")
     for row in grouped.itertuples(index=False):
@@ -56,9 +71,9 @@ def costs(
     table.add_row(
         "total",
         *[""] * (len(keys) - 1),
-        str(len(steps)),
-        f"{ledger['cpu_seconds'].sum():,.1f}",
-        f"{ledger['usd'].sum():,.6f}",
+        str(len(rows)),
+        f"{rows['cpu_seconds'].sum():,.1f}",
+        f"{rows['usd'].sum():,.6f}",
         "",
         "",
     )

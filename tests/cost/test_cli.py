@@ -36,3 +36,31 @@ def test_quotas_write(tmp_path):
     result = CliRunner().invoke(app, ["quotas", "write", "--path", str(path)])
     assert result.exit_code == 0, result.output
     assert "# BEGIN mlplat quotas" in path.read_text()
+
+
+def test_costs_from_the_ledger_equal_the_event_log(instance, platform_home, tenants, now):
+    import dagster as dg
+
+    from platform_assets.cost.assets import tenant_cost_asset
+    from platform_assets.cost.metering import PricingResource
+    from resources.lake import LakeResource
+
+    for usd in (0.5, 0.25):
+        record_step(instance, "payments", usd)
+    lake = LakeResource(root=str(platform_home / "data" / "lake"))  # local deployment's lake
+    assert dg.materialize(
+        [tenant_cost_asset(tenants["payments"])],
+        instance=instance,
+        resources={"pricing": PricingResource(), "lake": lake},
+        partition_key=now.strftime("%Y-%m-%d"),
+    ).success
+    month = now.strftime("%Y-%m")
+    outputs = [
+        CliRunner().invoke(app, ["costs", "--month", month, *flag], env={"COLUMNS": "160"})
+        for flag in ([], ["--ledger"])
+    ]
+    assert [o.exit_code for o in outputs] == [0, 0], [o.output for o in outputs]
+    assert "from the event log" in outputs[0].output and "from the ledger" in outputs[1].output
+    for output in outputs:
+        [row] = [line for line in output.output.splitlines() if "payments" in line]
+        assert "0.750000" in row
