@@ -24,16 +24,30 @@ class MlflowResource(dg.ConfigurableResource):
         import mlflow
 
         mlflow.set_tracking_uri(self.tracking_uri)
-        client = mlflow.MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
         if self.tracking_uri.startswith("sqlite:///"):
-            # Parallel steps would otherwise race to create and migrate a new SQLite store.
-            from filelock import FileLock
+            self._create_sqlite_store_once()
+        return mlflow.MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
 
-            db = Path(self.tracking_uri.removeprefix("sqlite:///"))
-            db.parent.mkdir(parents=True, exist_ok=True)
-            with FileLock(f"{db}.lock"):
-                client.search_experiments(max_results=1)
-        return client
+    def _create_sqlite_store_once(self) -> None:
+        """Parallel steps would otherwise race to create and migrate a new SQLite store (both
+        the tracking and the registry store create tables on first use)."""
+        import mlflow
+        from filelock import FileLock
+
+        db = Path(self.tracking_uri.removeprefix("sqlite:///"))
+        ready = db.with_name(f"{db.name}.ready")
+        if ready.exists():
+            return
+        db.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(f"{db}.lock"):
+            if ready.exists():
+                return
+            client = mlflow.MlflowClient(
+                tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri
+            )
+            client.search_experiments(max_results=1)
+            client.search_registered_models(max_results=1)
+            ready.touch()
 
     def ensure_experiment(self, name: str) -> str:
         client = self.client()
