@@ -37,14 +37,14 @@ def platform_definitions(tenant_defs: dg.Definitions) -> dg.Definitions:
         dg.define_asset_job(
             PIPELINE,
             selection=pipeline_selection(),
-            executor_def=executor_for(env),
+            executor_def=executor_for(env, preload=True),
             description="Every tenant's sources, features, training sets, models and reports.",
         ),
         *[
             dg.define_asset_job(
                 f"{name}_pipeline",
                 selection=pipeline_selection(name),
-                executor_def=executor_for(env, catalog.tenant),
+                executor_def=executor_for(env, catalog.tenant, preload=True),
                 tags={"tenant": name},
                 description=f"Tenant {name}'s pipeline, in its own namespace on Kubernetes.",
             )

@@ -161,7 +161,7 @@ def summary(instance: dg.DagsterInstance, console: Console) -> Table:
             champion = mlflow.version_by_alias(md["registered_model"].value, "champion")
             table.add_row(
                 tenant,
-                md["registered_model"].value,
+                md["registered_model"].value.split(".", 1)[1],
                 str(md["model_version"].value),
                 f"auc={metrics['roc_auc']:.3f} ap={metrics['average_precision']:.3f}",
                 f"v{champion.version}" if champion else "none",

@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dagster as dg
-import pyarrow as pa
-import pyarrow.parquet as pq
+
+if TYPE_CHECKING:  # pyarrow loads in the steps, not with the code location
+    import pyarrow as pa
 
 
 class LakeResource(dg.ConfigurableResource):
@@ -28,6 +30,8 @@ class LakeResource(dg.ConfigurableResource):
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
         try:
+            import pyarrow.parquet as pq
+
             pq.write_table(table, tmp)
             os.replace(tmp, target)
         finally:
@@ -40,4 +44,6 @@ class LakeResource(dg.ConfigurableResource):
             raise FileNotFoundError(
                 f"{path} does not exist: materialize {tenant}/{kind}/{name} first"
             )
+        import pyarrow.parquet as pq
+
         return pq.read_table(path)

@@ -7,10 +7,9 @@ same records and replaces its files rather than adding to them.
 import base64
 import io
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 import dagster as dg
-import pandas as pd
-import pyarrow as pa
 
 from platform_assets.cost.metering import PricingResource
 from platform_assets.cost.rollup import (
@@ -24,6 +23,9 @@ from platform_assets.cost.rollup import (
 from platform_assets.tenancy.assets import asset_kwargs
 from platform_assets.tenancy.specs import TenantSpec
 from resources.lake import LakeResource
+
+if TYPE_CHECKING:  # pandas and pyarrow load in the steps, not with the code location
+    import pandas as pd
 
 DAILY = dg.DailyPartitionsDefinition(start_date="2026-11-01", end_offset=1)
 SHOWBACK_KEY = dg.AssetKey([PLATFORM, "cost", "showback"])
@@ -49,6 +51,8 @@ def tenant_cost_asset(tenant: TenantSpec) -> dg.AssetsDefinition:
     def tenant_cost(
         context: dg.AssetExecutionContext, pricing: PricingResource, lake: LakeResource
     ):
+        import pyarrow as pa
+
         start, end = _window(context)
         steps = tenant_steps(context.instance, start, end, tenant.name)
         ledger = ledger_frame(steps)
@@ -84,7 +88,7 @@ def _png_markdown(fig) -> str:
     return f"![showback](data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()})"
 
 
-def showback_plot(daily: pd.DataFrame, mtd: pd.DataFrame) -> str:
+def showback_plot(daily: "pd.DataFrame", mtd: "pd.DataFrame") -> str:
     """Daily cost per tenant (stacked) and month-to-date against budget, as a markdown image."""
     import matplotlib
 
@@ -126,6 +130,9 @@ def showback_asset(tenants: dict[str, TenantSpec]) -> dg.AssetsDefinition:
         ),
     )
     def showback(context: dg.AssetExecutionContext, lake: LakeResource):
+        import pandas as pd
+        import pyarrow as pa
+
         day_start, day_end = _window(context)
         month = day_start.strftime("%Y-%m")
         month_start, _ = month_bounds(month)

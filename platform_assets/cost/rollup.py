@@ -10,9 +10,12 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dagster as dg
-import pandas as pd
+
+if TYPE_CHECKING:  # pandas loads in the steps and commands, not with the code location
+    import pandas as pd
 
 COST_KEY = "cost/usd"
 PLATFORM = "platform"
@@ -137,6 +140,8 @@ def tenant_steps(
 
 
 def ledger_frame(steps: list[StepCost]) -> pd.DataFrame:
+    import pandas as pd
+
     frame = pd.DataFrame([asdict(s) for s in steps], columns=LEDGER_COLUMNS)
     # The same day as StepCost.day (Python's rounding), so both rollups agree at midnight.
     frame["day"] = [s.day for s in steps]
@@ -186,6 +191,7 @@ def read_ledger(lake_root: Path, month: str) -> pd.DataFrame:
     The scalable path: each day's file is extracted from the event log once, by its partition.
     """
     import duckdb
+    import pandas as pd
 
     pattern = str(lake_root / "*" / "cost_ledger" / f"{month}-*.parquet")
     if not list(lake_root.glob(f"*/cost_ledger/{month}-*.parquet")):

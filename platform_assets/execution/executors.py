@@ -20,15 +20,22 @@ PRELOAD = (
 )
 
 
-def executor_for(deployment: Deployment, tenant: TenantSpec | None = None) -> dg.ExecutorDefinition:
+def executor_for(
+    deployment: Deployment, tenant: TenantSpec | None = None, preload: bool = False
+) -> dg.ExecutorDefinition:
+    """`preload` is for the pipeline jobs: many steps that all need the heavy libraries."""
     if deployment != "k8s":
+        if not preload:
+            return dg.multiprocess_executor.configured({"max_concurrent": 2}, name="multiprocess")
         # Each step is its own process. A fork server that has already imported the platform
-        # and its heavy libraries starts each one in milliseconds instead of ~10 s of imports.
+        # and its heavy libraries starts each one in milliseconds instead of ~10 s of imports;
+        # importing them all once costs ~20 s, which only pays off over many steps.
         return dg.multiprocess_executor.configured(
             {
                 "max_concurrent": 2,
                 "start_method": {"forkserver": {"preload_modules": list(PRELOAD)}},
-            }
+            },
+            name="multiprocess_preloaded",
         )
     from dagster_k8s import k8s_job_executor
 

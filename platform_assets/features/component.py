@@ -1,10 +1,10 @@
 """The `FeatureSet` component: DuckDB SQL over sources -> parquet feature table -> Feast view."""
 
+from typing import TYPE_CHECKING
+
 import dagster as dg
-import pandas as pd
 
 from platform_assets.cost.metering import PricingResource, meter
-from platform_assets.quality.checks import expectation_check
 from platform_assets.tenancy.assets import asset_kwargs
 from platform_assets.tenancy.catalog import (
     PlatformConfigError,
@@ -16,12 +16,15 @@ from platform_assets.tenancy.specs import FeatureSetSpec
 from resources.feature_store import FeastResource
 from resources.lake import LakeResource
 
+if TYPE_CHECKING:  # pandas loads in the steps, not with the code location
+    import pandas as pd
+
 _DUCKDB_TYPES = {"int64": "BIGINT", "float64": "DOUBLE", "string": "VARCHAR", "bool": "BOOLEAN"}
 
 
 def compute_feature_table(
     spec: FeatureSetSpec, sources: dict[str, str], where: str
-) -> pd.DataFrame:
+) -> "pd.DataFrame":
     """Run the team's SQL with each source registered as a table; cast to declared types."""
     import duckdb
 
@@ -101,6 +104,7 @@ class FeatureSet(dg.Component, FeatureSetSpec):
         )
         def feature_asset(lake: LakeResource, feast: FeastResource, pricing: PricingResource):
             from platform_assets.features.feast_objects import feature_view
+            from platform_assets.quality.checks import expectation_check
 
             with meter(tenant.name, tenant.resources) as usage:
                 sources = {s: str(lake.path(tenant.name, "sources", s)) for s in spec.sources}

@@ -1,13 +1,12 @@
 """The `Model` component: training set -> model -> evaluation report for one team model."""
 
 import hashlib
+from typing import TYPE_CHECKING
 
 import dagster as dg
-import pandas as pd
 
 from platform_assets.cost.metering import PricingResource, meter
 from platform_assets.governance.deploy import batch_scores_asset
-from platform_assets.quality.checks import expectation_check, leakage_check
 from platform_assets.tenancy.assets import asset_kwargs
 from platform_assets.tenancy.catalog import check_model_refs, load_tenant, tenant_folder_of
 from platform_assets.tenancy.specs import ModelSpec
@@ -19,6 +18,9 @@ TRUSTED_TYPES = [
     "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
     "numpy.dtype",
 ]
+if TYPE_CHECKING:  # pandas loads in the steps, not with the code location
+    import pandas as pd
+
 GATED = dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed()
 
 
@@ -32,7 +34,9 @@ def _file_version(path) -> str:
     return hashlib.sha256(open(path, "rb").read()).hexdigest()[:16]
 
 
-def time_split(df: pd.DataFrame, test_fraction: float) -> pd.Series:
+def time_split(df: "pd.DataFrame", test_fraction: float) -> "pd.Series":
+    import pandas as pd
+
     """Latest `test_fraction` of label times is held out: the model is judged on the future."""
     cutoff = df["event_timestamp"].quantile(1 - test_fraction)
     return pd.Series(
@@ -105,6 +109,7 @@ class Model(dg.Component, ModelSpec):
         )
         def training_set(lake: LakeResource, feast: FeastResource, pricing: PricingResource):
             from platform_assets.features.feast_objects import feature_service, feature_view
+            from platform_assets.quality.checks import expectation_check, leakage_check
 
             with meter(tenant.name, requested) as usage:
                 store = feast.store(tenant.name)

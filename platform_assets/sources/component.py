@@ -1,18 +1,23 @@
 """The `Source` component: snapshots raw data into the lake and checks it before anyone reads it."""
 
+from typing import TYPE_CHECKING
+
 import dagster as dg
-import pandas as pd
-import pyarrow as pa
 
 from platform_assets.cost.metering import PricingResource, meter
-from platform_assets.quality.checks import expectation_check, schema_check
 from platform_assets.tenancy.assets import asset_kwargs
 from platform_assets.tenancy.catalog import load_tenant, tenant_folder_of
 from platform_assets.tenancy.specs import SourceSpec
 from resources.lake import LakeResource
 
+if TYPE_CHECKING:  # pandas loads in the steps, not with the code location
+    import pandas as pd
 
-def read_source(spec: SourceSpec) -> pd.DataFrame:
+
+def read_source(spec: SourceSpec) -> "pd.DataFrame":
+    import pandas as pd
+    import pyarrow as pa
+
     if spec.generator:
         from platform_assets.data.generator import generate
 
@@ -62,6 +67,11 @@ class Source(dg.Component, SourceSpec):
             metadata={"declared_columns": dg.MetadataValue.json(spec.columns)},
         )
         def source_asset(lake: LakeResource, pricing: PricingResource):
+            import pandas as pd
+            import pyarrow as pa
+
+            from platform_assets.quality.checks import expectation_check, schema_check
+
             with meter(tenant.name, tenant.resources) as usage:
                 df = read_source(spec)
                 schema = schema_check(df, spec.columns)
