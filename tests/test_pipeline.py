@@ -105,8 +105,8 @@ def test_full_tenant_graph(ridehail, platform_home):
     )
 
 
-def test_failed_expectation_stops_downstream(ridehail):
-    root, build, instance = ridehail
+def expect_fares_below_5(root: Path) -> None:
+    """Add an expectation that the generated trips (fares of 16 on average) always fail."""
     path = root / "ridehail" / "sources" / "trips" / "defs.yaml"
     doc = yaml.safe_load(path.read_text())
     doc["attributes"]["expectations"].append(
@@ -116,6 +116,11 @@ def test_failed_expectation_stops_downstream(ridehail):
         }
     )
     path.write_text(yaml.safe_dump(doc))
+
+
+def test_failed_expectation_stops_downstream(ridehail):
+    root, build, instance = ridehail
+    expect_fares_below_5(root)
     result = _run(build(), instance)
     assert not result.success
     check = _checks(result)["ridehail/sources/trips:expectations"]
@@ -206,15 +211,7 @@ def test_automation_does_not_build_on_a_failed_blocking_check(ridehail):
     assert passing.get_num_requested(features) == 1
 
     # A fresh source whose blocking check fails: nothing downstream is requested.
-    path = root / "ridehail" / "sources" / "trips" / "defs.yaml"
-    doc = yaml.safe_load(path.read_text())
-    doc["attributes"]["expectations"].append(
-        {
-            "type": "expect_column_values_to_be_between",
-            "kwargs": {"column": "fare", "min_value": 0, "max_value": 5},
-        }
-    )
-    path.write_text(yaml.safe_dump(doc))
+    expect_fares_below_5(root)
     from platform_assets.tenancy import catalog
 
     catalog.load_tenant.cache_clear()
