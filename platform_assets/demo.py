@@ -62,14 +62,14 @@ def run_costs(console: Console) -> None:
     )
 
 
-def evaluate_promotion(instance: dg.DagsterInstance, console: Console) -> list[str]:
+def evaluate_promotion(
+    definitions: dg.Definitions, instance: dg.DagsterInstance, console: Console
+) -> list[str]:
     """One tick of the promotion sensor, launched the way the daemon would: cursor kept in the
     instance, runs deduplicated by run key, each a real run recorded in the instance."""
-    from platform_assets.definitions import defs
     from platform_assets.sensors.promotion import promotion_sensor
 
     console.rule("Evaluating the promotion sensor")
-    definitions = defs()
     repo = definitions.get_repository_def()
     cursor = instance.run_storage.get_cursor_values({SENSOR_CURSOR_KEY}).get(SENSOR_CURSOR_KEY)
     with dg.build_sensor_context(
@@ -109,11 +109,9 @@ def evaluate_promotion(instance: dg.DagsterInstance, console: Console) -> list[s
     return lines
 
 
-def summary(instance: dg.DagsterInstance, console: Console) -> Table:
-    from platform_assets.definitions import defs
+def summary(definitions: dg.Definitions, instance: dg.DagsterInstance) -> Table:
     from resources.mlflow import MlflowResource
 
-    definitions = defs()
     mlflow: MlflowResource = definitions.resources["mlflow"]  # type: ignore[assignment]
     graph = definitions.get_repository_def().asset_graph
     table = Table(title="mlplat demo summary")
@@ -179,8 +177,11 @@ def main() -> None:
     started = time.perf_counter()
     run_pipeline(console)
     run_costs(console)
+    from platform_assets.definitions import defs
+
+    definitions = defs()  # once: the sensor tick and the summary read the same definitions
     with dg.DagsterInstance.get() as instance:
-        evaluate_promotion(instance, console)
+        evaluate_promotion(definitions, instance, console)
         try:
             from platform_assets.governance.demo import walk
         except ImportError:
@@ -189,7 +190,7 @@ def main() -> None:
             console.rule("Approval workflow")
             for line in walk(console):
                 console.print(f"  {line}")
-        console.print(summary(instance, console))
+        console.print(summary(definitions, instance))
     console.print(
         f"demo runs took {time.perf_counter() - started:.0f}s; "
         f"open the UI with `make ui` (instance: {home})"
