@@ -20,6 +20,7 @@ from platform_assets.governance.promotion import promote_model, rollback_model
 from platform_assets.sensors.promotion import promotion_sensor
 from platform_assets.tenancy.catalog import defs_root, load_all
 from platform_assets.tenancy.isolation import check_isolation
+from platform_assets.tenancy.loader import catalog_definitions, dagster_only_files
 
 PIPELINE = "ml_pipeline"
 
@@ -66,8 +67,20 @@ def platform_definitions(tenant_defs: dg.Definitions) -> dg.Definitions:
 
 
 def tenant_definitions() -> dg.Definitions:
-    """The tenants' YAML components: this package's defs folder, or MLPLAT_DEFS_ROOT's."""
+    """The tenants' YAML components: this package's defs folder, or MLPLAT_DEFS_ROOT's.
+
+    Built from the catalog in one pass (see tenancy/loader.py) unless a folder holds something
+    only Dagster's component loader understands; then the whole tree loads through it.
+    """
     root = defs_root().resolve()
+    catalogs = load_all(root)
+    if not dagster_only_files(root, catalogs):
+        return catalog_definitions(catalogs)
+    return component_tree_definitions(root)
+
+
+def component_tree_definitions(root: Path) -> dg.Definitions:
+    """The defs folder loaded file by file through Dagster's component tree, as `dg` does."""
     if root == (Path(__file__).parent / "defs").resolve():
         return dg.load_from_defs_folder(path_within_project=Path(__file__).parent)
     # A generated tree (previews, the scale bench) is imported as a package from its parent.

@@ -8,6 +8,7 @@ from platform_assets.cost.metering import PricingResource, meter
 from platform_assets.tenancy.assets import asset_kwargs
 from platform_assets.tenancy.catalog import (
     PlatformConfigError,
+    TenantCatalog,
     check_source_refs,
     load_tenant,
     tenant_folder_of,
@@ -59,6 +60,77 @@ def compute_feature_table(
     ).df()
 
 
+def feature_assets(catalog: TenantCatalog, spec: FeatureSetSpec) -> list[dg.AssetsDefinition]:
+    """The asset `<tenant>/features/<name>` with its `expectations` check."""
+    tenant = catalog.tenant
+    check_source_refs(catalog, spec)
+    where = catalog.file_of("feature_set", spec.name)
+    kwargs = asset_kwargs(
+        tenant,
+        "feature_view",
+        ["features", spec.name],
+        spec.description,
+        {"duckdb", "feast", "parquet"},
+    )
+    key = kwargs["key"]
+
+    @dg.asset(
+        **kwargs,
+        deps=[dg.AssetKey([tenant.name, "sources", s]) for s in spec.sources],
+        check_specs=[
+            dg.AssetCheckSpec(
+                "expectations",
+                asset=key,
+                blocking=True,
+                description="Great Expectations suite from the team YAML",
+            ),
+        ],
+        automation_condition=dg.AutomationCondition.eager()
+        & dg.AutomationCondition.all_deps_blocking_checks_passed(),
+        metadata={
+            "entity": spec.entity.name,
+            "join_key": spec.entity.join_key,
+            "ttl_days": spec.ttl_days,
+            "features": dg.MetadataValue.json(spec.features),
+        },
+    )
+    def feature_asset(lake: LakeResource, feast: FeastResource, pricing: PricingResource):
+        from platform_assets.features.feast_objects import feature_view
+        from platform_assets.quality.checks import expectation_check
+
+        with meter(tenant.name, tenant.resources) as usage:
+            sources = {s: str(lake.path(tenant.name, "sources", s)) for s in spec.sources}
+            df = compute_feature_table(spec, sources, str(where))
+            import pyarrow as pa
+
+            path = lake.write(
+                tenant.name,
+                "features",
+                spec.name,
+                pa.Table.from_pandas(df, preserve_index=False),
+            )
+            entity, view = feature_view(tenant.name, tenant.owners[0], spec, str(path))
+            feast.store(tenant.name).apply([entity, view])
+            quality = expectation_check(df, spec.expectations, f"{tenant.name}_{spec.name}")
+        yield dg.MaterializeResult(
+            metadata={
+                "dagster/row_count": len(df),
+                "path": str(path),
+                "entities": int(df[spec.entity.join_key].nunique()),
+                "feast_project": tenant.name,
+                "feast_view": spec.name,
+                "null_fraction": dg.MetadataValue.json(
+                    {c: round(float(df[c].isna().mean()), 4) for c in spec.features}
+                ),
+                "preview": dg.MetadataValue.md(df.head(5).to_markdown(index=False)),
+                **usage.metadata(pricing.catalog()),
+            },
+            check_results=[quality],
+        )
+
+    return [feature_asset]
+
+
 class FeatureSet(dg.Component, FeatureSetSpec):
     """A feature view of one tenant.
 
@@ -69,71 +141,5 @@ class FeatureSet(dg.Component, FeatureSetSpec):
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         catalog = load_tenant(tenant_folder_of(context.path))
-        tenant = catalog.tenant
         spec = FeatureSetSpec.model_validate(self.model_dump())
-        check_source_refs(catalog, spec)
-        where = catalog.file_of("feature_set", spec.name)
-        kwargs = asset_kwargs(
-            tenant,
-            "feature_view",
-            ["features", spec.name],
-            spec.description,
-            {"duckdb", "feast", "parquet"},
-        )
-        key = kwargs["key"]
-
-        @dg.asset(
-            **kwargs,
-            deps=[dg.AssetKey([tenant.name, "sources", s]) for s in spec.sources],
-            check_specs=[
-                dg.AssetCheckSpec(
-                    "expectations",
-                    asset=key,
-                    blocking=True,
-                    description="Great Expectations suite from the team YAML",
-                ),
-            ],
-            automation_condition=dg.AutomationCondition.eager()
-            & dg.AutomationCondition.all_deps_blocking_checks_passed(),
-            metadata={
-                "entity": spec.entity.name,
-                "join_key": spec.entity.join_key,
-                "ttl_days": spec.ttl_days,
-                "features": dg.MetadataValue.json(spec.features),
-            },
-        )
-        def feature_asset(lake: LakeResource, feast: FeastResource, pricing: PricingResource):
-            from platform_assets.features.feast_objects import feature_view
-            from platform_assets.quality.checks import expectation_check
-
-            with meter(tenant.name, tenant.resources) as usage:
-                sources = {s: str(lake.path(tenant.name, "sources", s)) for s in spec.sources}
-                df = compute_feature_table(spec, sources, str(where))
-                import pyarrow as pa
-
-                path = lake.write(
-                    tenant.name,
-                    "features",
-                    spec.name,
-                    pa.Table.from_pandas(df, preserve_index=False),
-                )
-                entity, view = feature_view(tenant.name, tenant.owners[0], spec, str(path))
-                feast.store(tenant.name).apply([entity, view])
-                quality = expectation_check(df, spec.expectations, f"{tenant.name}_{spec.name}")
-            yield dg.MaterializeResult(
-                metadata={
-                    "dagster/row_count": len(df),
-                    "path": str(path),
-                    "entities": int(df[spec.entity.join_key].nunique()),
-                    "feast_project": tenant.name,
-                    "feast_view": spec.name,
-                    "null_fraction": dg.MetadataValue.json(
-                        {c: round(float(df[c].isna().mean()), 4) for c in spec.features}
-                    ),
-                    "preview": dg.MetadataValue.md(df.head(5).to_markdown(index=False)),
-                    **usage.metadata(pricing.catalog()),
-                },
-                check_results=[quality],
-            )
-
-        return dg.Definitions(assets=[feature_asset])
+        return dg.Definitions(assets=feature_assets(catalog, spec))

@@ -8,7 +8,12 @@ import dagster as dg
 from platform_assets.cost.metering import PricingResource, meter
 from platform_assets.governance.deploy import batch_scores_asset
 from platform_assets.tenancy.assets import asset_kwargs
-from platform_assets.tenancy.catalog import check_model_refs, load_tenant, tenant_folder_of
+from platform_assets.tenancy.catalog import (
+    TenantCatalog,
+    check_model_refs,
+    load_tenant,
+    tenant_folder_of,
+)
 from platform_assets.tenancy.specs import ModelSpec
 from resources.feature_store import FeastResource
 from resources.lake import LakeResource
@@ -44,6 +49,279 @@ def time_split(df: "pd.DataFrame", test_fraction: float) -> "pd.Series":
     )
 
 
+def model_assets(catalog: TenantCatalog, spec: ModelSpec) -> list[dg.AssetsDefinition]:
+    """Training set, model, evaluation report and batch scores of one model."""
+    tenant = catalog.tenant
+    resolved = check_model_refs(catalog, spec)
+    requested = spec.resources or tenant.resources
+    labels = spec.labels
+    registered = f"{tenant.name}.{spec.name}"
+    policy = {
+        "registered_model": registered,
+        "primary_metric": spec.evaluation.primary_metric,
+        "thresholds": spec.evaluation.thresholds,
+        "promotion": spec.promotion.model_dump(mode="json"),
+    }
+
+    ts_kwargs = asset_kwargs(
+        tenant,
+        "training_set",
+        ["training_sets", spec.name],
+        f"Point-in-time training set of {spec.name}: {labels.source} joined with "
+        f"FeatureService {spec.feature_service}.",
+        {"feast", "parquet"},
+        requested,
+    )
+    ts_key = ts_kwargs["key"]
+    feature_keys = [dg.AssetKey([owner, "features", fs.name]) for owner, fs in resolved.values()]
+
+    @dg.asset(
+        **ts_kwargs,
+        deps=[*feature_keys, dg.AssetKey([tenant.name, "sources", labels.source])],
+        check_specs=[
+            dg.AssetCheckSpec(
+                "expectations",
+                asset=ts_key,
+                blocking=True,
+                description="Great Expectations suite from the team YAML",
+            ),
+            dg.AssetCheckSpec(
+                "leakage",
+                asset=ts_key,
+                blocking=True,
+                description="No feature timestamp is later than its label",
+            ),
+        ],
+        automation_condition=GATED,
+        metadata={
+            "feature_service": spec.feature_service,
+            "features": dg.MetadataValue.json(spec.features),
+        },
+    )
+    def training_set(lake: LakeResource, feast: FeastResource, pricing: PricingResource):
+        from platform_assets.features.feast_objects import feature_service, feature_view
+        from platform_assets.quality.checks import expectation_check, leakage_check
+
+        with meter(tenant.name, requested) as usage:
+            store = feast.store(tenant.name)
+            views, objects = {}, []
+            for owner, fs in resolved.values():
+                path = str(lake.path(owner, "features", fs.name))
+                entity, view = feature_view(owner, tenant.owners[0], fs, path)
+                views[fs.name] = view
+                if owner != tenant.name:
+                    objects += [entity, view]  # a shared view, read from its owner's prefix
+            service = feature_service(tenant.name, tenant.owners[0], spec, views)
+            store.apply([*objects, service])
+            raw = lake.read(tenant.name, "sources", labels.source).to_pandas()
+            entity_df = raw[
+                [*labels.entity_columns, labels.timestamp_column, labels.label_column]
+            ].rename(columns={labels.timestamp_column: "event_timestamp"})
+            unlabeled = int(entity_df[labels.label_column].isna().sum())
+            entity_df = entity_df.dropna(subset=[labels.label_column]).reset_index(drop=True)
+            df = store.get_historical_features(entity_df=entity_df, features=service).to_df()
+            df = df.sort_values("event_timestamp", kind="stable").reset_index(drop=True)
+            df["split"] = time_split(df, spec.split.test_fraction)
+            import pyarrow as pa
+
+            path = lake.write(
+                tenant.name,
+                "training_sets",
+                spec.name,
+                pa.Table.from_pandas(df, preserve_index=False),
+            )
+            ts_cols = [f"{fs.name}_ts" for _, fs in resolved.values()]
+            checks = [
+                expectation_check(df, spec.expectations, f"{tenant.name}_{spec.name}_ts"),
+                leakage_check(df, "event_timestamp", ts_cols),
+            ]
+        version = _file_version(path)
+        features = [c for c in df.columns if c not in entity_df.columns and c != "split"]
+        yield dg.MaterializeResult(
+            data_version=dg.DataVersion(version),
+            metadata={
+                "dagster/row_count": len(df),
+                "path": str(path),
+                "data_version": version,
+                "unlabeled_rows_dropped": unlabeled,
+                "label_rate": round(float(df[labels.label_column].mean()), 4),
+                "train_rows": int((df["split"] == "train").sum()),
+                "test_rows": int((df["split"] == "test").sum()),
+                "feature_null_fraction": dg.MetadataValue.json(
+                    {c: round(float(df[c].isna().mean()), 4) for c in features}
+                ),
+                **usage.metadata(pricing.catalog()),
+            },
+            check_results=checks,
+        )
+
+    model_kwargs = asset_kwargs(
+        tenant,
+        "model",
+        ["models", spec.name],
+        f"{spec.description} ({spec.algorithm}; registered in MLflow as {registered}).",
+        {"scikitlearn", "mlflow"},
+        requested,
+    )
+    model_key = model_kwargs["key"]
+
+    @dg.asset(
+        **model_kwargs,
+        deps=[ts_key],
+        automation_condition=GATED,
+        metadata={
+            "algorithm": spec.algorithm,
+            "params": dg.MetadataValue.json(spec.params),
+            "registered_model": registered,
+        },
+    )
+    def model(
+        context: dg.AssetExecutionContext,
+        lake: LakeResource,
+        mlflow: MlflowResource,
+        pricing: PricingResource,
+    ):
+        import mlflow as mlflow_lib
+        from mlflow.models import infer_signature
+
+        from platform_assets.models.training import build_pipeline, feature_columns, metrics
+
+        with meter(tenant.name, requested) as usage:
+            df = lake.read(tenant.name, "training_sets", spec.name).to_pandas()
+            version = _file_version(lake.path(tenant.name, "training_sets", spec.name))
+            train = df[df["split"] == "train"]
+            cols = feature_columns(df, labels.entity_columns, labels.label_column)
+            # Features are doubles: any of them is missing when no row falls within the TTL,
+            # and MLflow's signature would reject NaN in a column it saw as integer.
+            X = train[cols].astype("float64")
+            y = train[labels.label_column].astype(int).to_numpy()
+            pipeline = build_pipeline(spec.algorithm, spec.params).fit(X, y)
+            train_metrics = metrics(y, pipeline.predict_proba(X)[:, 1])
+            tags = {
+                "dagster_run_id": context.run_id,
+                "asset_key": model_key.to_user_string(),
+                "tenant": tenant.name,
+                "training_set_version": version,
+                "feature_service": spec.feature_service,
+            }
+            with mlflow.run(context, f"{tenant.name}/{spec.name}", {"tenant": tenant.name}):
+                mlflow_lib.log_params(
+                    {"algorithm": spec.algorithm, **spec.params, "features": ",".join(cols)}
+                )
+                mlflow_lib.log_metrics({f"train_{k}": v for k, v in train_metrics.items()})
+                info = mlflow_lib.sklearn.log_model(
+                    pipeline,
+                    name="model",
+                    registered_model_name=registered,
+                    # skops, not pickle: loading cannot run arbitrary code. We trained the
+                    # trees in this step, so their node arrays are ours to trust.
+                    skops_trusted_types=TRUSTED_TYPES,
+                    # Pinned from what is installed: inferring them from the project costs
+                    # seconds per model and captures the whole platform's lock file.
+                    pip_requirements=serving_requirements(),
+                    signature=infer_signature(X.head(100), pipeline.predict_proba(X.head(100))),
+                )
+                client = mlflow.client()
+                mv = info.registered_model_version
+                for k, v in tags.items():
+                    client.set_model_version_tag(registered, str(mv), k, v)
+                run_id = info.run_id
+        return dg.MaterializeResult(
+            metadata={
+                "registered_model": registered,
+                "model_version": int(mv),
+                "model_uri": f"models:/{registered}/{mv}",
+                "mlflow_run_id": run_id,
+                "training_set_version": version,
+                "train_rows": len(train),
+                "features": dg.MetadataValue.json(cols),
+                "train_metrics": dg.MetadataValue.json(
+                    {k: round(v, 4) for k, v in train_metrics.items()}
+                ),
+                **usage.metadata(pricing.catalog()),
+            },
+        )
+
+    eval_kwargs = asset_kwargs(
+        tenant,
+        "evaluation_report",
+        ["evaluation_reports", spec.name],
+        f"Held-out evaluation of {registered} against its thresholds and promotion policy.",
+        {"scikitlearn", "mlflow"},
+        requested,
+    )
+
+    @dg.asset(
+        **eval_kwargs,
+        deps=[model_key, ts_key],
+        automation_condition=GATED,
+        metadata={"policy": dg.MetadataValue.json(policy)},
+    )
+    def evaluation_report(
+        context: dg.AssetExecutionContext,
+        lake: LakeResource,
+        mlflow: MlflowResource,
+        pricing: PricingResource,
+    ):
+        import matplotlib.pyplot as plt
+        import mlflow as mlflow_lib
+
+        from platform_assets.models.training import (
+            failed_thresholds,
+            feature_columns,
+            metrics,
+            plots,
+            png_markdown,
+        )
+
+        with meter(tenant.name, requested) as usage:
+            event = context.instance.get_latest_materialization_event(model_key)
+            if event is None or event.asset_materialization is None:
+                raise RuntimeError(f"{model_key.to_user_string()} has not been materialized")
+            mv = int(event.asset_materialization.metadata["model_version"].value)
+            client = mlflow.client()  # also points the mlflow module at our registry
+            pipeline = mlflow_lib.sklearn.load_model(f"models:/{registered}/{mv}")
+            df = lake.read(tenant.name, "training_sets", spec.name).to_pandas()
+            test = df[df["split"] == "test"]
+            cols = feature_columns(df, labels.entity_columns, labels.label_column)
+            y = test[labels.label_column].astype(int).to_numpy()
+            proba = pipeline.predict_proba(test[cols].astype("float64"))[:, 1]
+            values = metrics(y, proba)
+            failed = failed_thresholds(values, spec.evaluation.thresholds)
+            figures = plots(y, proba, spec.name)
+            source_run = client.get_model_version(registered, str(mv)).run_id
+            with mlflow.run(context, f"{tenant.name}/{spec.name}", {"tenant": tenant.name}):
+                mlflow_lib.log_metrics({f"test_{k}": v for k, v in values.items()})
+                for name, fig in figures.items():
+                    mlflow_lib.log_figure(fig, f"evaluation/{name}.png")
+            for k, v in values.items():
+                client.set_model_version_tag(registered, str(mv), f"eval_{k}", f"{v:.6f}")
+            client.set_model_version_tag(
+                registered, str(mv), "passes_thresholds", str(not failed).lower()
+            )
+            images = {f"plot_{n}": dg.MetadataValue.md(png_markdown(f)) for n, f in figures.items()}
+            plt.close("all")
+        return dg.MaterializeResult(
+            metadata={
+                "registered_model": registered,
+                "model_version": mv,
+                "training_run_id": source_run,
+                "primary_metric": spec.evaluation.primary_metric,
+                "primary_value": round(values[spec.evaluation.primary_metric], 6),
+                "metrics": dg.MetadataValue.json({k: round(v, 6) for k, v in values.items()}),
+                "thresholds": dg.MetadataValue.json(spec.evaluation.thresholds),
+                "passes_thresholds": not failed,
+                "failed_thresholds": dg.MetadataValue.json(failed),
+                "test_rows": len(test),
+                **images,
+                **usage.metadata(pricing.catalog()),
+            },
+        )
+
+    scores = batch_scores_asset(tenant, spec, requested)  # governance: scores with @champion
+    return [training_set, model, evaluation_report, scores]
+
+
 class Model(dg.Component, ModelSpec):
     """A model of one tenant, as three assets:
 
@@ -57,277 +335,5 @@ class Model(dg.Component, ModelSpec):
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         catalog = load_tenant(tenant_folder_of(context.path))
-        tenant = catalog.tenant
         spec = ModelSpec.model_validate(self.model_dump())
-        resolved = check_model_refs(catalog, spec)
-        requested = spec.resources or tenant.resources
-        labels = spec.labels
-        registered = f"{tenant.name}.{spec.name}"
-        policy = {
-            "registered_model": registered,
-            "primary_metric": spec.evaluation.primary_metric,
-            "thresholds": spec.evaluation.thresholds,
-            "promotion": spec.promotion.model_dump(mode="json"),
-        }
-
-        ts_kwargs = asset_kwargs(
-            tenant,
-            "training_set",
-            ["training_sets", spec.name],
-            f"Point-in-time training set of {spec.name}: {labels.source} joined with "
-            f"FeatureService {spec.feature_service}.",
-            {"feast", "parquet"},
-            requested,
-        )
-        ts_key = ts_kwargs["key"]
-        feature_keys = [
-            dg.AssetKey([owner, "features", fs.name]) for owner, fs in resolved.values()
-        ]
-
-        @dg.asset(
-            **ts_kwargs,
-            deps=[*feature_keys, dg.AssetKey([tenant.name, "sources", labels.source])],
-            check_specs=[
-                dg.AssetCheckSpec(
-                    "expectations",
-                    asset=ts_key,
-                    blocking=True,
-                    description="Great Expectations suite from the team YAML",
-                ),
-                dg.AssetCheckSpec(
-                    "leakage",
-                    asset=ts_key,
-                    blocking=True,
-                    description="No feature timestamp is later than its label",
-                ),
-            ],
-            automation_condition=GATED,
-            metadata={
-                "feature_service": spec.feature_service,
-                "features": dg.MetadataValue.json(spec.features),
-            },
-        )
-        def training_set(lake: LakeResource, feast: FeastResource, pricing: PricingResource):
-            from platform_assets.features.feast_objects import feature_service, feature_view
-            from platform_assets.quality.checks import expectation_check, leakage_check
-
-            with meter(tenant.name, requested) as usage:
-                store = feast.store(tenant.name)
-                views, objects = {}, []
-                for owner, fs in resolved.values():
-                    path = str(lake.path(owner, "features", fs.name))
-                    entity, view = feature_view(owner, tenant.owners[0], fs, path)
-                    views[fs.name] = view
-                    if owner != tenant.name:
-                        objects += [entity, view]  # a shared view, read from its owner's prefix
-                service = feature_service(tenant.name, tenant.owners[0], spec, views)
-                store.apply([*objects, service])
-                raw = lake.read(tenant.name, "sources", labels.source).to_pandas()
-                entity_df = raw[
-                    [*labels.entity_columns, labels.timestamp_column, labels.label_column]
-                ].rename(columns={labels.timestamp_column: "event_timestamp"})
-                unlabeled = int(entity_df[labels.label_column].isna().sum())
-                entity_df = entity_df.dropna(subset=[labels.label_column]).reset_index(drop=True)
-                df = store.get_historical_features(entity_df=entity_df, features=service).to_df()
-                df = df.sort_values("event_timestamp", kind="stable").reset_index(drop=True)
-                df["split"] = time_split(df, spec.split.test_fraction)
-                import pyarrow as pa
-
-                path = lake.write(
-                    tenant.name,
-                    "training_sets",
-                    spec.name,
-                    pa.Table.from_pandas(df, preserve_index=False),
-                )
-                ts_cols = [f"{fs.name}_ts" for _, fs in resolved.values()]
-                checks = [
-                    expectation_check(df, spec.expectations, f"{tenant.name}_{spec.name}_ts"),
-                    leakage_check(df, "event_timestamp", ts_cols),
-                ]
-            version = _file_version(path)
-            features = [c for c in df.columns if c not in entity_df.columns and c != "split"]
-            yield dg.MaterializeResult(
-                data_version=dg.DataVersion(version),
-                metadata={
-                    "dagster/row_count": len(df),
-                    "path": str(path),
-                    "data_version": version,
-                    "unlabeled_rows_dropped": unlabeled,
-                    "label_rate": round(float(df[labels.label_column].mean()), 4),
-                    "train_rows": int((df["split"] == "train").sum()),
-                    "test_rows": int((df["split"] == "test").sum()),
-                    "feature_null_fraction": dg.MetadataValue.json(
-                        {c: round(float(df[c].isna().mean()), 4) for c in features}
-                    ),
-                    **usage.metadata(pricing.catalog()),
-                },
-                check_results=checks,
-            )
-
-        model_kwargs = asset_kwargs(
-            tenant,
-            "model",
-            ["models", spec.name],
-            f"{spec.description} ({spec.algorithm}; registered in MLflow as {registered}).",
-            {"scikitlearn", "mlflow"},
-            requested,
-        )
-        model_key = model_kwargs["key"]
-
-        @dg.asset(
-            **model_kwargs,
-            deps=[ts_key],
-            automation_condition=GATED,
-            metadata={
-                "algorithm": spec.algorithm,
-                "params": dg.MetadataValue.json(spec.params),
-                "registered_model": registered,
-            },
-        )
-        def model(
-            context: dg.AssetExecutionContext,
-            lake: LakeResource,
-            mlflow: MlflowResource,
-            pricing: PricingResource,
-        ):
-            import mlflow as mlflow_lib
-            from mlflow.models import infer_signature
-
-            from platform_assets.models.training import build_pipeline, feature_columns, metrics
-
-            with meter(tenant.name, requested) as usage:
-                df = lake.read(tenant.name, "training_sets", spec.name).to_pandas()
-                version = _file_version(lake.path(tenant.name, "training_sets", spec.name))
-                train = df[df["split"] == "train"]
-                cols = feature_columns(df, labels.entity_columns, labels.label_column)
-                # Features are doubles: any of them is missing when no row falls within the TTL,
-                # and MLflow's signature would reject NaN in a column it saw as integer.
-                X = train[cols].astype("float64")
-                y = train[labels.label_column].astype(int).to_numpy()
-                pipeline = build_pipeline(spec.algorithm, spec.params).fit(X, y)
-                train_metrics = metrics(y, pipeline.predict_proba(X)[:, 1])
-                tags = {
-                    "dagster_run_id": context.run_id,
-                    "asset_key": model_key.to_user_string(),
-                    "tenant": tenant.name,
-                    "training_set_version": version,
-                    "feature_service": spec.feature_service,
-                }
-                with mlflow.run(context, f"{tenant.name}/{spec.name}", {"tenant": tenant.name}):
-                    mlflow_lib.log_params(
-                        {"algorithm": spec.algorithm, **spec.params, "features": ",".join(cols)}
-                    )
-                    mlflow_lib.log_metrics({f"train_{k}": v for k, v in train_metrics.items()})
-                    info = mlflow_lib.sklearn.log_model(
-                        pipeline,
-                        name="model",
-                        registered_model_name=registered,
-                        # skops, not pickle: loading cannot run arbitrary code. We trained the
-                        # trees in this step, so their node arrays are ours to trust.
-                        skops_trusted_types=TRUSTED_TYPES,
-                        # Pinned from what is installed: inferring them from the project costs
-                        # seconds per model and captures the whole platform's lock file.
-                        pip_requirements=serving_requirements(),
-                        signature=infer_signature(X.head(100), pipeline.predict_proba(X.head(100))),
-                    )
-                    client = mlflow.client()
-                    mv = info.registered_model_version
-                    for k, v in tags.items():
-                        client.set_model_version_tag(registered, str(mv), k, v)
-                    run_id = info.run_id
-            return dg.MaterializeResult(
-                metadata={
-                    "registered_model": registered,
-                    "model_version": int(mv),
-                    "model_uri": f"models:/{registered}/{mv}",
-                    "mlflow_run_id": run_id,
-                    "training_set_version": version,
-                    "train_rows": len(train),
-                    "features": dg.MetadataValue.json(cols),
-                    "train_metrics": dg.MetadataValue.json(
-                        {k: round(v, 4) for k, v in train_metrics.items()}
-                    ),
-                    **usage.metadata(pricing.catalog()),
-                },
-            )
-
-        eval_kwargs = asset_kwargs(
-            tenant,
-            "evaluation_report",
-            ["evaluation_reports", spec.name],
-            f"Held-out evaluation of {registered} against its thresholds and promotion policy.",
-            {"scikitlearn", "mlflow"},
-            requested,
-        )
-
-        @dg.asset(
-            **eval_kwargs,
-            deps=[model_key, ts_key],
-            automation_condition=GATED,
-            metadata={"policy": dg.MetadataValue.json(policy)},
-        )
-        def evaluation_report(
-            context: dg.AssetExecutionContext,
-            lake: LakeResource,
-            mlflow: MlflowResource,
-            pricing: PricingResource,
-        ):
-            import matplotlib.pyplot as plt
-            import mlflow as mlflow_lib
-
-            from platform_assets.models.training import (
-                failed_thresholds,
-                feature_columns,
-                metrics,
-                plots,
-                png_markdown,
-            )
-
-            with meter(tenant.name, requested) as usage:
-                event = context.instance.get_latest_materialization_event(model_key)
-                if event is None or event.asset_materialization is None:
-                    raise RuntimeError(f"{model_key.to_user_string()} has not been materialized")
-                mv = int(event.asset_materialization.metadata["model_version"].value)
-                client = mlflow.client()  # also points the mlflow module at our registry
-                pipeline = mlflow_lib.sklearn.load_model(f"models:/{registered}/{mv}")
-                df = lake.read(tenant.name, "training_sets", spec.name).to_pandas()
-                test = df[df["split"] == "test"]
-                cols = feature_columns(df, labels.entity_columns, labels.label_column)
-                y = test[labels.label_column].astype(int).to_numpy()
-                proba = pipeline.predict_proba(test[cols].astype("float64"))[:, 1]
-                values = metrics(y, proba)
-                failed = failed_thresholds(values, spec.evaluation.thresholds)
-                figures = plots(y, proba, spec.name)
-                source_run = client.get_model_version(registered, str(mv)).run_id
-                with mlflow.run(context, f"{tenant.name}/{spec.name}", {"tenant": tenant.name}):
-                    mlflow_lib.log_metrics({f"test_{k}": v for k, v in values.items()})
-                    for name, fig in figures.items():
-                        mlflow_lib.log_figure(fig, f"evaluation/{name}.png")
-                for k, v in values.items():
-                    client.set_model_version_tag(registered, str(mv), f"eval_{k}", f"{v:.6f}")
-                client.set_model_version_tag(
-                    registered, str(mv), "passes_thresholds", str(not failed).lower()
-                )
-                images = {
-                    f"plot_{n}": dg.MetadataValue.md(png_markdown(f)) for n, f in figures.items()
-                }
-                plt.close("all")
-            return dg.MaterializeResult(
-                metadata={
-                    "registered_model": registered,
-                    "model_version": mv,
-                    "training_run_id": source_run,
-                    "primary_metric": spec.evaluation.primary_metric,
-                    "primary_value": round(values[spec.evaluation.primary_metric], 6),
-                    "metrics": dg.MetadataValue.json({k: round(v, 6) for k, v in values.items()}),
-                    "thresholds": dg.MetadataValue.json(spec.evaluation.thresholds),
-                    "passes_thresholds": not failed,
-                    "failed_thresholds": dg.MetadataValue.json(failed),
-                    "test_rows": len(test),
-                    **images,
-                    **usage.metadata(pricing.catalog()),
-                },
-            )
-
-        scores = batch_scores_asset(tenant, spec, requested)  # governance: scores with @champion
-        return dg.Definitions(assets=[training_set, model, evaluation_report, scores])
+        return dg.Definitions(assets=model_assets(catalog, spec))

@@ -7,7 +7,7 @@ import dagster as dg
 from platform_assets.cost.metering import PricingResource, meter
 from platform_assets.tenancy.assets import asset_kwargs
 from platform_assets.tenancy.catalog import load_tenant, tenant_folder_of
-from platform_assets.tenancy.specs import SourceSpec
+from platform_assets.tenancy.specs import SourceSpec, TenantSpec
 from resources.lake import LakeResource
 
 if TYPE_CHECKING:  # pandas loads in the steps, not with the code location
@@ -32,6 +32,72 @@ def read_source(spec: SourceSpec) -> "pd.DataFrame":
         raise RuntimeError(f"source {spec.name!r}: cannot read {path}: {exc}") from exc
 
 
+def source_assets(tenant: TenantSpec, spec: SourceSpec) -> list[dg.AssetsDefinition]:
+    """The asset `<tenant>/sources/<name>` with its `schema` and `expectations` checks."""
+    kwargs = asset_kwargs(
+        tenant, "source", ["sources", spec.name], spec.description, {"parquet", "python"}
+    )
+    key = kwargs["key"]
+
+    @dg.asset(
+        **kwargs,
+        check_specs=[
+            dg.AssetCheckSpec(
+                "schema",
+                asset=key,
+                blocking=True,
+                description="Declared columns are present with their types",
+            ),
+            dg.AssetCheckSpec(
+                "expectations",
+                asset=key,
+                blocking=True,
+                description="Great Expectations suite from the team YAML",
+            ),
+        ],
+        metadata={"declared_columns": dg.MetadataValue.json(spec.columns)},
+    )
+    def source_asset(lake: LakeResource, pricing: PricingResource):
+        import pandas as pd
+        import pyarrow as pa
+
+        from platform_assets.quality.checks import expectation_check, schema_check
+
+        with meter(tenant.name, tenant.resources) as usage:
+            df = read_source(spec)
+            schema = schema_check(df, spec.columns)
+            present = [c for c in spec.columns if c in df.columns]
+            extra = [c for c in df.columns if c not in spec.columns]
+            path = lake.write(
+                tenant.name,
+                "sources",
+                spec.name,
+                pa.Table.from_pandas(df[present + extra], preserve_index=False),
+            )
+            quality = expectation_check(df, spec.expectations, f"{tenant.name}_{spec.name}")
+        ts = pd.to_datetime(df[spec.timestamp_column]) if spec.timestamp_column in df else None
+        yield dg.MaterializeResult(
+            metadata={
+                "dagster/row_count": len(df),
+                "path": str(path),
+                "dagster/column_schema": dg.TableSchema(
+                    columns=[dg.TableColumn(c, str(t)) for c, t in df.dtypes.items()]
+                ),
+                "null_counts": dg.MetadataValue.json(
+                    {c: int(n) for c, n in df.isna().sum().items() if n}
+                ),
+                "duplicate_rows": int(df.duplicated().sum()),
+                "min_timestamp": str(ts.min()) if ts is not None else "n/a",
+                "max_timestamp": str(ts.max()) if ts is not None else "n/a",
+                "preview": dg.MetadataValue.md(df.head(5).to_markdown(index=False)),
+                **usage.metadata(pricing.catalog()),
+            },
+            check_results=[schema, quality],
+        )
+
+    return [source_asset]
+
+
 class Source(dg.Component, SourceSpec):
     """Raw data for one tenant: a built-in generated dataset or a parquet/CSV file or URI.
 
@@ -42,66 +108,6 @@ class Source(dg.Component, SourceSpec):
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         tenant = load_tenant(tenant_folder_of(context.path)).tenant
-        spec = SourceSpec.model_validate(self.model_dump())
-        kwargs = asset_kwargs(
-            tenant, "source", ["sources", spec.name], spec.description, {"parquet", "python"}
+        return dg.Definitions(
+            assets=source_assets(tenant, SourceSpec.model_validate(self.model_dump()))
         )
-        key = kwargs["key"]
-
-        @dg.asset(
-            **kwargs,
-            check_specs=[
-                dg.AssetCheckSpec(
-                    "schema",
-                    asset=key,
-                    blocking=True,
-                    description="Declared columns are present with their types",
-                ),
-                dg.AssetCheckSpec(
-                    "expectations",
-                    asset=key,
-                    blocking=True,
-                    description="Great Expectations suite from the team YAML",
-                ),
-            ],
-            metadata={"declared_columns": dg.MetadataValue.json(spec.columns)},
-        )
-        def source_asset(lake: LakeResource, pricing: PricingResource):
-            import pandas as pd
-            import pyarrow as pa
-
-            from platform_assets.quality.checks import expectation_check, schema_check
-
-            with meter(tenant.name, tenant.resources) as usage:
-                df = read_source(spec)
-                schema = schema_check(df, spec.columns)
-                present = [c for c in spec.columns if c in df.columns]
-                extra = [c for c in df.columns if c not in spec.columns]
-                path = lake.write(
-                    tenant.name,
-                    "sources",
-                    spec.name,
-                    pa.Table.from_pandas(df[present + extra], preserve_index=False),
-                )
-                quality = expectation_check(df, spec.expectations, f"{tenant.name}_{spec.name}")
-            ts = pd.to_datetime(df[spec.timestamp_column]) if spec.timestamp_column in df else None
-            yield dg.MaterializeResult(
-                metadata={
-                    "dagster/row_count": len(df),
-                    "path": str(path),
-                    "dagster/column_schema": dg.TableSchema(
-                        columns=[dg.TableColumn(c, str(t)) for c, t in df.dtypes.items()]
-                    ),
-                    "null_counts": dg.MetadataValue.json(
-                        {c: int(n) for c, n in df.isna().sum().items() if n}
-                    ),
-                    "duplicate_rows": int(df.duplicated().sum()),
-                    "min_timestamp": str(ts.min()) if ts is not None else "n/a",
-                    "max_timestamp": str(ts.max()) if ts is not None else "n/a",
-                    "preview": dg.MetadataValue.md(df.head(5).to_markdown(index=False)),
-                    **usage.metadata(pricing.catalog()),
-                },
-                check_results=[schema, quality],
-            )
-
-        return dg.Definitions(assets=[source_asset])

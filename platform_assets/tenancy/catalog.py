@@ -17,6 +17,9 @@ from pydantic import BaseModel, ValidationError
 
 from platform_assets.tenancy.specs import FeatureSetSpec, ModelSpec, SourceSpec, TenantSpec
 
+# libyaml's parser when PyYAML was built with it (its wheels are): ~10x faster than pure Python.
+_SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
 # Component type name (as written after `type:`) -> the spec it is validated with.
 COMPONENT_SPECS: dict[str, type[BaseModel]] = {
     "platform_assets.tenancy.component.Tenant": TenantSpec,
@@ -48,30 +51,39 @@ class TenantCatalog:
     feature_sets: dict[str, FeatureSetSpec] = field(default_factory=dict)
     models: dict[str, ModelSpec] = field(default_factory=dict)
     files: dict[tuple[str, str], Path] = field(default_factory=dict)
+    # Files only Dagster's component loader understands: other component types, Python
+    # modules, templated or post-processed YAML. The code location then loads through it.
+    dagster_only: list[Path] = field(default_factory=list)
 
     def file_of(self, kind: str, name: str) -> Path:
         return self.files[(kind, name)]
 
 
-def _parse(path: Path) -> list[tuple[str, BaseModel]]:
+def _parse(path: Path) -> tuple[list[tuple[str, BaseModel]], bool]:
+    """The platform specs in one file, and whether the file holds anything else for Dagster."""
+    text = path.read_text()
     try:
-        documents = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
+        documents = [d for d in yaml.load_all(text, Loader=_SafeLoader) if d is not None]
     except yaml.YAMLError as exc:
         raise PlatformConfigError(path, "<yaml>", str(exc)) from exc
     parsed = []
+    dagster_only = "{{" in text  # a template only Dagster's loader resolves
     for doc in documents:
         type_name = doc.get("type") if isinstance(doc, dict) else None
         spec_cls = COMPONENT_SPECS.get(type_name or "")
-        if spec_cls is None:
-            # Not a platform component (e.g. a plain Dagster component); nothing to cross-check.
-            continue
+        if spec_cls is None or set(doc) - {"type", "attributes"}:
+            # Not a platform component (e.g. a plain Dagster component), or one with
+            # post-processing or requirements: nothing to cross-check, Dagster loads it.
+            dagster_only = True
+            if spec_cls is None:
+                continue
         try:
             parsed.append((type_name, spec_cls.model_validate(doc.get("attributes") or {})))
         except ValidationError as exc:
             err = exc.errors()[0]
             loc = ".".join(str(p) for p in ("attributes", *err["loc"]))
             raise PlatformConfigError(path, loc, err["msg"]) from exc
-    return parsed
+    return parsed, dagster_only
 
 
 _KIND = {
@@ -87,8 +99,12 @@ def load_tenant(folder: Path) -> TenantCatalog:
     """Parse one tenant folder. Cached: files are read once per process."""
     tenants: list[tuple[Path, TenantSpec]] = []
     others: list[tuple[Path, BaseModel]] = []
+    dagster_only = sorted(folder.rglob("*.py"))
     for path in sorted(folder.rglob("defs.yaml")):
-        for _, spec in _parse(path):
+        specs, foreign = _parse(path)
+        if foreign:
+            dagster_only.append(path)
+        for _, spec in specs:
             (tenants if isinstance(spec, TenantSpec) else others).append((path, spec))
     if len(tenants) != 1:
         found = ", ".join(str(p) for p, _ in tenants) or "none"
@@ -101,7 +117,10 @@ def load_tenant(folder: Path) -> TenantCatalog:
             tenant_path, "attributes.name", f"{tenant.name!r} must equal its folder {folder.name!r}"
         )
     catalog = TenantCatalog(
-        tenant=tenant, folder=folder, files={("tenant", tenant.name): tenant_path}
+        tenant=tenant,
+        folder=folder,
+        files={("tenant", tenant.name): tenant_path},
+        dagster_only=dagster_only,
     )
     buckets = {
         "source": catalog.sources,

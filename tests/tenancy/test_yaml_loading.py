@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
+from platform_assets.definitions import platform_definitions, tenant_definitions
 from platform_assets.tenancy.catalog import (
     PlatformConfigError,
     check_model_refs,
@@ -62,6 +63,10 @@ def _load_error(monkeypatch, attrs) -> str:
             cat = load_tenant((root / "ridehail").resolve())
             check_model_refs(cat, cat.models[attrs["name"]])
         assert "models/bad/defs.yaml" in str(catalog_exc.value)
+        # The code location builds from the catalog and refuses the file the same way.
+        with pytest.raises(PlatformConfigError) as location_exc:
+            platform_definitions(tenant_definitions())
+        assert str(location_exc.value) == str(catalog_exc.value)
         return _chain(excinfo.value) + "\n" + str(catalog_exc.value)
 
 

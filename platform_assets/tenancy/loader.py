@@ -1,0 +1,67 @@
+"""Builds every tenant's assets from the catalog in one pass.
+
+Dagster's component tree loads each `defs.yaml` on its own: it re-parses the file with source
+positions, resolves every field as a template and walks the whole declaration tree once per file,
+so loading grows with the square of the number of files (11x a plain `Definitions` at 100
+tenants, see docs/benchmarks.md). The catalog has already parsed and cross-checked the same files
+into specs, so the code location builds the same assets from them directly, through the same
+functions the components call. `dg check defs` and `dg list defs` still load the folder through
+the components, and a test holds the two graphs equal.
+
+A tenant folder holding anything only Dagster's loader understands (another component type, a
+Python module, a template, post-processing) makes `tenant_definitions` use the component tree.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+
+from platform_assets.tenancy.catalog import TenantCatalog
+
+
+def dagster_only_files(root: Path, catalogs: dict[str, TenantCatalog]) -> list[Path]:
+    """Files that need Dagster's component loader, in the defs root or any tenant folder."""
+    top = [p for p in root.iterdir() if p.is_file() and p.suffix in (".py", ".yaml", ".yml")]
+    return sorted(top) + [p for c in catalogs.values() for p in c.dagster_only]
+
+
+def _with_yaml_reference(assets: list[dg.AssetsDefinition], path: Path) -> list:
+    """Link each asset to its team YAML in the UI, as the component loader does."""
+    reference = dg.CodeReferencesMetadataValue(
+        code_references=[dg.LocalFileCodeReference(file_path=str(path), line_number=1)]
+    )
+    return [
+        a.with_attributes(
+            metadata_by_key={
+                key: {**spec.metadata, "dagster/code_references": reference}
+                for key, spec in zip(a.keys, a.specs, strict=True)
+            }
+        )
+        for a in assets
+    ]
+
+
+def tenant_assets(catalog: TenantCatalog) -> list:
+    """One tenant's cost asset, sources, feature sets and models, in file order."""
+    from platform_assets.cost.assets import tenant_cost_asset
+    from platform_assets.features.component import feature_assets
+    from platform_assets.models.component import model_assets
+    from platform_assets.sources.component import source_assets
+
+    tenant = catalog.tenant
+    built = [
+        (("tenant", tenant.name), [tenant_cost_asset(tenant)]),
+        *[(("source", n), source_assets(tenant, s)) for n, s in catalog.sources.items()],
+        *[
+            (("feature_set", n), feature_assets(catalog, s))
+            for n, s in catalog.feature_sets.items()
+        ],
+        *[(("model", n), model_assets(catalog, s)) for n, s in catalog.models.items()],
+    ]
+    return [a for ref, assets in built for a in _with_yaml_reference(assets, catalog.files[ref])]
+
+
+def catalog_definitions(catalogs: dict[str, TenantCatalog]) -> dg.Definitions:
+    return dg.Definitions(assets=[a for c in catalogs.values() for a in tenant_assets(c)])
