@@ -7,6 +7,7 @@ same records and replaces its files rather than adding to them.
 import base64
 import io
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import dagster as dg
@@ -36,7 +37,7 @@ def _window(context: dg.AssetExecutionContext) -> tuple[datetime, datetime]:
     return window.start.astimezone(UTC), window.end.astimezone(UTC)
 
 
-def tenant_cost_asset(tenant: TenantSpec) -> dg.AssetsDefinition:
+def tenant_cost_asset(tenant: TenantSpec, source: Path | None = None) -> dg.AssetsDefinition:
     kwargs = asset_kwargs(
         tenant,
         "cost",
@@ -45,6 +46,7 @@ def tenant_cost_asset(tenant: TenantSpec) -> dg.AssetsDefinition:
         "assets (billing on max(requested, used)), from the event log. Re-materializing a day "
         "rewrites that day's ledger file.",
         {"python", "parquet"},
+        source=source,
     )
 
     @dg.asset(**kwargs, partitions_def=DAILY)

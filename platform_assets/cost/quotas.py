@@ -11,12 +11,14 @@ from pathlib import Path
 import dagster as dg
 import yaml
 
+from platform_assets.tenancy.assets import GPU_POOL
 from platform_assets.tenancy.catalog import TenantCatalog
 
 BEGIN = "# BEGIN mlplat quotas"
 END = "# END mlplat quotas"
-# Shared pools and their slots; an asset joins one with `pool=` (GPU steps: `pool="gpu"`).
-POOLS: dict[str, int] = {"gpu": 1}
+# Shared pools and their slots; an asset joins one with `pool=` (`asset_kwargs` puts every
+# step that requests GPUs in GPU_POOL).
+POOLS: dict[str, int] = {GPU_POOL: 1}
 # Steps of pools without an explicit limit: enough not to serialise ordinary work.
 POOL_DEFAULT_LIMIT = 8
 

@@ -5,7 +5,7 @@ from typing import TYPE_CHECKING
 import dagster as dg
 
 from platform_assets.cost.metering import PricingResource, meter
-from platform_assets.tenancy.assets import asset_kwargs
+from platform_assets.tenancy.assets import TeamComponent, asset_kwargs
 from platform_assets.tenancy.catalog import (
     PlatformConfigError,
     TenantCatalog,
@@ -71,6 +71,13 @@ def feature_assets(catalog: TenantCatalog, spec: FeatureSetSpec) -> list[dg.Asse
         ["features", spec.name],
         spec.description,
         {"duckdb", "feast", "parquet"},
+        source=where,
+        metadata={
+            "entity": spec.entity.name,
+            "join_key": spec.entity.join_key,
+            "ttl_days": spec.ttl_days,
+            "features": dg.MetadataValue.json(spec.features),
+        },
     )
     key = kwargs["key"]
 
@@ -87,12 +94,6 @@ def feature_assets(catalog: TenantCatalog, spec: FeatureSetSpec) -> list[dg.Asse
         ],
         automation_condition=dg.AutomationCondition.eager()
         & dg.AutomationCondition.all_deps_blocking_checks_passed(),
-        metadata={
-            "entity": spec.entity.name,
-            "join_key": spec.entity.join_key,
-            "ttl_days": spec.ttl_days,
-            "features": dg.MetadataValue.json(spec.features),
-        },
     )
     def feature_asset(lake: LakeResource, feast: FeastResource, pricing: PricingResource):
         from platform_assets.features.feast_objects import feature_view
@@ -131,7 +132,7 @@ def feature_assets(catalog: TenantCatalog, spec: FeatureSetSpec) -> list[dg.Asse
     return [feature_asset]
 
 
-class FeatureSet(dg.Component, FeatureSetSpec):
+class FeatureSet(TeamComponent, FeatureSetSpec):
     """A feature view of one tenant.
 
     The asset `<tenant>/features/<name>` runs the YAML's DuckDB SQL over the tenant's sources,

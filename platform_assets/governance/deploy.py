@@ -88,7 +88,7 @@ def write_inferenceservice(
 
 
 def batch_scores_asset(
-    tenant: TenantSpec, spec: ModelSpec, requested: ComputeResources
+    tenant: TenantSpec, spec: ModelSpec, requested: ComputeResources, source: Path | None = None
 ) -> dg.AssetsDefinition:
     """`<tenant>/predictions/<model>`: the latest training-set rows scored by the champion.
 
@@ -102,6 +102,7 @@ def batch_scores_asset(
         f"Batch scores of {spec.name} from the MLflow alias {registered}@champion.",
         {"scikitlearn", "mlflow", "parquet"},
         requested,
+        source=source,
     )
     kwargs["tags"] = {**kwargs["tags"], "artefact": "batch_scores"}
     ts_key = dg.AssetKey([tenant.name, "training_sets", spec.name])

@@ -7,7 +7,7 @@ import dagster as dg
 
 from platform_assets.cost.metering import PricingResource, meter
 from platform_assets.governance.deploy import batch_scores_asset
-from platform_assets.tenancy.assets import asset_kwargs
+from platform_assets.tenancy.assets import TeamComponent, asset_kwargs
 from platform_assets.tenancy.catalog import (
     TenantCatalog,
     check_model_refs,
@@ -54,6 +54,7 @@ def model_assets(catalog: TenantCatalog, spec: ModelSpec) -> list[dg.AssetsDefin
     tenant = catalog.tenant
     resolved = check_model_refs(catalog, spec)
     requested = spec.resources or tenant.resources
+    source = catalog.file_of("model", spec.name)
     labels = spec.labels
     registered = f"{tenant.name}.{spec.name}"
     policy = {
@@ -71,6 +72,11 @@ def model_assets(catalog: TenantCatalog, spec: ModelSpec) -> list[dg.AssetsDefin
         f"FeatureService {spec.feature_service}.",
         {"feast", "parquet"},
         requested,
+        source=source,
+        metadata={
+            "feature_service": spec.feature_service,
+            "features": dg.MetadataValue.json(spec.features),
+        },
     )
     ts_key = ts_kwargs["key"]
     feature_keys = [dg.AssetKey([owner, "features", fs.name]) for owner, fs in resolved.values()]
@@ -93,10 +99,6 @@ def model_assets(catalog: TenantCatalog, spec: ModelSpec) -> list[dg.AssetsDefin
             ),
         ],
         automation_condition=GATED,
-        metadata={
-            "feature_service": spec.feature_service,
-            "features": dg.MetadataValue.json(spec.features),
-        },
     )
     def training_set(lake: LakeResource, feast: FeastResource, pricing: PricingResource):
         from platform_assets.features.feast_objects import feature_service, feature_view
@@ -162,6 +164,12 @@ def model_assets(catalog: TenantCatalog, spec: ModelSpec) -> list[dg.AssetsDefin
         f"{spec.description} ({spec.algorithm}; registered in MLflow as {registered}).",
         {"scikitlearn", "mlflow"},
         requested,
+        source=source,
+        metadata={
+            "algorithm": spec.algorithm,
+            "params": dg.MetadataValue.json(spec.params),
+            "registered_model": registered,
+        },
     )
     model_key = model_kwargs["key"]
 
@@ -169,11 +177,6 @@ def model_assets(catalog: TenantCatalog, spec: ModelSpec) -> list[dg.AssetsDefin
         **model_kwargs,
         deps=[ts_key],
         automation_condition=GATED,
-        metadata={
-            "algorithm": spec.algorithm,
-            "params": dg.MetadataValue.json(spec.params),
-            "registered_model": registered,
-        },
     )
     def model(
         context: dg.AssetExecutionContext,
@@ -249,13 +252,14 @@ def model_assets(catalog: TenantCatalog, spec: ModelSpec) -> list[dg.AssetsDefin
         f"Held-out evaluation of {registered} against its thresholds and promotion policy.",
         {"scikitlearn", "mlflow"},
         requested,
+        source=source,
+        metadata={"policy": dg.MetadataValue.json(policy)},
     )
 
     @dg.asset(
         **eval_kwargs,
         deps=[model_key, ts_key],
         automation_condition=GATED,
-        metadata={"policy": dg.MetadataValue.json(policy)},
     )
     def evaluation_report(
         context: dg.AssetExecutionContext,
@@ -318,11 +322,13 @@ def model_assets(catalog: TenantCatalog, spec: ModelSpec) -> list[dg.AssetsDefin
             },
         )
 
-    scores = batch_scores_asset(tenant, spec, requested)  # governance: scores with @champion
+    scores = batch_scores_asset(
+        tenant, spec, requested, source
+    )  # governance: scores with @champion
     return [training_set, model, evaluation_report, scores]
 
 
-class Model(dg.Component, ModelSpec):
+class Model(TeamComponent, ModelSpec):
     """A model of one tenant, as three assets:
 
     - `<tenant>/training_sets/<name>`: point-in-time join of the labels with the model's Feast

@@ -5,9 +5,9 @@ from typing import TYPE_CHECKING
 import dagster as dg
 
 from platform_assets.cost.metering import PricingResource, meter
-from platform_assets.tenancy.assets import asset_kwargs
-from platform_assets.tenancy.catalog import load_tenant, tenant_folder_of
-from platform_assets.tenancy.specs import SourceSpec, TenantSpec
+from platform_assets.tenancy.assets import TeamComponent, asset_kwargs
+from platform_assets.tenancy.catalog import TenantCatalog, load_tenant, tenant_folder_of
+from platform_assets.tenancy.specs import SourceSpec
 from resources.lake import LakeResource
 
 if TYPE_CHECKING:  # pandas loads in the steps, not with the code location
@@ -32,10 +32,17 @@ def read_source(spec: SourceSpec) -> "pd.DataFrame":
         raise RuntimeError(f"source {spec.name!r}: cannot read {path}: {exc}") from exc
 
 
-def source_assets(tenant: TenantSpec, spec: SourceSpec) -> list[dg.AssetsDefinition]:
+def source_assets(catalog: TenantCatalog, spec: SourceSpec) -> list[dg.AssetsDefinition]:
     """The asset `<tenant>/sources/<name>` with its `schema` and `expectations` checks."""
+    tenant = catalog.tenant
     kwargs = asset_kwargs(
-        tenant, "source", ["sources", spec.name], spec.description, {"parquet", "python"}
+        tenant,
+        "source",
+        ["sources", spec.name],
+        spec.description,
+        {"parquet", "python"},
+        source=catalog.file_of("source", spec.name),
+        metadata={"declared_columns": dg.MetadataValue.json(spec.columns)},
     )
     key = kwargs["key"]
 
@@ -55,7 +62,6 @@ def source_assets(tenant: TenantSpec, spec: SourceSpec) -> list[dg.AssetsDefinit
                 description="Great Expectations suite from the team YAML",
             ),
         ],
-        metadata={"declared_columns": dg.MetadataValue.json(spec.columns)},
     )
     def source_asset(lake: LakeResource, pricing: PricingResource):
         import pandas as pd
@@ -98,7 +104,7 @@ def source_assets(tenant: TenantSpec, spec: SourceSpec) -> list[dg.AssetsDefinit
     return [source_asset]
 
 
-class Source(dg.Component, SourceSpec):
+class Source(TeamComponent, SourceSpec):
     """Raw data for one tenant: a built-in generated dataset or a parquet/CSV file or URI.
 
     The asset `<tenant>/sources/<name>` writes a parquet snapshot and runs two blocking checks:
@@ -107,7 +113,6 @@ class Source(dg.Component, SourceSpec):
     """
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
-        tenant = load_tenant(tenant_folder_of(context.path)).tenant
-        return dg.Definitions(
-            assets=source_assets(tenant, SourceSpec.model_validate(self.model_dump()))
-        )
+        catalog = load_tenant(tenant_folder_of(context.path))
+        spec = SourceSpec.model_validate(self.model_dump())
+        return dg.Definitions(assets=source_assets(catalog, spec))

@@ -4,6 +4,7 @@ Kubernetes requests its step makes (the same numbers cost bills on)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -29,6 +30,28 @@ def k8s_config(tenant: TenantSpec, requested: ComputeResources) -> dict[str, Any
     }
 
 
+# The Dagster pool GPU steps queue in (its slots: platform_assets.cost.quotas.POOLS).
+GPU_POOL = "gpu"
+
+
+def yaml_reference(source: Path) -> dict[str, Any]:
+    """Metadata that links an asset to the team YAML it comes from (shown in the UI)."""
+    return {
+        "dagster/code_references": dg.CodeReferencesMetadataValue(
+            code_references=[dg.LocalFileCodeReference(file_path=str(source), line_number=1)]
+        )
+    }
+
+
+class TeamComponent(dg.Component):
+    """A platform component in a team's YAML. Its assets link to that file themselves (through
+    `asset_kwargs(source=...)`), however they are loaded, so the component tree adds none."""
+
+    @classmethod
+    def get_code_references_for_yaml(cls, yaml_path, source_position, context) -> list:
+        return []
+
+
 def asset_kwargs(
     tenant: TenantSpec,
     asset_type: str,
@@ -36,12 +59,20 @@ def asset_kwargs(
     description: str,
     kinds: set[str],
     requested: ComputeResources | None = None,
+    *,
+    source: Path | None = None,
+    metadata: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Keyword arguments for `dg.asset`/`dg.AssetSpec` shared by all platform assets."""
+    """Keyword arguments for `dg.asset`/`dg.AssetSpec` shared by all platform assets.
+
+    `source` is the team YAML the asset comes from; steps that request GPUs join the GPU pool.
+    """
     if asset_type not in ASSET_TYPES:
         raise ValueError(f"asset_type {asset_type!r} is not one of {ASSET_TYPES}")
     requested = requested or tenant.resources
+    extra: dict[str, Any] = {"pool": GPU_POOL} if requested.gpu else {}
     return {
+        **extra,
         "key": dg.AssetKey([tenant.name, *path]),
         "group_name": tenant.name,
         "owners": [o for o in tenant.owners if _dagster_owner(o)],
@@ -52,4 +83,5 @@ def asset_kwargs(
             "tenant": tenant.name,
             "dagster-k8s/config": json.dumps(k8s_config(tenant, requested)),
         },
+        "metadata": {**(metadata or {}), **(yaml_reference(source) if source else {})},
     }

@@ -2,11 +2,12 @@
 
 import dagster as dg
 
+from platform_assets.tenancy.assets import TeamComponent
 from platform_assets.tenancy.catalog import PlatformConfigError, tenant_folder_of
 from platform_assets.tenancy.specs import TenantSpec
 
 
-class Tenant(dg.Component, TenantSpec):
+class Tenant(TeamComponent, TenantSpec):
     """One tenant (team). Exactly one per tenant folder, named like the folder.
 
     Builds the tenant's daily cost asset `<tenant>/cost`; its owners, budget and roles are read
@@ -24,4 +25,4 @@ class Tenant(dg.Component, TenantSpec):
                 "attributes.name",
                 f"{spec.name!r} must equal its folder {folder.name!r}",
             )
-        return dg.Definitions(assets=[tenant_cost_asset(spec)])
+        return dg.Definitions(assets=[tenant_cost_asset(spec, context.path / "defs.yaml")])

@@ -27,22 +27,6 @@ def dagster_only_files(root: Path, catalogs: dict[str, TenantCatalog]) -> list[P
     return sorted(top) + [p for c in catalogs.values() for p in c.dagster_only]
 
 
-def _with_yaml_reference(assets: list[dg.AssetsDefinition], path: Path) -> list:
-    """Link each asset to its team YAML in the UI, as the component loader does."""
-    reference = dg.CodeReferencesMetadataValue(
-        code_references=[dg.LocalFileCodeReference(file_path=str(path), line_number=1)]
-    )
-    return [
-        a.with_attributes(
-            metadata_by_key={
-                key: {**spec.metadata, "dagster/code_references": reference}
-                for key, spec in zip(a.keys, a.specs, strict=True)
-            }
-        )
-        for a in assets
-    ]
-
-
 def tenant_assets(catalog: TenantCatalog) -> list:
     """One tenant's cost asset, sources, feature sets and models, in file order."""
     from platform_assets.cost.assets import tenant_cost_asset
@@ -51,16 +35,12 @@ def tenant_assets(catalog: TenantCatalog) -> list:
     from platform_assets.sources.component import source_assets
 
     tenant = catalog.tenant
-    built = [
-        (("tenant", tenant.name), [tenant_cost_asset(tenant)]),
-        *[(("source", n), source_assets(tenant, s)) for n, s in catalog.sources.items()],
-        *[
-            (("feature_set", n), feature_assets(catalog, s))
-            for n, s in catalog.feature_sets.items()
-        ],
-        *[(("model", n), model_assets(catalog, s)) for n, s in catalog.models.items()],
+    return [
+        tenant_cost_asset(tenant, catalog.file_of("tenant", tenant.name)),
+        *[a for spec in catalog.sources.values() for a in source_assets(catalog, spec)],
+        *[a for spec in catalog.feature_sets.values() for a in feature_assets(catalog, spec)],
+        *[a for spec in catalog.models.values() for a in model_assets(catalog, spec)],
     ]
-    return [a for ref, assets in built for a in _with_yaml_reference(assets, catalog.files[ref])]
 
 
 def catalog_definitions(catalogs: dict[str, TenantCatalog]) -> dg.Definitions:

@@ -18,7 +18,9 @@ from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import (
 )
 
 from platform_assets.cost.quotas import BEGIN, END, apply_pool_limits, quota_config, write_quotas
+from platform_assets.tenancy.assets import GPU_POOL
 from platform_assets.tenancy.catalog import load_all
+from tests.platform_sandbox import sandbox
 
 ORIGIN = RemoteJobOrigin(
     RemoteRepositoryOrigin(RegisteredCodeLocationOrigin("mlplat"), "__repository__"), "job"
@@ -104,3 +106,19 @@ def test_run_queue_holds_back_a_tenants_extra_runs():
 def test_gpu_pool_slots_are_set_on_the_instance(instance):
     assert apply_pool_limits(instance) == {"gpu": 1}
     assert instance.event_log_storage.get_concurrency_info("gpu").slot_count == 1
+
+
+def test_steps_that_request_gpus_queue_in_the_gpu_pool(monkeypatch):
+    with sandbox(monkeypatch) as (root, build):
+        path = root / "ridehail" / "models" / "driver_churn" / "defs.yaml"
+        doc = yaml.safe_load(path.read_text())
+        doc["attributes"]["resources"] = {"cpu": 4, "memory_gib": 16, "gpu": 1}
+        path.write_text(yaml.safe_dump(doc, sort_keys=False))
+        pools = {
+            key.to_user_string(): assets_def.op.pool
+            for assets_def in build().assets
+            for key in assets_def.keys
+        }
+    for kind in ("training_sets", "models", "evaluation_reports", "predictions"):
+        assert pools[f"ridehail/{kind}/driver_churn"] == GPU_POOL
+    assert pools["ridehail/features/driver_stats"] is None  # the tenant's CPU default
