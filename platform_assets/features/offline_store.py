@@ -281,6 +281,16 @@ def _entity_timestamps(entity: pa.Table, column: str, view_names: list[str]) -> 
     return values.cast(pa.timestamp(values.type.unit)).cast(pa.timestamp("us"), safe=False)
 
 
+@dataclass(frozen=True)
+class _Entity:
+    """The entity frame as registered in DuckDB (row id, timestamp, join keys) and its
+    timestamps as numpy, which the rank probe and the TTL test use without a round trip."""
+
+    table: pa.Table
+    ts_us: np.ndarray  # int64 microseconds; meaningless where not valid
+    ts_valid: np.ndarray  # bool
+
+
 # --------------------------------------------------------------------------------------------
 # Point-in-time join of one feature view
 # --------------------------------------------------------------------------------------------
@@ -415,7 +425,9 @@ def _source_bounds(
     return row[0], row[1], row[2], row[3]
 
 
-def _join_view(con: duckdb.DuckDBPyConnection, plan: _ViewPlan, t_min: int, t_max: int) -> pa.Table:
+def _join_view(
+    con: duckdb.DuckDBPyConnection, plan: _ViewPlan, entity: _Entity, t_min: int, t_max: int
+) -> pa.Table:
     """ASOF-join one view onto the registered `entity` relation; rows come back in entity order.
 
     The feature rows are first cut to the entity key set and the time window the entity rows can
@@ -446,7 +458,10 @@ def _join_view(con: duckdb.DuckDBPyConnection, plan: _ViewPlan, t_min: int, t_ma
     created_us = f"coalesce(epoch_us({created}), {_NULL_CREATED})"
     filtered = f"FROM {src} p {semi} WHERE {' AND '.join(where)}"
     join_ranks = ""
-    entity = "entity"
+    entity_rel = "entity"
+    # Turns the matched row's ASOF key (int64) back into its event time (microseconds), so the
+    # event time need not ride through the join's sort as a column of its own.
+    decode: Callable[[np.ndarray], np.ndarray] | None = None
     # A BIGINT key sorts about twice as fast as a HUGEINT or struct one, so the key is packed
     # into 62 bits: offsets from the window start when they fit (free), else dense ranks of
     # the (event time, created time) pairs that occur, else a struct.
@@ -459,6 +474,9 @@ def _join_view(con: duckdb.DuckDBPyConnection, plan: _ViewPlan, t_min: int, t_ma
         feat_key = f"({ts_off} << {low}) + ({c_off} << {rn_bits}) + {_SRC_ROW}"
         probe = f"greatest(epoch_us({_TS}) - {ts_lo} + 1, 0)"
         ent_key = f"({probe} << {low}) + {(1 << low) - 1}"
+
+        def decode(key: np.ndarray) -> np.ndarray:
+            return (key >> low) - 1 + ts_lo
     else:
         pairs = con.sql(
             f"SELECT DISTINCT {ts_us} AS t, {created_us} AS c {filtered}", params=params
@@ -481,18 +499,20 @@ def _join_view(con: duckdb.DuckDBPyConnection, plan: _ViewPlan, t_min: int, t_ma
             feat_key = f"(__pr_rank << {rn_bits}) + {_SRC_ROW}"
             # Rank of the last pair at or before T: every pair with event time <= T ranks
             # at or below it, every later pair above it.
-            entity_ts = con.sql(f"SELECT epoch_us({_TS}) AS t FROM entity").fetchnumpy()["t"]
-            ranks = np.searchsorted(pair_ts, np.ma.getdata(entity_ts), side="right")
+            ranks = np.searchsorted(pair_ts, entity.ts_us, side="right")
             probe = (ranks.astype(np.int64) << rn_bits) + ((1 << rn_bits) - 1)
-            mask = np.ma.getmaskarray(entity_ts)
             con.register(
                 "entity_probe",
-                con.sql("SELECT * FROM entity")
-                .to_arrow_table()
-                .append_column(_KEY, pa.array(probe, mask=mask)),
+                entity.table.append_column(_KEY, pa.array(probe, mask=~entity.ts_valid)),
             )
-            entity = "entity_probe"
+            entity_rel = "entity_probe"
             ent_key = _KEY
+
+            # Ranks start at 1; index 0 stands for "no row", whose time the caller ignores.
+            rank_ts = np.concatenate(([0], pair_ts))
+
+            def decode(key: np.ndarray) -> np.ndarray:
+                return rank_ts[key >> rn_bits]
         else:
             feat_key = (
                 f"{{'t': {plan.ts_sql}, 'c': coalesce({created}, '-infinity'::TIMESTAMP), "
@@ -500,43 +520,45 @@ def _join_view(con: duckdb.DuckDBPyConnection, plan: _ViewPlan, t_min: int, t_ma
             )
             ent_key = f"{{'t': {_TS}, 'c': 'infinity'::TIMESTAMP, 'r': {2**63 - 1}}}"
 
+    # Only the join keys, the ASOF key and the features go through the join's sort; the
+    # matched event time, needed for the TTL test only, is decoded from the ASOF key.
     feat_cols = [f"p.{_q(s)} AS __k{i}" for i, (_, s) in enumerate(keys)]
-    feat_cols.append(f"{plan.ts_sql} AS __ts")
     feat_cols += [f"p.{_q(c)} AS __f{i}" for i, c in enumerate(plan.source_features)]
     feat_cols.append(f"{feat_key} AS {_KEY}")
     on = [f"e.{_q(e)} = f.__k{i}" for i, (e, _) in enumerate(keys)]
     on.append(f"e.{_KEY} >= f.{_KEY}")
-    out = [f"e.{_ROW}", "f.__ts AS __fts", f"e.{_TS} AS __ets"]
+    out = [f"e.{_ROW}"]
+    if plan.ttl_us:
+        out.append(f"f.{_KEY}" if decode else f"epoch_us(f.{_KEY}.t)")
     out += [f"f.__f{i}" for i in range(len(plan.source_features))]
-    entity_cols = [_ROW, _TS, *(_q(e) for e, _ in keys)]
+    entity_cols = [_ROW, *(_q(e) for e, _ in keys)]
     entity_cols.append(_KEY if ent_key == _KEY else f"{ent_key} AS {_KEY}")
     sql = (
         f"WITH f AS (SELECT {', '.join(feat_cols)} FROM {src} p {semi} {join_ranks} "
         f"WHERE {' AND '.join(where)}), "
-        f"e AS (SELECT {', '.join(entity_cols)} FROM {entity}) "
+        f"e AS (SELECT {', '.join(entity_cols)} FROM {entity_rel}) "
         f"SELECT {', '.join(out)} FROM e ASOF LEFT JOIN f ON {' AND '.join(on)}"
     )
-    # One contiguous chunk per column makes the TTL mask and the reordering take below about
-    # twice as fast as on DuckDB's many small batches.
+    # One contiguous chunk per column makes the reordering take below about twice as fast as
+    # on DuckDB's many small batches.
     joined = con.sql(sql, params=params).to_arrow_table().combine_chunks()
-    features = joined.select(range(3, joined.num_columns))
-    if plan.ttl_us:
-        # The ASOF match is the latest row <= T; it is a candidate only if not older than TTL.
-        # Nulling here rather than in SQL evaluates the test once, not once per feature.
-        lower = pc.subtract(joined.column("__ets"), pa.scalar(timedelta(microseconds=plan.ttl_us)))
-        stale = pc.fill_null(pc.less(joined.column("__fts"), lower), False)
-        features = pa.table(
-            {
-                name: pc.if_else(stale, pa.scalar(None, column.type), column)
-                for name, column in zip(features.column_names, features.columns, strict=True)
-            }
-        )
+    features = joined.select(range(len(out) - len(plan.source_features), joined.num_columns))
     # The ASOF join emits rows in its own order; scattering by row id restores the entity
     # frame's order in O(n), cheaper than an ORDER BY.
     rows = joined.column(0).to_numpy()
     order = np.empty_like(rows)
     order[rows] = np.arange(len(rows))
-    return features.take(pa.array(order))
+    stale = None
+    if plan.ttl_us:
+        # The ASOF match is the latest row <= T; it is a candidate only if not older than TTL.
+        # A stale row's index is nulled, so the one take below both reorders and nulls it.
+        matched = joined.column(1)
+        fts = matched.fill_null(0).to_numpy()
+        if decode is not None:
+            fts = decode(fts)
+        too_old = fts < entity.ts_us[rows] - plan.ttl_us
+        stale = (too_old & matched.is_valid().to_numpy(zero_copy_only=False))[order]
+    return features.take(pa.array(order, mask=stale))
 
 
 # An exact semi-join with the entity keys pays off only when it can drop most feature rows;
@@ -595,18 +617,22 @@ def _historical_features(
     bounds = pc.min_max(valid.cast(pa.int64()))
     t_min, t_max = bounds["min"].as_py(), bounds["max"].as_py()
     key_columns = sorted({k for plan in plans for k in plan.entity_keys})
-    internal = pa.table(
-        {
-            _ROW: pa.array(np.arange(entity.num_rows, dtype=np.int64)),
-            _TS: entity_ts,
-            **{k: entity.column(k) for k in key_columns},
-        }
+    internal = _Entity(
+        table=pa.table(
+            {
+                _ROW: pa.array(np.arange(entity.num_rows, dtype=np.int64)),
+                _TS: entity_ts,
+                **{k: entity.column(k) for k in key_columns},
+            }
+        ),
+        ts_us=entity_ts.cast(pa.int64()).fill_null(0).to_numpy(),
+        ts_valid=entity_ts.is_valid().to_numpy(zero_copy_only=False),
     )
     with _connect(config) as con:
-        con.register("entity", internal)
+        con.register("entity", internal.table)
         for plan in plans:
             try:
-                joined = _join_view(con, plan, t_min, t_max)
+                joined = _join_view(con, plan, internal, t_min, t_max)
             except duckdb.Error as e:
                 raise OfflineStoreInputError(
                     f"{plan.source.label}: point-in-time join failed: {e}"
