@@ -4,7 +4,9 @@ Reads evaluation-report materializations after its cursor (event storage id) and
 version with the same `Governance.assess` the promotion job re-runs: thresholds, the required
 checks' latest evaluations on the model's training set and feature views, and the minimum
 improvement over the champion. Each qualifying version becomes a `promote_model` run with run key
-`promote:<model>:<version>`, so no version is submitted twice.
+`promote:<model>:<version>`, so no version is submitted twice. A tenant over its budget gets no
+promotion run (the tick says why, in the budget's words); the cursor stays before its version so
+it is submitted once the budget allows (next month, or an override in the tenant's YAML).
 """
 
 import dagster as dg
@@ -26,8 +28,8 @@ def evaluation_keys(repository_def) -> list[dg.AssetKey]:
 
 
 def _candidates(gov, context: dg.SensorEvaluationContext, cursor: int):
-    """Run requests for evaluated versions after `cursor` that meet policy, the reasons for the
-    others, and the newest storage id seen."""
+    """(storage id, run request) for evaluated versions after `cursor` that meet policy, the
+    reasons for the others, and the newest storage id seen."""
     from platform_assets.governance.workflow import SENSOR_IDENTITY
 
     newest, requests, reasons = cursor, [], []
@@ -55,14 +57,17 @@ def _candidates(gov, context: dg.SensorEvaluationContext, cursor: int):
                 "reason": assessment.why,
             }
             requests.append(
-                dg.RunRequest(
-                    run_key=f"promote:{name}:{version}",
-                    run_config={"ops": {"submit_candidate": {"config": config}}},
-                    tags={
-                        "tenant": key.path[0],
-                        "mlplat/model": name,
-                        "mlplat/version": str(version),
-                    },
+                (
+                    record.storage_id,
+                    dg.RunRequest(
+                        run_key=f"promote:{name}:{version}",
+                        run_config={"ops": {"submit_candidate": {"config": config}}},
+                        tags={
+                            "tenant": key.path[0],
+                            "mlplat/model": name,
+                            "mlplat/version": str(version),
+                        },
+                    ),
                 )
             )
     return requests, reasons, newest
@@ -75,14 +80,19 @@ def _candidates(gov, context: dg.SensorEvaluationContext, cursor: int):
     description="Submit evaluated models that meet their promotion policy for approval.",
 )
 def promotion_sensor(context: dg.SensorEvaluationContext, mlflow: MlflowResource):
+    from platform_assets.cost.budget import filter_run_requests
     from platform_assets.governance.workflow import governance_for
 
     gov = governance_for(mlflow, context.instance)
     try:
-        requests, reasons, newest = _candidates(gov, context, int(context.cursor or 0))
+        candidates, reasons, newest = _candidates(gov, context, int(context.cursor or 0))
     finally:
         gov.close()
-    context.update_cursor(str(newest))
+    requests, over_budget = filter_run_requests(context.instance, [r for _, r in candidates])
+    kept = {id(r) for r in requests}
+    held = [storage_id for storage_id, r in candidates if id(r) not in kept]
+    context.update_cursor(str(min([newest, *[storage_id - 1 for storage_id in held]])))
+    reasons += over_budget
     if not requests:
         return dg.SkipReason("; ".join(reasons) or "no new evaluation reports")
     return requests
