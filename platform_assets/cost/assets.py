@@ -16,6 +16,7 @@ from platform_assets.cost.metering import PricingResource
 from platform_assets.cost.rollup import (
     LEDGER_COLUMNS,
     PLATFORM,
+    ledger_between,
     ledger_frame,
     month_bounds,
     rollup_frame,
@@ -128,7 +129,8 @@ def showback_asset(tenants: dict[str, TenantSpec]) -> dg.AssetsDefinition:
         description=(
             "Showback: cost per tenant, asset and day for the month up to this partition's day, "
             "month-to-date against each tenant's budget, and the month's chargeback export "
-            "(CSV and parquet under the platform's lake prefix)."
+            "(CSV and parquet under the platform's lake prefix). Closed days are read from the "
+            "tenants' daily ledgers, the rest from the event log."
         ),
     )
     def showback(context: dg.AssetExecutionContext, lake: LakeResource):
@@ -138,8 +140,10 @@ def showback_asset(tenants: dict[str, TenantSpec]) -> dg.AssetsDefinition:
         day_start, day_end = _window(context)
         month = day_start.strftime("%Y-%m")
         month_start, _ = month_bounds(month)
-        steps = tenant_steps(context.instance, month_start, day_end)
-        daily = rollup_frame(ledger_frame(steps))
+        ledger = ledger_between(
+            context.instance, Path(lake.root), sorted(tenants), month_start, day_end
+        )
+        daily = rollup_frame(ledger)
         spent = daily.groupby("tenant")["usd"].sum()
         mtd = pd.DataFrame(
             [
@@ -168,7 +172,7 @@ def showback_asset(tenants: dict[str, TenantSpec]) -> dg.AssetsDefinition:
             metadata={
                 "month": month,
                 "total_usd": round(float(daily["usd"].sum()), 8),
-                "steps": len(steps),
+                "steps": len(ledger),
                 "month_to_date": dg.MetadataValue.md(mtd.to_markdown(index=False)),
                 "plot": dg.MetadataValue.md(showback_plot(daily, mtd)),
                 "cost_by_tenant_asset_day": dg.MetadataValue.md(table.to_markdown(index=False)),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import asdict, dataclass, fields
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -185,20 +185,63 @@ def month_bounds(month: str) -> tuple[datetime, datetime]:
     return start, end
 
 
+def _read_ledger_files(paths: list[str]) -> pd.DataFrame:
+    import duckdb
+    import pandas as pd
+
+    if not paths:
+        return pd.DataFrame(columns=[*LEDGER_COLUMNS, "day"])
+    # The day is the file's: the partition the rows were extracted for.
+    return duckdb.execute(
+        "select * exclude (filename), "
+        "regexp_extract(filename, '(\\d{4}-\\d{2}-\\d{2})\\.parquet$', 1) as day "
+        "from read_parquet(?, filename = true)",
+        [paths],
+    ).df()
+
+
 def read_ledger(lake_root: Path, month: str) -> pd.DataFrame:
     """Every tenant's ledger rows for a month, from the daily files the cost assets write.
 
     The scalable path: each day's file is extracted from the event log once, by its partition.
     """
-    import duckdb
+    return _read_ledger_files(
+        sorted(str(p) for p in lake_root.glob(f"*/cost_ledger/{month}-*.parquet"))
+    )
+
+
+def ledger_between(
+    instance: dg.DagsterInstance,
+    lake_root: Path,
+    tenants: list[str],
+    start: datetime,
+    end: datetime,
+) -> pd.DataFrame:
+    """The tenants' ledger rows for the whole UTC days in [start, end).
+
+    A tenant-day comes from its ledger file when the file is closed, i.e. written after the day
+    ended (a later step cannot be missing from it); every other tenant-day (no file yet, or a
+    file written while the day was still going) comes from one scan of the event log. So the
+    result always equals the recorded steps, and at scale only the open days are read from the
+    event log.
+    """
     import pandas as pd
 
-    pattern = str(lake_root / "*" / "cost_ledger" / f"{month}-*.parquet")
-    if not list(lake_root.glob(f"*/cost_ledger/{month}-*.parquet")):
-        return pd.DataFrame(columns=[*LEDGER_COLUMNS, "day"])
-    # The day is the file's: the partition the rows were extracted for.
-    return duckdb.sql(
-        "select * exclude (filename), "
-        "regexp_extract(filename, '(\\d{4}-\\d{2}-\\d{2})\\.parquet$', 1) as day "
-        f"from read_parquet('{pattern}', filename = true)"
-    ).df()
+    closed, open_days = [], set()
+    day = start
+    while day < end:
+        label, day_end = day.strftime("%Y-%m-%d"), day + timedelta(days=1)
+        for tenant in tenants:
+            path = lake_root / tenant / "cost_ledger" / f"{label}.parquet"
+            if path.exists() and path.stat().st_mtime >= day_end.timestamp():
+                closed.append(str(path))
+            else:
+                open_days.add((tenant, label))
+        day = day_end
+    frames = [_read_ledger_files(closed)]
+    if open_days:
+        first = datetime.strptime(min(d for _, d in open_days), "%Y-%m-%d").replace(tzinfo=UTC)
+        steps = [s for s in all_steps(instance, first, end) if (s.tenant, s.day) in open_days]
+        frames.append(ledger_frame(steps))
+    frames = [f for f in frames if len(f)]
+    return pd.concat(frames, ignore_index=True) if frames else _read_ledger_files([])

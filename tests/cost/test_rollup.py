@@ -81,3 +81,61 @@ def test_bad_month_is_refused():
     with pytest.raises(ValueError, match="must look like YYYY-MM"):
         month_bounds("2026/11")
     assert month_bounds("2026-12")[1] == datetime(2027, 1, 1, tzinfo=UTC)
+
+
+def _day_totals(frame) -> dict[tuple[str, str], float]:
+    return {k: round(v, 6) for k, v in frame.groupby(["tenant", "day"])["usd"].sum().items()}
+
+
+def test_ledger_between_reads_closed_days_from_files_and_the_rest_from_the_event_log(
+    instance, tmp_path
+):
+    import os
+    import random
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from bench.scale_bench import record_in_event_log
+    from platform_assets.cost.rollup import LEDGER_COLUMNS, ledger_between
+
+    rng = random.Random(3)
+    start = datetime(2026, 11, 3, tzinfo=UTC)
+    end = start + timedelta(days=4)
+    steps = [
+        StepCost(
+            tenant=rng.choice(["payments", "growth"]),
+            asset_key="x/sources/y",
+            partition="",
+            run_id=f"r{i}",
+            timestamp=(start + timedelta(hours=rng.uniform(-30, 4 * 24 + 30))).timestamp(),
+            usd=round(rng.uniform(0.01, 2.0), 6),
+            cpu_seconds=1.0,
+            wall_seconds=1.0,
+            peak_memory_gib=0.5,
+        )
+        for i in range(300)
+    ]
+    record_in_event_log(instance, steps)
+    inside = ledger_frame([s for s in steps if start.timestamp() <= s.timestamp < end.timestamp()])
+    expected = _day_totals(inside)
+
+    lake = tmp_path / "lake"
+    tenants = ["growth", "payments"]
+    assert _day_totals(ledger_between(instance, lake, tenants, start, end)) == expected
+
+    def write(tenant: str, day: str, usd: float) -> str:
+        rows = inside[(inside["tenant"] == tenant) & (inside["day"] == day)].copy()
+        rows["usd"] = usd / len(rows)
+        path = lake / tenant / "cost_ledger" / f"{day}.parquet"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.Table.from_pandas(rows[LEDGER_COLUMNS], preserve_index=False), path)
+        return str(path)
+
+    # A closed ledger file is the record for its day (written now, long after the day ended)...
+    write("payments", "2026-11-04", 100.0)
+    # ...but one written before its day ended may miss later steps: the event log is read.
+    stale = write("growth", "2026-11-05", 999.0)
+    os.utime(stale, (start.timestamp(), start.timestamp()))
+    got = _day_totals(ledger_between(instance, lake, tenants, start, end))
+    assert got == {**expected, ("payments", "2026-11-04"): 100.0}
