@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 from urllib.parse import urlparse
 
 import duckdb
@@ -48,8 +48,9 @@ _TS = "__asof_ts"
 _SRC_ROW = "__asof_src_row"
 _KEY = "__asof_key"
 # Widths of the packed BIGINT ASOF key (one bit spare for the sign, one for the probe's
-# all-ones tail); tests lower them to force the rank and struct encodings.
+# all-ones tail); tests lower them to force the scaled, rank and struct encodings.
 _MAX_OFFSET_BITS = 62
+_MAX_SCALED_BITS = 62
 _MAX_RANK_BITS = 62
 # Stands for a null created time in rank pairs: before any real time (about 144,000 BC).
 _NULL_CREATED = -(2**62)
@@ -425,6 +426,39 @@ def _source_bounds(
     return row[0], row[1], row[2], row[3]
 
 
+class _Scaled(NamedTuple):
+    base: int  # earliest event time
+    step: int  # common divisor of event time - base
+    d_lo: int  # smallest created - event time
+    d_step: int  # common divisor of (created - event time) - d_lo
+    d_bits: int  # width of the created field, 0 when there is no created time
+    bits: int  # width of the event time and created fields together
+
+
+def _scaled_fields(pair_t: np.ndarray, pair_c: np.ndarray, t_max: int) -> _Scaled | None:
+    """The scaled-offset encoding of the (event time, created time) pairs that occur.
+
+    Feature tables are usually written on a grid (hourly or daily snapshots) with created times
+    a fixed lag after the event time, so in units of the grid step the offsets are small even
+    when microsecond offsets over the window are not. Within one event time, created order is
+    the order of created - event time, so that difference is what gets encoded.
+    """
+    if len(pair_t) == 0:
+        return None
+    base = int(pair_t.min())
+    step = int(np.gcd.reduce(pair_t - base)) or 1
+    # The probe's field for max(T) must fit as well as every feature row's.
+    bits = _bit_length((t_max - base) // step + 1)
+    known = pair_c != _NULL_CREATED
+    if not known.any():
+        return _Scaled(base, step, 0, 1, 0, bits)
+    lag = pair_c[known] - pair_t[known]
+    d_lo = int(lag.min())
+    d_step = int(np.gcd.reduce(lag - d_lo)) or 1
+    d_bits = _bit_length((int(lag.max()) - d_lo) // d_step + 1)
+    return _Scaled(base, step, d_lo, d_step, d_bits, bits + d_bits)
+
+
 def _join_view(
     con: duckdb.DuckDBPyConnection, plan: _ViewPlan, entity: _Entity, t_min: int, t_max: int
 ) -> pa.Table:
@@ -463,8 +497,9 @@ def _join_view(
     # event time need not ride through the join's sort as a column of its own.
     decode: Callable[[np.ndarray], np.ndarray] | None = None
     # A BIGINT key sorts about twice as fast as a HUGEINT or struct one, so the key is packed
-    # into 62 bits: offsets from the window start when they fit (free), else dense ranks of
-    # the (event time, created time) pairs that occur, else a struct.
+    # into 62 bits: offsets from the window start when they fit (free), else offsets in units
+    # of the times' common step, else dense ranks of the (event time, created time) pairs
+    # that occur, else a struct.
     if ts_bits + c_bits + rn_bits <= _MAX_OFFSET_BITS:
         low = c_bits + rn_bits
         ts_off = f"({ts_us} - {ts_lo} + 1)"
@@ -481,16 +516,35 @@ def _join_view(
         pairs = con.sql(
             f"SELECT DISTINCT {ts_us} AS t, {created_us} AS c {filtered}", params=params
         ).fetchnumpy()
-        order = np.lexsort((pairs["c"], pairs["t"]))
-        pair_ts = np.asarray(pairs["t"], dtype=np.int64)[order]
-        pair_bits = _bit_length(len(pair_ts) + 1)
-        if pair_bits + rn_bits <= _MAX_RANK_BITS:
+        pair_t = np.asarray(pairs["t"], dtype=np.int64)
+        pair_c = np.asarray(pairs["c"], dtype=np.int64)
+        scaled = _scaled_fields(pair_t, pair_c, t_max)
+        pair_bits = _bit_length(len(pair_t) + 1)
+        if scaled is not None and scaled.bits + rn_bits <= _MAX_SCALED_BITS:
+            base, step, d_lo, d_step, d_bits, _ = scaled
+            low = d_bits + rn_bits
+            # Exact divisions: every filtered row's offsets are multiples of their step.
+            t_field = f"(({ts_us} - ({base})) // {step} + 1)"
+            feat_key = f"({t_field} << {low}) + {_SRC_ROW}"
+            if d_bits:
+                d_field = f"coalesce((epoch_us({created}) - {ts_us} - ({d_lo})) // {d_step} + 1, 0)"
+                feat_key += f" + ({d_field} << {rn_bits})"
+            # floor((T - base) / step) + 1 is the field of the latest event time <= T.
+            t_us = f"epoch_us({_TS})"
+            probe = f"CASE WHEN {t_us} < {base} THEN 0 ELSE ({t_us} - ({base})) // {step} + 1 END"
+            ent_key = f"({probe} << {low}) + {(1 << low) - 1}"
+
+            def decode(key: np.ndarray) -> np.ndarray:
+                return ((key >> low) - 1) * step + base
+        elif pair_bits + rn_bits <= _MAX_RANK_BITS:
+            order = np.lexsort((pair_c, pair_t))
+            pair_ts = pair_t[order]
             con.register(
                 "pair_ranks",
                 pa.table(
                     {
                         "__pr_t": pair_ts,
-                        "__pr_c": np.asarray(pairs["c"], dtype=np.int64)[order],
+                        "__pr_c": pair_c[order],
                         "__pr_rank": np.arange(1, len(pair_ts) + 1, dtype=np.int64),
                     }
                 ),
