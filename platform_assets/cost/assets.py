@@ -22,7 +22,7 @@ from platform_assets.cost.rollup import (
     rollup_frame,
     tenant_steps,
 )
-from platform_assets.tenancy.assets import asset_kwargs
+from platform_assets.tenancy.assets import asset_kwargs, team_asset
 from platform_assets.tenancy.specs import TenantSpec
 from resources.lake import LakeResource
 
@@ -50,7 +50,7 @@ def tenant_cost_asset(tenant: TenantSpec, source: Path | None = None) -> dg.Asse
         source=source,
     )
 
-    @dg.asset(**kwargs, partitions_def=DAILY)
+    @team_asset(**kwargs, partitions_def=DAILY)
     def tenant_cost(
         context: dg.AssetExecutionContext, pricing: PricingResource, lake: LakeResource
     ):

@@ -5,7 +5,7 @@ from typing import TYPE_CHECKING
 import dagster as dg
 
 from platform_assets.cost.metering import PricingResource, meter
-from platform_assets.tenancy.assets import TeamComponent, asset_kwargs
+from platform_assets.tenancy.assets import GATED, TeamComponent, asset_kwargs, team_asset
 from platform_assets.tenancy.catalog import (
     PlatformConfigError,
     TenantCatalog,
@@ -81,7 +81,7 @@ def feature_assets(catalog: TenantCatalog, spec: FeatureSetSpec) -> list[dg.Asse
     )
     key = kwargs["key"]
 
-    @dg.asset(
+    @team_asset(
         **kwargs,
         deps=[dg.AssetKey([tenant.name, "sources", s]) for s in spec.sources],
         check_specs=[
@@ -92,8 +92,7 @@ def feature_assets(catalog: TenantCatalog, spec: FeatureSetSpec) -> list[dg.Asse
                 description="Great Expectations suite from the team YAML",
             ),
         ],
-        automation_condition=dg.AutomationCondition.eager()
-        & dg.AutomationCondition.all_deps_blocking_checks_passed(),
+        automation_condition=GATED,
     )
     def feature_asset(lake: LakeResource, feast: FeastResource, pricing: PricingResource):
         from platform_assets.features.feast_objects import feature_view

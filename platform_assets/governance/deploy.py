@@ -10,7 +10,7 @@ from typing import Any
 import dagster as dg
 
 from platform_assets.cost.metering import PricingResource, meter
-from platform_assets.tenancy.assets import asset_kwargs
+from platform_assets.tenancy.assets import asset_kwargs, team_asset
 from platform_assets.tenancy.specs import ComputeResources, ModelSpec, TenantSpec
 from resources.lake import LakeResource
 from resources.mlflow import MlflowResource
@@ -107,7 +107,7 @@ def batch_scores_asset(
     kwargs["tags"] = {**kwargs["tags"], "artefact": "batch_scores"}
     ts_key = dg.AssetKey([tenant.name, "training_sets", spec.name])
 
-    @dg.asset(**kwargs, deps=[ts_key], output_required=False)
+    @team_asset(**kwargs, deps=[ts_key], output_required=False)
     def batch_scores(
         context: dg.AssetExecutionContext,
         lake: LakeResource,

@@ -7,7 +7,7 @@ import dagster as dg
 
 from platform_assets.cost.metering import PricingResource, meter
 from platform_assets.governance.deploy import batch_scores_asset
-from platform_assets.tenancy.assets import TeamComponent, asset_kwargs
+from platform_assets.tenancy.assets import GATED, TeamComponent, asset_kwargs, team_asset
 from platform_assets.tenancy.catalog import (
     TenantCatalog,
     check_model_refs,
@@ -25,8 +25,6 @@ TRUSTED_TYPES = [
 ]
 if TYPE_CHECKING:  # pandas loads in the steps, not with the code location
     import pandas as pd
-
-GATED = dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed()
 
 
 def serving_requirements() -> list[str]:
@@ -81,7 +79,7 @@ def model_assets(catalog: TenantCatalog, spec: ModelSpec) -> list[dg.AssetsDefin
     ts_key = ts_kwargs["key"]
     feature_keys = [dg.AssetKey([owner, "features", fs.name]) for owner, fs in resolved.values()]
 
-    @dg.asset(
+    @team_asset(
         **ts_kwargs,
         deps=[*feature_keys, dg.AssetKey([tenant.name, "sources", labels.source])],
         check_specs=[
@@ -173,7 +171,7 @@ def model_assets(catalog: TenantCatalog, spec: ModelSpec) -> list[dg.AssetsDefin
     )
     model_key = model_kwargs["key"]
 
-    @dg.asset(
+    @team_asset(
         **model_kwargs,
         deps=[ts_key],
         automation_condition=GATED,
@@ -256,7 +254,7 @@ def model_assets(catalog: TenantCatalog, spec: ModelSpec) -> list[dg.AssetsDefin
         metadata={"policy": dg.MetadataValue.json(policy)},
     )
 
-    @dg.asset(
+    @team_asset(
         **eval_kwargs,
         deps=[model_key, ts_key],
         automation_condition=GATED,

@@ -5,7 +5,7 @@ from typing import TYPE_CHECKING
 import dagster as dg
 
 from platform_assets.cost.metering import PricingResource, meter
-from platform_assets.tenancy.assets import TeamComponent, asset_kwargs
+from platform_assets.tenancy.assets import TeamComponent, asset_kwargs, team_asset
 from platform_assets.tenancy.catalog import TenantCatalog, load_tenant, tenant_folder_of
 from platform_assets.tenancy.specs import SourceSpec
 from resources.lake import LakeResource
@@ -46,7 +46,7 @@ def source_assets(catalog: TenantCatalog, spec: SourceSpec) -> list[dg.AssetsDef
     )
     key = kwargs["key"]
 
-    @dg.asset(
+    @team_asset(
         **kwargs,
         check_specs=[
             dg.AssetCheckSpec(
