@@ -19,17 +19,20 @@ def costs(
     ledger: Annotated[
         bool,
         typer.Option(
-            help="Read the daily ledger files the <tenant>/cost partitions wrote (fast for "
-            "large months; only days whose cost partition was materialized)"
+            help="Read only the daily ledger files the <tenant>/cost partitions wrote (only "
+            "days whose cost partition was materialized)"
         ),
     ] = False,
 ) -> None:
-    """Cost per tenant for a month, summed from the cost metadata in the instance's event log."""
+    """Cost per tenant for a month: the recorded steps' cost metadata, read as the showback reads
+    it (closed days from the tenants' ledger files, the other days from the event log)."""
     import dagster as dg
     from rich.console import Console
     from rich.table import Table
 
-    from platform_assets.cost.rollup import ledger_frame, month_bounds, read_ledger, tenant_steps
+    from platform_assets.cost.rollup import ledger_between, month_bounds, read_ledger
+    from platform_assets.execution.env import deployment
+    from platform_assets.execution.resources import resources_for
     from platform_assets.tenancy.catalog import load_all
 
     month = month or datetime.now(UTC).strftime("%Y-%m")
@@ -38,17 +41,14 @@ def costs(
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--month") from exc
     budgets = {n: c.tenant.budget.monthly_usd for n, c in load_all().items()}
+    lake_root = Path(resources_for(deployment())["lake"].root)  # type: ignore[attr-defined]
     if ledger:
-        from platform_assets.execution.env import deployment
-        from platform_assets.execution.resources import resources_for
-
-        lake = resources_for(deployment())["lake"]
-        rows = read_ledger(Path(lake.root), month)  # type: ignore[attr-defined]
+        rows = read_ledger(lake_root, month)
         source = "ledger files"
     else:
         with dg.DagsterInstance.get() as instance:
-            rows = ledger_frame(tenant_steps(instance, start, end))
-        source = "event log"
+            rows = ledger_between(instance, lake_root, sorted(budgets), start, end)
+        source = "closed days' ledgers and the event log"
     keys = ["tenant", "asset_key"] if by_asset else ["tenant"]
     grouped = rows.groupby(keys, as_index=False).agg(
         steps=("usd", "size"), cpu_seconds=("cpu_seconds", "sum"), usd=("usd", "sum")

@@ -60,7 +60,8 @@ def test_costs_from_the_ledger_equal_the_event_log(instance, platform_home, tena
         for flag in ([], ["--ledger"])
     ]
     assert [o.exit_code for o in outputs] == [0, 0], [o.output for o in outputs]
-    assert "from the event log" in outputs[0].output and "from the ledger" in outputs[1].output
+    assert "ledgers and the event log" in outputs[0].output
+    assert "from the ledger files" in outputs[1].output
     for output in outputs:
         [row] = [line for line in output.output.splitlines() if "payments" in line]
         assert "0.750000" in row
