@@ -52,6 +52,10 @@ _KEY = "__asof_key"
 _MAX_OFFSET_BITS = 62
 _MAX_SCALED_BITS = 62
 _MAX_RANK_BITS = 62
+# Rows sampled to guess the time grid; a wrong guess only costs a redo with exact steps.
+_SAMPLE_ROWS = 4096
+# Raised by the join when a row is off the guessed grid.
+_OFF_GRID = "__asof_off_grid"
 # Stands for a null created time in rank pairs: before any real time (about 144,000 BC).
 _NULL_CREATED = -(2**62)
 
@@ -459,6 +463,44 @@ def _scaled_fields(pair_t: np.ndarray, pair_c: np.ndarray, t_max: int) -> _Scale
     return _Scaled(base, step, d_lo, d_step, d_bits, bits + d_bits)
 
 
+def _guess_scaled(
+    sample_t: np.ndarray,
+    sample_c: np.ndarray,
+    has_created: bool,
+    ts_lo: int,
+    t_max: int,
+    c_lo: int,
+    c_hi: int,
+) -> _Scaled | None:
+    """Grid steps guessed from a sample of the filtered rows, with field widths from bounds
+    every row obeys (the time window, the created column's statistics); None without a grid.
+
+    The join checks every row against the guess, so a sample that misses part of the grid
+    costs time, never a wrong answer.
+    """
+    if len(sample_t) < 2:
+        return None
+    t0 = int(sample_t[0])
+    step = int(np.gcd.reduce(np.abs(sample_t - t0)))
+    if step <= 1:
+        return None  # no grid coarser than a microsecond: the exact steps decide
+    base = t0 - -(-(t0 - ts_lo) // step) * step  # the grid point at or below ts_lo
+    t_bits = _bit_length((t_max - base) // step + 1)
+    if not has_created:
+        return _Scaled(base, step, 0, 1, 0, t_bits)
+    known = sample_c != _NULL_CREATED
+    if not known.any():
+        return None
+    lag = sample_c[known] - sample_t[known]
+    d0 = int(lag[0])
+    # A constant lag in the sample gives no step; the event grid's is a fair guess.
+    d_step = int(np.gcd.reduce(np.abs(lag - d0))) or step
+    lag_lo, lag_hi = c_lo - t_max, c_hi - ts_lo
+    d_lo = d0 - -(-(d0 - lag_lo) // d_step) * d_step  # the lag grid point at or below lag_lo
+    d_bits = _bit_length((lag_hi - d_lo) // d_step + 1)
+    return _Scaled(base, step, d_lo, d_step, d_bits, t_bits + d_bits)
+
+
 def _join_view(
     con: duckdb.DuckDBPyConnection, plan: _ViewPlan, entity: _Entity, t_min: int, t_max: int
 ) -> pa.Table:
@@ -491,108 +533,193 @@ def _join_view(
     created = plan.created_sql or "NULL::TIMESTAMP"
     created_us = f"coalesce(epoch_us({created}), {_NULL_CREATED})"
     filtered = f"FROM {src} p {semi} WHERE {' AND '.join(where)}"
-    join_ranks = ""
-    entity_rel = "entity"
-    # Turns the matched row's ASOF key (int64) back into its event time (microseconds), so the
-    # event time need not ride through the join's sort as a column of its own.
-    decode: Callable[[np.ndarray], np.ndarray] | None = None
     # A BIGINT key sorts about twice as fast as a HUGEINT or struct one, so the key is packed
-    # into 62 bits: offsets from the window start when they fit (free), else offsets in units
-    # of the times' common step, else dense ranks of the (event time, created time) pairs
-    # that occur, else a struct.
+    # into 62 bits: offsets from the window start when they fit (free, from the footer);
+    # else offsets in units of the times' common step, first guessed from a sample and
+    # checked row by row in the join itself, then (if the guess fails) from the exact steps;
+    # else dense ranks of the (event time, created time) pairs that occur; else a struct.
     if ts_bits + c_bits + rn_bits <= _MAX_OFFSET_BITS:
-        low = c_bits + rn_bits
         ts_off = f"({ts_us} - {ts_lo} + 1)"
         c_off = f"coalesce(epoch_us({created}) - {c_lo} + 1, 0)"
         # Footer statistics are exact (writers compute them from the data), so no row can
         # fall outside [ts_lo, t_max] x [c_lo, c_hi] and the fields cannot overflow each other.
-        feat_key = f"({ts_off} << {low}) + ({c_off} << {rn_bits}) + {_SRC_ROW}"
-        probe = f"greatest(epoch_us({_TS}) - {ts_lo} + 1, 0)"
-        ent_key = f"({probe} << {low}) + {(1 << low) - 1}"
+        return _asof(
+            con,
+            plan,
+            entity,
+            src,
+            semi,
+            where,
+            params,
+            keys,
+            _offset_key(ts_off, c_off, c_bits + rn_bits, rn_bits, ts_lo),
+        )
+    sample = con.sql(
+        f"SELECT {ts_us} AS t, {created_us} AS c {filtered} LIMIT {_SAMPLE_ROWS}", params=params
+    ).fetchnumpy()
+    guess = _guess_scaled(
+        np.asarray(sample["t"], dtype=np.int64),
+        np.asarray(sample["c"], dtype=np.int64),
+        plan.created_sql is not None,
+        ts_lo,
+        t_max,
+        c_lo,
+        c_hi,
+    )
+    if guess is not None and guess.bits + rn_bits <= _MAX_SCALED_BITS:
+        key = _scaled_key(guess, rn_bits, ts_us, created, checked=True)
+        try:
+            return _asof(con, plan, entity, src, semi, where, params, keys, key)
+        except duckdb.Error as e:
+            if _OFF_GRID not in str(e):
+                raise
+    key = _exact_key(con, entity, filtered, params, ts_us, created, t_max, rn_bits, plan.ts_sql)
+    return _asof(con, plan, entity, src, semi, where, params, keys, key)
 
-        def decode(key: np.ndarray) -> np.ndarray:
-            return (key >> low) - 1 + ts_lo
-    else:
-        pairs = con.sql(
-            f"SELECT DISTINCT {ts_us} AS t, {created_us} AS c {filtered}", params=params
-        ).fetchnumpy()
-        pair_t = np.asarray(pairs["t"], dtype=np.int64)
-        pair_c = np.asarray(pairs["c"], dtype=np.int64)
-        scaled = _scaled_fields(pair_t, pair_c, t_max)
-        pair_bits = _bit_length(len(pair_t) + 1)
-        if scaled is not None and scaled.bits + rn_bits <= _MAX_SCALED_BITS:
-            base, step, d_lo, d_step, d_bits, _ = scaled
-            low = d_bits + rn_bits
-            # Exact divisions: every filtered row's offsets are multiples of their step.
-            t_field = f"(({ts_us} - ({base})) // {step} + 1)"
-            feat_key = f"({t_field} << {low}) + {_SRC_ROW}"
-            if d_bits:
-                d_field = f"coalesce((epoch_us({created}) - {ts_us} - ({d_lo})) // {d_step} + 1, 0)"
-                feat_key += f" + ({d_field} << {rn_bits})"
-            # floor((T - base) / step) + 1 is the field of the latest event time <= T.
-            t_us = f"epoch_us({_TS})"
-            probe = f"CASE WHEN {t_us} < {base} THEN 0 ELSE ({t_us} - ({base})) // {step} + 1 END"
-            ent_key = f"({probe} << {low}) + {(1 << low) - 1}"
 
-            def decode(key: np.ndarray) -> np.ndarray:
-                return ((key >> low) - 1) * step + base
-        elif pair_bits + rn_bits <= _MAX_RANK_BITS:
-            order = np.lexsort((pair_c, pair_t))
-            pair_ts = pair_t[order]
-            con.register(
-                "pair_ranks",
-                pa.table(
-                    {
-                        "__pr_t": pair_ts,
-                        "__pr_c": pair_c[order],
-                        "__pr_rank": np.arange(1, len(pair_ts) + 1, dtype=np.int64),
-                    }
-                ),
-            )
-            join_ranks = f"JOIN pair_ranks ON __pr_t = {ts_us} AND __pr_c = {created_us}"
-            feat_key = f"(__pr_rank << {rn_bits}) + {_SRC_ROW}"
-            # Rank of the last pair at or before T: every pair with event time <= T ranks
-            # at or below it, every later pair above it.
-            ranks = np.searchsorted(pair_ts, entity.ts_us, side="right")
-            probe = (ranks.astype(np.int64) << rn_bits) + ((1 << rn_bits) - 1)
-            con.register(
-                "entity_probe",
-                entity.table.append_column(_KEY, pa.array(probe, mask=~entity.ts_valid)),
-            )
-            entity_rel = "entity_probe"
-            ent_key = _KEY
+class _AsofKey(NamedTuple):
+    """How both sides of the ASOF join compute their key."""
 
-            # Ranks start at 1; index 0 stands for "no row", whose time the caller ignores.
-            rank_ts = np.concatenate(([0], pair_ts))
+    feat: str  # SQL over a feature row `p`
+    entity: str  # SQL over the entity relation, or _KEY when the relation carries the key
+    # Turns a matched ASOF key back into the row's event time (microseconds), so the event time
+    # need not ride through the join's sort as a column of its own; None for the struct key.
+    decode: Callable[[np.ndarray], np.ndarray] | None
+    join: str = ""  # a join the feature side needs (the rank table)
+    entity_rel: str = "entity"
 
-            def decode(key: np.ndarray) -> np.ndarray:
-                return rank_ts[key >> rn_bits]
+
+def _offset_key(ts_off: str, c_off: str, low: int, rn_bits: int, ts_lo: int) -> _AsofKey:
+    probe = f"greatest(epoch_us({_TS}) - {ts_lo} + 1, 0)"
+    return _AsofKey(
+        feat=f"({ts_off} << {low}) + ({c_off} << {rn_bits}) + {_SRC_ROW}",
+        entity=f"({probe} << {low}) + {(1 << low) - 1}",
+        decode=lambda key: (key >> low) - 1 + ts_lo,
+    )
+
+
+def _scaled_key(scaled: _Scaled, rn_bits: int, ts_us: str, created: str, checked: bool) -> _AsofKey:
+    """The scaled-offset key; `checked` makes a row off the guessed grid fail the query."""
+    base, step, d_lo, d_step, d_bits, _ = scaled
+    low = d_bits + rn_bits
+    t_off = f"({ts_us} - ({base}))"
+    lag = f"(epoch_us({created}) - {ts_us} - ({d_lo}))"
+    feat = f"(({t_off} // {step} + 1) << {low}) + {_SRC_ROW}"
+    if d_bits:
+        feat += f" + (coalesce({lag} // {d_step} + 1, 0) << {rn_bits})"
+    if checked:
+        # A guess from a sample: every row must be on its grid and inside its field widths,
+        # or the join stops with _OFF_GRID and is redone with exact steps.
+        t_hi, d_hi = ((1 << (scaled.bits - d_bits)) - 2) * step, ((1 << d_bits) - 2) * d_step
+        bad = [f"{t_off} % {step} <> 0", f"{t_off} NOT BETWEEN 0 AND {t_hi}"]
+        if d_bits:
+            bad += [f"{lag} % {d_step} <> 0", f"{lag} NOT BETWEEN 0 AND {d_hi}"]
         else:
-            feat_key = (
-                f"{{'t': {plan.ts_sql}, 'c': coalesce({created}, '-infinity'::TIMESTAMP), "
-                f"'r': {_SRC_ROW}}}"
-            )
-            ent_key = f"{{'t': {_TS}, 'c': 'infinity'::TIMESTAMP, 'r': {2**63 - 1}}}"
+            bad.append(f"{created} IS NOT NULL")
+        feat = f"CASE WHEN {' OR '.join(bad)} THEN error('{_OFF_GRID}') ELSE {feat} END"
+    # floor((T - base) / step) + 1 is the field of the latest event time <= T.
+    t_us = f"epoch_us({_TS})"
+    probe = f"CASE WHEN {t_us} < {base} THEN 0 ELSE ({t_us} - ({base})) // {step} + 1 END"
+    return _AsofKey(
+        feat=feat,
+        entity=f"({probe} << {low}) + {(1 << low) - 1}",
+        decode=lambda key: ((key >> low) - 1) * step + base,
+    )
 
+
+def _exact_key(
+    con: duckdb.DuckDBPyConnection,
+    entity: _Entity,
+    filtered: str,
+    params: list[Any],
+    ts_us: str,
+    created: str,
+    t_max: int,
+    rn_bits: int,
+    ts_sql: str,
+) -> _AsofKey:
+    """Scaled offsets with the exact steps, else ranks, else a struct: from the distinct
+    (event time, created time) pairs of the filtered rows."""
+    created_us = f"coalesce(epoch_us({created}), {_NULL_CREATED})"
+    pairs = con.sql(
+        f"SELECT DISTINCT {ts_us} AS t, {created_us} AS c {filtered}", params=params
+    ).fetchnumpy()
+    pair_t = np.asarray(pairs["t"], dtype=np.int64)
+    pair_c = np.asarray(pairs["c"], dtype=np.int64)
+    scaled = _scaled_fields(pair_t, pair_c, t_max)
+    if scaled is not None and scaled.bits + rn_bits <= _MAX_SCALED_BITS:
+        return _scaled_key(scaled, rn_bits, ts_us, created, checked=False)
+    if _bit_length(len(pair_t) + 1) + rn_bits <= _MAX_RANK_BITS:
+        order = np.lexsort((pair_c, pair_t))
+        pair_ts = pair_t[order]
+        con.register(
+            "pair_ranks",
+            pa.table(
+                {
+                    "__pr_t": pair_ts,
+                    "__pr_c": pair_c[order],
+                    "__pr_rank": np.arange(1, len(pair_ts) + 1, dtype=np.int64),
+                }
+            ),
+        )
+        # Rank of the last pair at or before T: every pair with event time <= T ranks at or
+        # below it, every later pair above it.
+        ranks = np.searchsorted(pair_ts, entity.ts_us, side="right")
+        probe = (ranks.astype(np.int64) << rn_bits) + ((1 << rn_bits) - 1)
+        con.register(
+            "entity_probe",
+            entity.table.append_column(_KEY, pa.array(probe, mask=~entity.ts_valid)),
+        )
+        # Ranks start at 1; index 0 stands for "no row", whose time the caller ignores.
+        rank_ts = np.concatenate(([0], pair_ts))
+        return _AsofKey(
+            feat=f"(__pr_rank << {rn_bits}) + {_SRC_ROW}",
+            entity=_KEY,
+            decode=lambda key: rank_ts[key >> rn_bits],
+            join=f"JOIN pair_ranks ON __pr_t = {ts_us} AND __pr_c = {created_us}",
+            entity_rel="entity_probe",
+        )
+    return _AsofKey(
+        feat=(
+            f"{{'t': {ts_sql}, 'c': coalesce({created}, '-infinity'::TIMESTAMP), 'r': {_SRC_ROW}}}"
+        ),
+        entity=f"{{'t': {_TS}, 'c': 'infinity'::TIMESTAMP, 'r': {2**63 - 1}}}",
+        decode=None,
+    )
+
+
+def _asof(
+    con: duckdb.DuckDBPyConnection,
+    plan: _ViewPlan,
+    entity: _Entity,
+    src: str,
+    semi: str,
+    where: list[str],
+    params: list[Any],
+    keys: list[tuple[str, str]],
+    key: _AsofKey,
+) -> pa.Table:
+    """Run the ASOF join with `key`; the features come back in entity order, TTL applied."""
     # Only the join keys, the ASOF key and the features go through the join's sort; the
     # matched event time, needed for the TTL test only, is decoded from the ASOF key.
     feat_cols = [f"p.{_q(s)} AS __k{i}" for i, (_, s) in enumerate(keys)]
     feat_cols += [f"p.{_q(c)} AS __f{i}" for i, c in enumerate(plan.source_features)]
-    feat_cols.append(f"{feat_key} AS {_KEY}")
+    feat_cols.append(f"{key.feat} AS {_KEY}")
     on = [f"e.{_q(e)} = f.__k{i}" for i, (e, _) in enumerate(keys)]
     on.append(f"e.{_KEY} >= f.{_KEY}")
     out = [f"e.{_ROW}"]
     if plan.ttl_us:
-        out.append(f"f.{_KEY}" if decode else f"epoch_us(f.{_KEY}.t)")
+        out.append(f"f.{_KEY}" if key.decode else f"epoch_us(f.{_KEY}.t)")
     out += [f"f.__f{i}" for i in range(len(plan.source_features))]
     entity_cols = [_ROW, *(_q(e) for e, _ in keys)]
-    entity_cols.append(_KEY if ent_key == _KEY else f"{ent_key} AS {_KEY}")
+    entity_cols.append(_KEY if key.entity == _KEY else f"{key.entity} AS {_KEY}")
     sql = (
-        f"WITH f AS (SELECT {', '.join(feat_cols)} FROM {src} p {semi} {join_ranks} "
+        f"WITH f AS (SELECT {', '.join(feat_cols)} FROM {src} p {semi} {key.join} "
         f"WHERE {' AND '.join(where)}), "
-        f"e AS (SELECT {', '.join(entity_cols)} FROM {entity_rel}) "
+        f"e AS (SELECT {', '.join(entity_cols)} FROM {key.entity_rel}) "
         f"SELECT {', '.join(out)} FROM e ASOF LEFT JOIN f ON {' AND '.join(on)}"
     )
+    decode = key.decode
     # One contiguous chunk per column makes the reordering take below about twice as fast as
     # on DuckDB's many small batches.
     joined = con.sql(sql, params=params).to_arrow_table().combine_chunks()

@@ -142,7 +142,7 @@ entity_rows = st.lists(
     data=st.tuples(feature_rows, feature_rows, feature_rows),
     entity_spec=entity_rows,
     aware=st.booleans(),
-    encoding=st.sampled_from(["offset", "scaled", "rank", "struct"]),
+    encoding=st.sampled_from(["offset", "scaled", "scaled-from-2-rows", "rank", "struct"]),
 )
 def test_store_matches_brute_force_reference(
     store: tuple[FeatureStore, Path], data: tuple, entity_spec: list, aware: bool, encoding: str
@@ -163,16 +163,20 @@ def test_store_matches_brute_force_reference(
         }
     )
     # Small tables always fit the free offset encoding; narrower limits force the others.
+    # A two-row sample often guesses a coarser grid than the data's, which must make the
+    # join fall back to the exact steps.
     limits = {
-        "offset": (62, 62, 62),
-        "scaled": (0, 62, 62),
-        "rank": (0, 0, 62),
-        "struct": (0, 0, 0),
+        "offset": (62, 62, 62, 4096),
+        "scaled": (0, 62, 62, 4096),
+        "scaled-from-2-rows": (0, 62, 62, 2),
+        "rank": (0, 0, 62, 4096),
+        "struct": (0, 0, 0, 4096),
     }[encoding]
     with (
         mock.patch.object(offline_store, "_MAX_OFFSET_BITS", limits[0]),
         mock.patch.object(offline_store, "_MAX_SCALED_BITS", limits[1]),
         mock.patch.object(offline_store, "_MAX_RANK_BITS", limits[2]),
+        mock.patch.object(offline_store, "_SAMPLE_ROWS", limits[3]),
     ):
         out = feature_store.get_historical_features(
             entity_df=entity_df,
