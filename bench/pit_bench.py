@@ -1,7 +1,7 @@
 """Point-in-time retrieval benchmark: AsofOfflineStore against Feast's stores and raw DuckDB.
 
 `python -m bench.pit_bench` (what `make bench` runs) measures the default set: 2M feature rows
-x 500k entity rows in two shapes (~8 and, calibrated to the issue's measurement, ~16 rows per
+x 500k entity rows in two shapes (~8 and, calibrated to the issue's measurement, ~23 rows per
 key inside the 7-day TTL window) and 10M x 1M; `--sizes small|issue|sparse|full|tiny` picks
 other sets.
 Every measurement runs in its own child process so that peak memory (ru_maxrss) belongs to one
@@ -52,7 +52,7 @@ class Size:
 # feature rows of its key inside the TTL window, so its cost grows with that density while an
 # as-of join's does not; ISSUE_ROWS_PER_KEY is the density at which Feast duckdb / raw DuckDB
 # came out at about 22x on the benchmark machine (see docs/benchmarks.md for the calibration).
-ISSUE_ROWS_PER_KEY = 200
+ISSUE_ROWS_PER_KEY = 300
 
 SIZES = {
     "tiny": Size("tiny", 200_000, 50_000, 2),
