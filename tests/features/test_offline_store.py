@@ -495,3 +495,14 @@ def test_source_timestamp_of_the_wrong_type(repo: Repo) -> None:
         entities((1, 1)),
         r"feature view 'stats', file '.*stats\.parquet'.*column 'event_timestamp' has type string",
     )
+
+
+def test_join_key_that_cannot_match_the_source_type(repo: Repo) -> None:
+    repo.view(rows((1, 0, 0, 10)))
+    entity_df = pd.DataFrame({"driver_id": ["one"], "event_timestamp": [at(1)]})
+    _raises(
+        repo,
+        entity_df,
+        r"feature view 'stats', file '.*stats\.parquet': point-in-time join failed: "
+        r".*convert string 'one' to INT64 .*column driver_id",
+    )
