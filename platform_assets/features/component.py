@@ -5,7 +5,13 @@ from typing import TYPE_CHECKING
 import dagster as dg
 
 from platform_assets.cost.metering import PricingResource, meter
-from platform_assets.tenancy.assets import GATED, TeamComponent, asset_kwargs, team_asset
+from platform_assets.tenancy.assets import (
+    GATED,
+    TeamComponent,
+    asset_kwargs,
+    expectations_check,
+    team_asset,
+)
 from platform_assets.tenancy.catalog import (
     PlatformConfigError,
     TenantCatalog,
@@ -85,12 +91,7 @@ def feature_assets(catalog: TenantCatalog, spec: FeatureSetSpec) -> list[dg.Asse
         **kwargs,
         deps=[dg.AssetKey([tenant.name, "sources", s]) for s in spec.sources],
         check_specs=[
-            dg.AssetCheckSpec(
-                "expectations",
-                asset=key,
-                blocking=True,
-                description="Great Expectations suite from the team YAML",
-            ),
+            expectations_check(key),
         ],
         automation_condition=GATED,
     )

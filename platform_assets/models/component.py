@@ -7,7 +7,13 @@ import dagster as dg
 
 from platform_assets.cost.metering import PricingResource, meter
 from platform_assets.governance.deploy import batch_scores_asset
-from platform_assets.tenancy.assets import GATED, TeamComponent, asset_kwargs, team_asset
+from platform_assets.tenancy.assets import (
+    GATED,
+    TeamComponent,
+    asset_kwargs,
+    expectations_check,
+    team_asset,
+)
 from platform_assets.tenancy.catalog import (
     TenantCatalog,
     check_model_refs,
@@ -83,12 +89,7 @@ def model_assets(catalog: TenantCatalog, spec: ModelSpec) -> list[dg.AssetsDefin
         **ts_kwargs,
         deps=[*feature_keys, dg.AssetKey([tenant.name, "sources", labels.source])],
         check_specs=[
-            dg.AssetCheckSpec(
-                "expectations",
-                asset=ts_key,
-                blocking=True,
-                description="Great Expectations suite from the team YAML",
-            ),
+            expectations_check(ts_key),
             dg.AssetCheckSpec(
                 "leakage",
                 asset=ts_key,

@@ -89,8 +89,7 @@ def promotion_sensor(context: dg.SensorEvaluationContext, mlflow: MlflowResource
     finally:
         gov.close()
     requests, over_budget = filter_run_requests(context.instance, [r for _, r in candidates])
-    kept = {id(r) for r in requests}
-    held = [storage_id for storage_id, r in candidates if id(r) not in kept]
+    held = [storage_id for storage_id, r in candidates if r not in requests]
     context.update_cursor(str(min([newest, *[storage_id - 1 for storage_id in held]])))
     reasons += over_budget
     if not requests:

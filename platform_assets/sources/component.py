@@ -5,7 +5,12 @@ from typing import TYPE_CHECKING
 import dagster as dg
 
 from platform_assets.cost.metering import PricingResource, meter
-from platform_assets.tenancy.assets import TeamComponent, asset_kwargs, team_asset
+from platform_assets.tenancy.assets import (
+    TeamComponent,
+    asset_kwargs,
+    expectations_check,
+    team_asset,
+)
 from platform_assets.tenancy.catalog import TenantCatalog, load_tenant, tenant_folder_of
 from platform_assets.tenancy.specs import SourceSpec
 from resources.lake import LakeResource
@@ -55,12 +60,7 @@ def source_assets(catalog: TenantCatalog, spec: SourceSpec) -> list[dg.AssetsDef
                 blocking=True,
                 description="Declared columns are present with their types",
             ),
-            dg.AssetCheckSpec(
-                "expectations",
-                asset=key,
-                blocking=True,
-                description="Great Expectations suite from the team YAML",
-            ),
+            expectations_check(key),
         ],
     )
     def source_asset(lake: LakeResource, pricing: PricingResource):

@@ -32,6 +32,16 @@ def team_asset(**kwargs: Any) -> Callable[[Callable], dg.AssetsDefinition]:
     return decorate
 
 
+def expectations_check(key: dg.AssetKey) -> dg.AssetCheckSpec:
+    """The blocking check that runs the YAML's Great Expectations suite on an asset."""
+    return dg.AssetCheckSpec(
+        "expectations",
+        asset=key,
+        blocking=True,
+        description="Great Expectations suite from the team YAML",
+    )
+
+
 def _dagster_owner(owner: str) -> bool:
     return owner.startswith("team:") or "@" in owner
 
