@@ -115,20 +115,56 @@ class _Source:
     local_file: str | None  # scanned natively by DuckDB when set
     schema: pa.Schema
 
-    def relation_sql(self, con: duckdb.DuckDBPyConnection, name: str, columns: list[str]) -> str:
-        """Make the source scannable as `name` in `con`, with a source-order row number."""
+    def relation_sql(
+        self, con: duckdb.DuckDBPyConnection, name: str, columns: list[str]
+    ) -> tuple[str, pa.Table | None]:
+        """Make the source scannable as `name` in `con`, with a source-order row number.
+
+        Returns the SQL relation and, for a source read through pyarrow, the table it read
+        (`columns` plus the row number), from which `take_rows` then serves.
+        """
         if self.local_file is not None:
             path = self.local_file.replace("'", "''")
-            return (
+            relation = (
                 f"(SELECT * RENAME (file_row_number AS {_SRC_ROW}) "
                 f"FROM read_parquet('{path}', file_row_number = true))"
             )
+            return relation, None
         # Remote or multi-file sources go through pyarrow (any pyarrow or fsspec filesystem);
         # the row number is the position in the dataset's file order.
         table = _open_dataset(self.uri).to_table(columns=list(dict.fromkeys(columns)))
         table = table.append_column(_SRC_ROW, pa.array(np.arange(table.num_rows)))
         con.register(name, table)
-        return name
+        return name, table
+
+    def take_rows(self, table: pa.Table | None, columns: list[str], rows: np.ndarray) -> pa.Table:
+        """`columns` of the source rows numbered `rows` (as `relation_sql` numbers them).
+
+        From a local file only the row groups holding one of `rows` are read.
+        """
+        if table is not None:
+            return table.select(columns).take(rows)
+        try:
+            parquet = pq.ParquetFile(self.local_file)
+            meta = parquet.metadata
+            sizes = np.array(
+                [meta.row_group(g).num_rows for g in range(meta.num_row_groups)], dtype=np.int64
+            )
+            starts = np.cumsum(sizes) - sizes
+            group = np.searchsorted(starts, rows, side="right") - 1
+            needed = np.flatnonzero(np.bincount(group, minlength=len(sizes)))
+            if len(needed) == len(sizes):
+                read = parquet.read(columns=list(dict.fromkeys(columns)))
+            else:
+                # Row numbers move to their place in the concatenation of the groups read.
+                kept = sizes[needed]
+                shift = np.zeros(len(sizes), dtype=np.int64)
+                shift[needed] = starts[needed] - (np.cumsum(kept) - kept)
+                rows = rows - shift[group]
+                read = parquet.read_row_groups(needed, columns=list(dict.fromkeys(columns)))
+        except (OSError, pa.ArrowException) as e:
+            raise OfflineStoreInputError(f"{self.label}: reading feature values failed: {e}") from e
+        return read.select(columns).take(rows)
 
 
 def _filesystem_and_path(uri: str) -> tuple[pafs.FileSystem, str]:
@@ -515,7 +551,7 @@ def _join_view(
     columns = [*plan.source_keys, *plan.source_features, plan.ts_column]
     if plan.created_column:
         columns.append(plan.created_column)
-    src = plan.source.relation_sql(con, "source_table", columns)
+    src, table = plan.source.relation_sql(con, "source_table", columns)
     keys = list(zip(plan.entity_keys, plan.source_keys, strict=True))
     ts_us = f"epoch_us({plan.ts_sql})"
     # Literal bounds on the plain column let DuckDB skip row groups by their statistics.
@@ -543,17 +579,8 @@ def _join_view(
         c_off = f"coalesce(epoch_us({created}) - {c_lo} + 1, 0)"
         # Footer statistics are exact (writers compute them from the data), so no row can
         # fall outside [ts_lo, t_max] x [c_lo, c_hi] and the fields cannot overflow each other.
-        return _asof(
-            con,
-            plan,
-            entity,
-            src,
-            semi,
-            where,
-            params,
-            keys,
-            _offset_key(ts_off, c_off, c_bits + rn_bits, rn_bits, ts_lo),
-        )
+        key = _offset_key(ts_off, c_off, c_bits + rn_bits, rn_bits, ts_lo)
+        return _features(plan, table, _asof(con, plan, entity, src, semi, where, params, keys, key))
     sample = con.sql(
         f"SELECT {ts_us} AS t, {created_us} AS c {filtered} LIMIT {_SAMPLE_ROWS}", params=params
     ).fetchnumpy()
@@ -569,12 +596,35 @@ def _join_view(
     if guess is not None and guess.bits + rn_bits <= _MAX_SCALED_BITS:
         key = _scaled_key(guess, rn_bits, ts_us, created, checked=True)
         try:
-            return _asof(con, plan, entity, src, semi, where, params, keys, key)
+            match = _asof(con, plan, entity, src, semi, where, params, keys, key)
+            return _features(plan, table, match)
         except duckdb.Error as e:
             if _OFF_GRID not in str(e):
                 raise
     key = _exact_key(con, entity, filtered, params, ts_us, created, t_max, rn_bits, plan.ts_sql)
-    return _asof(con, plan, entity, src, semi, where, params, keys, key)
+    return _features(plan, table, _asof(con, plan, entity, src, semi, where, params, keys, key))
+
+
+def _features(plan: _ViewPlan, table: pa.Table | None, match: _Match) -> pa.Table:
+    """The view's feature values of the matched source rows, in entity order; null where no
+    row matched."""
+    rows, found = match
+    if not found.any():
+        return pa.table(
+            [pa.nulls(len(rows), plan.source.schema.field(f).type) for f in plan.source_features],
+            names=[f"__f{i}" for i in range(len(plan.source_features))],
+        )
+    # Rows without a match read some matched row, then are nulled: a take without null
+    # indices is several times faster than one with them.
+    rows[~found] = rows[found][0]
+    values = plan.source.take_rows(table, plan.source_features, rows)
+    if found.all():
+        return values
+    keep = pa.array(found)
+    return pa.table(
+        [pc.if_else(keep, c, pa.scalar(None, c.type)) for c in values.columns],
+        names=[f"__f{i}" for i in range(len(plan.source_features))],
+    )
 
 
 class _AsofKey(NamedTuple):
@@ -585,6 +635,8 @@ class _AsofKey(NamedTuple):
     # Turns a matched ASOF key back into the row's event time (microseconds), so the event time
     # need not ride through the join's sort as a column of its own; None for the struct key.
     decode: Callable[[np.ndarray], np.ndarray] | None
+    # The low bits of a packed key that hold the source row number.
+    rn_bits: int = 0
     join: str = ""  # a join the feature side needs (the rank table)
     entity_rel: str = "entity"
 
@@ -595,6 +647,7 @@ def _offset_key(ts_off: str, c_off: str, low: int, rn_bits: int, ts_lo: int) -> 
         feat=f"({ts_off} << {low}) + ({c_off} << {rn_bits}) + {_SRC_ROW}",
         entity=f"({probe} << {low}) + {(1 << low) - 1}",
         decode=lambda key: (key >> low) - 1 + ts_lo,
+        rn_bits=rn_bits,
     )
 
 
@@ -624,6 +677,7 @@ def _scaled_key(scaled: _Scaled, rn_bits: int, ts_us: str, created: str, checked
         feat=feat,
         entity=f"({probe} << {low}) + {(1 << low) - 1}",
         decode=lambda key: ((key >> low) - 1) * step + base,
+        rn_bits=rn_bits,
     )
 
 
@@ -676,6 +730,7 @@ def _exact_key(
             feat=f"(__pr_rank << {rn_bits}) + {_SRC_ROW}",
             entity=_KEY,
             decode=lambda key: rank_ts[key >> rn_bits],
+            rn_bits=rn_bits,
             join=f"JOIN pair_ranks ON __pr_t = {ts_us} AND __pr_c = {created_us}",
             entity_rel="entity_probe",
         )
@@ -688,6 +743,14 @@ def _exact_key(
     )
 
 
+class _Match(NamedTuple):
+    """Per entity row (in entity order): the matched source row number, and whether a row
+    matched within the TTL."""
+
+    rows: np.ndarray
+    found: np.ndarray
+
+
 def _asof(
     con: duckdb.DuckDBPyConnection,
     plan: _ViewPlan,
@@ -698,19 +761,19 @@ def _asof(
     params: list[Any],
     keys: list[tuple[str, str]],
     key: _AsofKey,
-) -> pa.Table:
-    """Run the ASOF join with `key`; the features come back in entity order, TTL applied."""
-    # Only the join keys, the ASOF key and the features go through the join's sort; the
-    # matched event time, needed for the TTL test only, is decoded from the ASOF key.
+) -> _Match:
+    """Run the ASOF join with `key`: which source row each entity row gets, TTL applied."""
+    # Only the join keys and the ASOF key go through the join's sort: the source row number and
+    # the event time (for the TTL test) are decoded from the matched key, and the feature values
+    # are read afterwards for the matched rows alone.
     feat_cols = [f"p.{_q(s)} AS __k{i}" for i, (_, s) in enumerate(keys)]
-    feat_cols += [f"p.{_q(c)} AS __f{i}" for i, c in enumerate(plan.source_features)]
     feat_cols.append(f"{key.feat} AS {_KEY}")
     on = [f"e.{_q(e)} = f.__k{i}" for i, (e, _) in enumerate(keys)]
     on.append(f"e.{_KEY} >= f.{_KEY}")
-    out = [f"e.{_ROW}"]
-    if plan.ttl_us:
-        out.append(f"f.{_KEY}" if key.decode else f"epoch_us(f.{_KEY}.t)")
-    out += [f"f.__f{i}" for i in range(len(plan.source_features))]
+    if key.decode is not None:
+        out = [f"e.{_ROW}", f"f.{_KEY}"]
+    else:
+        out = [f"e.{_ROW}", f"f.{_KEY}.r", f"epoch_us(f.{_KEY}.t)"]
     entity_cols = [_ROW, *(_q(e) for e, _ in keys)]
     entity_cols.append(_KEY if key.entity == _KEY else f"{key.entity} AS {_KEY}")
     sql = (
@@ -719,29 +782,27 @@ def _asof(
         f"e AS (SELECT {', '.join(entity_cols)} FROM {key.entity_rel}) "
         f"SELECT {', '.join(out)} FROM e ASOF LEFT JOIN f ON {' AND '.join(on)}"
     )
-    decode = key.decode
-    # One contiguous chunk per column makes the reordering take below about twice as fast as
-    # on DuckDB's many small batches.
     joined = con.sql(sql, params=params).to_arrow_table().combine_chunks()
-    features = joined.select(range(len(out) - len(plan.source_features), joined.num_columns))
-    # The ASOF join emits rows in its own order; scattering by row id restores the entity
-    # frame's order in O(n), cheaper than an ORDER BY.
-    rows = joined.column(0).to_numpy()
-    # 32-bit indices when they fit: less memory traffic in the scatter and the take.
-    index_type = np.int32 if len(rows) < 2**31 else np.int64
-    order = np.empty(len(rows), dtype=index_type)
-    order[rows] = np.arange(len(rows), dtype=index_type)
-    stale = None
+    # The ASOF join emits rows in its own order; scattering by entity row id restores the
+    # entity frame's order in O(n), cheaper than an ORDER BY.
+    entity_rows = joined.column(0).to_numpy()
+    matched = joined.column(1)
+    found = matched.is_valid().to_numpy(zero_copy_only=False)
+    values = matched.fill_null(0).to_numpy()
+    if key.decode is not None:
+        source_rows = values & ((1 << key.rn_bits) - 1)
+        event_us = key.decode(values) if plan.ttl_us else None
+    else:
+        source_rows = values
+        event_us = joined.column(2).fill_null(0).to_numpy()
     if plan.ttl_us:
         # The ASOF match is the latest row <= T; it is a candidate only if not older than TTL.
-        # A stale row's index is nulled, so the one take below both reorders and nulls it.
-        matched = joined.column(1)
-        fts = matched.fill_null(0).to_numpy()
-        if decode is not None:
-            fts = decode(fts)
-        too_old = fts < entity.ts_us[rows] - plan.ttl_us
-        stale = (too_old & matched.is_valid().to_numpy(zero_copy_only=False))[order]
-    return features.take(pa.array(order, mask=stale))
+        found &= event_us >= entity.ts_us[entity_rows] - plan.ttl_us
+    rows = np.empty(len(entity_rows), dtype=np.int64)
+    rows[entity_rows] = source_rows
+    in_order = np.empty(len(entity_rows), dtype=bool)
+    in_order[entity_rows] = found
+    return _Match(rows, in_order)
 
 
 # An exact semi-join with the entity keys pays off only when it can drop most feature rows;
@@ -1039,7 +1100,7 @@ def _pull(
         else:
             tail = f"ORDER BY {_SRC_ROW}"
         with _connect(config) as con:
-            src = source.relation_sql(con, "source_table", columns)
+            src, _ = source.relation_sql(con, "source_table", columns)
             try:
                 table = con.sql(
                     f"SELECT {', '.join(select)} FROM {src} WHERE {' AND '.join(where)} {tail}"
