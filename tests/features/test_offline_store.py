@@ -144,6 +144,22 @@ def test_duplicate_entity_rows_all_come_out(repo: Repo) -> None:
     assert values(out) == [10, 12, 10, 10]
 
 
+def test_values_come_from_the_matched_rows_of_a_source_with_many_row_groups(repo: Repo) -> None:
+    # 40 row groups of 5 rows (driver k // 5 at hours 0-4); the entity rows reach a few of
+    # them, so only those are read and row numbers must land on the right values.
+    data = rows(*[(k // 5, k % 5, k % 5, k) for k in range(200)])
+    data["name"] = [f"n{k}" if k % 7 else None for k in range(200)]
+    path = repo.root / "stats.parquet"
+    pq.write_table(pa.Table.from_pandas(data, preserve_index=False), path, row_group_size=5)
+    repo.view(None, path=str(path), features=(("value", Int64), ("name", String)))
+    out = repo.get(
+        entities((3, 2.5), (17, 10), (39, 0), (3, -1), (25, 4), (18, 1.5)),
+        ["stats:value", "stats:name"],
+    )
+    assert values(out) == [17, 89, 195, None, 129, 91]
+    assert values(out, "name") == ["n17", "n89", "n195", None, "n129", None]
+
+
 # ---- candidates -------------------------------------------------------------------------------
 
 
