@@ -137,6 +137,8 @@ def _feast_repo(directory: Path, engine: str) -> Path:
             "type: platform_assets.features.offline_store.AsofOfflineStore",
             f"type: {store_type}",
         )
+        # Feast's own stores get Feast's default: entity timestamps coerced to UTC before them.
+        text = text.replace("coerce_tz_aware: false\n", "")
     (repo / "feature_store.yaml").write_text(text)
     driver = Entity(name="driver", join_keys=["driver_id"], value_type=ValueType.INT64)
     view = FeatureView(

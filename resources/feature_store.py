@@ -42,6 +42,9 @@ class FeastResource(dg.ConfigurableResource):
             or {"type": "sqlite", "path": str(repo.resolve() / "online.db")},
             "offline_store": {"type": self.offline_store_type},
             "entity_key_serialization_version": 3,
+            # The offline store reads any entity time zone itself (see offline_store.py);
+            # Feast's coercion would copy the entity frame and turn its times into UTC.
+            "coerce_tz_aware": False,
         }
         text = yaml.safe_dump(config, sort_keys=False)
         path = repo / "feature_store.yaml"

@@ -98,6 +98,9 @@ def feature_store_yaml(project: str, repo_dir: Path, registry: Path, online_db: 
         "materialization:\n"
         "  pull_latest_features: true\n"
         "entity_key_serialization_version: 3\n"
+        # The store reads any entity time zone itself; Feast's own coercion would copy the
+        # entity frame and turn its timestamp columns into UTC, changing entity columns.
+        "coerce_tz_aware: false\n"
     )
 
 

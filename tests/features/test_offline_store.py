@@ -127,13 +127,16 @@ def test_one_row_per_entity_row_in_entity_order_with_entity_columns_unchanged(re
     entity_df = pd.DataFrame(
         {
             "driver_id": [3, 1, 2, 1],
-            "event_timestamp": pd.to_datetime([at(5), at(1), at(2), at(3)]).tz_localize("UTC"),
+            "event_timestamp": pd.to_datetime([at(5), at(1), at(2), at(3)])
+            .tz_localize("UTC")
+            .tz_convert("Asia/Tokyo"),
             "label": ["c", "a", "b", "a2"],
+            "seen_at": pd.to_datetime([at(1), at(2), at(3), at(4)]),  # naive
             "weight": [0.5, 1.5, None, 2.0],
         }
     )
     out = repo.get(entity_df, ["stats:value"])
-    assert list(out.columns) == ["driver_id", "event_timestamp", "label", "weight", "value"]
+    assert list(out.columns) == [*entity_df.columns, "value"]
     pd.testing.assert_frame_equal(out[entity_df.columns], entity_df)
     assert values(out) == [30, 10, 20, 10]
 
