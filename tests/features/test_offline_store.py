@@ -13,6 +13,7 @@ from feast import Entity, FeatureService, FeatureStore, FeatureView, Field, File
 from feast.errors import FeatureNameCollisionError
 from feast.types import Float64, Int64, String
 
+from platform_assets.features import offline_store
 from platform_assets.features.offline_store import (
     AsofOfflineStore,
     OfflineStoreInputError,
@@ -147,16 +148,30 @@ def test_duplicate_entity_rows_all_come_out(repo: Repo) -> None:
     assert values(out) == [10, 12, 10, 10]
 
 
-def test_values_come_from_the_matched_rows_of_a_source_with_many_row_groups(repo: Repo) -> None:
-    # 40 row groups of 5 rows (driver k // 5 at hours 0-4); the entity rows reach a few of
-    # them, so only those are read and row numbers must land on the right values.
-    data = rows(*[(k // 5, k % 5, k % 5, k) for k in range(200)])
+@pytest.mark.parametrize("semi_join", [False, True], ids=["key-match", "semi-join"])
+def test_values_come_from_the_matched_rows_of_a_source_with_many_row_groups(
+    repo: Repo, monkeypatch: pytest.MonkeyPatch, semi_join: bool
+) -> None:
+    # 40 row groups of 5 rows: driver d = k // 5 at hours 0-4 of day d. The entity rows reach
+    # a few groups, so only those are read for the values, and row numbers must still land on
+    # the right values, whether the feature rows were cut by a semi-join or not.
+    if semi_join:
+        monkeypatch.setattr(offline_store, "_SEMI_JOIN_MAX_KEY_FRACTION", 1.0)
+    data = rows(*[(k // 5, (k // 5) * 24 + k % 5, 0, k) for k in range(200)])
     data["name"] = [f"n{k}" if k % 7 else None for k in range(200)]
     path = repo.root / "stats.parquet"
     pq.write_table(pa.Table.from_pandas(data, preserve_index=False), path, row_group_size=5)
     repo.view(None, path=str(path), features=(("value", Int64), ("name", String)))
+    day = 24
     out = repo.get(
-        entities((3, 2.5), (17, 10), (39, 0), (3, -1), (25, 4), (18, 1.5)),
+        entities(
+            (3, 3 * day + 2.5),
+            (17, 17 * day + 10),
+            (39, 39 * day),
+            (3, 3 * day - 1),
+            (25, 25 * day + 4),
+            (18, 18 * day + 1.5),
+        ),
         ["stats:value", "stats:name"],
     )
     assert values(out) == [17, 89, 195, None, 129, 91]
