@@ -178,6 +178,19 @@ def test_values_come_from_the_matched_rows_of_a_source_with_many_row_groups(
     assert values(out, "name") == ["n17", "n89", "n195", None, "n129", None]
 
 
+def test_retrieval_metadata_gives_the_entity_time_range(repo: Repo) -> None:
+    repo.view(rows((1, 0, 0, 10)))
+    naive = entities((1, 3), (1, 1), (1, 2))
+    meta = repo.store.get_historical_features(entity_df=naive, features=["stats:value"]).metadata
+    assert (meta.min_event_timestamp, meta.max_event_timestamp) == (at(1), at(3))
+    aware = naive.assign(
+        event_timestamp=naive["event_timestamp"].dt.tz_localize("UTC").dt.tz_convert("Asia/Tokyo")
+    )
+    meta = repo.store.get_historical_features(entity_df=aware, features=["stats:value"]).metadata
+    assert meta.min_event_timestamp == at(1).replace(tzinfo=UTC)
+    assert meta.max_event_timestamp == at(3).replace(tzinfo=UTC)
+
+
 # ---- candidates -------------------------------------------------------------------------------
 
 
