@@ -42,6 +42,10 @@ from feast.saved_dataset import SavedDatasetStorage
 STORE_TYPE = "platform_assets.features.offline_store.AsofOfflineStore"
 DEFAULT_ENTITY_TIMESTAMP = "event_timestamp"
 
+# Feature values of matched rows are read from a local file in batches of row groups of at
+# most this many bytes uncompressed (a larger row group is a batch by itself).
+_VALUES_BATCH_BYTES = 512 * 2**20
+
 # Internal column names; the double underscore prefix keeps them clear of user columns.
 _ROW = "__asof_row"
 _TS = "__asof_ts"
@@ -143,31 +147,60 @@ class _Source:
     def take_rows(self, table: pa.Table | None, columns: list[str], rows: np.ndarray) -> pa.Table:
         """`columns` of the source rows numbered `rows` (as `relation_sql` numbers them).
 
-        From a local file only the row groups holding one of `rows` are read.
+        From a local file only the row groups holding one of `rows` are read, in batches of
+        at most _VALUES_BATCH_BYTES uncompressed, so a wide view over a large file is never
+        decoded into memory whole.
         """
         if table is not None:
             return table.select(columns).take(rows)
+        unique = list(dict.fromkeys(columns))
         try:
             parquet = pq.ParquetFile(self.local_file)
             meta = parquet.metadata
-            sizes = np.array(
-                [meta.row_group(g).num_rows for g in range(meta.num_row_groups)], dtype=np.int64
-            )
+            wanted = [
+                i
+                for i in range(meta.num_columns)
+                if meta.schema.column(i).path.split(".")[0] in unique
+            ]
+            groups = [meta.row_group(g) for g in range(meta.num_row_groups)]
+            sizes = np.array([g.num_rows for g in groups], dtype=np.int64)
+            nbytes = [sum(g.column(i).total_uncompressed_size for i in wanted) for g in groups]
             starts = np.cumsum(sizes) - sizes
             group = np.searchsorted(starts, rows, side="right") - 1
             needed = np.flatnonzero(np.bincount(group, minlength=len(sizes)))
-            if len(needed) == len(sizes):
-                read = parquet.read(columns=list(dict.fromkeys(columns)))
-            else:
+            batches: list[list[int]] = [[]]
+            used = 0
+            for g in needed.tolist():
+                if batches[-1] and used + nbytes[g] > _VALUES_BATCH_BYTES:
+                    batches.append([])
+                    used = 0
+                batches[-1].append(g)
+                used += nbytes[g]
+
+            def take(batch: list[int], batch_rows: np.ndarray, batch_group: np.ndarray) -> pa.Table:
                 # Row numbers move to their place in the concatenation of the groups read.
-                kept = sizes[needed]
+                kept = sizes[batch]
                 shift = np.zeros(len(sizes), dtype=np.int64)
-                shift[needed] = starts[needed] - (np.cumsum(kept) - kept)
-                rows = rows - shift[group]
-                read = parquet.read_row_groups(needed, columns=list(dict.fromkeys(columns)))
+                shift[batch] = starts[batch] - (np.cumsum(kept) - kept)
+                read = parquet.read_row_groups(batch, columns=unique)
+                return read.select(columns).take(batch_rows - shift[batch_group])
+
+            if len(batches) == 1:
+                return take(batches[0], rows, group)
+            batch_of_group = np.zeros(len(sizes), dtype=np.int64)
+            for b, batch in enumerate(batches):
+                batch_of_group[batch] = b
+            batch_of_row = batch_of_group[group]
+            pieces, positions = [], []
+            for b, batch in enumerate(batches):
+                at = np.flatnonzero(batch_of_row == b)
+                pieces.append(take(batch, rows[at], group[at]))
+                positions.append(at)
         except (OSError, pa.ArrowException) as e:
             raise OfflineStoreInputError(f"{self.label}: reading feature values failed: {e}") from e
-        return read.select(columns).take(rows)
+        order = np.empty(len(rows), dtype=np.int64)
+        order[np.concatenate(positions)] = np.arange(len(rows), dtype=np.int64)
+        return pa.concat_tables(pieces).take(order)
 
 
 def _filesystem_and_path(uri: str) -> tuple[pafs.FileSystem, str]:

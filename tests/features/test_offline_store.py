@@ -149,14 +149,18 @@ def test_duplicate_entity_rows_all_come_out(repo: Repo) -> None:
 
 
 @pytest.mark.parametrize("semi_join", [False, True], ids=["key-match", "semi-join"])
+@pytest.mark.parametrize("batched", [False, True], ids=["one-read", "read-per-group"])
 def test_values_come_from_the_matched_rows_of_a_source_with_many_row_groups(
-    repo: Repo, monkeypatch: pytest.MonkeyPatch, semi_join: bool
+    repo: Repo, monkeypatch: pytest.MonkeyPatch, semi_join: bool, batched: bool
 ) -> None:
     # 40 row groups of 5 rows: driver d = k // 5 at hours 0-4 of day d. The entity rows reach
     # a few groups, so only those are read for the values, and row numbers must still land on
-    # the right values, whether the feature rows were cut by a semi-join or not.
+    # the right values, whether the feature rows were cut by a semi-join or not, and whether
+    # the groups are read at once or (over the byte budget) one batch at a time.
     if semi_join:
         monkeypatch.setattr(offline_store, "_SEMI_JOIN_MAX_KEY_FRACTION", 1.0)
+    if batched:
+        monkeypatch.setattr(offline_store, "_VALUES_BATCH_BYTES", 1)
     data = rows(*[(k // 5, (k // 5) * 24 + k % 5, 0, k) for k in range(200)])
     data["name"] = [f"n{k}" if k % 7 else None for k in range(200)]
     path = repo.root / "stats.parquet"
