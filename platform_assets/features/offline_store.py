@@ -71,7 +71,8 @@ class AsofOfflineStoreConfig(FeastConfigBaseModel):
     threads: int | None = None
     """DuckDB worker threads; None uses every core. The result does not depend on it."""
     memory_limit: str | None = None
-    """DuckDB memory limit such as '3GB'; None keeps DuckDB's default (80% of RAM)."""
+    """DuckDB memory limit such as '3GB'; None keeps DuckDB's default (80% of RAM). Feature
+    values are read outside it, in row-group batches of at most _VALUES_BATCH_BYTES."""
 
 
 class OfflineStoreInputError(ValueError):
