@@ -634,10 +634,11 @@ def _join_view(
         key = _scaled_key(guess, rn_bits, ts_us, created, checked=True)
         try:
             match = _asof(con, plan, entity, src, semi, where, params, keys, key)
-            return _features(plan, table, match)
         except duckdb.Error as e:
             if _OFF_GRID not in str(e):
                 raise
+        else:
+            return _features(plan, table, match)
     key = _exact_key(con, entity, filtered, params, ts_us, created, t_max, rn_bits, plan.ts_sql)
     return _features(plan, table, _asof(con, plan, entity, src, semi, where, params, keys, key))
 
@@ -646,21 +647,19 @@ def _features(plan: _ViewPlan, table: pa.Table | None, match: _Match) -> pa.Tabl
     """The view's feature values of the matched source rows, in entity order; null where no
     row matched."""
     rows, found = match
+    features = plan.source_features
     if not found.any():
-        return pa.table(
-            [pa.nulls(len(rows), plan.source.schema.field(f).type) for f in plan.source_features],
-            names=[f"__f{i}" for i in range(len(plan.source_features))],
-        )
+        types = [plan.source.schema.field(f).type for f in features]
+        return pa.table([pa.nulls(len(rows), t) for t in types], names=features)
     # Rows without a match read some matched row, then are nulled: a take without null
     # indices is several times faster than one with them.
     rows[~found] = rows[found][0]
-    values = plan.source.take_rows(table, plan.source_features, rows)
+    values = plan.source.take_rows(table, features, rows)
     if found.all():
         return values
     keep = pa.array(found)
     return pa.table(
-        [pc.if_else(keep, c, pa.scalar(None, c.type)) for c in values.columns],
-        names=[f"__f{i}" for i in range(len(plan.source_features))],
+        [pc.if_else(keep, c, pa.scalar(None, c.type)) for c in values.columns], names=features
     )
 
 
