@@ -144,8 +144,10 @@ class LakeResource(dg.ConfigurableResource):
         """Write a new immutable snapshot; with `commit=False` it is staged, not yet current.
 
         The parquet file is written to a local temporary file first and hashed; the version
-        is that hash. Only a whole file ever lands under the version's name.
+        is that hash. Only a whole file ever lands under the version's name, and a version that
+        exists is not written again (its `written_at` is when that content was first written).
         """
+        import pyarrow.fs as pafs
         import pyarrow.parquet as pq
 
         folder = self._folder(tenant, kind, name)
@@ -161,7 +163,10 @@ class LakeResource(dg.ConfigurableResource):
             pq.write_table(table, tmp)
             version = _file_hash(tmp)
             target = f"{folder}/{version}.parquet"
-            if self.is_local:
+            # Same content, same version: a snapshot that exists is already this very file.
+            if fs.get_file_info(target).type == pafs.FileType.File:
+                pass
+            elif self.is_local:
                 os.replace(tmp, target)
             else:
                 with open(tmp, "rb") as src, fs.open_output_stream(target) as dst:

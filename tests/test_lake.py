@@ -43,6 +43,9 @@ def test_the_version_is_the_content_hash(lake):
     b = lake.write("payments", "features", "tx", T1)
     assert a.version == b.version
     assert lake.write("payments", "sources", "tx", T2).version != a.version
+    # The same content again is the same snapshot: not rewritten, first written at `a`.
+    assert lake.write("payments", "sources", "tx", T1) == a
+    assert lake.current("payments", "sources", "tx") == a
 
 
 def test_a_staged_snapshot_is_not_current_until_committed(lake):
