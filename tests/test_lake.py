@@ -162,3 +162,17 @@ def test_s3_endpoint_and_credentials_from_resource_config(s3_bucket, s3_endpoint
     assert lake.read("growth", "sources", "events").equals(T1)
     assert lake.s3_endpoint() == s3_endpoint
     assert "secret" not in snap.uri
+
+
+def test_the_nightly_retention_job_prunes_with_the_platform_retention(tmp_path, instance):
+    from platform_assets.storage.retention import lake_retention, lake_retention_schedule
+
+    lake = LakeResource(root=str(tmp_path / "lake"), retention_days=30)
+    old = lake.write("ridehail", "features", "f", T1)
+    lake.write("ridehail", "features", "f", T2)
+    when = (datetime.now(UTC) - timedelta(days=31)).timestamp()
+    os.utime(old.uri, (when, when))
+    result = lake_retention.execute_in_process(resources={"lake": lake}, instance=instance)
+    assert result.output_for_node("prune_lake") == 1
+    assert not os.path.exists(old.uri)
+    assert lake_retention_schedule.default_status.value == "RUNNING"
