@@ -37,11 +37,12 @@ def demo() -> None:
 
 @app.command()
 def tenants() -> None:
-    """List tenants with their owners, budget, namespace and models (from the team YAML)."""
+    """List tenants with their owners, budget (limits.yaml), namespace and models."""
     from rich.console import Console
     from rich.table import Table
 
     from platform_assets.tenancy.catalog import load_all
+    from platform_assets.tenancy.limits import limits_for
 
     table = Table(title="tenants")
     for col in ("tenant", "owners", "budget USD/month", "namespace", "features", "models"):
@@ -51,7 +52,7 @@ def tenants() -> None:
         table.add_row(
             name,
             ", ".join(t.owners),
-            f"{t.budget.monthly_usd:g}",
+            f"{limits_for(name).budget.monthly_usd:g}",
             t.namespace,
             ", ".join(cat.feature_sets),
             ", ".join(cat.models),
