@@ -62,24 +62,32 @@ def tenants() -> None:
 
 @app.command()
 def validate() -> None:
-    """Load every tenant's YAML and cross-check references; exit 1 naming the bad file."""
-    from platform_assets.tenancy.catalog import (
-        PlatformConfigError,
-        check_model_refs,
-        check_source_refs,
-        load_all,
-    )
+    """Load every tenant's YAML, cross-check references and dry-run each feature set's SQL in
+    the sandbox; exit 1 naming the bad file. Requests the platform caps are warnings."""
+    from platform_assets.features.component import dry_run
+    from platform_assets.tenancy.catalog import PlatformConfigError, check_model_refs, load_all
+    from platform_assets.tenancy.limits import capped, load_limits
 
     try:
         catalogs = load_all()
         for cat in catalogs.values():
             for fs in cat.feature_sets.values():
-                check_source_refs(cat, fs)
+                dry_run(cat, fs)
             for model in cat.models.values():
                 check_model_refs(cat, model)
+        listed = load_limits()
     except PlatformConfigError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
+    for name, cat in catalogs.items():
+        requests = [("tenant", name, cat.tenant.resources)]
+        requests += [("model", m.name, m.resources) for m in cat.models.values() if m.resources]
+        for kind, obj, requested in requests:
+            note = capped(name, requested)
+            if note:
+                typer.echo(f"warning: {cat.file_of(kind, obj)}: attributes.resources: {note}")
+    for name in sorted(set(listed) - set(catalogs)):
+        typer.echo(f"warning: limits.yaml lists tenant {name!r}, which has no folder")
     typer.echo(f"ok: {len(catalogs)} tenants valid")
 
 

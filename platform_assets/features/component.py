@@ -77,6 +77,35 @@ def compute_feature_table(
         raise refuse(f"DuckDB failed running the SQL: {exc}") from exc
 
 
+_ARROW_TYPES = {
+    "string": "string",
+    "int64": "int64",
+    "float64": "float64",
+    "bool": "bool_",
+    "timestamp": "timestamp",
+}
+
+
+def dry_run(catalog: TenantCatalog, spec: FeatureSetSpec) -> None:
+    """Run a feature set's SQL in the sandbox over empty tables shaped like its declared sources:
+    what `mlplat validate` does, so a refused query fails before any run."""
+    import pyarrow as pa
+
+    check_source_refs(catalog, spec)
+
+    def arrow(kind: str) -> pa.DataType:
+        return pa.timestamp("us") if kind == "timestamp" else getattr(pa, _ARROW_TYPES[kind])()
+
+    tables = {
+        name: pa.schema(
+            [(c, arrow(t)) for c, t in catalog.sources[name].columns.items()]
+        ).empty_table()
+        for name in spec.sources
+    }
+    where = str(catalog.file_of("feature_set", spec.name))
+    compute_feature_table(spec, tables, where, catalog.tenant.name)
+
+
 def feature_assets(catalog: TenantCatalog, spec: FeatureSetSpec) -> list[dg.AssetsDefinition]:
     """The asset `<tenant>/features/<name>` with its `expectations` check."""
     tenant = catalog.tenant

@@ -262,11 +262,9 @@ class SourceSpec(dg.Model, dg.Resolvable):
         """Lexically inside the inbox; the step checks again after resolving symlinks."""
         if path is None:
             return None
-        parts = PurePosixPath(path).parts
         if (
-            not parts
-            or PurePosixPath(path).is_absolute()
-            or any(p in ("..", ".") for p in parts)
+            PurePosixPath(path).is_absolute()
+            or any(part in ("", ".", "..") for part in path.split("/"))
             or any(c in path for c in ":\\~\0\n")
         ):
             raise ValueError(
