@@ -91,6 +91,32 @@ def validate() -> None:
     typer.echo(f"ok: {len(catalogs)} tenants valid")
 
 
+codeowners_app = typer.Typer(
+    help="The generated .github/CODEOWNERS (tenant folders and platform limits).",
+    no_args_is_help=True,
+)
+
+
+@codeowners_app.command("write")
+def codeowners_write() -> None:
+    """Rewrite .github/CODEOWNERS from the tenant folders' owners and limits.yaml."""
+    from platform_assets.tenancy.codeowners import repo_codeowners
+
+    path, text = repo_codeowners()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    typer.echo(f"wrote {path}")
+
+
+@codeowners_app.command("show")
+def codeowners_show() -> None:
+    """Print what `write` would write."""
+    from platform_assets.tenancy.codeowners import repo_codeowners
+
+    typer.echo(repo_codeowners()[1], nl=False)
+
+
+app.add_typer(codeowners_app, name="codeowners")
 app.command("costs")(cost_cli.costs)
 app.add_typer(cost_cli.quotas_app, name="quotas")
 app.add_typer(governance_cli.app)  # approve, reject, promote, rollback, pending, audit

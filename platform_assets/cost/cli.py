@@ -87,7 +87,7 @@ def quotas_write(
         Path | None, typer.Option(help="dagster.yaml to update; defaults to the repo's")
     ] = None,
 ) -> None:
-    """Rewrite the `# BEGIN mlplat quotas` block of dagster.yaml from the tenants' YAML."""
+    """Rewrite the `# BEGIN mlplat quotas` block of dagster.yaml from limits.yaml."""
     from platform_assets.cost.quotas import BEGIN, write_quotas
     from platform_assets.execution.env import repo_root
     from platform_assets.tenancy.catalog import load_all

@@ -57,7 +57,10 @@ def quota_config(
 
 def render_block(catalogs: dict[str, TenantCatalog], max_concurrent_runs: int | None = None) -> str:
     body = yaml.safe_dump(quota_config(catalogs, max_concurrent_runs), sort_keys=False)
-    note = "# Written by `mlplat quotas write` from platform_assets/limits/limits.yaml; not here."
+    note = (
+        "# Written by `mlplat quotas write` from platform_assets/limits/limits.yaml; "
+        "edit that, not this."
+    )
     return f"{BEGIN}\n{note}\n{body}{END}\n"
 
 

@@ -82,7 +82,7 @@ def read_limits(path: Path) -> LimitsFile:
     except ValidationError as exc:
         err = exc.errors()[0]
         loc = ".".join(str(p) for p in err["loc"]) or "<file>"
-        raise PlatformConfigError(path, loc, err["msg"]) from exc
+        raise PlatformConfigError(path, loc, err["msg"].removeprefix("Value error, ")) from exc
 
 
 def load_limits(path: Path | None = None) -> dict[str, TenantLimits]:
