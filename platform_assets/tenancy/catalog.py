@@ -96,35 +96,42 @@ def team_files(folder: Path) -> list[Path]:
     """Every `defs.yaml` in a tenant folder; anything else there is refused with its path.
 
     No symlinks (a linked file is a duplicate or reaches into another folder), no Python, no
-    other files: the platform builds every asset from these files itself.
+    other files: the platform builds every asset from these files itself. (`os.scandir`
+    answers "is it a link" from the directory listing, without a stat per entry.)
     """
     if folder.is_symlink():
         raise PlatformConfigError(folder, "<folder>", "a tenant folder may not be a symlink")
-    found = []
-    for dirpath, dirnames, filenames in os.walk(folder):
-        here = Path(dirpath)
-        for name in sorted(dirnames + filenames):
-            if (here / name).is_symlink():
+    found: list[Path] = []
+
+    def walk(directory: str) -> None:
+        with os.scandir(directory) as listing:
+            entries = sorted(listing, key=lambda e: e.name)
+        for entry in entries:
+            if entry.is_symlink():
                 raise PlatformConfigError(
-                    here / name,
+                    Path(entry.path),
                     "<file>",
                     "symlinks are not allowed in a tenant folder (copy the file instead)",
                 )
-        for name in sorted(filenames):
-            path = here / name
-            if name == "defs.yaml":
-                found.append(path)
-            elif name.endswith(".py"):
+            if entry.is_dir(follow_symlinks=False):
+                walk(entry.path)
+            elif entry.name == "defs.yaml":
+                found.append(Path(entry.path))
+            elif entry.name.endswith(".py"):
                 raise PlatformConfigError(
-                    path,
+                    Path(entry.path),
                     "<file>",
                     "Python files are not allowed in a tenant folder: team folders hold data "
                     "(defs.yaml), the platform holds the code",
                 )
             else:
                 raise PlatformConfigError(
-                    path, "<file>", "only defs.yaml files are allowed in a tenant folder"
+                    Path(entry.path),
+                    "<file>",
+                    "only defs.yaml files are allowed in a tenant folder",
                 )
+
+    walk(str(folder))
     return sorted(found)
 
 

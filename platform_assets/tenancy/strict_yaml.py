@@ -10,6 +10,7 @@ the data; the messages name the line.
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -89,12 +90,13 @@ def _check_values(value: Any, where: str) -> None:
 
 def read_document(path: Path) -> Any:
     """The one YAML document in `path`, strictly parsed; raises YamlError naming where."""
-    size = path.stat().st_size
-    if size > MAX_FILE_BYTES:
-        raise YamlError(
-            "<file>", f"{size} bytes is over the {MAX_FILE_BYTES // 1024} KiB limit per file"
-        )
-    data = path.read_bytes()[: MAX_FILE_BYTES + 1]
+    with open(path, "rb") as f:
+        data = f.read(MAX_FILE_BYTES + 1)  # never more than the cap, whatever the file's size
+        if len(data) > MAX_FILE_BYTES:
+            size = os.fstat(f.fileno()).st_size
+            raise YamlError(
+                "<file>", f"{size} bytes is over the {MAX_FILE_BYTES // 1024} KiB limit per file"
+            )
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
