@@ -427,15 +427,31 @@ def test_a_model_reading_a_view_that_was_unshared_is_refused(root):
     )
 
 
-def test_validate_dry_runs_feature_sql_in_the_sandbox(root):
-    edit(root / FEATURE_FILE, sql="select * from read_text('/etc/passwd')")
+@pytest.mark.parametrize(
+    ("sql", "reason"),
+    [
+        (
+            "select * from read_parquet('{lake}/payments/sources/transactions.parquet')",
+            "the SQL may read only its declared sources as tables",
+        ),
+        ("select * from read_text('/etc/passwd')", 'Cannot access file "/etc/passwd"'),
+        ("select * from read_text('/proc/self/environ')", "/proc/self/environ"),
+        ("copy trips to '{lake}/payments/features/card_activity.parquet'", "COPY statements"),
+        ("attach '{lake}/platform.db' as p", "ATTACH statements are not allowed"),
+        ("set enable_external_access = true", "SET statements are not allowed"),
+        ("install httpfs", "LOAD statements are not allowed"),
+        ("select 1; select 2", "exactly one SELECT statement (found 2)"),
+    ],
+    ids=["other-tenant", "passwd", "environ", "copy", "attach", "set", "install", "two"],
+)
+def test_validate_dry_runs_feature_sql_in_the_sandbox(root, tmp_path, sql, reason):
+    edit(root / FEATURE_FILE, sql=sql.format(lake=tmp_path / "lake"))
     result = CliRunner().invoke(cli.app, ["validate"])
     assert result.exit_code == 1
     assert (
         f"error: {root / FEATURE_FILE}: attributes.sql: feature set 'ridehail/driver_stats': "
-        "the SQL may read only its declared sources as tables"
     ) in result.output
-    assert 'Cannot access file "/etc/passwd"' in result.output
+    assert reason in result.output
 
 
 def test_validate_warns_about_requests_the_platform_caps(root):
