@@ -20,7 +20,7 @@ import psutil
 import yaml
 from pydantic import BaseModel, Field
 
-from platform_assets.tenancy.limits import capped, effective_resources
+from platform_assets.tenancy.limits import grant
 from platform_assets.tenancy.specs import ComputeResources
 
 DEFAULT_CATALOG = Path(__file__).with_name("prices.yaml")
@@ -181,11 +181,11 @@ def meter(
     the platform grants (`effective_resources`); a request it capped is logged in the step.
     """
     _refuse_over_budget(tenant)
-    note = capped(tenant, requested)
+    granted, note = grant(tenant, requested)
     context = _step_context()
     if note and context is not None:
         context.log.warning(note)
-    usage = Usage(tenant=tenant, requested=effective_resources(tenant, requested))
+    usage = Usage(tenant=tenant, requested=granted)
     cgroup, cgroup_cpu = None, 0.0
     if in_kubernetes():
         try:

@@ -11,7 +11,7 @@ from typing import Any
 
 import dagster as dg
 
-from platform_assets.tenancy.limits import capped, effective_resources
+from platform_assets.tenancy.limits import grant
 from platform_assets.tenancy.specs import ASSET_TYPES, ComputeResources, TenantSpec
 
 # Built once: Dagster composes a condition tree per call.
@@ -102,9 +102,7 @@ def asset_kwargs(
     """
     if asset_type not in ASSET_TYPES:
         raise ValueError(f"asset_type {asset_type!r} is not one of {ASSET_TYPES}")
-    asked = requested or tenant.resources
-    requested = effective_resources(tenant.name, asked)
-    note = capped(tenant.name, asked)
+    requested, note = grant(tenant.name, requested or tenant.resources)
     metadata = {**(metadata or {}), **({"resources/capped": note} if note else {})}
     extra: dict[str, Any] = {"pool": GPU_POOL} if requested.gpu else {}
     return {

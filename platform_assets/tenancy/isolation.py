@@ -52,14 +52,20 @@ def isolation_violations(
     return problems
 
 
-def built_from(node) -> tuple[str, str] | None:
-    """(tenant folder, file) of the team YAML the platform built an asset from, if any."""
+def built_from(node, folders: dict[str, str]) -> tuple[str, str] | None:
+    """(tenant folder, file) of the team YAML the platform built an asset from, if any.
+
+    `folders` caches file -> tenant folder across the assets of one check.
+    """
     from platform_assets.tenancy.catalog import tenant_folder_of
 
     refs = node.metadata.get("dagster/code_references")
     for ref in refs.code_references if refs is not None else []:
         if isinstance(ref, dg.LocalFileCodeReference):
-            return tenant_folder_of(Path(ref.file_path)).name, ref.file_path
+            file = ref.file_path
+            if file not in folders:
+                folders[file] = tenant_folder_of(Path(file)).name
+            return folders[file], file
     return None
 
 
@@ -75,11 +81,11 @@ def check_isolation(defs: dg.Definitions, tenants: dict[str, TenantSpec] | None 
 
         tenants = {name: cat.tenant for name, cat in load_all().items()}
     graph = defs.resolve_asset_graph()
-    edges = []
+    edges, folders = [], {}
     for key in graph.get_all_asset_keys():
         node = graph.get(key)
         name = key.to_user_string()
-        origin = built_from(node)
+        origin = built_from(node, folders)
         if origin is None:
             if not node.is_executable:
                 continue

@@ -87,23 +87,32 @@ def read_limits(path: Path) -> LimitsFile:
 
 def load_limits(path: Path | None = None) -> dict[str, TenantLimits]:
     """The limits of every tenant the file lists (defaults filled in)."""
-    limits = read_limits((path or limits_path()).resolve())
+    limits = read_limits(path or limits_path())
     return {name: limits.for_tenant(name) for name in limits.tenants}
 
 
 def limits_for(tenant: str) -> TenantLimits:
     """A tenant's limits; the defaults when limits.yaml does not list it."""
-    return read_limits(limits_path().resolve()).for_tenant(tenant)
+    return read_limits(limits_path()).for_tenant(tenant)
 
 
 def platform_team() -> PlatformTeam:
-    return read_limits(limits_path().resolve()).platform
+    return read_limits(limits_path()).platform
 
 
 def effective_resources(tenant: str, requested: ComputeResources) -> ComputeResources:
     """The request capped by the tenant's caps; no GPUs unless the tenant may use them."""
-    limits = limits_for(tenant)
+    return _granted(limits_for(tenant), requested)
+
+
+def _granted(limits: TenantLimits, requested: ComputeResources) -> ComputeResources:
     caps = limits.caps
+    if (
+        requested.cpu <= caps.cpu
+        and requested.memory_gib <= caps.memory_gib
+        and (requested.gpu == 0 or (limits.gpu_allowed and requested.gpu <= caps.gpu))
+    ):
+        return requested
     return ComputeResources(
         cpu=min(requested.cpu, caps.cpu),
         memory_gib=min(requested.memory_gib, caps.memory_gib),
@@ -111,9 +120,13 @@ def effective_resources(tenant: str, requested: ComputeResources) -> ComputeReso
     )
 
 
-def capped(tenant: str, requested: ComputeResources) -> str | None:
-    """What the platform cut from a request, in words (asset metadata, step log, `validate`)."""
-    limits, effective = limits_for(tenant), effective_resources(tenant, requested)
+def grant(tenant: str, requested: ComputeResources) -> tuple[ComputeResources, str | None]:
+    """What the platform grants a request, and what it cut from it in words (asset metadata,
+    step log, `validate`), or None when it granted all of it."""
+    limits = limits_for(tenant)
+    effective = _granted(limits, requested)
+    if effective is requested:
+        return requested, None
     notes = [
         f"{field} {getattr(requested, field):g} capped to {getattr(effective, field):g}"
         for field in ("cpu", "memory_gib")
@@ -123,6 +136,11 @@ def capped(tenant: str, requested: ComputeResources) -> str | None:
         notes.append(f"gpu {requested.gpu} refused (tenant {tenant!r} may not use GPUs)")
     elif effective.gpu < requested.gpu:
         notes.append(f"gpu {requested.gpu} capped to {effective.gpu}")
-    if not notes:
-        return None
-    return f"requested resources capped by the platform's limits.yaml: {'; '.join(notes)}"
+    return effective, (
+        f"requested resources capped by the platform's limits.yaml: {'; '.join(notes)}"
+    )
+
+
+def capped(tenant: str, requested: ComputeResources) -> str | None:
+    """What the platform cut from a request, in words; None when it granted all of it."""
+    return grant(tenant, requested)[1]
