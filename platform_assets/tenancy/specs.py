@@ -94,9 +94,14 @@ def check_identity(value: str) -> str:
     return value
 
 
-def check_namespace(value: str) -> str:
+def check_k8s_name(value: str) -> str:
     if not NAMESPACE_RE.fullmatch(value):
-        raise ValueError(f"{value!r} is not a Kubernetes namespace (RFC 1123 label)")
+        raise ValueError(f"{value!r} is not a Kubernetes name (RFC 1123 label)")
+    return value
+
+
+def check_namespace(value: str) -> str:
+    check_k8s_name(value)
     if value in ("default", "dagster") or value.startswith("kube-"):
         raise ValueError(f"namespace {value!r} belongs to the cluster or the platform")
     return value
@@ -213,7 +218,7 @@ class TenantSpec(dg.Model, dg.Resolvable):
     namespace: Annotated[str, AfterValidator(check_namespace)] = Field(
         description="Kubernetes namespace its steps run in"
     )
-    service_account: Annotated[str, AfterValidator(check_namespace)] | None = Field(
+    service_account: Annotated[str, AfterValidator(check_k8s_name)] | None = Field(
         default=None, description="Kubernetes service account; defaults to '<tenant>-runner'"
     )
     resources: ComputeResources = Field(

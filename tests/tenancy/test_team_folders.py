@@ -463,3 +463,12 @@ def test_validate_warns_about_requests_the_platform_caps(root):
         f"warning: {path}: attributes.resources: requested resources capped by the platform's "
         "limits.yaml: cpu 32 capped to 4"
     ) in result.output
+
+
+def test_a_cluster_namespace_is_refused(root):
+    path = root / TENANT_FILE
+    path.write_text(path.read_text().replace("tenant-ridehail", "kube-system"))
+    assert refused(root) == (
+        f"{path}: attributes.namespace: namespace 'kube-system' belongs to the cluster or the "
+        "platform"
+    )
