@@ -53,9 +53,7 @@ def generate_tenants(root: Path, count: int) -> int:
                     "name": name,
                     "description": f"Generated tenant {name}.",
                     "owners": [f"team:{name}"],
-                    "budget": {"monthly_usd": 100 + i},
                     "namespace": f"tenant-{name}",
-                    "max_concurrent_runs": 2,
                 },
             ),
         }
@@ -65,7 +63,7 @@ def generate_tenants(root: Path, count: int) -> int:
                 {
                     "name": s,
                     "description": f"Source {s}.",
-                    "path": f"/data/{name}/{s}.parquet",
+                    "path": f"{s}.parquet",
                     "timestamp_column": "event_timestamp",
                     "columns": columns,
                 },
@@ -75,7 +73,7 @@ def generate_tenants(root: Path, count: int) -> int:
             {
                 "name": "labels",
                 "description": "Labels.",
-                "path": f"/data/{name}/labels.parquet",
+                "path": "labels.parquet",
                 "timestamp_column": "label_ts",
                 "columns": {"entity_id": "string", "label_ts": "timestamp", "label": "int64"},
             },

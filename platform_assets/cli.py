@@ -37,11 +37,12 @@ def demo() -> None:
 
 @app.command()
 def tenants() -> None:
-    """List tenants with their owners, budget, namespace and models (from the team YAML)."""
+    """List tenants with their owners, budget (limits.yaml), namespace and models."""
     from rich.console import Console
     from rich.table import Table
 
     from platform_assets.tenancy.catalog import load_all
+    from platform_assets.tenancy.limits import limits_for
 
     table = Table(title="tenants")
     for col in ("tenant", "owners", "budget USD/month", "namespace", "features", "models"):
@@ -51,7 +52,7 @@ def tenants() -> None:
         table.add_row(
             name,
             ", ".join(t.owners),
-            f"{t.budget.monthly_usd:g}",
+            f"{limits_for(name).budget.monthly_usd:g}",
             t.namespace,
             ", ".join(cat.feature_sets),
             ", ".join(cat.models),
@@ -61,27 +62,61 @@ def tenants() -> None:
 
 @app.command()
 def validate() -> None:
-    """Load every tenant's YAML and cross-check references; exit 1 naming the bad file."""
-    from platform_assets.tenancy.catalog import (
-        PlatformConfigError,
-        check_model_refs,
-        check_source_refs,
-        load_all,
-    )
+    """Load every tenant's YAML, cross-check references and dry-run each feature set's SQL in
+    the sandbox; exit 1 naming the bad file. Requests the platform caps are warnings."""
+    from platform_assets.features.component import dry_run
+    from platform_assets.tenancy.catalog import PlatformConfigError, check_model_refs, load_all
+    from platform_assets.tenancy.limits import capped, load_limits
 
     try:
         catalogs = load_all()
         for cat in catalogs.values():
             for fs in cat.feature_sets.values():
-                check_source_refs(cat, fs)
+                dry_run(cat, fs)
             for model in cat.models.values():
                 check_model_refs(cat, model)
+        listed = load_limits()
     except PlatformConfigError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
+    for name, cat in catalogs.items():
+        requests = [("tenant", name, cat.tenant.resources)]
+        requests += [("model", m.name, m.resources) for m in cat.models.values() if m.resources]
+        for kind, obj, requested in requests:
+            note = capped(name, requested)
+            if note:
+                typer.echo(f"warning: {cat.file_of(kind, obj)}: attributes.resources: {note}")
+    for name in sorted(set(listed) - set(catalogs)):
+        typer.echo(f"warning: limits.yaml lists tenant {name!r}, which has no folder")
     typer.echo(f"ok: {len(catalogs)} tenants valid")
 
 
+codeowners_app = typer.Typer(
+    help="The generated .github/CODEOWNERS (tenant folders and platform limits).",
+    no_args_is_help=True,
+)
+
+
+@codeowners_app.command("write")
+def codeowners_write() -> None:
+    """Rewrite .github/CODEOWNERS from the tenant folders' owners and limits.yaml."""
+    from platform_assets.tenancy.codeowners import repo_codeowners
+
+    path, text = repo_codeowners()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    typer.echo(f"wrote {path}")
+
+
+@codeowners_app.command("show")
+def codeowners_show() -> None:
+    """Print what `write` would write."""
+    from platform_assets.tenancy.codeowners import repo_codeowners
+
+    typer.echo(repo_codeowners()[1], nl=False)
+
+
+app.add_typer(codeowners_app, name="codeowners")
 app.command("costs")(cost_cli.costs)
 app.add_typer(cost_cli.quotas_app, name="quotas")
 app.add_typer(governance_cli.app)  # approve, reject, promote, rollback, pending, audit

@@ -6,10 +6,6 @@ inside the steps that use them so this module loads fast.
 
 from __future__ import annotations
 
-import importlib
-import sys
-from pathlib import Path
-
 import dagster as dg
 
 from platform_assets.cost.definitions import cost_definitions
@@ -21,7 +17,7 @@ from platform_assets.sensors.promotion import promotion_sensor
 from platform_assets.storage.retention import lake_retention, lake_retention_schedule
 from platform_assets.tenancy.catalog import defs_root, load_all
 from platform_assets.tenancy.isolation import check_isolation
-from platform_assets.tenancy.loader import catalog_definitions, dagster_only_files
+from platform_assets.tenancy.loader import catalog_definitions
 
 PIPELINE = "ml_pipeline"
 
@@ -72,25 +68,9 @@ def platform_definitions(tenant_defs: dg.Definitions) -> dg.Definitions:
 def tenant_definitions() -> dg.Definitions:
     """The tenants' YAML components: this package's defs folder, or MLPLAT_DEFS_ROOT's.
 
-    Built from the catalog in one pass (see tenancy/loader.py) unless a folder holds something
-    only Dagster's component loader understands; then the whole tree loads through it.
+    Built from the catalog in one pass (see tenancy/loader.py).
     """
-    root = defs_root().resolve()
-    catalogs = load_all(root)
-    if not dagster_only_files(root, catalogs):
-        return catalog_definitions(catalogs)
-    return component_tree_definitions(root)
-
-
-def component_tree_definitions(root: Path) -> dg.Definitions:
-    """The defs folder loaded file by file through Dagster's component tree, as `dg` does."""
-    if root == (Path(__file__).parent / "defs").resolve():
-        return dg.load_from_defs_folder(path_within_project=Path(__file__).parent)
-    # A generated tree (previews, the scale bench) is imported as a package from its parent.
-    if str(root.parent) not in sys.path:
-        sys.path.insert(0, str(root.parent))
-    module = importlib.import_module(root.name)
-    return dg.ComponentTree.from_module(defs_module=module, project_root=root.parent).build_defs()
+    return catalog_definitions(load_all(defs_root().resolve()))
 
 
 @dg.definitions

@@ -136,14 +136,16 @@ def test_failed_expectation_stops_downstream(ridehail):
     assert "ridehail/models/driver_churn" not in materialized
 
 
-def test_source_missing_declared_column_keeps_downstream_intact(ridehail, tmp_path):
+def test_source_missing_declared_column_keeps_downstream_intact(ridehail, platform_home):
     root, build, instance = ridehail
-    trips = tmp_path / "trips.parquet"
+    # A file source reads from the tenant's inbox in the lake, by a path relative to it.
+    trips = platform_home / "data" / "lake" / "ridehail" / "inbox" / "trips.parquet"
+    trips.parent.mkdir(parents=True)
     generate("ridehail.trips").to_parquet(trips)
     path = root / "ridehail" / "sources" / "trips" / "defs.yaml"
     doc = yaml.safe_load(path.read_text())
     del doc["attributes"]["generator"]
-    doc["attributes"]["path"] = str(trips)
+    doc["attributes"]["path"] = "trips.parquet"
     path.write_text(yaml.safe_dump(doc))
     defs = build()
     assert _run(defs, instance).success

@@ -24,6 +24,7 @@ from platform_assets.cost.rollup import (
     tenant_steps,
 )
 from platform_assets.tenancy.assets import asset_kwargs, team_asset
+from platform_assets.tenancy.limits import limits_for
 from platform_assets.tenancy.specs import TenantSpec
 from resources.lake import LakeResource
 
@@ -79,7 +80,7 @@ def tenant_cost_asset(tenant: TenantSpec, source: Path | None = None) -> dg.Asse
                 "currency": pricing.catalog().currency,
                 "ledger_uri": snapshot.uri,
                 "by_asset": dg.MetadataValue.md(table),
-                "budget_monthly_usd": tenant.budget.monthly_usd,
+                "budget_monthly_usd": limits_for(tenant.name).budget.monthly_usd,
             }
         )
 
@@ -149,9 +150,9 @@ def showback_asset(tenants: dict[str, TenantSpec]) -> dg.AssetsDefinition:
                 {
                     "tenant": name,
                     "spent_usd": float(spent.get(name, 0.0)),
-                    "budget_usd": spec.budget.monthly_usd,
+                    "budget_usd": limits_for(name).budget.monthly_usd,
                 }
-                for name, spec in sorted(tenants.items())
+                for name in sorted(tenants)
             ]
         )
         mtd["pct_of_budget"] = (mtd["spent_usd"] / mtd["budget_usd"] * 100).round(2)

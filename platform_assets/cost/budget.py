@@ -1,4 +1,7 @@
-"""Month-to-date spend of a tenant against the budget in its YAML, and what that allows.
+"""Month-to-date spend of a tenant against its platform-set budget, and what that allows.
+
+Budgets are the platform's (platform_assets/limits/limits.yaml via `limits_for`), never read from
+the tenant's own YAML.
 
 `budget_status` is the one place the rule lives; the budget sensor, the step-start refusal in
 `meter` and any other sensor (e.g. promotion) ask it and use its message verbatim.
@@ -13,7 +16,9 @@ from typing import Literal
 import dagster as dg
 
 from platform_assets.cost.rollup import month_bounds, tenant_steps
-from platform_assets.tenancy.specs import TenantSpec
+from platform_assets.tenancy.limits import LIMITS_PATH, TenantLimits, limits_for
+
+_WHERE = f"{LIMITS_PATH.parent.name}/{LIMITS_PATH.name}"
 
 Level = Literal["ok", "warn", "over"]
 
@@ -39,7 +44,7 @@ class BudgetStatus:
 
     @property
     def blocked(self) -> bool:
-        """New runs are not launched: budget spent and no override in the tenant's YAML."""
+        """New runs are not launched: budget spent and no override in the platform's limits."""
         return self.level == "over" and not self.override
 
     @property
@@ -53,30 +58,21 @@ class BudgetStatus:
         if self.level == "warn":
             return f"{head}: above the {self.warn_at:.0%} warning threshold"
         if self.override:
-            return f"{head}: over budget, runs continue because its YAML sets budget.override"
+            return f"{head}: over budget, runs continue because {_WHERE} sets budget.override"
         return (
             f"{head}: over budget, new runs are not launched until next month "
-            "or until its YAML sets budget.override: true"
+            f"or until the platform team sets budget.override: true in {_WHERE}"
         )
-
-
-def _spec(tenant: str) -> TenantSpec:
-    from platform_assets.tenancy.catalog import load_all
-
-    catalogs = load_all()
-    if tenant not in catalogs:
-        raise KeyError(f"tenant {tenant!r} is not defined (known: {', '.join(sorted(catalogs))})")
-    return catalogs[tenant].tenant
 
 
 def budget_status(
     instance: dg.DagsterInstance,
     tenant: str,
-    spec: TenantSpec | None = None,
+    limits: TenantLimits | None = None,
     now: datetime | None = None,
 ) -> BudgetStatus:
     """Month-to-date spend of `tenant` (UTC month of `now`) from the event log, vs its budget."""
-    spec = spec or _spec(tenant)
+    budget = (limits or limits_for(tenant)).budget
     now = now or datetime.now(UTC)
     month = now.strftime("%Y-%m")
     start, _ = month_bounds(month)
@@ -85,28 +81,26 @@ def budget_status(
         tenant=tenant,
         month=month,
         spent_usd=spent,
-        budget_usd=spec.budget.monthly_usd,
-        warn_at=spec.budget.warn_at,
-        override=spec.budget.override,
+        budget_usd=budget.monthly_usd,
+        warn_at=budget.warn_at,
+        override=budget.override,
     )
 
 
 def run_start_status(
-    instance: dg.DagsterInstance, tenant: str, run_id: str, spec: TenantSpec | None = None
+    instance: dg.DagsterInstance, tenant: str, run_id: str, limits: TenantLimits | None = None
 ) -> BudgetStatus | None:
     """The budget as it stood when the run started, so a run already going is never cut off."""
     record = instance.get_run_record_by_id(run_id)
     if record is None:
         return None
     started = record.start_time or record.create_timestamp.timestamp()
-    return budget_status(instance, tenant, spec, now=datetime.fromtimestamp(started, UTC))
+    return budget_status(instance, tenant, limits, now=datetime.fromtimestamp(started, UTC))
 
 
-def over_budget_skip(
-    instance: dg.DagsterInstance, tenant: str, spec: TenantSpec | None = None
-) -> dg.SkipReason | None:
+def over_budget_skip(instance: dg.DagsterInstance, tenant: str) -> dg.SkipReason | None:
     """For sensors and schedules: a SkipReason naming the budget when the tenant is blocked."""
-    status = budget_status(instance, tenant, spec)
+    status = budget_status(instance, tenant)
     return dg.SkipReason(status.message) if status.blocked else None
 
 

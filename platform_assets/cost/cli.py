@@ -34,13 +34,14 @@ def costs(
     from platform_assets.execution.env import deployment
     from platform_assets.execution.resources import resources_for
     from platform_assets.tenancy.catalog import load_all
+    from platform_assets.tenancy.limits import limits_for
 
     month = month or datetime.now(UTC).strftime("%Y-%m")
     try:
         start, end = month_bounds(month)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--month") from exc
-    budgets = {n: c.tenant.budget.monthly_usd for n, c in load_all().items()}
+    budgets = {n: limits_for(n).budget.monthly_usd for n in load_all()}
     lake = resources_for(deployment())["lake"]
     if ledger:
         rows = read_ledger(lake, month)  # type: ignore[arg-type]
@@ -86,7 +87,7 @@ def quotas_write(
         Path | None, typer.Option(help="dagster.yaml to update; defaults to the repo's")
     ] = None,
 ) -> None:
-    """Rewrite the `# BEGIN mlplat quotas` block of dagster.yaml from the tenants' YAML."""
+    """Rewrite the `# BEGIN mlplat quotas` block of dagster.yaml from limits.yaml."""
     from platform_assets.cost.quotas import BEGIN, write_quotas
     from platform_assets.execution.env import repo_root
     from platform_assets.tenancy.catalog import load_all

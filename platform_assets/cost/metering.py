@@ -20,6 +20,7 @@ import psutil
 import yaml
 from pydantic import BaseModel, Field
 
+from platform_assets.tenancy.limits import grant
 from platform_assets.tenancy.specs import ComputeResources
 
 DEFAULT_CATALOG = Path(__file__).with_name("prices.yaml")
@@ -150,12 +151,18 @@ def _process_cpu() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
+def _step_context() -> dg.OpExecutionContext | None:
+    try:
+        return dg.OpExecutionContext.get()
+    except dg.DagsterInvariantViolationError:
+        return None  # measured outside a Dagster step (a unit test, a notebook)
+
+
 def _refuse_over_budget(tenant: str) -> None:
     """Inside a run, refuse to start the step when the tenant was over budget at run start."""
-    try:
-        context = dg.OpExecutionContext.get()
-    except dg.DagsterInvariantViolationError:
-        return  # measured outside a Dagster step (a unit test, a notebook): nothing to gate
+    context = _step_context()
+    if context is None:
+        return
     from platform_assets.cost.budget import run_start_status
 
     status = run_start_status(context.instance, tenant, context.run_id)
@@ -170,10 +177,15 @@ def meter(
     """Measure the enclosed block. Measurement problems are recorded on the usage, never raised.
 
     Before the block runs, a tenant that was over its monthly budget when the run started (and
-    has no override) is refused with `dg.Failure` naming the budget.
+    has no override) is refused with `dg.Failure` naming the budget. The step is billed on what
+    the platform grants (`effective_resources`); a request it capped is logged in the step.
     """
     _refuse_over_budget(tenant)
-    usage = Usage(tenant=tenant, requested=requested)
+    granted, note = grant(tenant, requested)
+    context = _step_context()
+    if note and context is not None:
+        context.log.warning(note)
+    usage = Usage(tenant=tenant, requested=granted)
     cgroup, cgroup_cpu = None, 0.0
     if in_kubernetes():
         try:

@@ -1,4 +1,4 @@
-"""Run quotas per tenant, rendered from the tenants' YAML into the instance's `dagster.yaml`.
+"""Run quotas per tenant, rendered from the platform's limits.yaml into `dagster.yaml`.
 
 The run queue holds a tenant's extra runs back through tag concurrency limits on the `tenant`
 tag; shared resources (GPUs) are Dagster pools. Only the block between the markers is ours.
@@ -13,6 +13,7 @@ import yaml
 
 from platform_assets.tenancy.assets import GPU_POOL
 from platform_assets.tenancy.catalog import TenantCatalog
+from platform_assets.tenancy.limits import limits_for
 
 BEGIN = "# BEGIN mlplat quotas"
 END = "# END mlplat quotas"
@@ -31,9 +32,9 @@ def quota_config(
     `max_concurrent_runs` is the instance-wide ceiling (what the machine or cluster can take);
     by default the sum of the tenants' limits.
     """
-    per_tenant = {name: cat.tenant.max_concurrent_runs for name, cat in sorted(catalogs.items())}
+    per_tenant = {name: limits_for(name).max_concurrent_runs for name in sorted(catalogs)}
     # Every matching limit applies, so the per-unique-value limit (which also covers tenants
-    # not in the YAML, e.g. a typo in a tag) must not be lower than any tenant's own limit.
+    # not in the catalog, e.g. a typo in a tag) must not be lower than any tenant's own limit.
     ceiling = max(per_tenant.values(), default=1)
     limits: list[dict] = [
         {"key": "tenant", "value": {"applyLimitPerUniqueValue": True}, "limit": ceiling}
@@ -56,7 +57,10 @@ def quota_config(
 
 def render_block(catalogs: dict[str, TenantCatalog], max_concurrent_runs: int | None = None) -> str:
     body = yaml.safe_dump(quota_config(catalogs, max_concurrent_runs), sort_keys=False)
-    note = "# Written by `mlplat quotas write` from the tenants' YAML; edit those, not this."
+    note = (
+        "# Written by `mlplat quotas write` from platform_assets/limits/limits.yaml; "
+        "edit that, not this."
+    )
     return f"{BEGIN}\n{note}\n{body}{END}\n"
 
 

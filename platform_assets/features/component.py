@@ -1,5 +1,6 @@
 """The `FeatureSet` component: DuckDB SQL over sources -> parquet feature table -> Feast view."""
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import dagster as dg
@@ -31,41 +32,78 @@ _DUCKDB_TYPES = {"int64": "BIGINT", "float64": "DOUBLE", "string": "VARCHAR", "b
 
 
 def compute_feature_table(
-    spec: FeatureSetSpec, sources: "dict[str, pa.Table]", where: str
+    spec: FeatureSetSpec, sources: "Mapping[str, pa.Table]", where: str, tenant: str
 ) -> "pd.DataFrame":
-    """Run the team's SQL with each source's snapshot registered as a table; cast to declared
-    types. The platform reads the snapshots (from any filesystem), so the SQL opens no file."""
+    """Run the team's SQL in the sandbox over its declared sources; cast to declared types.
+
+    `sources` are the tables the platform read for it (exactly `spec.sources`); the SQL sees
+    nothing else (see features/sandbox.py). Column names are identifiers (specs.Identifier), so
+    quoting them in the platform's own SQL below is safe.
+    """
     import duckdb
 
-    con = duckdb.connect()
-    for name, table in sources.items():
-        con.register(name, table)
+    from platform_assets.features.sandbox import SandboxError, run_query, sandbox
+
+    def refuse(reason: str) -> PlatformConfigError:
+        return PlatformConfigError(
+            where, "attributes.sql", f"feature set '{tenant}/{spec.name}': {reason}"
+        )
+
+    con = sandbox({name: sources[name] for name in spec.sources})
     try:
-        relation = con.sql(spec.sql)
-    except duckdb.Error as exc:
-        raise PlatformConfigError(
-            where, "attributes.sql", f"DuckDB rejected the SQL: {exc}"
-        ) from exc
+        relation = run_query(con, spec.sql)
+    except SandboxError as exc:
+        raise refuse(str(exc)) from exc
     required = [spec.entity.join_key, spec.timestamp_field]
     if spec.created_timestamp_field:
         required.append(spec.created_timestamp_field)
     missing = [c for c in [*required, *spec.features] if c not in relation.columns]
     if missing:
-        raise PlatformConfigError(
-            where,
-            "attributes.sql",
+        raise refuse(
             f"the query does not return column(s) {', '.join(missing)} "
-            f"(it returns {', '.join(relation.columns)})",
+            f"(it returns {', '.join(relation.columns)})"
         )
     casts = ", ".join(
         f'cast("{n}" as {_DUCKDB_TYPES[t]}) as "{n}"' for n, t in spec.features.items()
     )
     keys = ", ".join(f'"{c}"' for c in required)
     con.register("computed", relation)
-    return con.sql(
-        f'select {keys}, {casts}, cast("{spec.timestamp_field}" as timestamp) '
-        f'as "{spec.timestamp_feature}" from computed order by {keys}'
-    ).df()
+    try:
+        return con.sql(
+            f'select {keys}, {casts}, cast("{spec.timestamp_field}" as timestamp) '
+            f'as "{spec.timestamp_feature}" from computed order by {keys}'
+        ).df()
+    except duckdb.Error as exc:
+        raise refuse(f"DuckDB failed running the SQL: {exc}") from exc
+
+
+_ARROW_TYPES = {
+    "string": "string",
+    "int64": "int64",
+    "float64": "float64",
+    "bool": "bool_",
+    "timestamp": "timestamp",
+}
+
+
+def dry_run(catalog: TenantCatalog, spec: FeatureSetSpec) -> None:
+    """Run a feature set's SQL in the sandbox over empty tables shaped like its declared sources:
+    what `mlplat validate` does, so a refused query fails before any run."""
+    import pyarrow as pa
+
+    check_source_refs(catalog, spec)
+
+    def arrow(kind: str) -> pa.DataType:
+        return pa.timestamp("us") if kind == "timestamp" else getattr(pa, _ARROW_TYPES[kind])()
+
+    tables = {
+        name: pa.schema(
+            [(c, arrow(t)) for c, t in catalog.sources[name].columns.items()]
+        ).empty_table()
+        for name in spec.sources
+    }
+    where = str(catalog.file_of("feature_set", spec.name))
+    compute_feature_table(spec, tables, where, catalog.tenant.name)
 
 
 def feature_assets(catalog: TenantCatalog, spec: FeatureSetSpec) -> list[dg.AssetsDefinition]:
@@ -102,9 +140,11 @@ def feature_assets(catalog: TenantCatalog, spec: FeatureSetSpec) -> list[dg.Asse
         from platform_assets.quality.checks import expectation_check
 
         with meter(tenant.name, tenant.resources) as usage:
-            sources = {s: lake.read(tenant.name, "sources", s) for s in spec.sources}
-            df = compute_feature_table(spec, sources, str(where))
             import pyarrow as pa
+
+            # The platform reads the declared sources, from this tenant's prefix only.
+            sources = {s: lake.read(tenant.name, "sources", s) for s in spec.sources}
+            df = compute_feature_table(spec, sources, str(where), tenant.name)
 
             snapshot = lake.write(
                 tenant.name,

@@ -11,6 +11,7 @@ import dagster as dg
 
 from platform_assets.cost.metering import PricingResource, meter
 from platform_assets.tenancy.assets import asset_kwargs, team_asset
+from platform_assets.tenancy.limits import effective_resources
 from platform_assets.tenancy.specs import ComputeResources, ModelSpec, TenantSpec
 from resources.lake import LakeResource
 from resources.mlflow import MlflowResource
@@ -40,7 +41,7 @@ def render_inferenceservice(
     tenant: TenantSpec, registered: str, version: int, storage_uri: str
 ) -> dict[str, Any]:
     model = registered.partition(".")[2]
-    res = tenant.resources
+    res = effective_resources(tenant.name, tenant.resources)
     quantity = {"cpu": f"{res.cpu:g}", "memory": f"{res.memory_gib:g}Gi"}
     manifest = {
         "apiVersion": "serving.kserve.io/v1beta1",

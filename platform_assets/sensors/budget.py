@@ -54,8 +54,8 @@ def budget_sensor(context: dg.SensorEvaluationContext):
     alerted: dict[str, str] = json.loads(context.cursor or "{}")
     webhook = os.environ.get(WEBHOOK_ENV)
     lines = []
-    for name, catalog in load_all().items():
-        status = budget_status(context.instance, name, catalog.tenant)
+    for name in load_all():
+        status = budget_status(context.instance, name)
         if status.level == "ok":
             continue
         lines.append(status.message)
@@ -94,7 +94,7 @@ def tenant_schedule(tenant: TenantSpec, cron: str = "0 3 * * *") -> dg.ScheduleD
         tags={"tenant": tenant.name},
     )
     def nightly(context: dg.ScheduleEvaluationContext):
-        skip = over_budget_skip(context.instance, tenant.name, tenant)
+        skip = over_budget_skip(context.instance, tenant.name)
         if skip is not None:
             return skip
         return dg.RunRequest(tags={"tenant": tenant.name})

@@ -1,5 +1,6 @@
 """The `Source` component: snapshots raw data into the lake and checks it before anyone reads it."""
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import dagster as dg
@@ -12,6 +13,7 @@ from platform_assets.tenancy.assets import (
     team_asset,
 )
 from platform_assets.tenancy.catalog import TenantCatalog, load_tenant, tenant_folder_of
+from platform_assets.tenancy.isolation import IsolationError
 from platform_assets.tenancy.specs import SourceSpec
 from resources.lake import LakeResource
 
@@ -19,7 +21,33 @@ if TYPE_CHECKING:  # pandas loads in the steps, not with the code location
     import pandas as pd
 
 
-def read_source(spec: SourceSpec) -> "pd.DataFrame":
+def inbox(lake_root: str, tenant: str) -> str:
+    """Where a tenant's source files land: `<lake root>/<tenant>/inbox/`, under its own prefix.
+
+    A Source's `path` is relative to it (the catalog refuses absolute paths, URIs and `..`), so
+    a tenant can only point at files delivered to its own inbox.
+    """
+    return f"{lake_root.rstrip('/')}/{tenant}/inbox"
+
+
+def source_file(lake_root: str, tenant: str, spec: SourceSpec) -> str:
+    """The file a Source reads; a local path must still be inside the inbox once symlinks are
+    resolved (a link dropped into the inbox cannot point elsewhere)."""
+    base = inbox(lake_root, tenant)
+    target = f"{base}/{spec.path}"
+    if "://" not in base:
+        resolved, prefix = Path(target).resolve(), Path(base).resolve()
+        if not resolved.is_relative_to(prefix):
+            raise IsolationError(
+                f"source {tenant}/{spec.name}: {spec.path!r} resolves to {resolved}, outside "
+                f"tenant {tenant!r}'s inbox {prefix}"
+            )
+        target = str(resolved)
+    return target
+
+
+def read_source(spec: SourceSpec, path: str | None = None) -> "pd.DataFrame":
+    """A generated dataset, or the file at `path` (see `source_file`)."""
     import pandas as pd
     import pyarrow as pa
 
@@ -27,7 +55,8 @@ def read_source(spec: SourceSpec) -> "pd.DataFrame":
         from platform_assets.data.generator import generate
 
         return generate(spec.generator)
-    path = str(spec.path)
+    if path is None:
+        raise ValueError(f"source {spec.name!r} reads a file: pass its path in the inbox")
     try:
         if path.endswith(".csv"):
             timestamps = [c for c, t in spec.columns.items() if t == "timestamp"]
@@ -96,7 +125,7 @@ def source_assets(catalog: TenantCatalog, spec: SourceSpec) -> list[dg.AssetsDef
         from platform_assets.quality.checks import expectation_check, schema_check
 
         with meter(tenant.name, tenant.resources) as usage:
-            df = read_source(spec)
+            df = read_source(spec, source_file(lake.root, tenant.name, spec) if spec.path else None)
             schema = schema_check(df, spec.columns)
             present = [c for c in spec.columns if c in df.columns]
             extra = [c for c in df.columns if c not in spec.columns]

@@ -11,6 +11,7 @@ from typing import Any
 
 import dagster as dg
 
+from platform_assets.tenancy.limits import grant
 from platform_assets.tenancy.specs import ASSET_TYPES, ComputeResources, TenantSpec
 
 # Built once: Dagster composes a condition tree per call.
@@ -95,11 +96,14 @@ def asset_kwargs(
 ) -> dict[str, Any]:
     """Keyword arguments for `dg.asset`/`dg.AssetSpec` shared by all platform assets.
 
-    `source` is the team YAML the asset comes from; steps that request GPUs join the GPU pool.
+    `source` is the team YAML the asset comes from. The step requests what the platform grants
+    (the request capped by limits.yaml, said in the asset's metadata); steps granted GPUs join
+    the GPU pool.
     """
     if asset_type not in ASSET_TYPES:
         raise ValueError(f"asset_type {asset_type!r} is not one of {ASSET_TYPES}")
-    requested = requested or tenant.resources
+    requested, note = grant(tenant.name, requested or tenant.resources)
+    metadata = {**(metadata or {}), **({"resources/capped": note} if note else {})}
     extra: dict[str, Any] = {"pool": GPU_POOL} if requested.gpu else {}
     return {
         **extra,
@@ -113,5 +117,5 @@ def asset_kwargs(
             "tenant": tenant.name,
             "dagster-k8s/config": json.dumps(k8s_config(tenant, requested)),
         },
-        "metadata": {**(metadata or {}), **(yaml_reference(source) if source else {})},
+        "metadata": {**metadata, **(yaml_reference(source) if source else {})},
     }

@@ -12,13 +12,10 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
-import yaml
 from pydantic import BaseModel, ValidationError
 
 from platform_assets.tenancy.specs import FeatureSetSpec, ModelSpec, SourceSpec, TenantSpec
-
-# libyaml's parser when PyYAML was built with it (its wheels are): ~10x faster than pure Python.
-_SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+from platform_assets.tenancy.strict_yaml import YamlError, read_document
 
 # Component type name (as written after `type:`) -> the spec it is validated with.
 COMPONENT_SPECS: dict[str, type[BaseModel]] = {
@@ -51,39 +48,91 @@ class TenantCatalog:
     feature_sets: dict[str, FeatureSetSpec] = field(default_factory=dict)
     models: dict[str, ModelSpec] = field(default_factory=dict)
     files: dict[tuple[str, str], Path] = field(default_factory=dict)
-    # Files only Dagster's component loader understands: other component types, Python
-    # modules, templated or post-processed YAML. The code location then loads through it.
-    dagster_only: list[Path] = field(default_factory=list)
 
     def file_of(self, kind: str, name: str) -> Path:
         return self.files[(kind, name)]
 
 
-def _parse(path: Path) -> tuple[list[tuple[str, BaseModel]], bool]:
-    """The platform specs in one file, and whether the file holds anything else for Dagster."""
-    text = path.read_text()
+def _parse(path: Path) -> BaseModel:
+    """The platform spec one `defs.yaml` declares. Team folders hold data, not code: only the
+    platform's component types, with `type` and `attributes` and nothing else."""
     try:
-        documents = [d for d in yaml.load_all(text, Loader=_SafeLoader) if d is not None]
-    except yaml.YAMLError as exc:
-        raise PlatformConfigError(path, "<yaml>", str(exc)) from exc
-    parsed = []
-    dagster_only = "{{" in text  # a template only Dagster's loader resolves
-    for doc in documents:
-        type_name = doc.get("type") if isinstance(doc, dict) else None
-        spec_cls = COMPONENT_SPECS.get(type_name or "")
-        if spec_cls is None or set(doc) - {"type", "attributes"}:
-            # Not a platform component (e.g. a plain Dagster component), or one with
-            # post-processing or requirements: nothing to cross-check, Dagster loads it.
-            dagster_only = True
-            if spec_cls is None:
-                continue
-        try:
-            parsed.append((type_name, spec_cls.model_validate(doc.get("attributes") or {})))
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            loc = ".".join(str(p) for p in ("attributes", *err["loc"]))
-            raise PlatformConfigError(path, loc, err["msg"]) from exc
-    return parsed, dagster_only
+        doc = read_document(path)
+    except YamlError as exc:
+        raise PlatformConfigError(path, exc.field, exc.reason) from exc
+    if doc is None:
+        raise PlatformConfigError(path, "<file>", "the file is empty: it must declare a component")
+    if not isinstance(doc, dict):
+        raise PlatformConfigError(path, "<file>", "must be a mapping with `type` and `attributes`")
+    extra = sorted(set(doc) - {"type", "attributes"})
+    if extra:
+        raise PlatformConfigError(
+            path,
+            extra[0],
+            "only `type` and `attributes` are allowed in team YAML (no post_processing, "
+            "requirements or other Dagster component keys)",
+        )
+    type_name = doc.get("type")
+    spec_cls = COMPONENT_SPECS.get(type_name) if isinstance(type_name, str) else None
+    if spec_cls is None:
+        raise PlatformConfigError(
+            path,
+            "type",
+            f"{type_name!r} is not a platform component type; team folders may use only "
+            f"{', '.join(COMPONENT_SPECS)}",
+        )
+    attributes = doc.get("attributes")
+    if not isinstance(attributes, dict):
+        raise PlatformConfigError(path, "attributes", "must be a mapping of the component's fields")
+    try:
+        return spec_cls.model_validate(attributes)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in ("attributes", *err["loc"]))
+        raise PlatformConfigError(path, loc, err["msg"].removeprefix("Value error, ")) from exc
+
+
+def team_files(folder: Path) -> list[Path]:
+    """Every `defs.yaml` in a tenant folder; anything else there is refused with its path.
+
+    No symlinks (a linked file is a duplicate or reaches into another folder), no Python, no
+    other files: the platform builds every asset from these files itself. (`os.scandir`
+    answers "is it a link" from the directory listing, without a stat per entry.)
+    """
+    if folder.is_symlink():
+        raise PlatformConfigError(folder, "<folder>", "a tenant folder may not be a symlink")
+    found: list[Path] = []
+
+    def walk(directory: str) -> None:
+        with os.scandir(directory) as listing:
+            entries = sorted(listing, key=lambda e: e.name)
+        for entry in entries:
+            if entry.is_symlink():
+                raise PlatformConfigError(
+                    Path(entry.path),
+                    "<file>",
+                    "symlinks are not allowed in a tenant folder (copy the file instead)",
+                )
+            if entry.is_dir(follow_symlinks=False):
+                walk(entry.path)
+            elif entry.name == "defs.yaml":
+                found.append(Path(entry.path))
+            elif entry.name.endswith(".py"):
+                raise PlatformConfigError(
+                    Path(entry.path),
+                    "<file>",
+                    "Python files are not allowed in a tenant folder: team folders hold data "
+                    "(defs.yaml), the platform holds the code",
+                )
+            else:
+                raise PlatformConfigError(
+                    Path(entry.path),
+                    "<file>",
+                    "only defs.yaml files are allowed in a tenant folder",
+                )
+
+    walk(str(folder))
+    return sorted(found)
 
 
 _KIND = {
@@ -99,13 +148,16 @@ def load_tenant(folder: Path) -> TenantCatalog:
     """Parse one tenant folder. Cached: files are read once per process."""
     tenants: list[tuple[Path, TenantSpec]] = []
     others: list[tuple[Path, BaseModel]] = []
-    dagster_only = sorted(folder.rglob("*.py"))
-    for path in sorted(folder.rglob("defs.yaml")):
-        specs, foreign = _parse(path)
-        if foreign:
-            dagster_only.append(path)
-        for _, spec in specs:
-            (tenants if isinstance(spec, TenantSpec) else others).append((path, spec))
+    files = team_files(folder)
+    if not files:
+        raise PlatformConfigError(
+            folder,
+            "<folder>",
+            "the tenant folder is empty: it needs tenant/defs.yaml declaring its Tenant",
+        )
+    for path in files:
+        spec = _parse(path)
+        (tenants if isinstance(spec, TenantSpec) else others).append((path, spec))
     if len(tenants) != 1:
         found = ", ".join(str(p) for p, _ in tenants) or "none"
         raise PlatformConfigError(
@@ -120,7 +172,6 @@ def load_tenant(folder: Path) -> TenantCatalog:
         tenant=tenant,
         folder=folder,
         files={("tenant", tenant.name): tenant_path},
-        dagster_only=dagster_only,
     )
     buckets = {
         "source": catalog.sources,
@@ -153,13 +204,35 @@ def tenant_folder_of(path: Path) -> Path:
     )
 
 
+def tenant_folders(root: Path) -> list[Path]:
+    """The tenant folders of a defs root; a file or a symlink at the root is refused."""
+    folders = []
+    for p in sorted(root.iterdir()):
+        if p.name == "__pycache__":
+            continue  # written by Python when a tool imports the defs package, never read
+        if p.is_symlink() or not p.is_dir():
+            raise PlatformConfigError(
+                p, "<file>", f"the defs root {root} holds only tenant folders (no files, no links)"
+            )
+        folders.append(p)
+    return folders
+
+
 def load_all(root: Path | None = None) -> dict[str, TenantCatalog]:
+    """Every tenant folder, parsed; two tenants may not share a Kubernetes namespace."""
     root = root or defs_root()
-    return {
-        p.name: load_tenant(p.resolve())
-        for p in sorted(root.iterdir())
-        if p.is_dir() and not p.name.startswith((".", "_"))
-    }
+    catalogs = {p.name: load_tenant(p.resolve()) for p in tenant_folders(root)}
+    namespaces: dict[str, str] = {}
+    for name, catalog in catalogs.items():
+        other = namespaces.setdefault(catalog.tenant.namespace, name)
+        if other != name:
+            raise PlatformConfigError(
+                catalog.file_of("tenant", name),
+                "attributes.namespace",
+                f"namespace {catalog.tenant.namespace!r} is already declared by tenant {other!r} "
+                f"({catalogs[other].file_of('tenant', other)}): each tenant runs in its own",
+            )
+    return catalogs
 
 
 def resolve_feature_set(

@@ -4,6 +4,8 @@ A tenant's asset may depend on its own assets and on feature views another tenan
 in YAML; a tenant step writes only under `<lake root>/<tenant>/` (a local path or a URI). The
 YAML catalog refuses bad feature references early; `check_isolation` is the last word, over the
 asset graph as built.
+An asset belongs to the tenant folder the platform built it from (the team YAML it links to),
+not to whatever its key or tags say.
 """
 
 from __future__ import annotations
@@ -52,21 +54,61 @@ def isolation_violations(
     return problems
 
 
+def built_from(node, folders: dict[str, str]) -> tuple[str, str] | None:
+    """(tenant folder, file) of the team YAML the platform built an asset from, if any.
+
+    `folders` caches file -> tenant folder across the assets of one check.
+    """
+    from platform_assets.tenancy.catalog import tenant_folder_of
+
+    refs = node.metadata.get("dagster/code_references")
+    for ref in refs.code_references if refs is not None else []:
+        if isinstance(ref, dg.LocalFileCodeReference):
+            file = ref.file_path
+            if file not in folders:
+                folders[file] = tenant_folder_of(Path(file)).name
+            return folders[file], file
+    return None
+
+
 def check_isolation(defs: dg.Definitions, tenants: dict[str, TenantSpec] | None = None) -> None:
-    """Raise IsolationError naming both tenants and the asset for every cross-tenant edge."""
+    """Raise IsolationError naming both tenants and the asset for every cross-tenant edge.
+
+    Each asset that runs here is judged as the tenant whose folder it was built from; one built
+    by the platform itself (no team YAML) must live under `platform/`. Assets only declared here
+    (another location's, seen as dependencies) are judged where they run.
+    """
     if tenants is None:
         from platform_assets.tenancy.catalog import load_all
 
         tenants = {name: cat.tenant for name, cat in load_all().items()}
     graph = defs.resolve_asset_graph()
-    edges = []
+    edges, folders = [], {}
     for key in graph.get_all_asset_keys():
         node = graph.get(key)
+        name = key.to_user_string()
+        origin = built_from(node, folders)
+        if origin is None:
+            if not node.is_executable:
+                continue
+            if key.path[0] != PLATFORM:
+                raise IsolationError(
+                    f"asset '{name}' was not built from any tenant folder, so it is the "
+                    f"platform's and must live under '{PLATFORM}/'"
+                )
+            folder = PLATFORM
+        else:
+            folder, file = origin
+            if key.path[0] != folder:
+                raise IsolationError(
+                    f"asset '{name}' was built from tenant {folder!r}'s {file} but its key "
+                    f"is under {key.path[0]!r}: a tenant's assets live under its own name"
+                )
         tag = node.tags.get("tenant")
-        if tag is not None and tag != key.path[0]:
+        if tag is not None and tag != folder:
             raise IsolationError(
-                f"asset '{key.to_user_string()}' is tagged tenant={tag!r} but its key starts "
-                f"with {key.path[0]!r}: a tenant's asset keys start with the tenant"
+                f"asset '{name}' is tagged tenant={tag!r} but belongs to {folder!r} (the folder "
+                "it was built from): a tenant's assets carry its own tag"
             )
         edges += [(key, parent) for parent in sorted(node.parent_keys)]
     problems = isolation_violations(edges, tenants)

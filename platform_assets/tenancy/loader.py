@@ -6,25 +6,17 @@ so loading grows with the square of the number of files (11x a plain `Definition
 tenants, see docs/benchmarks.md). The catalog has already parsed and cross-checked the same files
 into specs, so the code location builds the same assets from them directly, through the same
 functions the components call. `dg check defs` and `dg list defs` still load the folder through
-the components, and a test holds the two graphs equal.
+the components (which read the same catalog), and a test holds the two graphs equal.
 
-A tenant folder holding anything only Dagster's loader understands (another component type, a
-Python module, a template, post-processing) makes `tenant_definitions` use the component tree.
+Team folders hold only the platform's component types (the catalog refuses anything else), so
+there is nothing only Dagster's loader could build.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import dagster as dg
 
 from platform_assets.tenancy.catalog import TenantCatalog
-
-
-def dagster_only_files(root: Path, catalogs: dict[str, TenantCatalog]) -> list[Path]:
-    """Files that need Dagster's component loader, in the defs root or any tenant folder."""
-    top = [p for p in root.iterdir() if p.is_file() and p.suffix in (".py", ".yaml", ".yml")]
-    return sorted(top) + [p for c in catalogs.values() for p in c.dagster_only]
 
 
 def tenant_assets(catalog: TenantCatalog) -> list:

@@ -6,13 +6,38 @@ without building definitions. The component classes in `platform_assets.componen
 
 from __future__ import annotations
 
+import math
 import re
+from pathlib import PurePosixPath
 from typing import Annotated, Any, Literal
 
 import dagster as dg
-from pydantic import AfterValidator, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
-NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+# Full matches only (`re.fullmatch`): `$` would accept a trailing newline.
+NAME_RE = re.compile(r"[a-z][a-z0-9_]{0,62}")
+# Column, feature, entity and join-key names end up quoted inside the platform's own SQL and as
+# Feast field names: plain identifiers only, so no name can close a quote or add a clause.
+IDENTIFIER_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+# Owners appear in Dagster and in the generated .github/CODEOWNERS: a team or an e-mail, nothing
+# that could add a line or a pattern.
+OWNER_RE = re.compile(r"team:[a-z0-9][a-z0-9_-]{0,62}|[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]+")
+# A Kubernetes namespace (RFC 1123 label).
+NAMESPACE_RE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+# Names the platform itself uses: `platform` (its asset keys and code location), `default`
+# (Dagster's default group), `ml` (the `ml_pipeline` job), `dagster` and `mlplat` (their own
+# tag, label and location namespaces). A tenant named like one would be mistaken for it.
+RESERVED_TENANT_NAMES = frozenset({"platform", "default", "ml", "dagster", "mlplat"})
+# Where limits live; named in the error a tenant gets for setting one in its YAML.
+LIMITS_FILE = "platform_assets/limits/limits.yaml"
+PLATFORM_OWNED = ("budget", "max_concurrent_runs", "caps", "gpu_allowed", "override")
 ASSET_TYPES = ("source", "feature_view", "training_set", "model", "evaluation_report", "cost")
 ROLES = ("viewer", "approver", "admin")
 
@@ -40,7 +65,7 @@ FeatureType = Literal["int64", "float64", "string", "bool"]
 
 
 def check_name(value: str) -> str:
-    if not NAME_RE.match(value):
+    if not NAME_RE.fullmatch(value):
         raise ValueError(
             f"{value!r} is not a valid name: use lower-case letters, digits and underscores, "
             "starting with a letter (at most 63 characters)"
@@ -48,31 +73,107 @@ def check_name(value: str) -> str:
     return value
 
 
+def check_identifier(value: str) -> str:
+    if not IDENTIFIER_RE.fullmatch(value):
+        raise ValueError(
+            f"{value!r} is not a valid column name: use letters, digits and underscores, "
+            "starting with a letter or underscore (at most 63 characters)"
+        )
+    return value
+
+
+def check_owner(value: str) -> str:
+    if not OWNER_RE.fullmatch(value):
+        raise ValueError(f"{value!r} is not an owner: use 'team:<name>' or an e-mail address")
+    return value
+
+
+def check_identity(value: str) -> str:
+    if not re.fullmatch(r"[^\s]{1,254}", value):
+        raise ValueError(f"{value!r} is not an identity: one word as the SSO proxy reports it")
+    return value
+
+
+def check_k8s_name(value: str) -> str:
+    if not NAMESPACE_RE.fullmatch(value):
+        raise ValueError(f"{value!r} is not a Kubernetes name (RFC 1123 label)")
+    return value
+
+
+def check_namespace(value: str) -> str:
+    check_k8s_name(value)
+    if value in ("default", "dagster") or value.startswith("kube-"):
+        raise ValueError(f"namespace {value!r} belongs to the cluster or the platform")
+    return value
+
+
+def check_identifier_keys(value: dict) -> dict:
+    """Dict keys as identifiers (Dagster's YAML schema needs plain `str` keys in annotations)."""
+    for key in value:
+        check_identifier(key)
+    return value
+
+
+def _exactly(kind: type, words: str):
+    """Strict types as a validator: pydantic's `strict` cannot apply to the `T | str` union
+    Dagster's component schema derives from each field."""
+
+    def check(value: Any) -> Any:
+        if type(value) is not kind:
+            raise ValueError(f"must be {words}, not {value!r}")
+        return value
+
+    return BeforeValidator(check)
+
+
+StrictInt = Annotated[int, _exactly(int, "an integer")]
+StrictBool = Annotated[bool, _exactly(bool, "true or false")]
 Name = Annotated[str, AfterValidator(check_name)]
+Identifier = Annotated[str, AfterValidator(check_identifier)]
+Owner = Annotated[str, AfterValidator(check_owner)]
+# An identity as the SSO proxy reports it: one token, no whitespace or control characters.
+Identity = Annotated[str, AfterValidator(check_identity)]
+Text = Annotated[str, StringConstraints(max_length=4000)]
+# Every number in team YAML is finite (no .inf or .nan) and bounded; integers are strict (no
+# 1.0, "1" or true where a count is meant).
+Finite = Annotated[float, Field(allow_inf_nan=False, ge=-1e9, le=1e9)]
 
 
 class Expectation(dg.Model, dg.Resolvable):
     """One Great Expectations expectation; `kwargs` are the GX class's fields."""
 
     type: ExpectationType
-    kwargs: dict[str, Any] = Field(default_factory=dict)
-    blocking: bool = Field(
-        default=True, description="A failed blocking expectation stops downstream assets."
+    kwargs: Annotated[dict[str, Any], AfterValidator(check_identifier_keys)] = Field(
+        default_factory=dict
+    )
+    blocking: StrictBool = Field(
+        default=True,
+        description="A failed blocking expectation stops downstream assets.",
     )
 
 
 class ComputeResources(dg.Model, dg.Resolvable):
     """What a step requests; the Kubernetes executor requests the same and cost bills on it."""
 
-    cpu: float = Field(default=1.0, gt=0, description="vCPU requested per step")
-    memory_gib: float = Field(default=2.0, gt=0, description="GiB of memory requested per step")
-    gpu: int = Field(default=0, ge=0, description="GPUs requested per step")
+    cpu: float = Field(
+        default=1.0, gt=0, le=1024, allow_inf_nan=False, description="vCPU requested per step"
+    )
+    memory_gib: float = Field(
+        default=2.0, gt=0, le=16384, allow_inf_nan=False, description="GiB requested per step"
+    )
+    gpu: StrictInt = Field(default=0, ge=0, le=64, description="GPUs requested per step")
 
 
 class Budget(dg.Model, dg.Resolvable):
-    monthly_usd: float = Field(gt=0, description="Monthly compute budget in USD")
-    warn_at: float = Field(default=0.8, gt=0, le=1, description="Fraction that raises a warning")
-    override: bool = Field(
+    """A tenant's monthly budget; set by the platform in limits.yaml, never in tenant YAML."""
+
+    monthly_usd: float = Field(
+        gt=0, le=1e9, allow_inf_nan=False, description="Monthly compute budget in USD"
+    )
+    warn_at: float = Field(
+        default=0.8, gt=0, le=1, allow_inf_nan=False, description="Fraction that raises a warning"
+    )
+    override: StrictBool = Field(
         default=False, description="Keep launching runs after the budget is spent"
     )
 
@@ -80,33 +181,62 @@ class Budget(dg.Model, dg.Resolvable):
 class Roles(dg.Model, dg.Resolvable):
     """People (identities as the SSO proxy reports them) per role within one tenant."""
 
-    viewer: list[str] = Field(default_factory=list)
-    approver: list[str] = Field(default_factory=list)
-    admin: list[str] = Field(default_factory=list)
+    viewer: list[Identity] = Field(default_factory=list)
+    approver: list[Identity] = Field(default_factory=list)
+    admin: list[Identity] = Field(default_factory=list)
 
 
 class Share(dg.Model, dg.Resolvable):
     """A feature set this tenant lets other tenants read."""
 
-    feature_set: str
-    tenants: list[str] = Field(min_length=1)
+    feature_set: Name
+    tenants: list[Name] = Field(min_length=1)
+
+
+def check_tenant_name(value: str) -> str:
+    if value in RESERVED_TENANT_NAMES:
+        raise ValueError(
+            f"tenant name {value!r} is reserved by the platform "
+            f"(reserved: {', '.join(sorted(RESERVED_TENANT_NAMES))})"
+        )
+    return value
 
 
 class TenantSpec(dg.Model, dg.Resolvable):
-    """A team on the platform: who owns it, who approves, what it may spend, where it runs."""
+    """A team on the platform: who owns it, who approves, where it runs, what it requests.
 
-    name: Name = Field(description="Tenant id; the first part of every asset key it owns")
-    description: str
-    owners: list[str] = Field(min_length=1)
+    Budgets, run quotas, resource caps and GPU permission are the platform's
+    (platform_assets/limits/limits.yaml, read by `platform_assets.tenancy.limits`).
+    """
+
+    name: Annotated[Name, AfterValidator(check_tenant_name)] = Field(
+        description="Tenant id; the first part of every asset key it owns"
+    )
+    description: Text
+    owners: list[Owner] = Field(min_length=1)
     roles: Roles = Field(default_factory=Roles)
-    budget: Budget
-    namespace: str = Field(description="Kubernetes namespace its steps run in")
-    service_account: str | None = Field(
+    namespace: Annotated[str, AfterValidator(check_namespace)] = Field(
+        description="Kubernetes namespace its steps run in"
+    )
+    service_account: Annotated[str, AfterValidator(check_k8s_name)] | None = Field(
         default=None, description="Kubernetes service account; defaults to '<tenant>-runner'"
     )
-    resources: ComputeResources = Field(default_factory=ComputeResources)
-    max_concurrent_runs: int = Field(default=4, ge=1)
+    resources: ComputeResources = Field(
+        default_factory=ComputeResources,
+        description="Requested per step; the platform caps it (limits.yaml)",
+    )
     shares: list[Share] = Field(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_platform_limits(cls, data: Any) -> Any:
+        owned = [k for k in PLATFORM_OWNED if isinstance(data, dict) and k in data]
+        if owned:
+            raise ValueError(
+                f"{', '.join(owned)}: platform-owned, set in {LIMITS_FILE} by the platform team "
+                "(a tenant's YAML may not set its budget, override, run quota, caps or GPUs)"
+            )
+        return data
 
     @property
     def runner_service_account(self) -> str:
@@ -117,14 +247,38 @@ class SourceSpec(dg.Model, dg.Resolvable):
     """Raw data a tenant brings in: a built-in generated dataset or a parquet/CSV file."""
 
     name: Name
-    description: str
+    description: Text
     generator: str | None = Field(
         default=None, description="Built-in deterministic dataset, e.g. 'ridehail.trips'"
     )
-    path: str | None = Field(default=None, description="A parquet or CSV file or URI to snapshot")
-    timestamp_column: str
-    columns: dict[str, ColumnType] = Field(min_length=1, description="Declared columns and types")
+    path: str | None = Field(
+        default=None,
+        description="A parquet or CSV file, relative to the tenant's inbox <lake>/<tenant>/inbox/",
+    )
+    timestamp_column: Identifier
+    columns: Annotated[dict[str, ColumnType], AfterValidator(check_identifier_keys)] = Field(
+        min_length=1, description="Declared columns and types"
+    )
     expectations: list[Expectation] = Field(default_factory=list)
+
+    @field_validator("path")
+    @classmethod
+    def _inside_inbox(cls, path: str | None) -> str | None:
+        """Lexically inside the inbox; the step checks again after resolving symlinks."""
+        if path is None:
+            return None
+        if (
+            PurePosixPath(path).is_absolute()
+            or any(part in ("", ".", "..") for part in path.split("/"))
+            or any(c in path for c in ":\\~\0\n")
+        ):
+            raise ValueError(
+                f"{path!r} must be a relative path inside the tenant's inbox "
+                "(<lake>/<tenant>/inbox/): no absolute paths, URIs, '..' or '~'"
+            )
+        if not path.endswith((".parquet", ".csv")):
+            raise ValueError(f"{path!r} must be a .parquet or .csv file")
+        return path
 
     @model_validator(mode="after")
     def _one_origin(self) -> SourceSpec:
@@ -138,23 +292,30 @@ class SourceSpec(dg.Model, dg.Resolvable):
 
 
 class Entity(dg.Model, dg.Resolvable):
-    name: str
-    join_key: str
-    description: str = ""
+    name: Name
+    join_key: Identifier
+    description: Text = ""
 
 
 class FeatureSetSpec(dg.Model, dg.Resolvable):
     """A feature view: DuckDB SQL over the tenant's sources, served through Feast."""
 
     name: Name
-    description: str
+    description: Text
     entity: Entity
-    sources: list[str] = Field(min_length=1, description="Source names the SQL reads as tables")
-    sql: str = Field(description="DuckDB SQL; sources are tables named after them")
-    timestamp_field: str = "event_timestamp"
-    created_timestamp_field: str | None = "created_timestamp"
-    ttl_days: float = Field(default=0, ge=0, description="0 means no lower bound")
-    features: dict[str, FeatureType] = Field(min_length=1)
+    sources: list[Name] = Field(min_length=1, description="Source names the SQL reads as tables")
+    sql: Annotated[str, StringConstraints(max_length=65536)] = Field(
+        description="One DuckDB SELECT over the declared sources, which are tables named after "
+        "them; it runs sandboxed (no files, network, extensions or settings)"
+    )
+    timestamp_field: Identifier = "event_timestamp"
+    created_timestamp_field: Identifier | None = "created_timestamp"
+    ttl_days: float = Field(
+        default=0, ge=0, le=36500, allow_inf_nan=False, description="0 means no lower bound"
+    )
+    features: Annotated[dict[str, FeatureType], AfterValidator(check_identifier_keys)] = Field(
+        min_length=1
+    )
     expectations: list[Expectation] = Field(default_factory=list)
 
     @property
@@ -164,21 +325,21 @@ class FeatureSetSpec(dg.Model, dg.Resolvable):
 
 
 class Labels(dg.Model, dg.Resolvable):
-    source: str
-    entity_columns: list[str] = Field(min_length=1)
-    timestamp_column: str
-    label_column: str
+    source: Name
+    entity_columns: list[Identifier] = Field(min_length=1)
+    timestamp_column: Identifier
+    label_column: Identifier
 
 
 class Split(dg.Model, dg.Resolvable):
-    test_fraction: float = Field(default=0.25, gt=0, lt=1)
+    test_fraction: float = Field(default=0.25, gt=0, lt=1, allow_inf_nan=False)
 
 
 class Evaluation(dg.Model, dg.Resolvable):
     primary_metric: Literal["roc_auc", "average_precision", "f1", "accuracy", "log_loss"] = (
         "roc_auc"
     )
-    thresholds: dict[str, float] = Field(
+    thresholds: Annotated[dict[str, Finite], AfterValidator(check_identifier_keys)] = Field(
         default_factory=dict, description="Metric name -> minimum (log_loss: maximum)"
     )
 
@@ -186,7 +347,7 @@ class Evaluation(dg.Model, dg.Resolvable):
 class Approvals(dg.Model, dg.Resolvable):
     """Approvals an environment needs: how many, from which roles."""
 
-    count: int = Field(default=0, ge=0)
+    count: StrictInt = Field(default=0, ge=0, le=100)
     roles: list[Literal["approver", "admin"]] = Field(default_factory=lambda: ["approver"])
 
 
@@ -197,12 +358,25 @@ class Environments(dg.Model, dg.Resolvable):
 
 class PromotionPolicy(dg.Model, dg.Resolvable):
     min_improvement: float = Field(
-        default=0.0, ge=0, description="Primary metric gain over the champion needed to promote"
+        default=0.0,
+        ge=0,
+        le=1e6,
+        allow_inf_nan=False,
+        description="Primary metric gain over the champion needed to promote",
     )
     required_checks: list[Literal["feature_views", "training_set", "leakage"]] = Field(
         default_factory=lambda: ["feature_views", "training_set", "leakage"]
     )
     environments: Environments = Field(default_factory=Environments)
+
+
+def check_params(params: dict[str, Any]) -> dict[str, Any]:
+    check_identifier_keys(params)
+    for key, value in params.items():
+        finite = not isinstance(value, float) or math.isfinite(value)
+        if not (value is None or isinstance(value, bool | int | float | str)) or not finite:
+            raise ValueError(f"params.{key}: {value!r} must be a finite number, string or bool")
+    return params
 
 
 Algorithm = Literal["logistic_regression", "gradient_boosting", "random_forest"]
@@ -212,14 +386,16 @@ class ModelSpec(dg.Model, dg.Resolvable):
     """A model: its FeatureService, labels, algorithm and how it is judged and promoted."""
 
     name: Name
-    description: str
-    version: int = Field(default=1, ge=1, description="FeatureService version: <name>_v<version>")
+    description: Text
+    version: StrictInt = Field(default=1, ge=1, le=100000, description="FeatureService version")
     features: list[str] = Field(
         min_length=1, description="'<feature_set>:<feature>' or '<feature_set>:*'"
     )
     labels: Labels
     algorithm: Algorithm
-    params: dict[str, Any] = Field(default_factory=dict)
+    params: Annotated[dict[str, Any], AfterValidator(check_params)] = Field(
+        default_factory=dict, description="Estimator hyperparameters (scalars)"
+    )
     split: Split = Field(default_factory=Split)
     evaluation: Evaluation = Field(default_factory=Evaluation)
     promotion: PromotionPolicy = Field(default_factory=PromotionPolicy)
@@ -232,8 +408,18 @@ class ModelSpec(dg.Model, dg.Resolvable):
     @classmethod
     def _feature_refs(cls, refs: list[str]) -> list[str]:
         for i, ref in enumerate(refs):
-            if ref.count(":") != 1 or not all(ref.split(":")):
-                raise ValueError(f"features[{i}] {ref!r} must look like '<feature_set>:<feature>'")
+            set_ref, _, feature = ref.partition(":")
+            owner, _, name = set_ref.rpartition("/")
+            if not (
+                ref.count(":") == 1
+                and NAME_RE.fullmatch(name)
+                and (not owner or NAME_RE.fullmatch(owner))
+                and (feature == "*" or IDENTIFIER_RE.fullmatch(feature))
+            ):
+                raise ValueError(
+                    f"features[{i}] {ref!r} must look like '<feature_set>:<feature>', "
+                    "'<feature_set>:*' or '<tenant>/<feature_set>:<feature>'"
+                )
         return refs
 
     @property

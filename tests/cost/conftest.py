@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import dagster as dg
 import pytest
+import yaml
 
 from platform_assets.cost.metering import PricingResource, meter
 from platform_assets.tenancy.catalog import load_all
+from platform_assets.tenancy.limits import LIMITS_ENV, LIMITS_PATH, limits_for
 from platform_assets.tenancy.specs import ComputeResources
 
 
@@ -45,6 +48,32 @@ def record_step(
 @pytest.fixture
 def tenants():
     return {name: cat.tenant for name, cat in load_all().items()}
+
+
+@pytest.fixture
+def limits():
+    """Each tenant's platform-set limits (platform_assets/limits/limits.yaml)."""
+    return {name: limits_for(name) for name in load_all()}
+
+
+# What the platform grants a tenant that may use one GPU per step.
+GPU_GRANT = {"caps": {"cpu": 4, "memory_gib": 16, "gpu": 1}, "gpu_allowed": True}
+
+
+def use_limits(monkeypatch: pytest.MonkeyPatch, path: Path, **tenants: dict) -> Path:
+    """Point the platform at a copy of limits.yaml with fields of `tenants`' entries replaced."""
+    doc = yaml.safe_load(LIMITS_PATH.read_text())
+    for name, entry in tenants.items():
+        doc["tenants"][name] = {**doc["tenants"].get(name, {}), **entry}
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    monkeypatch.setenv(LIMITS_ENV, str(path))
+    return path
+
+
+def grant_override(monkeypatch: pytest.MonkeyPatch, path: Path, tenant: str) -> Path:
+    """What the platform team does for a tenant that must keep running over budget."""
+    budget = limits_for(tenant).budget.model_dump()
+    return use_limits(monkeypatch, path, **{tenant: {"budget": {**budget, "override": True}}})
 
 
 @pytest.fixture

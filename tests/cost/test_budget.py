@@ -12,15 +12,11 @@ import pytest
 from platform_assets.cost.budget import budget_status, filter_run_requests
 from platform_assets.cost.metering import PricingResource
 from platform_assets.sensors.budget import budget_sensor, tenant_schedule
-from tests.cost.conftest import metered_asset, record_step
+from tests.cost.conftest import grant_override, metered_asset, record_step
 
 
-def _override(spec):
-    return spec.model_copy(update={"budget": spec.budget.model_copy(update={"override": True})})
-
-
-def test_levels_follow_the_yaml_budget(instance, tenants):
-    budget = tenants["payments"].budget.monthly_usd
+def test_levels_follow_the_platform_budget(instance, limits):
+    budget = limits["payments"].budget.monthly_usd
     assert budget_status(instance, "payments").level == "ok"
     record_step(instance, "payments", budget * 0.85)
     status = budget_status(instance, "payments")
@@ -36,31 +32,34 @@ def test_levels_follow_the_yaml_budget(instance, tenants):
     assert budget_status(instance, "growth").level == "ok"
 
 
-def test_override_keeps_runs_going(instance, tenants):
-    spec = _override(tenants["payments"])
-    record_step(instance, "payments", spec.budget.monthly_usd * 2)
-    status = budget_status(instance, "payments", spec)
+def test_override_keeps_runs_going(instance, limits, monkeypatch, tmp_path):
+    grant_override(monkeypatch, tmp_path / "limits.yaml", "payments")
+    record_step(instance, "payments", limits["payments"].budget.monthly_usd * 2)
+    status = budget_status(instance, "payments")
     assert (status.level, status.blocked) == ("over", False)
-    assert "budget.override" in status.message
+    assert "runs continue because limits/limits.yaml sets budget.override" in status.message
 
 
-def test_schedule_tick_is_skipped_with_the_budget_message(instance, tenants):
+def test_schedule_tick_is_skipped_with_the_budget_message(
+    instance, tenants, limits, monkeypatch, tmp_path
+):
     schedule = tenant_schedule(tenants["growth"])
     with dg.build_schedule_context(instance=instance) as context:
         assert isinstance(schedule(context), dg.RunRequest)
-    record_step(instance, "growth", tenants["growth"].budget.monthly_usd + 1)
+    record_step(instance, "growth", limits["growth"].budget.monthly_usd + 1)
     with dg.build_schedule_context(instance=instance) as context:
         result = schedule(context)
     assert isinstance(result, dg.SkipReason)
     assert result.skip_message == budget_status(instance, "growth").message
     assert "'growth'" in result.skip_message and "monthly budget" in result.skip_message
-    # With an override in the YAML, the same tick launches.
+    # Once the platform grants an override in limits.yaml, the same tick launches.
+    grant_override(monkeypatch, tmp_path / "limits.yaml", "growth")
     with dg.build_schedule_context(instance=instance) as context:
-        assert isinstance(tenant_schedule(_override(tenants["growth"]))(context), dg.RunRequest)
+        assert isinstance(schedule(context), dg.RunRequest)
 
 
-def test_other_sensors_drop_requests_of_blocked_tenants(instance, tenants):
-    record_step(instance, "ridehail", tenants["ridehail"].budget.monthly_usd + 1)
+def test_other_sensors_drop_requests_of_blocked_tenants(instance, limits):
+    record_step(instance, "ridehail", limits["ridehail"].budget.monthly_usd + 1)
     requests = [dg.RunRequest(tags={"tenant": t}) for t in ("ridehail", "payments")]
     kept, reasons = filter_run_requests(instance, requests)
     assert [r.tags["tenant"] for r in kept] == ["payments"]
@@ -68,8 +67,8 @@ def test_other_sensors_drop_requests_of_blocked_tenants(instance, tenants):
 
 
 @pytest.mark.materialize
-def test_manual_launch_of_over_budget_tenant_is_refused(instance, tenants):
-    record_step(instance, "payments", tenants["payments"].budget.monthly_usd + 5)
+def test_manual_launch_of_over_budget_tenant_is_refused(instance, limits):
+    record_step(instance, "payments", limits["payments"].budget.monthly_usd + 5)
     result = dg.materialize(
         [metered_asset("payments")],
         instance=instance,
@@ -108,8 +107,8 @@ def webhook(monkeypatch):
     server.server_close()
 
 
-def test_budget_sensor_warns_once_per_level_and_posts_json(instance, tenants, webhook):
-    budget = tenants["payments"].budget.monthly_usd
+def test_budget_sensor_warns_once_per_level_and_posts_json(instance, limits, webhook):
+    budget = limits["payments"].budget.monthly_usd
     with dg.build_sensor_context(instance=instance) as context:
         result = budget_sensor(context)
         assert result.skip_message == "every tenant is within its budget"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import dagster as dg
@@ -9,7 +10,7 @@ import pytest
 
 from platform_assets.cost.metering import PriceCatalog, PricingResource, bill, meter
 from platform_assets.tenancy.specs import ComputeResources
-from tests.cost.conftest import metered_asset
+from tests.cost.conftest import GPU_GRANT, metered_asset, use_limits
 
 pytestmark = pytest.mark.materialize
 
@@ -26,7 +27,8 @@ KEYS = [
 ]
 
 
-def test_materialization_records_plausible_cost(instance):
+def test_materialization_records_plausible_cost(instance, monkeypatch, tmp_path):
+    use_limits(monkeypatch, tmp_path / "limits.yaml", payments=GPU_GRANT)
     requested = ComputeResources(cpu=2, memory_gib=3, gpu=1)
     result = dg.materialize(
         [metered_asset("payments", requested=requested)],
@@ -53,6 +55,24 @@ def test_materialization_records_plausible_cost(instance):
     )
     assert md["cost/usd"] == pytest.approx(expected, rel=1e-2)
     assert md["cost/usd"] >= md["cost/wall_seconds"] / 3600 * prices.gpu_hour
+
+
+@pytest.mark.materialize
+def test_a_request_over_the_caps_is_billed_and_logged_as_capped(instance):
+    requested = ComputeResources(cpu=64, memory_gib=3, gpu=2)  # payments: 4 vCPU, no GPUs
+    result = dg.materialize(
+        [metered_asset("payments", requested=requested)],
+        instance=instance,
+        resources={"pricing": PricingResource()},
+    )
+    [event] = result.get_asset_materialization_events()
+    md = {k: v.value for k, v in event.materialization.metadata.items()}
+    assert (md["cost/requested_cpu"], md["cost/requested_gpu"]) == (4, 0)
+    logs = [e.message for e in instance.all_logs(result.run_id) if e.level == logging.WARNING]
+    assert (
+        "requested resources capped by the platform's limits.yaml: cpu 64 capped to 4; "
+        "gpu 2 refused (tenant 'payments' may not use GPUs)"
+    ) in logs
 
 
 def test_billing_uses_max_of_requested_and_used():

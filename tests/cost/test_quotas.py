@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 
@@ -20,6 +21,8 @@ from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import (
 from platform_assets.cost.quotas import BEGIN, END, apply_pool_limits, quota_config, write_quotas
 from platform_assets.tenancy.assets import GPU_POOL
 from platform_assets.tenancy.catalog import load_all
+from platform_assets.tenancy.limits import limits_for
+from tests.cost.conftest import GPU_GRANT, use_limits
 from tests.platform_sandbox import sandbox
 
 ORIGIN = RemoteJobOrigin(
@@ -27,17 +30,19 @@ ORIGIN = RemoteJobOrigin(
 )
 
 
-def test_block_has_a_limit_per_tenant_from_its_yaml():
+def test_block_has_a_limit_per_tenant_from_the_platform_limits():
     catalogs = load_all()
     runs = quota_config(catalogs)["concurrency"]["runs"]
     limits = runs["tag_concurrency_limits"]
     assert limits[0] == {
         "key": "tenant",
         "value": {"applyLimitPerUniqueValue": True},
-        "limit": max(c.tenant.max_concurrent_runs for c in catalogs.values()),
+        "limit": max(limits_for(n).max_concurrent_runs for n in catalogs),
     }
     assert {lim["value"]: lim["limit"] for lim in limits[1:]} == {
-        n: c.tenant.max_concurrent_runs for n, c in catalogs.items()
+        "ridehail": 3,
+        "payments": 4,
+        "growth": 2,
     }
 
 
@@ -99,7 +104,7 @@ def test_run_queue_holds_back_a_tenants_extra_runs():
         daemon._logger = logging.getLogger(__name__)  # set by the daemon controller normally
         dequeued = daemon._get_runs_to_dequeue(instance, instance.get_concurrency_config(), None)
         launched = [r.tags["tenant"] for r in dequeued]
-        assert launched.count("growth") == catalogs["growth"].tenant.max_concurrent_runs - 1
+        assert launched.count("growth") == limits_for("growth").max_concurrent_runs - 1
         assert launched.count("payments") == 2
 
 
@@ -108,7 +113,8 @@ def test_gpu_pool_slots_are_set_on_the_instance(instance):
     assert instance.event_log_storage.get_concurrency_info("gpu").slot_count == 1
 
 
-def test_steps_that_request_gpus_queue_in_the_gpu_pool(monkeypatch):
+def test_steps_that_request_gpus_queue_in_the_gpu_pool(monkeypatch, tmp_path):
+    use_limits(monkeypatch, tmp_path / "limits.yaml", ridehail=GPU_GRANT)
     with sandbox(monkeypatch) as (root, build):
         path = root / "ridehail" / "models" / "driver_churn" / "defs.yaml"
         doc = yaml.safe_load(path.read_text())
@@ -122,3 +128,20 @@ def test_steps_that_request_gpus_queue_in_the_gpu_pool(monkeypatch):
     for kind in ("training_sets", "models", "evaluation_reports", "predictions"):
         assert pools[f"ridehail/{kind}/driver_churn"] == GPU_POOL
     assert pools["ridehail/features/driver_stats"] is None  # the tenant's CPU default
+
+
+def test_a_gpu_request_of_a_tenant_without_gpus_is_capped_and_said(monkeypatch):
+    with sandbox(monkeypatch) as (root, build):
+        path = root / "ridehail" / "models" / "driver_churn" / "defs.yaml"
+        doc = yaml.safe_load(path.read_text())
+        doc["attributes"]["resources"] = {"cpu": 64, "memory_gib": 16, "gpu": 1}
+        path.write_text(yaml.safe_dump(doc, sort_keys=False))
+        assets = {a.key.to_user_string(): a for a in build().assets if hasattr(a, "key")}
+    model = assets["ridehail/models/driver_churn"]
+    assert model.op.pool is None
+    assert model.specs_by_key[model.key].metadata["resources/capped"] == (
+        "requested resources capped by the platform's limits.yaml: cpu 64 capped to 4; "
+        "gpu 1 refused (tenant 'ridehail' may not use GPUs)"
+    )
+    k8s = json.loads(model.op.tags["dagster-k8s/config"])["container_config"]["resources"]
+    assert k8s["requests"]["cpu"] == "4.0" and "nvidia.com/gpu" not in k8s["limits"]

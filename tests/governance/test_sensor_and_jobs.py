@@ -132,22 +132,21 @@ def test_jobs_take_typed_config_and_record_the_launching_identity(gov_sandbox, d
     assert sb.store.records()[-1].outcome == "refused"
 
 
-def test_sensor_waits_while_the_tenant_is_over_budget(gov_sandbox, defs, monkeypatch):
+def test_sensor_waits_while_the_tenant_is_over_budget(gov_sandbox, defs, monkeypatch, tmp_path):
     from platform_assets.cost import budget
-    from tests.cost.conftest import record_step
+    from platform_assets.tenancy.limits import limits_for
+    from tests.cost.conftest import grant_override, record_step
 
     sb = gov_sandbox
-    spec = budget._spec("payments")
-    record_step(sb.instance, "payments", spec.budget.monthly_usd + 1)
+    record_step(sb.instance, "payments", limits_for("payments").budget.monthly_usd + 1)
     v1 = evaluated(sb, 0.30)
     held, cursor = tick(sb, defs, None)
     message = budget.budget_status(sb.instance, "payments").message
     assert held.skip_message == message and "over budget" in message
     assert sb.store.records() == []
-    # The version is not passed over: once the YAML grants an override, it is submitted.
+    # The version is not passed over: once the platform grants an override, it is submitted.
     again, _ = tick(sb, defs, cursor)
     assert again.skip_message == message
-    override = spec.model_copy(update={"budget": spec.budget.model_copy(update={"override": True})})
-    monkeypatch.setattr(budget, "_spec", lambda tenant: override)
+    grant_override(monkeypatch, tmp_path / "limits.yaml", "payments")
     requests, _ = tick(sb, defs, cursor)
     assert [r.run_key for r in requests] == [f"promote:{MODEL}:{v1}"]

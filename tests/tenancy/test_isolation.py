@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import dagster as dg
 import pyarrow as pa
 import pytest
 
 from platform_assets.execution.executors import executor_for
-from platform_assets.tenancy.assets import asset_kwargs
+from platform_assets.tenancy.assets import asset_kwargs, yaml_reference
 from platform_assets.tenancy.catalog import load_all
 from platform_assets.tenancy.isolation import IsolationError, check_isolation, check_write
 from resources.lake import LakeResource
+
+DEMO_DEFS = Path(__file__).resolve().parents[2] / "platform_assets" / "defs"
 
 
 @pytest.fixture(scope="module")
@@ -20,12 +23,23 @@ def tenants():
     return {name: cat.tenant for name, cat in load_all().items()}
 
 
-def _asset(key: str, deps: list[str] = (), tags: dict | None = None) -> dg.AssetSpec:
-    return dg.AssetSpec(
-        dg.AssetKey(key.split("/")),
+def _asset(
+    key: str, deps: list[str] = (), tags: dict | None = None, folder: str | None = None
+) -> dg.AssetsDefinition:
+    """An asset as the platform builds it from `folder`'s YAML (default: the key's tenant)."""
+    folder = folder or key.split("/")[0]
+    metadata = {} if folder == "platform" else yaml_reference(DEMO_DEFS / folder / "defs.yaml")
+
+    @dg.asset(
+        key=dg.AssetKey(key.split("/")),
         deps=[dg.AssetKey(d.split("/")) for d in deps],
-        tags=tags or {"tenant": key.split("/")[0]},
+        tags=tags or {"tenant": folder},
+        metadata=metadata,
     )
+    def _built() -> None:
+        return None
+
+    return _built
 
 
 def _check(tenants, *assets):
@@ -98,9 +112,35 @@ def test_dependency_on_a_non_tenant_is_refused(tenants):
         )
 
 
-def test_tenant_tag_must_match_the_key(tenants):
-    with pytest.raises(IsolationError, match="'growth/sources/s' is tagged tenant='payments'"):
+def test_tenant_tag_must_match_the_folder(tenants):
+    with pytest.raises(
+        IsolationError,
+        match="'growth/sources/s' is tagged tenant='payments' but belongs to 'growth'",
+    ):
         _check(tenants, _asset("growth/sources/s", tags={"tenant": "payments"}))
+
+
+def test_asset_is_judged_by_the_folder_it_was_built_from(tenants):
+    # Built from ridehail's YAML, keyed and tagged as payments: payments' own data would pass a
+    # key-prefix check; attribution by folder refuses it.
+    with pytest.raises(IsolationError) as err:
+        _check(
+            tenants,
+            _asset("payments/sources/transactions"),
+            _asset(
+                "payments/features/copy",
+                ["payments/sources/transactions"],
+                {"tenant": "payments"},
+                folder="ridehail",
+            ),
+        )
+    assert "asset 'payments/features/copy' was built from tenant 'ridehail'" in str(err.value)
+    assert "its key is under 'payments'" in str(err.value)
+
+
+def test_an_asset_not_built_from_a_tenant_folder_is_the_platforms(tenants):
+    with pytest.raises(IsolationError, match="'growth/models/m' was not built from any tenant"):
+        _check(tenants, _asset("growth/models/m", folder="platform", tags={"tenant": "growth"}))
 
 
 def test_lake_refuses_writes_outside_the_tenant_prefix(tmp_path):

@@ -88,7 +88,7 @@ def test_unknown_field_is_refused(monkeypatch):
 def test_wrong_type_is_refused(monkeypatch):
     message = _load_error(monkeypatch, _model_attrs(name="bad", version="latest"))
     assert "attributes.version" in message
-    assert "valid integer" in message
+    assert "must be an integer, not 'latest'" in message
 
 
 def test_missing_required_field_is_refused(monkeypatch):

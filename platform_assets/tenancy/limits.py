@@ -1,0 +1,146 @@
+"""Platform-owned limits per tenant: budget, run quota, resource caps and GPU permission.
+
+They live in `platform_assets/limits/limits.yaml`, which only the platform team may change
+(.github/CODEOWNERS), never in a tenant's own YAML: a tenant can ask for resources, the platform
+decides what it gets (`effective_resources`) and what it may spend.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cache
+from pathlib import Path
+
+import dagster as dg
+from pydantic import Field, ValidationError
+
+from platform_assets.tenancy.specs import (
+    Budget,
+    ComputeResources,
+    Name,
+    Owner,
+    StrictBool,
+    StrictInt,
+)
+from platform_assets.tenancy.strict_yaml import YamlError, read_document
+
+LIMITS_PATH = Path(__file__).resolve().parents[1] / "limits" / "limits.yaml"
+# Tests and previews point the platform at another limits file, as MLPLAT_DEFS_ROOT does for
+# tenant folders.
+LIMITS_ENV = "MLPLAT_LIMITS"
+
+
+class TenantLimits(dg.Model):
+    budget: Budget
+    max_concurrent_runs: StrictInt = Field(ge=1, le=10000)
+    caps: ComputeResources = Field(description="The most one step of the tenant may request")
+    gpu_allowed: StrictBool
+
+
+class _Overrides(dg.Model):
+    """A listed tenant's entry; each field it leaves out comes from the defaults."""
+
+    budget: Budget | None = None
+    max_concurrent_runs: StrictInt | None = Field(default=None, ge=1, le=10000)
+    caps: ComputeResources | None = None
+    gpu_allowed: StrictBool | None = None
+
+
+class PlatformTeam(dg.Model):
+    owners: list[Owner] = Field(min_length=1)
+    github_org: Name = Field(description="`team:<x>` owners are `@<github_org>/<x>` on GitHub")
+
+
+class LimitsFile(dg.Model):
+    platform: PlatformTeam
+    defaults: TenantLimits
+    tenants: dict[Name, _Overrides] = Field(default_factory=dict)
+
+    def for_tenant(self, tenant: str) -> TenantLimits:
+        entry = self.tenants.get(tenant)
+        if entry is None:
+            return self.defaults
+        update = {k: getattr(entry, k) for k in entry.model_fields_set}
+        return self.defaults.model_copy(update={k: v for k, v in update.items() if v is not None})
+
+
+def limits_path() -> Path:
+    override = os.environ.get(LIMITS_ENV)
+    return Path(override) if override else LIMITS_PATH
+
+
+@cache
+def read_limits(path: Path) -> LimitsFile:
+    """The whole limits file (cached per path); a bad file names its field."""
+    from platform_assets.tenancy.catalog import PlatformConfigError
+
+    try:
+        document = read_document(path)
+        return LimitsFile.model_validate(document or {})
+    except YamlError as exc:
+        raise PlatformConfigError(path, exc.field, exc.reason) from exc
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"]) or "<file>"
+        raise PlatformConfigError(path, loc, err["msg"].removeprefix("Value error, ")) from exc
+
+
+def load_limits(path: Path | None = None) -> dict[str, TenantLimits]:
+    """The limits of every tenant the file lists (defaults filled in)."""
+    limits = read_limits(path or limits_path())
+    return {name: limits.for_tenant(name) for name in limits.tenants}
+
+
+def limits_for(tenant: str) -> TenantLimits:
+    """A tenant's limits; the defaults when limits.yaml does not list it."""
+    return read_limits(limits_path()).for_tenant(tenant)
+
+
+def platform_team() -> PlatformTeam:
+    return read_limits(limits_path()).platform
+
+
+def effective_resources(tenant: str, requested: ComputeResources) -> ComputeResources:
+    """The request capped by the tenant's caps; no GPUs unless the tenant may use them."""
+    return _granted(limits_for(tenant), requested)
+
+
+def _granted(limits: TenantLimits, requested: ComputeResources) -> ComputeResources:
+    caps = limits.caps
+    if (
+        requested.cpu <= caps.cpu
+        and requested.memory_gib <= caps.memory_gib
+        and (requested.gpu == 0 or (limits.gpu_allowed and requested.gpu <= caps.gpu))
+    ):
+        return requested
+    return ComputeResources(
+        cpu=min(requested.cpu, caps.cpu),
+        memory_gib=min(requested.memory_gib, caps.memory_gib),
+        gpu=min(requested.gpu, caps.gpu) if limits.gpu_allowed else 0,
+    )
+
+
+def grant(tenant: str, requested: ComputeResources) -> tuple[ComputeResources, str | None]:
+    """What the platform grants a request, and what it cut from it in words (asset metadata,
+    step log, `validate`), or None when it granted all of it."""
+    limits = limits_for(tenant)
+    effective = _granted(limits, requested)
+    if effective is requested:
+        return requested, None
+    notes = [
+        f"{field} {getattr(requested, field):g} capped to {getattr(effective, field):g}"
+        for field in ("cpu", "memory_gib")
+        if getattr(effective, field) < getattr(requested, field)
+    ]
+    if requested.gpu and not limits.gpu_allowed:
+        notes.append(f"gpu {requested.gpu} refused (tenant {tenant!r} may not use GPUs)")
+    elif effective.gpu < requested.gpu:
+        notes.append(f"gpu {requested.gpu} capped to {effective.gpu}")
+    return effective, (
+        f"requested resources capped by the platform's limits.yaml: {'; '.join(notes)}"
+    )
+
+
+def capped(tenant: str, requested: ComputeResources) -> str | None:
+    """What the platform cut from a request, in words; None when it granted all of it."""
+    return grant(tenant, requested)[1]

@@ -1,0 +1,117 @@
+"""Team YAML read as untrusted data: one small UTF-8 document of plain mappings, lists and scalars.
+
+PyYAML's safe loader constructs no objects, but it still accepts what a platform must not: any
+encoding error surfaces as a bare UnicodeDecodeError, duplicate keys silently keep the last
+value, and anchors/aliases let a few hundred bytes expand into billions of nodes ("billion
+laughs"). `read_document` refuses all of these, and every non-finite number, before a spec sees
+the data; the messages name the line.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+# Per file. The largest demo file is ~2 KiB; a feature set's SQL is the biggest thing in one.
+MAX_FILE_BYTES = 256 * 1024
+
+# libyaml's parser when PyYAML was built with it (its wheels are): ~10x faster than pure Python.
+# Only the parser is C; the constructor (where duplicate keys are caught) is Python either way.
+_Base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class YamlError(ValueError):
+    """A file that is not strict YAML; `field` says where (a line or a key path)."""
+
+    def __init__(self, field: str, reason: str):
+        self.field, self.reason = field, reason
+        super().__init__(f"{field}: {reason}")
+
+
+class _StrictLoader(_Base):  # type: ignore[misc, valid-type]
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[str, int] = {}
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise YamlError(
+                    f"line {key_node.start_mark.line + 1}", "mapping keys must be plain strings"
+                )
+            line = key_node.start_mark.line + 1
+            if key_node.value in seen:
+                raise YamlError(
+                    f"line {line}",
+                    f"duplicate key {key_node.value!r} (first set on line {seen[key_node.value]})",
+                )
+            seen[key_node.value] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def _refuse_anchors(text: str) -> None:
+    """Anchors and aliases are refused before anything is composed.
+
+    Every alias needs an anchor and every anchor starts with `&`, so a file without `&` has
+    neither; only files that do are scanned, event by event (linear in the capped file size).
+    """
+    if "&" not in text:
+        return
+    try:
+        for event in yaml.parse(text, Loader=_Base):
+            if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+                raise YamlError(
+                    f"line {event.start_mark.line + 1}",
+                    "YAML anchors and aliases (&name, *name) are not allowed in team YAML; "
+                    "write the value out",
+                )
+    except yaml.YAMLError as exc:
+        raise YamlError("<yaml>", str(exc)) from exc
+
+
+def _check_values(value: Any, where: str) -> None:
+    """No non-finite numbers and no templates anywhere in the document."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _check_values(item, f"{where}.{key}" if where else str(key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _check_values(item, f"{where}[{i}]")
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise YamlError(where, f"{value!r} is not a finite number")
+    elif isinstance(value, str) and ("{{" in value or "{%" in value or "{#" in value):
+        raise YamlError(
+            where,
+            "templates ({{ ... }}, {% ... %}) are not allowed in team YAML: the platform "
+            "never renders them (they could read the environment)",
+        )
+
+
+def read_document(path: Path) -> Any:
+    """The one YAML document in `path`, strictly parsed; raises YamlError naming where."""
+    with open(path, "rb") as f:
+        data = f.read(MAX_FILE_BYTES + 1)  # never more than the cap, whatever the file's size
+        if len(data) > MAX_FILE_BYTES:
+            size = os.fstat(f.fileno()).st_size
+            raise YamlError(
+                "<file>", f"{size} bytes is over the {MAX_FILE_BYTES // 1024} KiB limit per file"
+            )
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise YamlError(
+            f"line {line}",
+            f"not UTF-8: byte 0x{data[exc.start]:02x} at offset {exc.start} ({exc.reason})",
+        ) from exc
+    _refuse_anchors(text)
+    loader = _StrictLoader(text)
+    try:
+        document = loader.get_single_data()
+    except yaml.YAMLError as exc:
+        raise YamlError("<yaml>", str(exc)) from exc
+    finally:
+        loader.dispose()
+    _check_values(document, "")
+    return document

@@ -1,0 +1,474 @@
+"""Team folders hold data, not code, and their YAML is read strictly (issue #10, items 4-6).
+
+One test per attack from the issue: each is refused with the file, the field (or line) and the
+reason, by the catalog the code location builds from and by `mlplat validate`.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from platform_assets import cli
+from platform_assets.definitions import platform_definitions, tenant_definitions
+from platform_assets.sources.component import source_file
+from platform_assets.tenancy.catalog import (
+    PlatformConfigError,
+    check_model_refs,
+    load_all,
+    load_tenant,
+)
+from platform_assets.tenancy.isolation import IsolationError
+from platform_assets.tenancy.strict_yaml import MAX_FILE_BYTES
+from tests.platform_sandbox import write_component
+
+DEMO_DEFS = Path(__file__).resolve().parents[2] / "platform_assets" / "defs"
+TENANT_FILE = Path("ridehail/tenant/defs.yaml")
+FEATURE_FILE = Path("ridehail/features/driver_stats/defs.yaml")
+MODEL_FILE = Path("ridehail/models/driver_churn/defs.yaml")
+SOURCE_FILE = Path("ridehail/sources/trips/defs.yaml")
+
+
+@pytest.fixture
+def root(tmp_path, monkeypatch) -> Path:
+    """A defs root with copies of the demo tenants, as a pull request would change it."""
+    root = tmp_path / "defs"
+    for tenant in ("ridehail", "payments", "growth"):
+        shutil.copytree(DEMO_DEFS / tenant, root / tenant)
+    monkeypatch.setenv("MLPLAT_DEFS_ROOT", str(root))
+    return root
+
+
+def refused(root: Path) -> str:
+    """The catalog's refusal; the code location and `mlplat validate` give the same one."""
+    with pytest.raises(PlatformConfigError) as excinfo:
+        for catalog in load_all(root).values():
+            for model in catalog.models.values():
+                check_model_refs(catalog, model)
+    message = str(excinfo.value)
+    with pytest.raises(PlatformConfigError) as location:
+        platform_definitions(tenant_definitions())
+    assert str(location.value) == message
+    result = CliRunner().invoke(cli.app, ["validate"])
+    assert result.exit_code == 1
+    assert f"error: {message}" in result.output
+    return message
+
+
+def edit(path: Path, **attributes) -> None:
+    doc = yaml.safe_load(path.read_text())
+    doc["attributes"].update(attributes)
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+
+
+@pytest.fixture(autouse=True)
+def _fresh_catalog():
+    load_tenant.cache_clear()
+    yield
+    load_tenant.cache_clear()
+
+
+def test_copied_demo_tenants_are_valid(root):
+    assert set(load_all(root)) == {"ridehail", "payments", "growth"}
+    assert CliRunner().invoke(cli.app, ["validate"]).output.strip() == "ok: 3 tenants valid"
+
+
+# Folders hold data, not code
+
+
+def test_a_python_file_is_refused(root):
+    path = root / "ridehail" / "adhoc" / "assets.py"
+    path.parent.mkdir()
+    path.write_text("import dagster as dg\n\n@dg.asset(key=['payments', 'sources', 'x'])\n")
+    message = refused(root)
+    assert message == (
+        f"{path}: <file>: Python files are not allowed in a tenant folder: team folders hold "
+        "data (defs.yaml), the platform holds the code"
+    )
+
+
+def test_a_foreign_component_type_is_refused(root):
+    path = root / "ridehail" / "dbt" / "defs.yaml"
+    path.parent.mkdir()
+    path.write_text("type: dagster_dbt.DbtProjectComponent\nattributes: {project: ../../x}\n")
+    message = refused(root)
+    assert message.startswith(
+        f"{path}: type: 'dagster_dbt.DbtProjectComponent' is not a platform component type"
+    )
+
+
+def test_a_template_is_refused_and_never_rendered(root, monkeypatch):
+    monkeypatch.setenv("MLPLAT_DB_URL", "postgresql://admin:s3cret@db/platform")
+    edit(root / TENANT_FILE, description="{{ env.MLPLAT_DB_URL }}")
+    message = refused(root)
+    assert message.startswith(
+        f"{root / TENANT_FILE}: attributes.description: templates ({{{{ ... }}}}, {{% ... %}}) "
+        "are not allowed in team YAML"
+    )
+    assert "s3cret" not in message
+
+
+@pytest.mark.parametrize("key", ["post_processing", "requirements"])
+def test_other_component_keys_are_refused(root, key):
+    path = root / SOURCE_FILE
+    doc = yaml.safe_load(path.read_text())
+    doc[key] = {"assets": [{"target": "*", "attributes": {"tags": {"cost_center": "x"}}}]}
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    assert refused(root).startswith(
+        f"{path}: {key}: only `type` and `attributes` are allowed in team YAML"
+    )
+
+
+def test_a_symlinked_duplicate_file_is_refused(root):
+    link = root / "ridehail" / "features" / "driver_stats_copy" / "defs.yaml"
+    link.parent.mkdir()
+    link.symlink_to(root / FEATURE_FILE)
+    assert refused(root) == (
+        f"{link}: <file>: symlinks are not allowed in a tenant folder (copy the file instead)"
+    )
+
+
+def test_a_symlinked_folder_is_refused(root):
+    link = root / "ridehail" / "features" / "card_activity"
+    link.symlink_to(root / "payments" / "features" / "card_activity")
+    assert refused(root).startswith(f"{link}: <file>: symlinks are not allowed")
+
+
+def test_a_symlinked_tenant_folder_is_refused(root):
+    (root / "ridehail2").symlink_to(root / "ridehail")
+    assert refused(root).startswith(f"{root / 'ridehail2'}: <file>: the defs root")
+
+
+def test_a_file_at_the_defs_root_is_refused(root):
+    (root / "extra.py").write_text("import os\n")
+    assert "holds only tenant folders (no files, no links)" in refused(root)
+
+
+def test_another_file_in_a_tenant_folder_is_refused(root):
+    path = root / "ridehail" / "notes.yaml"
+    path.write_text("a: 1\n")
+    assert refused(root) == f"{path}: <file>: only defs.yaml files are allowed in a tenant folder"
+
+
+def test_an_empty_tenant_folder_is_refused(root):
+    (root / "newteam").mkdir()
+    assert refused(root) == (
+        f"{root / 'newteam'}: <folder>: the tenant folder is empty: it needs tenant/defs.yaml "
+        "declaring its Tenant"
+    )
+
+
+def test_an_empty_file_is_refused(root):
+    (root / SOURCE_FILE).write_text("# nothing yet\n")
+    assert (
+        refused(root)
+        == f"{root / SOURCE_FILE}: <file>: the file is empty: it must declare a component"
+    )
+
+
+# Strict YAML
+
+
+def test_billion_laughs_is_refused_before_it_expands(root):
+    lines = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    for i in range(1, 10):
+        prev, cur = chr(ord("a") + i - 1), chr(ord("a") + i)
+        lines.append(f"{cur}: &{cur} [{','.join(['*' + prev] * 9)}]")
+    (root / SOURCE_FILE).write_text("\n".join(lines) + "\n")
+    assert refused(root) == (
+        f"{root / SOURCE_FILE}: line 1: YAML anchors and aliases (&name, *name) are not allowed "
+        "in team YAML; write the value out"
+    )
+
+
+def test_an_alias_is_refused(root):
+    path = root / TENANT_FILE
+    text = path.read_text().replace("owners: [", "owners: &people [")
+    path.write_text(text + "  roles: {admin: *people}\n")
+    assert "YAML anchors and aliases (&name, *name) are not allowed" in refused(root)
+
+
+def test_non_utf8_bytes_are_refused_naming_the_file(root):
+    path = root / TENANT_FILE
+    path.write_bytes(path.read_bytes().replace(b"Ride-hailing", b"Ride-h\xe4iling"))
+    message = refused(root)
+    assert message.startswith(f"{path}: line 4: not UTF-8: byte 0xe4 at offset")
+
+
+def test_duplicate_keys_are_refused_naming_key_and_line(root):
+    path = root / TENANT_FILE
+    path.write_text(path.read_text() + "  namespace: tenant-payments\n")
+    assert refused(root) == (f"{path}: line 12: duplicate key 'namespace' (first set on line 10)")
+
+
+def test_a_file_over_the_size_cap_is_refused(root):
+    path = root / FEATURE_FILE
+    path.write_text(path.read_text() + "#" * MAX_FILE_BYTES + "\n")
+    assert refused(root).startswith(f"{path}: <file>: ")
+    assert "bytes is over the 256 KiB limit per file" in refused(root)
+
+
+def test_more_than_one_document_is_refused(root):
+    path = root / SOURCE_FILE
+    path.write_text(path.read_text() + "---\n" + path.read_text())
+    assert "expected a single document in the stream" in refused(root)
+
+
+def test_a_name_with_a_trailing_newline_is_refused(root):
+    edit(root / FEATURE_FILE, name="driver_stats\n")
+    assert refused(root) == (
+        f"{root / FEATURE_FILE}: attributes.name: 'driver_stats\\n' is not a valid name: use "
+        "lower-case letters, digits and underscores, starting with a letter (at most 63 "
+        "characters)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("file", "old", "new", "field"),
+    [
+        (FEATURE_FILE, "ttl_days: 7", "ttl_days: .inf", "attributes.ttl_days: inf"),
+        (
+            TENANT_FILE,
+            "resources: {cpu: 1,",
+            "resources: {cpu: .inf,",
+            "attributes.resources.cpu: inf",
+        ),
+        (
+            MODEL_FILE,
+            "algorithm: gradient_boosting",
+            "algorithm: gradient_boosting\n  split: {test_fraction: .nan}",
+            "attributes.split.test_fraction: nan",
+        ),
+    ],
+    ids=["ttl_days", "cpu", "test_fraction"],
+)
+def test_non_finite_numbers_are_refused(root, file, old, new, field):
+    path = root / file
+    assert old in path.read_text()
+    path.write_text(path.read_text().replace(old, new))
+    assert refused(root) == f"{path}: {field} is not a finite number"
+
+
+def test_a_float_where_an_integer_is_meant_is_refused(root):
+    edit(root / MODEL_FILE, version=2.0)
+    assert refused(root) == f"{root / MODEL_FILE}: attributes.version: must be an integer, not 2.0"
+
+
+def test_a_number_out_of_bounds_is_refused(root):
+    path = root / TENANT_FILE
+    path.write_text(path.read_text().replace("cpu: 1,", "cpu: 1e12,"))
+    assert refused(root) == (
+        f"{path}: attributes.resources.cpu: Input should be less than or equal to 1024"
+    )
+
+
+@pytest.mark.parametrize(
+    ("column", "where"),
+    [
+        ('x" from trips; --', "attributes.features"),
+        ("trips_7d\n", "attributes.features"),
+    ],
+)
+def test_a_feature_name_that_could_break_the_platforms_sql_is_refused(root, column, where):
+    path = root / FEATURE_FILE
+    edit(path, features={column: "int64"})
+    assert refused(root).startswith(f"{path}: {where}: {column!r} is not a valid column name")
+
+
+def test_a_join_key_that_is_not_an_identifier_is_refused(root):
+    edit(root / FEATURE_FILE, entity={"name": "driver", "join_key": "driver_id, 1 as x"})
+    assert "attributes.entity.join_key: 'driver_id, 1 as x' is not a valid column name" in (
+        refused(root)
+    )
+
+
+# Sources read only the tenant's own inbox
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "../../payments/sources/transactions.parquet",
+        "/data/payments/transactions.parquet",
+        "s3://other-bucket/transactions.parquet",
+        "~/transactions.parquet",
+        "./trips.parquet",
+    ],
+    ids=["dotdot", "absolute", "uri", "home", "dot"],
+)
+def test_a_source_path_outside_the_inbox_is_refused(root, path):
+    file = root / SOURCE_FILE
+    doc = yaml.safe_load(file.read_text())
+    del doc["attributes"]["generator"]
+    doc["attributes"]["path"] = path
+    file.write_text(yaml.safe_dump(doc, sort_keys=False))
+    assert refused(root) == (
+        f"{file}: attributes.path: {path!r} must be a relative path inside the tenant's inbox "
+        "(<lake>/<tenant>/inbox/): no absolute paths, URIs, '..' or '~'"
+    )
+
+
+def test_a_symlink_in_the_inbox_cannot_reach_another_tenant(tmp_path):
+    lake = tmp_path / "lake"
+    target = lake / "payments" / "sources" / "transactions.parquet"
+    target.parent.mkdir(parents=True)
+    target.write_bytes(b"PAR1")
+    inbox = lake / "ridehail" / "inbox"
+    inbox.mkdir(parents=True)
+    (inbox / "trips.parquet").symlink_to(target)
+    spec = (
+        load_all(DEMO_DEFS)["ridehail"]
+        .sources["trips"]
+        .model_copy(update={"generator": None, "path": "trips.parquet"})
+    )
+    with pytest.raises(IsolationError) as excinfo:
+        source_file(str(lake), "ridehail", spec)
+    assert str(excinfo.value) == (
+        f"source ridehail/trips: 'trips.parquet' resolves to {target}, outside tenant "
+        f"'ridehail''s inbox {inbox}"
+    )
+    (inbox / "trips.parquet").unlink()
+    assert source_file(str(lake), "ridehail", spec) == str(inbox / "trips.parquet")
+
+
+# Tenants and what the platform owns
+
+
+def test_a_tenant_named_platform_is_refused(root):
+    (root / "ridehail").rename(root / "platform")
+    path = root / "platform" / "tenant" / "defs.yaml"
+    path.write_text(path.read_text().replace("name: ridehail", "name: platform"))
+    assert refused(root) == (
+        f"{path}: attributes.name: tenant name 'platform' is reserved by the platform "
+        "(reserved: dagster, default, ml, mlplat, platform)"
+    )
+
+
+@pytest.mark.parametrize(
+    "line", ["budget: {monthly_usd: 400, override: true}", "budget: {monthly_usd: .inf}"]
+)
+def test_a_budget_in_tenant_yaml_is_refused_as_platform_owned(root, line):
+    path = root / TENANT_FILE
+    path.write_text(path.read_text() + f"  {line}\n")
+    message = refused(root)
+    if ".inf" in line:  # caught as a non-finite number before the spec sees it
+        assert message == f"{path}: attributes.budget.monthly_usd: inf is not a finite number"
+    else:
+        assert message == (
+            f"{path}: attributes: budget: platform-owned, set in "
+            "platform_assets/limits/limits.yaml by the platform team (a tenant's YAML may not "
+            "set its budget, override, run quota, caps or GPUs)"
+        )
+
+
+def test_a_run_quota_in_tenant_yaml_is_refused_as_platform_owned(root):
+    path = root / TENANT_FILE
+    path.write_text(path.read_text() + "  max_concurrent_runs: 1000\n")
+    assert refused(root).startswith(
+        f"{path}: attributes: max_concurrent_runs: platform-owned, set in "
+        "platform_assets/limits/limits.yaml"
+    )
+
+
+def test_two_tenants_in_one_namespace_are_refused(root):
+    path = root / TENANT_FILE
+    path.write_text(path.read_text().replace("tenant-ridehail", "tenant-payments"))
+    assert refused(root) == (
+        f"{path}: attributes.namespace: namespace 'tenant-payments' is already declared by "
+        f"tenant 'payments' ({root.resolve() / 'payments' / 'tenant' / 'defs.yaml'}): each "
+        "tenant runs in its own"
+    )
+
+
+def test_a_model_reading_a_view_that_was_unshared_is_refused(root):
+    # growth reads payments/merchant_risk, which payments shares with it in its YAML ...
+    labels = root / "growth" / "sources" / "merchant_labels"
+    write_component(
+        labels,
+        "platform_assets.sources.component.Source",
+        {
+            "name": "merchant_labels",
+            "description": "Merchants growth partners with.",
+            "path": "merchant_labels.parquet",
+            "timestamp_column": "label_ts",
+            "columns": {"merchant_id": "string", "label_ts": "timestamp", "churned": "int64"},
+        },
+    )
+    model = write_component(
+        root / "growth" / "models" / "partner_churn",
+        "platform_assets.models.component.Model",
+        {
+            "name": "partner_churn",
+            "description": "Which partner merchants leave.",
+            "features": ["payments/merchant_risk:*"],
+            "labels": {
+                "source": "merchant_labels",
+                "entity_columns": ["merchant_id"],
+                "timestamp_column": "label_ts",
+                "label_column": "churned",
+            },
+            "algorithm": "logistic_regression",
+        },
+    )
+    assert CliRunner().invoke(cli.app, ["validate"]).exit_code == 0
+    # ... until payments stops sharing it.
+    path = root / "payments" / "tenant" / "defs.yaml"
+    doc = yaml.safe_load(path.read_text())
+    assert doc["attributes"].pop("shares")
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    load_tenant.cache_clear()
+    assert refused(root) == (
+        f"{model}: attributes.features[0]: tenant 'growth' may not read 'payments''s asset "
+        "'payments/features/merchant_risk': 'payments' does not share it with 'growth'"
+    )
+
+
+@pytest.mark.parametrize(
+    ("sql", "reason"),
+    [
+        (
+            "select * from read_parquet('{lake}/payments/sources/transactions.parquet')",
+            "the SQL may read only its declared sources as tables",
+        ),
+        ("select * from read_text('/etc/passwd')", 'Cannot access file "/etc/passwd"'),
+        ("select * from read_text('/proc/self/environ')", "/proc/self/environ"),
+        ("copy trips to '{lake}/payments/features/card_activity.parquet'", "COPY statements"),
+        ("attach '{lake}/platform.db' as p", "ATTACH statements are not allowed"),
+        ("set enable_external_access = true", "SET statements are not allowed"),
+        ("install httpfs", "LOAD statements are not allowed"),
+        ("select 1; select 2", "exactly one SELECT statement (found 2)"),
+    ],
+    ids=["other-tenant", "passwd", "environ", "copy", "attach", "set", "install", "two"],
+)
+def test_validate_dry_runs_feature_sql_in_the_sandbox(root, tmp_path, sql, reason):
+    edit(root / FEATURE_FILE, sql=sql.format(lake=tmp_path / "lake"))
+    result = CliRunner().invoke(cli.app, ["validate"])
+    assert result.exit_code == 1
+    assert (
+        f"error: {root / FEATURE_FILE}: attributes.sql: feature set 'ridehail/driver_stats': "
+    ) in result.output
+    assert reason in result.output
+
+
+def test_validate_warns_about_requests_the_platform_caps(root):
+    path = root / TENANT_FILE
+    path.write_text(path.read_text().replace("cpu: 1,", "cpu: 32,"))
+    result = CliRunner().invoke(cli.app, ["validate"])
+    assert result.exit_code == 0
+    assert (
+        f"warning: {path}: attributes.resources: requested resources capped by the platform's "
+        "limits.yaml: cpu 32 capped to 4"
+    ) in result.output
+
+
+def test_a_cluster_namespace_is_refused(root):
+    path = root / TENANT_FILE
+    path.write_text(path.read_text().replace("tenant-ridehail", "kube-system"))
+    assert refused(root) == (
+        f"{path}: attributes.namespace: namespace 'kube-system' belongs to the cluster or the "
+        "platform"
+    )
