@@ -115,8 +115,25 @@ def showback_plot(daily: "pd.DataFrame", mtd: "pd.DataFrame") -> str:
     return md
 
 
-def showback_asset(tenants: dict[str, TenantSpec]) -> dg.AssetsDefinition:
-    """Month-to-date showback up to the partition's day, and that month's chargeback export."""
+def tenant_budgets(tenants: list[str]) -> tuple[dict[str, float], dict[str, str]]:
+    """Monthly budget per tenant, and tenant -> why its folder does not load (its budget is
+    unknown then; the showback still bills what its steps recorded)."""
+    from platform_assets.tenancy.catalog import defs_root, load_tenant
+
+    budgets, broken = {}, {}
+    root = defs_root().resolve()
+    for name in tenants:
+        try:
+            budgets[name] = load_tenant(root / name).tenant.budget.monthly_usd
+        except (ValueError, OSError) as exc:
+            broken[name] = str(exc)
+    return budgets, broken
+
+
+def showback_asset(tenants: list[str]) -> dg.AssetsDefinition:
+    """Month-to-date showback up to the partition's day, and that month's chargeback export.
+
+    It names tenants by key only: the platform location loads whatever a tenant folder holds."""
 
     @dg.asset(
         key=SHOWBACK_KEY,
@@ -137,6 +154,10 @@ def showback_asset(tenants: dict[str, TenantSpec]) -> dg.AssetsDefinition:
         import pandas as pd
         import pyarrow as pa
 
+        from platform_assets.tenancy.runs import claim_run
+
+        claim_run(PLATFORM)
+
         day_start, day_end = _window(context)
         month = day_start.strftime("%Y-%m")
         month_start, _ = month_bounds(month)
@@ -145,14 +166,17 @@ def showback_asset(tenants: dict[str, TenantSpec]) -> dg.AssetsDefinition:
         )
         daily = rollup_frame(ledger)
         spent = daily.groupby("tenant")["usd"].sum()
+        budgets, broken = tenant_budgets(sorted(tenants))
+        for name, reason in broken.items():
+            context.log.warning(f"tenant {name!r}: budget unknown, its folder fails: {reason}")
         mtd = pd.DataFrame(
             [
                 {
                     "tenant": name,
                     "spent_usd": float(spent.get(name, 0.0)),
-                    "budget_usd": spec.budget.monthly_usd,
+                    "budget_usd": budgets.get(name, float("nan")),
                 }
-                for name, spec in sorted(tenants.items())
+                for name in sorted(tenants)
             ]
         )
         mtd["pct_of_budget"] = (mtd["spent_usd"] / mtd["budget_usd"] * 100).round(2)
@@ -178,6 +202,7 @@ def showback_asset(tenants: dict[str, TenantSpec]) -> dg.AssetsDefinition:
                 "cost_by_tenant_asset_day": dg.MetadataValue.md(table.to_markdown(index=False)),
                 "chargeback_parquet": str(path),
                 "chargeback_csv": str(csv_path),
+                "tenants_not_loaded": dg.MetadataValue.json(broken),
             }
         )
 

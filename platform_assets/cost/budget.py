@@ -61,12 +61,13 @@ class BudgetStatus:
 
 
 def _spec(tenant: str) -> TenantSpec:
-    from platform_assets.tenancy.catalog import load_all
+    from platform_assets.tenancy.catalog import defs_root, load_tenant
+    from platform_assets.tenancy.locations import tenant_folders
 
-    catalogs = load_all()
-    if tenant not in catalogs:
-        raise KeyError(f"tenant {tenant!r} is not defined (known: {', '.join(sorted(catalogs))})")
-    return catalogs[tenant].tenant
+    known = tenant_folders()
+    if tenant not in known:
+        raise KeyError(f"tenant {tenant!r} is not defined (known: {', '.join(known)})")
+    return load_tenant((defs_root() / tenant).resolve()).tenant
 
 
 def budget_status(

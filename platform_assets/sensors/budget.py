@@ -49,12 +49,20 @@ def post_alert(url: str, status: BudgetStatus, timeout: float = 5.0) -> int:
     description="Warn when a tenant reaches its budget's warning threshold or spends all of it.",
 )
 def budget_sensor(context: dg.SensorEvaluationContext):
-    from platform_assets.tenancy.catalog import load_all
+    from platform_assets.tenancy.catalog import defs_root, load_tenant
+    from platform_assets.tenancy.locations import tenant_folders
 
     alerted: dict[str, str] = json.loads(context.cursor or "{}")
     webhook = os.environ.get(WEBHOOK_ENV)
     lines = []
-    for name, catalog in load_all().items():
+    root = defs_root().resolve()
+    for name in tenant_folders(root):
+        try:
+            catalog = load_tenant(root / name)
+        except (ValueError, OSError) as exc:  # that tenant's location shows the same error
+            context.log.warning(f"tenant {name!r} not checked, its folder does not load: {exc}")
+            lines.append(f"tenant {name!r} not checked: its folder does not load")
+            continue
         status = budget_status(context.instance, name, catalog.tenant)
         if status.level == "ok":
             continue

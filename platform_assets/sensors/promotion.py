@@ -73,8 +73,10 @@ def _candidates(gov, context: dg.SensorEvaluationContext, cursor: int):
     return requests, reasons, newest
 
 
+# By name: a sensor holding the job object is rebuilt when Definitions binds the job's resources,
+# and that rebuild warns about the sensor's (beta) owners on every load.
 @dg.sensor(
-    job=promote_model,
+    job_name=promote_model.name,
     minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Submit evaluated models that meet their promotion policy for approval.",
