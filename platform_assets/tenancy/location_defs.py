@@ -2,9 +2,9 @@
 
 A tenant location is built from its own folders only; the shared feature views of other tenants
 it reads appear as external `AssetSpec`s, so lineage crosses locations in the UI while only the
-owner's location materializes them. The platform location parses tenant folders only to find
-their evaluation reports; a folder that fails there is reported in the location's description
-and its sensors' ticks, never raised, so the platform loads whatever a tenant writes.
+owner's location materializes them. The platform location parses no tenant's YAML: it names
+tenants by folder and their assets by key, so it loads whatever a tenant folder holds; its
+sensors and the showback report a tenant whose folder does not load, and carry on.
 """
 
 from __future__ import annotations
@@ -128,41 +128,10 @@ def tenant_location(location: CodeLocation, root: Path | None = None) -> dg.Defi
     return defs
 
 
-def evaluation_report_specs(root: Path) -> tuple[list[dg.AssetSpec], dict[str, str]]:
-    """External specs of every loadable tenant's evaluation reports (the promotion sensor reads
-    them from the repository), and tenant -> why its folder does not load."""
-    specs, broken = [], {}
-    for name in tenant_folders(root):
-        try:
-            catalog = load_tenant(root / name)
-        except (ValueError, OSError) as exc:  # reported, not raised: it is that tenant's fault
-            broken[name] = str(exc)
-            continue
-        specs += [
-            dg.AssetSpec(
-                [name, "evaluation_reports", model],
-                group_name=name,
-                tags={"tenant": name, "asset_type": "evaluation_report"},
-                description=f"{name}'s evaluation report of {model} (its own code location).",
-            )
-            for model in catalog.models
-        ]
-    return specs, broken
-
-
 def platform_location(root: Path | None = None) -> dg.Definitions:
-    root = (root or defs_root()).resolve()
-    specs, broken = evaluation_report_specs(root)
-    parts = dg.Definitions.merge(
-        platform_parts(tenant_folders(root)),
-        dg.Definitions(
-            assets=specs,
-            metadata={
-                "mlplat/tenants_not_loaded": dg.MetadataValue.json(broken),
-            },
-        ),
-    )
-    return platform_wide(parts)
+    """Names tenants by their folders and their assets by key, parsing no tenant's YAML: it
+    loads whatever a tenant folder holds, and as fast as a plain `Definitions` of its assets."""
+    return platform_wide(platform_parts(tenant_folders(root)))
 
 
 @cache
