@@ -51,6 +51,15 @@ query($selector: SensorSelector!) {
   }
 }"""
 
+BACKFILL = """
+mutation($params: LaunchBackfillParams!) {
+  launchPartitionBackfill(backfillParams: $params) {
+    __typename
+    ... on LaunchBackfillSuccess { backfillId }
+    ... on PythonError { message }
+  }
+}"""
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -260,6 +269,26 @@ def test_a_broken_tenant_fails_only_its_own_location(dev):
     )
     assert dev.ticks("growth", "growth_automation")
     assert dev.ticks("platform", "promotion_sensor")
+
+
+def test_a_backfill_launched_without_tags_runs_tagged_with_its_tenant(dev):
+    """Backfill runs reach the queue through the coordinator in dagster.yaml, which tags them."""
+    params = {
+        "partitionNames": ["2026-11-03"],
+        "assetSelection": [{"path": ["ridehail", "cost"]}],
+        "fromFailure": False,
+    }
+    launched = dev.graphql(BACKFILL, params=params)["launchPartitionBackfill"]
+    assert launched["__typename"] == "LaunchBackfillSuccess", launched
+    backfill = {"dagster/backfill": launched["backfillId"]}
+
+    def runs() -> list[dg.DagsterRun]:
+        with _instance(dev) as instance:
+            return instance.get_runs(dg.RunsFilter(tags=backfill))
+
+    (run,) = wait_for("the backfill's run", runs, 180)
+    assert run.tags["tenant"] == "ridehail"
+    assert run.asset_selection == frozenset({dg.AssetKey(["ridehail", "cost"])})
 
 
 def test_a_renamed_tenant_folder_names_the_missing_folder_on_reload(dev):

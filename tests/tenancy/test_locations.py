@@ -213,7 +213,7 @@ def test_renamed_tenant_folder_names_the_missing_folder(defs_root):
     assert "`mlplat workspace write`" in message
 
 
-def test_loading_a_location_emits_no_warnings():
+def test_loading_a_location_emits_no_warnings_and_imports_no_heavy_library():
     """Every warning is an error while each location loads, in a fresh interpreter."""
     code = (
         "import warnings, json\n"
@@ -222,8 +222,10 @@ def test_loading_a_location_emits_no_warnings():
         "import platform_assets.locations as L\n"
         "for name in ('platform', 'growth', 'payments', 'ridehail'):\n"
         "    getattr(L, name).get_repository_def()\n"
-        "print(json.dumps('ok'))\n"
+        "import sys\n"
+        "heavy = ('mlflow', 'feast', 'great_expectations', 'sklearn', 'duckdb', 'pandas')\n"
+        "print(json.dumps([m for m in heavy if m in sys.modules]))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert json.loads(out.stdout.strip().splitlines()[-1]) == "ok"
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []  # and no heavy library
