@@ -1,11 +1,12 @@
-"""Scale benchmark: the code location with 100 tenants against plain Dagster, and cost rollups.
+"""Scale benchmark: 100 tenants' code locations against plain Dagster, and cost rollups.
 
 Run with `.venv/bin/python -m bench.scale_bench` (`--tenants`, `--steps`, `--repeats`). It
 generates tenants' YAML into a temporary defs root (MLPLAT_DEFS_ROOT), times building and
-resolving the platform's definitions against a plain `dg.Definitions` of the same number of
-assets in the same process, then records `--steps` metered steps in a temporary instance and
-times the event-log rollup and the ledger group-by. Prints medians and ratios; writes JSON to
-bench/results/scale_bench.json.
+resolving every location merged, one tenant's location and the platform location, each against
+a plain `dg.Definitions` of the same assets in the same process; starts every location as its own
+`dagster api grpc` server and sums their memory; then records `--steps` metered steps in a
+temporary instance and times the event-log rollup and the ledger group-by. Prints medians and
+ratios; writes JSON to bench/results/scale_bench.json.
 """
 
 from __future__ import annotations
@@ -130,14 +131,120 @@ Shape = list[tuple[dg.AssetKey, list[dg.AssetKey], str]]
 
 
 def load_mlplat() -> tuple[float, dg.RepositoryDefinition]:
-    """Seconds to build and resolve the code location, and the repository it built."""
-    from platform_assets.definitions import platform_definitions, tenant_definitions
+    """Seconds to build and resolve every location merged (what `dg check defs` loads)."""
+    from platform_assets.tenancy.location_defs import all_locations
 
     _fresh_imports()
     gc.collect()  # not the previous load's garbage: each side pays only for its own
     start = time.perf_counter()
-    repo = platform_definitions(tenant_definitions()).get_repository_def()
+    repo = all_locations().get_repository_def()
     return time.perf_counter() - start, repo
+
+
+def load_location(name: str) -> tuple[float, dg.RepositoryDefinition]:
+    """Seconds to build and resolve one code location, as its own process does at start."""
+    from platform_assets.tenancy.location_defs import platform_location, tenant_location
+    from platform_assets.tenancy.locations import location_named
+
+    _fresh_imports()
+    gc.collect()
+    start = time.perf_counter()
+    defs = platform_location() if name == "platform" else tenant_location(location_named(name))
+    repo = defs.get_repository_def()
+    return time.perf_counter() - start, repo
+
+
+def load_plain_location(repo: dg.RepositoryDefinition) -> float:
+    """A plain `dg.Definitions` of the location's assets: its materializable ones as
+    `@dg.asset`s with the same keys, deps and groups, the rest as `dg.AssetSpec`s."""
+    graph = repo.asset_graph
+    keys = graph.get_all_asset_keys()
+    materializable = [k for k in keys if graph.get(k).is_materializable]
+    external = [k for k in keys if not graph.get(k).is_materializable]
+    gc.collect()
+    start = time.perf_counter()
+    dg.Definitions(
+        assets=[
+            *[
+                make(k, sorted(graph.get(k).parent_keys), graph.get(k).group_name or "default")
+                for k in materializable
+            ],
+            *[dg.AssetSpec(k, group_name=graph.get(k).group_name) for k in external],
+        ]
+    ).get_repository_def()
+    return time.perf_counter() - start
+
+
+def load_handwritten_location(repo: dg.RepositoryDefinition) -> float:
+    """The location's assets hand-written as `@dg.asset`s with everything they carry (checks,
+    tags, kinds, metadata, op tags, automation, partitions) and its resources."""
+    graph = repo.asset_graph
+    external = [
+        dg.AssetSpec(k, group_name=graph.get(k).group_name)
+        for k in graph.get_all_asset_keys()
+        if not graph.get(k).is_materializable
+    ]
+    args = [a for a in handwritten_args(repo) if graph.get(a["key"]).is_materializable]
+    resources = dict(repo.get_top_level_resources())
+
+    def make_full(kwargs: dict) -> dg.AssetsDefinition:
+        @dg.asset(**kwargs)
+        def _asset(context):
+            return None
+
+        return _asset
+
+    gc.collect()
+    start = time.perf_counter()
+    assets = [*[make_full(a) for a in args], *external]
+    dg.Definitions(assets=assets, resources=resources).get_repository_def()
+    return time.perf_counter() - start
+
+
+def workspace_memory(names: list[str], env: dict[str, str], parallel: int = 2) -> dict:
+    """Start each location as its own `dagster api grpc` code server (what `dagster dev` and
+    the Helm chart run), read its memory once it serves, stop it. Returns sums over all."""
+    import socket
+    import subprocess
+
+    import psutil
+
+    dagster = str(Path(sys.executable).with_name("dagster"))
+
+    def start(name: str) -> subprocess.Popen:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        cmd = [dagster, "api", "grpc", "--module-name", "platform_assets.locations"]
+        cmd += ["--attribute", name, "--host", "127.0.0.1", "--port", str(port)]
+        return subprocess.Popen(
+            cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+
+    rss, uss, pending = {}, {}, list(names)
+    while pending:
+        batch = [(n, start(n)) for n in pending[:parallel]]
+        pending = pending[parallel:]
+        for name, proc in batch:
+            for line in proc.stdout:  # the server says so once the location has loaded
+                if "Started Dagster code server" in line:
+                    break
+            else:
+                raise SystemExit(f"code location {name} did not start (exit {proc.wait()})")
+            info = psutil.Process(proc.pid).memory_full_info()
+            rss[name], uss[name] = info.rss, info.uss
+        for _, proc in batch:
+            proc.terminate()
+            proc.wait()
+    return {
+        "locations": len(names),
+        "rss_sum_gib": round(sum(rss.values()) / 2**30, 2),
+        "uss_sum_gib": round(sum(uss.values()) / 2**30, 2),
+        "rss_tenant_median_mib": round(
+            statistics.median(v for n, v in rss.items() if n != "platform") / 2**20
+        ),
+        "rss_platform_mib": round(rss["platform"] / 2**20),
+    }
 
 
 def graph_shape(repo: dg.RepositoryDefinition) -> Shape:
@@ -172,6 +279,8 @@ def handwritten_args(repo: dg.RepositoryDefinition) -> list[dict]:
     out = []
     for key in graph.get_all_asset_keys():
         node = graph.get(key)
+        if not node.is_materializable:
+            continue
         assets_def = node.assets_def
         spec = assets_def.specs_by_key[key]
         out.append(
@@ -297,6 +406,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-load", action="store_true", help="only the rollup figures")
     parser.add_argument(
+        "--skip-memory", action="store_true", help="no workspace memory (one process per location)"
+    )
+    parser.add_argument(
         "--event-log-steps", type=int, default=10_000, help="steps read back from the event log"
     )
     args = parser.parse_args()
@@ -326,6 +438,22 @@ def main() -> None:
             handwritten.append(load_handwritten(handwritten_args(repo), resources))
         if not args.skip_load and not (expected <= n_assets == n_plain):
             raise SystemExit(f"built {n_assets} (mlplat) / {n_plain} (plain), expected {expected}+")
+        one = f"t{args.tenants // 2:03d}"  # a tenant location in the middle of the workspace
+        tenant_s, tenant_plain, tenant_hand, platform_s, platform_plain = [], [], [], [], []
+        for _ in range(0 if args.skip_load else args.repeats * 5):  # small: more repeats
+            seconds, repo = load_location(one)
+            tenant_s.append(seconds)
+            tenant_plain.append(load_plain_location(repo))
+            tenant_hand.append(load_handwritten_location(repo))
+            seconds, repo = load_location("platform")
+            platform_s.append(seconds)
+            platform_plain.append(load_plain_location(repo))
+        memory = {}
+        if not args.skip_load and not args.skip_memory:
+            from platform_assets.tenancy.locations import code_locations
+
+            names = [loc.name for loc in code_locations()]
+            memory = workspace_memory(names, dict(os.environ))
 
         # A past month: every day is over, so each tenant-day's ledger file is closed.
         month_start, month_end = month_bounds(MONTH)
@@ -383,6 +511,40 @@ def main() -> None:
             f"{result['load_handwritten_s']:.2f} s   mlplat / hand-written "
             f"{result['load_ratio_handwritten']:.2f}x"
         )
+        result |= {
+            "tenant_location": one,
+            "tenant_location_s": round(median(tenant_s), 4),
+            "tenant_plain_s": round(median(tenant_plain), 4),
+            "tenant_location_ratio": round(median(tenant_s) / median(tenant_plain), 2),
+            "tenant_handwritten_s": round(median(tenant_hand), 4),
+            "tenant_location_ratio_handwritten": round(median(tenant_s) / median(tenant_hand), 2),
+            "platform_location_s": round(median(platform_s), 4),
+            "platform_plain_s": round(median(platform_plain), 4),
+            "platform_location_ratio": round(median(platform_s) / median(platform_plain), 2),
+            "workspace_memory": memory,
+        }
+        print(f"code locations, {args.tenants} tenants (median of {args.repeats * 5}):")
+        print(
+            f"  tenant {one}: {result['tenant_location_s'] * 1000:.1f} ms   plain Dagster "
+            f"{result['tenant_plain_s'] * 1000:.1f} ms   ratio "
+            f"{result['tenant_location_ratio']:.2f}x (target <= 1.5x)"
+        )
+        print(
+            f"    the same assets hand-written {result['tenant_handwritten_s'] * 1000:.1f} ms   "
+            f"ratio {result['tenant_location_ratio_handwritten']:.2f}x"
+        )
+        print(
+            f"  platform: {result['platform_location_s'] * 1000:.1f} ms   plain Dagster "
+            f"{result['platform_plain_s'] * 1000:.1f} ms   ratio "
+            f"{result['platform_location_ratio']:.2f}x (target <= 2x)"
+        )
+        if memory:
+            print(
+                f"  workspace memory, {memory['locations']} code servers: RSS sum "
+                f"{memory['rss_sum_gib']:.2f} GiB (unique {memory['uss_sum_gib']:.2f} GiB; "
+                f"a tenant's {memory['rss_tenant_median_mib']} MiB, the platform's "
+                f"{memory['rss_platform_mib']} MiB)"
+            )
     result |= {
         "rollup_date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "rollup_repeats": args.repeats,

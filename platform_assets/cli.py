@@ -117,6 +117,31 @@ def codeowners_show() -> None:
 
 
 app.add_typer(codeowners_app, name="codeowners")
+
+
+workspace_app = typer.Typer(help="The workspace's code locations (workspace.yaml).")
+
+
+@workspace_app.command("write")
+def workspace_write(
+    check: bool = typer.Option(False, "--check", help="Exit 1 if the file is out of date."),
+) -> None:
+    """Render workspace.yaml from the tenant folders: `platform` and one location per tenant."""
+    from platform_assets.tenancy.locations import WORKSPACE_FILE, render_workspace
+
+    text = render_workspace()
+    current = WORKSPACE_FILE.read_text() if WORKSPACE_FILE.exists() else ""
+    if check:
+        if current != text:
+            typer.echo(f"{WORKSPACE_FILE} is out of date: run `mlplat workspace write`", err=True)
+            raise typer.Exit(1)
+        typer.echo(f"ok: {WORKSPACE_FILE} lists every code location")
+        return
+    WORKSPACE_FILE.write_text(text)
+    typer.echo(f"wrote {WORKSPACE_FILE}")
+
+
+app.add_typer(workspace_app, name="workspace")
 app.command("costs")(cost_cli.costs)
 app.add_typer(cost_cli.quotas_app, name="quotas")
 app.add_typer(governance_cli.app)  # approve, reject, promote, rollback, pending, audit

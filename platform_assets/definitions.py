@@ -1,78 +1,16 @@
-"""The code location: every tenant's YAML components plus platform jobs, sensors and resources.
+"""Every location's definitions in one, for Dagster's single-location tools.
 
-Kept thin on purpose; heavy libraries (feast, mlflow, great_expectations, sklearn) are imported
-inside the steps that use them so this module loads fast.
+The workspace runs one code location per tenant plus `platform` (`platform_assets.locations`,
+listed in workspace.yaml). `dg check defs`, `dg list defs`, `dagster definitions validate` and
+the graph snapshot check one project, so `[tool.dg]` points here: the same tenant and platform
+definitions, merged, with every tenant's YAML loaded and cross-checked.
 """
-
-from __future__ import annotations
 
 import dagster as dg
 
-from platform_assets.cost.definitions import cost_definitions
-from platform_assets.execution.env import deployment
-from platform_assets.execution.executors import executor_for
-from platform_assets.execution.resources import resources_for
-from platform_assets.governance.promotion import promote_model, rollback_model
-from platform_assets.sensors.promotion import promotion_sensor
-from platform_assets.storage.retention import lake_retention, lake_retention_schedule
-from platform_assets.tenancy.catalog import defs_root, load_all
-from platform_assets.tenancy.isolation import check_isolation
-from platform_assets.tenancy.loader import catalog_definitions
-
-PIPELINE = "ml_pipeline"
-
-
-def pipeline_selection(tenant: str | None = None) -> dg.AssetSelection:
-    scope = dg.AssetSelection.groups(tenant) if tenant else dg.AssetSelection.all()
-    return scope - dg.AssetSelection.tag("asset_type", "cost")
-
-
-def platform_definitions(tenant_defs: dg.Definitions) -> dg.Definitions:
-    """Add the platform's jobs, sensors, resources and executor to the tenants' components."""
-    env = deployment()
-    tenants = load_all()
-    jobs = [
-        dg.define_asset_job(
-            PIPELINE,
-            selection=pipeline_selection(),
-            executor_def=executor_for(env, preload=True),
-            description="Every tenant's sources, features, training sets, models and reports.",
-        ),
-        *[
-            dg.define_asset_job(
-                f"{name}_pipeline",
-                selection=pipeline_selection(name),
-                executor_def=executor_for(env, catalog.tenant, preload=True),
-                tags={"tenant": name},
-                description=f"Tenant {name}'s pipeline, in its own namespace on Kubernetes.",
-            )
-            for name, catalog in tenants.items()
-        ],
-        promote_model,
-        rollback_model,
-        lake_retention,
-    ]
-    platform = dg.Definitions(
-        jobs=jobs,
-        schedules=[lake_retention_schedule],
-        sensors=[promotion_sensor],
-        resources=resources_for(env),
-        executor=executor_for(env),
-    )
-    specs = {name: catalog.tenant for name, catalog in tenants.items()}
-    merged = dg.Definitions.merge(tenant_defs, platform, cost_definitions(specs))
-    check_isolation(merged, specs)
-    return merged
-
-
-def tenant_definitions() -> dg.Definitions:
-    """The tenants' YAML components: this package's defs folder, or MLPLAT_DEFS_ROOT's.
-
-    Built from the catalog in one pass (see tenancy/loader.py).
-    """
-    return catalog_definitions(load_all(defs_root().resolve()))
+from platform_assets.tenancy.location_defs import all_locations
 
 
 @dg.definitions
 def defs() -> dg.Definitions:
-    return platform_definitions(tenant_definitions())
+    return all_locations()

@@ -1,7 +1,7 @@
-"""`make demo`: run the main job on the embedded instance, evaluate promotion, print a summary.
+"""`make demo`: run each tenant's pipeline on the embedded instance, promote, print a summary.
 
-Everything goes through real Dagster runs recorded in DAGSTER_HOME (`dagster job execute`), so
-`make ui` afterwards shows the same runs, checks, plots and lineage.
+Everything goes through real Dagster runs recorded in DAGSTER_HOME (`dagster job execute` from
+each tenant's code location), so `make ui` afterwards shows the same runs, checks and lineage.
 """
 
 from __future__ import annotations
@@ -20,12 +20,11 @@ from rich.table import Table
 
 from platform_assets.execution.env import dagster_home
 
-MODULE = "platform_assets.definitions"
 SENSOR_CURSOR_KEY = "mlplat/demo/promotion_sensor_cursor"
 
 
 def _dagster(*args: str, console: Console) -> None:
-    cmd = [str(Path(sys.executable).with_name("dagster")), *args, "-m", MODULE]
+    cmd = [str(Path(sys.executable).with_name("dagster")), *args]
     console.print(f"[dim]$ {' '.join(cmd[1:])}[/dim]")
     started = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
@@ -35,31 +34,53 @@ def _dagster(*args: str, console: Console) -> None:
     console.print(f"[dim]  done in {time.perf_counter() - started:.1f}s[/dim]")
 
 
-def run_pipeline(console: Console) -> None:
-    console.rule("Materializing every asset of every tenant (job ml_pipeline)")
-    _dagster(
-        "job",
-        "execute",
-        "-j",
-        "ml_pipeline",
-        "--tags",
-        json.dumps({"mlplat/launched_by": os.environ.get("MLPLAT_USER", "system")}),
-        console=console,
-    )
+def run_pipelines(console: Console) -> None:
+    """Each tenant's pipeline job, from its own code location, as the UI would launch it."""
+    from platform_assets.tenancy.location_defs import pipeline_job_name
+    from platform_assets.tenancy.locations import code_locations
+
+    for location in code_locations()[1:]:
+        for tenant in location.tenants:
+            console.rule(
+                f"Materializing tenant {tenant}'s assets (job {pipeline_job_name(tenant)})"
+            )
+            _dagster(
+                "job",
+                "execute",
+                "-m",
+                location.module,
+                "-a",
+                location.attribute,
+                "-j",
+                pipeline_job_name(tenant),
+                "--tags",
+                json.dumps({"mlplat/launched_by": os.environ.get("MLPLAT_USER", "system")}),
+                console=console,
+            )
 
 
-def run_costs(console: Console) -> None:
+def run_costs(definitions: dg.Definitions, instance: dg.DagsterInstance, console: Console) -> None:
+    """Today's cost ledger of each tenant, then the platform's showback: one run each, in this
+    process (four small steps; a subprocess per run would mostly load code locations)."""
     console.rule("Rolling up today's cost per tenant")
     today = datetime.now(UTC).strftime("%Y-%m-%d")
-    _dagster(
-        "asset",
-        "materialize",
-        "--select",
-        "tag:asset_type=cost",
-        "--partition",
-        today,
-        console=console,
+    graph = definitions.resolve_asset_graph()
+    cost_keys = sorted(
+        (k for k in graph.get_all_asset_keys() if graph.get(k).tags.get("asset_type") == "cost"),
+        key=lambda k: (k.path[0] == "platform", k.to_user_string()),
     )
+    job = definitions.resolve_implicit_global_asset_job_def()
+    for key in cost_keys:
+        result = job.execute_in_process(
+            instance=instance,
+            partition_key=today,
+            asset_selection=[key],
+            tags={"tenant": key.path[0]},
+            raise_on_error=False,
+        )
+        if not result.success:
+            raise SystemExit(f"cost rollup {key.to_user_string()} failed (run {result.run_id})")
+        console.print(f"  {key.to_user_string()}: run {result.run_id[:8]}")
 
 
 def evaluate_promotion(
@@ -175,13 +196,14 @@ def main() -> None:
     home.mkdir(parents=True, exist_ok=True)
     os.environ["DAGSTER_HOME"] = str(home)
     started = time.perf_counter()
-    run_pipeline(console)
-    run_costs(console)
+    run_pipelines(console)
     from platform_assets.definitions import defs
+    from platform_assets.tenancy.location_defs import location_definitions
 
-    definitions = defs()  # once: the sensor tick and the summary read the same definitions
+    definitions = defs()  # every location's definitions, once, for the cost runs and summary
     with dg.DagsterInstance.get() as instance:
-        evaluate_promotion(definitions, instance, console)
+        run_costs(definitions, instance, console)
+        evaluate_promotion(location_definitions("platform"), instance, console)
         try:
             from platform_assets.governance.demo import walk
         except ImportError:

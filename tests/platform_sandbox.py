@@ -12,7 +12,8 @@ import pytest
 import yaml
 from dagster.components.testing.utils import create_defs_folder_sandbox
 
-from platform_assets.definitions import platform_definitions
+from platform_assets.tenancy.catalog import load_all
+from platform_assets.tenancy.location_defs import platform_parts, platform_wide, tenant_runs
 
 DEMO_DEFS = Path(__file__).resolve().parents[1] / "platform_assets" / "defs"
 
@@ -37,6 +38,9 @@ def sandbox(
 
         def build() -> dg.Definitions:
             with box.build_component_tree() as tree:
-                return platform_definitions(tree.build_defs())
+                tenant_defs = tree.build_defs()
+            catalogs = load_all(box.defs_folder_path)
+            parts = [tenant_defs, tenant_runs(catalogs), platform_parts(sorted(catalogs))]
+            return platform_wide(dg.Definitions.merge(*parts))
 
         yield box.defs_folder_path, build

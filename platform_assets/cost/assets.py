@@ -117,8 +117,10 @@ def showback_plot(daily: "pd.DataFrame", mtd: "pd.DataFrame") -> str:
     return md
 
 
-def showback_asset(tenants: dict[str, TenantSpec]) -> dg.AssetsDefinition:
-    """Month-to-date showback up to the partition's day, and that month's chargeback export."""
+def showback_asset(tenants: list[str]) -> dg.AssetsDefinition:
+    """Month-to-date showback up to the partition's day, and that month's chargeback export.
+
+    It names tenants by key only: the platform location loads whatever a tenant folder holds."""
 
     @dg.asset(
         key=SHOWBACK_KEY,
@@ -138,6 +140,10 @@ def showback_asset(tenants: dict[str, TenantSpec]) -> dg.AssetsDefinition:
     def showback(context: dg.AssetExecutionContext, lake: LakeResource):
         import pandas as pd
         import pyarrow as pa
+
+        from platform_assets.tenancy.runs import claim_run
+
+        claim_run(PLATFORM)
 
         day_start, day_end = _window(context)
         month = day_start.strftime("%Y-%m")

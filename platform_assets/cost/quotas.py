@@ -42,8 +42,9 @@ def quota_config(
     limits += [{"key": "tenant", "value": n, "limit": v} for n, v in per_tenant.items()]
     return {
         "run_coordinator": {
-            "module": "dagster._core.run_coordinator",
-            "class": "QueuedRunCoordinator",
+            # Queued, and tags each run with its tenant first (tenancy/runs.py).
+            "module": "platform_assets.tenancy.runs",
+            "class": "TenantRunCoordinator",
         },
         "concurrency": {
             "runs": {

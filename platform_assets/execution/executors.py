@@ -8,7 +8,7 @@ from platform_assets.execution.env import Deployment
 from platform_assets.tenancy.specs import TenantSpec
 
 PRELOAD = (
-    "platform_assets.definitions",
+    "platform_assets.tenancy.location_defs",
     "pandas",
     "pyarrow.parquet",
     "duckdb",

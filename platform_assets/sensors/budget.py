@@ -49,12 +49,15 @@ def post_alert(url: str, status: BudgetStatus, timeout: float = 5.0) -> int:
     description="Warn when a tenant reaches its budget's warning threshold or spends all of it.",
 )
 def budget_sensor(context: dg.SensorEvaluationContext):
-    from platform_assets.tenancy.catalog import load_all
+    from platform_assets.tenancy.catalog import defs_root
+    from platform_assets.tenancy.locations import tenant_folders
 
     alerted: dict[str, str] = json.loads(context.cursor or "{}")
     webhook = os.environ.get(WEBHOOK_ENV)
     lines = []
-    for name in load_all():
+    # Budgets are the platform's (limits.yaml): no tenant folder is parsed, so one that fails to
+    # load is still checked.
+    for name in tenant_folders(defs_root().resolve()):
         status = budget_status(context.instance, name)
         if status.level == "ok":
             continue

@@ -15,13 +15,15 @@ from platform_assets.governance.promotion import promote_model
 from resources.mlflow import MlflowResource
 
 
-def evaluation_keys(repository_def) -> list[dg.AssetKey]:
-    graph = repository_def.asset_graph
+def evaluation_keys(instance: dg.DagsterInstance) -> list[dg.AssetKey]:
+    """Every tenant's evaluation reports (`<tenant>/evaluation_reports/<model>`) the instance
+    has records of. From the instance, not the sensor's repository: the platform location holds
+    no tenant's assets, and only a tenant's own location can materialize keys under its name."""
     return sorted(
         (
             k
-            for k in graph.get_all_asset_keys()
-            if graph.get(k).tags.get("asset_type") == "evaluation_report"
+            for k in instance.get_asset_keys()
+            if len(k.path) == 3 and k.path[1] == "evaluation_reports"
         ),
         key=lambda k: k.to_user_string(),
     )
@@ -33,7 +35,7 @@ def _candidates(gov, context: dg.SensorEvaluationContext, cursor: int):
     from platform_assets.governance.workflow import SENSOR_IDENTITY
 
     newest, requests, reasons = cursor, [], []
-    for key in evaluation_keys(context.repository_def):
+    for key in evaluation_keys(context.instance):
         records = context.instance.fetch_materializations(
             dg.AssetRecordsFilter(asset_key=key, after_storage_id=cursor),
             limit=100,
@@ -73,8 +75,10 @@ def _candidates(gov, context: dg.SensorEvaluationContext, cursor: int):
     return requests, reasons, newest
 
 
+# By name: a sensor holding the job object is rebuilt when Definitions binds the job's resources,
+# and that rebuild warns about the sensor's (beta) owners on every load.
 @dg.sensor(
-    job=promote_model,
+    job_name=promote_model.name,
     minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Submit evaluated models that meet their promotion policy for approval.",

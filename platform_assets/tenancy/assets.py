@@ -3,8 +3,10 @@ Kubernetes requests its step makes (the same numbers cost bills on)."""
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,6 +14,7 @@ from typing import Any
 import dagster as dg
 
 from platform_assets.tenancy.limits import grant
+from platform_assets.tenancy.runs import claim_run
 from platform_assets.tenancy.specs import ASSET_TYPES, ComputeResources, TenantSpec
 
 # Built once: Dagster composes a condition tree per call.
@@ -26,9 +29,25 @@ def team_asset(**kwargs: Any) -> Callable[[Callable], dg.AssetsDefinition]:
     ~0.25 ms per asset, a sixth of loading 100 tenants (docs/benchmarks.md, Scale).
     """
 
+    tenant = kwargs["tags"]["tenant"]
+
     def decorate(fn: Callable) -> dg.AssetsDefinition:
-        fn.__signature__ = inspect.signature(fn)  # type: ignore[attr-defined]
-        return dg.asset(**kwargs)(fn)
+        # Every step first claims its run for the tenant (tenancy/runs.py), however launched.
+        if inspect.isgeneratorfunction(fn):
+
+            @functools.wraps(fn)
+            def step(*args, **kw):
+                claim_run(tenant)
+                yield from fn(*args, **kw)
+        else:
+
+            @functools.wraps(fn)
+            def step(*args, **kw):
+                claim_run(tenant)
+                return fn(*args, **kw)
+
+        step.__signature__ = inspect.signature(fn)  # type: ignore[attr-defined]
+        return dg.asset(**kwargs)(step)
 
     return decorate
 
@@ -66,12 +85,17 @@ GPU_POOL = "gpu"
 
 
 def yaml_reference(source: Path) -> dict[str, Any]:
-    """Metadata that links an asset to the team YAML it comes from (shown in the UI)."""
-    return {
-        "dagster/code_references": dg.CodeReferencesMetadataValue(
-            code_references=[dg.LocalFileCodeReference(file_path=str(source), line_number=1)]
-        )
-    }
+    """Metadata that links an asset to the team YAML it comes from (shown in the UI).
+
+    Code references are Dagster's only link from an asset to its file and are still beta; the
+    filter covers these two constructors, not the rest of the location's load.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.BetaWarning)
+        reference = dg.LocalFileCodeReference(file_path=str(source), line_number=1)
+        return {
+            "dagster/code_references": dg.CodeReferencesMetadataValue(code_references=[reference])
+        }
 
 
 class TeamComponent(dg.Component):

@@ -14,7 +14,13 @@ from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 
-from platform_assets.tenancy.specs import FeatureSetSpec, ModelSpec, SourceSpec, TenantSpec
+from platform_assets.tenancy.specs import (
+    NAME_RE,
+    FeatureSetSpec,
+    ModelSpec,
+    SourceSpec,
+    TenantSpec,
+)
 from platform_assets.tenancy.strict_yaml import YamlError, read_document
 
 # Component type name (as written after `type:`) -> the spec it is validated with.
@@ -250,12 +256,15 @@ def resolve_feature_set(
             )
         return catalog.tenant.name, catalog.feature_sets[ref]
     owner, name = ref.split("/", 1)
-    owners = load_all(catalog.folder.parent)
-    if owner not in owners or name not in owners[owner].feature_sets:
+    # Only the owner's folder: a tenant's location never parses tenants it does not read.
+    folder = catalog.folder.parent / owner
+    is_tenant = NAME_RE.fullmatch(owner) is not None and folder.is_dir()
+    owner_catalog = load_tenant(folder.resolve()) if is_tenant else None
+    if owner_catalog is None or name not in owner_catalog.feature_sets:
         raise PlatformConfigError(path, field_name, f"feature set {ref!r} does not exist")
     shared = any(
         s.feature_set == name and catalog.tenant.name in s.tenants
-        for s in owners[owner].tenant.shares
+        for s in owner_catalog.tenant.shares
     )
     if not shared:
         raise PlatformConfigError(
@@ -264,7 +273,7 @@ def resolve_feature_set(
             f"tenant {catalog.tenant.name!r} may not read {owner!r}'s asset "
             f"'{owner}/features/{name}': {owner!r} does not share it with {catalog.tenant.name!r}",
         )
-    return owner, owners[owner].feature_sets[name]
+    return owner, owner_catalog.feature_sets[name]
 
 
 def check_source_refs(catalog: TenantCatalog, fs: FeatureSetSpec) -> None:

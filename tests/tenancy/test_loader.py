@@ -1,4 +1,4 @@
-"""The code location builds tenants from the catalog; Dagster's component tree must agree."""
+"""The code locations build tenants from the catalog; Dagster's component tree must agree."""
 
 from __future__ import annotations
 
@@ -6,9 +6,14 @@ from pathlib import Path
 
 import dagster as dg
 
-from platform_assets.definitions import platform_definitions
 from platform_assets.tenancy.catalog import load_all
-from platform_assets.tenancy.loader import catalog_definitions
+from platform_assets.tenancy.location_defs import (
+    all_locations,
+    platform_parts,
+    platform_wide,
+    tenant_runs,
+)
+from platform_assets.tenancy.locations import tenant_folders
 
 DEMO_DEFS = Path(__file__).resolve().parents[2] / "platform_assets" / "defs"
 
@@ -40,11 +45,16 @@ def _describe(defs: dg.Definitions) -> dict:
     return out
 
 
+def _component_tree() -> dg.Definitions:
+    """The demo defs folder file by file through Dagster's component tree, as `dg` would."""
+    tenants = dg.load_from_defs_folder(path_within_project=DEMO_DEFS.parent)
+    runs = tenant_runs(load_all())
+    return platform_wide(dg.Definitions.merge(tenants, runs, platform_parts(tenant_folders())))
+
+
 def test_catalog_loader_builds_what_the_component_tree_builds():
-    from_catalog = _describe(platform_definitions(catalog_definitions(load_all())))
-    # What `dg check defs` and `dg list defs` load: the folder through Dagster's component tree.
-    tree = dg.load_from_defs_folder(path_within_project=DEMO_DEFS.parent)
-    from_tree = _describe(platform_definitions(tree))
+    from_catalog = _describe(all_locations())
+    from_tree = _describe(_component_tree())
     assert from_catalog.keys() == from_tree.keys()
     for key in from_tree:
         assert from_catalog[key] == from_tree[key], key
@@ -53,10 +63,11 @@ def test_catalog_loader_builds_what_the_component_tree_builds():
 def test_assets_link_to_their_team_yaml():
     spec = next(
         s
-        for s in platform_definitions(catalog_definitions(load_all())).resolve_all_asset_specs()
+        for s in all_locations().resolve_all_asset_specs()
         if s.key == dg.AssetKey(["ridehail", "features", "driver_stats"])
     )
     (reference,) = spec.metadata["dagster/code_references"].code_references
     assert reference.file_path == str(
         DEMO_DEFS / "ridehail" / "features" / "driver_stats" / "defs.yaml"
     )
+    assert load_all()  # the demo folder parses as the catalog

@@ -5,13 +5,14 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from platform_assets.definitions import platform_definitions, tenant_definitions
 from platform_assets.tenancy.catalog import (
     PlatformConfigError,
     check_model_refs,
     load_all,
     load_tenant,
 )
+from platform_assets.tenancy.location_defs import all_locations, tenant_location
+from platform_assets.tenancy.locations import location_named
 from tests.platform_sandbox import sandbox, write_component
 
 MODEL = "platform_assets.models.component.Model"
@@ -63,10 +64,13 @@ def _load_error(monkeypatch, attrs) -> str:
             cat = load_tenant((root / "ridehail").resolve())
             check_model_refs(cat, cat.models[attrs["name"]])
         assert "models/bad/defs.yaml" in str(catalog_exc.value)
-        # The code location builds from the catalog and refuses the file the same way.
+        # The tenant's code location and `dg`'s merged one refuse the file the same way.
         with pytest.raises(PlatformConfigError) as location_exc:
-            platform_definitions(tenant_definitions())
+            tenant_location(location_named("ridehail"))
         assert str(location_exc.value) == str(catalog_exc.value)
+        with pytest.raises(PlatformConfigError) as merged_exc:
+            all_locations()
+        assert str(merged_exc.value) == str(catalog_exc.value)
         return _chain(excinfo.value) + "\n" + str(catalog_exc.value)
 
 

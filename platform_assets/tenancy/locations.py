@@ -1,0 +1,122 @@
+"""The workspace's code locations: `platform`, then one per tenant folder (or platform group).
+
+Each location is its own process, so a tenant folder that fails to load fails only its own
+location. Which tenants share a location is the platform's call (`limits/locations.yaml`), never
+a tenant's. `workspace.yaml` is rendered from this list by `mlplat workspace write`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from platform_assets.tenancy.catalog import PlatformConfigError, defs_root
+from platform_assets.tenancy.isolation import PLATFORM
+
+MODULE = "platform_assets.locations"
+GROUPS_FILE = Path(__file__).resolve().parents[1] / "limits" / "locations.yaml"
+WORKSPACE_FILE = Path(__file__).resolve().parents[2] / "workspace.yaml"
+
+
+@dataclass(frozen=True)
+class CodeLocation:
+    """A code location: its name and the tenants whose folders it loads (none for `platform`)."""
+
+    name: str
+    tenants: tuple[str, ...]
+
+    @property
+    def module(self) -> str:
+        return MODULE
+
+    @property
+    def attribute(self) -> str:
+        return self.name
+
+
+def tenant_folders(root: Path | None = None) -> list[str]:
+    """Tenant names as the folders under the defs root say, without parsing any of them."""
+    root = root or defs_root()
+    return sorted(
+        p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))
+    )
+
+
+def location_groups(path: Path = GROUPS_FILE) -> dict[str, tuple[str, ...]]:
+    """Platform-configured groups: location name -> the tenants it loads together."""
+    doc = yaml.safe_load(path.read_text()) if path.exists() else None
+    groups = (doc or {}).get("groups") or {}
+    if not isinstance(groups, dict):
+        raise PlatformConfigError(path, "groups", "must map a location name to a tenant list")
+    seen: dict[str, str] = {}
+    out = {}
+    for name, tenants in groups.items():
+        if name == PLATFORM:
+            raise PlatformConfigError(path, f"groups.{name}", "the name is the platform's own")
+        if not isinstance(tenants, list) or not tenants:
+            raise PlatformConfigError(path, f"groups.{name}", "must be a non-empty tenant list")
+        for tenant in tenants:
+            if tenant in seen:
+                raise PlatformConfigError(
+                    path,
+                    f"groups.{name}",
+                    f"tenant {tenant!r} is already in group {seen[tenant]!r}",
+                )
+            seen[tenant] = name
+        out[str(name)] = tuple(str(t) for t in tenants)
+    return out
+
+
+def code_locations(root: Path | None = None, groups_file: Path = GROUPS_FILE) -> list[CodeLocation]:
+    """The platform location first, then one per tenant or group, in name order."""
+    tenants = tenant_folders(root)
+    groups = location_groups(groups_file)
+    grouped = {t for members in groups.values() for t in members}
+    for name, members in groups.items():
+        missing = [t for t in members if t not in tenants]
+        if missing:
+            raise PlatformConfigError(
+                groups_file,
+                f"groups.{name}",
+                f"no tenant folder for {', '.join(map(repr, missing))} under {root or defs_root()}",
+            )
+        if name in tenants and name not in members:
+            raise PlatformConfigError(
+                groups_file, f"groups.{name}", f"the name is tenant {name!r}'s own location"
+            )
+    locations = [CodeLocation(n, m) for n, m in groups.items()]
+    locations += [CodeLocation(t, (t,)) for t in tenants if t not in grouped]
+    return [CodeLocation(PLATFORM, ()), *sorted(locations, key=lambda loc: loc.name)]
+
+
+def location_named(name: str, root: Path | None = None) -> CodeLocation:
+    """The location `name`; a clear error when its tenant folder is gone (renamed, deleted)."""
+    locations = {loc.name: loc for loc in code_locations(root)}
+    if name not in locations:
+        root = (root or defs_root()).resolve()
+        raise PlatformConfigError(
+            root / name,
+            "<code location>",
+            f"code location {name!r} has no tenant folder {root / name} (tenant folders: "
+            f"{', '.join(tenant_folders(root)) or 'none'}); a renamed or removed tenant needs "
+            "`mlplat workspace write` and a workspace reload",
+        )
+    return locations[name]
+
+
+def render_workspace(root: Path | None = None) -> str:
+    """`workspace.yaml` for these locations: each loads in its own process."""
+    entries = [
+        {
+            "python_module": {
+                "module_name": loc.module,
+                "attribute": loc.attribute,
+                "location_name": loc.name,
+            }
+        }
+        for loc in code_locations(root)
+    ]
+    head = "# Written by `mlplat workspace write` from the tenant folders; do not edit.\n"
+    return head + yaml.safe_dump({"load_from": entries}, sort_keys=False)

@@ -1,0 +1,110 @@
+"""Every run carries the `tenant` tag, whatever launched it, and no run spans tenants."""
+
+from __future__ import annotations
+
+import dagster as dg
+import pytest
+
+from platform_assets.cost.assets import tenant_cost_asset
+from platform_assets.cost.metering import PricingResource
+from platform_assets.tenancy.catalog import load_all
+from platform_assets.tenancy.isolation import IsolationError
+from platform_assets.tenancy.location_defs import location_definitions
+from platform_assets.tenancy.runs import run_tenant
+from resources.lake import LakeResource
+
+DAY = "2026-11-03"
+
+
+@pytest.fixture
+def resources(platform_home):
+    return {"lake": LakeResource(root=str(platform_home / "lake")), "pricing": PricingResource()}
+
+
+@pytest.fixture
+def cost_assets():
+    return {name: tenant_cost_asset(cat.tenant) for name, cat in load_all().items()}
+
+
+def _tags(instance, run_id: str) -> dict[str, str]:
+    return dict(instance.get_run_by_id(run_id).tags)
+
+
+def test_materialize_without_tags_gets_the_tenant_tag(instance, resources, cost_assets):
+    result = dg.materialize(
+        [cost_assets["ridehail"]], resources=resources, instance=instance, partition_key=DAY
+    )
+    assert _tags(instance, result.run_id)["tenant"] == "ridehail"
+
+
+def test_one_run_never_spans_tenants(instance, resources, cost_assets):
+    result = dg.materialize(
+        [cost_assets["ridehail"], cost_assets["payments"]],
+        resources=resources,
+        instance=instance,
+        partition_key=DAY,
+        raise_on_error=False,
+    )
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    assert "one run never spans tenants" in failure.step_failure_data.error.cause.message
+    assert _tags(instance, result.run_id)["tenant"] in {"ridehail", "payments"}
+
+
+def test_run_tagged_for_another_tenant_is_refused(instance, resources, cost_assets):
+    result = dg.materialize(
+        [cost_assets["payments"]],
+        resources=resources,
+        instance=instance,
+        partition_key=DAY,
+        tags={"tenant": "ridehail"},
+        raise_on_error=False,
+    )
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    assert "is tenant 'ridehail''s; a step of tenant 'payments'" in (
+        failure.step_failure_data.error.cause.message
+    )
+
+
+def test_pipeline_job_execute_carries_the_tenant_tag(platform_home):
+    defs = location_definitions("growth")
+    job = defs.resolve_job_def("growth_pipeline")
+    # `dagster job execute`, the UI's launchpad and job backfills start runs with these tags.
+    assert job.run_tags["tenant"] == "growth"
+
+
+def test_schedule_and_automation_requests_carry_the_tenant_tag(instance):
+    repo = location_definitions("payments").get_repository_def()
+    schedule = repo.get_schedule_def("payments_nightly")
+    with dg.build_schedule_context(instance=instance) as context:
+        request = schedule.evaluate_tick(context).run_requests[0]
+    assert request.tags["tenant"] == "payments"
+    assert repo.get_sensor_def("payments_automation").run_tags == {"tenant": "payments"}
+
+
+def test_asset_run_without_tags_belongs_to_the_tenant_it_materializes(instance):
+    """What the coordinator in dagster.yaml tags UI launches and backfills with before they
+    queue (under the daemon: tests/test_daemon.py)."""
+    job = location_definitions("ridehail").resolve_implicit_global_asset_job_def()
+    key = dg.AssetKey(["ridehail", "cost"])
+    run = instance.create_run_for_job(job, asset_selection=frozenset({key}))
+    assert "tenant" not in run.tags
+    assert run_tenant(run) == "ridehail"
+
+
+def test_governance_run_is_tagged_with_its_model_tenant():
+    config = {"ops": {"roll_back": {"config": {"registered_model": "payments.fraud_detector"}}}}
+    run = dg.DagsterRun(job_name="rollback_model", run_id="r1", run_config=config)
+    assert run_tenant(run) == "payments"
+
+
+def test_run_spanning_tenants_is_refused_before_it_queues():
+    spanning = dg.DagsterRun(
+        job_name="__ASSET_JOB",
+        run_id="r2",
+        asset_selection=frozenset(
+            {dg.AssetKey(["ridehail", "cost"]), dg.AssetKey(["payments", "cost"])}
+        ),
+    )
+    with pytest.raises(IsolationError, match="selects assets of tenants payments, ridehail"):
+        run_tenant(spanning)

@@ -1,0 +1,301 @@
+"""Under the real daemon (`dagster dev` on a generated workspace): automation gates on blocking
+checks, and a broken or renamed tenant folder fails only its own code location."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import yaml
+
+from platform_assets.tenancy.locations import render_workspace
+
+pytestmark = [pytest.mark.slow, pytest.mark.materialize]
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO_DEFS = ROOT / "platform_assets" / "defs"
+TRIPS = dg.AssetKey(["ridehail", "sources", "trips"])
+DRIVER_STATS = dg.AssetKey(["ridehail", "features", "driver_stats"])
+
+LOCATIONS = """
+query {
+  workspaceOrError { ... on Workspace { locationEntries {
+    name
+    locationOrLoadError { __typename ... on PythonError { message causes { message } } }
+  } } }
+}"""
+RELOAD = """
+mutation($name: String!) {
+  reloadRepositoryLocation(repositoryLocationName: $name) {
+    __typename
+    ... on WorkspaceLocationEntry {
+      locationOrLoadError { __typename ... on PythonError { message causes { message } } }
+    }
+  }
+}"""
+TICKS = """
+query($selector: SensorSelector!) {
+  sensorOrError(sensorSelector: $selector) {
+    __typename
+    ... on Sensor { sensorState { status ticks(limit: 100) { id status timestamp } } }
+  }
+}"""
+
+BACKFILL = """
+mutation($params: LaunchBackfillParams!) {
+  launchPartitionBackfill(backfillParams: $params) {
+    __typename
+    ... on LaunchBackfillSuccess { backfillId }
+    ... on PythonError { message }
+  }
+}"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Dev:
+    """A `dagster dev` process (webserver, daemon, one code server per location)."""
+
+    def __init__(self, tmp: Path):
+        self.defs = tmp / "defs"
+        shutil.copytree(DEMO_DEFS, self.defs)
+        self.home = tmp / "home"
+        self.home.mkdir()
+        shutil.copy(ROOT / "dagster.yaml", self.home / "dagster.yaml")
+        workspace = tmp / "workspace.yaml"
+        workspace.write_text(render_workspace(self.defs))
+        self.env = {
+            **os.environ,
+            "DAGSTER_HOME": str(self.home),
+            "MLPLAT_ENV": "local",
+            "MLPLAT_DATA": str(tmp / "data"),
+            "MLPLAT_DEFS_ROOT": str(self.defs),
+        }
+        self.port = _free_port()
+        self.log = open(tmp / "dev.log", "w")  # noqa: SIM115 (closed in stop)
+        self.proc = subprocess.Popen(
+            [
+                str(Path(sys.executable).with_name("dagster")),
+                "dev",
+                "-w",
+                str(workspace),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+            ],
+            cwd=ROOT,
+            env=self.env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def graphql(self, query: str, **variables) -> dict:
+        body = json.dumps({"query": query, "variables": variables}).encode()
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}/graphql",
+            data=body,
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=120) as response:
+            out = json.loads(response.read())
+        assert "errors" not in out, out
+        return out["data"]
+
+    def locations(self) -> dict[str, dict]:
+        data = self.graphql(LOCATIONS)["workspaceOrError"]
+        return {e["name"]: e["locationOrLoadError"] for e in data["locationEntries"]}
+
+    def reload(self, name: str) -> dict:
+        return self.graphql(RELOAD, name=name)["reloadRepositoryLocation"]["locationOrLoadError"]
+
+    def ticks(self, location: str, sensor: str) -> list[dict]:
+        selector = {
+            "repositoryLocationName": location,
+            "repositoryName": "__repository__",
+            "sensorName": sensor,
+        }
+        data = self.graphql(TICKS, selector=selector)["sensorOrError"]
+        assert data["__typename"] == "Sensor", data
+        return data["sensorState"]["ticks"]
+
+    def stop(self) -> None:
+        os.killpg(self.proc.pid, 15)
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, 9)
+            self.proc.wait()
+        self.log.close()
+
+
+def error_text(error: dict) -> str:
+    """The location error as the UI shows it: the message and its chain of causes."""
+    return "\n".join([error["message"], *(c["message"] for c in error.get("causes") or [])])
+
+
+def wait_for(what: str, condition: Callable[[], object], timeout: float = 300) -> object:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            value = condition()
+        except (OSError, urllib.error.URLError):
+            value = None  # the webserver is still starting
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(2)
+
+
+@pytest.fixture(scope="module")
+def dev(tmp_path_factory) -> Iterator[Dev]:
+    server = Dev(tmp_path_factory.mktemp("daemon"))
+    try:
+        wait_for(
+            "every location to load",
+            lambda: (
+                (locs := server.locations())
+                and len(locs) == 4
+                and all(v["__typename"] == "RepositoryLocation" for v in locs.values())
+            ),
+        )
+        yield server
+    finally:
+        server.stop()
+
+
+def _instance(dev: Dev) -> dg.DagsterInstance:
+    return dg.DagsterInstance.from_config(str(dev.home))
+
+
+def _materialize_trips(dev: Dev, monkeypatch) -> dg.ExecuteInProcessResult:
+    """One run of the trips source on the daemon's instance, built from the same folders."""
+    from platform_assets.tenancy import catalog
+    from platform_assets.tenancy.location_defs import tenant_location
+    from platform_assets.tenancy.locations import location_named
+
+    for key in ("DAGSTER_HOME", "MLPLAT_ENV", "MLPLAT_DATA", "MLPLAT_DEFS_ROOT"):
+        monkeypatch.setenv(key, dev.env[key])
+    catalog.load_tenant.cache_clear()
+    defs = tenant_location(location_named("ridehail"))
+    with _instance(dev) as instance:
+        return defs.resolve_implicit_global_asset_job_def().execute_in_process(
+            instance=instance, asset_selection=[TRIPS], raise_on_error=False
+        )
+
+
+def _driver_stats_runs(dev: Dev) -> list[dg.DagsterRun]:
+    with _instance(dev) as instance:
+        runs = instance.get_runs(dg.RunsFilter(tags={"tenant": "ridehail"}))
+        return [r for r in runs if r.asset_selection and DRIVER_STATS in r.asset_selection]
+
+
+def _finished(runs: list[dg.DagsterRun]) -> bool:
+    return bool(runs) and all(r.is_finished for r in runs)
+
+
+def test_automation_gates_on_a_failed_blocking_check(dev, monkeypatch):
+    assert _materialize_trips(dev, monkeypatch).success
+    # Passing checks: the ridehail automation sensor launches the feature views, tagged.
+    runs = wait_for("automation to run driver_stats", lambda: _driver_stats_runs(dev), 300)
+    assert all(r.tags["tenant"] == "ridehail" for r in runs)
+    wait_for("the automation run to finish", lambda: _finished(_driver_stats_runs(dev)), 600)
+    before = len(_driver_stats_runs(dev))
+
+    path = dev.defs / "ridehail" / "sources" / "trips" / "defs.yaml"
+    doc = yaml.safe_load(path.read_text())
+    doc["attributes"]["expectations"].append(
+        {
+            "type": "expect_column_values_to_be_between",
+            "kwargs": {"column": "fare", "min_value": 0, "max_value": 5},
+        }
+    )
+    path.write_text(yaml.safe_dump(doc))
+    failed = _materialize_trips(dev, monkeypatch)
+    assert not failed.success
+    ended = time.time()
+    # Two full ticks of the sensor after the failed check: neither requests driver_stats.
+    wait_for(
+        "two automation ticks after the failed check",
+        lambda: (
+            len(
+                [
+                    t
+                    for t in dev.ticks("ridehail", "ridehail_automation")
+                    if t["timestamp"] > ended and t["status"] != "STARTED"
+                ]
+            )
+            >= 2
+        ),
+        180,
+    )
+    assert len(_driver_stats_runs(dev)) == before
+
+
+def test_a_broken_tenant_fails_only_its_own_location(dev):
+    ticks_before = len(dev.ticks("ridehail", "ridehail_automation"))
+    bad = dev.defs / "payments" / "models" / "fraud_detector" / "defs.yaml"
+    bad.write_text(bad.read_text().replace("algorithm:", "algorithmz:"))
+    error = dev.reload("payments")
+    assert error["__typename"] == "PythonError"
+    assert f"{bad.resolve()}: attributes.algorithm: Field required" in error_text(error)
+    platform = dev.reload("platform")  # the platform location loads whatever payments holds
+    assert platform["__typename"] == "RepositoryLocation"
+    locations = dev.locations()
+    assert locations["payments"]["__typename"] == "PythonError"
+    for name in ("platform", "growth", "ridehail"):
+        assert locations[name]["__typename"] == "RepositoryLocation", name
+    # The other locations' sensors keep ticking under the daemon.
+    wait_for(
+        "ridehail's automation to keep ticking",
+        lambda: len(dev.ticks("ridehail", "ridehail_automation")) >= ticks_before + 2,
+        180,
+    )
+    assert dev.ticks("growth", "growth_automation")
+    assert dev.ticks("platform", "promotion_sensor")
+
+
+def test_a_backfill_launched_without_tags_runs_tagged_with_its_tenant(dev):
+    """Backfill runs reach the queue through the coordinator in dagster.yaml, which tags them."""
+    params = {
+        "partitionNames": ["2026-11-03"],
+        "assetSelection": [{"path": ["ridehail", "cost"]}],
+        "fromFailure": False,
+    }
+    launched = dev.graphql(BACKFILL, params=params)["launchPartitionBackfill"]
+    assert launched["__typename"] == "LaunchBackfillSuccess", launched
+    backfill = {"dagster/backfill": launched["backfillId"]}
+
+    def runs() -> list[dg.DagsterRun]:
+        with _instance(dev) as instance:
+            return instance.get_runs(dg.RunsFilter(tags=backfill))
+
+    (run,) = wait_for("the backfill's run", runs, 180)
+    assert run.tags["tenant"] == "ridehail"
+    assert run.asset_selection == frozenset({dg.AssetKey(["ridehail", "cost"])})
+
+
+def test_a_renamed_tenant_folder_names_the_missing_folder_on_reload(dev):
+    (dev.defs / "growth").rename(dev.defs / "growth_team")
+    error = dev.reload("growth")
+    assert error["__typename"] == "PythonError"
+    missing = dev.defs.resolve() / "growth"
+    assert f"code location 'growth' has no tenant folder {missing}" in error_text(error)
+    assert "`mlplat workspace write`" in error_text(error)
+    assert dev.locations()["ridehail"]["__typename"] == "RepositoryLocation"
