@@ -45,15 +45,16 @@ def _files(lake) -> list[str]:
 def csv_trips(monkeypatch, platform_home, instance, tmp_path):
     """ridehail with its trips read from a CSV file, materialized once: (defs folder, CSV,
     build, the committed snapshot)."""
-    trips = tmp_path / "trips.csv"
-    generate("ridehail.trips").to_csv(trips, index=False)
     with sandbox(monkeypatch) as (root, build):
         path = root / "ridehail" / "sources" / "trips" / "defs.yaml"
         doc = yaml.safe_load(path.read_text())
         del doc["attributes"]["generator"]
-        doc["attributes"]["path"] = str(trips)
+        doc["attributes"]["path"] = "trips.csv"  # relative to the tenant's inbox
         path.write_text(yaml.safe_dump(doc))
         defs = build()
+        trips = Path(defs.resources["lake"].root) / "ridehail" / "inbox" / "trips.csv"
+        trips.parent.mkdir(parents=True)
+        generate("ridehail.trips").to_csv(trips, index=False)
         result = _run_trips(defs, instance)
         assert result.success
         lake = defs.resources["lake"]

@@ -14,7 +14,13 @@ from pathlib import Path
 
 import dagster as dg
 
-from platform_assets.tenancy.catalog import TenantCatalog, check_model_refs, defs_root, load_tenant
+from platform_assets.tenancy.catalog import (
+    TenantCatalog,
+    check_model_refs,
+    defs_root,
+    load_all,
+    load_tenant,
+)
 from platform_assets.tenancy.isolation import PLATFORM, check_isolation
 from platform_assets.tenancy.locations import CodeLocation, location_named, tenant_folders
 
@@ -148,9 +154,9 @@ def location_definitions(name: str) -> dg.Definitions:
 def all_locations(root: Path | None = None) -> dg.Definitions:
     """Every location's definitions in one, without the external specs that only stand for
     another location's assets: what `dg check defs` and the graph snapshot see."""
-    root = (root or defs_root()).resolve()
-    names = tenant_folders(root)
-    catalogs = {t: load_tenant(root / t) for t in names}
+    # load_all also checks what spans folders: the defs root itself and unique namespaces.
+    catalogs = load_all((root or defs_root()).resolve())
+    names = sorted(catalogs)
     defs = platform_wide(dg.Definitions.merge(tenant_parts(catalogs), platform_parts(names)))
     check_isolation(defs, {n: c.tenant for n, c in catalogs.items()})
     return defs

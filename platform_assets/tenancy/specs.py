@@ -32,7 +32,7 @@ OWNER_RE = re.compile(r"team:[a-z0-9][a-z0-9_-]{0,62}|[A-Za-z0-9._%+-]+@[A-Za-z0
 # A Kubernetes namespace (RFC 1123 label).
 NAMESPACE_RE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 # Names the platform itself uses: `platform` (its asset keys and code location), `default`
-# (Dagster's default group), `ml` (the `ml_pipeline` job), `dagster` and `mlplat` (their own
+# (Dagster's default group), `ml`, `dagster` and `mlplat` (the platform's and Dagster's own
 # tag, label and location namespaces). A tenant named like one would be mistaken for it.
 RESERVED_TENANT_NAMES = frozenset({"platform", "default", "ml", "dagster", "mlplat"})
 # Where limits live; named in the error a tenant gets for setting one in its YAML.

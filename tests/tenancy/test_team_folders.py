@@ -14,7 +14,7 @@ import yaml
 from typer.testing import CliRunner
 
 from platform_assets import cli
-from platform_assets.definitions import platform_definitions, tenant_definitions
+from platform_assets.tenancy.location_defs import all_locations
 from platform_assets.sources.component import source_file
 from platform_assets.tenancy.catalog import (
     PlatformConfigError,
@@ -51,7 +51,7 @@ def refused(root: Path) -> str:
                 check_model_refs(catalog, model)
     message = str(excinfo.value)
     with pytest.raises(PlatformConfigError) as location:
-        platform_definitions(tenant_definitions())
+        all_locations()
     assert str(location.value) == message
     result = CliRunner().invoke(cli.app, ["validate"])
     assert result.exit_code == 1
