@@ -1,4 +1,4 @@
-"""The `Tenant` component: a team's identity, people, budget and where its steps run."""
+"""The `Tenant` component (a team's identity, people and where its steps run), and `Tenants`."""
 
 import dagster as dg
 
@@ -10,7 +10,7 @@ from platform_assets.tenancy.specs import TenantSpec
 class Tenant(TeamComponent, TenantSpec):
     """One tenant (team). Exactly one per tenant folder, named like the folder.
 
-    Builds the tenant's daily cost asset `<tenant>/cost`; its owners, budget and roles are read
+    Builds the tenant's daily cost asset `<tenant>/cost`; its owners, roles and shares are read
     by every other component of the folder through the catalog.
     """
 
