@@ -6,7 +6,7 @@ checks' latest evaluations on the model's training set and feature views, and th
 improvement over the champion. Each qualifying version becomes a `promote_model` run with run key
 `promote:<model>:<version>`, so no version is submitted twice. A tenant over its budget gets no
 promotion run (the tick says why, in the budget's words); the cursor stays before its version so
-it is submitted once the budget allows (next month, or an override in the tenant's YAML).
+it is submitted once the budget allows (next month, or an override in the platform's limits.yaml).
 """
 
 import dagster as dg

@@ -210,12 +210,30 @@ def tenant_folder_of(path: Path) -> Path:
     )
 
 
+ROOT_COMPONENT = "platform_assets.tenancy.component.Tenants"
+
+
+def check_root_component(path: Path) -> None:
+    """The defs root's `defs.yaml` may only hand the tenant folders to the platform's catalog."""
+    try:
+        doc = read_document(path)
+    except YamlError as exc:
+        raise PlatformConfigError(path, exc.field, exc.reason) from exc
+    if doc != {"type": ROOT_COMPONENT}:
+        raise PlatformConfigError(
+            path, "type", f"the defs root's defs.yaml must be exactly `type: {ROOT_COMPONENT}`"
+        )
+
+
 def tenant_folders(root: Path) -> list[Path]:
     """The tenant folders of a defs root; a file or a symlink at the root is refused."""
     folders = []
     for p in sorted(root.iterdir()):
         if p.name == "__pycache__":
             continue  # written by Python when a tool imports the defs package, never read
+        if p.name == "defs.yaml" and not p.is_symlink():
+            check_root_component(p)
+            continue
         if p.is_symlink() or not p.is_dir():
             raise PlatformConfigError(
                 p, "<file>", f"the defs root {root} holds only tenant folders (no files, no links)"

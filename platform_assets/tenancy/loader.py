@@ -5,8 +5,9 @@ positions, resolves every field as a template and walks the whole declaration tr
 so loading grows with the square of the number of files (11x a plain `Definitions` at 100
 tenants, see docs/benchmarks.md). The catalog has already parsed and cross-checked the same files
 into specs, so the code location builds the same assets from them directly, through the same
-functions the components call. `dg check defs` and `dg list defs` still load the folder through
-the components (which read the same catalog), and a test holds the two graphs equal.
+functions the components call. `dg check defs` and `dg list defs` load the same catalog through
+the defs root's `Tenants` component; a test holds the catalog's graph equal to the per-file
+component tree's.
 
 Team folders hold only the platform's component types (the catalog refuses anything else), so
 there is nothing only Dagster's loader could build.

@@ -1,19 +1,22 @@
-"""The code locations build tenants from the catalog; Dagster's component tree must agree."""
+"""The code location builds tenants from the catalog; Dagster's component tree must agree."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import dagster as dg
+import pytest
+from dagster.components.testing.utils import create_defs_folder_sandbox
 
-from platform_assets.tenancy.catalog import load_all
+from platform_assets.tenancy.catalog import PlatformConfigError, load_all
 from platform_assets.tenancy.location_defs import (
     all_locations,
     platform_parts,
     platform_wide,
     tenant_runs,
 )
-from platform_assets.tenancy.locations import tenant_folders
+from tests.platform_sandbox import sandbox
 
 DEMO_DEFS = Path(__file__).resolve().parents[2] / "platform_assets" / "defs"
 
@@ -45,19 +48,55 @@ def _describe(defs: dg.Definitions) -> dict:
     return out
 
 
-def _component_tree() -> dg.Definitions:
-    """The demo defs folder file by file through Dagster's component tree, as `dg` would."""
-    tenants = dg.load_from_defs_folder(path_within_project=DEMO_DEFS.parent)
-    runs = tenant_runs(load_all())
-    return platform_wide(dg.Definitions.merge(tenants, runs, platform_parts(tenant_folders())))
-
-
-def test_catalog_loader_builds_what_the_component_tree_builds():
-    from_catalog = _describe(all_locations())
-    from_tree = _describe(_component_tree())
+def test_catalog_loader_builds_what_the_component_tree_builds(monkeypatch):
+    # Each tenant file loaded on its own as a Dagster component (the per-file path the team
+    # components keep), against the catalog's one pass over the same folders.
+    with sandbox(monkeypatch, tenants=("ridehail", "payments", "growth")) as (_, build):
+        from_tree = _describe(build())
+        from_catalog = _describe(all_locations())
     assert from_catalog.keys() == from_tree.keys()
     for key in from_tree:
         assert from_catalog[key] == from_tree[key], key
+
+
+def test_dg_loads_the_repository_defs_through_the_catalog():
+    """What `dg check defs` and `dg list defs` load: the defs root's `Tenants` component."""
+    tree = dg.load_from_defs_folder(path_within_project=DEMO_DEFS.parent)
+    catalogs = load_all()
+    runs, platform = tenant_runs(catalogs), platform_parts(sorted(catalogs))
+    from_tree = _describe(platform_wide(dg.Definitions.merge(tree, runs, platform)))
+    assert from_tree == _describe(all_locations())
+
+
+def test_dg_never_imports_a_python_file_in_a_tenant_folder(tmp_path, monkeypatch):
+    marker = tmp_path / "executed"
+    with create_defs_folder_sandbox() as box:
+        shutil.copy(DEMO_DEFS / "defs.yaml", box.defs_folder_path / "defs.yaml")
+        shutil.copytree(DEMO_DEFS / "ridehail", box.defs_folder_path / "ridehail")
+        evil = box.defs_folder_path / "ridehail" / "adhoc" / "assets.py"
+        evil.parent.mkdir()
+        evil.write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
+        monkeypatch.setenv("MLPLAT_DEFS_ROOT", str(box.defs_folder_path))
+        with pytest.raises(Exception) as excinfo, box.build_component_tree() as tree:
+            tree.build_defs()
+    chain, exc = [], excinfo.value
+    while exc is not None:
+        chain.append(str(exc))
+        exc = exc.__cause__ or exc.__context__
+    assert f"{evil}: <file>: Python files are not allowed in a tenant folder" in "\n".join(chain)
+    assert not marker.exists()
+
+
+def test_the_defs_root_component_cannot_be_swapped(tmp_path):
+    root = tmp_path / "defs"
+    shutil.copytree(DEMO_DEFS, root)
+    (root / "defs.yaml").write_text("type: dagster.DefsFolderComponent\n")
+    with pytest.raises(PlatformConfigError) as excinfo:
+        load_all(root)
+    assert str(excinfo.value) == (
+        f"{root / 'defs.yaml'}: type: the defs root's defs.yaml must be exactly "
+        "`type: platform_assets.tenancy.component.Tenants`"
+    )
 
 
 def test_assets_link_to_their_team_yaml():
@@ -70,4 +109,3 @@ def test_assets_link_to_their_team_yaml():
     assert reference.file_path == str(
         DEMO_DEFS / "ridehail" / "features" / "driver_stats" / "defs.yaml"
     )
-    assert load_all()  # the demo folder parses as the catalog
