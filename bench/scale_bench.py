@@ -455,6 +455,72 @@ def main() -> None:
             names = [loc.name for loc in code_locations()]
             memory = workspace_memory(names, dict(os.environ))
 
+        result = json.loads(RESULTS.read_text()) if args.skip_load and RESULTS.exists() else {}
+        # Printed now: the rollup below takes minutes on a busy machine.
+        if not args.skip_load:
+            result |= {
+                "load_date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+                "tenants": args.tenants,
+                "assets": n_assets,
+                "load_repeats": args.repeats,
+                "load_mlplat_s": round(median(mlplat), 3),
+                "load_plain_s": round(median(plain), 3),
+                "load_ratio": round(median(mlplat) / median(plain), 2),
+                "load_handwritten_s": round(median(handwritten), 3),
+                "load_ratio_handwritten": round(median(mlplat) / median(handwritten), 2),
+            }
+            print(
+                f"definitions, {args.tenants} tenants / {n_assets} assets "
+                f"(median of {args.repeats}):",
+                flush=True,
+            )
+            print(
+                f"  mlplat {result['load_mlplat_s']:.2f} s   plain Dagster "
+                f"{result['load_plain_s']:.2f} s   ratio {result['load_ratio']:.2f}x (target <= 2x)"
+            )
+            print(
+                f"  the same assets hand-written (checks, tags, kinds, metadata, resources) "
+                f"{result['load_handwritten_s']:.2f} s   mlplat / hand-written "
+                f"{result['load_ratio_handwritten']:.2f}x"
+            )
+            result |= {
+                "tenant_location": one,
+                "tenant_location_s": round(median(tenant_s), 4),
+                "tenant_plain_s": round(median(tenant_plain), 4),
+                "tenant_location_ratio": round(median(tenant_s) / median(tenant_plain), 2),
+                "tenant_handwritten_s": round(median(tenant_hand), 4),
+                "tenant_location_ratio_handwritten": round(
+                    median(tenant_s) / median(tenant_hand), 2
+                ),
+                "platform_location_s": round(median(platform_s), 4),
+                "platform_plain_s": round(median(platform_plain), 4),
+                "platform_location_ratio": round(median(platform_s) / median(platform_plain), 2),
+                "workspace_memory": memory,
+            }
+            print(f"code locations, {args.tenants} tenants (median of {args.repeats * 5}):")
+            print(
+                f"  tenant {one}: {result['tenant_location_s'] * 1000:.1f} ms   plain Dagster "
+                f"{result['tenant_plain_s'] * 1000:.1f} ms   ratio "
+                f"{result['tenant_location_ratio']:.2f}x (target <= 1.5x)"
+            )
+            print(
+                f"    the same assets hand-written "
+                f"{result['tenant_handwritten_s'] * 1000:.1f} ms   "
+                f"ratio {result['tenant_location_ratio_handwritten']:.2f}x"
+            )
+            print(
+                f"  platform: {result['platform_location_s'] * 1000:.1f} ms   plain Dagster "
+                f"{result['platform_plain_s'] * 1000:.1f} ms   ratio "
+                f"{result['platform_location_ratio']:.2f}x (target <= 2x)"
+            )
+            if memory:
+                print(
+                    f"  workspace memory, {memory['locations']} code servers: RSS sum "
+                    f"{memory['rss_sum_gib']:.2f} GiB (unique {memory['uss_sum_gib']:.2f} GiB; "
+                    f"a tenant's {memory['rss_tenant_median_mib']} MiB, the platform's "
+                    f"{memory['rss_platform_mib']} MiB)"
+                )
+
         # A past month: every day is over, so each tenant-day's ledger file is closed.
         month_start, month_end = month_bounds(MONTH)
         steps = synthetic_steps(args.tenants, args.steps, month_start)
@@ -486,65 +552,6 @@ def main() -> None:
                 raise SystemExit(f"event log rollup saw {len(read)} steps, {len(sample)} made")
 
     per_second = len(sample) / median(event_log)
-    result = json.loads(RESULTS.read_text()) if args.skip_load and RESULTS.exists() else {}
-    if not args.skip_load:
-        result |= {
-            "load_date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-            "tenants": args.tenants,
-            "assets": n_assets,
-            "load_repeats": args.repeats,
-            "load_mlplat_s": round(median(mlplat), 3),
-            "load_plain_s": round(median(plain), 3),
-            "load_ratio": round(median(mlplat) / median(plain), 2),
-            "load_handwritten_s": round(median(handwritten), 3),
-            "load_ratio_handwritten": round(median(mlplat) / median(handwritten), 2),
-        }
-        print(
-            f"definitions, {args.tenants} tenants / {n_assets} assets (median of {args.repeats}):"
-        )
-        print(
-            f"  mlplat {result['load_mlplat_s']:.2f} s   plain Dagster "
-            f"{result['load_plain_s']:.2f} s   ratio {result['load_ratio']:.2f}x (target <= 2x)"
-        )
-        print(
-            f"  the same assets hand-written (checks, tags, kinds, metadata, resources) "
-            f"{result['load_handwritten_s']:.2f} s   mlplat / hand-written "
-            f"{result['load_ratio_handwritten']:.2f}x"
-        )
-        result |= {
-            "tenant_location": one,
-            "tenant_location_s": round(median(tenant_s), 4),
-            "tenant_plain_s": round(median(tenant_plain), 4),
-            "tenant_location_ratio": round(median(tenant_s) / median(tenant_plain), 2),
-            "tenant_handwritten_s": round(median(tenant_hand), 4),
-            "tenant_location_ratio_handwritten": round(median(tenant_s) / median(tenant_hand), 2),
-            "platform_location_s": round(median(platform_s), 4),
-            "platform_plain_s": round(median(platform_plain), 4),
-            "platform_location_ratio": round(median(platform_s) / median(platform_plain), 2),
-            "workspace_memory": memory,
-        }
-        print(f"code locations, {args.tenants} tenants (median of {args.repeats * 5}):")
-        print(
-            f"  tenant {one}: {result['tenant_location_s'] * 1000:.1f} ms   plain Dagster "
-            f"{result['tenant_plain_s'] * 1000:.1f} ms   ratio "
-            f"{result['tenant_location_ratio']:.2f}x (target <= 1.5x)"
-        )
-        print(
-            f"    the same assets hand-written {result['tenant_handwritten_s'] * 1000:.1f} ms   "
-            f"ratio {result['tenant_location_ratio_handwritten']:.2f}x"
-        )
-        print(
-            f"  platform: {result['platform_location_s'] * 1000:.1f} ms   plain Dagster "
-            f"{result['platform_plain_s'] * 1000:.1f} ms   ratio "
-            f"{result['platform_location_ratio']:.2f}x (target <= 2x)"
-        )
-        if memory:
-            print(
-                f"  workspace memory, {memory['locations']} code servers: RSS sum "
-                f"{memory['rss_sum_gib']:.2f} GiB (unique {memory['uss_sum_gib']:.2f} GiB; "
-                f"a tenant's {memory['rss_tenant_median_mib']} MiB, the platform's "
-                f"{memory['rss_platform_mib']} MiB)"
-            )
     result |= {
         "rollup_date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "rollup_repeats": args.repeats,

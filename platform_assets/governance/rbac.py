@@ -6,6 +6,7 @@ Refusals raise `Refused` naming the rule; the workflow records each as a refused
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import yaml
@@ -64,7 +65,7 @@ def authorize(
     catalog: TenantCatalog,
     allowed: list[str],
     action: str,
-    all_tenants: dict[str, TenantCatalog],
+    all_tenants: Mapping[str, TenantCatalog],
     admins: list[str],
 ) -> str:
     """The role under which `actor` may do `action` on a model of `catalog`'s tenant."""

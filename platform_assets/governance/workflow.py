@@ -9,7 +9,7 @@ write lock, so MLflow's last-writer-wins never decides who is champion.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,7 @@ import dagster as dg
 
 from platform_assets.governance import rbac
 from platform_assets.governance.store import AuditRecord, GovernanceStore, now_iso
-from platform_assets.tenancy.catalog import TenantCatalog, check_model_refs, load_all
+from platform_assets.tenancy.catalog import TenantCatalog, check_model_refs, defs_root, load_tenant
 from platform_assets.tenancy.specs import ModelSpec
 
 SENSOR_IDENTITY = "mlplat/promotion_sensor"
@@ -63,13 +63,42 @@ def open_store() -> GovernanceStore:
     return GovernanceStore(platform_db_url())
 
 
+class TenantCatalogs(Mapping[str, TenantCatalog]):
+    """Tenant folders parsed on first use. A folder that does not load raises only when its own
+    tenant is asked for, and is left out when iterating, so a broken tenant never stops the
+    governance of another (its own code location shows the error)."""
+
+    def __init__(self, root: Path | None = None):
+        self.root = (root or defs_root()).resolve()
+
+    def __getitem__(self, name: str) -> TenantCatalog:
+        from platform_assets.tenancy.locations import tenant_folders
+
+        if name not in tenant_folders(self.root):
+            raise KeyError(name)
+        return load_tenant(self.root / name)
+
+    def __iter__(self) -> Iterator[str]:
+        from platform_assets.tenancy.locations import tenant_folders
+
+        for name in tenant_folders(self.root):
+            try:
+                load_tenant(self.root / name)
+            except (ValueError, OSError):
+                continue
+            yield name
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
 class Governance:
     def __init__(
         self,
         store: GovernanceStore,
         mlflow: Any,
         instance: dg.DagsterInstance | None = None,
-        catalogs: dict[str, TenantCatalog] | None = None,
+        catalogs: Mapping[str, TenantCatalog] | None = None,
         admins: list[str] | None = None,
         emit: Callable[[dg.AssetObservation], None] | None = None,
         deploy_dir: Path | None = None,
@@ -77,7 +106,7 @@ class Governance:
         self.store = store
         self.mlflow = mlflow
         self.instance = instance
-        self.catalogs = catalogs if catalogs is not None else load_all()
+        self.catalogs = catalogs if catalogs is not None else TenantCatalogs()
         self.admins = admins if admins is not None else rbac.platform_admins()
         self.emit = emit
         self.deploy_dir = deploy_dir

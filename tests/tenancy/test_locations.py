@@ -230,3 +230,19 @@ def test_loading_a_location_emits_no_warnings_and_imports_no_heavy_library():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0, out.stderr[-3000:]
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []  # and no heavy library
+
+
+def test_governance_of_one_tenant_survives_another_broken_tenant(defs_root):
+    """The platform's promotion sensor and jobs act on one model; another tenant's broken
+    folder must not stop them."""
+    from platform_assets.governance.workflow import Governance
+
+    bad = defs_root / "payments" / "tenant" / "defs.yaml"
+    bad.write_text("type: [unclosed\n")
+    gov = Governance(store=None, mlflow=None, admins=[])  # lookups only: no database needed
+    catalog, spec = gov.locate("ridehail.driver_churn")
+    assert (catalog.tenant.name, spec.name) == ("ridehail", "driver_churn")
+    assert sorted(gov.catalogs) == ["growth", "ridehail"]
+    with pytest.raises(PlatformConfigError) as err:
+        gov.locate("payments.fraud_detector")
+    assert str(err.value).startswith(f"{bad.resolve()}: <yaml>:")
