@@ -78,12 +78,21 @@ def write_inferenceservice(
     tenant: TenantSpec, registered: str, version: int, storage_uri: str, root: Path
 ) -> Path:
     """Write `<root>/<tenant>/<model>.yaml` for the GitOps repo to pick up."""
+    manifest = render_inferenceservice(tenant, registered, version, storage_uri)
+    return write_manifest(tenant, registered, manifest, root)
+
+
+def write_manifest(tenant: TenantSpec, registered: str, manifest: dict, root: Path) -> Path:
+    """Write an already validated manifest, atomically (a reader never sees half a file)."""
+    import os
+
     import yaml
 
-    manifest = render_inferenceservice(tenant, registered, version, storage_uri)
     path = root / tenant.name / f"{registered.partition('.')[2]}.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(manifest, sort_keys=False))
+    tmp = path.with_suffix(".yaml.tmp")
+    tmp.write_text(yaml.safe_dump(manifest, sort_keys=False))
+    os.replace(tmp, path)
     return path
 
 

@@ -308,6 +308,9 @@ def model_assets(catalog: TenantCatalog, spec: ModelSpec) -> list[dg.AssetsDefin
             metadata={
                 "registered_model": registered,
                 "model_version": mv,
+                # The Dagster run that trained this version: how the promotion evidence finds
+                # the model's materialization, its launcher and its training set.
+                "model_run_id": event.run_id,
                 "training_run_id": source_run,
                 "primary_metric": spec.evaluation.primary_metric,
                 "primary_value": round(values[spec.evaluation.primary_metric], 6),
