@@ -17,6 +17,7 @@ from platform_assets.execution.env import deployment
 from platform_assets.execution.executors import executor_for
 from platform_assets.execution.resources import resources_for
 from platform_assets.governance.promotion import promote_model, rollback_model
+from platform_assets.governance.reconcile import champion_alias_reconciliation
 from platform_assets.sensors.promotion import promotion_sensor
 from platform_assets.tenancy.catalog import defs_root, load_all
 from platform_assets.tenancy.isolation import check_isolation
@@ -56,7 +57,7 @@ def platform_definitions(tenant_defs: dg.Definitions) -> dg.Definitions:
     ]
     platform = dg.Definitions(
         jobs=jobs,
-        sensors=[promotion_sensor],
+        sensors=[promotion_sensor, champion_alias_reconciliation],
         resources=resources_for(env),
         executor=executor_for(env),
     )

@@ -1,5 +1,5 @@
 """What a champion deploys as: a KServe InferenceService manifest for GitOps, and a batch-scoring
-asset that always scores with the `champion` alias.
+asset that scores with the platform's champion (never with a drifted MLflow alias).
 """
 
 import json
@@ -101,14 +101,16 @@ def batch_scores_asset(
 ) -> dg.AssetsDefinition:
     """`<tenant>/predictions/<model>`: the latest training-set rows scored by the champion.
 
-    Produces nothing (no materialization) while the model has no champion yet.
+    The champion version comes from the platform's state, not from MLflow's alias (which anyone
+    with EDIT on the registered model could move); a disagreeing alias is reported in the
+    metadata. Produces nothing (no materialization) while the model has no champion yet.
     """
     registered = f"{tenant.name}.{spec.name}"
     kwargs = asset_kwargs(
         tenant,
         "model",
         ["predictions", spec.name],
-        f"Batch scores of {spec.name} from the MLflow alias {registered}@champion.",
+        f"Batch scores of {spec.name} by the platform's champion version of {registered}.",
         {"scikitlearn", "mlflow", "parquet"},
         requested,
         source=source,
@@ -123,22 +125,28 @@ def batch_scores_asset(
         mlflow: MlflowResource,
         pricing: PricingResource,
     ):
-        champion = mlflow.version_by_alias(registered, "champion")
+        from platform_assets.governance.reconcile import champion_of, drift
+
+        champion = champion_of(registered)
         if champion is None:
             context.log.info(f"{registered} has no champion yet; nothing to score")
             return
+        drifted = drift(mlflow, registered, champion)
+        if drifted:
+            context.log.warning(drifted)
         import mlflow as mlflow_lib
         import pyarrow as pa
 
         from platform_assets.models.training import feature_columns
 
         with meter(tenant.name, requested) as usage:
-            model = mlflow_lib.sklearn.load_model(f"models:/{registered}@champion")
+            mlflow.client()  # points the mlflow module at our registry
+            model = mlflow_lib.sklearn.load_model(f"models:/{registered}/{champion}")
             df = lake.read(tenant.name, "training_sets", spec.name).to_pandas()
             cols = feature_columns(df, spec.labels.entity_columns, spec.labels.label_column)
             out = df[[*spec.labels.entity_columns, "event_timestamp"]].copy()
             out["score"] = model.predict_proba(df[cols].astype("float64"))[:, 1]
-            out["model_version"] = int(champion.version)
+            out["model_version"] = champion
             path = lake.write(
                 tenant.name,
                 "predictions",
@@ -150,7 +158,8 @@ def batch_scores_asset(
                 "dagster/row_count": len(out),
                 "path": str(path),
                 "registered_model": registered,
-                "champion_version": int(champion.version),
+                "champion_version": champion,
+                "alias_drift": drifted or "none",
                 "mean_score": round(float(out["score"].mean()), 6),
                 **usage.metadata(pricing.catalog()),
             }

@@ -184,16 +184,21 @@ class ProxySettings:
     header: str = DEFAULT_PROXY_HEADER
 
     @classmethod
-    def from_env(cls) -> ProxySettings:
-        raw = os.environ.get("MLPLAT_TRUSTED_PROXIES", "")
+    def parse(cls, trusted: str, header: str = DEFAULT_PROXY_HEADER) -> ProxySettings:
+        """`trusted`: comma-separated addresses or networks (CIDR) of the proxies."""
         nets = []
-        for part in filter(None, (p.strip() for p in raw.split(","))):
+        for part in filter(None, (p.strip() for p in trusted.split(","))):
             try:
                 nets.append(ipaddress.ip_network(part, strict=False))
             except ValueError as exc:
                 raise IdentityRefused("proxy-config", f"MLPLAT_TRUSTED_PROXIES: {exc}") from exc
-        return cls(
-            tuple(nets), os.environ.get("MLPLAT_PROXY_IDENTITY_HEADER", DEFAULT_PROXY_HEADER)
+        return cls(tuple(nets), header)
+
+    @classmethod
+    def from_env(cls) -> ProxySettings:
+        return cls.parse(
+            os.environ.get("MLPLAT_TRUSTED_PROXIES", ""),
+            os.environ.get("MLPLAT_PROXY_IDENTITY_HEADER", DEFAULT_PROXY_HEADER),
         )
 
     def is_trusted(self, host: str | None) -> bool:

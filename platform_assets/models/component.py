@@ -7,6 +7,7 @@ import dagster as dg
 
 from platform_assets.cost.metering import PricingResource, meter
 from platform_assets.governance.deploy import batch_scores_asset
+from platform_assets.governance.reconcile import alias_check
 from platform_assets.tenancy.assets import (
     GATED,
     TeamComponent,
@@ -324,10 +325,9 @@ def model_assets(catalog: TenantCatalog, spec: ModelSpec) -> list[dg.AssetsDefin
             },
         )
 
-    scores = batch_scores_asset(
-        tenant, spec, requested, source
-    )  # governance: scores with @champion
-    return [training_set, model, evaluation_report, scores]
+    # Governance: scores with the platform's champion; the check flags a drifted MLflow alias.
+    scores = batch_scores_asset(tenant, spec, requested, source)
+    return [training_set, model, evaluation_report, scores, alias_check(tenant.name, spec.name)]
 
 
 class Model(TeamComponent, ModelSpec):
