@@ -80,7 +80,8 @@ class EvidenceReader:
     def __init__(self, instance: dg.DagsterInstance, keys):
         self.instance = instance
         self.keys = keys
-        self._run_checks: dict[str, dict[tuple[str, str], bool]] = {}
+        self._runs: dict[str, list[dg.EventLogRecord]] = {}
+        self._by_storage_id: dict[int, dg.EventLogRecord] = {}
         self._cache: dict[tuple[str, int], Evidence] = {}
 
     # --- single links ---------------------------------------------------------------------------
@@ -129,27 +130,47 @@ class EvidenceReader:
             raise EvidenceError(f"{where} was not written by a step of run {record.run_id}")
         return md
 
+    def run_records(self, run_id: str) -> list[dg.EventLogRecord]:
+        """A finished run's materializations and check evaluations, read once: one query gives
+        the model, the training set it was trained on and their checks when one run built all."""
+        if run_id not in self._runs:
+            records = self.instance.get_records_for_run(
+                run_id,
+                of_type={
+                    dg.DagsterEventType.ASSET_MATERIALIZATION,
+                    dg.DagsterEventType.ASSET_CHECK_EVALUATION,
+                },
+            ).records
+            self._runs[run_id] = records
+            for r in records:
+                self._by_storage_id[r.storage_id] = r
+        return self._runs[run_id]
+
     def checks_of_run(self, run_id: str) -> dict[tuple[str, str], bool]:
         """(asset key, check name) -> passed, for the check evaluations a run recorded (the last
         evaluation of a check within the run wins)."""
-        if run_id not in self._run_checks:
-            out: dict[tuple[str, str], bool] = {}
-            records = self.instance.get_records_for_run(
-                run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION
-            ).records
-            for r in records:
-                evaluation = r.event_log_entry.dagster_event.event_specific_data
-                out[(evaluation.asset_key.to_user_string(), evaluation.check_name)] = bool(
-                    evaluation.passed
-                )
-            self._run_checks[run_id] = out
-        return self._run_checks[run_id]
+        out: dict[tuple[str, str], bool] = {}
+        for r in self.run_records(run_id):
+            if r.event_log_entry.dagster_event_type != dg.DagsterEventType.ASSET_CHECK_EVALUATION:
+                continue
+            evaluation = r.event_log_entry.dagster_event.event_specific_data
+            out[(evaluation.asset_key.to_user_string(), evaluation.check_name)] = bool(
+                evaluation.passed
+            )
+        return out
 
     def materialization(self, key: dg.AssetKey, storage_id: int) -> dg.EventLogRecord | None:
-        page = self.instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=key, storage_ids=[storage_id]), limit=1
-        )
-        return page.records[0] if page.records else None
+        record = self._by_storage_id.get(storage_id)
+        if record is None:
+            page = self.instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=key, storage_ids=[storage_id]), limit=1
+            )
+            record = page.records[0] if page.records else None
+            if record is not None:
+                self._by_storage_id[storage_id] = record
+        if record is None or record.asset_key != key or record.asset_materialization is None:
+            return None
+        return record
 
     def input_record(self, record: dg.EventLogRecord, key: dg.AssetKey) -> dg.EventLogRecord | None:
         """The materialization of `key` that the step which wrote `record` read."""

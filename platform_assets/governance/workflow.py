@@ -139,7 +139,7 @@ class Governance:
         """Does `version` meet its policy against the given champion version? Judged only on
         the platform's own records (see evidence.py); `record` is the evaluation report event
         when the caller already holds it."""
-        from platform_assets.models.training import HIGHER_IS_BETTER, failed_thresholds
+        from platform_assets.models.metrics import HIGHER_IS_BETTER, failed_thresholds
 
         catalog, spec = self.locate(name)
         if self.evidence is None:

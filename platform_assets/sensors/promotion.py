@@ -19,6 +19,9 @@ from platform_assets.governance.promotion import promote_model
 from resources.mlflow import MlflowResource
 
 PER_KEY_LIMIT = 100
+# Wall time a tick spends assessing before it leaves the remaining models for the next tick;
+# their cursors stay put, so nothing is skipped, only deferred.
+TICK_BUDGET_S = 1.2
 
 
 def evaluation_keys(repository_def) -> list[dg.AssetKey]:
@@ -62,7 +65,7 @@ def _usable(record, key: dg.AssetKey) -> tuple[str, int] | str:
 
 
 def _metric(record, gov, name: str) -> float:
-    from platform_assets.models.training import HIGHER_IS_BETTER
+    from platform_assets.models.metrics import HIGHER_IS_BETTER
 
     _, spec = gov.locate(name)
     metric = spec.evaluation.primary_metric
@@ -72,10 +75,21 @@ def _metric(record, gov, name: str) -> float:
     return float(value) if HIGHER_IS_BETTER[metric] else -float(value)
 
 
-def candidates(gov, instance: dg.DagsterInstance, keys: list[dg.AssetKey], cursor: dict[str, int]):
+def candidates(
+    gov,
+    instance: dg.DagsterInstance,
+    keys: list[dg.AssetKey],
+    cursor: dict[str, int],
+    budget_s: float = TICK_BUDGET_S,
+):
     """Run requests (with the storage id each came from and its asset), the reasons for the
-    rest, and the cursor after this tick."""
+    rest, and the cursor after this tick. Models whose new events were read longest ago go
+    first; once `budget_s` is spent the rest wait for the next tick."""
+    import time
+
     from platform_assets.governance.identity import SENSOR_IDENTITY, sensor_proof
+
+    deadline = time.monotonic() + budget_s
 
     new_cursor = dict(cursor)
     requests, reasons = [], []
@@ -85,12 +99,15 @@ def candidates(gov, instance: dg.DagsterInstance, keys: list[dg.AssetKey], curso
         r.asset_entry.asset_key: r.asset_entry.last_materialization_record
         for r in instance.get_asset_records(keys)
     }
-    fresh = [
-        k
-        for k in keys
-        if latest.get(k) is not None
-        and latest[k].storage_id > cursor.get(k.to_user_string(), default)
-    ]
+    fresh = sorted(
+        (
+            k
+            for k in keys
+            if latest.get(k) is not None
+            and latest[k].storage_id > cursor.get(k.to_user_string(), default)
+        ),
+        key=lambda k: cursor.get(k.to_user_string(), default),
+    )
     if "*" in new_cursor:
         del new_cursor["*"]
         for k in keys:
@@ -98,7 +115,10 @@ def candidates(gov, instance: dg.DagsterInstance, keys: list[dg.AssetKey], curso
     names = [f"{k.path[0]}.{k.path[-1]}" for k in fresh]
     submitted = gov.store.submitted_versions(names) if names else set()
     champions = gov.store.champions_all() if names else {}
-    for key in fresh:
+    for n, key in enumerate(fresh):
+        if time.monotonic() > deadline:
+            reasons.append(f"{len(fresh) - n} models with new evaluations wait for the next tick")
+            break
         after = cursor.get(key.to_user_string(), default)
         records = instance.fetch_materializations(
             dg.AssetRecordsFilter(asset_key=key, after_storage_id=after),
