@@ -142,8 +142,6 @@ class EvidenceReader:
                 },
             ).records
             self._runs[run_id] = records
-            for r in records:
-                self._by_storage_id[r.storage_id] = r
         return self._runs[run_id]
 
     def checks_of_run(self, run_id: str) -> dict[tuple[str, str], bool]:
@@ -160,6 +158,8 @@ class EvidenceReader:
         return out
 
     def materialization(self, key: dg.AssetKey, storage_id: int) -> dg.EventLogRecord | None:
+        """The materialization an input event pointer names. Pointers are asset-index storage
+        ids, which on SQLite differ from the ids of a run's own event records: never mix them."""
         record = self._by_storage_id.get(storage_id)
         if record is None:
             page = self.instance.fetch_materializations(

@@ -245,3 +245,22 @@ def test_a_refusal_midway_undoes_the_action_and_keeps_only_the_refusal(gov_sandb
     with sb.store.engine.connect() as conn:
         assert sb.store.approvers(conn, MODEL, v1, "production") == []
     assert sb.store.verify().first is None
+
+
+def test_evidence_reads_the_sharded_sqlite_event_log(gov_sandbox, instance):
+    """The default local instance: on-disk SQLite, each run's events in its own shard with ids
+    unlike the asset index's, which input event pointers use."""
+    from tests.governance.conftest import Sandbox
+
+    sb = Sandbox(
+        instance, gov_sandbox.mlflow, gov_sandbox.store, gov_sandbox.catalogs,
+        gov_sandbox.deploy_dir, [],
+    )  # fmt: skip
+    gov = sb.governance()
+    for _ in range(2):  # the second run's shard ids overlap the first run's index ids
+        version = sb.register(0.30)
+    out = gov.propose(MODEL, version, SENSOR)
+    assert "awaits 1 production approval(s)" in out.message
+    evidence = sb.store.records()[0].evidence
+    assert evidence["training_set"]["run_id"] == sb.last_run_id
+    assert all(c["passed"] and c["run_id"] == sb.last_run_id for c in evidence["checks"].values())
