@@ -45,6 +45,7 @@ snapshot: install
 bench: install
 	$(BIN)/python -m bench.pit_bench
 	$(BIN)/python -m bench.scale_bench
+	$(BIN)/python -m bench.promotion_bench
 
 quotas: install
 	$(BIN)/mlplat quotas write

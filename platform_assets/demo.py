@@ -86,54 +86,54 @@ def run_costs(definitions: dg.Definitions, instance: dg.DagsterInstance, console
 def evaluate_promotion(
     definitions: dg.Definitions, instance: dg.DagsterInstance, console: Console
 ) -> list[str]:
-    """One tick of the promotion sensor, launched the way the daemon would: cursor kept in the
-    instance, runs deduplicated by run key, each a real run recorded in the instance."""
+    """Ticks of the promotion sensor, launched the way the daemon would: cursor kept in the
+    instance, runs deduplicated by run key, each a real run recorded in the instance. A tick
+    leaves models it had no time for to the next one, so tick until one submits nothing."""
     from platform_assets.sensors.promotion import promotion_sensor
 
     console.rule("Evaluating the promotion sensor")
     repo = definitions.get_repository_def()
-    cursor = instance.run_storage.get_cursor_values({SENSOR_CURSOR_KEY}).get(SENSOR_CURSOR_KEY)
-    with dg.build_sensor_context(
-        instance=instance, cursor=cursor, repository_def=repo, resources=definitions.resources
-    ) as context:
-        result = promotion_sensor(context)
-        new_cursor = context.cursor
     lines: list[str] = []
-    requests = result if isinstance(result, list) else []
-    if isinstance(result, dg.SkipReason):
-        lines.append(f"sensor skipped: {result.skip_message}")
-    for request in requests:
-        existing = instance.get_run_records(
-            dg.RunsFilter(tags={"dagster/run_key": request.run_key}), limit=1
-        )
-        if existing:
-            lines.append(f"{request.run_key}: already launched, not promoted twice")
-            continue
-        job = request.job_name or promotion_sensor.job_name
-        tags = {
-            **request.tags,
-            "dagster/run_key": request.run_key,
-            "dagster/sensor_name": promotion_sensor.name,
-        }
-        # A real run on the instance, launched in this process: a `dagster job execute`
-        # subprocess would spend most of its time loading the code location again.
-        result = definitions.resolve_job_def(job).execute_in_process(
-            run_config=request.run_config, instance=instance, tags=tags, raise_on_error=False
-        )
-        if not result.success:
-            raise SystemExit(f"{request.run_key}: run {result.run_id} of {job} failed")
-        lines.append(f"{request.run_key}: launched {job} (run {result.run_id[:8]})")
-    if new_cursor is not None:
-        instance.run_storage.set_cursor_values({SENSOR_CURSOR_KEY: new_cursor})
+    for _ in range(20):
+        cursor = instance.run_storage.get_cursor_values({SENSOR_CURSOR_KEY}).get(SENSOR_CURSOR_KEY)
+        with dg.build_sensor_context(
+            instance=instance, cursor=cursor, repository_def=repo, resources=definitions.resources
+        ) as context:
+            result = promotion_sensor(context)
+            new_cursor = context.cursor
+        if new_cursor is not None:
+            instance.run_storage.set_cursor_values({SENSOR_CURSOR_KEY: new_cursor})
+        if isinstance(result, dg.SkipReason):
+            lines.append(f"sensor skipped: {result.skip_message}")
+            break
+        for request in result:
+            lines.append(launch(definitions, instance, promotion_sensor, request))
     for line in lines:
         console.print(f"  {line}")
     return lines
 
 
-def summary(definitions: dg.Definitions, instance: dg.DagsterInstance) -> Table:
-    from resources.mlflow import MlflowResource
+def launch(definitions: dg.Definitions, instance: dg.DagsterInstance, sensor, request) -> str:
+    existing = instance.get_run_records(
+        dg.RunsFilter(tags={"dagster/run_key": request.run_key}), limit=1
+    )
+    if existing:
+        return f"{request.run_key}: already launched, not promoted twice"
+    job = request.job_name or sensor.job_name
+    tags = {**request.tags, "dagster/run_key": request.run_key, "dagster/sensor_name": sensor.name}
+    # A real run on the instance, launched in this process: a `dagster job execute`
+    # subprocess would spend most of its time loading the code location again.
+    result = definitions.resolve_job_def(job).execute_in_process(
+        run_config=request.run_config, instance=instance, tags=tags, raise_on_error=False
+    )
+    if not result.success:
+        raise SystemExit(f"{request.run_key}: run {result.run_id} of {job} failed")
+    return f"{request.run_key}: launched {job} (run {result.run_id[:8]})"
 
-    mlflow: MlflowResource = definitions.resources["mlflow"]  # type: ignore[assignment]
+
+def summary(definitions: dg.Definitions, instance: dg.DagsterInstance) -> Table:
+    from platform_assets.governance.reconcile import champion_of
+
     graph = definitions.get_repository_def().asset_graph
     table = Table(title="mlplat demo summary")
     for col in (
@@ -177,13 +177,13 @@ def summary(definitions: dg.Definitions, instance: dg.DagsterInstance) -> Table:
                 continue
             md = event.asset_materialization.metadata
             metrics = md["metrics"].value
-            champion = mlflow.version_by_alias(md["registered_model"].value, "champion")
+            champion = champion_of(md["registered_model"].value)
             table.add_row(
                 tenant,
                 md["registered_model"].value.split(".", 1)[1],
                 str(md["model_version"].value),
                 f"auc={metrics['roc_auc']:.3f} ap={metrics['average_precision']:.3f}",
-                f"v{champion.version}" if champion else "none",
+                f"v{champion}" if champion is not None else "none",
                 f"{passed} passed, {failed} failed",
                 f"{cost:.6f}",
             )

@@ -1,7 +1,8 @@
 """`mlplat approve|reject|promote|rollback|audit`: the governance commands, mounted by the main CLI.
 
-The acting identity is `--as` or MLPLAT_USER. That is self-asserted, which is fine for this open
-deployment only; in production the proxy in front of the UI and API sets it from its SSO header.
+Who acts is the identity an OIDC ID token proves (`--token` / MLPLAT_ID_TOKEN, verified against
+the identity provider's keys). `--as` / MLPLAT_USER is self-asserted: accepted only with
+MLPLAT_ENV=local, and recorded as `unverified` in the audit trail.
 """
 
 from __future__ import annotations
@@ -28,8 +29,16 @@ Actor = Annotated[
         "--as",
         envvar="MLPLAT_USER",
         show_envvar=True,
-        help="Who is acting (an identity from the tenant YAML's roles). In production this "
-        "comes from the SSO header of the proxy, not from a flag.",
+        help="Who is acting, self-asserted: only with MLPLAT_ENV=local, recorded as unverified.",
+    ),
+]
+Token = Annotated[
+    str,
+    typer.Option(
+        "--token",
+        envvar="MLPLAT_ID_TOKEN",
+        show_envvar=False,
+        help="An OIDC ID token from the identity provider; proves who is acting.",
     ),
 ]
 Model = Annotated[str, typer.Argument(help="Registered model name, '<tenant>.<model>'.")]
@@ -44,36 +53,41 @@ def reflow(fn):
 
 def governance():
     """The deployment's Governance, with audit records also reported to the Dagster instance."""
-    import dagster as dg
-
-    from platform_assets.execution.env import dagster_home, deployment
+    from platform_assets.execution.env import deployment
     from platform_assets.execution.resources import resources_for
     from platform_assets.governance.workflow import governance_for
 
-    os.environ.setdefault("DAGSTER_HOME", str(dagster_home()))
-    instance = dg.DagsterInstance.get()
+    instance = dagster_instance()
     mlflow = resources_for(deployment())["mlflow"]
     return governance_for(mlflow, instance, emit=instance.report_runless_asset_event)
 
 
-def _act(actor: str, action: Callable[[Any], Any]) -> None:
-    """Run one governance action; a refusal exits 1 with the rule's message."""
+def _act(claimed: str, token: str, action: Callable[[Any, Any], Any]) -> None:
+    """Run one governance action as the verified caller; a refusal exits 1 with the rule's
+    message, an identity that cannot be established exits 2."""
+    from platform_assets.governance.identity import IdentityRefused, cli_identity
     from platform_assets.governance.rbac import Refused
+    from platform_assets.governance.store import StateTampered
+    from platform_assets.governance.workflow import MoveFailed
 
-    if not actor:
-        typer.echo("error: no identity: pass --as <identity> or set MLPLAT_USER", err=True)
-        raise typer.Exit(2)
-    if actor.startswith("mlplat/"):
-        typer.echo(f"error: {actor!r} is reserved for the platform's own sensors", err=True)
-        raise typer.Exit(2)
     try:
-        outcome = action(governance())
+        identity = cli_identity(claimed, token)
+    except IdentityRefused as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    try:
+        outcome = action(governance(), identity)
     except Refused as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
+    except (StateTampered, MoveFailed) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
     typer.echo(outcome.message)
+    if not identity.verified:
+        typer.echo(f"  identity {identity.name} is unverified (--as/MLPLAT_USER, local only)")
     for record in outcome.records:
-        typer.echo(f"  audit #{record.seq} {record.action}:{record.outcome} {record.hash[:12]}")
+        typer.echo(f"  audit {record.name} {record.action}:{record.outcome} {record.hash[:12]}")
 
 
 @app.command()
@@ -82,6 +96,7 @@ def approve(
     model: Model,
     version: Version,
     actor: Actor = "",
+    token: Token = "",
     comment: Annotated[str, typer.Option(help="Why you approve, for the audit trail.")] = "",
 ) -> None:
     """Approve a pending model version (staging first, then production).
@@ -90,7 +105,7 @@ def approve(
     must not be the person who launched its training run (four eyes). When the last required
     production approval arrives, the version becomes `champion` and the old one `previous`.
     """
-    _act(actor, lambda gov: gov.approve(model, version, actor, comment))
+    _act(actor, token, lambda gov, who: gov.approve(model, version, who, comment))
 
 
 @app.command()
@@ -100,9 +115,10 @@ def reject(
     version: Version,
     reason: Annotated[str, typer.Option(help="Why, recorded in the audit trail and MLflow.")],
     actor: Actor = "",
+    token: Token = "",
 ) -> None:
     """Reject a pending model version; it loses `challenger` and the reason is recorded."""
-    _act(actor, lambda gov: gov.reject(model, version, actor, reason))
+    _act(actor, token, lambda gov, who: gov.reject(model, version, who, reason))
 
 
 @app.command()
@@ -111,6 +127,7 @@ def promote(
     model: Model,
     version: Version,
     actor: Actor = "",
+    token: Token = "",
     reason: Annotated[str, typer.Option(help="Why, for the audit trail.")] = "",
 ) -> None:
     """Submit a model version for promotion (what the promotion sensor does automatically).
@@ -120,7 +137,7 @@ def promote(
     requests; it becomes `champion` at once only if its policy needs no approvals.
     Needs role approver or admin in the model's tenant.
     """
-    _act(actor, lambda gov: gov.propose(model, version, actor, reason))
+    _act(actor, token, lambda gov, who: gov.propose(model, version, who, reason))
 
 
 @app.command()
@@ -129,9 +146,10 @@ def rollback(
     model: Model,
     reason: Annotated[str, typer.Option(help="Why, for the audit trail.")],
     actor: Actor = "",
+    token: Token = "",
 ) -> None:
     """Move `champion` back to the `previous` version (role approver or admin)."""
-    _act(actor, lambda gov: gov.rollback(model, actor, reason))
+    _act(actor, token, lambda gov, who: gov.rollback(model, who, reason))
 
 
 @app.command()
@@ -196,9 +214,9 @@ def audit_show(
         table.add_column(col, overflow="fold")
     for r in records:
         table.add_row(
-            str(r.seq),
+            r.name,
             r.ts[:19].replace("T", " "),
-            r.actor,
+            r.actor if r.identity != "unverified" else f"{r.actor} (unverified)",
             f"{r.action}:{r.outcome}",
             r.model,
             f"v{r.version}" if r.version is not None else "",
@@ -209,17 +227,49 @@ def audit_show(
     Console(width=200).print(table)
 
 
+def dagster_instance():
+    import dagster as dg
+
+    from platform_assets.execution.env import dagster_home
+
+    os.environ.setdefault("DAGSTER_HOME", str(dagster_home()))
+    return dg.DagsterInstance.get()
+
+
+def verification():
+    """The platform DB's chains checked against the heads published in Dagster and the file."""
+    import dagster as dg
+
+    from platform_assets.governance.heads import head_file, published_heads
+    from platform_assets.governance.workflow import open_store
+    from platform_assets.tenancy.catalog import load_all
+
+    keys = [
+        dg.AssetKey([tenant, "models", model])
+        for tenant, catalog in load_all().items()
+        for model in catalog.models
+    ]
+    heads = published_heads(dagster_instance(), keys, head_file())
+    store = open_store()
+    try:
+        return store.verify(heads)
+    finally:
+        store.dispose()
+
+
 @audit_app.command("verify")
 @reflow
 def audit_verify() -> None:
-    """Re-hash the whole chain; exit 1 naming the first record changed, removed or reordered."""
-    from platform_assets.governance.workflow import open_store
-
-    store = open_store()
-    count, problem = store.verify()
-    if problem is not None:
+    """Check every tenant's chain (HMAC under the audit key), compare it with the chain heads
+    published in Dagster's event log and the head file, and check the champion, request and
+    approval rows against the records that cover them; exit 1 naming the first bad record."""
+    result = verification()
+    for problem in result.problems:
         typer.echo(f"error: audit chain broken at {problem}", err=True)
+    if result.problems:
         raise typer.Exit(1)
-    head = store.records(limit=1)
-    tip = f" (head {head[0].hash[:16]})" if head else ""
-    typer.echo(f"ok: {count} audit records, chain intact{tip}")
+    chains = ", ".join(f"{t} {n}" for t, n in sorted(result.chains.items())) or "none"
+    typer.echo(
+        f"ok: {result.checked} audit records in {len(result.chains)} chains ({chains}), "
+        "intact, matching the published heads and the state they cover"
+    )

@@ -1,6 +1,8 @@
 """The demo's approval step: one refused attempt, then the YAML's approvers approve each request.
 
-Called by `mlplat demo` after the pipeline ran and the promotion sensor was evaluated once. A
+Called by `mlplat demo` after the pipeline ran and the promotion sensor was evaluated once. The
+demo is its own identity provider (`demo_idp.LocalIdP`, a key generated under the data root):
+every person acts with an ID token it issues, verified exactly as a real IdP's would be. A
 second run with identical models finds nothing pending (the sensor submitted nothing new).
 """
 
@@ -23,10 +25,21 @@ def _approvers(catalog, request: dict, already: list[str]) -> list[str]:
 
 
 def walk(console: Any) -> list[str]:
-    from platform_assets.governance.cli import governance
+    from platform_assets.execution.env import data_root
+    from platform_assets.governance.cli import governance, verification
+    from platform_assets.governance.demo_idp import LocalIdP
+    from platform_assets.governance.identity import verify_token
+
+    idp = LocalIdP(data_root() / "demo_idp")
+
+    def signed_in(person: str):
+        return verify_token(idp.issue(person), idp.settings)
 
     gov = governance()
-    lines: list[str] = []
+    lines: list[str] = [
+        f"identities: ID tokens issued by the demo's own IdP ({idp.issuer}, key "
+        f"{idp.kid}) and verified against its JWKS"
+    ]
     refused_once: set[str] = set()
     seen: set[tuple[str, int, str]] = set()
     while True:
@@ -45,7 +58,9 @@ def walk(console: Any) -> list[str]:
                 refused_once.add(name)
                 outsider = (catalog.tenant.roles.viewer or [DEMO_OUTSIDER])[0]
                 try:
-                    gov.approve(name, version, outsider, "demo: someone without the role")
+                    gov.approve(
+                        name, version, signed_in(outsider), "demo: someone without the role"
+                    )
                     lines.append(f"{name} v{version}: {outsider} approved (unexpected)")
                 except Refused as exc:
                     lines.append(f"{name} v{version} {env}: {outsider} -> {exc}")
@@ -58,12 +73,18 @@ def walk(console: Any) -> list[str]:
                 )
                 continue
             for person in people:
-                outcome = gov.approve(name, version, person, "demo approval")
+                outcome = gov.approve(name, version, signed_in(person), "demo approval")
                 lines.append(f"{name} v{version} {env}: {person} approved -> {outcome.message}")
-    if not lines:
+    if len(lines) == 1:
         lines.append("no pending approval requests: nothing new to promote")
-    count, problem = gov.store.verify()
+    gov.close()
+    result = verification()
     lines.append(
-        f"audit chain: {count} records, " + (f"BROKEN at {problem}" if problem else "intact")
+        f"audit chains: {result.checked} records in {len(result.chains)} chains, "
+        + (
+            f"BROKEN at {result.first}"
+            if result.first
+            else "intact (checked against the heads published in Dagster)"
+        )
     )
     return lines

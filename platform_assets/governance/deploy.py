@@ -1,5 +1,5 @@
 """What a champion deploys as: a KServe InferenceService manifest for GitOps, and a batch-scoring
-asset that always scores with the `champion` alias.
+asset that scores with the platform's champion (never with a drifted MLflow alias).
 """
 
 import json
@@ -79,12 +79,21 @@ def write_inferenceservice(
     tenant: TenantSpec, registered: str, version: int, storage_uri: str, root: Path
 ) -> Path:
     """Write `<root>/<tenant>/<model>.yaml` for the GitOps repo to pick up."""
+    manifest = render_inferenceservice(tenant, registered, version, storage_uri)
+    return write_manifest(tenant, registered, manifest, root)
+
+
+def write_manifest(tenant: TenantSpec, registered: str, manifest: dict, root: Path) -> Path:
+    """Write an already validated manifest, atomically (a reader never sees half a file)."""
+    import os
+
     import yaml
 
-    manifest = render_inferenceservice(tenant, registered, version, storage_uri)
     path = root / tenant.name / f"{registered.partition('.')[2]}.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(manifest, sort_keys=False))
+    tmp = path.with_suffix(".yaml.tmp")
+    tmp.write_text(yaml.safe_dump(manifest, sort_keys=False))
+    os.replace(tmp, path)
     return path
 
 
@@ -93,14 +102,16 @@ def batch_scores_asset(
 ) -> dg.AssetsDefinition:
     """`<tenant>/predictions/<model>`: the latest training-set rows scored by the champion.
 
-    Produces nothing (no materialization) while the model has no champion yet.
+    The champion version comes from the platform's state, not from MLflow's alias (which anyone
+    with EDIT on the registered model could move); a disagreeing alias is reported in the
+    metadata. Produces nothing (no materialization) while the model has no champion yet.
     """
     registered = f"{tenant.name}.{spec.name}"
     kwargs = asset_kwargs(
         tenant,
         "model",
         ["predictions", spec.name],
-        f"Batch scores of {spec.name} from the MLflow alias {registered}@champion.",
+        f"Batch scores of {spec.name} by the platform's champion version of {registered}.",
         {"scikitlearn", "mlflow", "parquet"},
         requested,
         source=source,
@@ -115,22 +126,28 @@ def batch_scores_asset(
         mlflow: MlflowResource,
         pricing: PricingResource,
     ):
-        champion = mlflow.version_by_alias(registered, "champion")
+        from platform_assets.governance.reconcile import champion_of, drift
+
+        champion = champion_of(registered)
         if champion is None:
             context.log.info(f"{registered} has no champion yet; nothing to score")
             return
+        drifted = drift(mlflow, registered, champion)
+        if drifted:
+            context.log.warning(drifted)
         import mlflow as mlflow_lib
         import pyarrow as pa
 
         from platform_assets.models.training import feature_columns
 
         with meter(tenant.name, requested) as usage:
-            model = mlflow_lib.sklearn.load_model(f"models:/{registered}@champion")
+            mlflow.client()  # points the mlflow module at our registry
+            model = mlflow_lib.sklearn.load_model(f"models:/{registered}/{champion}")
             df = lake.read(tenant.name, "training_sets", spec.name).to_pandas()
             cols = feature_columns(df, spec.labels.entity_columns, spec.labels.label_column)
             out = df[[*spec.labels.entity_columns, "event_timestamp"]].copy()
             out["score"] = model.predict_proba(df[cols].astype("float64"))[:, 1]
-            out["model_version"] = int(champion.version)
+            out["model_version"] = champion
             snapshot = lake.write(
                 tenant.name,
                 "predictions",
@@ -144,7 +161,8 @@ def batch_scores_asset(
                 "uri": snapshot.uri,
                 "data_version": snapshot.version,
                 "registered_model": registered,
-                "champion_version": int(champion.version),
+                "champion_version": champion,
+                "alias_drift": drifted or "none",
                 "mean_score": round(float(out["score"].mean()), 6),
                 **usage.metadata(pricing.catalog()),
             },

@@ -1,8 +1,9 @@
 """Promotion and rollback as Dagster jobs, launchable from the UI with typed config.
 
-Both run the same `Governance` workflow as the sensor and the `mlplat` CLI. The acting identity
-is `acting_as`, else the run tag `mlplat/launched_by`; in production the proxy in front of the UI
-sets that tag from its SSO header (see docs/governance.md).
+Both run the same `Governance` workflow as the sensor and the `mlplat` CLI. Who acts comes from
+`identity.job_identity`: the promotion sensor by the proof it signs into its run requests, a
+person by the run tags the UI gateway signs from the proxy's or the ID token's identity; the
+self-asserted `acting_as` and bare `mlplat/launched_by` tag count only with MLPLAT_ENV=local.
 """
 
 import dagster as dg
@@ -11,20 +12,37 @@ from pydantic import Field
 from resources.mlflow import MlflowResource
 
 
-def _actor(context: dg.OpExecutionContext, acting_as: str) -> str:
-    return acting_as or context.run.tags.get("mlplat/launched_by", "system")
+def _actor(context: dg.OpExecutionContext, config, model: str = "", version: int = 0):
+    from platform_assets.governance.identity import job_identity
+    from platform_assets.governance.keys import audit_keys
+
+    return job_identity(
+        audit_keys(),
+        context.run.tags,
+        context.run.job_name,
+        context.run.run_config,
+        config.acting_as,
+        getattr(config, "sensor_proof", ""),
+        model,
+        version,
+    )
 
 
 class PromoteConfig(dg.Config):
     registered_model: str = Field(description="'<tenant>.<model>', as registered in MLflow")
     version: int = Field(ge=1, description="MLflow model version to submit")
-    acting_as: str = Field(default="", description="Identity; default: run tag mlplat/launched_by")
+    acting_as: str = Field(
+        default="", description="Identity (MLPLAT_ENV=local only; else the verified launcher)"
+    )
     reason: str = Field(default="", description="Why, for the audit trail")
+    sensor_proof: str = Field(default="", description="Set by the promotion sensor only")
 
 
 class RollbackConfig(dg.Config):
     registered_model: str = Field(description="'<tenant>.<model>', as registered in MLflow")
-    acting_as: str = Field(default="", description="Identity; default: run tag mlplat/launched_by")
+    acting_as: str = Field(
+        default="", description="Identity (MLPLAT_ENV=local only; else the verified launcher)"
+    )
     reason: str = Field(description="Why, for the audit trail")
 
 
@@ -37,14 +55,10 @@ def submit_candidate(
 ) -> None:
     from platform_assets.governance.workflow import governance_for
 
+    actor = _actor(context, config, config.registered_model, config.version)
     gov = governance_for(mlflow, context.instance, emit=context.log_event)
     try:
-        outcome = gov.propose(
-            config.registered_model,
-            config.version,
-            _actor(context, config.acting_as),
-            config.reason,
-        )
+        outcome = gov.propose(config.registered_model, config.version, actor, config.reason)
     finally:
         gov.close()
     context.log.info(outcome.message)
@@ -54,10 +68,12 @@ def submit_candidate(
 def roll_back(context: dg.OpExecutionContext, config: RollbackConfig, mlflow: MlflowResource):
     from platform_assets.governance.workflow import governance_for
 
+    actor = _actor(context, config)
     gov = governance_for(mlflow, context.instance, emit=context.log_event)
-    outcome = gov.rollback(
-        config.registered_model, _actor(context, config.acting_as), config.reason
-    )
+    try:
+        outcome = gov.rollback(config.registered_model, actor, config.reason)
+    finally:
+        gov.close()
     context.log.info(outcome.message)
 
 

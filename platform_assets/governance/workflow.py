@@ -2,8 +2,10 @@
 
 One `Governance` object serves the sensor, the Dagster jobs and the CLI, so every path applies
 the same policy, RBAC and audit trail. State lives in the platform database (requests,
-approvals, the champion row); MLflow aliases mirror it and are only moved under the database's
-write lock, so MLflow's last-writer-wins never decides who is champion.
+approvals, the champion row); MLflow aliases mirror it. A move is all-or-nothing: everything it
+needs (evidence, roles, the deployment manifest) is checked inside the database transaction
+before anything changes, MLflow is touched only after the commit, and if MLflow then fails its
+aliases are put back, the state rows are restored and the failure is recorded.
 """
 
 from __future__ import annotations
@@ -17,16 +19,29 @@ from typing import Any
 import dagster as dg
 
 from platform_assets.governance import rbac
+from platform_assets.governance.evidence import EvidenceError, EvidenceReader
+from platform_assets.governance.identity import (
+    LAUNCHED_BY_TAG,
+    SENSOR_IDENTITY,
+    Identity,
+    claimable,
+)
 from platform_assets.governance.store import AuditRecord, GovernanceStore, now_iso
-from platform_assets.tenancy.catalog import TenantCatalog, check_model_refs, defs_root, load_tenant
+from platform_assets.tenancy.catalog import (
+    TenantCatalog,
+    defs_root,
+    load_tenant,
+)
 from platform_assets.tenancy.specs import ModelSpec
 
-SENSOR_IDENTITY = "mlplat/promotion_sensor"
-LAUNCHED_BY_TAG = "mlplat/launched_by"
+__all__ = ["SENSOR_IDENTITY", "LAUNCHED_BY_TAG", "Governance", "governance_for", "open_store"]
+
 # Staging approvals gate `challenger` (what staging serves); production approvals gate `champion`.
 ENV_ALIAS = {"staging": "challenger", "production": "champion"}
+ALIASES = ("champion", "previous", "challenger")
 # Who may submit a candidate or roll back, beyond platform admins.
 OPERATOR_ROLES = ["approver", "admin"]
+SENSOR = Identity(SENSOR_IDENTITY, "platform")
 
 
 class PolicyRejected(rbac.Refused):
@@ -35,6 +50,10 @@ class PolicyRejected(rbac.Refused):
     def __init__(self, message: str, evidence: dict[str, Any]):
         super().__init__("promotion-policy", message)
         self.evidence = evidence
+
+
+class MoveFailed(RuntimeError):
+    """MLflow could not mirror a committed move; it was undone and the failure recorded."""
 
 
 @dataclass
@@ -51,6 +70,15 @@ class Outcome:
     message: str
     records: list[AuditRecord]
     champion: int | None = None
+
+
+@dataclass
+class Effects:
+    """What to do outside the database once it has committed: alias moves, tags, manifests."""
+
+    aliases: dict[str, int | None] = field(default_factory=dict)  # alias -> version (None: drop)
+    tags: list[tuple[int, str, str]] = field(default_factory=list)
+    manifest: tuple[Any, int, dict] | None = None  # (tenant spec, version, rendered manifest)
 
 
 def registered_name(tenant: str, model: str) -> str:
@@ -92,6 +120,13 @@ class TenantCatalogs(Mapping[str, TenantCatalog]):
         return sum(1 for _ in self)
 
 
+def as_identity(actor: Identity | str) -> Identity:
+    """A bare string is a self-asserted identity: never a reserved one, always unverified."""
+    if isinstance(actor, Identity):
+        return actor
+    return Identity(claimable(actor, "the caller's identity"), "unverified")
+
+
 class Governance:
     def __init__(
         self,
@@ -102,6 +137,7 @@ class Governance:
         admins: list[str] | None = None,
         emit: Callable[[dg.AssetObservation], None] | None = None,
         deploy_dir: Path | None = None,
+        head_file: Path | None = None,
     ):
         self.store = store
         self.mlflow = mlflow
@@ -110,6 +146,8 @@ class Governance:
         self.admins = admins if admins is not None else rbac.platform_admins()
         self.emit = emit
         self.deploy_dir = deploy_dir
+        self.head_file = head_file
+        self.evidence = EvidenceReader(instance, store.keys) if instance is not None else None
 
     def close(self) -> None:
         """Release the database connections (long-lived processes build one per tick or step)."""
@@ -124,94 +162,36 @@ class Governance:
             raise KeyError(f"no model {name!r}: registered names look like '<tenant>.<model>'")
         return catalog, catalog.models[model]
 
-    def _version(self, name: str, version: int):
-        return self.mlflow.client().get_model_version(name, str(version))
-
-    def launched_by(self, mv) -> str:
-        """Who launched the training run: the MLflow tag, else the Dagster run's tag."""
-        if LAUNCHED_BY_TAG in mv.tags:
-            return mv.tags[LAUNCHED_BY_TAG]
-        run_id = mv.tags.get("dagster_run_id")
-        run = self.instance.get_run_by_id(run_id) if self.instance and run_id else None
-        return run.tags.get(LAUNCHED_BY_TAG, "system") if run else "system"
-
-    def check_results(self, catalog: TenantCatalog, spec: ModelSpec) -> dict[str, dict]:
-        """Latest evaluation of every check the policy requires, keyed by check name."""
-        tenant = catalog.tenant.name
-        ts_key = dg.AssetKey([tenant, "training_sets", spec.name])
-        wanted: dict[str, dg.AssetCheckKey] = {}
-        required = spec.promotion.required_checks
-        if "training_set" in required:
-            wanted[f"{ts_key.to_user_string()}:expectations"] = dg.AssetCheckKey(
-                ts_key, "expectations"
-            )
-        if "leakage" in required:
-            wanted[f"{ts_key.to_user_string()}:leakage"] = dg.AssetCheckKey(ts_key, "leakage")
-        if "feature_views" in required:
-            for owner, fs in check_model_refs(catalog, spec).values():
-                key = dg.AssetKey([owner, "features", fs.name])
-                wanted[f"{key.to_user_string()}:expectations"] = dg.AssetCheckKey(
-                    key, "expectations"
-                )
-        if not wanted:
-            return {}
-        if self.instance is None:
-            return {n: {"passed": None, "why": "no Dagster instance to read"} for n in wanted}
-        latest = self.instance.event_log_storage.get_latest_asset_check_execution_by_key(
-            list(wanted.values())
-        )
-        out = {}
-        for name, key in wanted.items():
-            record = latest.get(key)
-            evaluation = record.evaluation if record else None
-            out[name] = {
-                "passed": bool(evaluation.passed) if evaluation else None,
-                "run_id": record.run_id if record else None,
-            }
-        return out
-
-    def _data_versions(self, catalog: TenantCatalog, spec: ModelSpec) -> dict[str, str]:
-        if self.instance is None:
-            return {}
-        keys = [dg.AssetKey([catalog.tenant.name, "training_sets", spec.name])] + [
-            dg.AssetKey([owner, "features", fs.name])
-            for owner, fs in check_model_refs(catalog, spec).values()
-        ]
-        out = {}
-        for key in keys:
-            event = self.instance.get_latest_materialization_event(key)
-            mat = event.asset_materialization if event else None
-            if mat is not None and mat.tags and "dagster/data_version" in mat.tags:
-                out[key.to_user_string()] = mat.tags["dagster/data_version"]
-        return out
-
-    def assess(self, name: str, version: int, champion: int | None) -> Assessment:
-        """Does `version` meet its policy against the given champion version?"""
-        from platform_assets.models.training import HIGHER_IS_BETTER, failed_thresholds
+    def assess(
+        self,
+        name: str,
+        version: int,
+        champion: int | None,
+        record: dg.EventLogRecord | None = None,
+    ) -> Assessment:
+        """Does `version` meet its policy against the given champion version? Judged only on
+        the platform's own records (see evidence.py); `record` is the evaluation report event
+        when the caller already holds it."""
+        from platform_assets.models.metrics import HIGHER_IS_BETTER, failed_thresholds
 
         catalog, spec = self.locate(name)
-        mv = self._version(name, version)
-        metrics = {k[5:]: float(v) for k, v in mv.tags.items() if k.startswith("eval_")}
-        checks = self.check_results(catalog, spec)
-        evidence = {
-            "metrics": metrics,
-            "checks": checks,
-            "dagster_run_id": mv.tags.get("dagster_run_id"),
-            "mlflow_run_id": mv.run_id,
-            "model_version": version,
-            "training_set_version": mv.tags.get("training_set_version"),
-            "feature_service": mv.tags.get("feature_service"),
-            "data_versions": self._data_versions(catalog, spec),
-            "launched_by": self.launched_by(mv),
-            "champion_before": champion,
-        }
+        if self.evidence is None:
+            return Assessment(False, "no Dagster instance to read evidence from")
+        try:
+            found = self.evidence.gather(catalog, spec, version, record)
+        except EvidenceError as exc:
+            return Assessment(False, f"no evidence: {exc}", {"evidence_error": str(exc)})
+        evidence = {**found.as_dict(), "champion_before": champion}
+        metrics = found.metrics
+        if found.problems:
+            return Assessment(False, f"evidence incomplete: {'; '.join(found.problems)}", evidence)
         metric = spec.evaluation.primary_metric
         if metric not in metrics:
             return Assessment(False, f"v{version} has no evaluation ({metric} missing)", evidence)
         failed = failed_thresholds(metrics, spec.evaluation.thresholds)
         if failed:
             return Assessment(False, f"fails thresholds: {', '.join(failed)}", evidence)
-        bad = [n for n, c in checks.items() if not c["passed"]]
+        bad = [n for n, c in found.checks.items() if not c["passed"]]
         if bad:
             return Assessment(
                 False, f"required checks not passed: {', '.join(sorted(bad))}", evidence
@@ -223,10 +203,12 @@ class Governance:
             )
         if champion == version:
             return Assessment(False, f"v{version} is already champion", evidence)
-        champ_tag = self._version(name, champion).tags.get(f"eval_{metric}")
-        if champ_tag is None:
-            return Assessment(True, f"champion v{champion} has no {metric}", evidence)
-        champ = float(champ_tag)
+        try:
+            champ = self.evidence.gather(catalog, spec, champion).metrics.get(metric)
+        except EvidenceError:
+            champ = None
+        if champ is None:
+            return Assessment(True, f"champion v{champion} has no recorded {metric}", evidence)
         gain = value - champ if HIGHER_IS_BETTER[metric] else champ - value
         needed = spec.promotion.min_improvement
         evidence["improvement"] = round(gain, 6)
@@ -254,22 +236,32 @@ class Governance:
 
     # --- actions ------------------------------------------------------------------------------
 
-    def _run(self, actor: str, action: str, name: str, version: int | None, body) -> Outcome:
-        """Run `body(conn, records)` in one serialized transaction; a refusal is audited and
-        committed before it is raised, so refused attempts stay in the trail."""
+    def _run(self, actor: Identity, action: str, name: str, version: int | None, body) -> Outcome:
+        """Run `body(conn, catalog, records, effects)` in one transaction of the tenant's chain.
+
+        A refusal is audited and committed before it is raised; any other failure inside the
+        transaction undoes the action and is recorded as `failed`. MLflow is changed only after
+        the commit (see `_apply`).
+        """
         catalog, _ = self.locate_or_refuse(name)
+        tenant = catalog.tenant.name
         records: list[AuditRecord] = []
-        refused: rbac.Refused | None = None
-        with self.store.transaction() as conn:
+        effects = Effects()
+        failure: BaseException | None = None
+        with self.store.transaction(tenant) as conn:
+            self.store.check_state(conn, tenant, name)
+            before = self.store.snapshot(conn, name)
             savepoint = conn.begin_nested()
             try:
-                outcome = body(conn, catalog, records)
+                outcome = body(conn, catalog, records, effects)
                 savepoint.commit()
-            except rbac.Refused as exc:
-                # Undo whatever the action wrote before it was refused; keep only the refusal.
+            except Exception as exc:  # noqa: BLE001 - recorded below, then re-raised
+                # Undo whatever the action wrote; keep only the record of what went wrong.
                 savepoint.rollback()
                 records.clear()
-                refused = exc
+                effects = Effects()
+                failure = exc
+                refused = isinstance(exc, rbac.Refused)
                 self._log(
                     conn,
                     records,
@@ -277,16 +269,78 @@ class Governance:
                     name,
                     actor=actor,
                     action=action,
-                    outcome="refused",
+                    outcome="refused" if refused else "failed",
                     version=version,
-                    reason=str(exc),
-                    evidence={"rule": exc.rule, **exc.evidence},
+                    reason=str(exc) if refused else f"{type(exc).__name__}: {exc}",
+                    evidence={"rule": exc.rule, **exc.evidence} if refused else {},
                 )
-        for record in records:
-            self._observe(catalog, name, record)
-        if refused is not None:
-            raise refused
+        if failure is None:
+            aliases_before: dict[str, int] | None = None
+            try:
+                if effects.aliases:
+                    aliases_before = self._aliases(name)
+                self._apply(name, effects)
+            except Exception as exc:  # noqa: BLE001 - undone and recorded, then re-raised
+                failure = self._undo(
+                    catalog, name, actor, action, version, before, aliases_before, exc, records
+                )
+        self._publish(catalog, name, records)
+        if failure is not None:
+            raise failure
         return outcome
+
+    def _aliases(self, name: str) -> dict[str, int]:
+        model = self.mlflow.client().get_registered_model(name)
+        return {a: int(v) for a, v in model.aliases.items() if a in ALIASES}
+
+    def _set_aliases(self, name: str, target: dict[str, int | None]) -> None:
+        client = self.mlflow.client()
+        for alias, version in target.items():
+            if version is None:
+                if alias in self._aliases(name):
+                    client.delete_registered_model_alias(name, alias)
+            else:
+                client.set_registered_model_alias(name, alias, str(version))
+
+    def _apply(self, name: str, effects: Effects) -> None:
+        """Mirror a committed move in MLflow and the deployment manifest."""
+        if effects.aliases:
+            self._set_aliases(name, effects.aliases)
+        client = self.mlflow.client() if effects.tags else None
+        for version, key, value in effects.tags:
+            client.set_model_version_tag(name, str(version), key, value)
+        if effects.manifest is not None and self.deploy_dir is not None:
+            from platform_assets.governance.deploy import write_manifest
+
+            tenant, version, manifest = effects.manifest
+            write_manifest(tenant, name, manifest, self.deploy_dir)
+
+    def _undo(
+        self, catalog, name, actor, action, version, before, restored, exc, records
+    ) -> MoveFailed:
+        """Put the aliases back, restore the state rows and record the failure."""
+        if restored is not None:
+            self._set_aliases(name, {a: restored.get(a) for a in ALIASES})
+        tenant = catalog.tenant.name
+        with self.store.transaction(tenant) as conn:
+            self.store.restore(conn, name, before)
+            self._log(
+                conn,
+                records,
+                catalog,
+                name,
+                actor=actor,
+                action=action,
+                outcome="failed",
+                version=version,
+                reason=f"MLflow could not mirror the move ({type(exc).__name__}: {exc}); "
+                "aliases put back and state restored",
+                evidence={"aliases_restored": restored or {}},
+            )
+        return MoveFailed(
+            f"{name}: {action} undone: MLflow could not mirror it ({exc}); aliases and state "
+            "are as they were"
+        )
 
     def locate_or_refuse(self, name: str) -> tuple[TenantCatalog, ModelSpec]:
         try:
@@ -294,14 +348,15 @@ class Governance:
         except KeyError as exc:
             raise rbac.Refused("unknown-model", str(exc.args[0])) from exc
 
-    def propose(self, name: str, version: int, actor: str, reason: str = "") -> Outcome:
+    def propose(self, name: str, version: int, actor: Identity | str, reason: str = "") -> Outcome:
         """Submit a candidate: policy check, then `challenger` + approval request(s)."""
+        actor = as_identity(actor)
 
-        def body(conn, catalog: TenantCatalog, records: list[AuditRecord]) -> Outcome:
+        def body(conn, catalog: TenantCatalog, records, effects: Effects) -> Outcome:
             _, spec = self.locate(name)
-            if actor != SENSOR_IDENTITY:
+            if actor != SENSOR:
                 rbac.authorize(
-                    actor, catalog, OPERATOR_ROLES, "promote", self.catalogs, self.admins
+                    actor.name, catalog, OPERATOR_ROLES, "promote", self.catalogs, self.admins
                 )
             first = self.store.request(conn, name, version, "staging")
             if first is not None:
@@ -313,37 +368,19 @@ class Governance:
             why = (
                 assessment.why if reason in ("", assessment.why) else f"{reason}; {assessment.why}"
             )
-            self._log(
-                conn,
-                records,
-                catalog,
-                name,
-                actor=actor,
-                action="propose",
-                outcome="accepted",
-                version=version,
-                reason=why,
-                evidence=assessment.evidence,
-            )
-            self.mlflow.client().set_model_version_tag(
-                name, str(version), LAUNCHED_BY_TAG, assessment.evidence["launched_by"]
-            )
+            # For people reading MLflow; never read back as evidence.
+            effects.tags.append((version, LAUNCHED_BY_TAG, assessment.evidence["launched_by"]))
             return self._open(
-                conn,
-                catalog,
-                spec,
-                name,
-                version,
-                "staging",
-                actor,
-                why,
-                assessment.evidence,
-                records,
-            )
+                conn, catalog, spec, name, version, "staging", actor, why, assessment.evidence,
+                records, effects, log_proposal=True,
+            )  # fmt: skip
 
         return self._run(actor, "propose", name, version, body)
 
-    def _open(self, conn, catalog, spec, name, version, env, actor, why, evidence, records):
+    def _open(
+        self, conn, catalog, spec, name, version, env, actor, why, evidence, records, effects,
+        log_proposal: bool = False,
+    ):  # fmt: skip
         """Open the request for `env`; with no approvals needed, complete it at once."""
         policy = getattr(spec.promotion.environments, env)
         conn.execute(
@@ -356,15 +393,21 @@ class Governance:
                 required=policy.count,
                 roles=json.dumps(policy.roles),
                 launched_by=evidence["launched_by"],
-                created_at=records[-1].ts,
+                created_at=now_iso(),
                 reason=why,
                 evidence=json.dumps(evidence, sort_keys=True),
             )
         )
+        if log_proposal:
+            self._log(
+                conn, records, catalog, name, actor=actor, action="propose", outcome="accepted",
+                version=version, reason=why, evidence=evidence,
+            )  # fmt: skip
         if policy.count == 0:
             return self._complete(
-                conn, catalog, spec, name, version, env, actor, records, f"{env} needs no approval"
-            )
+                conn, catalog, spec, name, version, env, actor, records, effects,
+                f"{env} needs no approval",
+            )  # fmt: skip
         self._log(
             conn,
             records,
@@ -384,23 +427,36 @@ class Governance:
             self.champion_in(conn, name),
         )
 
-    def _log(self, conn, records: list[AuditRecord], catalog: TenantCatalog, name: str, **kw):
-        records.append(self.store.append(conn, tenant=catalog.tenant.name, model=name, **kw))
+    def _log(
+        self, conn, records: list[AuditRecord], catalog: TenantCatalog, name: str, *,
+        actor: Identity, **kw,
+    ):  # fmt: skip
+        records.append(
+            self.store.append(
+                conn,
+                tenant=catalog.tenant.name,
+                model=name,
+                actor=actor.name,
+                identity=actor.source,
+                **kw,
+            )
+        )
 
     def champion_in(self, conn, name: str) -> int | None:
         row = self.store.champion(conn, name)
         return row[0] if row else None
 
-    def _complete(self, conn, catalog, spec, name, version, env, actor, records, why) -> Outcome:
+    def _complete(
+        self, conn, catalog, spec, name, version, env, actor, records, effects, why
+    ) -> Outcome:
         t = self.store.requests
         conn.execute(
             t.update()
             .where(t.c.model == name, t.c.version == version, t.c.environment == env)
             .values(status="approved")
         )
-        client = self.mlflow.client()
         if env == "staging":
-            client.set_registered_model_alias(name, "challenger", str(version))
+            effects.aliases["challenger"] = version
             self._log(
                 conn,
                 records,
@@ -415,37 +471,27 @@ class Governance:
             )
             request = self.store.request(conn, name, version, env)
             return self._open(
-                conn,
-                catalog,
-                spec,
-                name,
-                version,
-                "production",
-                actor,
-                request["reason"],
-                json.loads(request["evidence"]),
-                records,
-            )
-        return self._make_champion(conn, catalog, name, version, actor, why, records)
+                conn, catalog, spec, name, version, "production", actor, request["reason"],
+                json.loads(request["evidence"]), records, effects,
+            )  # fmt: skip
+        return self._make_champion(conn, catalog, name, version, actor, why, records, effects)
 
-    def _make_champion(self, conn, catalog, name, version, actor, why, records) -> Outcome:
+    def _make_champion(self, conn, catalog, name, version, actor, why, records, effects):
         row = self.store.champion(conn, name)
         expected = row[0] if row else None
         if expected == version:
             raise rbac.Refused("already-champion", f"{name} v{version} is already champion")
+        manifest = self._render(catalog, name, version)
         if not self.store.set_champion(conn, name, version, expected, expected):
             raise rbac.Refused(
                 "concurrent-change",
                 f"the champion of {name} changed while promoting v{version}; retry",
             )
-        client = self.mlflow.client()
-        client.set_registered_model_alias(name, "champion", str(version))
-        if expected is not None:
-            client.set_registered_model_alias(name, "previous", str(expected))
-        challenger = self.mlflow.version_by_alias(name, "challenger")
-        if challenger is not None and int(challenger.version) == version:
-            client.delete_registered_model_alias(name, "challenger")
-        manifest = self._deploy(catalog, name, version)
+        effects.aliases.update(champion=version, previous=expected)
+        challenger = self._challenger(name)
+        if challenger == version:
+            effects.aliases["challenger"] = None
+        effects.manifest = manifest
         self._log(
             conn,
             records,
@@ -457,43 +503,66 @@ class Governance:
             version=version,
             environment="production",
             reason=why,
-            evidence={"previous_champion": expected, "manifest": manifest},
+            evidence={
+                "previous_champion": expected,
+                "manifest": self._manifest_path(catalog, name),
+            },
         )
         return Outcome(f"{name} v{version} is champion (previous: {expected})", records, version)
 
-    def _deploy(self, catalog: TenantCatalog, name: str, version: int) -> str | None:
+    def _challenger(self, name: str) -> int | None:
+        mv = self.mlflow.version_by_alias(name, "challenger")
+        return int(mv.version) if mv is not None else None
+
+    def _render(self, catalog: TenantCatalog, name: str, version: int):
+        """The deployment manifest, rendered and validated before anything moves."""
         if self.deploy_dir is None:
             return None
-        from platform_assets.governance.deploy import write_inferenceservice
+        from platform_assets.governance.deploy import render_inferenceservice
 
         uri = self.mlflow.client().get_model_version_download_uri(name, str(version))
-        return str(write_inferenceservice(catalog.tenant, name, version, uri, self.deploy_dir))
+        try:
+            manifest = render_inferenceservice(catalog.tenant, name, version, uri)
+        except ValueError as exc:
+            raise rbac.Refused(
+                "deployment-manifest",
+                f"{name} v{version} cannot be deployed: {exc} (from tenant "
+                f"{catalog.tenant.name}'s resources)",
+            ) from exc
+        return (catalog.tenant, version, manifest)
 
-    def approve(self, name: str, version: int, actor: str, comment: str = "") -> Outcome:
-        def body(conn, catalog: TenantCatalog, records: list[AuditRecord]) -> Outcome:
+    def _manifest_path(self, catalog: TenantCatalog, name: str) -> str | None:
+        if self.deploy_dir is None:
+            return None
+        return str(self.deploy_dir / catalog.tenant.name / f"{name.partition('.')[2]}.yaml")
+
+    def approve(self, name: str, version: int, actor: Identity | str, comment: str = "") -> Outcome:
+        actor = as_identity(actor)
+
+        def body(conn, catalog: TenantCatalog, records, effects: Effects) -> Outcome:
             _, spec = self.locate(name)
             request = self._pending(conn, name, version, "approve")
             env = request["environment"]
             role = rbac.authorize(
-                actor,
+                actor.name,
                 catalog,
                 json.loads(request["roles"]),
                 f"approve {env} for",
                 self.catalogs,
                 self.admins,
             )
-            rbac.four_eyes(actor, request["launched_by"], name, version)
+            rbac.four_eyes(actor.name, request["launched_by"], name, version)
             given = self.store.approvers(conn, name, version, env)
-            if actor in given:
+            if actor.name in given:
                 raise rbac.Refused(
-                    "one-approval-per-person", f"{actor} already approved {name} v{version}"
+                    "one-approval-per-person", f"{actor.name} already approved {name} v{version}"
                 )
             conn.execute(
                 self.store.approvals.insert().values(
                     model=name,
                     version=version,
                     environment=env,
-                    actor=actor,
+                    actor=actor.name,
                     role=role,
                     ts=now_iso(),
                 )
@@ -510,7 +579,7 @@ class Governance:
                 version=version,
                 environment=env,
                 reason=comment or f"approval {count} of {request['required']} as {role}",
-                evidence={"role": role, "approvals": [*given, actor]},
+                evidence={"role": role, "approvals": [*given, actor.name]},
             )
             if count < request["required"]:
                 return Outcome(
@@ -519,16 +588,9 @@ class Governance:
                     self.champion_in(conn, name),
                 )
             return self._complete(
-                conn,
-                catalog,
-                spec,
-                name,
-                version,
-                env,
-                actor,
-                records,
-                f"approved by {', '.join([*given, actor])}",
-            )
+                conn, catalog, spec, name, version, env, actor, records, effects,
+                f"approved by {', '.join([*given, actor.name])}",
+            )  # fmt: skip
 
         return self._run(actor, "approve", name, version, body)
 
@@ -541,12 +603,19 @@ class Governance:
             "no-pending-request", f"{name} v{version} has no pending request to {action}"
         )
 
-    def reject(self, name: str, version: int, actor: str, reason: str) -> Outcome:
-        def body(conn, catalog: TenantCatalog, records: list[AuditRecord]) -> Outcome:
+    def reject(self, name: str, version: int, actor: Identity | str, reason: str) -> Outcome:
+        actor = as_identity(actor)
+
+        def body(conn, catalog: TenantCatalog, records, effects: Effects) -> Outcome:
             request = self._pending(conn, name, version, "reject")
             env = request["environment"]
             rbac.authorize(
-                actor, catalog, json.loads(request["roles"]), "reject", self.catalogs, self.admins
+                actor.name,
+                catalog,
+                json.loads(request["roles"]),
+                "reject",
+                self.catalogs,
+                self.admins,
             )
             t = self.store.requests
             conn.execute(
@@ -554,11 +623,9 @@ class Governance:
                 .where(t.c.model == name, t.c.version == version, t.c.environment == env)
                 .values(status="rejected", reason=reason)
             )
-            client = self.mlflow.client()
-            client.set_model_version_tag(name, str(version), "mlplat.rejected_reason", reason)
-            challenger = self.mlflow.version_by_alias(name, "challenger")
-            if challenger is not None and int(challenger.version) == version:
-                client.delete_registered_model_alias(name, "challenger")
+            effects.tags.append((version, "mlplat.rejected_reason", reason))
+            if self._challenger(name) == version:
+                effects.aliases["challenger"] = None
             self._log(
                 conn,
                 records,
@@ -575,21 +642,23 @@ class Governance:
 
         return self._run(actor, "reject", name, version, body)
 
-    def rollback(self, name: str, actor: str, reason: str) -> Outcome:
+    def rollback(self, name: str, actor: Identity | str, reason: str) -> Outcome:
         """Move `champion` back to `previous`; the rolled-back version keeps no alias."""
+        actor = as_identity(actor)
 
-        def body(conn, catalog: TenantCatalog, records: list[AuditRecord]) -> Outcome:
-            rbac.authorize(actor, catalog, OPERATOR_ROLES, "roll back", self.catalogs, self.admins)
+        def body(conn, catalog: TenantCatalog, records, effects: Effects) -> Outcome:
+            rbac.authorize(
+                actor.name, catalog, OPERATOR_ROLES, "roll back", self.catalogs, self.admins
+            )
             row = self.store.champion(conn, name)
             if row is None or row[1] is None:
                 raise rbac.Refused("no-previous-champion", f"{name} has no previous champion")
             current, previous = row
+            manifest = self._render(catalog, name, previous)
             if not self.store.set_champion(conn, name, previous, current, None):
                 raise rbac.Refused("concurrent-change", f"the champion of {name} changed; retry")
-            client = self.mlflow.client()
-            client.set_registered_model_alias(name, "champion", str(previous))
-            client.delete_registered_model_alias(name, "previous")
-            manifest = self._deploy(catalog, name, previous)
+            effects.aliases.update(champion=previous, previous=None)
+            effects.manifest = manifest
             self._log(
                 conn,
                 records,
@@ -601,7 +670,7 @@ class Governance:
                 version=previous,
                 environment="production",
                 reason=reason,
-                evidence={"rolled_back": current, "manifest": manifest},
+                evidence={"rolled_back": current, "manifest": self._manifest_path(catalog, name)},
             )
             return Outcome(
                 f"{name}: champion rolled back from v{current} to v{previous}", records, previous
@@ -609,29 +678,53 @@ class Governance:
 
         return self._run(actor, "rollback", name, None, body)
 
-    # --- Dagster events -----------------------------------------------------------------------
+    def record(
+        self, name: str, actor: Identity, action: str, outcome: str, reason: str, **kw
+    ) -> AuditRecord:
+        """Append a platform observation (e.g. alias drift) to the model's chain."""
+        catalog, _ = self.locate_or_refuse(name)
+        records: list[AuditRecord] = []
+        with self.store.transaction(catalog.tenant.name) as conn:
+            self._log(
+                conn, records, catalog, name, actor=actor, action=action, outcome=outcome,
+                reason=reason, **kw,
+            )  # fmt: skip
+        self._publish(catalog, name, records)
+        return records[0]
 
-    def _observe(self, catalog: TenantCatalog, name: str, record: AuditRecord) -> None:
-        """Each audit record also lands on the model asset, so the UI shows its history."""
+    # --- publishing ---------------------------------------------------------------------------
+
+    def _publish(self, catalog: TenantCatalog, name: str, records: list[AuditRecord]) -> None:
+        """Each record lands on the model asset (the UI's history); the last one is the chain
+        head, also appended to the external head file when one is configured."""
+        from platform_assets.governance.heads import append_head
+
+        if not records:
+            return
+        if self.head_file is not None:
+            append_head(self.head_file, records[-1])
         if self.emit is None:
             return
         model = name.partition(".")[2]
-        self.emit(
-            dg.AssetObservation(
-                asset_key=dg.AssetKey([catalog.tenant.name, "models", model]),
-                metadata={
-                    "event": f"{record.action}:{record.outcome}",
-                    "registered_model": name,
-                    "version": record.version if record.version is not None else 0,
-                    "environment": record.environment,
-                    "actor": record.actor,
-                    "reason": record.reason,
-                    "audit_seq": record.seq,
-                    "audit_hash": record.hash,
-                    "evidence": dg.MetadataValue.json(record.evidence),
-                },
+        for record in records:
+            self.emit(
+                dg.AssetObservation(
+                    asset_key=dg.AssetKey([catalog.tenant.name, "models", model]),
+                    metadata={
+                        "event": f"{record.action}:{record.outcome}",
+                        "registered_model": name,
+                        "version": record.version if record.version is not None else 0,
+                        "environment": record.environment,
+                        "actor": record.actor,
+                        "identity": record.identity,
+                        "reason": record.reason,
+                        "audit_chain": record.tenant,
+                        "audit_seq": record.seq,
+                        "audit_hash": record.hash,
+                        "evidence": dg.MetadataValue.json(record.evidence),
+                    },
+                )
             )
-        )
 
 
 def governance_for(
@@ -641,7 +734,13 @@ def governance_for(
 ) -> Governance:
     """The deployment's Governance: platform DB, team YAML, manifests under <data_root>/deploy."""
     from platform_assets.execution.env import data_root
+    from platform_assets.governance.heads import head_file
 
     return Governance(
-        open_store(), mlflow, instance=instance, emit=emit, deploy_dir=data_root() / "deploy"
+        open_store(),
+        mlflow,
+        instance=instance,
+        emit=emit,
+        deploy_dir=data_root() / "deploy",
+        head_file=head_file(),
     )

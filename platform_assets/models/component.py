@@ -6,6 +6,7 @@ import dagster as dg
 
 from platform_assets.cost.metering import PricingResource, meter
 from platform_assets.governance.deploy import batch_scores_asset
+from platform_assets.governance.reconcile import alias_check
 from platform_assets.tenancy.assets import (
     GATED,
     TeamComponent,
@@ -306,6 +307,9 @@ def model_assets(catalog: TenantCatalog, spec: ModelSpec) -> list[dg.AssetsDefin
             metadata={
                 "registered_model": registered,
                 "model_version": mv,
+                # The Dagster run that trained this version: how the promotion evidence finds
+                # the model's materialization, its launcher and its training set.
+                "model_run_id": event.run_id,
                 "training_run_id": source_run,
                 "primary_metric": spec.evaluation.primary_metric,
                 "primary_value": round(values[spec.evaluation.primary_metric], 6),
@@ -319,10 +323,9 @@ def model_assets(catalog: TenantCatalog, spec: ModelSpec) -> list[dg.AssetsDefin
             },
         )
 
-    scores = batch_scores_asset(
-        tenant, spec, requested, source
-    )  # governance: scores with @champion
-    return [training_set, model, evaluation_report, scores]
+    # Governance: scores with the platform's champion; the check flags a drifted MLflow alias.
+    scores = batch_scores_asset(tenant, spec, requested, source)
+    return [training_set, model, evaluation_report, scores, alias_check(tenant.name, spec.name)]
 
 
 class Model(TeamComponent, ModelSpec):

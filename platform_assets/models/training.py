@@ -9,15 +9,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+# Re-exported: the evaluation step and older callers import them from here.
+from platform_assets.models.metrics import HIGHER_IS_BETTER, failed_thresholds  # noqa: F401
+
 META_COLUMNS = ("event_timestamp", "split")
-HIGHER_IS_BETTER = {
-    "roc_auc": True,
-    "average_precision": True,
-    "f1": True,
-    "accuracy": True,
-    "log_loss": False,
-    "brier": False,
-}
 
 
 def feature_columns(df: pd.DataFrame, entity_columns: list[str], label: str) -> list[str]:
@@ -62,18 +57,6 @@ def metrics(y: np.ndarray, proba: np.ndarray) -> dict[str, float]:
         "f1": float(m.f1_score(y, pred, zero_division=0)),
         "positive_rate": float(np.mean(y)),
     }
-
-
-def failed_thresholds(values: dict[str, float], thresholds: dict[str, float]) -> list[str]:
-    failed = []
-    for name, bound in thresholds.items():
-        if name not in values:
-            failed.append(f"{name}: not computed")
-        elif HIGHER_IS_BETTER.get(name, True) and values[name] < bound:
-            failed.append(f"{name} {values[name]:.4f} < {bound}")
-        elif not HIGHER_IS_BETTER.get(name, True) and values[name] > bound:
-            failed.append(f"{name} {values[name]:.4f} > {bound}")
-    return failed
 
 
 def plots(y: np.ndarray, proba: np.ndarray, title: str) -> dict[str, Any]:

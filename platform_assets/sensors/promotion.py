@@ -1,18 +1,27 @@
 """Submits newly evaluated model versions that meet their promotion policy.
 
-Reads evaluation-report materializations after its cursor (event storage id) and assesses each
-version with the same `Governance.assess` the promotion job re-runs: thresholds, the required
-checks' latest evaluations on the model's training set and feature views, and the minimum
-improvement over the champion. Each qualifying version becomes a `promote_model` run with run key
-`promote:<model>:<version>`, so no version is submitted twice. A tenant over its budget gets no
-promotion run (the tick says why, in the budget's words); the cursor stays before its version so
-it is submitted once the budget allows (next month, or an override in the platform's limits.yaml).
+Reads evaluation-report materializations after a cursor kept per evaluation-report asset, so a
+burst of one model's evaluations never moves another model's cursor past records it has not
+read. Per model and tick the new evaluations are tried best first (by the primary metric the
+evaluation step recorded) and the first that meets the policy, judged by the same
+`Governance.assess` the promotion job re-runs, becomes a `promote_model` run with run key
+`promote:<model>:<version>`; the others are superseded. An event that cannot be evidence (no
+run, missing metadata) is skipped and named in the tick's reason, never raised. A tenant over
+its budget gets no promotion run (the tick says why, in the budget's words); that model's cursor
+stays before its version so it is submitted once the budget allows.
 """
+
+import json
 
 import dagster as dg
 
 from platform_assets.governance.promotion import promote_model
 from resources.mlflow import MlflowResource
+
+PER_KEY_LIMIT = 100
+# Wall time a tick spends assessing before it leaves the remaining models for the next tick;
+# their cursors stay put, so nothing is skipped, only deferred.
+TICK_BUDGET_S = 1.2
 
 
 def evaluation_keys(instance: dg.DagsterInstance) -> list[dg.AssetKey]:
@@ -29,37 +38,140 @@ def evaluation_keys(instance: dg.DagsterInstance) -> list[dg.AssetKey]:
     )
 
 
-def _candidates(gov, context: dg.SensorEvaluationContext, cursor: int):
-    """(storage id, run request) for evaluated versions after `cursor` that meet policy, the
-    reasons for the others, and the newest storage id seen."""
-    from platform_assets.governance.workflow import SENSOR_IDENTITY
+def read_cursor(raw: str | None) -> dict[str, int]:
+    """Storage id read up to, per evaluation-report asset; an old single-number cursor applies
+    to every asset."""
+    if not raw:
+        return {}
+    if raw.lstrip("-").isdigit():
+        return {"*": int(raw)}
+    return {k: int(v) for k, v in json.loads(raw).items()}
 
-    newest, requests, reasons = cursor, [], []
-    for key in evaluation_keys(context.instance):
-        records = context.instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=key, after_storage_id=cursor),
-            limit=100,
+
+def _usable(record, key: dg.AssetKey) -> tuple[str, int] | str:
+    """(registered model, version) of an evaluation event, or why it is skipped."""
+    md = record.asset_materialization.metadata
+    where = f"{key.to_user_string()} event {record.storage_id}"
+    if not record.run_id:
+        return f"{where}: reported outside a run; not evidence, skipped"
+    missing = [f for f in ("registered_model", "model_version", "metrics") if f not in md]
+    if missing:
+        return f"{where}: no {', '.join(missing)} metadata; skipped"
+    name = md["registered_model"].value
+    if name != f"{key.path[0]}.{key.path[-1]}":
+        return f"{where}: names {name!r}, not this asset's model; skipped"
+    try:
+        return name, int(md["model_version"].value)
+    except (TypeError, ValueError):
+        return f"{where}: model_version {md['model_version'].value!r} is not a number; skipped"
+
+
+def _metric(record, gov, name: str) -> float:
+    from platform_assets.models.metrics import HIGHER_IS_BETTER
+
+    _, spec = gov.locate(name)
+    metric = spec.evaluation.primary_metric
+    value = record.asset_materialization.metadata["metrics"].value.get(metric)
+    if not isinstance(value, int | float):
+        return float("-inf")
+    return float(value) if HIGHER_IS_BETTER[metric] else -float(value)
+
+
+def candidates(
+    gov,
+    instance: dg.DagsterInstance,
+    keys: list[dg.AssetKey],
+    cursor: dict[str, int],
+    budget_s: float = TICK_BUDGET_S,
+):
+    """Run requests (with the storage id each came from and its asset), the reasons for the
+    rest, and the cursor after this tick. Models whose new events were read longest ago go
+    first; once `budget_s` is spent the rest wait for the next tick."""
+    import time
+
+    from platform_assets.governance.identity import SENSOR_IDENTITY, sensor_proof
+
+    deadline = time.monotonic() + budget_s
+
+    new_cursor = dict(cursor)
+    requests, reasons = [], []
+    default = cursor.get("*", 0)
+    # One query finds the assets with anything new; only those are read.
+    latest = {
+        r.asset_entry.asset_key: r.asset_entry.last_materialization_record
+        for r in instance.get_asset_records(keys)
+    }
+    fresh = sorted(
+        (
+            k
+            for k in keys
+            if latest.get(k) is not None
+            and latest[k].storage_id > cursor.get(k.to_user_string(), default)
+        ),
+        key=lambda k: cursor.get(k.to_user_string(), default),
+    )
+    if "*" in new_cursor:
+        del new_cursor["*"]
+        for k in keys:
+            new_cursor.setdefault(k.to_user_string(), default)
+    names = [f"{k.path[0]}.{k.path[-1]}" for k in fresh]
+    submitted = gov.store.submitted_versions(names) if names else set()
+    champions = gov.store.champions_all() if names else {}
+    for n, key in enumerate(fresh):
+        if time.monotonic() > deadline:
+            reasons.append(f"{len(fresh) - n} models with new evaluations wait for the next tick")
+            break
+        after = cursor.get(key.to_user_string(), default)
+        records = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=key, after_storage_id=after),
+            limit=PER_KEY_LIMIT,
             ascending=True,
         ).records
+        if not records:
+            continue
+        new_cursor[key.to_user_string()] = records[-1].storage_id
+        usable = []
         for record in records:
-            newest = max(newest, record.storage_id)
-            md = record.asset_materialization.metadata
-            name, version = md["registered_model"].value, int(md["model_version"].value)
-            if gov.submitted(name, version):
+            found = _usable(record, key)
+            if isinstance(found, str):
+                reasons.append(found)
+                continue
+            name, version = found
+            if (name, version) in submitted:
                 reasons.append(f"{name} v{version}: already submitted")
                 continue
-            assessment = gov.assess(name, version, gov.champion(name))
+            try:
+                gov.locate(name)
+            except KeyError as exc:
+                reasons.append(f"{key.to_user_string()} event {record.storage_id}: {exc}")
+                continue
+            usable.append((record, name, version))
+        # Newest evaluation of a version wins; then best first.
+        by_version = {(n, v): r for r, n, v in usable}
+        ranked = sorted(
+            by_version.items(),
+            key=lambda item: (_metric(item[1], gov, item[0][0]), item[1].storage_id),
+            reverse=True,
+        )
+        chosen = None
+        for (name, version), record in ranked:
+            if chosen is not None:
+                reasons.append(f"{name} v{version}: superseded by v{chosen} in this tick")
+                continue
+            assessment = gov.assess(name, version, champions.get(name), record=record)
             if not assessment.ok:
                 reasons.append(f"{name} v{version}: {assessment.why}")
                 continue
+            chosen = version
             config = {
                 "registered_model": name,
                 "version": version,
-                "acting_as": SENSOR_IDENTITY,
                 "reason": assessment.why,
+                "sensor_proof": sensor_proof(gov.store.keys, name, version),
             }
             requests.append(
                 (
+                    key,
                     record.storage_id,
                     dg.RunRequest(
                         run_key=f"promote:{name}:{version}",
@@ -68,17 +180,16 @@ def _candidates(gov, context: dg.SensorEvaluationContext, cursor: int):
                             "tenant": key.path[0],
                             "mlplat/model": name,
                             "mlplat/version": str(version),
+                            "mlplat/launched_by": SENSOR_IDENTITY,
                         },
                     ),
                 )
             )
-    return requests, reasons, newest
+    return requests, reasons, new_cursor
 
 
-# By name: a sensor holding the job object is rebuilt when Definitions binds the job's resources,
-# and that rebuild warns about the sensor's (beta) owners on every load.
 @dg.sensor(
-    job_name=promote_model.name,
+    job=promote_model,
     minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Submit evaluated models that meet their promotion policy for approval.",
@@ -89,12 +200,19 @@ def promotion_sensor(context: dg.SensorEvaluationContext, mlflow: MlflowResource
 
     gov = governance_for(mlflow, context.instance)
     try:
-        candidates, reasons, newest = _candidates(gov, context, int(context.cursor or 0))
+        found, reasons, cursor = candidates(
+            gov,
+            context.instance,
+            evaluation_keys(context.instance),
+            read_cursor(context.cursor),
+        )
     finally:
         gov.close()
-    requests, over_budget = filter_run_requests(context.instance, [r for _, r in candidates])
-    held = [storage_id for storage_id, r in candidates if r not in requests]
-    context.update_cursor(str(min([newest, *[storage_id - 1 for storage_id in held]])))
+    requests, over_budget = filter_run_requests(context.instance, [r for _, _, r in found])
+    for key, storage_id, request in found:
+        if request not in requests:  # held back by the budget: read it again next tick
+            cursor[key.to_user_string()] = min(cursor[key.to_user_string()], storage_id - 1)
+    context.update_cursor(json.dumps(cursor, sort_keys=True))
     reasons += over_budget
     if not requests:
         return dg.SkipReason("; ".join(reasons) or "no new evaluation reports")

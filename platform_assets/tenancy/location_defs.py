@@ -98,10 +98,11 @@ def tenant_runs(catalogs: dict[str, TenantCatalog]) -> dg.Definitions:
 
 
 def platform_parts(tenants: list[str]) -> dg.Definitions:
-    """What spans tenants: showback, budget and promotion sensors, governance jobs, and the
-    lake's snapshot retention."""
+    """What spans tenants: showback, budget, promotion and champion-alias sensors, governance
+    jobs, and the lake's snapshot retention."""
     from platform_assets.cost.assets import showback_asset
     from platform_assets.governance.promotion import promote_model, rollback_model
+    from platform_assets.governance.reconcile import champion_alias_reconciliation
     from platform_assets.sensors.budget import budget_sensor
     from platform_assets.sensors.promotion import promotion_sensor
     from platform_assets.storage.retention import lake_retention, lake_retention_schedule
@@ -110,7 +111,7 @@ def platform_parts(tenants: list[str]) -> dg.Definitions:
         assets=[showback_asset(tenants)],
         jobs=[promote_model, rollback_model, lake_retention],
         schedules=[lake_retention_schedule],
-        sensors=[promotion_sensor, budget_sensor],
+        sensors=[promotion_sensor, budget_sensor, champion_alias_reconciliation],
     )
 
 

@@ -1,30 +1,36 @@
 """A governance sandbox: real MLflow (SQLite) and Dagster instance in tmp, the demo tenants' YAML.
 
-Model versions are registered directly with the tags the model and evaluation assets set, so the
-workflow is exercised without training; checks are reported to the instance as runless events.
+Model versions come from real Dagster runs of small stand-ins for the feature views, training
+set, model and evaluation report of payments.fraud_detector: they write the same metadata the
+platform's assets write (and register a real MLflow version), so the workflow reads its
+evidence from a real event log and run records, without training.
 """
 
 from __future__ import annotations
 
 import copy
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
 import pytest
 
+from platform_assets.governance.identity import SENSOR_IDENTITY, Identity
 from platform_assets.governance.store import GovernanceStore
 from platform_assets.governance.workflow import Governance
 from platform_assets.tenancy.catalog import TenantCatalog, load_all
 from resources.mlflow import MlflowResource
 
 MODEL = "payments.fraud_detector"
+SENSOR = Identity(SENSOR_IDENTITY, "platform")
 LAUNCHER = "lena@payments.example"  # trained the versions; no role
 APPROVER, APPROVER2 = "paul@payments.example", "pat@payments.example"
 VIEWER, ADMIN = "vera@payments.example", "priya@payments.example"
 OTHER_TENANT = "grace@growth.example"  # an approver of growth only
 PLATFORM_ADMIN = "ada@platform.example"
 
+FEATURES = ("card_activity", "merchant_risk")
 CHECKS = [
     (["payments", "training_sets", "fraud_detector"], "expectations"),
     (["payments", "training_sets", "fraud_detector"], "leakage"),
@@ -34,12 +40,94 @@ CHECKS = [
 
 
 def report_checks(instance: dg.DagsterInstance, passed: bool = True, only: str | None = None):
+    """Check results reported by hand (the UI's report-event action): runless events."""
     for path, name in CHECKS:
         if only and name != only:
             continue
         instance.report_runless_asset_event(
             dg.AssetCheckEvaluation(asset_key=dg.AssetKey(path), check_name=name, passed=passed)
         )
+
+
+def stand_ins(
+    mlflow: MlflowResource,
+    name: str,
+    metrics: dict[str, float],
+    checks: dict[str, bool],
+) -> list[dg.AssetsDefinition]:
+    """The platform's assets of one model as the event log sees them: same keys, deps, checks
+    and metadata; the model asset registers a real MLflow version."""
+    tenant, model = name.split(".")
+    feature_keys = [dg.AssetKey([tenant, "features", f]) for f in FEATURES]
+    ts_key = dg.AssetKey([tenant, "training_sets", model])
+    model_key = dg.AssetKey([tenant, "models", model])
+    eval_key = dg.AssetKey([tenant, "evaluation_reports", model])
+    data_version = uuid.uuid4().hex[:16]
+
+    def feature(key: dg.AssetKey):
+        @dg.asset(key=key, check_specs=[dg.AssetCheckSpec("expectations", asset=key)])
+        def _feature():
+            return dg.MaterializeResult(
+                data_version=dg.DataVersion(uuid.uuid4().hex[:16]),
+                check_results=[
+                    dg.AssetCheckResult(
+                        check_name="expectations", passed=checks.get(f"{key.path[-1]}", True)
+                    )
+                ],
+            )
+
+        return _feature
+
+    @dg.asset(
+        key=ts_key,
+        deps=feature_keys,
+        check_specs=[
+            dg.AssetCheckSpec("expectations", asset=ts_key),
+            dg.AssetCheckSpec("leakage", asset=ts_key),
+        ],
+    )
+    def training_set():
+        return dg.MaterializeResult(
+            data_version=dg.DataVersion(data_version),
+            metadata={"data_version": data_version},
+            check_results=[
+                dg.AssetCheckResult(check_name=c, passed=checks.get(c, True))
+                for c in ("expectations", "leakage")
+            ],
+        )
+
+    @dg.asset(key=model_key, deps=[ts_key])
+    def model_asset():
+        client = mlflow.client()
+        if not client.search_registered_models(filter_string=f"name = '{name}'"):
+            client.create_registered_model(name)
+        experiment = mlflow.ensure_experiment(f"{tenant}/{model}")
+        run = client.create_run(experiment)
+        source = Path(mlflow.artifact_root) / name
+        source.mkdir(parents=True, exist_ok=True)
+        mv = client.create_model_version(name, source.as_uri(), run_id=run.info.run_id)
+        return dg.MaterializeResult(
+            metadata={
+                "registered_model": name,
+                "model_version": int(mv.version),
+                "mlflow_run_id": run.info.run_id,
+                "training_set_version": data_version,
+            }
+        )
+
+    @dg.asset(key=eval_key, deps=[model_key, ts_key])
+    def evaluation_report(context):
+        event = context.instance.get_latest_materialization_event(model_key)
+        return dg.MaterializeResult(
+            metadata={
+                "registered_model": name,
+                "model_version": event.asset_materialization.metadata["model_version"].value,
+                "model_run_id": event.run_id,
+                "metrics": dg.MetadataValue.json(metrics),
+            }
+        )
+
+    return [*(feature(k) for k in feature_keys), training_set, model_asset, evaluation_report]
 
 
 @dataclass
@@ -50,6 +138,12 @@ class Sandbox:
     catalogs: dict[str, TenantCatalog]
     deploy_dir: Path
     observations: list[dg.AssetObservation]
+    last_run_id: str = ""
+
+    def emit(self, observation: dg.AssetObservation) -> None:
+        """Observations go to the list (for assertions) and to the instance (published heads)."""
+        self.observations.append(observation)
+        self.instance.report_runless_asset_event(observation)
 
     def governance(self, catalogs: dict[str, TenantCatalog] | None = None) -> Governance:
         return Governance(
@@ -58,7 +152,7 @@ class Sandbox:
             instance=self.instance,
             catalogs=catalogs or self.catalogs,
             admins=[PLATFORM_ADMIN],
-            emit=self.observations.append,
+            emit=self.emit,
             deploy_dir=self.deploy_dir,
         )
 
@@ -67,27 +161,30 @@ class Sandbox:
         average_precision: float,
         roc_auc: float = 0.8,
         launched_by: str | None = LAUNCHER,
-        run_id: str = "run-0",
+        checks: dict[str, bool] | None = None,
         name: str = MODEL,
+        tags: dict[str, str] | None = None,
     ) -> int:
-        """A new version of `name` carrying the evaluation report's tags."""
-        client = self.mlflow.client()
-        if not client.search_registered_models(filter_string=f"name = '{name}'"):
-            client.create_registered_model(name)
-        source = Path(self.mlflow.artifact_root) / name
-        source.mkdir(parents=True, exist_ok=True)
-        tags = {
-            "eval_average_precision": f"{average_precision:.6f}",
-            "eval_roc_auc": f"{roc_auc:.6f}",
-            "passes_thresholds": "true",
-            "dagster_run_id": run_id,
-            "training_set_version": "abc123",
-            "feature_service": "fraud_detector_v1",
-        }
+        """A new version of `name`, trained and evaluated by one real Dagster run launched by
+        `launched_by`; `checks` fails some (`leakage`, `expectations`, a feature view name)."""
+        metrics = {"average_precision": average_precision, "roc_auc": roc_auc}
+        run_tags = dict(tags or {})
         if launched_by:
-            tags["mlplat/launched_by"] = launched_by
-        mv = client.create_model_version(name, source.as_uri(), tags=tags)
-        return int(mv.version)
+            run_tags["mlplat/launched_by"] = launched_by
+        result = dg.materialize(
+            stand_ins(self.mlflow, name, metrics, checks or {}),
+            instance=self.instance,
+            tags=run_tags,
+        )
+        assert result.success
+        self.last_run_id = result.run_id
+        model_key = dg.AssetKey([*name.split(".")[:1], "models", name.split(".")[1]])
+        (mat,) = [
+            e.materialization
+            for e in result.get_asset_materialization_events()
+            if e.asset_key == model_key
+        ]
+        return int(mat.metadata["model_version"].value)
 
     def with_policy(self, **environments) -> dict[str, TenantCatalog]:
         """The catalogs with fraud_detector's per-environment approvals replaced."""
@@ -129,7 +226,6 @@ def gov_sandbox(platform_home: Path, session_mlflow: MlflowResource) -> Sandbox:
         client.delete_registered_model(model.name)  # versions restart at 1
     data = platform_home / "data"
     store = GovernanceStore(f"sqlite:///{data / 'platform.db'}")
-    report_checks(instance)
     yield Sandbox(instance, session_mlflow, store, load_all(), data / "deploy", [])
     store.dispose()
     instance.dispose()

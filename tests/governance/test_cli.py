@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from platform_assets.governance import cli
 from platform_assets.governance.workflow import SENSOR_IDENTITY
-from tests.governance.conftest import ADMIN, APPROVER, MODEL, OTHER_TENANT, VIEWER
+from tests.governance.conftest import ADMIN, APPROVER, MODEL, OTHER_TENANT, SENSOR, VIEWER
 
 runner = CliRunner()
 
@@ -18,6 +18,7 @@ runner = CliRunner()
 @pytest.fixture
 def sb(gov_sandbox, monkeypatch):
     monkeypatch.setattr(cli, "governance", gov_sandbox.governance)
+    monkeypatch.setattr(cli, "dagster_instance", lambda: gov_sandbox.instance)
     monkeypatch.delenv("MLPLAT_USER", raising=False)
     return gov_sandbox
 
@@ -36,7 +37,7 @@ def run(*args: str, env: dict | None = None):
 )
 def test_refused_approvals_exit_non_zero_naming_the_rule(sb, actor, rule):
     v1 = sb.register(0.30)
-    sb.governance().propose(MODEL, v1, SENSOR_IDENTITY)
+    sb.governance().propose(MODEL, v1, SENSOR)
     result = run("approve", MODEL, str(v1), "--as", actor)
     assert result.exit_code == 1
     assert f"error: {rule}" in result.output
@@ -44,7 +45,7 @@ def test_refused_approvals_exit_non_zero_naming_the_rule(sb, actor, rule):
 
 def test_four_eyes_from_the_cli(sb):
     v1 = sb.register(0.30, launched_by=APPROVER)
-    sb.governance().propose(MODEL, v1, SENSOR_IDENTITY)
+    sb.governance().propose(MODEL, v1, SENSOR)
     result = run("approve", MODEL, str(v1), env={"MLPLAT_USER": APPROVER})
     assert result.exit_code == 1
     assert "refused by rule four-eyes: paul@payments.example launched the training run" in (
@@ -54,9 +55,16 @@ def test_four_eyes_from_the_cli(sb):
 
 def test_identity_is_required_and_platform_identities_are_reserved(sb):
     assert run("approve", MODEL, "1").exit_code == 2
-    assert "pass --as <identity> or set MLPLAT_USER" in run("approve", MODEL, "1").output
+    assert (
+        "no identity: pass an ID token (--token or MLPLAT_ID_TOKEN) or, locally, --as "
+        "<identity> / MLPLAT_USER" in run("approve", MODEL, "1").output
+    )
     result = run("approve", MODEL, "1", "--as", SENSOR_IDENTITY)
-    assert result.exit_code == 2 and "reserved" in result.output
+    assert result.exit_code == 2
+    assert (
+        "refused by rule reserved-identity: 'mlplat/promotion_sensor' in --as/MLPLAT_USER is "
+        "reserved" in result.output
+    )
 
 
 def test_approve_promote_rollback_and_audit(sb):
@@ -69,7 +77,7 @@ def test_approve_promote_rollback_and_audit(sb):
     assert result.exit_code == 0, result.output
     assert f"{MODEL} v{v1} is champion" in result.output
     v2 = sb.register(0.40)
-    sb.governance().propose(MODEL, v2, SENSOR_IDENTITY)
+    sb.governance().propose(MODEL, v2, SENSOR)
     result = run("reject", MODEL, str(v2), "--as", APPROVER, "--reason", "unexplained jump")
     assert result.exit_code == 0 and "rejected: unexplained jump" in result.output
     result = run("rollback", MODEL, "--as", ADMIN, "--reason", "drill")
@@ -80,20 +88,42 @@ def test_approve_promote_rollback_and_audit(sb):
     assert shown.exit_code == 0
     assert "promote:champion" in shown.output
     assert "average_precision=0.3000" in shown.output
-    assert "checks 4/4" in shown.output
+    assert "checks 4/4" in " ".join(shown.output.split()) or "4/4" in shown.output
     assert "rule=no-previous-champion" in shown.output
     assert run("audit", "show", "--json").output.count('"hash"') == len(sb.store.records())
 
     verified = run("audit", "verify")
-    assert verified.exit_code == 0
-    assert f"ok: {len(sb.store.records())} audit records, chain intact" in verified.output
+    assert verified.exit_code == 0, verified.output
+    assert f"ok: {len(sb.store.records())} audit records in 1 chains (payments " in verified.output
 
     with sb.store.engine.begin() as conn:
         conn.execute(sa.text("UPDATE gov_audit SET actor = 'mallory' WHERE seq = 5"))
     broken = run("audit", "verify")
     assert broken.exit_code == 1
-    assert "error: audit chain broken at record 5: content does not match its hash" in (
+    assert "error: audit chain broken at record payments#5: content does not match its HMAC" in (
         broken.output
+    )
+
+
+def test_audit_verify_detects_deleted_newest_and_all_records(sb):
+    v1 = sb.register(0.30)
+    assert run("promote", MODEL, str(v1), "--as", APPROVER).exit_code == 0
+    count = len(sb.store.records())
+    with sb.store.engine.begin() as conn:
+        conn.execute(sa.text(f"DELETE FROM gov_audit WHERE seq = {count}"))
+    broken = run("audit", "verify")
+    assert broken.exit_code == 1
+    assert (
+        f"error: audit chain broken at record payments#{count}: truncated: the head published "
+        f"in the Dagster event log is record payments#{count} but the chain ends at "
+        f"payments#{count - 1} (newest records deleted)"
+    ) in " ".join(broken.output.split())
+    with sb.store.engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM gov_audit"))
+    gone = run("audit", "verify")
+    assert gone.exit_code == 1
+    assert "all records deleted: the head published in the Dagster event log" in " ".join(
+        gone.output.split()
     )
 
 
@@ -110,8 +140,9 @@ def test_help_explains_the_commands():
         "approve"
     )
     assert "MLPLAT_USER" in help_text("approve")
-    assert "SSO header" in help_text("approve")
-    assert "first record changed, removed or reordered" in help_text("audit", "verify")
+    assert "only with MLPLAT_ENV=local, recorded as unverified" in help_text("approve")
+    assert "OIDC ID token" in help_text("approve")
+    assert "exit 1 naming the first bad record" in help_text("audit", "verify")
 
 
 def test_demo_walk_refuses_once_then_approves_and_is_re_runnable(sb):
@@ -120,18 +151,23 @@ def test_demo_walk_refuses_once_then_approves_and_is_re_runnable(sb):
     from platform_assets.governance.demo import walk
 
     v1 = sb.register(0.30)
-    sb.governance().propose(MODEL, v1, SENSOR_IDENTITY)
+    sb.governance().propose(MODEL, v1, SENSOR)
     lines = walk(Console())
-    assert lines[0].startswith(
+    assert lines[0].startswith("identities: ID tokens issued by the demo's own IdP")
+    assert lines[1].startswith(
         f"{MODEL} v{v1} production: vera@payments.example -> refused by rule role-required"
     )
-    assert lines[1] == (
+    assert lines[2] == (
         f"{MODEL} v{v1} production: paul@payments.example approved -> "
         f"{MODEL} v{v1} is champion (previous: None)"
     )
-    assert lines[-1].startswith("audit chain: ") and lines[-1].endswith("intact")
+    assert lines[-1].startswith("audit chains: ") and "intact" in lines[-1]
+    approval = next(
+        r for r in sb.store.records() if r.action == "approve" and r.outcome == "approved"
+    )
+    assert (approval.actor, approval.identity) == ("paul@payments.example", "oidc")
     again = walk(Console())
-    assert again[0] == "no pending approval requests: nothing new to promote"
+    assert again[1] == "no pending approval requests: nothing new to promote"
 
 
 def test_unknown_model_is_refused(sb):

@@ -56,7 +56,9 @@ def test_invalid_manifests_fail_naming_the_field(gov_sandbox, path, value, messa
 
 
 @pytest.mark.materialize
-def test_batch_scores_use_the_champion_alias(gov_sandbox):
+def test_batch_scores_use_the_platform_champion_not_a_drifted_alias(gov_sandbox):
+    """Attack: MLflow's `champion` alias pointed at a merely pending version; predictions must
+    still score with the platform's champion and say the alias drifted."""
     import mlflow
     from sklearn.linear_model import LogisticRegression
 
@@ -94,17 +96,27 @@ def test_batch_scores_use_the_champion_alias(gov_sandbox):
     assert result.success and result.get_asset_materialization_events() == []
 
     sb.mlflow.client()
-    model = LogisticRegression().fit(df[["amount"]], df["is_fraud"])
-    with mlflow.start_run():
-        info = mlflow.sklearn.log_model(
-            model, name="model", registered_model_name=MODEL, pip_requirements=["scikit-learn"]
-        )
-    version = info.registered_model_version
-    sb.mlflow.client().set_registered_model_alias(MODEL, "champion", str(version))
+    versions = []
+    for flip in (False, True):
+        labels = 1 - df["is_fraud"] if flip else df["is_fraud"]
+        model = LogisticRegression().fit(df[["amount"]], labels)
+        with mlflow.start_run():
+            info = mlflow.sklearn.log_model(
+                model, name="model", registered_model_name=MODEL, pip_requirements=["scikit-learn"]
+            )
+        versions.append(int(info.registered_model_version))
+    champion, pending = versions
+    with sb.store.transaction("payments") as conn:
+        sb.store.set_champion(conn, MODEL, champion, None, None)
+    sb.mlflow.client().set_registered_model_alias(MODEL, "champion", str(pending))
     result = dg.materialize([asset], resources=resources, instance=sb.instance)
     md = result.get_asset_materialization_events()[0].materialization.metadata
-    assert md["champion_version"].value == int(version)
+    assert md["champion_version"].value == champion
+    assert md["alias_drift"].value == (
+        f"MLflow alias {MODEL}@champion points at v{pending} but the platform's champion is "
+        f"v{champion}; scoring and serving use the platform's"
+    )
     assert md["dagster/row_count"].value == 40
     scores = lake.read("payments", "predictions", "fraud_detector").to_pandas()
-    assert set(scores["model_version"]) == {int(version)}
+    assert set(scores["model_version"]) == {champion}
     assert scores["score"].between(0, 1).all()

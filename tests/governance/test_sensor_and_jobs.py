@@ -22,14 +22,10 @@ def defs(gov_sandbox) -> dg.Definitions:
     )
 
 
-def evaluated(sb, average_precision: float) -> int:
-    version = sb.register(average_precision)
-    sb.instance.report_runless_asset_event(
-        dg.AssetMaterialization(
-            REPORT, metadata={"registered_model": MODEL, "model_version": version}
-        )
-    )
-    return version
+def evaluated(sb, average_precision: float, **kw) -> int:
+    """A version trained and evaluated by a real run: its evaluation report is what the sensor
+    reads."""
+    return sb.register(average_precision, **kw)
 
 
 def tick(sb, defs: dg.Definitions, cursor: str | None):
@@ -90,14 +86,12 @@ def test_sensor_submits_once_and_skips_with_reasons(gov_sandbox, defs):
 
 
 def test_sensor_holds_back_versions_whose_checks_failed(gov_sandbox, defs):
-    from tests.governance.conftest import report_checks
-
     sb = gov_sandbox
-    report_checks(sb.instance, passed=False, only="expectations")
-    v1 = evaluated(sb, 0.30)
+    v1 = evaluated(sb, 0.30, checks={"card_activity": False})
     result, _ = tick(sb, defs, None)
-    assert result.skip_message.startswith(f"{MODEL} v{v1}: required checks not passed: ")
-    assert "payments/features/card_activity:expectations" in result.skip_message
+    assert result.skip_message == (
+        f"{MODEL} v{v1}: required checks not passed: payments/features/card_activity:expectations"
+    )
 
 
 def test_jobs_take_typed_config_and_record_the_launching_identity(gov_sandbox, defs):
@@ -150,3 +144,109 @@ def test_sensor_waits_while_the_tenant_is_over_budget(gov_sandbox, defs, monkeyp
     grant_override(monkeypatch, tmp_path / "limits.yaml", "payments")
     requests, _ = tick(sb, defs, cursor)
     assert [r.run_key for r in requests] == [f"promote:{MODEL}:{v1}"]
+
+
+def promote_run(sb, defs, config: dict, tags: dict | None = None):
+    return defs.get_job_def("promote_model").execute_in_process(
+        run_config={"ops": {"submit_candidate": {"config": config}}},
+        instance=sb.instance,
+        tags=tags or {},
+        raise_on_error=False,
+    )
+
+
+def failure_of(result) -> str:
+    error = result.get_step_failure_events()[0].step_failure_data.error
+    return str(error.cause or error)
+
+
+def test_job_config_cannot_claim_the_sensor_identity(gov_sandbox, defs):
+    """Attack: `acting_as: mlplat/promotion_sensor` in the promote_model job's config."""
+    sb = gov_sandbox
+    v1 = sb.register(0.30)
+    run = promote_run(
+        sb,
+        defs,
+        {"registered_model": MODEL, "version": v1, "acting_as": "mlplat/promotion_sensor"},
+        tags={"mlplat/launched_by": "vera@payments.example"},
+    )
+    assert not run.success
+    assert (
+        "refused by rule reserved-identity: 'mlplat/promotion_sensor' in the job config's "
+        "acting_as is reserved for the platform's own sensors and cannot be claimed"
+    ) in failure_of(run)
+    assert sb.store.records() == [] and sb.store.pending() == []
+
+
+def test_a_forged_or_copied_sensor_proof_is_refused(gov_sandbox, defs):
+    from platform_assets.governance.identity import sensor_proof
+
+    sb = gov_sandbox
+    v1, v2 = sb.register(0.30), sb.register(0.40)
+    copied = sensor_proof(sb.store.keys, MODEL, v1)  # valid for v1 only
+    for proof in ("0" * 64, copied):
+        run = promote_run(
+            sb, defs, {"registered_model": MODEL, "version": v2, "sensor_proof": proof}
+        )
+        assert not run.success
+        assert (
+            "refused by rule reserved-identity: the sensor proof of this run does not match "
+            f"{MODEL} v{v2}; only the promotion sensor can act as it"
+        ) in failure_of(run)
+
+
+def test_sensor_skips_and_reports_events_without_metadata_and_keeps_going(gov_sandbox, defs):
+    """Attack: a runless materialization without the expected metadata on an evaluation
+    report used to raise KeyError with the cursor stuck, stopping promotions for everyone."""
+    sb = gov_sandbox
+    sb.instance.report_runless_asset_event(dg.AssetMaterialization(REPORT, metadata={"x": 1}))
+    bad = sb.instance.fetch_materializations(REPORT, limit=1).records[0].storage_id
+    result, cursor = tick(sb, defs, None)
+    assert result.skip_message == (
+        f"payments/evaluation_reports/fraud_detector event {bad}: reported outside a run; not "
+        "evidence, skipped"
+    )
+    # The cursor moved past it: a good evaluation after it is submitted, the bad one not re-read.
+    v1 = evaluated(sb, 0.30)
+    requests, cursor = tick(sb, defs, cursor)
+    assert [r.run_key for r in requests] == [f"promote:{MODEL}:{v1}"]
+    again, _ = tick(sb, defs, cursor)
+    assert again.skip_message == "no new evaluation reports"
+
+
+def test_sensor_skips_run_events_missing_metadata(gov_sandbox, defs):
+    """An evaluation report materialized by a run but without the metadata is named, too."""
+    sb = gov_sandbox
+
+    @dg.asset(key=REPORT)
+    def bare():
+        return dg.MaterializeResult(metadata={"registered_model": MODEL})
+
+    run = dg.materialize([bare], instance=sb.instance)
+    event = sb.instance.fetch_materializations(REPORT, limit=1).records[0]
+    assert event.run_id == run.run_id
+    result, _ = tick(sb, defs, None)
+    assert result.skip_message == (
+        f"payments/evaluation_reports/fraud_detector event {event.storage_id}: no "
+        "model_version, metrics metadata; skipped"
+    )
+
+
+def test_sensor_reports_a_runless_forged_evaluation_without_raising(gov_sandbox, defs):
+    sb = gov_sandbox
+    sb.instance.report_runless_asset_event(
+        dg.AssetMaterialization(
+            REPORT,
+            metadata={
+                "registered_model": MODEL,
+                "model_version": 1,
+                "metrics": dg.MetadataValue.json({"average_precision": 0.99}),
+            },
+        )
+    )
+    forged = sb.instance.fetch_materializations(REPORT, limit=1).records[0].storage_id
+    result, _ = tick(sb, defs, None)
+    assert result.skip_message == (
+        f"payments/evaluation_reports/fraud_detector event {forged}: reported outside a run; "
+        "not evidence, skipped"
+    )

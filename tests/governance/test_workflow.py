@@ -15,8 +15,8 @@ from tests.governance.conftest import (
     MODEL,
     OTHER_TENANT,
     PLATFORM_ADMIN,
+    SENSOR,
     VIEWER,
-    report_checks,
 )
 
 
@@ -32,7 +32,7 @@ def actions(sb) -> list[tuple[str, str, str, int | None]]:
 def test_candidate_becomes_challenger_pending_then_champion_on_approval(gov_sandbox):
     sb, gov = gov_sandbox, gov_sandbox.governance()
     v1 = sb.register(0.30)
-    out = gov.propose(MODEL, v1, SENSOR_IDENTITY)
+    out = gov.propose(MODEL, v1, SENSOR)
     assert "awaits 1 production approval(s) from approver" in out.message
     assert aliases(sb) == {"challenger": v1}
     assert [r["environment"] for r in sb.store.pending()] == ["production"]
@@ -51,9 +51,9 @@ def test_candidate_becomes_challenger_pending_then_champion_on_approval(gov_sand
     ]
     evidence = sb.store.records()[0].evidence
     assert evidence["metrics"]["average_precision"] == 0.3
-    assert evidence["dagster_run_id"] == "run-0"
-    assert evidence["training_set_version"] == "abc123"
+    assert evidence["dagster_run_id"] == sb.last_run_id
     assert evidence["launched_by"] == LAUNCHER
+    assert evidence["launched_by_identity"] == "unverified"  # a bare run tag, locally
     assert all(c["passed"] for c in evidence["checks"].values())
     assert len(evidence["checks"]) == 4
     # The promotion is also an observation on the model asset, for the UI's history.
@@ -65,10 +65,10 @@ def test_candidate_becomes_challenger_pending_then_champion_on_approval(gov_sand
 def test_better_version_replaces_champion_and_previous_keeps_alias(gov_sandbox):
     sb, gov = gov_sandbox, gov_sandbox.governance()
     v1 = sb.register(0.30)
-    gov.propose(MODEL, v1, SENSOR_IDENTITY)
+    gov.propose(MODEL, v1, SENSOR)
     gov.approve(MODEL, v1, APPROVER)
     v2 = sb.register(0.35)
-    gov.propose(MODEL, v2, SENSOR_IDENTITY)
+    gov.propose(MODEL, v2, SENSOR)
     assert aliases(sb) == {"champion": v1, "challenger": v2}
     gov.approve(MODEL, v2, APPROVER2)
     assert aliases(sb) == {"champion": v2, "previous": v1}
@@ -80,11 +80,11 @@ def test_better_version_replaces_champion_and_previous_keeps_alias(gov_sandbox):
 def test_worse_or_not_better_enough_version_is_not_promoted_and_records_why(gov_sandbox):
     sb, gov = gov_sandbox, gov_sandbox.governance()
     v1 = sb.register(0.30)
-    gov.propose(MODEL, v1, SENSOR_IDENTITY)
+    gov.propose(MODEL, v1, SENSOR)
     gov.approve(MODEL, v1, APPROVER)
     v2 = sb.register(0.301)  # min_improvement is 0.002
     with pytest.raises(Refused, match="does not beat champion v1 .* by more than 0.002"):
-        gov.propose(MODEL, v2, SENSOR_IDENTITY)
+        gov.propose(MODEL, v2, SENSOR)
     last = sb.store.records()[-1]
     assert (last.action, last.outcome, last.version) == ("propose", "refused", v2)
     assert last.evidence["rule"] == "promotion-policy"
@@ -97,20 +97,19 @@ def test_failing_thresholds_or_checks_block_the_candidate(gov_sandbox):
     sb, gov = gov_sandbox, gov_sandbox.governance()
     low = sb.register(0.05)  # threshold average_precision 0.12
     with pytest.raises(Refused, match=r"fails thresholds: average_precision 0.0500 < 0.12"):
-        gov.propose(MODEL, low, SENSOR_IDENTITY)
-    report_checks(sb.instance, passed=False, only="leakage")
-    ok = sb.register(0.30)
+        gov.propose(MODEL, low, SENSOR)
+    ok = sb.register(0.30, checks={"leakage": False})
     with pytest.raises(
         Refused, match="required checks not passed: payments/training_sets/fraud_detector:leakage"
     ):
-        gov.propose(MODEL, ok, SENSOR_IDENTITY)
+        gov.propose(MODEL, ok, SENSOR)
 
 
 def test_pending_until_all_approvals_and_staging_gate(gov_sandbox):
     sb = gov_sandbox
     gov = sb.governance(sb.with_policy(staging={"count": 1}, production={"count": 2}))
     v1 = sb.register(0.30)
-    out = gov.propose(MODEL, v1, SENSOR_IDENTITY)
+    out = gov.propose(MODEL, v1, SENSOR)
     assert "awaits 1 staging approval(s)" in out.message
     assert aliases(sb) == {}
     gov.approve(MODEL, v1, APPROVER)
@@ -150,7 +149,7 @@ def test_pending_until_all_approvals_and_staging_gate(gov_sandbox):
 def test_refusals_name_the_rule_and_are_recorded(gov_sandbox, actor, message):
     sb, gov = gov_sandbox, gov_sandbox.governance()
     v1 = sb.register(0.30)
-    gov.propose(MODEL, v1, SENSOR_IDENTITY)
+    gov.propose(MODEL, v1, SENSOR)
     with pytest.raises(Refused) as exc:
         gov.approve(MODEL, v1, actor)
     assert str(exc.value).startswith(message)
@@ -162,23 +161,10 @@ def test_refusals_name_the_rule_and_are_recorded(gov_sandbox, actor, message):
 
 
 def test_four_eyes_refuses_the_approver_who_launched_the_training_run(gov_sandbox):
-    """The launching identity comes from the training run's Dagster tag mlplat/launched_by."""
-    import dagster as dg
-
-    @dg.op
-    def noop():
-        pass
-
-    @dg.job
-    def train():
-        noop()
-
-    run = train.execute_in_process(
-        instance=gov_sandbox.instance, tags={"mlplat/launched_by": APPROVER}
-    )
+    """The launching identity comes from the training run's Dagster run record."""
     sb, gov = gov_sandbox, gov_sandbox.governance()
-    v1 = sb.register(0.30, launched_by=None, run_id=run.run_id)
-    gov.propose(MODEL, v1, SENSOR_IDENTITY)
+    v1 = sb.register(0.30, launched_by=APPROVER)
+    gov.propose(MODEL, v1, SENSOR)
     with pytest.raises(
         Refused, match=r"^refused by rule four-eyes: paul@payments.example launched"
     ):
@@ -191,7 +177,7 @@ def test_four_eyes_refuses_the_approver_who_launched_the_training_run(gov_sandbo
 def test_platform_admin_may_approve_any_tenant(gov_sandbox):
     sb, gov = gov_sandbox, gov_sandbox.governance()
     v1 = sb.register(0.30)
-    gov.propose(MODEL, v1, SENSOR_IDENTITY)
+    gov.propose(MODEL, v1, SENSOR)
     gov.approve(MODEL, v1, PLATFORM_ADMIN)
     assert sb.store.records()[-2].evidence["role"] == "platform_admin"
 
@@ -199,7 +185,7 @@ def test_platform_admin_may_approve_any_tenant(gov_sandbox):
 def test_reject_records_why_and_drops_challenger(gov_sandbox):
     sb, gov = gov_sandbox, gov_sandbox.governance()
     v1 = sb.register(0.30)
-    gov.propose(MODEL, v1, SENSOR_IDENTITY)
+    gov.propose(MODEL, v1, SENSOR)
     gov.reject(MODEL, v1, APPROVER, "calibration drifted on the holdout week")
     assert aliases(sb) == {}
     mv = sb.mlflow.client().get_model_version(MODEL, str(v1))
@@ -213,7 +199,7 @@ def test_rollback_moves_champion_back_to_previous(gov_sandbox):
     sb, gov = gov_sandbox, gov_sandbox.governance()
     v1, v2 = sb.register(0.30), sb.register(0.40)
     for v in (v1, v2):
-        gov.propose(MODEL, v, SENSOR_IDENTITY)
+        gov.propose(MODEL, v, SENSOR)
         gov.approve(MODEL, v, APPROVER)
     with pytest.raises(Refused, match="role-required: vera@payments.example has role viewer"):
         gov.rollback(MODEL, VIEWER, "oops")
@@ -229,9 +215,9 @@ def test_rollback_moves_champion_back_to_previous(gov_sandbox):
 def test_proposing_twice_is_a_no_op(gov_sandbox):
     sb, gov = gov_sandbox, gov_sandbox.governance()
     v1 = sb.register(0.30)
-    gov.propose(MODEL, v1, SENSOR_IDENTITY)
+    gov.propose(MODEL, v1, SENSOR)
     before = len(sb.store.records())
-    out = gov.propose(MODEL, v1, SENSOR_IDENTITY)
+    out = gov.propose(MODEL, v1, SENSOR)
     assert "already proposed" in out.message
     assert len(sb.store.records()) == before
 
@@ -241,14 +227,14 @@ def test_people_without_an_operator_role_cannot_submit(gov_sandbox):
     v1 = sb.register(0.30)
     with pytest.raises(Refused, match="role-required: vera@payments.example has role viewer"):
         gov.propose(MODEL, v1, VIEWER)
-    assert sb.store.verify() == (1, None)
+    assert sb.store.verify().checked == 1 and sb.store.verify().first is None
 
 
 def test_a_refusal_midway_undoes_the_action_and_keeps_only_the_refusal(gov_sandbox, monkeypatch):
     """If the champion moved under us (compare-and-set fails), the approval is not kept."""
     sb, gov = gov_sandbox, gov_sandbox.governance()
     v1 = sb.register(0.30)
-    gov.propose(MODEL, v1, SENSOR_IDENTITY)
+    gov.propose(MODEL, v1, SENSOR)
     before = len(sb.store.records())
     monkeypatch.setattr(sb.store, "set_champion", lambda *a, **k: False)
     with pytest.raises(Refused, match="concurrent-change: the champion of payments.fraud_detector"):
@@ -258,4 +244,23 @@ def test_a_refusal_midway_undoes_the_action_and_keeps_only_the_refusal(gov_sandb
     assert sb.store.pending()[0]["version"] == v1
     with sb.store.engine.connect() as conn:
         assert sb.store.approvers(conn, MODEL, v1, "production") == []
-    assert sb.store.verify()[1] is None
+    assert sb.store.verify().first is None
+
+
+def test_evidence_reads_the_sharded_sqlite_event_log(gov_sandbox, instance):
+    """The default local instance: on-disk SQLite, each run's events in its own shard with ids
+    unlike the asset index's, which input event pointers use."""
+    from tests.governance.conftest import Sandbox
+
+    sb = Sandbox(
+        instance, gov_sandbox.mlflow, gov_sandbox.store, gov_sandbox.catalogs,
+        gov_sandbox.deploy_dir, [],
+    )  # fmt: skip
+    gov = sb.governance()
+    for _ in range(2):  # the second run's shard ids overlap the first run's index ids
+        version = sb.register(0.30)
+    out = gov.propose(MODEL, version, SENSOR)
+    assert "awaits 1 production approval(s)" in out.message
+    evidence = sb.store.records()[0].evidence
+    assert evidence["training_set"]["run_id"] == sb.last_run_id
+    assert all(c["passed"] and c["run_id"] == sb.last_run_id for c in evidence["checks"].values())

@@ -14,7 +14,6 @@ import yaml
 from typer.testing import CliRunner
 
 from platform_assets import cli
-from platform_assets.tenancy.location_defs import all_locations
 from platform_assets.sources.component import source_file
 from platform_assets.tenancy.catalog import (
     PlatformConfigError,
@@ -23,6 +22,7 @@ from platform_assets.tenancy.catalog import (
     load_tenant,
 )
 from platform_assets.tenancy.isolation import IsolationError
+from platform_assets.tenancy.location_defs import all_locations
 from platform_assets.tenancy.strict_yaml import MAX_FILE_BYTES
 from tests.platform_sandbox import write_component
 

@@ -1,0 +1,102 @@
+"""The UI gateway in front of the webserver: identity from trusted proxies or ID tokens only, and
+run launches signed with the verified launcher (what the governance jobs then believe)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from starlette.testclient import TestClient
+
+from platform_assets.governance.demo_idp import LocalIdP
+from platform_assets.governance.gateway import IdentityGateway
+from platform_assets.governance.identity import Identity, ProxySettings, job_identity
+from platform_assets.governance.keys import AuditKeys
+
+KEYS = AuditKeys.from_secrets(["gateway test key 0123456789"])
+PROXY = ProxySettings.parse("10.0.0.0/24")
+CONFIG = {"ops": {"roll_back": {"config": {"registered_model": "payments.m", "reason": "x"}}}}
+LAUNCH = {
+    "query": "mutation LaunchRun($executionParams: ExecutionParams!) { launchRun }",
+    "variables": {
+        "executionParams": {
+            "selector": {"jobName": "rollback_model", "repositoryName": "__repository__"},
+            "runConfigData": CONFIG,
+            "executionMetadata": {
+                "tags": [
+                    {"key": "mlplat/launched_by", "value": "raj@ridehail.example"},
+                    {"key": "team", "value": "ridehail"},
+                ]
+            },
+        }
+    },
+}
+
+
+class Recorder:
+    """The webserver's place: records what reaches it."""
+
+    def __init__(self):
+        self.bodies: list[bytes] = []
+
+    async def __call__(self, scope, receive, send):
+        message = await receive()
+        self.bodies.append(message.get("body", b""))
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+
+@pytest.fixture
+def idp(tmp_path) -> LocalIdP:
+    return LocalIdP(tmp_path / "idp")
+
+
+def client(idp, host: str) -> tuple[TestClient, Recorder]:
+    recorder = Recorder()
+    gateway = IdentityGateway(recorder, KEYS, PROXY, idp.settings)
+    return TestClient(gateway, client=(host, 40000)), recorder
+
+
+def test_the_proxy_header_from_an_untrusted_address_is_refused(idp):
+    http, recorder = client(idp, "192.168.1.5")
+    response = http.post("/graphql", json=LAUNCH, headers={"X-Forwarded-Email": "raj@x.example"})
+    assert response.status_code == 403
+    assert response.text == (
+        "refused by rule untrusted-proxy: identity header X-Forwarded-Email came from "
+        "192.168.1.5, which is not a trusted proxy (MLPLAT_TRUSTED_PROXIES)"
+    )
+    assert recorder.bodies == []
+
+
+def test_no_identity_is_401(idp):
+    http, _ = client(idp, "10.0.0.7")
+    response = http.get("/")
+    assert response.status_code == 401 and "no verified identity" in response.text
+
+
+def test_a_launch_through_the_trusted_proxy_is_signed_with_the_verified_launcher(idp):
+    http, recorder = client(idp, "10.0.0.7")
+    response = http.post(
+        "/graphql", json=LAUNCH, headers={"X-Forwarded-Email": "rita@ridehail.example"}
+    )
+    assert response.status_code == 200
+    sent = json.loads(recorder.bodies[0])["variables"]["executionParams"]["executionMetadata"]
+    tags = {t["key"]: t["value"] for t in sent["tags"]}
+    assert tags["mlplat/launched_by"] == "rita@ridehail.example"  # the client's claim is gone
+    assert tags["mlplat/identity"] == "proxy" and tags["team"] == "ridehail"
+    assert job_identity(KEYS, tags, "rollback_model", CONFIG, "") == Identity(
+        "rita@ridehail.example", "proxy"
+    )
+
+
+def test_a_bearer_id_token_is_verified(idp):
+    http, recorder = client(idp, "172.16.0.9")
+    token = idp.issue("paul@payments.example")
+    ok = http.post("/graphql", json=LAUNCH, headers={"Authorization": f"Bearer {token}"})
+    assert ok.status_code == 200
+    sent = json.loads(recorder.bodies[0])["variables"]["executionParams"]["executionMetadata"]
+    assert {"key": "mlplat/identity", "value": "oidc"} in sent["tags"]
+    expired = idp.issue("paul@payments.example", ttl=-120)
+    refused = http.post("/graphql", json=LAUNCH, headers={"Authorization": f"Bearer {expired}"})
+    assert refused.status_code == 403
+    assert refused.text == "refused by rule invalid-token: ID token rejected: Signature has expired"
