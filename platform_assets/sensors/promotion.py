@@ -188,8 +188,10 @@ def candidates(
     return requests, reasons, new_cursor
 
 
+# The job by name: given the job object, Dagster rebuilds the sensor when it binds the job's
+# resources, which emits a BetaWarning on every load.
 @dg.sensor(
-    job=promote_model,
+    job_name=promote_model.name,
     minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Submit evaluated models that meet their promotion policy for approval.",

@@ -108,9 +108,16 @@ def test_a_check_result_reported_by_hand_does_not_count(gov_sandbox):
     assert leakage["passed"] is False and leakage["run_id"] == sb.last_run_id
 
 
-def test_a_failing_deployment_manifest_refuses_the_approval_and_changes_nothing(gov_sandbox):
+def test_a_failing_deployment_manifest_refuses_the_approval_and_changes_nothing(
+    gov_sandbox, monkeypatch
+):
     """An approval whose deployment failed (`memory_gib: 1e308`) left MLflow's aliases moved,
     the database unchanged and the request pending, with no audit record."""
+    from platform_assets.governance import deploy
+
+    # Team YAML can no longer ask for 1e308 GiB and the platform's caps would cut it anyway
+    # (tests/tenancy); skip the caps so the manifest itself is the invalid thing.
+    monkeypatch.setattr(deploy, "effective_resources", lambda tenant, requested: requested)
     sb = gov_sandbox
     catalogs = {k: copy.copy(v) for k, v in sb.catalogs.items()}
     pay = catalogs["payments"]

@@ -59,9 +59,9 @@ def server(tmp_path_factory):
         if proc.poll() is not None:
             pytest.fail(f"mlflow server exited: {(root / 'server.log').read_text()[-2000:]}")
         try:
-            if requests.get(f"{uri}/health", timeout=2).status_code == 200:
+            if requests.get(f"{uri}/health", timeout=5).status_code == 200:
                 break
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # still starting (a loaded machine)
             time.sleep(1)
     else:
         proc.kill()

@@ -14,6 +14,9 @@ pytestmark = pytest.mark.slow
 
 def test_a_burst_of_1000_evaluations_across_100_models(tmp_path, monkeypatch):
     monkeypatch.setenv("MLPLAT_ENV", "local")
+    # The bench points these at its generated tenants; restored after the test.
+    monkeypatch.delenv("MLPLAT_DEFS_ROOT", raising=False)
+    monkeypatch.delenv("MLPLAT_DATA", raising=False)
     result = run(100, 10, tmp_path)
     assert result["evaluations"] == 1000
     assert result["requests"] == 100
