@@ -7,8 +7,11 @@ semantics are in docs/point_in_time.md. This module must not import dagster: Fea
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import threading
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,7 +29,11 @@ import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from feast.data_source import DataSource
-from feast.errors import FeatureNameCollisionError, SavedDatasetLocationAlreadyExists
+from feast.errors import (
+    FeastError,
+    FeatureNameCollisionError,
+    SavedDatasetLocationAlreadyExists,
+)
 from feast.feature_view import FeatureView
 from feast.infra.offline_stores.file_source import FileSource, SavedDatasetFileStorage
 from feast.infra.offline_stores.offline_store import (
@@ -51,6 +58,7 @@ _ROW = "__asof_row"
 _TS = "__asof_ts"
 _SRC_ROW = "__asof_src_row"
 _KEY = "__asof_key"
+_VIS = "__asof_visible"
 # Widths of the packed BIGINT ASOF key (one bit spare for the sign, one for the probe's
 # all-ones tail); tests lower them to force the scaled, rank and struct encodings.
 _MAX_OFFSET_BITS = 62
@@ -389,6 +397,10 @@ class _ViewPlan:
     ts_sql: str
     created_sql: str | None
     ttl_us: int  # 0 means no lower bound
+    # Entity-less retrieval's start_date: no candidate has an earlier event time.
+    since_us: int | None = None
+    # filter_by_created_timestamp: a candidate must also have been created at or before T.
+    created_cutoff: bool = False
 
 
 def _plan_view(
@@ -397,6 +409,7 @@ def _plan_view(
     feature_refs: list[str],
     entity_columns: list[str],
     full_feature_names: bool,
+    created_cutoff: bool = False,
 ) -> _ViewPlan:
     name = view.projection.name_to_use()
     if view.batch_source is None:
@@ -444,6 +457,8 @@ def _plan_view(
         ts_sql=_timestamp_sql(source, ts_column),
         created_sql=_timestamp_sql(source, created_column) if created_column else None,
         ttl_us=max(0, ttl // timedelta(microseconds=1)),
+        # Feast leaves views without a created column unaffected by the cutoff.
+        created_cutoff=created_cutoff and created_column is not None,
     )
 
 
@@ -595,6 +610,12 @@ def _join_view(
     where = [f"{plan.ts_sql} <= {_timestamp_literal(t_max)}"]
     if plan.ttl_us:
         where.append(f"{plan.ts_sql} >= {_timestamp_literal(t_min - plan.ttl_us)}")
+    if plan.since_us is not None:
+        where.append(f"{plan.ts_sql} >= {_timestamp_literal(plan.since_us)}")
+    if plan.created_cutoff:
+        # A row created after every entity time is visible to none; a null created time is
+        # never known to be at or before T (as in Feast's SQL stores: NULL <= T is not true).
+        where.append(f"{plan.created_sql} <= {_timestamp_literal(t_max)}")
     ts_lo, c_lo, c_hi, rn_max = _source_bounds(con, plan, src)
     semi, params = _key_filter(con, keys, where, rn_max)
     if plan.ttl_us:
@@ -803,15 +824,28 @@ def _asof(
     # the event time (for the TTL test) are decoded from the matched key, and the feature values
     # are read afterwards for the matched rows alone.
     feat_cols = [f"p.{_q(s)} AS __k{i}" for i, (_, s) in enumerate(keys)]
-    feat_cols.append(f"{key.feat} AS {_KEY}")
     on = [f"e.{_q(e)} = f.__k{i}" for i, (e, _) in enumerate(keys)]
-    on.append(f"e.{_KEY} >= f.{_KEY}")
+    entity_cols = [_ROW, *(_q(e) for e, _ in keys)]
+    if plan.created_cutoff:
+        # A row is a candidate for T once both its event time and its created time are <= T,
+        # that is from its visible time max(event, created) on. Per key and in visible-time
+        # order, the running maximum of the ASOF key is the best row visible so far; the ASOF
+        # join on visible time then finds it for each T (peers share the maximum, as the
+        # window's default RANGE frame includes them).
+        visible = f"greatest(epoch_us({plan.ts_sql}), epoch_us({plan.created_sql}))"
+        partition = ", ".join(f"p.{_q(s)}" for _, s in keys)
+        over = f"PARTITION BY {partition} ORDER BY {visible}" if keys else f"ORDER BY {visible}"
+        feat_cols += [f"{visible} AS {_VIS}", f"max({key.feat}) OVER ({over}) AS {_KEY}"]
+        entity_cols.append(f"epoch_us({_TS}) AS {_VIS}")
+        on.append(f"e.{_VIS} >= f.{_VIS}")
+    else:
+        feat_cols.append(f"{key.feat} AS {_KEY}")
+        entity_cols.append(_KEY if key.entity == _KEY else f"{key.entity} AS {_KEY}")
+        on.append(f"e.{_KEY} >= f.{_KEY}")
     if key.decode is not None:
         out = [f"e.{_ROW}", f"f.{_KEY}"]
     else:
         out = [f"e.{_ROW}", f"f.{_KEY}.r", f"epoch_us(f.{_KEY}.t)"]
-    entity_cols = [_ROW, *(_q(e) for e, _ in keys)]
-    entity_cols.append(_KEY if key.entity == _KEY else f"{key.entity} AS {_KEY}")
     sql = (
         f"WITH f AS (SELECT {', '.join(feat_cols)} FROM {src} p {semi} {key.join} "
         f"WHERE {' AND '.join(where)}), "
@@ -925,6 +959,132 @@ def _historical_features(
     return result
 
 
+def _plans(
+    config: RepoConfig,
+    feature_views: list[FeatureView],
+    feature_refs: list[str],
+    entity_columns: list[str],
+    full_feature_names: bool,
+    created_cutoff: bool,
+) -> list[_ViewPlan]:
+    """One plan per view; raises Feast's FeatureNameCollisionError on clashing output names."""
+    plans = [
+        _plan_view(config, fv, feature_refs, entity_columns, full_feature_names, created_cutoff)
+        for fv in feature_views
+    ]
+    seen = set(entity_columns)
+    collisions = []
+    for plan in plans:
+        for output, ref_feature in zip(plan.output_names, plan.source_features, strict=True):
+            if output in seen:
+                collisions.append(f"{plan.name}:{ref_feature}")
+            seen.add(output)
+    if collisions:
+        raise FeatureNameCollisionError(collisions, full_feature_names)
+    return plans
+
+
+def _entityless_retrieval(
+    config: RepoConfig,
+    feature_views: list[FeatureView],
+    feature_refs: list[str],
+    registry: BaseRegistry,
+    project: str,
+    full_feature_names: bool,
+    created_cutoff: bool,
+    start_date: datetime | None,
+    end_date: datetime | None,
+) -> AsofRetrievalJob:
+    """Retrieval without entity rows: per entity with a row in [start, end], its features as
+    of end_date, from rows with event time in [start, end] (see docs/point_in_time.md)."""
+    from feast.utils import compute_non_entity_date_range
+
+    view_names = [fv.projection.name_to_use() for fv in feature_views]
+    # Feast's own defaults: end is now, start is end minus the longest TTL (else 30 days).
+    start, end = compute_non_entity_date_range(feature_views, start_date, end_date)
+    if start > end:
+        raise OfflineStoreInputError(
+            f"entity-less retrieval of feature view(s) {view_names}: start_date "
+            f"{start.isoformat()} is after end_date {end.isoformat()}"
+        )
+    key_sets = {
+        view.projection.name_to_use(): tuple(
+            view.projection.join_key_map.get(c.name, c.name) for c in view.entity_columns
+        )
+        for view in feature_views
+    }
+    keyed = {keys for keys in key_sets.values() if keys}
+    if len(keyed) > 1:
+        raise OfflineStoreInputError(
+            f"entity-less retrieval needs feature views with the same join keys (or none); "
+            f"got {key_sets}"
+        )
+    keys = list(next(iter(keyed), ()))
+    ts_column = DEFAULT_ENTITY_TIMESTAMP
+    if ts_column in keys:
+        raise OfflineStoreInputError(
+            f"entity-less retrieval of feature view(s) {view_names}: a join key is named "
+            f"{ts_column!r}, the entity timestamp column"
+        )
+    plans = _plans(
+        config, feature_views, feature_refs, [*keys, ts_column], full_feature_names, created_cutoff
+    )
+    since_us = _epoch_us(start)
+    plans = [dataclasses.replace(plan, since_us=since_us) for plan in plans]
+    start_us, end_us = since_us, _epoch_us(end)
+
+    def compute() -> pa.Table:
+        entity = _entity_keys_in_range(config, plans, keys, start_us, end_us)
+        stamp = pa.array(np.full(entity.num_rows, end_us), pa.timestamp("us", tz="UTC"))
+        entity = entity.append_column(ts_column, stamp)
+        return _historical_features(config, entity, plans, ts_column, view_names)
+
+    return AsofRetrievalJob(
+        compute=compute,
+        full_feature_names=full_feature_names,
+        on_demand_feature_views=OnDemandFeatureView.get_requested_odfvs(
+            feature_refs, project, registry
+        ),
+        metadata=RetrievalMetadata(
+            features=feature_refs, keys=keys, min_event_timestamp=start, max_event_timestamp=end
+        ),
+        repo_path=config.repo_path,
+    )
+
+
+def _entity_keys_in_range(
+    config: RepoConfig, plans: list[_ViewPlan], keys: list[str], start_us: int, end_us: int
+) -> pa.Table:
+    """The distinct non-null join-key tuples with a row in [start, end] in any keyed view,
+    sorted; one row without columns when no view has join keys."""
+    if not keys:
+        return pa.table({"__asof_one": [0]}).drop_columns(["__asof_one"])
+    parts = []
+    with _connect(config) as con:
+        for i, plan in enumerate(plans):
+            if not plan.source_keys:
+                continue
+            columns = [*plan.source_keys, plan.ts_column]
+            src, _ = plan.source.relation_sql(con, f"source_{i}", columns)
+            by_name = dict(zip(plan.entity_keys, plan.source_keys, strict=True))
+            select = ", ".join(f"{_q(by_name[k])} AS {_q(k)}" for k in keys)
+            not_null = " AND ".join(f"{_q(by_name[k])} IS NOT NULL" for k in keys)
+            parts.append(
+                f"SELECT {select} FROM {src} WHERE {not_null} AND {plan.ts_sql} BETWEEN "
+                f"{_timestamp_literal(start_us)} AND {_timestamp_literal(end_us)}"
+            )
+        order = ", ".join(_q(k) for k in keys)
+        try:
+            return con.sql(
+                f"SELECT DISTINCT * FROM ({' UNION ALL BY NAME '.join(parts)}) ORDER BY {order}"
+            ).to_arrow_table()
+        except duckdb.Error as e:
+            labels = [plan.source.label for plan in plans]
+            raise OfflineStoreInputError(
+                f"entity-less retrieval: reading the join keys of {labels} failed: {e}"
+            ) from e
+
+
 class AsofRetrievalJob(RetrievalJob):
     """A retrieval whose work runs when the result is asked for."""
 
@@ -934,11 +1094,13 @@ class AsofRetrievalJob(RetrievalJob):
         full_feature_names: bool = False,
         on_demand_feature_views: list[OnDemandFeatureView] | None = None,
         metadata: RetrievalMetadata | None = None,
+        repo_path: Path | str | None = None,
     ) -> None:
         self._compute = compute
         self._full_feature_names = full_feature_names
         self._on_demand_feature_views = on_demand_feature_views or []
         self._metadata = metadata
+        self._repo_path = repo_path
 
     @property
     def full_feature_names(self) -> bool:
@@ -964,21 +1126,91 @@ class AsofRetrievalJob(RetrievalJob):
         allow_overwrite: bool = False,
         timeout: int | None = None,
     ) -> None:
+        """Write the result as a saved dataset: to `<uri>` when it ends in `.parquet`, else
+        into the directory `<uri>` as `data.parquet`. Only a destination that is absent, an
+        empty directory, or a saved dataset this store wrote (with `allow_overwrite`) is
+        written; the file replaces the old one in one rename, so nothing is half-written."""
         if not isinstance(storage, SavedDatasetFileStorage):
             raise OfflineStoreInputError(
                 f"AsofOfflineStore persists to SavedDatasetFileStorage only, not "
                 f"{type(storage).__name__}"
             )
-        path = storage.file_options.uri
-        fs, fs_path = _filesystem_and_path(path)
-        if not allow_overwrite and fs.get_file_info(fs_path).type != pafs.FileType.NotFound:
-            raise SavedDatasetLocationAlreadyExists(location=path)
+        uri = storage.file_options.uri
+        if self._repo_path is not None:
+            uri = FileSource.get_uri_for_file_path(Path(self._repo_path), uri)
+        fs, path = _filesystem_and_path(uri)
+        path = path.rstrip("/")
+        is_dir = not path.endswith(".parquet")
+        target = f"{path}/{SAVED_DATASET_FILE}" if is_dir else path
+        state = _destination_state(fs, path, is_dir)
+        if state == "ours" and not allow_overwrite:
+            raise SavedDatasetLocationAlreadyExists(location=uri)
+        if state not in ("ours", "free"):
+            raise SavedDatasetDestinationNotOurs(uri, state)
         table = self.to_arrow(timeout=timeout)
-        pq.write_table(table, fs_path, filesystem=fs)
+        marker = json.dumps({"store": STORE_TYPE, "features": self.metadata.features})
+        metadata = {**(table.schema.metadata or {}), SAVED_DATASET_KEY: marker.encode()}
+        table = table.replace_schema_metadata(metadata)
+        parent = target.rsplit("/", 1)[0] if "/" in target else "."
+        fs.create_dir(parent, recursive=True)
+        tmp = f"{parent}/.{target.rsplit('/', 1)[-1]}.{uuid.uuid4().hex}.tmp"
+        try:
+            pq.write_table(table, tmp, filesystem=fs)
+            fs.move(tmp, target)
+        finally:
+            if fs.get_file_info(tmp).type != pafs.FileType.NotFound:
+                fs.delete_file(tmp)
+
+
+# Saved datasets this store writes carry this key in the parquet key-value metadata; a
+# directory destination holds one file of that name.
+SAVED_DATASET_KEY = b"mlplat.saved_dataset"
+SAVED_DATASET_FILE = "data.parquet"
+
+
+class SavedDatasetDestinationNotOurs(SavedDatasetLocationAlreadyExists, OfflineStoreInputError):
+    """A saved-dataset destination exists and holds something this store did not write."""
+
+    def __init__(self, location: str, reason: str) -> None:
+        FeastError.__init__(
+            self,
+            f"saved dataset destination {location!r} exists and is not a saved dataset written "
+            f"by AsofOfflineStore ({reason}); it was left untouched (allow_overwrite replaces "
+            "only saved datasets this store wrote)",
+        )
+
+
+def _is_ours(fs: pafs.FileSystem, path: str) -> bool:
+    try:
+        metadata = pq.read_schema(path, filesystem=fs).metadata or {}
+    except (OSError, pa.ArrowException):
+        return False
+    return SAVED_DATASET_KEY in metadata
+
+
+def _destination_state(fs: pafs.FileSystem, path: str, is_dir: bool) -> str:
+    """'free', 'ours', or why the destination holds something else."""
+    info = fs.get_file_info(path)
+    if info.type == pafs.FileType.NotFound:
+        return "free"
+    if info.type == pafs.FileType.File:
+        if is_dir:
+            return "a file where the directory destination should be"
+        return "ours" if _is_ours(fs, path) else "a parquet file without the saved-dataset marker"
+    if not is_dir:
+        return "a directory where the file destination should be"
+    entries = sorted(e.base_name for e in fs.get_file_info(pafs.FileSelector(path)))
+    if not entries:
+        return "free"
+    if entries == [SAVED_DATASET_FILE] and _is_ours(fs, f"{path}/{SAVED_DATASET_FILE}"):
+        return "ours"
+    return f"a directory holding {entries[:5]}{' ...' if len(entries) > 5 else ''}"
 
 
 class AsofOfflineStore(OfflineStore):
     """Point-in-time joins with DuckDB ASOF JOIN; see docs/point_in_time.md for the semantics."""
+
+    supports_filter_by_created_timestamp = True
 
     @staticmethod
     def get_historical_features(
@@ -992,32 +1224,32 @@ class AsofOfflineStore(OfflineStore):
         **kwargs: Any,
     ) -> RetrievalJob:
         view_names = [fv.projection.name_to_use() for fv in feature_views]
+        cutoff = bool(kwargs.get("filter_by_created_timestamp"))
+        if entity_df is None:
+            return _entityless_retrieval(
+                config,
+                feature_views,
+                feature_refs,
+                registry,
+                project,
+                full_feature_names,
+                cutoff,
+                kwargs.get("start_date"),
+                kwargs.get("end_date"),
+            )
         if not isinstance(entity_df, pd.DataFrame):
             raise OfflineStoreInputError(
                 f"AsofOfflineStore needs the entity rows as a pandas DataFrame for feature "
-                f"view(s) {view_names}; got {type(entity_df).__name__} (SQL entity queries and "
-                "start/end-date retrieval are not supported)"
+                f"view(s) {view_names}; got {type(entity_df).__name__} (SQL entity queries are "
+                "not supported: the store reads parquet sources only)"
             )
-        if kwargs.get("filter_by_created_timestamp"):
-            raise NotImplementedError("filter_by_created_timestamp is not supported")
         entity = pa.Table.from_pandas(entity_df, preserve_index=False)
         ts_column = _entity_timestamp_column(entity, view_names)
         # Validate everything now so a bad input fails at the call, before any work is done.
         _entity_timestamps(entity, ts_column, view_names)
-        plans = [
-            _plan_view(config, fv, feature_refs, entity.column_names, full_feature_names)
-            for fv in feature_views
-        ]
-        seen: dict[str, str] = {c: "" for c in entity.column_names}
-        collisions = []
-        for plan in plans:
-            for output, ref_feature in zip(plan.output_names, plan.source_features, strict=True):
-                if output in seen:
-                    collisions.append(f"{plan.name}:{ref_feature}")
-                seen[output] = plan.name
-        if collisions:
-            raise FeatureNameCollisionError(collisions, full_feature_names)
-
+        plans = _plans(
+            config, feature_views, feature_refs, entity.column_names, full_feature_names, cutoff
+        )
         # Arrow's min/max skip nulls and take a few ms where pandas' dropna took several.
         ts = entity.column(ts_column)
         bounds = pc.min_max(ts.cast(pa.timestamp("us", ts.type.tz), safe=False))
@@ -1034,6 +1266,7 @@ class AsofOfflineStore(OfflineStore):
                 min_event_timestamp=min_ts,
                 max_event_timestamp=max_ts,
             ),
+            repo_path=config.repo_path,
         )
 
     @staticmethod

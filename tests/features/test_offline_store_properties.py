@@ -98,8 +98,9 @@ def write_source(root: Path, spec: ViewSpec, rows: list[Row]) -> None:
     pq.write_table(pa.table(columns), root / f"{spec.name}.parquet")
 
 
-def reference(spec: ViewSpec, rows: list[Row], entity: tuple) -> int | None:
-    """Brute force: same keys, ts <= T, ts >= T - TTL when TTL > 0, then the max tie-break."""
+def reference(spec: ViewSpec, rows: list[Row], entity: tuple, cutoff: bool = False) -> int | None:
+    """Brute force: same keys, ts <= T, ts >= T - TTL when TTL > 0, created <= T with the
+    created-time cutoff (when the view has a created column), then the max tie-break."""
     driver, city, when = entity
     wanted = {"driver_id": driver, "city": city}
     if any(wanted[k] is None for k in spec.keys):
@@ -111,6 +112,8 @@ def reference(spec: ViewSpec, rows: list[Row], entity: tuple) -> int | None:
         if any(have[k] != wanted[k] for k in spec.keys) or ts > when:
             continue
         if spec.ttl and ts < when - spec.ttl:
+            continue
+        if cutoff and spec.has_created and (created is None or T0 + created * SLOT > when):
             continue
         created_rank = (created is not None, created or 0) if spec.has_created else (False, 0)
         rank = (ts, created_rank, index)
@@ -143,9 +146,15 @@ entity_rows = st.lists(
     entity_spec=entity_rows,
     aware=st.booleans(),
     encoding=st.sampled_from(["offset", "scaled", "scaled-from-2-rows", "rank", "struct"]),
+    cutoff=st.booleans(),
 )
 def test_store_matches_brute_force_reference(
-    store: tuple[FeatureStore, Path], data: tuple, entity_spec: list, aware: bool, encoding: str
+    store: tuple[FeatureStore, Path],
+    data: tuple,
+    entity_spec: list,
+    aware: bool,
+    encoding: str,
+    cutoff: bool,
 ) -> None:
     feature_store, root = store
     for spec, rows in zip(VIEWS, data, strict=True):
@@ -182,12 +191,13 @@ def test_store_matches_brute_force_reference(
             entity_df=entity_df,
             features=[f"{spec.name}:value" for spec in VIEWS],
             full_feature_names=True,
+            filter_by_created_timestamp=cutoff,
         ).to_arrow()
     assert out.num_rows == len(entity)
     assert out.column("driver_id").to_pylist() == [e[0] for e in entity]
     assert out.column("city").to_pylist() == [e[1] for e in entity]
     for spec, rows in zip(VIEWS, data, strict=True):
-        expected = [reference(spec, rows, e) for e in entity]
+        expected = [reference(spec, rows, e, cutoff) for e in entity]
         assert out.column(f"{spec.name}__value").to_pylist() == expected, spec.name
 
 
@@ -221,3 +231,30 @@ def test_pull_latest_matches_brute_force(
         if any(r[0] == driver for r in masked):
             expected[driver] = reference(latest_spec, masked, (driver, None, end))
     assert got == expected
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    rows=feature_rows,
+    start=st.integers(-1, 5),
+    length=st.integers(0, 5),
+    cutoff=st.booleans(),
+)
+def test_entityless_retrieval_matches_brute_force(
+    store: tuple[FeatureStore, Path], rows: list[Row], start: int, length: int, cutoff: bool
+) -> None:
+    feature_store, root = store
+    spec = VIEWS[0]
+    write_source(root, spec, rows)
+    begin, end = T0 + start * SLOT, T0 + (start + length) * SLOT
+    out = feature_store.get_historical_features(
+        features=["a:value"], start_date=begin, end_date=end, filter_by_created_timestamp=cutoff
+    ).to_arrow()
+    # Every driver with a row in [start, end], sorted, each with its value as of end from
+    # the rows in range (a row before start is replaced by one that never matches).
+    drivers = sorted({r[0] for r in rows if begin <= T0 + r[2] * SLOT <= end})
+    in_range = [r if T0 + r[2] * SLOT >= begin else (-1, -1, 0, None, None) for r in rows]
+    assert out.column("driver_id").to_pylist() == drivers
+    expected = [reference(spec, in_range, (d, None, end), cutoff) for d in drivers]
+    assert out.column("value").to_pylist() == expected
+    assert set(out.column("event_timestamp").to_pylist()) <= {end.replace(tzinfo=UTC)}
