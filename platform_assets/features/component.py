@@ -62,7 +62,7 @@ def compute_feature_table(
     con.register("computed", relation)
     return con.sql(
         f'select {keys}, {casts}, cast("{spec.timestamp_field}" as timestamp) '
-        f'as "{spec.timestamp_feature}" from computed order by {keys}'
+        f'as "{spec.timestamp_feature}" from computed'
     ).df()
 
 
@@ -104,12 +104,16 @@ def feature_assets(catalog: TenantCatalog, spec: FeatureSetSpec) -> list[dg.Asse
             df = compute_feature_table(spec, sources, str(where))
             import pyarrow as pa
 
-            path = lake.write(
-                tenant.name,
-                "features",
-                spec.name,
+            from platform_assets.features.offline_store import layout_for_join
+
+            # Sorted by key and event time, and marked so, for the store's sort-free join.
+            table = layout_for_join(
                 pa.Table.from_pandas(df, preserve_index=False),
+                [spec.entity.join_key],
+                spec.timestamp_field,
+                spec.created_timestamp_field,
             )
+            path = lake.write(tenant.name, "features", spec.name, table)
             entity, view = feature_view(tenant.name, tenant.owners[0], spec, str(path))
             feast.store(tenant.name).apply([entity, view])
             quality = expectation_check(df, spec.expectations, f"{tenant.name}_{spec.name}")

@@ -130,6 +130,9 @@ class _Source:
     uri: str
     local_file: str | None  # scanned natively by DuckDB when set
     schema: pa.Schema
+    # The columns the file says it is sorted by (LAYOUT_KEY in its key-value metadata);
+    # a claim the join checks before relying on it.
+    sorted_by: tuple[str, ...] = ()
 
     def relation_sql(
         self, con: duckdb.DuckDBPyConnection, name: str, columns: list[str]
@@ -254,7 +257,7 @@ def _open_source(config: RepoConfig, data_source: DataSource, what: str) -> _Sou
                 raise OfflineStoreInputError(
                     f"{label}: the source file is not readable parquet ({e})"
                 ) from e
-            return _Source(label, uri, local, schema)
+            return _Source(label, uri, local, schema, _sorted_by(schema))
     try:
         fs, path = _filesystem_and_path(uri)
         if fs.get_file_info(path).type == pafs.FileType.NotFound:
@@ -265,6 +268,55 @@ def _open_source(config: RepoConfig, data_source: DataSource, what: str) -> _Sou
             f"{label}: the source file is not readable parquet ({e})"
         ) from e
     return _Source(label, uri, None, schema)
+
+
+# Key-value metadata key of a feature table laid out for the join: JSON {"sorted_by": [...]}.
+LAYOUT_KEY = b"mlplat.layout"
+# Rows per row group of a feature table the platform writes: small enough that a retrieval
+# of a few keys reads a few groups (the groups hold key ranges), large enough to scan fast.
+LAYOUT_ROW_GROUP_ROWS = 256 * 1024
+
+
+def _sorted_by(schema: pa.Schema) -> tuple[str, ...]:
+    raw = (schema.metadata or {}).get(LAYOUT_KEY)
+    if raw is None:
+        return ()
+    try:
+        columns = json.loads(raw)["sorted_by"]
+    except (ValueError, KeyError, TypeError):
+        return ()
+    return tuple(c for c in columns if isinstance(c, str))
+
+
+def layout_for_join(
+    table: pa.Table, join_keys: list[str], timestamp: str, created: str | None = None
+) -> pa.Table:
+    """`table` sorted for the point-in-time join and marked so in its schema metadata.
+
+    Rows are ordered by join keys, event time, created time (nulls first, as a null created
+    time loses every tie) and, within equal values, kept in their original order (Arrow's
+    sort is stable), so the last row of a tie is still the one the tie-break picks.
+    """
+    by = [*join_keys, timestamp, *([created] if created else [])]
+    order = pc.sort_indices(table, sort_keys=[(c, "ascending", "at_start") for c in by])
+    ordered = table.take(order)
+    metadata = {**(table.schema.metadata or {}), LAYOUT_KEY: json.dumps({"sorted_by": by}).encode()}
+    return ordered.replace_schema_metadata(metadata)
+
+
+def write_feature_table(
+    table: pa.Table,
+    where: str | Path,
+    join_keys: list[str],
+    timestamp: str,
+    created: str | None = None,
+    row_group_rows: int = LAYOUT_ROW_GROUP_ROWS,
+) -> None:
+    """Write a feature table laid out for the join (see `layout_for_join`) to parquet."""
+    ordered = layout_for_join(table, join_keys, timestamp, created)
+    by = _sorted_by(ordered.schema)
+    sorting = [pq.SortingColumn(ordered.schema.get_field_index(c), nulls_first=True) for c in by]
+    pq.write_table(ordered, where, row_group_size=row_group_rows, sorting_columns=sorting)
 
 
 def _require_columns(source: _Source, columns: list[str]) -> None:
@@ -600,6 +652,9 @@ def _join_view(
     entity side probes with the largest tie-breakers, so the ASOF match is the latest event time
     <= T and, among equal times, the latest created time, then the last source row.
     """
+    sorted_match = _sorted_match(plan, entity)
+    if sorted_match is not None:
+        return _features(plan, None, sorted_match)
     columns = [*plan.source_keys, *plan.source_features, plan.ts_column]
     if plan.created_column:
         columns.append(plan.created_column)
@@ -662,6 +717,148 @@ def _join_view(
             return _features(plan, table, match)
     key = _exact_key(con, entity, filtered, params, ts_us, created, t_max, rn_bits, plan.ts_sql)
     return _features(plan, table, _asof(con, plan, entity, src, semi, where, params, keys, key))
+
+
+def _sorted_match(plan: _ViewPlan, entity: _Entity) -> _Match | None:
+    """The join without a sort, for a local file laid out for it (`layout_for_join`): rows
+    of one key contiguous and ordered by event time, created time, then file order.
+
+    The layout is a claim in the file's metadata, so it is checked (O(n), on the columns the
+    join reads anyway) and None returned, for the general join to answer, when it does not
+    hold or the view needs what this path lacks (several join keys, the created-time cutoff).
+    The match is then a binary search per entity row over (key group, event time).
+    """
+    source = plan.source
+    need = (
+        *plan.source_keys,
+        plan.ts_column,
+        *([plan.created_column] if plan.created_column else []),
+    )
+    if (
+        source.local_file is None
+        or len(plan.source_keys) != 1
+        or plan.created_cutoff
+        or source.sorted_by[: len(need)] != need
+    ):
+        return None
+    key_column = plan.source_keys[0]
+    entity_keys = entity.table.column(plan.entity_keys[0])
+    if entity_keys.type != source.schema.field(key_column).type:
+        return None  # the general join applies DuckDB's casts (and its errors)
+    parquet = pq.ParquetFile(source.local_file)
+    meta = parquet.metadata
+    sizes = np.array([meta.row_group(g).num_rows for g in range(meta.num_row_groups)], np.int64)
+    starts = np.cumsum(sizes) - sizes
+    groups = _groups_in_key_range(meta, key_column, entity_keys)
+    if not groups:
+        return _Match(
+            np.zeros(entity.table.num_rows, np.int64), np.zeros(entity.table.num_rows, bool)
+        )
+    read = parquet.read_row_groups(groups, columns=[key_column, plan.ts_column])
+    keys = read.column(0).combine_chunks()
+    ts = read.column(1).combine_chunks()
+    if ts.null_count:
+        return None
+    ts_us = ts.cast(pa.timestamp(ts.type.unit)).cast(pa.timestamp("us"), safe=False)
+    ts_us = ts_us.cast(pa.int64()).to_numpy()
+    # Null keys sort first; they never match, so the search runs over the rest.
+    nulls = keys.null_count
+    if nulls and keys.slice(0, nulls).null_count != nulls:
+        return None
+    keys, ts_us, skip = keys.slice(nulls), ts_us[nulls:], nulls
+    n = len(keys)
+    if n == 0:
+        return _Match(
+            np.zeros(entity.table.num_rows, np.int64), np.zeros(entity.table.num_rows, bool)
+        )
+    if pa.types.is_integer(keys.type):
+        k = keys.to_numpy()
+        new_key = k[1:] != k[:-1]
+    else:
+        new_key = pc.not_equal(keys.slice(1), keys.slice(0, n - 1)).to_numpy(zero_copy_only=False)
+    step_back = np.diff(ts_us)
+    if np.any((step_back < 0) & ~new_key):
+        return None  # event times not ordered within a key
+    group_start = np.flatnonzero(np.concatenate(([True], new_key)))
+    distinct = keys.take(pa.array(group_start))
+    if len(pc.unique(distinct)) != len(distinct):
+        return None  # a key's rows are not contiguous
+    if plan.created_column is not None:
+        tie = np.flatnonzero((step_back == 0) & ~new_key)
+        if len(tie) and not _created_ordered(parquet, groups, plan.created_column, skip, tie):
+            return None
+    # Packed (group, event time) key, ascending in file order: time offsets in microseconds
+    # (slot 0 stands for "before every row"), in units of the common step if that is needed.
+    base = int(ts_us.min())
+    step = 1
+    span = int(ts_us.max()) - base + 2
+    n_groups = len(group_start)
+    if _bit_length(n_groups) + _bit_length(span) > 62:
+        step = int(np.gcd.reduce(ts_us - base)) or 1
+        span = (int(ts_us.max()) - base) // step + 2
+        if _bit_length(n_groups) + _bit_length(span) > 62:
+            return None
+    group = np.cumsum(np.concatenate(([0], new_key)), dtype=np.int64)
+    packed = group * span + (ts_us - base) // step + 1
+    # Entity side: the key's group, and the slot of the latest event time <= T.
+    found_group = pc.index_in(entity_keys, value_set=distinct, skip_nulls=True)
+    valid = found_group.is_valid().to_numpy(zero_copy_only=False) & entity.ts_valid
+    g = found_group.fill_null(0).to_numpy().astype(np.int64)
+    slot = np.clip(np.floor_divide(entity.ts_us - base, step) + 1, 0, span - 1)
+    at = np.searchsorted(packed, g * span + slot, side="right") - 1
+    valid &= at >= group_start[g]
+    at = np.where(valid, at, 0)
+    event_us = ts_us[at]
+    if plan.ttl_us:
+        valid &= event_us >= entity.ts_us - plan.ttl_us
+    if plan.since_us is not None:
+        valid &= event_us >= plan.since_us
+    # Positions in the rows read -> row numbers in the file.
+    read_starts = np.cumsum(sizes[groups]) - sizes[groups]
+    position = at + skip
+    in_group = np.searchsorted(read_starts, position, side="right") - 1
+    rows = starts[np.asarray(groups)[in_group]] + position - read_starts[in_group]
+    return _Match(rows.astype(np.int64), valid)
+
+
+def _groups_in_key_range(
+    meta: pq.FileMetaData, key_column: str, entity_keys: pa.Array
+) -> list[int]:
+    """Row groups whose key statistics overlap the entity keys' range (all without stats)."""
+    every = list(range(meta.num_row_groups))
+    bounds = pc.min_max(entity_keys)
+    low, high = bounds["min"].as_py(), bounds["max"].as_py()
+    if low is None:
+        return []
+    names = [meta.schema.column(i).path for i in range(meta.num_columns)]
+    if key_column not in names:
+        return every
+    index = names.index(key_column)
+    kept = []
+    for g in every:
+        stats = meta.row_group(g).column(index).statistics
+        if stats is None or not stats.has_min_max:
+            kept.append(g)
+        elif not (stats.max < low or stats.min > high):
+            kept.append(g)
+    return kept
+
+
+def _created_ordered(
+    parquet: pq.ParquetFile, groups: list[int], column: str, skip: int, tie: np.ndarray
+) -> bool:
+    """Whether created times rise (nulls first) across each tie on (key, event time)."""
+    created = parquet.read_row_groups(groups, columns=[column]).column(0).combine_chunks()
+    created = created.slice(skip)
+    as_us = created.cast(pa.timestamp(created.type.unit)).cast(pa.timestamp("us"), safe=False)
+    valid = as_us.is_valid().to_numpy(zero_copy_only=False)
+    c = as_us.cast(pa.int64()).fill_null(0).to_numpy()
+    before, after = tie, tie + 1
+    # A non-null before a null, or a later created time before an earlier one, breaks it.
+    broken = (valid[before] & ~valid[after]) | (
+        valid[before] & valid[after] & (c[after] < c[before])
+    )
+    return not broken.any()
 
 
 def _features(plan: _ViewPlan, table: pa.Table | None, match: _Match) -> pa.Table:

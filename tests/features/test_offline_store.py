@@ -490,6 +490,51 @@ def test_helper_yaml_selects_the_store(repo: Repo) -> None:
     assert repo.store.config.online_store.type == "sqlite"
 
 
+# ---- layout for the join ----------------------------------------------------------------------
+
+
+def test_feature_table_written_for_the_join_is_sorted_marked_and_row_grouped(
+    repo: Repo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 10 drivers x 50 rows, written shuffled; the writer sorts by (driver, event, created).
+    data = rows(*[(k % 10, (k * 7) % 50, (k * 3) % 4, k) for k in range(500)])
+    data = data.sample(frac=1.0, random_state=1).reset_index(drop=True)
+    path = repo.root / "stats.parquet"
+    table = pa.Table.from_pandas(data, preserve_index=False)
+    offline_store.write_feature_table(
+        table, path, ["driver_id"], "event_timestamp", "created", row_group_rows=50
+    )
+    written = pq.ParquetFile(path)
+    assert written.metadata.num_row_groups == 10
+    assert written.schema_arrow.metadata[offline_store.LAYOUT_KEY] == (
+        b'{"sorted_by": ["driver_id", "event_timestamp", "created"]}'
+    )
+    assert [c.column_index for c in written.metadata.row_group(0).sorting_columns] == [0, 1, 2]
+    back = written.read().to_pandas()
+    assert back.equals(back.sort_values(["driver_id", "event_timestamp", "created"], kind="stable"))
+    repo.view(None, path=str(path))
+    groups_read: list[list[int]] = []
+    real = offline_store._groups_in_key_range
+
+    def spy(*args):
+        groups_read.append(real(*args))
+        return groups_read[-1]
+
+    monkeypatch.setattr(offline_store, "_groups_in_key_range", spy)
+    entity_df = entities((3, 20), (4, 49.5), (3, 0))
+    out = repo.get(entity_df, ["stats:value"])
+    # Only the two drivers' row groups are read for the join (drivers 3 and 4 are groups 3, 4).
+    assert groups_read == [[3, 4]]
+    # The latest (event, created) within the 1-day TTL; a tie goes to the last row of the file.
+    expected = []
+    for d, h in ((3, 20), (4, 49.5), (3, 0)):
+        window = back["event_timestamp"].between(at(h) - timedelta(days=1), at(h))
+        candidates = back[(back.driver_id == d) & window]
+        expected.append(candidates["value"].iloc[-1] if len(candidates) else None)
+    assert values(out) == expected
+    assert expected[2] is None and None not in expected[:2]
+
+
 # ---- filter_by_created_timestamp -------------------------------------------------------------
 
 
