@@ -777,31 +777,33 @@ def _sorted_match(plan: _ViewPlan, entity: _Entity) -> _Match | None:
         new_key = k[1:] != k[:-1]
     else:
         new_key = pc.not_equal(keys.slice(1), keys.slice(0, n - 1)).to_numpy(zero_copy_only=False)
-    step_back = np.diff(ts_us)
-    if np.any((step_back < 0) & ~new_key):
-        return None  # event times not ordered within a key
     group_start = np.flatnonzero(np.concatenate(([True], new_key)))
     distinct = keys.take(pa.array(group_start))
     if len(pc.unique(distinct)) != len(distinct):
         return None  # a key's rows are not contiguous
+    # Packed (group, event time) key: time offsets in microseconds, or in units of their
+    # common step when that is needed to fit; slot 0 stands for "before every row". The
+    # group grows by one at each new key, so the file is in (key, event time) order exactly
+    # when the packed keys never decrease.
+    base, top = int(ts_us.min()), int(ts_us.max())
+    step, span = 1, top - base + 2
+    if _bit_length(len(group_start)) + _bit_length(span) > 62:
+        step = int(np.gcd.reduce(ts_us - base)) or 1
+        span = (top - base) // step + 2
+        if _bit_length(len(group_start)) + _bit_length(span) > 62:
+            return None
+    packed = np.cumsum(np.concatenate(([0], new_key)), dtype=np.int64)
+    packed *= span
+    packed += (ts_us - base) // step + 1 if step > 1 else ts_us - (base - 1)
+    rise = np.diff(packed)
+    if (rise < 0).any():
+        return None  # event times not ordered within a key
     if plan.created_column is not None:
-        tie = np.flatnonzero((step_back == 0) & ~new_key)
+        tie = np.flatnonzero(rise == 0)
         created = read.column(2).combine_chunks().slice(skip)
         if len(tie) and not _created_ordered(created, tie):
             return None
-    # Packed (group, event time) key, ascending in file order: time offsets in microseconds
-    # (slot 0 stands for "before every row"), in units of the common step if that is needed.
-    base = int(ts_us.min())
-    step = 1
-    span = int(ts_us.max()) - base + 2
-    n_groups = len(group_start)
-    if _bit_length(n_groups) + _bit_length(span) > 62:
-        step = int(np.gcd.reduce(ts_us - base)) or 1
-        span = (int(ts_us.max()) - base) // step + 2
-        if _bit_length(n_groups) + _bit_length(span) > 62:
-            return None
-    group = np.cumsum(np.concatenate(([0], new_key)), dtype=np.int64)
-    packed = group * span + (ts_us - base) // step + 1
+    del rise, new_key
     # Entity side: the key's group, and the slot of the latest event time <= T.
     found_group = pc.index_in(entity_keys, value_set=distinct, skip_nulls=True)
     valid = found_group.is_valid().to_numpy(zero_copy_only=False) & entity.ts_valid
@@ -810,7 +812,7 @@ def _sorted_match(plan: _ViewPlan, entity: _Entity) -> _Match | None:
     probe = g * span + slot
     # Probes in ascending order make the search walk the array forward (several times faster
     # than random probes into a large array); the argsort costs much less than it saves.
-    order = np.argsort(probe, kind="stable")
+    order = np.argsort(probe)
     at = np.empty_like(probe)
     at[order] = np.searchsorted(packed, probe[order], side="right") - 1
     valid &= at >= group_start[g]
@@ -821,11 +823,13 @@ def _sorted_match(plan: _ViewPlan, entity: _Entity) -> _Match | None:
     if plan.since_us is not None:
         valid &= event_us >= plan.since_us
     # Positions in the rows read -> row numbers in the file.
-    read_starts = np.cumsum(sizes[groups]) - sizes[groups]
     position = at + skip
+    if len(groups) == len(sizes):
+        return _Match(position, valid)
+    read_starts = np.cumsum(sizes[groups]) - sizes[groups]
     in_group = np.searchsorted(read_starts, position, side="right") - 1
     rows = starts[np.asarray(groups)[in_group]] + position - read_starts[in_group]
-    return _Match(rows.astype(np.int64), valid)
+    return _Match(rows, valid)
 
 
 def _groups_in_key_range(
@@ -855,6 +859,9 @@ def _created_ordered(created: pa.Array, tie: np.ndarray) -> bool:
     """Whether created times rise (nulls first) across each tie on (key, event time): from
     row `tie[i]` to the next."""
     as_us = created.cast(pa.timestamp(created.type.unit)).cast(pa.timestamp("us"), safe=False)
+    if as_us.null_count == 0:
+        c = as_us.cast(pa.int64()).to_numpy()
+        return not (c[tie + 1] < c[tie]).any()
     valid = as_us.is_valid().to_numpy(zero_copy_only=False)
     c = as_us.cast(pa.int64()).fill_null(0).to_numpy()
     before, after = tie, tie + 1
