@@ -15,7 +15,11 @@ if TYPE_CHECKING:
 
 
 class MlflowResource(dg.ConfigurableResource):
-    """Where runs and registered models live. Registered model names are `<tenant>.<model>`."""
+    """Where runs and registered models live. Registered model names are `<tenant>.<model>`.
+
+    `artifact_root` is a local folder or any URI MLflow stores artifacts at (`s3://bucket/...`,
+    whose endpoint MLflow takes from `MLFLOW_S3_ENDPOINT_URL` or `AWS_ENDPOINT_URL`).
+    """
 
     tracking_uri: str
     artifact_root: str
@@ -54,10 +58,14 @@ class MlflowResource(dg.ConfigurableResource):
         experiment = client.get_experiment_by_name(name)
         if experiment is not None:
             return experiment.experiment_id
-        Path(self.artifact_root).mkdir(parents=True, exist_ok=True)
-        return client.create_experiment(
-            name, artifact_location=f"{Path(self.artifact_root).resolve().as_uri()}/{name}"
-        )
+        return client.create_experiment(name, artifact_location=self.artifact_location(name))
+
+    def artifact_location(self, experiment: str) -> str:
+        if "://" in self.artifact_root and not self.artifact_root.startswith("file://"):
+            return f"{self.artifact_root.rstrip('/')}/{experiment}"
+        root = Path(self.artifact_root.removeprefix("file://"))
+        root.mkdir(parents=True, exist_ok=True)
+        return f"{root.resolve().as_uri()}/{experiment}"
 
     @contextmanager
     def run(self, context: dg.AssetExecutionContext, experiment: str, tags: dict[str, str]):
