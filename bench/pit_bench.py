@@ -243,7 +243,9 @@ def _retrieval(engine: str, directory: Path, views: int):
 
             # A guard for the shared machine: Feast's range join holds every entity row's
             # candidates at once (many GiB at ~300 rows per key); DuckDB spills beyond this.
-            ibis.get_backend().raw_sql(f"SET memory_limit = '{FEAST_DUCKDB_MEMORY}'")
+            backend = ibis.get_backend()
+            backend.raw_sql(f"SET memory_limit = '{FEAST_DUCKDB_MEMORY}'")
+            backend.raw_sql(f"SET temp_directory = '{RESULTS / 'duckdb_spill'}'")
         store = FeatureStore(repo_path=str(_feast_repo(directory, engine, views)))
         refs = [f"driver_stats_{v}:{f}" for v in range(views) for f in FEATURES]
 
@@ -331,7 +333,7 @@ def table(title: str, results: list[dict], unit: str = "rows matched") -> str:
     lines = [
         title,
         "",
-        "| engine | wall median (s) | runs | ours / it | it / raw DuckDB | peak RSS (GiB) "
+        "| engine | wall median (s) | runs | time / ours | time / raw DuckDB | peak RSS (GiB) "
         f"| {unit} |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
@@ -340,7 +342,7 @@ def table(title: str, results: list[dict], unit: str = "rows matched") -> str:
             lines.append(f"| {r['engine']} | {r['error']} | | | | | |")
             continue
         wall = walls[r["engine"]]
-        ours = f"{base / wall:.2f}x" if base else ""
+        ours = f"{wall / base:.2f}x" if base else ""
         to_raw = f"{wall / raw:.2f}x" if raw else ""
         lines.append(
             f"| {r['engine']} | {wall:.3f} | {len(r['times_s'])} | {ours} | {to_raw} | "

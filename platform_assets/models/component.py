@@ -130,7 +130,8 @@ def model_assets(catalog: TenantCatalog, spec: ModelSpec) -> list[dg.AssetsDefin
                 labels=labels,
                 test_fraction=spec.split.test_fraction,
                 service=service,
-                views=read,
+                # As registered (with the entity columns Feast infers on apply).
+                views=[(o, e, store.get_feature_view(v.name), t) for o, e, v, t in read],
                 label_source_version=labels_snapshot.version,
                 entity_df=entity_df,
                 training_set=table,
