@@ -71,7 +71,7 @@ def compute_feature_table(
     try:
         return con.sql(
             f'select {keys}, {casts}, cast("{spec.timestamp_field}" as timestamp) '
-            f'as "{spec.timestamp_feature}" from computed order by {keys}'
+            f'as "{spec.timestamp_feature}" from computed'
         ).df()
     except duckdb.Error as exc:
         raise refuse(f"DuckDB failed running the SQL: {exc}") from exc
@@ -142,16 +142,19 @@ def feature_assets(catalog: TenantCatalog, spec: FeatureSetSpec) -> list[dg.Asse
         with meter(tenant.name, tenant.resources) as usage:
             import pyarrow as pa
 
+            from platform_assets.features.offline_store import layout_for_join
+
             # The platform reads the declared sources, from this tenant's prefix only.
             sources = {s: lake.read(tenant.name, "sources", s) for s in spec.sources}
             df = compute_feature_table(spec, sources, str(where), tenant.name)
-
-            snapshot = lake.write(
-                tenant.name,
-                "features",
-                spec.name,
+            # Sorted by key and event time, and marked so, for the store's sort-free join.
+            table = layout_for_join(
                 pa.Table.from_pandas(df, preserve_index=False),
+                [spec.entity.join_key],
+                spec.timestamp_field,
+                spec.created_timestamp_field,
             )
+            snapshot = lake.write(tenant.name, "features", spec.name, table)
             entity, view = feature_view(
                 tenant.name, tenant.owners[0], spec, snapshot.uri, lake.s3_endpoint()
             )

@@ -7,8 +7,11 @@ semantics are in docs/point_in_time.md. This module must not import dagster: Fea
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import threading
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,7 +29,11 @@ import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from feast.data_source import DataSource
-from feast.errors import FeatureNameCollisionError, SavedDatasetLocationAlreadyExists
+from feast.errors import (
+    FeastError,
+    FeatureNameCollisionError,
+    SavedDatasetLocationAlreadyExists,
+)
 from feast.feature_view import FeatureView
 from feast.infra.offline_stores.file_source import FileSource, SavedDatasetFileStorage
 from feast.infra.offline_stores.offline_store import (
@@ -51,6 +58,7 @@ _ROW = "__asof_row"
 _TS = "__asof_ts"
 _SRC_ROW = "__asof_src_row"
 _KEY = "__asof_key"
+_VIS = "__asof_visible"
 # Widths of the packed BIGINT ASOF key (one bit spare for the sign, one for the probe's
 # all-ones tail); tests lower them to force the scaled, rank and struct encodings.
 _MAX_OFFSET_BITS = 62
@@ -122,6 +130,9 @@ class _Source:
     uri: str
     local_file: str | None  # scanned natively by DuckDB when set
     schema: pa.Schema
+    # The columns the file says it is sorted by (LAYOUT_KEY in its key-value metadata);
+    # a claim the join checks before relying on it.
+    sorted_by: tuple[str, ...] = ()
 
     def relation_sql(
         self, con: duckdb.DuckDBPyConnection, name: str, columns: list[str]
@@ -252,7 +263,7 @@ def _open_source(config: RepoConfig, data_source: DataSource, what: str) -> _Sou
                 raise OfflineStoreInputError(
                     f"{label}: the source file is not readable parquet ({e})"
                 ) from e
-            return _Source(label, uri, local, schema)
+            return _Source(label, uri, local, schema, _sorted_by(schema))
     try:
         fs, path = _filesystem_and_path(uri)
         if fs.get_file_info(path).type == pafs.FileType.NotFound:
@@ -263,6 +274,55 @@ def _open_source(config: RepoConfig, data_source: DataSource, what: str) -> _Sou
             f"{label}: the source file is not readable parquet ({e})"
         ) from e
     return _Source(label, uri, None, schema)
+
+
+# Key-value metadata key of a feature table laid out for the join: JSON {"sorted_by": [...]}.
+LAYOUT_KEY = b"mlplat.layout"
+# Rows per row group of a feature table the platform writes: small enough that a retrieval
+# of a few keys reads a few groups (the groups hold key ranges), large enough to scan fast.
+LAYOUT_ROW_GROUP_ROWS = 256 * 1024
+
+
+def _sorted_by(schema: pa.Schema) -> tuple[str, ...]:
+    raw = (schema.metadata or {}).get(LAYOUT_KEY)
+    if raw is None:
+        return ()
+    try:
+        columns = json.loads(raw)["sorted_by"]
+    except (ValueError, KeyError, TypeError):
+        return ()
+    return tuple(c for c in columns if isinstance(c, str))
+
+
+def layout_for_join(
+    table: pa.Table, join_keys: list[str], timestamp: str, created: str | None = None
+) -> pa.Table:
+    """`table` sorted for the point-in-time join and marked so in its schema metadata.
+
+    Rows are ordered by join keys, event time, created time (nulls first, as a null created
+    time loses every tie) and, within equal values, kept in their original order (Arrow's
+    sort is stable), so the last row of a tie is still the one the tie-break picks.
+    """
+    by = [*join_keys, timestamp, *([created] if created else [])]
+    order = pc.sort_indices(table, sort_keys=[(c, "ascending", "at_start") for c in by])
+    ordered = table.take(order)
+    metadata = {**(table.schema.metadata or {}), LAYOUT_KEY: json.dumps({"sorted_by": by}).encode()}
+    return ordered.replace_schema_metadata(metadata)
+
+
+def write_feature_table(
+    table: pa.Table,
+    where: str | Path,
+    join_keys: list[str],
+    timestamp: str,
+    created: str | None = None,
+    row_group_rows: int = LAYOUT_ROW_GROUP_ROWS,
+) -> None:
+    """Write a feature table laid out for the join (see `layout_for_join`) to parquet."""
+    ordered = layout_for_join(table, join_keys, timestamp, created)
+    by = _sorted_by(ordered.schema)
+    sorting = [pq.SortingColumn(ordered.schema.get_field_index(c), nulls_first=True) for c in by]
+    pq.write_table(ordered, where, row_group_size=row_group_rows, sorting_columns=sorting)
 
 
 def _require_columns(source: _Source, columns: list[str]) -> None:
@@ -395,6 +455,10 @@ class _ViewPlan:
     ts_sql: str
     created_sql: str | None
     ttl_us: int  # 0 means no lower bound
+    # Entity-less retrieval's start_date: no candidate has an earlier event time.
+    since_us: int | None = None
+    # filter_by_created_timestamp: a candidate must also have been created at or before T.
+    created_cutoff: bool = False
 
 
 def _plan_view(
@@ -403,6 +467,7 @@ def _plan_view(
     feature_refs: list[str],
     entity_columns: list[str],
     full_feature_names: bool,
+    created_cutoff: bool = False,
 ) -> _ViewPlan:
     name = view.projection.name_to_use()
     if view.batch_source is None:
@@ -450,6 +515,8 @@ def _plan_view(
         ts_sql=_timestamp_sql(source, ts_column),
         created_sql=_timestamp_sql(source, created_column) if created_column else None,
         ttl_us=max(0, ttl // timedelta(microseconds=1)),
+        # Feast leaves views without a created column unaffected by the cutoff.
+        created_cutoff=created_cutoff and created_column is not None,
     )
 
 
@@ -591,6 +658,9 @@ def _join_view(
     entity side probes with the largest tie-breakers, so the ASOF match is the latest event time
     <= T and, among equal times, the latest created time, then the last source row.
     """
+    sorted_match = _sorted_match(plan, entity)
+    if sorted_match is not None:
+        return _features(plan, None, sorted_match)
     columns = [*plan.source_keys, *plan.source_features, plan.ts_column]
     if plan.created_column:
         columns.append(plan.created_column)
@@ -601,6 +671,12 @@ def _join_view(
     where = [f"{plan.ts_sql} <= {_timestamp_literal(t_max)}"]
     if plan.ttl_us:
         where.append(f"{plan.ts_sql} >= {_timestamp_literal(t_min - plan.ttl_us)}")
+    if plan.since_us is not None:
+        where.append(f"{plan.ts_sql} >= {_timestamp_literal(plan.since_us)}")
+    if plan.created_cutoff:
+        # A row created after every entity time is visible to none; a null created time is
+        # never known to be at or before T (as in Feast's SQL stores: NULL <= T is not true).
+        where.append(f"{plan.created_sql} <= {_timestamp_literal(t_max)}")
     ts_lo, c_lo, c_hi, rn_max = _source_bounds(con, plan, src)
     semi, params = _key_filter(con, keys, where, rn_max)
     if plan.ttl_us:
@@ -647,6 +723,159 @@ def _join_view(
             return _features(plan, table, match)
     key = _exact_key(con, entity, filtered, params, ts_us, created, t_max, rn_bits, plan.ts_sql)
     return _features(plan, table, _asof(con, plan, entity, src, semi, where, params, keys, key))
+
+
+def _sorted_match(plan: _ViewPlan, entity: _Entity) -> _Match | None:
+    """The join without a sort, for a local file laid out for it (`layout_for_join`): rows
+    of one key contiguous and ordered by event time, created time, then file order.
+
+    The layout is a claim in the file's metadata, so it is checked (O(n), on the columns the
+    join reads anyway) and None returned, for the general join to answer, when it does not
+    hold or the view needs what this path lacks (several join keys, the created-time cutoff).
+    The match is then a binary search per entity row over (key group, event time).
+    """
+    source = plan.source
+    need = (
+        *plan.source_keys,
+        plan.ts_column,
+        *([plan.created_column] if plan.created_column else []),
+    )
+    if (
+        source.local_file is None
+        or len(plan.source_keys) != 1
+        or plan.created_cutoff
+        or source.sorted_by[: len(need)] != need
+    ):
+        return None
+    key_column = plan.source_keys[0]
+    entity_keys = entity.table.column(plan.entity_keys[0])
+    if entity_keys.type != source.schema.field(key_column).type:
+        return None  # the general join applies DuckDB's casts (and its errors)
+    parquet = pq.ParquetFile(source.local_file)
+    meta = parquet.metadata
+    sizes = np.array([meta.row_group(g).num_rows for g in range(meta.num_row_groups)], np.int64)
+    starts = np.cumsum(sizes) - sizes
+    groups = _groups_in_key_range(meta, key_column, entity_keys)
+    if not groups:
+        return _Match(
+            np.zeros(entity.table.num_rows, np.int64), np.zeros(entity.table.num_rows, bool)
+        )
+    created_column = [plan.created_column] if plan.created_column else []
+    read = parquet.read_row_groups(groups, columns=[key_column, plan.ts_column, *created_column])
+    keys = read.column(0).combine_chunks()
+    ts = read.column(1).combine_chunks()
+    if ts.null_count:
+        return None
+    ts_us = ts.cast(pa.timestamp(ts.type.unit)).cast(pa.timestamp("us"), safe=False)
+    ts_us = ts_us.cast(pa.int64()).to_numpy()
+    # Null keys sort first; they never match, so the search runs over the rest.
+    nulls = keys.null_count
+    if nulls and keys.slice(0, nulls).null_count != nulls:
+        return None
+    keys, ts_us, skip = keys.slice(nulls), ts_us[nulls:], nulls
+    n = len(keys)
+    if n == 0:
+        return _Match(
+            np.zeros(entity.table.num_rows, np.int64), np.zeros(entity.table.num_rows, bool)
+        )
+    if pa.types.is_integer(keys.type):
+        k = keys.to_numpy()
+        new_key = k[1:] != k[:-1]
+    else:
+        new_key = pc.not_equal(keys.slice(1), keys.slice(0, n - 1)).to_numpy(zero_copy_only=False)
+    group_start = np.flatnonzero(np.concatenate(([True], new_key)))
+    distinct = keys.take(pa.array(group_start))
+    if len(pc.unique(distinct)) != len(distinct):
+        return None  # a key's rows are not contiguous
+    # Packed (group, event time) key: time offsets in microseconds, or in units of their
+    # common step when that is needed to fit; slot 0 stands for "before every row". The
+    # group grows by one at each new key, so the file is in (key, event time) order exactly
+    # when the packed keys never decrease.
+    base, top = int(ts_us.min()), int(ts_us.max())
+    step, span = 1, top - base + 2
+    if _bit_length(len(group_start)) + _bit_length(span) > 62:
+        step = int(np.gcd.reduce(ts_us - base)) or 1
+        span = (top - base) // step + 2
+        if _bit_length(len(group_start)) + _bit_length(span) > 62:
+            return None
+    packed = np.cumsum(np.concatenate(([0], new_key)), dtype=np.int64)
+    packed *= span
+    packed += (ts_us - base) // step + 1 if step > 1 else ts_us - (base - 1)
+    rise = np.diff(packed)
+    if (rise < 0).any():
+        return None  # event times not ordered within a key
+    if plan.created_column is not None:
+        tie = np.flatnonzero(rise == 0)
+        created = read.column(2).combine_chunks().slice(skip)
+        if len(tie) and not _created_ordered(created, tie):
+            return None
+    del rise, new_key
+    # Entity side: the key's group, and the slot of the latest event time <= T.
+    found_group = pc.index_in(entity_keys, value_set=distinct, skip_nulls=True)
+    valid = found_group.is_valid().to_numpy(zero_copy_only=False) & entity.ts_valid
+    g = found_group.fill_null(0).to_numpy().astype(np.int64)
+    slot = np.clip(np.floor_divide(entity.ts_us - base, step) + 1, 0, span - 1)
+    probe = g * span + slot
+    # Probes in ascending order make the search walk the array forward (several times faster
+    # than random probes into a large array); the argsort costs much less than it saves.
+    order = np.argsort(probe)
+    at = np.empty_like(probe)
+    at[order] = np.searchsorted(packed, probe[order], side="right") - 1
+    valid &= at >= group_start[g]
+    at = np.where(valid, at, 0)
+    event_us = ts_us[at]
+    if plan.ttl_us:
+        valid &= event_us >= entity.ts_us - plan.ttl_us
+    if plan.since_us is not None:
+        valid &= event_us >= plan.since_us
+    # Positions in the rows read -> row numbers in the file.
+    position = at + skip
+    if len(groups) == len(sizes):
+        return _Match(position, valid)
+    read_starts = np.cumsum(sizes[groups]) - sizes[groups]
+    in_group = np.searchsorted(read_starts, position, side="right") - 1
+    rows = starts[np.asarray(groups)[in_group]] + position - read_starts[in_group]
+    return _Match(rows, valid)
+
+
+def _groups_in_key_range(
+    meta: pq.FileMetaData, key_column: str, entity_keys: pa.Array
+) -> list[int]:
+    """Row groups whose key statistics overlap the entity keys' range (all without stats)."""
+    every = list(range(meta.num_row_groups))
+    bounds = pc.min_max(entity_keys)
+    low, high = bounds["min"].as_py(), bounds["max"].as_py()
+    if low is None:
+        return []
+    names = [meta.schema.column(i).path for i in range(meta.num_columns)]
+    if key_column not in names:
+        return every
+    index = names.index(key_column)
+    kept = []
+    for g in every:
+        stats = meta.row_group(g).column(index).statistics
+        if stats is None or not stats.has_min_max:
+            kept.append(g)
+        elif not (stats.max < low or stats.min > high):
+            kept.append(g)
+    return kept
+
+
+def _created_ordered(created: pa.Array, tie: np.ndarray) -> bool:
+    """Whether created times rise (nulls first) across each tie on (key, event time): from
+    row `tie[i]` to the next."""
+    as_us = created.cast(pa.timestamp(created.type.unit)).cast(pa.timestamp("us"), safe=False)
+    if as_us.null_count == 0:
+        c = as_us.cast(pa.int64()).to_numpy()
+        return not (c[tie + 1] < c[tie]).any()
+    valid = as_us.is_valid().to_numpy(zero_copy_only=False)
+    c = as_us.cast(pa.int64()).fill_null(0).to_numpy()
+    before, after = tie, tie + 1
+    # A non-null before a null, or a later created time before an earlier one, breaks it.
+    broken = (valid[before] & ~valid[after]) | (
+        valid[before] & valid[after] & (c[after] < c[before])
+    )
+    return not broken.any()
 
 
 def _features(plan: _ViewPlan, table: pa.Table | None, match: _Match) -> pa.Table:
@@ -809,15 +1038,28 @@ def _asof(
     # the event time (for the TTL test) are decoded from the matched key, and the feature values
     # are read afterwards for the matched rows alone.
     feat_cols = [f"p.{_q(s)} AS __k{i}" for i, (_, s) in enumerate(keys)]
-    feat_cols.append(f"{key.feat} AS {_KEY}")
     on = [f"e.{_q(e)} = f.__k{i}" for i, (e, _) in enumerate(keys)]
-    on.append(f"e.{_KEY} >= f.{_KEY}")
+    entity_cols = [_ROW, *(_q(e) for e, _ in keys)]
+    if plan.created_cutoff:
+        # A row is a candidate for T once both its event time and its created time are <= T,
+        # that is from its visible time max(event, created) on. Per key and in visible-time
+        # order, the running maximum of the ASOF key is the best row visible so far; the ASOF
+        # join on visible time then finds it for each T (peers share the maximum, as the
+        # window's default RANGE frame includes them).
+        visible = f"greatest(epoch_us({plan.ts_sql}), epoch_us({plan.created_sql}))"
+        partition = ", ".join(f"p.{_q(s)}" for _, s in keys)
+        over = f"PARTITION BY {partition} ORDER BY {visible}" if keys else f"ORDER BY {visible}"
+        feat_cols += [f"{visible} AS {_VIS}", f"max({key.feat}) OVER ({over}) AS {_KEY}"]
+        entity_cols.append(f"epoch_us({_TS}) AS {_VIS}")
+        on.append(f"e.{_VIS} >= f.{_VIS}")
+    else:
+        feat_cols.append(f"{key.feat} AS {_KEY}")
+        entity_cols.append(_KEY if key.entity == _KEY else f"{key.entity} AS {_KEY}")
+        on.append(f"e.{_KEY} >= f.{_KEY}")
     if key.decode is not None:
         out = [f"e.{_ROW}", f"f.{_KEY}"]
     else:
         out = [f"e.{_ROW}", f"f.{_KEY}.r", f"epoch_us(f.{_KEY}.t)"]
-    entity_cols = [_ROW, *(_q(e) for e, _ in keys)]
-    entity_cols.append(_KEY if key.entity == _KEY else f"{key.entity} AS {_KEY}")
     sql = (
         f"WITH f AS (SELECT {', '.join(feat_cols)} FROM {src} p {semi} {key.join} "
         f"WHERE {' AND '.join(where)}), "
@@ -931,6 +1173,132 @@ def _historical_features(
     return result
 
 
+def _plans(
+    config: RepoConfig,
+    feature_views: list[FeatureView],
+    feature_refs: list[str],
+    entity_columns: list[str],
+    full_feature_names: bool,
+    created_cutoff: bool,
+) -> list[_ViewPlan]:
+    """One plan per view; raises Feast's FeatureNameCollisionError on clashing output names."""
+    plans = [
+        _plan_view(config, fv, feature_refs, entity_columns, full_feature_names, created_cutoff)
+        for fv in feature_views
+    ]
+    seen = set(entity_columns)
+    collisions = []
+    for plan in plans:
+        for output, ref_feature in zip(plan.output_names, plan.source_features, strict=True):
+            if output in seen:
+                collisions.append(f"{plan.name}:{ref_feature}")
+            seen.add(output)
+    if collisions:
+        raise FeatureNameCollisionError(collisions, full_feature_names)
+    return plans
+
+
+def _entityless_retrieval(
+    config: RepoConfig,
+    feature_views: list[FeatureView],
+    feature_refs: list[str],
+    registry: BaseRegistry,
+    project: str,
+    full_feature_names: bool,
+    created_cutoff: bool,
+    start_date: datetime | None,
+    end_date: datetime | None,
+) -> AsofRetrievalJob:
+    """Retrieval without entity rows: per entity with a row in [start, end], its features as
+    of end_date, from rows with event time in [start, end] (see docs/point_in_time.md)."""
+    from feast.utils import compute_non_entity_date_range
+
+    view_names = [fv.projection.name_to_use() for fv in feature_views]
+    # Feast's own defaults: end is now, start is end minus the longest TTL (else 30 days).
+    start, end = compute_non_entity_date_range(feature_views, start_date, end_date)
+    if start > end:
+        raise OfflineStoreInputError(
+            f"entity-less retrieval of feature view(s) {view_names}: start_date "
+            f"{start.isoformat()} is after end_date {end.isoformat()}"
+        )
+    key_sets = {
+        view.projection.name_to_use(): tuple(
+            view.projection.join_key_map.get(c.name, c.name) for c in view.entity_columns
+        )
+        for view in feature_views
+    }
+    keyed = {keys for keys in key_sets.values() if keys}
+    if len(keyed) > 1:
+        raise OfflineStoreInputError(
+            f"entity-less retrieval needs feature views with the same join keys (or none); "
+            f"got {key_sets}"
+        )
+    keys = list(next(iter(keyed), ()))
+    ts_column = DEFAULT_ENTITY_TIMESTAMP
+    if ts_column in keys:
+        raise OfflineStoreInputError(
+            f"entity-less retrieval of feature view(s) {view_names}: a join key is named "
+            f"{ts_column!r}, the entity timestamp column"
+        )
+    plans = _plans(
+        config, feature_views, feature_refs, [*keys, ts_column], full_feature_names, created_cutoff
+    )
+    since_us = _epoch_us(start)
+    plans = [dataclasses.replace(plan, since_us=since_us) for plan in plans]
+    start_us, end_us = since_us, _epoch_us(end)
+
+    def compute() -> pa.Table:
+        entity = _entity_keys_in_range(config, plans, keys, start_us, end_us)
+        stamp = pa.array(np.full(entity.num_rows, end_us), pa.timestamp("us", tz="UTC"))
+        entity = entity.append_column(ts_column, stamp)
+        return _historical_features(config, entity, plans, ts_column, view_names)
+
+    return AsofRetrievalJob(
+        compute=compute,
+        full_feature_names=full_feature_names,
+        on_demand_feature_views=OnDemandFeatureView.get_requested_odfvs(
+            feature_refs, project, registry
+        ),
+        metadata=RetrievalMetadata(
+            features=feature_refs, keys=keys, min_event_timestamp=start, max_event_timestamp=end
+        ),
+        repo_path=config.repo_path,
+    )
+
+
+def _entity_keys_in_range(
+    config: RepoConfig, plans: list[_ViewPlan], keys: list[str], start_us: int, end_us: int
+) -> pa.Table:
+    """The distinct non-null join-key tuples with a row in [start, end] in any keyed view,
+    sorted; one row without columns when no view has join keys."""
+    if not keys:
+        return pa.table({"__asof_one": [0]}).drop_columns(["__asof_one"])
+    parts = []
+    with _connect(config) as con:
+        for i, plan in enumerate(plans):
+            if not plan.source_keys:
+                continue
+            columns = [*plan.source_keys, plan.ts_column]
+            src, _ = plan.source.relation_sql(con, f"source_{i}", columns)
+            by_name = dict(zip(plan.entity_keys, plan.source_keys, strict=True))
+            select = ", ".join(f"{_q(by_name[k])} AS {_q(k)}" for k in keys)
+            not_null = " AND ".join(f"{_q(by_name[k])} IS NOT NULL" for k in keys)
+            parts.append(
+                f"SELECT {select} FROM {src} WHERE {not_null} AND {plan.ts_sql} BETWEEN "
+                f"{_timestamp_literal(start_us)} AND {_timestamp_literal(end_us)}"
+            )
+        order = ", ".join(_q(k) for k in keys)
+        try:
+            return con.sql(
+                f"SELECT DISTINCT * FROM ({' UNION ALL BY NAME '.join(parts)}) ORDER BY {order}"
+            ).to_arrow_table()
+        except duckdb.Error as e:
+            labels = [plan.source.label for plan in plans]
+            raise OfflineStoreInputError(
+                f"entity-less retrieval: reading the join keys of {labels} failed: {e}"
+            ) from e
+
+
 class AsofRetrievalJob(RetrievalJob):
     """A retrieval whose work runs when the result is asked for."""
 
@@ -940,11 +1308,13 @@ class AsofRetrievalJob(RetrievalJob):
         full_feature_names: bool = False,
         on_demand_feature_views: list[OnDemandFeatureView] | None = None,
         metadata: RetrievalMetadata | None = None,
+        repo_path: Path | str | None = None,
     ) -> None:
         self._compute = compute
         self._full_feature_names = full_feature_names
         self._on_demand_feature_views = on_demand_feature_views or []
         self._metadata = metadata
+        self._repo_path = repo_path
 
     @property
     def full_feature_names(self) -> bool:
@@ -970,21 +1340,91 @@ class AsofRetrievalJob(RetrievalJob):
         allow_overwrite: bool = False,
         timeout: int | None = None,
     ) -> None:
+        """Write the result as a saved dataset: to `<uri>` when it ends in `.parquet`, else
+        into the directory `<uri>` as `data.parquet`. Only a destination that is absent, an
+        empty directory, or a saved dataset this store wrote (with `allow_overwrite`) is
+        written; the file replaces the old one in one rename, so nothing is half-written."""
         if not isinstance(storage, SavedDatasetFileStorage):
             raise OfflineStoreInputError(
                 f"AsofOfflineStore persists to SavedDatasetFileStorage only, not "
                 f"{type(storage).__name__}"
             )
-        path = storage.file_options.uri
-        fs, fs_path = _filesystem_and_path(path)
-        if not allow_overwrite and fs.get_file_info(fs_path).type != pafs.FileType.NotFound:
-            raise SavedDatasetLocationAlreadyExists(location=path)
+        uri = storage.file_options.uri
+        if self._repo_path is not None:
+            uri = FileSource.get_uri_for_file_path(Path(self._repo_path), uri)
+        fs, path = _filesystem_and_path(uri)
+        path = path.rstrip("/")
+        is_dir = not path.endswith(".parquet")
+        target = f"{path}/{SAVED_DATASET_FILE}" if is_dir else path
+        state = _destination_state(fs, path, is_dir)
+        if state == "ours" and not allow_overwrite:
+            raise SavedDatasetLocationAlreadyExists(location=uri)
+        if state not in ("ours", "free"):
+            raise SavedDatasetDestinationNotOurs(uri, state)
         table = self.to_arrow(timeout=timeout)
-        pq.write_table(table, fs_path, filesystem=fs)
+        marker = json.dumps({"store": STORE_TYPE, "features": self.metadata.features})
+        metadata = {**(table.schema.metadata or {}), SAVED_DATASET_KEY: marker.encode()}
+        table = table.replace_schema_metadata(metadata)
+        parent = target.rsplit("/", 1)[0] if "/" in target else "."
+        fs.create_dir(parent, recursive=True)
+        tmp = f"{parent}/.{target.rsplit('/', 1)[-1]}.{uuid.uuid4().hex}.tmp"
+        try:
+            pq.write_table(table, tmp, filesystem=fs)
+            fs.move(tmp, target)
+        finally:
+            if fs.get_file_info(tmp).type != pafs.FileType.NotFound:
+                fs.delete_file(tmp)
+
+
+# Saved datasets this store writes carry this key in the parquet key-value metadata; a
+# directory destination holds one file of that name.
+SAVED_DATASET_KEY = b"mlplat.saved_dataset"
+SAVED_DATASET_FILE = "data.parquet"
+
+
+class SavedDatasetDestinationNotOurs(SavedDatasetLocationAlreadyExists, OfflineStoreInputError):
+    """A saved-dataset destination exists and holds something this store did not write."""
+
+    def __init__(self, location: str, reason: str) -> None:
+        FeastError.__init__(
+            self,
+            f"saved dataset destination {location!r} exists and is not a saved dataset written "
+            f"by AsofOfflineStore ({reason}); it was left untouched (allow_overwrite replaces "
+            "only saved datasets this store wrote)",
+        )
+
+
+def _is_ours(fs: pafs.FileSystem, path: str) -> bool:
+    try:
+        metadata = pq.read_schema(path, filesystem=fs).metadata or {}
+    except (OSError, pa.ArrowException):
+        return False
+    return SAVED_DATASET_KEY in metadata
+
+
+def _destination_state(fs: pafs.FileSystem, path: str, is_dir: bool) -> str:
+    """'free', 'ours', or why the destination holds something else."""
+    info = fs.get_file_info(path)
+    if info.type == pafs.FileType.NotFound:
+        return "free"
+    if info.type == pafs.FileType.File:
+        if is_dir:
+            return "a file where the directory destination should be"
+        return "ours" if _is_ours(fs, path) else "a parquet file without the saved-dataset marker"
+    if not is_dir:
+        return "a directory where the file destination should be"
+    entries = sorted(e.base_name for e in fs.get_file_info(pafs.FileSelector(path)))
+    if not entries:
+        return "free"
+    if entries == [SAVED_DATASET_FILE] and _is_ours(fs, f"{path}/{SAVED_DATASET_FILE}"):
+        return "ours"
+    return f"a directory holding {entries[:5]}{' ...' if len(entries) > 5 else ''}"
 
 
 class AsofOfflineStore(OfflineStore):
     """Point-in-time joins with DuckDB ASOF JOIN; see docs/point_in_time.md for the semantics."""
+
+    supports_filter_by_created_timestamp = True
 
     @staticmethod
     def get_historical_features(
@@ -998,32 +1438,32 @@ class AsofOfflineStore(OfflineStore):
         **kwargs: Any,
     ) -> RetrievalJob:
         view_names = [fv.projection.name_to_use() for fv in feature_views]
+        cutoff = bool(kwargs.get("filter_by_created_timestamp"))
+        if entity_df is None:
+            return _entityless_retrieval(
+                config,
+                feature_views,
+                feature_refs,
+                registry,
+                project,
+                full_feature_names,
+                cutoff,
+                kwargs.get("start_date"),
+                kwargs.get("end_date"),
+            )
         if not isinstance(entity_df, pd.DataFrame):
             raise OfflineStoreInputError(
                 f"AsofOfflineStore needs the entity rows as a pandas DataFrame for feature "
-                f"view(s) {view_names}; got {type(entity_df).__name__} (SQL entity queries and "
-                "start/end-date retrieval are not supported)"
+                f"view(s) {view_names}; got {type(entity_df).__name__} (SQL entity queries are "
+                "not supported: the store reads parquet sources only)"
             )
-        if kwargs.get("filter_by_created_timestamp"):
-            raise NotImplementedError("filter_by_created_timestamp is not supported")
         entity = pa.Table.from_pandas(entity_df, preserve_index=False)
         ts_column = _entity_timestamp_column(entity, view_names)
         # Validate everything now so a bad input fails at the call, before any work is done.
         _entity_timestamps(entity, ts_column, view_names)
-        plans = [
-            _plan_view(config, fv, feature_refs, entity.column_names, full_feature_names)
-            for fv in feature_views
-        ]
-        seen: dict[str, str] = {c: "" for c in entity.column_names}
-        collisions = []
-        for plan in plans:
-            for output, ref_feature in zip(plan.output_names, plan.source_features, strict=True):
-                if output in seen:
-                    collisions.append(f"{plan.name}:{ref_feature}")
-                seen[output] = plan.name
-        if collisions:
-            raise FeatureNameCollisionError(collisions, full_feature_names)
-
+        plans = _plans(
+            config, feature_views, feature_refs, entity.column_names, full_feature_names, cutoff
+        )
         # Arrow's min/max skip nulls and take a few ms where pandas' dropna took several.
         ts = entity.column(ts_column)
         bounds = pc.min_max(ts.cast(pa.timestamp("us", ts.type.tz), safe=False))
@@ -1040,6 +1480,7 @@ class AsofOfflineStore(OfflineStore):
                 min_event_timestamp=min_ts,
                 max_event_timestamp=max_ts,
             ),
+            repo_path=config.repo_path,
         )
 
     @staticmethod

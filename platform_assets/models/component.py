@@ -97,37 +97,48 @@ def model_assets(catalog: TenantCatalog, spec: ModelSpec) -> list[dg.AssetsDefin
     )
     def training_set(lake: LakeResource, feast: FeastResource, pricing: PricingResource):
         from platform_assets.features.feast_objects import feature_service, feature_view
+        from platform_assets.models import manifest as manifests
         from platform_assets.quality.checks import expectation_check, leakage_check
 
         with meter(tenant.name, requested) as usage:
             store = feast.store(tenant.name)
-            views, objects = {}, []
+            views, objects, read = {}, [], []
             for owner, fs in resolved.values():
                 # The view reads the snapshot its feature asset committed last.
-                uri = lake.current(owner, "features", fs.name).uri
-                entity, view = feature_view(owner, tenant.owners[0], fs, uri, lake.s3_endpoint())
+                table_snapshot = lake.current(owner, "features", fs.name)
+                entity, view = feature_view(
+                    owner, tenant.owners[0], fs, table_snapshot.uri, lake.s3_endpoint()
+                )
                 views[fs.name] = view
+                read.append((owner, entity, view, table_snapshot.version))
                 if owner != tenant.name:
                     objects += [entity, view]  # a shared view, read from its owner's prefix
             service = feature_service(tenant.name, tenant.owners[0], spec, views)
             store.apply([*objects, service])
-            raw = lake.read(tenant.name, "sources", labels.source).to_pandas()
-            entity_df = raw[
-                [*labels.entity_columns, labels.timestamp_column, labels.label_column]
-            ].rename(columns={labels.timestamp_column: "event_timestamp"})
-            unlabeled = int(entity_df[labels.label_column].isna().sum())
-            entity_df = entity_df.dropna(subset=[labels.label_column]).reset_index(drop=True)
-            df = store.get_historical_features(entity_df=entity_df, features=service).to_df()
-            df = df.sort_values("event_timestamp", kind="stable").reset_index(drop=True)
-            df["split"] = time_split(df, spec.split.test_fraction)
+            labels_snapshot = lake.current(tenant.name, "sources", labels.source)
+            raw = lake.read(
+                tenant.name, "sources", labels.source, labels_snapshot.version
+            ).to_pandas()
+            entity_df, unlabeled = manifests.label_frame(raw, labels)
+            df = manifests.assemble(store, entity_df, service, spec.split.test_fraction)
             import pyarrow as pa
 
-            snapshot = lake.write(
-                tenant.name,
-                "training_sets",
-                spec.name,
-                pa.Table.from_pandas(df, preserve_index=False),
+            table = pa.Table.from_pandas(df, preserve_index=False)
+            snapshot = lake.write(tenant.name, "training_sets", spec.name, table)
+            manifest = manifests.build(
+                tenant=tenant.name,
+                model=spec.name,
+                labels=labels,
+                test_fraction=spec.split.test_fraction,
+                service=service,
+                # As registered (with the entity columns Feast infers on apply).
+                views=[(o, e, store.get_feature_view(v.name), t) for o, e, v, t in read],
+                label_source_version=labels_snapshot.version,
+                entity_df=entity_df,
+                training_set=table,
+                training_set_version=snapshot.version,
             )
+            manifest_uri = manifests.save(lake, snapshot, manifest)
             ts_cols = [f"{fs.name}_ts" for _, fs in resolved.values()]
             checks = [
                 expectation_check(df, spec.expectations, f"{tenant.name}_{spec.name}_ts"),
@@ -140,6 +151,9 @@ def model_assets(catalog: TenantCatalog, spec: ModelSpec) -> list[dg.AssetsDefin
                 "dagster/row_count": len(df),
                 "uri": snapshot.uri,
                 "data_version": snapshot.version,
+                # What it was built from, to rebuild it exactly: `mlplat training-set reproduce`.
+                "manifest": dg.MetadataValue.json(manifests.for_display(manifest)),
+                "manifest_uri": manifest_uri,
                 "unlabeled_rows_dropped": unlabeled,
                 "label_rate": round(float(df[labels.label_column].mean()), 4),
                 "train_rows": int((df["split"] == "train").sum()),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -489,6 +490,177 @@ def test_helper_yaml_selects_the_store(repo: Repo) -> None:
     assert repo.store.config.online_store.type == "sqlite"
 
 
+# ---- layout for the join ----------------------------------------------------------------------
+
+
+def test_feature_table_written_for_the_join_is_sorted_marked_and_row_grouped(
+    repo: Repo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 10 drivers x 50 rows, written shuffled; the writer sorts by (driver, event, created).
+    data = rows(*[(k % 10, (k * 7) % 50, (k * 3) % 4, k) for k in range(500)])
+    data = data.sample(frac=1.0, random_state=1).reset_index(drop=True)
+    path = repo.root / "stats.parquet"
+    table = pa.Table.from_pandas(data, preserve_index=False)
+    offline_store.write_feature_table(
+        table, path, ["driver_id"], "event_timestamp", "created", row_group_rows=50
+    )
+    written = pq.ParquetFile(path)
+    assert written.metadata.num_row_groups == 10
+    assert written.schema_arrow.metadata[offline_store.LAYOUT_KEY] == (
+        b'{"sorted_by": ["driver_id", "event_timestamp", "created"]}'
+    )
+    assert [c.column_index for c in written.metadata.row_group(0).sorting_columns] == [0, 1, 2]
+    back = written.read().to_pandas()
+    assert back.equals(back.sort_values(["driver_id", "event_timestamp", "created"], kind="stable"))
+    repo.view(None, path=str(path))
+    groups_read: list[list[int]] = []
+    real = offline_store._groups_in_key_range
+
+    def spy(*args):
+        groups_read.append(real(*args))
+        return groups_read[-1]
+
+    monkeypatch.setattr(offline_store, "_groups_in_key_range", spy)
+    entity_df = entities((3, 20), (4, 49.5), (3, 0))
+    out = repo.get(entity_df, ["stats:value"])
+    # Only the two drivers' row groups are read for the join (drivers 3 and 4 are groups 3, 4).
+    assert groups_read == [[3, 4]]
+    # The latest (event, created) within the 1-day TTL; a tie goes to the last row of the file.
+    expected = []
+    for d, h in ((3, 20), (4, 49.5), (3, 0)):
+        window = back["event_timestamp"].between(at(h) - timedelta(days=1), at(h))
+        candidates = back[(back.driver_id == d) & window]
+        expected.append(candidates["value"].iloc[-1] if len(candidates) else None)
+    assert values(out) == expected
+    assert expected[2] is None and None not in expected[:2]
+
+
+# ---- filter_by_created_timestamp -------------------------------------------------------------
+
+
+def test_created_timestamp_cutoff_keeps_rows_created_after_t_out(repo: Repo) -> None:
+    # A backfill at hour 9 rewrote hour 1's value; at hour 2 only the original was known.
+    repo.view(rows((1, 1, 1, 10), (1, 1, 9, 19), (2, 0, 0, 20), (2, 1, 5, 21), (3, 1, None, 30)))
+    entity_df = entities((1, 2), (1, 10), (2, 2), (2, 6), (3, 2))
+    assert values(repo.get(entity_df, ["stats:value"])) == [19, 19, 21, 21, 30]
+    cut = repo.get(entity_df, ["stats:value"], filter_by_created_timestamp=True)
+    # A null created time is never known to be <= T, so it is no candidate under the cutoff.
+    assert values(cut) == [10, 19, 20, 21, None]
+
+
+def test_created_timestamp_cutoff_still_applies_the_ttl_to_the_best_visible_row(
+    repo: Repo,
+) -> None:
+    # The latest row visible at hour 30 is the one from hour 0 (hour 20's was created at 40).
+    repo.view(rows((1, 0, 0, 10), (1, 20, 40, 12)), ttl=timedelta(hours=24))
+    cut = repo.get(entities((1, 30), (1, 23)), ["stats:value"], filter_by_created_timestamp=True)
+    assert values(cut) == [None, 10]
+
+
+def test_created_timestamp_cutoff_leaves_views_without_created_column_alone(repo: Repo) -> None:
+    repo.view(rows((1, 1, 0, 10)).drop(columns="created"), created=None)
+    cut = repo.get(entities((1, 2)), ["stats:value"], filter_by_created_timestamp=True)
+    assert values(cut) == [10]
+
+
+# ---- retrieval without entity rows ------------------------------------------------------------
+
+
+def test_entityless_retrieval_gives_each_entity_its_latest_row_in_the_range(repo: Repo) -> None:
+    repo.view(
+        rows((1, 0, 0, 10), (1, 2, 2, 12), (1, 5, 5, 15), (2, 1, 1, 21), (3, 6, 6, 36)),
+        ttl=timedelta(0),
+    )
+    out = repo.store.get_historical_features(
+        features=["stats:value"],
+        start_date=at(1).replace(tzinfo=UTC),
+        end_date=at(4).replace(tzinfo=UTC),
+    ).to_df()
+    assert out["driver_id"].tolist() == [1, 2]
+    assert values(out) == [12, 21]
+    assert (out["event_timestamp"] == pd.Timestamp(at(4), tz="UTC")).all()
+
+
+def test_entityless_retrieval_defaults_start_to_end_minus_ttl(repo: Repo) -> None:
+    repo.view(rows((1, 0, 0, 10), (2, 3, 3, 23)), ttl=timedelta(hours=2))
+    job = repo.store.get_historical_features(features=["stats:value"], end_date=at(4))
+    out = job.to_df()
+    assert (out["driver_id"].tolist(), values(out)) == ([2], [23])
+    assert job.metadata.min_event_timestamp == at(2).replace(tzinfo=UTC)
+
+
+def test_entityless_retrieval_with_the_created_timestamp_cutoff(repo: Repo) -> None:
+    repo.view(rows((1, 1, 1, 10), (1, 2, 9, 19)), ttl=timedelta(0))
+    out = repo.store.get_historical_features(
+        features=["stats:value"],
+        start_date=at(0),
+        end_date=at(3),
+        filter_by_created_timestamp=True,
+    ).to_df()
+    assert values(out) == [10]
+
+
+# ---- saved datasets ---------------------------------------------------------------------------
+
+# Feast warns on every create_saved_dataset / get_saved_dataset that the API is experimental;
+# only those two warnings are silenced, and only in the tests that call them.
+experimental_api = pytest.mark.filterwarnings(
+    "ignore:(Saving|Retrieving) datasets? is an experimental feature:RuntimeWarning"
+)
+
+
+def _saved(repo: Repo, name: str, destination: Path, allow_overwrite: bool = False):
+    from feast.infra.offline_stores.file_source import SavedDatasetFileStorage
+
+    job = repo.store.get_historical_features(
+        entity_df=entities((1, 1), (2, 3)), features=["stats:value"]
+    )
+    return repo.store.create_saved_dataset(
+        from_=job,
+        name=name,
+        storage=SavedDatasetFileStorage(path=str(destination)),
+        allow_overwrite=allow_overwrite,
+    )
+
+
+@experimental_api
+@pytest.mark.parametrize("destination", ["train.parquet", "train_dir", "empty_dir"])
+def test_saved_dataset_persists_to_a_file_or_directory_and_reads_back(
+    repo: Repo, destination: str
+) -> None:
+    repo.view(rows((1, 0, 0, 10), (2, 2, 2, 22)))
+    path = repo.root / destination
+    if destination == "empty_dir":
+        path.mkdir()
+    _saved(repo, "train", path)
+    back = repo.store.get_saved_dataset("train").to_df().sort_values("driver_id")
+    assert back["driver_id"].tolist() == [1, 2]
+    assert values(back) == [10, 22]
+    assert back["event_timestamp"].tolist() == [pd.Timestamp(at(h), tz="UTC") for h in (1, 3)]
+    assert path.is_file() == destination.endswith(".parquet")
+
+
+@experimental_api
+def test_saved_dataset_of_ours_is_replaced_only_with_allow_overwrite(repo: Repo) -> None:
+    from feast.errors import SavedDatasetLocationAlreadyExists
+
+    repo.view(rows((1, 0, 0, 10), (2, 2, 2, 22)))
+    path = repo.root / "train_dir"
+    _saved(repo, "train", path)
+    with pytest.raises(SavedDatasetLocationAlreadyExists, match="train_dir already exists"):
+        _saved(repo, "train", path)
+    repo.view(rows((1, 0, 0, 11), (2, 2, 2, 23)))
+    _saved(repo, "train", path, allow_overwrite=True)
+    assert sorted(values(repo.store.get_saved_dataset("train").to_df())) == [11, 23]
+    assert sorted(p.name for p in path.iterdir()) == ["data.parquet"]
+
+
+def test_retrieval_with_sql_entity_rows_is_refused(repo: Repo) -> None:
+    repo.view(rows((1, 0, 0, 10)))
+    with pytest.raises(OfflineStoreInputError, match=r"\['stats'\].*got str.*SQL entity"):
+        repo.store.get_historical_features(entity_df="SELECT 1", features=["stats:value"])
+
+
 # ---- bad input: one test per path, each names the view, file and column ----------------------
 
 
@@ -557,3 +729,50 @@ def test_join_key_that_cannot_match_the_source_type(repo: Repo) -> None:
         r"feature view 'stats', file '.*stats\.parquet': point-in-time join failed: "
         r".*convert string 'one' to INT64 .*column driver_id",
     )
+
+
+@experimental_api
+@pytest.mark.parametrize("kind", ["foreign_file", "foreign_dir", "file_for_dir"])
+def test_saved_dataset_destination_that_is_not_ours_is_left_untouched(
+    repo: Repo, kind: str
+) -> None:
+    from feast.errors import SavedDatasetLocationAlreadyExists
+
+    repo.view(rows((1, 0, 0, 10)))
+    if kind == "foreign_file":
+        path = repo.root / "theirs.parquet"
+        rows((5, 0, 0, 50)).to_parquet(path)
+        reason = "a parquet file without the saved-dataset marker"
+    elif kind == "foreign_dir":
+        path = repo.root / "theirs"
+        path.mkdir()
+        (path / "notes.txt").write_text("keep me")
+        reason = r"a directory holding \['notes.txt'\]"
+    else:
+        path = repo.root / "theirs"
+        path.write_text("keep me")
+        reason = "a file where the directory destination should be"
+    before = {p: p.read_bytes() for p in [path, *path.rglob("*")] if p.is_file()}
+    with pytest.raises(SavedDatasetLocationAlreadyExists) as raised:
+        _saved(repo, "train", path, allow_overwrite=True)
+    assert isinstance(raised.value, OfflineStoreInputError)
+    assert re.search(
+        rf"saved dataset destination '.*{path.name}' exists and is not a saved dataset written "
+        rf"by AsofOfflineStore \({reason}\); it was left untouched",
+        str(raised.value),
+    )
+    assert {p: p.read_bytes() for p in [path, *path.rglob("*")] if p.is_file()} == before
+    assert [d.name for d in repo.store.list_saved_datasets()] == []
+
+
+def test_entityless_retrieval_with_start_after_end(repo: Repo) -> None:
+    repo.view(rows((1, 0, 0, 10)))
+    with pytest.raises(
+        OfflineStoreInputError,
+        match=r"entity-less retrieval of feature view\(s\) \['stats'\]: start_date "
+        r"2024-01-01T05:00:00\+00:00 is after end_date 2024-01-01T02:00:00\+00:00",
+    ):
+        repo.store.get_historical_features(
+            features=["stats:value"], start_date=at(5), end_date=at(2)
+        )
+    assert not any(p.name.startswith("saved") for p in repo.root.iterdir())

@@ -23,7 +23,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from platform_assets.features import offline_store
-from platform_assets.features.offline_store import AsofOfflineStore, feature_store_yaml
+from platform_assets.features.offline_store import (
+    AsofOfflineStore,
+    feature_store_yaml,
+    layout_for_join,
+    write_feature_table,
+)
 
 T0 = datetime(2024, 3, 1)
 SLOT = timedelta(minutes=30)
@@ -84,7 +89,10 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[FeatureSto
 Row = tuple[int | None, int | None, int, int | None, int | None]  # driver, city, slot, created, v
 
 
-def write_source(root: Path, spec: ViewSpec, rows: list[Row]) -> None:
+def write_source(root: Path, spec: ViewSpec, rows: list[Row], layout: str = "plain") -> None:
+    """Write a view's rows: as given ("plain"), laid out for the join by the platform's writer
+    in row groups of 4 rows ("ours"), or as given but claiming that layout ("false-claim",
+    as a file rewritten from one of ours with its metadata kept)."""
     ts_type = pa.timestamp(spec.unit, tz=spec.tz)
     columns: dict[str, pa.Array] = {}
     for i, key in enumerate(("driver_id", "city")):
@@ -95,11 +103,20 @@ def write_source(root: Path, spec: ViewSpec, rows: list[Row]) -> None:
         created = [None if r[3] is None else T0 + r[3] * SLOT for r in rows]
         columns["created"] = pa.array(created, ts_type)
     columns["value"] = pa.array([r[4] for r in rows], pa.int64())
-    pq.write_table(pa.table(columns), root / f"{spec.name}.parquet")
+    table, path = pa.table(columns), root / f"{spec.name}.parquet"
+    created = "created" if spec.has_created else None
+    if layout == "ours":
+        write_feature_table(table, path, list(spec.keys), "event_timestamp", created, 4)
+        return
+    if layout == "false-claim":
+        claimed = layout_for_join(table, list(spec.keys), "event_timestamp", created)
+        table = table.replace_schema_metadata(claimed.schema.metadata)
+    pq.write_table(table, path, row_group_size=4)
 
 
-def reference(spec: ViewSpec, rows: list[Row], entity: tuple) -> int | None:
-    """Brute force: same keys, ts <= T, ts >= T - TTL when TTL > 0, then the max tie-break."""
+def reference(spec: ViewSpec, rows: list[Row], entity: tuple, cutoff: bool = False) -> int | None:
+    """Brute force: same keys, ts <= T, ts >= T - TTL when TTL > 0, created <= T with the
+    created-time cutoff (when the view has a created column), then the max tie-break."""
     driver, city, when = entity
     wanted = {"driver_id": driver, "city": city}
     if any(wanted[k] is None for k in spec.keys):
@@ -111,6 +128,8 @@ def reference(spec: ViewSpec, rows: list[Row], entity: tuple) -> int | None:
         if any(have[k] != wanted[k] for k in spec.keys) or ts > when:
             continue
         if spec.ttl and ts < when - spec.ttl:
+            continue
+        if cutoff and spec.has_created and (created is None or T0 + created * SLOT > when):
             continue
         created_rank = (created is not None, created or 0) if spec.has_created else (False, 0)
         rank = (ts, created_rank, index)
@@ -137,19 +156,27 @@ entity_rows = st.lists(
 )
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     data=st.tuples(feature_rows, feature_rows, feature_rows),
     entity_spec=entity_rows,
     aware=st.booleans(),
     encoding=st.sampled_from(["offset", "scaled", "scaled-from-2-rows", "rank", "struct"]),
+    cutoff=st.booleans(),
+    layout=st.sampled_from(["plain", "ours", "false-claim"]),
 )
 def test_store_matches_brute_force_reference(
-    store: tuple[FeatureStore, Path], data: tuple, entity_spec: list, aware: bool, encoding: str
+    store: tuple[FeatureStore, Path],
+    data: tuple,
+    entity_spec: list,
+    aware: bool,
+    encoding: str,
+    cutoff: bool,
+    layout: str,
 ) -> None:
     feature_store, root = store
     for spec, rows in zip(VIEWS, data, strict=True):
-        write_source(root, spec, rows)
+        write_source(root, spec, rows, layout)
     entity = [(d, c, T0 + slot * SLOT + jitter) for d, c, slot, jitter in entity_spec]
     timestamps = pd.to_datetime([e[2] for e in entity])
     if aware:
@@ -172,7 +199,17 @@ def test_store_matches_brute_force_reference(
         "rank": (0, 0, 62, 4096),
         "struct": (0, 0, 0, 4096),
     }[encoding]
+    sorted_joins: list[str] = []
+
+    def sorted_match(plan, entity):  # records which views the sort-free join answered
+        match = real_sorted_match(plan, entity)
+        if match is not None:
+            sorted_joins.append(plan.name)
+        return match
+
+    real_sorted_match = offline_store._sorted_match
     with (
+        mock.patch.object(offline_store, "_sorted_match", sorted_match),
         mock.patch.object(offline_store, "_MAX_OFFSET_BITS", limits[0]),
         mock.patch.object(offline_store, "_MAX_SCALED_BITS", limits[1]),
         mock.patch.object(offline_store, "_MAX_RANK_BITS", limits[2]),
@@ -182,12 +219,21 @@ def test_store_matches_brute_force_reference(
             entity_df=entity_df,
             features=[f"{spec.name}:value" for spec in VIEWS],
             full_feature_names=True,
+            filter_by_created_timestamp=cutoff,
         ).to_arrow()
+    # Files laid out by the platform are joined without a sort, one view per join key; the
+    # others (and any view under the created-time cutoff) by the general join.
+    if layout == "ours" and not cutoff:
+        assert sorted_joins == ["a", "c"]
+    elif layout == "ours":
+        assert sorted_joins == []
+    else:
+        assert "a" not in sorted_joins or layout == "false-claim"
     assert out.num_rows == len(entity)
     assert out.column("driver_id").to_pylist() == [e[0] for e in entity]
     assert out.column("city").to_pylist() == [e[1] for e in entity]
     for spec, rows in zip(VIEWS, data, strict=True):
-        expected = [reference(spec, rows, e) for e in entity]
+        expected = [reference(spec, rows, e, cutoff) for e in entity]
         assert out.column(f"{spec.name}__value").to_pylist() == expected, spec.name
 
 
@@ -221,3 +267,30 @@ def test_pull_latest_matches_brute_force(
         if any(r[0] == driver for r in masked):
             expected[driver] = reference(latest_spec, masked, (driver, None, end))
     assert got == expected
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    rows=feature_rows,
+    start=st.integers(-1, 5),
+    length=st.integers(0, 5),
+    cutoff=st.booleans(),
+)
+def test_entityless_retrieval_matches_brute_force(
+    store: tuple[FeatureStore, Path], rows: list[Row], start: int, length: int, cutoff: bool
+) -> None:
+    feature_store, root = store
+    spec = VIEWS[0]
+    write_source(root, spec, rows)
+    begin, end = T0 + start * SLOT, T0 + (start + length) * SLOT
+    out = feature_store.get_historical_features(
+        features=["a:value"], start_date=begin, end_date=end, filter_by_created_timestamp=cutoff
+    ).to_arrow()
+    # Every driver with a row in [start, end], sorted, each with its value as of end from
+    # the rows in range (a row before start is replaced by one that never matches).
+    drivers = sorted({r[0] for r in rows if begin <= T0 + r[2] * SLOT <= end})
+    in_range = [r if T0 + r[2] * SLOT >= begin else (-1, -1, 0, None, None) for r in rows]
+    assert out.column("driver_id").to_pylist() == drivers
+    expected = [reference(spec, in_range, (d, None, end), cutoff) for d in drivers]
+    assert out.column("value").to_pylist() == expected
+    assert set(out.column("event_timestamp").to_pylist()) <= {end.replace(tzinfo=UTC)}
