@@ -6,6 +6,7 @@ import typer
 
 from platform_assets.cost import cli as cost_cli
 from platform_assets.governance import cli as governance_cli
+from platform_assets.services import cli as services_cli
 
 app = typer.Typer(
     help=(
@@ -84,6 +85,7 @@ def validate() -> None:
 
 app.command("costs")(cost_cli.costs)
 app.add_typer(cost_cli.quotas_app, name="quotas")
+app.add_typer(services_cli.app, name="services")
 app.add_typer(governance_cli.app)  # approve, reject, promote, rollback, pending, audit
 
 if __name__ == "__main__":

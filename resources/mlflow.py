@@ -15,10 +15,16 @@ if TYPE_CHECKING:
 
 
 class MlflowResource(dg.ConfigurableResource):
-    """Where runs and registered models live. Registered model names are `<tenant>.<model>`."""
+    """Where runs and registered models live. Registered model names are `<tenant>.<model>`.
+
+    `tracking_uri` is a tracking server (`http://`, services) or a SQLite file (embedded). A
+    server proxies artifacts itself (`mlflow-artifacts:/`), so `artifact_root` is only for the
+    embedded store. A server's credentials are MLflow's own `MLFLOW_TRACKING_USERNAME` and
+    `MLFLOW_TRACKING_PASSWORD` in the environment, never config.
+    """
 
     tracking_uri: str
-    artifact_root: str
+    artifact_root: str | None = None
 
     def client(self) -> MlflowClient:
         import mlflow
@@ -54,10 +60,19 @@ class MlflowResource(dg.ConfigurableResource):
         experiment = client.get_experiment_by_name(name)
         if experiment is not None:
             return experiment.experiment_id
-        Path(self.artifact_root).mkdir(parents=True, exist_ok=True)
-        return client.create_experiment(
-            name, artifact_location=f"{Path(self.artifact_root).resolve().as_uri()}/{name}"
-        )
+        from mlflow.exceptions import MlflowException
+
+        location = None  # a server's own artifact destination
+        if self.artifact_root is not None:
+            Path(self.artifact_root).mkdir(parents=True, exist_ok=True)
+            location = f"{Path(self.artifact_root).resolve().as_uri()}/{name}"
+        try:
+            return client.create_experiment(name, artifact_location=location)
+        except MlflowException as exc:
+            # Another step of the tenant created it first (parallel steps, one server).
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+            return client.get_experiment_by_name(name).experiment_id
 
     @contextmanager
     def run(self, context: dg.AssetExecutionContext, experiment: str, tags: dict[str, str]):

@@ -1,7 +1,9 @@
 """Month-to-date spend of a tenant against the budget in its YAML, and what that allows.
 
-`budget_status` is the one place the rule lives; the budget sensor, the step-start refusal in
-`meter` and any other sensor (e.g. promotion) ask it and use its message verbatim.
+`budget_status` is the one place the rule lives; the run coordinator (every launch path), the
+budget sensor, the step-start refusal in `meter` and any other sensor (e.g. promotion) ask it and
+use its message verbatim. Spend comes from the incrementally maintained ledger (`ledger.py`), so
+a check costs the same whether the month holds ten steps or a million.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ from typing import Literal
 
 import dagster as dg
 
-from platform_assets.cost.rollup import month_bounds, tenant_steps
 from platform_assets.tenancy.specs import TenantSpec
 
 Level = Literal["ok", "warn", "over"]
@@ -75,12 +76,12 @@ def budget_status(
     spec: TenantSpec | None = None,
     now: datetime | None = None,
 ) -> BudgetStatus:
-    """Month-to-date spend of `tenant` (UTC month of `now`) from the event log, vs its budget."""
+    """Month-to-date spend of `tenant` (UTC month of `now`, up to `now`) vs its budget."""
+    from platform_assets.cost.ledger import month_to_date
+
     spec = spec or _spec(tenant)
-    now = now or datetime.now(UTC)
-    month = now.strftime("%Y-%m")
-    start, _ = month_bounds(month)
-    spent = sum(s.usd for s in tenant_steps(instance, start, now, tenant))
+    month = (now or datetime.now(UTC)).strftime("%Y-%m")
+    spent = month_to_date(instance, tenant, month, before=now.timestamp() if now else None)
     return BudgetStatus(
         tenant=tenant,
         month=month,

@@ -40,9 +40,10 @@ def quota_config(
     ]
     limits += [{"key": "tenant", "value": n, "limit": v} for n, v in per_tenant.items()]
     return {
+        # The run queue, refusing over-budget tenants' runs before they start.
         "run_coordinator": {
-            "module": "dagster._core.run_coordinator",
-            "class": "QueuedRunCoordinator",
+            "module": "platform_assets.cost.coordinator",
+            "class": "BudgetRunCoordinator",
         },
         "concurrency": {
             "runs": {

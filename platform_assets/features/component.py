@@ -99,7 +99,7 @@ def feature_assets(catalog: TenantCatalog, spec: FeatureSetSpec) -> list[dg.Asse
         from platform_assets.features.feast_objects import feature_view
         from platform_assets.quality.checks import expectation_check
 
-        with meter(tenant.name, tenant.resources) as usage:
+        with meter(tenant.name, tenant.resources, pricing.catalog()) as usage:
             sources = {s: str(lake.path(tenant.name, "sources", s)) for s in spec.sources}
             df = compute_feature_table(spec, sources, str(where))
             import pyarrow as pa

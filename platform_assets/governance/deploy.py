@@ -123,7 +123,7 @@ def batch_scores_asset(
 
         from platform_assets.models.training import feature_columns
 
-        with meter(tenant.name, requested) as usage:
+        with meter(tenant.name, requested, pricing.catalog()) as usage:
             model = mlflow_lib.sklearn.load_model(f"models:/{registered}@champion")
             df = lake.read(tenant.name, "training_sets", spec.name).to_pandas()
             cols = feature_columns(df, spec.labels.entity_columns, spec.labels.label_column)

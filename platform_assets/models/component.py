@@ -103,7 +103,7 @@ def model_assets(catalog: TenantCatalog, spec: ModelSpec) -> list[dg.AssetsDefin
         from platform_assets.features.feast_objects import feature_service, feature_view
         from platform_assets.quality.checks import expectation_check, leakage_check
 
-        with meter(tenant.name, requested) as usage:
+        with meter(tenant.name, requested, pricing.catalog()) as usage:
             store = feast.store(tenant.name)
             views, objects = {}, []
             for owner, fs in resolved.values():
@@ -188,7 +188,7 @@ def model_assets(catalog: TenantCatalog, spec: ModelSpec) -> list[dg.AssetsDefin
 
         from platform_assets.models.training import build_pipeline, feature_columns, metrics
 
-        with meter(tenant.name, requested) as usage:
+        with meter(tenant.name, requested, pricing.catalog()) as usage:
             df = lake.read(tenant.name, "training_sets", spec.name).to_pandas()
             version = _file_version(lake.path(tenant.name, "training_sets", spec.name))
             train = df[df["split"] == "train"]
@@ -277,7 +277,7 @@ def model_assets(catalog: TenantCatalog, spec: ModelSpec) -> list[dg.AssetsDefin
             png_markdown,
         )
 
-        with meter(tenant.name, requested) as usage:
+        with meter(tenant.name, requested, pricing.catalog()) as usage:
             event = context.instance.get_latest_materialization_event(model_key)
             if event is None or event.asset_materialization is None:
                 raise RuntimeError(f"{model_key.to_user_string()} has not been materialized")

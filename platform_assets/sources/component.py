@@ -69,7 +69,7 @@ def source_assets(catalog: TenantCatalog, spec: SourceSpec) -> list[dg.AssetsDef
 
         from platform_assets.quality.checks import expectation_check, schema_check
 
-        with meter(tenant.name, tenant.resources) as usage:
+        with meter(tenant.name, tenant.resources, pricing.catalog()) as usage:
             df = read_source(spec)
             schema = schema_check(df, spec.columns)
             present = [c for c in spec.columns if c in df.columns]
