@@ -1,80 +1,129 @@
-"""The production code path: a tenant's pipeline with Dagster, the Feast registry and MLflow on
-Postgres and Feast's online store on Redis (MLPLAT_ENV=services)."""
+"""The services deployment as real processes: a tenant's pipeline run the way a pod runs it, and
+the MLflow tracking server going down during training.
+
+One stack per module (`up(dagster=False)`: S3 API server, MLflow tracking server with basic auth
+on Postgres and artifacts proxied to S3; Postgres and Redis are the machine's), torn down by pid.
+"""
 
 from __future__ import annotations
 
-import uuid
+import os
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from datetime import datetime
+from pathlib import Path
 
 import dagster as dg
-import psycopg2
 import pytest
 
-from tests.platform_sandbox import sandbox
+from platform_assets.services import stack as services
+from tests.conftest import POSTGRES_URL, REDIS_URL, require_service
 
 pytestmark = [pytest.mark.services, pytest.mark.materialize]
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[services.Stack]:
+    require_service("PostgreSQL", "127.0.0.1", 5432)
+    require_service("Redis", "127.0.0.1", 6379)
+    db = int(REDIS_URL.rsplit("/", 1)[1])
+    import redis
+
+    redis.Redis(host="127.0.0.1", port=6379, db=db).flushdb()
+    folder = tmp_path_factory.mktemp("stack")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLPLAT_SERVICES_POSTGRES_URL", POSTGRES_URL)
+        mp.setenv("MLPLAT_SERVICES_REDIS", f"127.0.0.1:6379,db={db}")
+        try:
+            yield services.up(folder=folder, dagster=False)
+        finally:
+            services.down(folder)
 
 
 @pytest.fixture
-def databases(postgres_url: str) -> Iterator[dict[str, str]]:
-    """Throwaway databases on the real server (Dagster, MLflow, Feast each own one, as in
-    production, since their table names overlap), dropped afterwards."""
-    names = {
-        role: f"mlplat_{role}_{uuid.uuid4().hex[:8]}" for role in ("dagster", "mlflow", "feast")
+def services_env(stack: services.Stack, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    env = stack.env()
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return env
+
+
+def _pod_env(stack_env: dict[str, str], root: Path) -> dict[str, str]:
+    """What a step pod gets: the services' endpoints and credentials, an empty home and temp
+    dir, and a data root that must stay unused (nothing may fall back to this machine's disk)."""
+    home = root / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text(services.dagster_yaml())
+    (root / "tmp").mkdir()
+    return {
+        "PATH": os.environ["PATH"],
+        "HOME": str(root / "work"),
+        "TMPDIR": str(root / "tmp"),
+        **stack_env,
+        "DAGSTER_HOME": str(home),
+        "MLPLAT_DATA": str(root / "must-not-exist"),
     }
-    admin = psycopg2.connect(postgres_url)
-    admin.autocommit = True
-    for name in names.values():
-        admin.cursor().execute(f"create database {name}")
-    try:
-        base = postgres_url.rsplit("/", 1)[0]
-        yield {role: f"{base}/{name}" for role, name in names.items()}
-    finally:
-        for name in names.values():
-            admin.cursor().execute(f"drop database {name} with (force)")
-        admin.close()
 
 
-def test_tenant_pipeline_on_postgres_and_redis(
-    monkeypatch, platform_home, databases, redis_url, tmp_path
-):
+@pytest.mark.slow
+def test_tenant_pipeline_runs_like_a_pod(stack, services_env, tmp_path, monkeypatch):
+    import boto3
     import redis
 
-    db = int(redis_url.rsplit("/", 1)[1])
-    redis.Redis(host="127.0.0.1", port=6379, db=db).flushdb()
-    monkeypatch.setenv("MLPLAT_ENV", "services")
-    monkeypatch.setenv("MLPLAT_LAKE_URI", str(tmp_path / "lake"))
-    monkeypatch.setenv("MLPLAT_FEAST_REGISTRY_URL", databases["feast"])
-    monkeypatch.setenv("MLPLAT_REDIS", f"127.0.0.1:6379,db={db}")
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", databases["mlflow"])
-    monkeypatch.setenv("MLPLAT_MLFLOW_ARTIFACTS", str(tmp_path / "artifacts"))
-    # dagster-postgres issues NOTIFY with a bound parameter, which psycopg 3 (SQLAlchemy 2.1's
-    # default for postgresql://) rejects; name the psycopg2 driver explicitly.
-    storage = {
-        "postgres": {
-            "postgres_url": databases["dagster"].replace("postgresql://", "postgresql+psycopg2://")
-        }
-    }
-    with (
-        sandbox(monkeypatch) as (_, build),
-        dg.instance_for_test(overrides={"storage": storage}) as instance,
-    ):
-        defs = build()
-        result = defs.resolve_job_def("ridehail_pipeline").execute_in_process(instance=instance)
-        assert result.success
+    work = tmp_path / "work"
+    work.mkdir()
+    env = _pod_env(services_env, tmp_path)
+    started = time.perf_counter()
+    proc = subprocess.run(
+        [str(BIN / "dagster"), "job", "execute", "-m", "platform_assets.definitions"]
+        + ["-j", "ridehail_pipeline"],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    elapsed = time.perf_counter() - started
+    assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-5000:]
+    assert list(work.iterdir()) == [], "the run wrote into its working directory"
+    assert not (tmp_path / "must-not-exist").exists(), "something fell back to the data root"
+
+    # The run is recorded in Postgres, every step in its own process.
+    monkeypatch.setenv("DAGSTER_HOME", env["DAGSTER_HOME"])
+    with dg.DagsterInstance.get() as instance:
+        [run] = instance.get_runs(dg.RunsFilter(job_name="ridehail_pipeline"))
+        assert run.status == dg.DagsterRunStatus.SUCCESS
+        starts = instance.get_records_for_run(
+            run.run_id, of_type=dg.DagsterEventType.STEP_START
+        ).records
+        pids = {r.event_log_entry.dagster_event.pid for r in starts}
+        assert len(pids) == len(starts) > 5
         assert instance.get_latest_materialization_event(
             dg.AssetKey(["ridehail", "evaluation_reports", "driver_churn"])
         )
-        version = defs.resources["mlflow"].client().get_model_version("ridehail.driver_churn", "1")
-        assert version.tags["tenant"] == "ridehail"
 
-        store = defs.resources["feast"].store("ridehail")
-        assert {v.name for v in store.list_feature_views()} == {"driver_stats", "zone_demand"}
-        store.materialize(start_date=datetime(2026, 1, 1), end_date=datetime(2026, 4, 3))
-        online = store.get_online_features(
-            features=["driver_stats:trips_7d"], entity_rows=[{"driver_id": "d0001"}]
-        ).to_dict()
-        assert online["trips_7d"][0] is not None
-        keys = redis.Redis(host="127.0.0.1", port=6379, db=db).keys("*")
-        assert keys, "features were not written to Redis"
+    # The model is registered on the tracking server; its artifacts are in the S3 bucket.
+    from platform_assets.execution.resources import resources_for
+
+    resources = resources_for("services")
+    version = resources["mlflow"].client().get_model_version("ridehail.driver_churn", "1")
+    assert version.tags["tenant"] == "ridehail"
+    s3 = boto3.client("s3")
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=services.BUCKET)["Contents"]]
+    assert any(k.startswith("mlflow/") and k.endswith("MLmodel") for k in keys)
+    assert any(k.startswith("dagster/compute-logs/") for k in keys), "compute logs not in S3"
+
+    # The Feast registry is on Postgres and the online store is Redis.
+    feast = resources["feast"].process_config_and_initialize()
+    store = feast.store("ridehail")
+    assert {v.name for v in store.list_feature_views()} == {"driver_stats", "zone_demand"}
+    store.materialize(start_date=datetime(2026, 1, 1), end_date=datetime(2026, 4, 3))
+    online = store.get_online_features(
+        features=["driver_stats:trips_7d"], entity_rows=[{"driver_id": "d0001"}]
+    ).to_dict()
+    assert online["trips_7d"][0] is not None
+    db = int(env["MLPLAT_REDIS"].split("db=")[1])
+    assert redis.Redis(host="127.0.0.1", port=6379, db=db).keys("*")

@@ -74,6 +74,8 @@ class Component:
     url: str
     pid: int | None = None  # set when `up` started it (the process group leader)
     log: str | None = None
+    cmd: list[str] = field(default_factory=list)  # how it was started, to start it again
+    env: dict[str, str] = field(default_factory=dict)
 
     @property
     def started(self) -> bool:
@@ -110,7 +112,9 @@ class Stack:
             "databases": self.databases,
             "components": {k: asdict(c) for k, c in self.components.items()},
         }
-        (self.folder / STATE_FILE).write_text(json.dumps(data, indent=2))
+        from resources.feature_store import write_private
+
+        write_private(self.folder / STATE_FILE, json.dumps(data, indent=2))  # holds credentials
 
     @classmethod
     def load(cls, folder: Path | None = None) -> Stack:
@@ -136,6 +140,7 @@ def _write_env(path: Path, env: dict[str, str]) -> None:
 
 
 def _spawn(stack: Stack, name: str, cmd: list[str], env: dict[str, str]) -> tuple[int, str]:
+    """Start one component in its own process group; returns (pid, log file)."""
     logs = stack.folder / "logs"
     logs.mkdir(exist_ok=True)
     log = logs / f"{name}.log"
@@ -150,6 +155,26 @@ def _spawn(stack: Stack, name: str, cmd: list[str], env: dict[str, str]) -> tupl
             start_new_session=True,  # its own process group: `down` stops it and its children
         )
     return proc.pid, str(log)
+
+
+def start_component(stack: Stack, name: str, url: str, cmd: list[str], env: dict) -> Component:
+    pid, log = _spawn(stack, name, cmd, env)
+    stack.components[name] = Component(name, url, pid, log, cmd, env)
+    stack.save()
+    return stack.components[name]
+
+
+def stop_component(stack: Stack, name: str) -> None:
+    """Stop one component `up` started (its whole process group), keeping its record."""
+    _stop_group(stack.components[name].pid)
+
+
+def restart_component(stack: Stack, name: str, timeout: float = 180) -> float:
+    """Start a stopped component again as it was started; seconds until it is healthy."""
+    comp = stack.components[name]
+    start_component(stack, name, comp.url, comp.cmd, comp.env)
+    new = stack.components[name]
+    return wait_until(name, lambda: health(stack, [name])[name], timeout, new.pid, new.log)
 
 
 def _alive(pid: int) -> bool:
@@ -272,9 +297,8 @@ def _redis(stack: Stack, report: Callable[[str], None]) -> str:
     if server is None:
         raise FileNotFoundError("no Redis at 127.0.0.1:6379 and redis-server is not installed")
     cmd = [server, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"]
-    pid, log = _spawn(stack, "redis", cmd, {})
-    stack.components["redis"] = Component("redis", f"redis://127.0.0.1:{port}/0", pid, log)
-    wait_until("Redis", lambda: _reachable("127.0.0.1", port), 30, pid, log)
+    comp = start_component(stack, "redis", f"redis://127.0.0.1:{port}/0", cmd, {})
+    wait_until("Redis", lambda: _reachable("127.0.0.1", port), 30, comp.pid, comp.log)
     report(f"started Redis on 127.0.0.1:{port}")
     return f"127.0.0.1:{port},db=0"
 
@@ -305,8 +329,14 @@ def daemons_healthy(webserver_url: str) -> bool:
     return bool(required) and all(s["healthy"] for s in required)
 
 
-def up(report: Callable[[str], None] = lambda _: None, folder: Path | None = None) -> Stack:
-    """Start what is not running, wait until healthy; returns the recorded stack."""
+def up(
+    report: Callable[[str], None] = lambda _: None,
+    folder: Path | None = None,
+    dagster: bool = True,
+) -> Stack:
+    """Start what is not running, wait until healthy; returns the recorded stack.
+
+    `dagster=False` stops short of the webserver and daemon (what a step pod talks to)."""
     folder = folder or state_dir()
     if (folder / STATE_FILE).exists():
         stack = Stack.load(folder)
@@ -321,7 +351,7 @@ def up(report: Callable[[str], None] = lambda _: None, folder: Path | None = Non
     folder.mkdir(parents=True, exist_ok=True)
     stack = Stack(folder=folder, stack_id=secrets.token_hex(4))
     try:
-        _start(stack, report)
+        _start(stack, report, dagster)
     except BaseException:
         stack.save()  # so `down` can stop whatever did start
         raise
@@ -329,7 +359,7 @@ def up(report: Callable[[str], None] = lambda _: None, folder: Path | None = Non
     return stack
 
 
-def _start(stack: Stack, report: Callable[[str], None]) -> None:
+def _start(stack: Stack, report: Callable[[str], None], dagster: bool = True) -> None:
     folder = stack.folder
     stack.admin_postgres_url = _postgres(stack, report)
     stack.save()
@@ -339,10 +369,9 @@ def _start(stack: Stack, report: Callable[[str], None]) -> None:
 
     s3_port = free_port()
     s3_url = f"http://127.0.0.1:{s3_port}"
-    pid, log = _spawn(stack, "s3", [_bin("moto_server"), "-H", "127.0.0.1", "-p", str(s3_port)], {})
-    stack.components["s3"] = Component("s3", s3_url, pid, log)
-    stack.save()
-    wait_until("S3 server", lambda: _http_ok(f"{s3_url}/moto-api/"), 60, pid, log)
+    cmd = [_bin("moto_server"), "-H", "127.0.0.1", "-p", str(s3_port)]
+    comp = start_component(stack, "s3", s3_url, cmd, {})
+    wait_until("S3 server", lambda: _http_ok(f"{s3_url}/moto-api/"), 60, comp.pid, comp.log)
 
     password = os.environ.get("MLPLAT_MLFLOW_ADMIN_PASSWORD") or secrets.token_urlsafe(18)
     aws = {
@@ -386,9 +415,7 @@ def _start(stack: Stack, report: Callable[[str], None]) -> None:
         "--host", "127.0.0.1", "--port", str(mlflow_port),
         "--workers", "2",
     ]  # fmt: skip
-    pid, log = _spawn(stack, "mlflow", cmd, mlflow_env)
-    stack.components["mlflow"] = Component("mlflow", mlflow_url, pid, log)
-    stack.save()
+    mlflow = start_component(stack, "mlflow", mlflow_url, cmd, mlflow_env)
 
     home = folder / "dagster_home"
     home.mkdir(exist_ok=True)
@@ -414,25 +441,25 @@ def _start(stack: Stack, report: Callable[[str], None]) -> None:
         "MLflow server",
         lambda: _http_ok(f"{mlflow_url}/api/2.0/mlflow/experiments/search?max_results=1",
                          (MLFLOW_ADMIN, password)),
-        180, pid, log,
+        180, mlflow.pid, mlflow.log,
     )  # fmt: skip
     report(f"MLflow tracking server (basic auth) at {mlflow_url}")
+    if not dagster:
+        return
 
     web_port = free_port()
     web_url = f"http://127.0.0.1:{web_port}"
     cmd = [_bin("dagster-webserver"), "-h", "127.0.0.1", "-p", str(web_port), "-w", str(workspace)]
-    pid, log = _spawn(stack, "webserver", cmd, env)
-    stack.components["webserver"] = Component("webserver", web_url, pid, log)
-    stack.save()
+    web = start_component(stack, "webserver", web_url, cmd, env)
     # A sensor tick that loads the heavy libraries for the first time on a busy machine can take
     # longer than Dagster's 60 s default.
     daemon_env = {**env, "DAGSTER_SENSOR_GRPC_TIMEOUT_SECONDS": "300"}
     cmd = [_bin("dagster-daemon"), "run", "-w", str(workspace)]
-    pid_d, log_d = _spawn(stack, "daemon", cmd, daemon_env)
-    stack.components["daemon"] = Component("daemon", f"{web_url} (daemon health)", pid_d, log_d)
-    stack.save()
-    wait_until("Dagster webserver", lambda: _http_ok(f"{web_url}/server_info"), 300, pid, log)
-    wait_until("Dagster daemon", lambda: daemons_healthy(web_url), 300, pid_d, log_d)
+    daemon = start_component(stack, "daemon", f"{web_url} (daemon health)", cmd, daemon_env)
+    wait_until(
+        "Dagster webserver", lambda: _http_ok(f"{web_url}/server_info"), 300, web.pid, web.log
+    )
+    wait_until("Dagster daemon", lambda: daemons_healthy(web_url), 300, daemon.pid, daemon.log)
 
 
 def lake_uri(folder: Path) -> str:
@@ -458,11 +485,13 @@ def _boto_kwargs(aws: dict[str, str]) -> dict[str, str]:
     }
 
 
-def health(stack: Stack) -> dict[str, bool]:
+def health(stack: Stack, names: list[str] | None = None) -> dict[str, bool]:
     """Each component's health, checked against the component itself."""
     env = stack.env() if stack.env_file.exists() else {}
     out: dict[str, bool] = {}
     for name, comp in stack.components.items():
+        if names is not None and name not in names:
+            continue
         if name == "postgres":
             out[name] = _postgres_ok(stack.admin_postgres_url)
         elif name == "redis":
