@@ -69,7 +69,9 @@ def _pod_env(stack_env: dict[str, str], root: Path) -> dict[str, str]:
 
 
 @pytest.mark.slow
-def test_tenant_pipeline_runs_like_a_pod(stack, services_env, tmp_path, monkeypatch):
+def test_tenant_pipeline_runs_like_a_pod(
+    stack, services_env, tmp_path, monkeypatch, record_property
+):
     import boto3
     import redis
 
@@ -86,7 +88,7 @@ def test_tenant_pipeline_runs_like_a_pod(stack, services_env, tmp_path, monkeypa
         text=True,
         timeout=1800,
     )
-    elapsed = time.perf_counter() - started
+    record_property("pod_run_seconds", round(time.perf_counter() - started, 1))
     assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-5000:]
     assert list(work.iterdir()) == [], "the run wrote into its working directory"
     assert not (tmp_path / "must-not-exist").exists(), "something fell back to the data root"
