@@ -129,3 +129,50 @@ def test_tenant_pipeline_runs_like_a_pod(
     assert online["trips_7d"][0] is not None
     db = int(env["MLPLAT_REDIS"].split("db=")[1])
     assert redis.Redis(host="127.0.0.1", port=6379, db=db).keys("*")
+
+
+@pytest.mark.slow
+def test_mlflow_server_down_during_training(
+    stack, services_env, platform_home, monkeypatch, record_property
+):
+    """Runs after the pod test (same module), which left ridehail's training set in the lake and
+    version 1 of its model in the registry."""
+    import threading
+
+    from platform_assets.definitions import defs
+    from platform_assets.execution.resources import resources_for
+
+    monkeypatch.setenv("MLPLAT_ENV", "services")
+    key = dg.AssetKey(["ridehail", "models", "driver_churn"])
+    model = defs().resolve_assets_def(key)
+    resources = resources_for("services")
+    services.stop_component(stack, "mlflow")
+    recovered: dict[str, float] = {}
+
+    with dg.instance_for_test() as instance:
+
+        def restart_after_first_failure() -> None:
+            while not instance.fetch_observations(key, limit=1).records:
+                time.sleep(0.5)
+            recovered["seconds"] = services.restart_component(stack, "mlflow")
+
+        watcher = threading.Thread(target=restart_after_first_failure, daemon=True)
+        watcher.start()
+        result = dg.materialize([model], instance=instance, resources=resources)
+        watcher.join(timeout=300)
+        assert result.success
+        retries = [
+            e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY
+        ]
+        assert retries, "the step was not retried"
+        failures = instance.fetch_observations(key, limit=10).records
+        first = failures[-1].asset_observation.metadata["cost/failed"].value
+        assert stack.components["mlflow"].url in first  # MLflow's error names the server
+        run_id = result.run_id
+
+    versions = resources["mlflow"].client().search_model_versions("name = 'ridehail.driver_churn'")
+    # Exactly one new version, from this run, tagged: none orphaned by the failed attempts.
+    assert sorted(int(v.version) for v in versions) == [1, 2]
+    assert {v.tags.get("dagster_run_id") for v in versions if v.version == "2"} == {run_id}
+    record_property("mlflow_restart_seconds", round(recovered["seconds"], 1))
+    record_property("failed_attempts_billed", len(failures))

@@ -33,6 +33,11 @@ if TYPE_CHECKING:  # pandas loads in the steps, not with the code location
     import pandas as pd
 
 
+# Steps that talk to the MLflow tracking server outlive a short outage of it: each attempt fails
+# with MLflow's error naming the server, is billed, and the step is tried again.
+TRACKING_RETRY = dg.RetryPolicy(max_retries=3, delay=15, backoff=dg.Backoff.EXPONENTIAL)
+
+
 def serving_requirements() -> list[str]:
     from importlib.metadata import version
 
@@ -176,6 +181,7 @@ def model_assets(catalog: TenantCatalog, spec: ModelSpec) -> list[dg.AssetsDefin
         **model_kwargs,
         deps=[ts_key],
         automation_condition=GATED,
+        retry_policy=TRACKING_RETRY,
     )
     def model(
         context: dg.AssetExecutionContext,
@@ -207,6 +213,14 @@ def model_assets(catalog: TenantCatalog, spec: ModelSpec) -> list[dg.AssetsDefin
                 "feature_service": spec.feature_service,
             }
             with mlflow.run(context, f"{tenant.name}/{spec.name}", {"tenant": tenant.name}):
+                # An earlier attempt of this run may have registered a version and failed
+                # before tagging it; retrying would leave that version orphaned.
+                client = mlflow.client()
+                active = mlflow_lib.active_run().info.run_id
+                for stale in client.search_model_versions(
+                    f"name = '{registered}' and run_id = '{active}'"
+                ):
+                    client.delete_model_version(registered, stale.version)
                 mlflow_lib.log_params(
                     {"algorithm": spec.algorithm, **spec.params, "features": ",".join(cols)}
                 )
@@ -223,7 +237,6 @@ def model_assets(catalog: TenantCatalog, spec: ModelSpec) -> list[dg.AssetsDefin
                     pip_requirements=serving_requirements(),
                     signature=infer_signature(X.head(100), pipeline.predict_proba(X.head(100))),
                 )
-                client = mlflow.client()
                 mv = info.registered_model_version
                 for k, v in tags.items():
                     client.set_model_version_tag(registered, str(mv), k, v)
@@ -259,6 +272,7 @@ def model_assets(catalog: TenantCatalog, spec: ModelSpec) -> list[dg.AssetsDefin
         **eval_kwargs,
         deps=[model_key, ts_key],
         automation_condition=GATED,
+        retry_policy=TRACKING_RETRY,
     )
     def evaluation_report(
         context: dg.AssetExecutionContext,

@@ -413,7 +413,7 @@ def _start(stack: Stack, report: Callable[[str], None], dagster: bool = True) ->
         "--serve-artifacts",
         "--app-name", "basic-auth",
         "--host", "127.0.0.1", "--port", str(mlflow_port),
-        "--workers", "2",
+        "--workers", "1",
     ]  # fmt: skip
     mlflow = start_component(stack, "mlflow", mlflow_url, cmd, mlflow_env)
 
@@ -435,6 +435,9 @@ def _start(stack: Stack, report: Callable[[str], None], dagster: bool = True) ->
         "MLFLOW_TRACKING_URI": mlflow_url,
         "MLFLOW_TRACKING_USERNAME": MLFLOW_ADMIN,
         "MLFLOW_TRACKING_PASSWORD": password,
+        # Fail fast when the server is down; the steps' retry policy rides out an outage.
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
     }
     _write_env(stack.env_file, env)
     wait_until(
