@@ -46,6 +46,7 @@ snapshot: install
 bench: install
 	$(BIN)/python -m bench.pit_bench
 	$(BIN)/python -m bench.scale_bench
+	$(BIN)/python -m bench.budget_bench
 
 quotas: install
 	$(BIN)/mlplat quotas write

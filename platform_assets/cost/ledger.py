@@ -13,6 +13,7 @@ What counts is `rollup.billed_event`'s rule, the same as the showback's.
 from __future__ import annotations
 
 import uuid
+import weakref
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
@@ -24,8 +25,11 @@ import sqlalchemy as sa
 from platform_assets.cost.rollup import COST_EVENTS, COST_KEY, billed_event
 
 LEDGER_ID_KEY = "mlplat/cost/ledger_id"
-LOOKBACK_IDS = 50  # ids below the cursor re-read: a transaction may commit an older id later
+# Ids below the cursor re-read on Postgres, where concurrent inserts may commit an older id after
+# a newer one; SQLite commits one writer at a time, in id order.
+LOOKBACK_IDS = {"postgresql": 20}
 PAGE = 5000
+SEEN = "event_log"  # cursor row: the event log's newest id at the last refresh
 
 metadata = sa.MetaData()
 steps = sa.Table(
@@ -52,6 +56,7 @@ totals = sa.Table(
     sa.Column("usd", sa.Float, nullable=False),
     sa.Column("steps", sa.BigInteger, nullable=False),
 )
+lock = sa.Table("cost_ledger_lock", metadata, sa.Column("id", sa.Integer, primary_key=True))
 cursors = sa.Table(
     "cost_ledger_cursors",
     metadata,
@@ -110,14 +115,36 @@ def ledger_engine() -> sa.Engine:
     return _engine(platform_db_url())
 
 
-def ledger_id(instance: dg.DagsterInstance) -> str:
-    """This Dagster instance's ledger: storage ids only mean something within one event log."""
+_LEDGER_IDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def ledger_id(instance: dg.DagsterInstance, engine: sa.Engine | None = None) -> str:
+    """This Dagster instance's ledger: storage ids only mean something within one event log.
+
+    The id lives in the instance's key-value store; the first one is created under the ledger
+    database's write lock, so concurrent first refreshes agree on it.
+    """
+    if instance in _LEDGER_IDS:
+        return _LEDGER_IDS[instance]
     storage = instance.run_storage
     value = storage.get_cursor_values({LEDGER_ID_KEY}).get(LEDGER_ID_KEY)
     if value is None:
-        storage.set_cursor_values({LEDGER_ID_KEY: str(uuid.uuid4())})
-        value = storage.get_cursor_values({LEDGER_ID_KEY})[LEDGER_ID_KEY]
+        with (engine or ledger_engine()).begin() as conn:
+            _write_lock(conn)
+            value = storage.get_cursor_values({LEDGER_ID_KEY}).get(LEDGER_ID_KEY)
+            if value is None:
+                value = str(uuid.uuid4())
+                storage.set_cursor_values({LEDGER_ID_KEY: value})
+    _LEDGER_IDS[instance] = value
     return value
+
+
+def _write_lock(conn: sa.Connection) -> None:
+    """Hold the ledger database's write lock until the transaction ends."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text("select pg_advisory_xact_lock(4242002)"))
+    else:  # SQLite serialises writers: writing a row takes the database's write lock
+        conn.execute(_insert(conn, lock).values(id=1).on_conflict_do_nothing())
 
 
 def _insert(conn: sa.Connection, table: sa.Table):
@@ -131,7 +158,7 @@ def _insert(conn: sa.Connection, table: sa.Table):
 def refresh(instance: dg.DagsterInstance, engine: sa.Engine | None = None) -> int:
     """Bill the steps recorded since the last refresh; returns how many rows were added."""
     engine = engine or ledger_engine()
-    ledger = ledger_id(instance)
+    ledger = ledger_id(instance, engine)
     added = 0
     with engine.begin() as conn:
         known = dict(
@@ -141,36 +168,42 @@ def refresh(instance: dg.DagsterInstance, engine: sa.Engine | None = None) -> in
                 )
             ).all()
         )
+        # One cheap query when nothing at all was recorded since the last refresh.
+        latest = instance.event_log_storage.get_maximum_record_id() or 0
+        if known.get(SEEN) == latest:
+            return 0
+        lookback = LOOKBACK_IDS.get(conn.dialect.name, 0)
         for event_type in COST_EVENTS:
             after = known.get(event_type.value)
             newest = after
-            start = None if after is None else max(after - LOOKBACK_IDS, 0)
+            start = None if after is None else max(after - lookback, 0)
             while True:
                 records = instance.event_log_storage.get_event_records(
                     dg.EventRecordsFilter(event_type=event_type, after_cursor=start),
                     limit=PAGE,
                     ascending=True,
                 )
-                billed = [b for b in map(billable, records) if b is not None]
-                added += _add(conn, ledger, billed)
+                added += _add(conn, ledger, [b for b in map(billable, records) if b is not None])
                 if records:
                     newest = max(newest or 0, records[-1].storage_id)
                     start = records[-1].storage_id
                 if len(records) < PAGE:
                     break
             if newest is not None and newest != after:
-                stmt = _insert(conn, cursors).values(
-                    ledger=ledger, event_type=event_type.value, storage_id=newest
-                )
-                conn.execute(
-                    stmt.on_conflict_do_update(
-                        index_elements=["ledger", "event_type"],
-                        set_={"storage_id": sa.func.max(cursors.c.storage_id, newest)}
-                        if conn.dialect.name == "sqlite"
-                        else {"storage_id": sa.func.greatest(cursors.c.storage_id, newest)},
-                    )
-                )
+                _set_cursor(conn, ledger, event_type.value, newest)
+        _set_cursor(conn, ledger, SEEN, latest)
     return added
+
+
+def _set_cursor(conn: sa.Connection, ledger: str, name: str, storage_id: int) -> None:
+    greatest = sa.func.max if conn.dialect.name == "sqlite" else sa.func.greatest
+    stmt = _insert(conn, cursors).values(ledger=ledger, event_type=name, storage_id=storage_id)
+    conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=["ledger", "event_type"],
+            set_={"storage_id": greatest(cursors.c.storage_id, storage_id)},
+        )
+    )
 
 
 def _add(conn: sa.Connection, ledger: str, billed: list[BilledStep]) -> int:
