@@ -129,10 +129,10 @@ class Progress:
 
 
 def promotion_runs(
-    url: str, location: tuple[str, str], after: float, timeout: float, say
+    url: str, location: tuple[str, str], since: float, after: float, timeout: float, say
 ) -> list[str]:
-    """Waits for the daemon's first promotion sensor tick that started after `after` (every
-    pipeline finished by then); returns the promotion runs its ticks since `after` requested."""
+    """Waits for a promotion sensor tick of the daemon's that started after `after` (every
+    pipeline had finished by then); returns the runs its ticks since `since` requested."""
     selector = {
         "repositoryLocationName": location[0],
         "repositoryName": location[1],
@@ -142,14 +142,14 @@ def promotion_runs(
     while time.monotonic() < deadline:
         state = _graphql(url, TICKS, {"selector": selector})["sensorOrError"]["sensorState"]
         ticks = sorted(
-            (t for t in state["ticks"] if t["timestamp"] >= after), key=lambda t: t["timestamp"]
+            (t for t in state["ticks"] if t["timestamp"] >= since), key=lambda t: t["timestamp"]
         )
         for tick in ticks:
             if tick["status"] == "FAILURE" and tick["error"]["message"] not in errors:
                 errors.append(tick["error"]["message"])
                 say(f"  daemon: {PROMOTION_SENSOR} tick failed, the daemon retries it")
         done = [t for t in ticks if t["status"] in ("SUCCESS", "SKIPPED")]
-        if done:
+        if any(t["timestamp"] >= after for t in done):
             for tick in done:
                 what = f"{len(tick['runIds'])} run(s)" if tick["runIds"] else tick["skipReason"]
                 say(f"  daemon: {PROMOTION_SENSOR} tick -> {what}")
@@ -223,7 +223,9 @@ def main(log: str | None = None) -> None:
 
         console.rule("Promotion: the daemon's sensor submits what qualifies")
         location = next(iter(locations.values()))
-        promoted = promotion_runs(url, location, pipelines_done, timeout=420, say=console.print)
+        promoted = promotion_runs(
+            url, location, started, pipelines_done, timeout=420, say=console.print
+        )
         for run_id in promoted:
             progress.follow(run_id, "promotion")
         outcome = progress.wait(promoted, timeout=600)
