@@ -4,6 +4,7 @@ every finished step recorded once, and the platform's own tables are whole."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import threading
@@ -25,6 +26,8 @@ def cluster() -> Iterator[PostgresCluster]:
     try:
         pg_bin("initdb")
     except FileNotFoundError as exc:
+        if os.environ.get("MLPLAT_REQUIRE_SERVICES") == "1":
+            pytest.fail(f"{exc} (MLPLAT_REQUIRE_SERVICES=1)")
         pytest.skip(str(exc))
     # Under /tmp itself: the server runs as `postgres` when we are root, and pytest's own
     # temp folders are private to root.
