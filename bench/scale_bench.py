@@ -25,6 +25,8 @@ from pathlib import Path
 import dagster as dg
 import yaml
 
+from resources.lake import LakeResource
+
 RESULTS = Path(__file__).parent / "results" / "scale_bench.json"
 PACKAGE = "mlplat_scale_defs"
 SOURCES = ("s0", "s1")
@@ -274,18 +276,16 @@ def record_in_event_log(instance: dg.DagsterInstance, steps: list) -> None:
     instance.event_log_storage.store_event_batch(batch)
 
 
-def write_ledger(lake_root: Path, steps: list) -> None:
-    """One parquet file per tenant and day, as the `<tenant>/cost` partitions write them."""
+def write_ledger(lake: LakeResource, steps: list) -> None:
+    """One lake snapshot per tenant and day, as the `<tenant>/cost` partitions write them."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    from platform_assets.cost.rollup import LEDGER_COLUMNS, ledger_frame
+    from platform_assets.cost.rollup import LEDGER_COLUMNS, LEDGER_KIND, ledger_frame
 
     frame = ledger_frame(steps)
     for (tenant, day), rows in frame.groupby(["tenant", "day"]):
-        path = lake_root / tenant / "cost_ledger" / f"{day}.parquet"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(pa.Table.from_pandas(rows[LEDGER_COLUMNS], preserve_index=False), path)
+        table = pa.Table.from_pandas(rows[LEDGER_COLUMNS], preserve_index=False)
+        lake.write(tenant, LEDGER_KIND, day, table)
 
 
 def median(values: list[float]) -> float:
@@ -333,7 +333,7 @@ def main() -> None:
         month_start, month_end = month_bounds(MONTH)
         steps = synthetic_steps(args.tenants, args.steps, month_start)
         recorded = sum(s.usd for s in steps)
-        lake = Path(tmp) / "lake"
+        lake = LakeResource(root=str(Path(tmp) / "lake"))
         write_ledger(lake, steps)
         tenants = sorted({s.tenant for s in steps})
         sample = steps[: args.event_log_steps]

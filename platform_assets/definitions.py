@@ -18,6 +18,7 @@ from platform_assets.execution.executors import executor_for
 from platform_assets.execution.resources import resources_for
 from platform_assets.governance.promotion import promote_model, rollback_model
 from platform_assets.sensors.promotion import promotion_sensor
+from platform_assets.storage.retention import lake_retention, lake_retention_schedule
 from platform_assets.tenancy.catalog import defs_root, load_all
 from platform_assets.tenancy.isolation import check_isolation
 from platform_assets.tenancy.loader import catalog_definitions, dagster_only_files
@@ -53,9 +54,11 @@ def platform_definitions(tenant_defs: dg.Definitions) -> dg.Definitions:
         ],
         promote_model,
         rollback_model,
+        lake_retention,
     ]
     platform = dg.Definitions(
         jobs=jobs,
+        schedules=[lake_retention_schedule],
         sensors=[promotion_sensor],
         resources=resources_for(env),
         executor=executor_for(env),

@@ -21,6 +21,9 @@ class MlflowResource(dg.ConfigurableResource):
     server proxies artifacts itself (`mlflow-artifacts:/`), so `artifact_root` is only for the
     embedded store. A server's credentials are MLflow's own `MLFLOW_TRACKING_USERNAME` and
     `MLFLOW_TRACKING_PASSWORD` in the environment, never config.
+
+    `artifact_root` is a local folder or any URI MLflow stores artifacts at (`s3://bucket/...`,
+    whose endpoint MLflow takes from `MLFLOW_S3_ENDPOINT_URL` or `AWS_ENDPOINT_URL`).
     """
 
     tracking_uri: str
@@ -62,10 +65,8 @@ class MlflowResource(dg.ConfigurableResource):
             return experiment.experiment_id
         from mlflow.exceptions import MlflowException
 
-        location = None  # a server's own artifact destination
-        if self.artifact_root is not None:
-            Path(self.artifact_root).mkdir(parents=True, exist_ok=True)
-            location = f"{Path(self.artifact_root).resolve().as_uri()}/{name}"
+        # None: a tracking server's own artifact destination (it proxies artifacts).
+        location = None if self.artifact_root is None else self.artifact_location(name)
         try:
             return client.create_experiment(name, artifact_location=location)
         except MlflowException as exc:
@@ -73,6 +74,13 @@ class MlflowResource(dg.ConfigurableResource):
             if exc.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise
             return client.get_experiment_by_name(name).experiment_id
+
+    def artifact_location(self, experiment: str) -> str:
+        if "://" in self.artifact_root and not self.artifact_root.startswith("file://"):
+            return f"{self.artifact_root.rstrip('/')}/{experiment}"
+        root = Path(self.artifact_root.removeprefix("file://"))
+        root.mkdir(parents=True, exist_ok=True)
+        return f"{root.resolve().as_uri()}/{experiment}"
 
     @contextmanager
     def run(self, context: dg.AssetExecutionContext, experiment: str, tags: dict[str, str]):

@@ -148,9 +148,9 @@ def test_source_missing_declared_column_keeps_downstream_intact(ridehail, tmp_pa
     defs = build()
     assert _run(defs, instance).success
     lake = defs.resources["lake"]
-    features = lake.path("ridehail", "features", "driver_stats")
-    training = lake.path("ridehail", "training_sets", "driver_churn")
-    before = (_digest(features), _digest(training))
+    features = lake.current("ridehail", "features", "driver_stats")
+    training = lake.current("ridehail", "training_sets", "driver_churn")
+    before = (_digest(Path(features.uri)), _digest(Path(training.uri)))
 
     pd.read_parquet(trips).drop(columns=["rating"]).to_parquet(trips)
     result = _run(defs, instance)
@@ -158,7 +158,9 @@ def test_source_missing_declared_column_keeps_downstream_intact(ridehail, tmp_pa
     check = _checks(result)["ridehail/sources/trips:schema"]
     assert not check.passed
     assert "column 'rating' is missing" in check.description
-    assert (_digest(features), _digest(training)) == before
+    assert lake.current("ridehail", "features", "driver_stats") == features
+    assert lake.current("ridehail", "training_sets", "driver_churn") == training
+    assert (_digest(Path(features.uri)), _digest(Path(training.uri))) == before
     versions = (
         defs.resources["mlflow"].client().search_model_versions("name='ridehail.driver_churn'")
     )

@@ -15,6 +15,7 @@ import dagster as dg
 from platform_assets.cost.metering import PricingResource
 from platform_assets.cost.rollup import (
     LEDGER_COLUMNS,
+    LEDGER_KIND,
     PLATFORM,
     ledger_between,
     ledger_frame,
@@ -45,7 +46,7 @@ def tenant_cost_asset(tenant: TenantSpec, source: Path | None = None) -> dg.Asse
         ["cost"],
         f"Compute cost of tenant {tenant.name} per day: one ledger row per recorded step of its "
         "assets (billing on max(requested, used)), from the event log. Re-materializing a day "
-        "rewrites that day's ledger file.",
+        "rewrites that day's ledger snapshot.",
         {"python", "parquet"},
         source=source,
     )
@@ -59,9 +60,9 @@ def tenant_cost_asset(tenant: TenantSpec, source: Path | None = None) -> dg.Asse
         start, end = _window(context)
         steps = tenant_steps(context.instance, start, end, tenant.name)
         ledger = ledger_frame(steps)
-        path = lake.write(
+        snapshot = lake.write(
             tenant.name,
-            "cost_ledger",
+            LEDGER_KIND,
             start.strftime("%Y-%m-%d"),
             pa.Table.from_pandas(ledger[LEDGER_COLUMNS], preserve_index=False),
         )
@@ -76,7 +77,7 @@ def tenant_cost_asset(tenant: TenantSpec, source: Path | None = None) -> dg.Asse
                 "steps": len(ledger),
                 "cpu_seconds": round(float(ledger["cpu_seconds"].sum()), 3),
                 "currency": pricing.catalog().currency,
-                "ledger_path": str(path),
+                "ledger_uri": snapshot.uri,
                 "by_asset": dg.MetadataValue.md(table),
                 "budget_monthly_usd": tenant.budget.monthly_usd,
             }
@@ -140,9 +141,7 @@ def showback_asset(tenants: dict[str, TenantSpec]) -> dg.AssetsDefinition:
         day_start, day_end = _window(context)
         month = day_start.strftime("%Y-%m")
         month_start, _ = month_bounds(month)
-        ledger = ledger_between(
-            context.instance, Path(lake.root), sorted(tenants), month_start, day_end
-        )
+        ledger = ledger_between(context.instance, lake, sorted(tenants), month_start, day_end)
         daily = rollup_frame(ledger)
         spent = daily.groupby("tenant")["usd"].sum()
         mtd = pd.DataFrame(
@@ -161,11 +160,10 @@ def showback_asset(tenants: dict[str, TenantSpec]) -> dg.AssetsDefinition:
             .agg(steps=("steps", "sum"), usd=("usd", "sum"), cpu_seconds=("cpu_seconds", "sum"))
             .assign(month=month, through=(day_end - timedelta(seconds=1)).strftime("%Y-%m-%d"))
         )
-        path = lake.write(
+        snapshot = lake.write(
             PLATFORM, "chargeback", month, pa.Table.from_pandas(chargeback, preserve_index=False)
         )
-        csv_path = path.with_suffix(".csv")
-        chargeback.to_csv(csv_path, index=False)
+        csv_uri = lake.attach(snapshot, "csv", chargeback.to_csv(index=False).encode())
         table = daily[["tenant", "asset_key", "day", "steps", "usd"]].copy()
         table["usd"] = table["usd"].round(6)
         return dg.MaterializeResult(
@@ -176,8 +174,8 @@ def showback_asset(tenants: dict[str, TenantSpec]) -> dg.AssetsDefinition:
                 "month_to_date": dg.MetadataValue.md(mtd.to_markdown(index=False)),
                 "plot": dg.MetadataValue.md(showback_plot(daily, mtd)),
                 "cost_by_tenant_asset_day": dg.MetadataValue.md(table.to_markdown(index=False)),
-                "chargeback_parquet": str(path),
-                "chargeback_csv": str(csv_path),
+                "chargeback_parquet": snapshot.uri,
+                "chargeback_csv": csv_uri,
             }
         )
 

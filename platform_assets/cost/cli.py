@@ -41,13 +41,13 @@ def costs(
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--month") from exc
     budgets = {n: c.tenant.budget.monthly_usd for n, c in load_all().items()}
-    lake_root = Path(resources_for(deployment())["lake"].root)  # type: ignore[attr-defined]
+    lake = resources_for(deployment())["lake"]
     if ledger:
-        rows = read_ledger(lake_root, month)
+        rows = read_ledger(lake, month)  # type: ignore[arg-type]
         source = "ledger files"
     else:
         with dg.DagsterInstance.get() as instance:
-            rows = ledger_between(instance, lake_root, sorted(budgets), start, end)
+            rows = ledger_between(instance, lake, sorted(budgets), start, end)  # type: ignore[arg-type]
         source = "closed days' ledgers and the event log"
     keys = ["tenant", "asset_key"] if by_asset else ["tenant"]
     grouped = rows.groupby(keys, as_index=False).agg(

@@ -12,7 +12,6 @@ import math
 from collections import defaultdict
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import dagster as dg
@@ -20,8 +19,11 @@ import dagster as dg
 if TYPE_CHECKING:  # pandas loads in the steps and commands, not with the code location
     import pandas as pd
 
+    from resources.lake import LakeResource, Snapshot
+
 COST_KEY = "cost/usd"
 PLATFORM = "platform"
+LEDGER_KIND = "cost_ledger"  # lake kind of the daily ledgers: <tenant>/cost_ledger/<YYYY-MM-DD>
 
 
 @dataclass(frozen=True)
@@ -230,63 +232,84 @@ def month_bounds(month: str) -> tuple[datetime, datetime]:
     return start, end
 
 
-def _read_ledger_files(paths: list[str]) -> pd.DataFrame:
-    import duckdb
+def _read_ledger_snapshots(lake: LakeResource, snapshots: list[Snapshot]) -> pd.DataFrame:
+    """The rows of daily ledger snapshots; the day is the snapshot's name (its partition)."""
     import pandas as pd
+    import pyarrow as pa
+    import pyarrow.dataset as pads
 
-    if not paths:
+    if not snapshots:
         return pd.DataFrame(columns=[*LEDGER_COLUMNS, "day"])
-    # The day is the file's: the partition the rows were extracted for.
-    return duckdb.execute(
-        "select * exclude (filename), "
-        "regexp_extract(filename, '(\\d{4}-\\d{2}-\\d{2})\\.parquet$', 1) as day "
-        "from read_parquet(?, filename = true)",
-        [paths],
-    ).df()
-
-
-def read_ledger(lake_root: Path, month: str) -> pd.DataFrame:
-    """Every tenant's ledger rows for a month, from the daily files the cost assets write.
-
-    The scalable path: each day's file is extracted from the event log once, by its partition.
-    """
-    return _read_ledger_files(
-        sorted(str(p) for p in lake_root.glob(f"*/cost_ledger/{month}-*.parquet"))
+    fs, base = lake.filesystem()
+    files = {f"{base}/{s.tenant}/{s.kind}/{s.name}/{s.version}.parquet": s.name for s in snapshots}
+    # One scan over every file (read ahead in parallel), not one read per tenant-day; each
+    # batch says which file, so which day, it came from.
+    scanner = pads.dataset(list(files), filesystem=fs, format="parquet").scanner(
+        columns=LEDGER_COLUMNS
     )
+    batches, days = [], []
+    for tagged in scanner.scan_batches():
+        batches.append(tagged.record_batch)
+        days += [files[tagged.fragment.path]] * tagged.record_batch.num_rows
+    df = pa.Table.from_batches(batches, scanner.projected_schema).to_pandas()
+    df["day"] = days
+    return df
+
+
+def _ledger_days(lake: LakeResource, tenants: list[str], days: set[str]) -> list[Snapshot]:
+    """The current snapshot of each of the tenants' daily ledgers named in `days`."""
+    return [
+        lake.current(tenant, LEDGER_KIND, day)
+        for tenant in tenants
+        for day in lake.names(tenant, LEDGER_KIND)
+        if day in days
+    ]
+
+
+def read_ledger(lake: LakeResource, month: str, tenants: list[str] | None = None) -> pd.DataFrame:
+    """Every tenant's ledger rows for a month, from the daily snapshots the cost assets write.
+
+    The scalable path: each day's ledger is extracted from the event log once, by its partition.
+    """
+    start, end = month_bounds(month)
+    days = {(start + timedelta(days=d)).strftime("%Y-%m-%d") for d in range((end - start).days)}
+    return _read_ledger_snapshots(lake, _ledger_days(lake, tenants or lake.tenants(), days))
 
 
 def ledger_between(
     instance: dg.DagsterInstance,
-    lake_root: Path,
+    lake: LakeResource,
     tenants: list[str],
     start: datetime,
     end: datetime,
 ) -> pd.DataFrame:
     """The tenants' ledger rows for the whole UTC days in [start, end).
 
-    A tenant-day comes from its ledger file when the file is closed, i.e. written after the day
-    ended (a later step cannot be missing from it); every other tenant-day (no file yet, or a
-    file written while the day was still going) comes from one scan of the event log. So the
-    result always equals the recorded steps, and at scale only the open days are read from the
-    event log.
+    A tenant-day comes from its ledger snapshot when the snapshot is closed, i.e. written after
+    the day ended (a later step cannot be missing from it); every other tenant-day (no snapshot
+    yet, or one written while the day was still going) comes from one scan of the event log. So
+    the result always equals the recorded steps, and at scale only the open days are read from
+    the event log.
     """
     import pandas as pd
 
-    closed, open_days = [], set()
-    day = start
+    days, day = {}, start
     while day < end:
-        label, day_end = day.strftime("%Y-%m-%d"), day + timedelta(days=1)
-        for tenant in tenants:
-            path = lake_root / tenant / "cost_ledger" / f"{label}.parquet"
-            if path.exists() and path.stat().st_mtime >= day_end.timestamp():
-                closed.append(str(path))
+        days[day.strftime("%Y-%m-%d")] = day + timedelta(days=1)
+        day += timedelta(days=1)
+    found = {(s.tenant, s.name): s for s in _ledger_days(lake, tenants, set(days))}
+    closed, open_days = [], set()
+    for tenant in tenants:
+        for label, day_end in days.items():
+            snapshot = found.get((tenant, label))
+            if snapshot is not None and snapshot.written_at >= day_end:
+                closed.append(snapshot)
             else:
                 open_days.add((tenant, label))
-        day = day_end
-    frames = [_read_ledger_files(closed)]
+    frames = [_read_ledger_snapshots(lake, closed)]
     if open_days:
         first = datetime.strptime(min(d for _, d in open_days), "%Y-%m-%d").replace(tzinfo=UTC)
         steps = [s for s in all_steps(instance, first, end) if (s.tenant, s.day) in open_days]
         frames.append(ledger_frame(steps))
     frames = [f for f in frames if len(f)]
-    return pd.concat(frames, ignore_index=True) if frames else _read_ledger_files([])
+    return pd.concat(frames, ignore_index=True) if frames else _read_ledger_snapshots(lake, [])

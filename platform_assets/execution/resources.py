@@ -32,15 +32,29 @@ def tracking_server() -> str:
     return uri
 
 
+def _s3_credentials() -> dict[str, dg.EnvVar]:
+    """Static S3 keys, when the environment has them, as env var references (Dagster resolves
+    them in the step; they never enter config or metadata); else the AWS chain (pod role)."""
+    names = {"access_key_id": "AWS_ACCESS_KEY_ID", "secret_access_key": "AWS_SECRET_ACCESS_KEY"}
+    if not all(os.environ.get(n) for n in names.values()):
+        return {}
+    return {field: dg.EnvVar(name) for field, name in names.items()}
+
+
 def resources_for(deployment: Deployment) -> dict[str, object]:
     if deployment == "local":
+        # The embedded lake and artifacts live under the data root unless pointed elsewhere
+        # (`MLPLAT_LAKE_URI=s3://bucket/lake`, `MLPLAT_MLFLOW_ARTIFACTS=s3://bucket/mlflow`).
         root = data_root()
         return {
-            "lake": LakeResource(root=str(root / "lake")),
+            "lake": LakeResource(
+                root=os.environ.get("MLPLAT_LAKE_URI") or str(root / "lake"), **_s3_credentials()
+            ),
             "feast": FeastResource(root=str(root / "feast")),
             "mlflow": MlflowResource(
                 tracking_uri=f"sqlite:///{root / 'mlflow' / 'mlflow.db'}",
-                artifact_root=str(root / "mlflow" / "artifacts"),
+                artifact_root=os.environ.get("MLPLAT_MLFLOW_ARTIFACTS")
+                or str(root / "mlflow" / "artifacts"),
             ),
             "pricing": PricingResource(),
         }
@@ -50,7 +64,7 @@ def resources_for(deployment: Deployment) -> dict[str, object]:
     for name in ("MLPLAT_REDIS", "MLPLAT_FEAST_REGISTRY_URL"):
         _required(name)
     return {
-        "lake": LakeResource(root=_required("MLPLAT_LAKE_URI")),
+        "lake": LakeResource(root=_required("MLPLAT_LAKE_URI"), **_s3_credentials()),
         "feast": FeastResource(
             registry_url=dg.EnvVar("MLPLAT_FEAST_REGISTRY_URL"),
             redis=dg.EnvVar("MLPLAT_REDIS"),  # Feast's form: host:port[,db=N][,password=...]

@@ -23,21 +23,23 @@ from platform_assets.tenancy.specs import FeatureSetSpec
 from resources.feature_store import FeastResource
 from resources.lake import LakeResource
 
-if TYPE_CHECKING:  # pandas loads in the steps, not with the code location
+if TYPE_CHECKING:  # pandas and pyarrow load in the steps, not with the code location
     import pandas as pd
+    import pyarrow as pa
 
 _DUCKDB_TYPES = {"int64": "BIGINT", "float64": "DOUBLE", "string": "VARCHAR", "bool": "BOOLEAN"}
 
 
 def compute_feature_table(
-    spec: FeatureSetSpec, sources: dict[str, str], where: str
+    spec: FeatureSetSpec, sources: "dict[str, pa.Table]", where: str
 ) -> "pd.DataFrame":
-    """Run the team's SQL with each source registered as a table; cast to declared types."""
+    """Run the team's SQL with each source's snapshot registered as a table; cast to declared
+    types. The platform reads the snapshots (from any filesystem), so the SQL opens no file."""
     import duckdb
 
     con = duckdb.connect()
-    for name, path in sources.items():
-        con.register(name, con.read_parquet(path))
+    for name, table in sources.items():
+        con.register(name, table)
     try:
         relation = con.sql(spec.sql)
     except duckdb.Error as exc:
@@ -100,23 +102,27 @@ def feature_assets(catalog: TenantCatalog, spec: FeatureSetSpec) -> list[dg.Asse
         from platform_assets.quality.checks import expectation_check
 
         with meter(tenant.name, tenant.resources, pricing.catalog()) as usage:
-            sources = {s: str(lake.path(tenant.name, "sources", s)) for s in spec.sources}
+            sources = {s: lake.read(tenant.name, "sources", s) for s in spec.sources}
             df = compute_feature_table(spec, sources, str(where))
             import pyarrow as pa
 
-            path = lake.write(
+            snapshot = lake.write(
                 tenant.name,
                 "features",
                 spec.name,
                 pa.Table.from_pandas(df, preserve_index=False),
             )
-            entity, view = feature_view(tenant.name, tenant.owners[0], spec, str(path))
+            entity, view = feature_view(
+                tenant.name, tenant.owners[0], spec, snapshot.uri, lake.s3_endpoint()
+            )
             feast.store(tenant.name).apply([entity, view])
             quality = expectation_check(df, spec.expectations, f"{tenant.name}_{spec.name}")
         yield dg.MaterializeResult(
+            data_version=dg.DataVersion(snapshot.version),
             metadata={
                 "dagster/row_count": len(df),
-                "path": str(path),
+                "uri": snapshot.uri,
+                "data_version": snapshot.version,
                 "entities": int(df[spec.entity.join_key].nunique()),
                 "feast_project": tenant.name,
                 "feast_view": spec.name,

@@ -14,8 +14,10 @@ _TYPES = {"int64": Int64, "float64": Float64, "string": String, "bool": Bool}
 
 
 def feature_view(
-    tenant: str, owner: str, spec: FeatureSetSpec, path: str
+    tenant: str, owner: str, spec: FeatureSetSpec, path: str, s3_endpoint: str | None = None
 ) -> tuple[Entity, FeatureView]:
+    """`path` is the feature table's snapshot (a local path or `s3://...`); `s3_endpoint` the
+    S3 endpoint to read it from when it is not AWS itself."""
     tags = {"tenant": tenant, "managed_by": "mlplat"}
     entity = Entity(
         name=spec.entity.name,
@@ -28,6 +30,7 @@ def feature_view(
     source = FileSource(
         name=f"{spec.name}_source",
         path=path,
+        s3_endpoint_override=s3_endpoint,
         timestamp_field=spec.timestamp_field,
         created_timestamp_column=spec.created_timestamp_field or "",
         owner=owner,

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
-from urllib.parse import urlparse
+from urllib.parse import urlencode, urlparse
 
 import duckdb
 import numpy as np
@@ -226,7 +226,13 @@ def _resolve_uri(config: RepoConfig, data_source: DataSource) -> str:
             f"AsofOfflineStore reads parquet FileSources only; source {data_source.name!r} "
             f"is a {type(data_source).__name__}"
         )
-    return FileSource.get_uri_for_file_path(config.repo_path, data_source.path)
+    uri = FileSource.get_uri_for_file_path(config.repo_path, data_source.path)
+    endpoint = data_source.s3_endpoint_override
+    if endpoint and uri.startswith("s3://"):
+        # The source names its S3 endpoint (a server other than AWS); pyarrow takes it from
+        # the URI's query, so every filesystem opened from this URI speaks to that server.
+        uri += ("&" if "?" in uri else "?") + urlencode({"endpoint_override": endpoint})
+    return uri
 
 
 def _open_source(config: RepoConfig, data_source: DataSource, what: str) -> _Source:

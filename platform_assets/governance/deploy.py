@@ -130,21 +130,23 @@ def batch_scores_asset(
             out = df[[*spec.labels.entity_columns, "event_timestamp"]].copy()
             out["score"] = model.predict_proba(df[cols].astype("float64"))[:, 1]
             out["model_version"] = int(champion.version)
-            path = lake.write(
+            snapshot = lake.write(
                 tenant.name,
                 "predictions",
                 spec.name,
                 pa.Table.from_pandas(out, preserve_index=False),
             )
         yield dg.MaterializeResult(
+            data_version=dg.DataVersion(snapshot.version),
             metadata={
                 "dagster/row_count": len(out),
-                "path": str(path),
+                "uri": snapshot.uri,
+                "data_version": snapshot.version,
                 "registered_model": registered,
                 "champion_version": int(champion.version),
                 "mean_score": round(float(out["score"].mean()), 6),
                 **usage.metadata(pricing.catalog()),
-            }
+            },
         )
 
     return batch_scores

@@ -1,6 +1,5 @@
 """The `Model` component: training set -> model -> evaluation report for one team model."""
 
-import hashlib
 from typing import TYPE_CHECKING
 
 import dagster as dg
@@ -42,10 +41,6 @@ def serving_requirements() -> list[str]:
     from importlib.metadata import version
 
     return [f"{p}=={version(p)}" for p in ("scikit-learn", "skops", "pandas", "numpy", "mlflow")]
-
-
-def _file_version(path) -> str:
-    return hashlib.sha256(open(path, "rb").read()).hexdigest()[:16]
 
 
 def time_split(df: "pd.DataFrame", test_fraction: float) -> "pd.Series":
@@ -112,8 +107,9 @@ def model_assets(catalog: TenantCatalog, spec: ModelSpec) -> list[dg.AssetsDefin
             store = feast.store(tenant.name)
             views, objects = {}, []
             for owner, fs in resolved.values():
-                path = str(lake.path(owner, "features", fs.name))
-                entity, view = feature_view(owner, tenant.owners[0], fs, path)
+                # The view reads the snapshot its feature asset committed last.
+                uri = lake.current(owner, "features", fs.name).uri
+                entity, view = feature_view(owner, tenant.owners[0], fs, uri, lake.s3_endpoint())
                 views[fs.name] = view
                 if owner != tenant.name:
                     objects += [entity, view]  # a shared view, read from its owner's prefix
@@ -130,7 +126,7 @@ def model_assets(catalog: TenantCatalog, spec: ModelSpec) -> list[dg.AssetsDefin
             df["split"] = time_split(df, spec.split.test_fraction)
             import pyarrow as pa
 
-            path = lake.write(
+            snapshot = lake.write(
                 tenant.name,
                 "training_sets",
                 spec.name,
@@ -141,14 +137,13 @@ def model_assets(catalog: TenantCatalog, spec: ModelSpec) -> list[dg.AssetsDefin
                 expectation_check(df, spec.expectations, f"{tenant.name}_{spec.name}_ts"),
                 leakage_check(df, "event_timestamp", ts_cols),
             ]
-        version = _file_version(path)
         features = [c for c in df.columns if c not in entity_df.columns and c != "split"]
         yield dg.MaterializeResult(
-            data_version=dg.DataVersion(version),
+            data_version=dg.DataVersion(snapshot.version),
             metadata={
                 "dagster/row_count": len(df),
-                "path": str(path),
-                "data_version": version,
+                "uri": snapshot.uri,
+                "data_version": snapshot.version,
                 "unlabeled_rows_dropped": unlabeled,
                 "label_rate": round(float(df[labels.label_column].mean()), 4),
                 "train_rows": int((df["split"] == "train").sum()),
@@ -195,8 +190,8 @@ def model_assets(catalog: TenantCatalog, spec: ModelSpec) -> list[dg.AssetsDefin
         from platform_assets.models.training import build_pipeline, feature_columns, metrics
 
         with meter(tenant.name, requested, pricing.catalog()) as usage:
-            df = lake.read(tenant.name, "training_sets", spec.name).to_pandas()
-            version = _file_version(lake.path(tenant.name, "training_sets", spec.name))
+            version = lake.current(tenant.name, "training_sets", spec.name).version
+            df = lake.read(tenant.name, "training_sets", spec.name, version).to_pandas()
             train = df[df["split"] == "train"]
             cols = feature_columns(df, labels.entity_columns, labels.label_column)
             # Features are doubles: any of them is missing when no row falls within the TTL,
@@ -298,7 +293,10 @@ def model_assets(catalog: TenantCatalog, spec: ModelSpec) -> list[dg.AssetsDefin
             mv = int(event.asset_materialization.metadata["model_version"].value)
             client = mlflow.client()  # also points the mlflow module at our registry
             pipeline = mlflow_lib.sklearn.load_model(f"models:/{registered}/{mv}")
-            df = lake.read(tenant.name, "training_sets", spec.name).to_pandas()
+            # Held out from the very snapshot the model was trained on.
+            model_version = client.get_model_version(registered, str(mv))
+            trained_on = model_version.tags.get("training_set_version")
+            df = lake.read(tenant.name, "training_sets", spec.name, trained_on).to_pandas()
             test = df[df["split"] == "test"]
             cols = feature_columns(df, labels.entity_columns, labels.label_column)
             y = test[labels.label_column].astype(int).to_numpy()
@@ -306,7 +304,7 @@ def model_assets(catalog: TenantCatalog, spec: ModelSpec) -> list[dg.AssetsDefin
             values = metrics(y, proba)
             failed = failed_thresholds(values, spec.evaluation.thresholds)
             figures = plots(y, proba, spec.name)
-            source_run = client.get_model_version(registered, str(mv)).run_id
+            source_run = model_version.run_id
             with mlflow.run(context, f"{tenant.name}/{spec.name}", {"tenant": tenant.name}):
                 mlflow_lib.log_metrics({f"test_{k}": v for k, v in values.items()})
                 for name, fig in figures.items():

@@ -31,10 +31,36 @@ def read_source(spec: SourceSpec) -> "pd.DataFrame":
     try:
         if path.endswith(".csv"):
             timestamps = [c for c, t in spec.columns.items() if t == "timestamp"]
-            return pd.read_csv(path, parse_dates=timestamps)
+            df = pd.read_csv(path, dtype={c: "string" for c in timestamps})
+            for column in timestamps:
+                if column in df:
+                    df[column] = _parse_timestamps(df[column], column)
+            return df
         return pd.read_parquet(path)
     except (OSError, ValueError, pa.ArrowException) as exc:
         raise RuntimeError(f"source {spec.name!r}: cannot read {path}: {exc}") from exc
+
+
+def _parse_timestamps(values: "pd.Series", column: str) -> "pd.Series":
+    """Parse a CSV column of timestamps; the first value that is not one is an error naming the
+    column, its line in the file and the value (pandas would quietly keep the strings)."""
+    import pandas as pd
+
+    parsed = pd.to_datetime(values, errors="coerce")
+    bad = parsed.isna() & values.notna()
+    if bad.any():
+        row = int(bad.to_numpy().nonzero()[0][0])
+        raise ValueError(
+            f"column {column!r}, line {row + 2}: {values.iloc[row]!r} is not a timestamp"
+        )
+    return parsed
+
+
+def _current_label(lake: LakeResource, tenant: str, name: str) -> str:
+    try:
+        return f"its previous snapshot {lake.current(tenant, 'sources', name).version}"
+    except FileNotFoundError:
+        return "no snapshot of it (none was ever committed)"
 
 
 def source_assets(catalog: TenantCatalog, spec: SourceSpec) -> list[dg.AssetsDefinition]:
@@ -74,18 +100,36 @@ def source_assets(catalog: TenantCatalog, spec: SourceSpec) -> list[dg.AssetsDef
             schema = schema_check(df, spec.columns)
             present = [c for c in spec.columns if c in df.columns]
             extra = [c for c in df.columns if c not in spec.columns]
-            path = lake.write(
+            # Staged: readers keep the last good snapshot until the blocking checks pass.
+            staged = lake.write(
                 tenant.name,
                 "sources",
                 spec.name,
                 pa.Table.from_pandas(df[present + extra], preserve_index=False),
+                commit=False,
             )
             quality = expectation_check(df, spec.expectations, f"{tenant.name}_{spec.name}")
+            failed = [c.check_name for c in (schema, quality) if not c.passed]
+            if not failed:
+                lake.commit(staged)
+        if failed:
+            yield schema
+            yield quality
+            raise dg.Failure(
+                description=(
+                    f"source {tenant.name}/{spec.name}: blocking check(s) {', '.join(failed)} "
+                    f"failed; snapshot {staged.version} stays staged and the lake keeps "
+                    f"{_current_label(lake, tenant.name, spec.name)}"
+                ),
+                metadata={"staged_uri": staged.uri, "staged_version": staged.version},
+            )
         ts = pd.to_datetime(df[spec.timestamp_column]) if spec.timestamp_column in df else None
         yield dg.MaterializeResult(
+            data_version=dg.DataVersion(staged.version),
             metadata={
                 "dagster/row_count": len(df),
-                "path": str(path),
+                "uri": staged.uri,
+                "data_version": staged.version,
                 "dagster/column_schema": dg.TableSchema(
                     columns=[dg.TableColumn(c, str(t)) for c, t in df.dtypes.items()]
                 ),
@@ -107,9 +151,9 @@ def source_assets(catalog: TenantCatalog, spec: SourceSpec) -> list[dg.AssetsDef
 class Source(TeamComponent, SourceSpec):
     """Raw data for one tenant: a built-in generated dataset or a parquet/CSV file or URI.
 
-    The asset `<tenant>/sources/<name>` writes a parquet snapshot and runs two blocking checks:
+    The asset `<tenant>/sources/<name>` stages a parquet snapshot and runs two blocking checks:
     `schema` (every declared column present with its type) and `expectations` (the YAML's GX
-    expectations).
+    expectations); only when both pass does the snapshot become the current one.
     """
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:

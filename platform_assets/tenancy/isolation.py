@@ -1,12 +1,14 @@
 """Tenant isolation rules applied to the built definitions and to every lake write.
 
 A tenant's asset may depend on its own assets and on feature views another tenant shares with it
-in YAML; a tenant step writes only under `<lake root>/<tenant>/`. The YAML catalog refuses bad
-feature references early; `check_isolation` is the last word, over the asset graph as built.
+in YAML; a tenant step writes only under `<lake root>/<tenant>/` (a local path or a URI). The
+YAML catalog refuses bad feature references early; `check_isolation` is the last word, over the
+asset graph as built.
 """
 
 from __future__ import annotations
 
+import posixpath
 from pathlib import Path
 
 import dagster as dg
@@ -83,10 +85,23 @@ def _step_tenants() -> set[str] | None:
     return {key.path[0] for key in context.selected_asset_keys}
 
 
-def check_write(root: Path, tenant: str, target: Path) -> None:
-    """A write must land under `<root>/<tenant>/`, by a step of that tenant (or the platform)."""
-    prefix = (root / tenant).resolve()
-    if not target.resolve().is_relative_to(prefix):
+def _normalized(location: str | Path) -> str:
+    """A local path resolved (symlinks too); a URI with `.` and `..` segments folded."""
+    text = str(location)
+    scheme, sep, rest = text.partition("://")
+    if sep and scheme != "file":
+        return f"{scheme}://{posixpath.normpath('/' + rest).lstrip('/')}"
+    return str(Path(rest if sep else text).resolve())
+
+
+def check_write(root: str | Path, tenant: str, target: str | Path) -> None:
+    """A write must land under `<root>/<tenant>/`, by a step of that tenant (or the platform).
+
+    `root` and `target` are local paths or URIs of one filesystem (`s3://bucket/lake/...`).
+    """
+    prefix = _normalized(f"{str(root).rstrip('/')}/{tenant}")
+    path = _normalized(target)
+    if not path.startswith(prefix.rstrip("/") + "/"):
         raise IsolationError(f"write to {target} is outside tenant {tenant!r}'s prefix {prefix}")
     writers = _step_tenants()
     if writers is None:

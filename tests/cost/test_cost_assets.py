@@ -32,13 +32,14 @@ def test_ledger_day_is_replaced_not_appended(instance, platform_home, tenants, n
             [asset], instance=instance, resources=_resources(platform_home), partition_key=day
         )
         assert result.success
-    ledger = pd.read_parquet(platform_home / "lake" / "payments" / "cost_ledger" / f"{day}.parquet")
+    lake = _resources(platform_home)["lake"]
+    ledger = lake.read("payments", "cost_ledger", day).to_pandas()
     assert len(ledger) == 2
     assert ledger["usd"].sum() == pytest.approx(4.0)
     assert set(ledger["tenant"]) == {"payments"}
     [event] = result.get_asset_materialization_events()
     assert event.materialization.metadata["total_usd"].value == pytest.approx(4.0)
-    month = read_ledger(platform_home / "lake", now.strftime("%Y-%m"))
+    month = read_ledger(lake, now.strftime("%Y-%m"))
     assert len(month) == 2 and set(month["day"]) == {day}
     assert month["usd"].sum() == pytest.approx(4.0)
 

@@ -94,10 +94,10 @@ def test_ledger_between_reads_closed_days_from_files_and_the_rest_from_the_event
     import random
 
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     from bench.scale_bench import record_in_event_log
     from platform_assets.cost.rollup import LEDGER_COLUMNS, ledger_between
+    from resources.lake import LakeResource
 
     rng = random.Random(3)
     start = datetime(2026, 11, 3, tzinfo=UTC)
@@ -121,19 +121,17 @@ def test_ledger_between_reads_closed_days_from_files_and_the_rest_from_the_event
     inside = ledger_frame([s for s in steps if start.timestamp() <= s.timestamp < end.timestamp()])
     expected = _day_totals(inside)
 
-    lake = tmp_path / "lake"
+    lake = LakeResource(root=str(tmp_path / "lake"))
     tenants = ["growth", "payments"]
     assert _day_totals(ledger_between(instance, lake, tenants, start, end)) == expected
 
     def write(tenant: str, day: str, usd: float) -> str:
         rows = inside[(inside["tenant"] == tenant) & (inside["day"] == day)].copy()
         rows["usd"] = usd / len(rows)
-        path = lake / tenant / "cost_ledger" / f"{day}.parquet"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(pa.Table.from_pandas(rows[LEDGER_COLUMNS], preserve_index=False), path)
-        return str(path)
+        table = pa.Table.from_pandas(rows[LEDGER_COLUMNS], preserve_index=False)
+        return lake.write(tenant, "cost_ledger", day, table).uri
 
-    # A closed ledger file is the record for its day (written now, long after the day ended)...
+    # A closed ledger snapshot is the record for its day (written long after the day ended)...
     write("payments", "2026-11-04", 100.0)
     # ...but one written before its day ended may miss later steps: the event log is read.
     stale = write("growth", "2026-11-05", 999.0)

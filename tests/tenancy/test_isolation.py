@@ -11,7 +11,7 @@ import pytest
 from platform_assets.execution.executors import executor_for
 from platform_assets.tenancy.assets import asset_kwargs
 from platform_assets.tenancy.catalog import load_all
-from platform_assets.tenancy.isolation import IsolationError, check_isolation
+from platform_assets.tenancy.isolation import IsolationError, check_isolation, check_write
 from resources.lake import LakeResource
 
 
@@ -108,7 +108,24 @@ def test_lake_refuses_writes_outside_the_tenant_prefix(tmp_path):
     table = pa.table({"x": [1]})
     with pytest.raises(IsolationError, match="outside tenant 'payments'"):
         lake.write("payments", "..", "../growth/sources/x", table)
-    assert lake.write("payments", "sources", "x", table) == tmp_path / "payments/sources/x.parquet"
+    snapshot = lake.write("payments", "sources", "x", table)
+    assert snapshot.uri == str(tmp_path / "payments/sources/x" / f"{snapshot.version}.parquet")
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "s3://bucket/lake/payments/../growth/sources/x",
+        "s3://bucket/lake/payments/../../lake/growth/x",
+        "s3://bucket/lake/paymentsx/sources/x",
+        "s3://other/lake/payments/sources/x",
+        "gs://bucket/lake/payments/sources/x",
+    ],
+)
+def test_uri_writes_outside_the_tenant_prefix_are_refused(target):
+    with pytest.raises(IsolationError, match="outside tenant 'payments'"):
+        check_write("s3://bucket/lake", "payments", target)
+    check_write("s3://bucket/lake/", "payments", "s3://bucket/lake/payments/sources/x")
 
 
 def test_a_tenant_step_cannot_write_under_another_tenant(instance, tmp_path):

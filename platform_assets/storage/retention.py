@@ -1,0 +1,38 @@
+"""Lake retention: a daily platform job deletes snapshots that are neither current nor within the
+platform's retention period (`LakeResource.retention_days`, 90 days unless the platform sets it).
+"""
+
+import dagster as dg
+
+from resources.lake import LakeResource
+
+
+@dg.op(
+    description="Delete lake snapshots that are not current and older than the retention period.",
+    tags={"tenant": "platform"},
+)
+def prune_lake(context: dg.OpExecutionContext, lake: LakeResource) -> dg.Output[int]:
+    deleted = lake.prune()
+    for snapshot in deleted:
+        context.log.info(f"pruned {snapshot.label} (written {snapshot.written_at:%Y-%m-%d})")
+    return dg.Output(
+        len(deleted),
+        metadata={
+            "retention_days": lake.retention_days,
+            "deleted": len(deleted),
+            "deleted_snapshots": dg.MetadataValue.json([s.label for s in deleted]),
+        },
+    )
+
+
+@dg.job(tags={"tenant": "platform"}, description=prune_lake.description)
+def lake_retention() -> None:
+    prune_lake()
+
+
+lake_retention_schedule = dg.ScheduleDefinition(
+    job=lake_retention,
+    cron_schedule="30 3 * * *",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Prune the lake every night.",
+)
