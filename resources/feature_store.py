@@ -61,8 +61,18 @@ class FeastResource(dg.ConfigurableResource):
 
     def store(self, tenant: str) -> FeatureStore:
         from feast import FeatureStore
+        from sqlalchemy.exc import IntegrityError
 
-        return FeatureStore(repo_path=str(self.repo(tenant)))
+        repo = str(self.repo(tenant))
+        store = FeatureStore(repo_path=repo)
+        try:
+            store.registry  # noqa: B018 (creates the registry's tables on a new database)
+        except IntegrityError:
+            # Parallel steps on a new Postgres database: another one created the tables between
+            # SQLAlchemy's check and its CREATE TABLE. They exist now.
+            store = FeatureStore(repo_path=repo)
+            store.registry  # noqa: B018
+        return store
 
 
 def write_private(path: Path, text: str) -> None:

@@ -8,8 +8,10 @@ on Postgres and artifacts proxied to S3; Postgres and Redis are the machine's), 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from datetime import datetime
@@ -57,11 +59,12 @@ def _pod_env(stack_env: dict[str, str], root: Path) -> dict[str, str]:
     home = root / "dagster_home"
     home.mkdir()
     (home / "dagster.yaml").write_text(services.dagster_yaml())
-    (root / "tmp").mkdir()
+    # A short path of its own: the executor's fork server binds a Unix socket in it.
+    tmp = tempfile.mkdtemp(prefix="pod-")
     return {
         "PATH": os.environ["PATH"],
         "HOME": str(root / "work"),
-        "TMPDIR": str(root / "tmp"),
+        "TMPDIR": tmp,
         **stack_env,
         "DAGSTER_HOME": str(home),
         "MLPLAT_DATA": str(root / "must-not-exist"),
@@ -89,6 +92,7 @@ def test_tenant_pipeline_runs_like_a_pod(
         timeout=1800,
     )
     record_property("pod_run_seconds", round(time.perf_counter() - started, 1))
+    shutil.rmtree(env["TMPDIR"], ignore_errors=True)
     assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-5000:]
     assert list(work.iterdir()) == [], "the run wrote into its working directory"
     assert not (tmp_path / "must-not-exist").exists(), "something fell back to the data root"
@@ -158,7 +162,7 @@ def test_mlflow_server_down_during_training(
 
         watcher = threading.Thread(target=restart_after_first_failure, daemon=True)
         watcher.start()
-        result = dg.materialize([model], instance=instance, resources=resources)
+        result = dg.materialize([model], instance=instance)  # the definitions' resources
         watcher.join(timeout=300)
         assert result.success
         retries = [
