@@ -56,6 +56,7 @@ def services_env(stack: services.Stack, monkeypatch: pytest.MonkeyPatch) -> dict
 def _pod_env(stack_env: dict[str, str], root: Path) -> dict[str, str]:
     """What a step pod gets: the services' endpoints and credentials, an empty home and temp
     dir, and a data root that must stay unused (nothing may fall back to this machine's disk)."""
+    (root / "home").mkdir()
     home = root / "dagster_home"
     home.mkdir()
     (home / "dagster.yaml").write_text(services.dagster_yaml())
@@ -63,7 +64,7 @@ def _pod_env(stack_env: dict[str, str], root: Path) -> dict[str, str]:
     tmp = tempfile.mkdtemp(prefix="pod-")
     return {
         "PATH": os.environ["PATH"],
-        "HOME": str(root / "work"),
+        "HOME": str(root / "home"),
         "TMPDIR": tmp,
         **stack_env,
         "DAGSTER_HOME": str(home),
