@@ -96,7 +96,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--tenants", type=int, default=100)
     parser.add_argument("--steps", type=int, default=1_000_000)
-    parser.add_argument("--scan-steps", type=int, default=20_000)
+    parser.add_argument("--scan-steps", type=int, default=5_000)
     parser.add_argument("--new-steps", type=int, default=20, help="new events before each round")
     args = parser.parse_args()
 
