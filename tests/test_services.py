@@ -39,10 +39,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[services.Stack]:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLPLAT_SERVICES_POSTGRES_URL", POSTGRES_URL)
         mp.setenv("MLPLAT_SERVICES_REDIS", f"127.0.0.1:6379,db={db}")
+        started = services.up(folder=folder, dagster=False)
         try:
-            yield services.up(folder=folder, dagster=False)
+            yield started
         finally:
             services.down(folder)
+            # Exactly what `up` started is stopped, with every child of it.
+            pids = [c.pid for c in started.components.values() if c.pid is not None]
+            assert pids and not [p for p in pids if services._group_alive(p)]
 
 
 @pytest.fixture
@@ -79,6 +83,11 @@ def test_tenant_pipeline_runs_like_a_pod(
     import boto3
     import redis
 
+    report = services.status(stack.folder)
+    assert {n: i["healthy"] for n, i in report.items()} == dict.fromkeys(
+        ["postgres", "redis", "s3", "mlflow"], True
+    )
+    assert report["mlflow"]["url"].startswith("http://127.0.0.1:")
     work = tmp_path / "work"
     work.mkdir()
     env = _pod_env(services_env, tmp_path)
