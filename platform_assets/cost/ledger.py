@@ -105,7 +105,18 @@ def _engine(url: str) -> sa.Engine:
     if parsed.get_backend_name() == "sqlite" and parsed.database:
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     engine = sa.create_engine(url, pool_pre_ping=True)
-    metadata.create_all(engine)
+    with engine.begin() as conn:
+        # Parallel steps on a new database would race between CREATE TABLE's existence check
+        # and the table (on Postgres even with IF NOT EXISTS): there the first creates them
+        # under an advisory lock and the others then find them.
+        if conn.dialect.name == "postgresql":
+            _write_lock(conn)
+            metadata.create_all(conn)
+        else:
+            for table in metadata.sorted_tables:
+                conn.execute(sa.schema.CreateTable(table, if_not_exists=True))
+                for index in table.indexes:
+                    conn.execute(sa.schema.CreateIndex(index, if_not_exists=True))
     return engine
 
 
