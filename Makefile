@@ -8,7 +8,8 @@ BIN := $(VENV)/bin
 export DAGSTER_HOME := $(CURDIR)/.dagster_home
 export MLPLAT_DATA ?= $(CURDIR)/.data
 
-.PHONY: install demo ui test test-fast lint format snapshot bench quotas clean
+.PHONY: install demo ui test test-fast lint format snapshot bench quotas clean \
+	services-up services-demo services-down
 
 $(BIN)/dagster: pyproject.toml uv.lock
 	$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
@@ -46,9 +47,20 @@ bench: install
 	$(BIN)/python -m bench.pit_bench
 	$(BIN)/python -m bench.scale_bench
 	$(BIN)/python -m bench.promotion_bench
+	$(BIN)/python -m bench.budget_bench
 
 quotas: install
 	$(BIN)/mlplat quotas write
+
+# The services deployment on this machine (docs/deployment.md): state in .services/.
+services-up: install
+	$(BIN)/mlplat services up
+
+services-demo: install
+	$(BIN)/mlplat services demo
+
+services-down: install
+	$(BIN)/mlplat services down
 
 clean:
 	rm -rf $(DAGSTER_HOME) .data

@@ -372,7 +372,7 @@ def record_in_event_log(instance: dg.DagsterInstance, steps: list) -> None:
                 run_id="bench",  # one run: SQLite storage keeps one database file per run
                 error_info=None,
                 timestamp=s.timestamp,
-                step_key=None,
+                step_key=s.asset_key.replace("/", "__"),  # a step's event, or it is not billed
                 dagster_event=DagsterEvent(
                     event_type_value=DagsterEventType.ASSET_MATERIALIZATION.value,
                     event_specific_data=StepMaterializationData(mat),

@@ -7,6 +7,7 @@ import typer
 from platform_assets.cost import cli as cost_cli
 from platform_assets.governance import cli as governance_cli
 from platform_assets.models import cli as models_cli
+from platform_assets.services import cli as services_cli
 
 app = typer.Typer(
     help=(
@@ -145,6 +146,7 @@ def workspace_write(
 app.add_typer(workspace_app, name="workspace")
 app.command("costs")(cost_cli.costs)
 app.add_typer(cost_cli.quotas_app, name="quotas")
+app.add_typer(services_cli.app, name="services")
 app.add_typer(governance_cli.app)  # approve, reject, promote, rollback, pending, audit
 app.add_typer(models_cli.app, name="training-set")
 

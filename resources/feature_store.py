@@ -6,6 +6,8 @@ views are applied from the team YAML by the feature-set assets.
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,14 +21,23 @@ ASOF_STORE = "platform_assets.features.offline_store.AsofOfflineStore"
 
 
 class FeastResource(dg.ConfigurableResource):
-    root: str
+    """`registry_url` and `redis` carry credentials: pass them as `dg.EnvVar`, so they are read
+    in the step and never stored in the definitions' config."""
+
+    root: str | None = None  # None: this process's temp dir (the repo is only generated config)
     offline_store_type: str = ASOF_STORE
     registry_url: str | None = None  # SQLAlchemy URL; a SQLite file per tenant when unset
-    online_store: dict | None = None  # Feast online store config; SQLite per tenant when unset
+    redis: str | None = None  # Feast's form, host:port[,db=N][,password=...]; else SQLite
 
     def repo(self, tenant: str) -> Path:
-        repo = Path(self.root) / tenant
+        root = Path(self.root or Path(tempfile.gettempdir()) / f"mlplat-feast-{os.getuid()}")
+        repo = root / tenant
         repo.mkdir(parents=True, exist_ok=True)
+        online = (
+            {"type": "redis", "connection_string": self.redis}
+            if self.redis
+            else {"type": "sqlite", "path": str(repo.resolve() / "online.db")}
+        )
         config = {
             "project": tenant,
             "provider": "local",
@@ -38,21 +49,38 @@ class FeastResource(dg.ConfigurableResource):
                 "cache_ttl_seconds": 0,
                 "sqlalchemy_config_kwargs": {"pool_pre_ping": True},
             },
-            "online_store": self.online_store
-            or {"type": "sqlite", "path": str(repo.resolve() / "online.db")},
+            "online_store": online,
             "offline_store": {"type": self.offline_store_type},
             "entity_key_serialization_version": 3,
             # The offline store reads any entity time zone itself (see offline_store.py);
             # Feast's coercion would copy the entity frame and turn its times into UTC.
             "coerce_tz_aware": False,
         }
-        text = yaml.safe_dump(config, sort_keys=False)
-        path = repo / "feature_store.yaml"
-        if not path.exists() or path.read_text() != text:
-            path.write_text(text)
+        write_private(repo / "feature_store.yaml", yaml.safe_dump(config, sort_keys=False))
         return repo
 
     def store(self, tenant: str) -> FeatureStore:
         from feast import FeatureStore
+        from sqlalchemy.exc import IntegrityError
 
-        return FeatureStore(repo_path=str(self.repo(tenant)))
+        repo = str(self.repo(tenant))
+        store = FeatureStore(repo_path=repo)
+        try:
+            store.registry  # noqa: B018 (creates the registry's tables on a new database)
+        except IntegrityError:
+            # Parallel steps on a new Postgres database: another one created the tables between
+            # SQLAlchemy's check and its CREATE TABLE. They exist now.
+            store = FeatureStore(repo_path=repo)
+            store.registry  # noqa: B018
+        return store
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write `text` readable by its owner only (it may hold credentials), atomically."""
+    if path.exists() and path.read_text() == text and path.stat().st_mode & 0o077 == 0:
+        return
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.replace(tmp, path)

@@ -17,12 +17,17 @@ if TYPE_CHECKING:
 class MlflowResource(dg.ConfigurableResource):
     """Where runs and registered models live. Registered model names are `<tenant>.<model>`.
 
+    `tracking_uri` is a tracking server (`http://`, services) or a SQLite file (embedded). A
+    server proxies artifacts itself (`mlflow-artifacts:/`), so `artifact_root` is only for the
+    embedded store. A server's credentials are MLflow's own `MLFLOW_TRACKING_USERNAME` and
+    `MLFLOW_TRACKING_PASSWORD` in the environment, never config.
+
     `artifact_root` is a local folder or any URI MLflow stores artifacts at (`s3://bucket/...`,
     whose endpoint MLflow takes from `MLFLOW_S3_ENDPOINT_URL` or `AWS_ENDPOINT_URL`).
     """
 
     tracking_uri: str
-    artifact_root: str
+    artifact_root: str | None = None
 
     def client(self) -> MlflowClient:
         import mlflow
@@ -58,7 +63,17 @@ class MlflowResource(dg.ConfigurableResource):
         experiment = client.get_experiment_by_name(name)
         if experiment is not None:
             return experiment.experiment_id
-        return client.create_experiment(name, artifact_location=self.artifact_location(name))
+        from mlflow.exceptions import MlflowException
+
+        # None: a tracking server's own artifact destination (it proxies artifacts).
+        location = None if self.artifact_root is None else self.artifact_location(name)
+        try:
+            return client.create_experiment(name, artifact_location=location)
+        except MlflowException as exc:
+            # Another step of the tenant created it first (parallel steps, one server).
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+            return client.get_experiment_by_name(name).experiment_id
 
     def artifact_location(self, experiment: str) -> str:
         if "://" in self.artifact_root and not self.artifact_root.startswith("file://"):

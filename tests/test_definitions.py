@@ -60,14 +60,9 @@ def test_every_asset_type_for_every_tenant(definitions):
 
 def test_k8s_deployment_uses_k8s_job_executor_per_tenant_namespace(monkeypatch):
     monkeypatch.setenv("MLPLAT_ENV", "k8s")
-    for var in (
-        "MLPLAT_REDIS",
-        "MLPLAT_LAKE_URI",
-        "MLPLAT_FEAST_REGISTRY_URL",
-        "MLFLOW_TRACKING_URI",
-        "MLPLAT_MLFLOW_ARTIFACTS",
-    ):
+    for var in ("MLPLAT_REDIS", "MLPLAT_LAKE_URI", "MLPLAT_FEAST_REGISTRY_URL"):
         monkeypatch.setenv(var, "127.0.0.1:6379" if "REDIS" in var else "/tmp/x")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
     repo = defs().get_repository_def()
     job = repo.get_job("payments_pipeline")
     assert job.executor_def.name == "k8s_payments"
@@ -116,3 +111,51 @@ def test_services_deployment_requires_a_shared_platform_database(monkeypatch):
         platform_db_url()
     monkeypatch.setenv("MLPLAT_DB_URL", "postgresql://db/platform")
     assert platform_db_url() == "postgresql://db/platform"
+
+
+def _services_env(monkeypatch, **overrides):
+    env = {
+        "MLPLAT_ENV": "services",
+        "MLPLAT_REDIS": "127.0.0.1:6379,db=3,password=redis-secret",
+        "MLPLAT_LAKE_URI": "/tmp/lake",
+        "MLPLAT_FEAST_REGISTRY_URL": "postgresql://u:pg-secret@127.0.0.1:5432/feast",
+        "MLFLOW_TRACKING_URI": "http://127.0.0.1:5000",
+        "MLFLOW_TRACKING_PASSWORD": "mlflow-secret",
+        **overrides,
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+
+
+def test_services_secrets_are_not_resolved_into_the_definitions(monkeypatch):
+    _services_env(monkeypatch)
+    definitions = defs()
+    shown = repr(definitions.resources) + json.dumps(
+        {k: r.model_dump() for k, r in definitions.resources.items()}, default=str
+    )
+    for secret in ("redis-secret", "pg-secret", "mlflow-secret"):
+        assert secret not in shown
+    feast = definitions.resources["feast"]
+    assert feast.registry_url == "MLPLAT_FEAST_REGISTRY_URL"  # the EnvVar's name, not its value
+
+
+def test_feature_store_yaml_with_credentials_is_private(monkeypatch, tmp_path):
+    _services_env(monkeypatch)
+    feast = defs().resources["feast"].process_config_and_initialize()
+    feast = feast.model_copy(update={"root": str(tmp_path)})
+    path = feast.repo("ridehail") / "feature_store.yaml"
+    assert "pg-secret" in path.read_text()  # Feast needs it, so only its owner may read it
+    assert path.stat().st_mode & 0o777 == 0o600
+    path.chmod(0o644)  # a file left readable by an older version is made private again
+    feast.repo("ridehail")
+    assert path.stat().st_mode & 0o777 == 0o600
+
+
+def test_services_tracking_uri_must_be_a_server(monkeypatch):
+    _services_env(monkeypatch, MLFLOW_TRACKING_URI="postgresql://db/mlflow")
+    with pytest.raises(
+        ValueError,
+        match=r"MLFLOW_TRACKING_URI='postgresql://db/mlflow' must be an http\(s\):// tracking "
+        "server when MLPLAT_ENV is 'services' or 'k8s'",
+    ):
+        defs()

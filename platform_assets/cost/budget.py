@@ -3,8 +3,10 @@
 Budgets are the platform's (platform_assets/limits/limits.yaml via `limits_for`), never read from
 the tenant's own YAML.
 
-`budget_status` is the one place the rule lives; the budget sensor, the step-start refusal in
-`meter` and any other sensor (e.g. promotion) ask it and use its message verbatim.
+`budget_status` is the one place the rule lives; the run coordinator (every launch path), the
+budget sensor, the step-start refusal in `meter` and any other sensor (e.g. promotion) ask it and
+use its message verbatim. Spend comes from the incrementally maintained ledger (`ledger.py`), so
+a check costs the same whether the month holds ten steps or a million.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from typing import Literal
 
 import dagster as dg
 
-from platform_assets.cost.rollup import month_bounds, tenant_steps
 from platform_assets.tenancy.limits import LIMITS_PATH, TenantLimits, limits_for
 
 _WHERE = f"{LIMITS_PATH.parent.name}/{LIMITS_PATH.name}"
@@ -71,12 +72,12 @@ def budget_status(
     limits: TenantLimits | None = None,
     now: datetime | None = None,
 ) -> BudgetStatus:
-    """Month-to-date spend of `tenant` (UTC month of `now`) from the event log, vs its budget."""
+    """Month-to-date spend of `tenant` (UTC month of `now`, up to `now`) vs its budget."""
+    from platform_assets.cost.ledger import month_to_date
+
     budget = (limits or limits_for(tenant)).budget
-    now = now or datetime.now(UTC)
-    month = now.strftime("%Y-%m")
-    start, _ = month_bounds(month)
-    spent = sum(s.usd for s in tenant_steps(instance, start, now, tenant))
+    month = (now or datetime.now(UTC)).strftime("%Y-%m")
+    spent = month_to_date(instance, tenant, month, before=now.timestamp() if now else None)
     return BudgetStatus(
         tenant=tenant,
         month=month,

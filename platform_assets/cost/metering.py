@@ -170,15 +170,33 @@ def _refuse_over_budget(tenant: str) -> None:
         raise dg.Failure(description=status.message, allow_retries=False)
 
 
+def _bill_failure(usage: Usage, prices: PriceCatalog, error: BaseException) -> None:
+    """A failed step is billed too: an observation of the step's asset carrying its cost and the
+    failure, recorded by the step itself (the ledger counts it like a materialization)."""
+    try:
+        context = dg.OpExecutionContext.get()
+    except dg.DagsterInvariantViolationError:
+        return  # not in a step: nothing was billed, nothing to record
+    metadata = {**usage.metadata(prices), "cost/failed": f"{type(error).__name__}: {error}"[:500]}
+    for key in context.selected_asset_keys:
+        context.log_event(dg.AssetObservation(asset_key=key, metadata=metadata))
+        break  # one step, one bill (platform steps produce one asset)
+
+
 @contextmanager
 def meter(
-    tenant: str, requested: ComputeResources, cgroup_root: Path = CGROUP_ROOT
+    tenant: str,
+    requested: ComputeResources,
+    prices: PriceCatalog | None = None,
+    cgroup_root: Path = CGROUP_ROOT,
 ) -> Iterator[Usage]:
     """Measure the enclosed block. Measurement problems are recorded on the usage, never raised.
 
     Before the block runs, a tenant that was over its monthly budget when the run started (and
     has no override) is refused with `dg.Failure` naming the budget. The step is billed on what
-    the platform grants (`effective_resources`); a request it capped is logged in the step.
+    the platform grants (`effective_resources`); a request it capped is logged in the step. When
+    the block raises, the usage up to then is billed (`prices`, default the platform catalog)
+    with the failure.
     """
     _refuse_over_budget(tenant)
     granted, note = grant(tenant, requested)
@@ -198,8 +216,12 @@ def meter(
     sampler = _PeakSampler()
     sampler.start()
     start_wall, start_cpu = time.perf_counter(), _process_cpu()
+    error: BaseException | None = None
     try:
         yield usage
+    except BaseException as exc:
+        error = exc
+        raise
     finally:
         usage.wall_seconds = time.perf_counter() - start_wall
         usage.cpu_seconds = _process_cpu() - start_cpu
@@ -217,3 +239,5 @@ def meter(
                 usage.peak_memory_gib = max(usage.peak_memory_gib, cgroup.peak_bytes() / 2**30)
             except (OSError, ValueError) as exc:
                 usage.errors.append(f"cgroup memory peak: {exc}; sampled RSS recorded instead")
+        if error is not None:
+            _bill_failure(usage, prices or PriceCatalog.load(), error)

@@ -42,9 +42,10 @@ def quota_config(
     limits += [{"key": "tenant", "value": n, "limit": v} for n, v in per_tenant.items()]
     return {
         "run_coordinator": {
-            # Queued, and tags each run with its tenant first (tenancy/runs.py).
-            "module": "platform_assets.tenancy.runs",
-            "class": "TenantRunCoordinator",
+            # Queued; tags each run with its tenant (tenancy/runs.py), then refuses an
+            # over-budget tenant's run before it starts.
+            "module": "platform_assets.cost.coordinator",
+            "class": "BudgetRunCoordinator",
         },
         "concurrency": {
             "runs": {

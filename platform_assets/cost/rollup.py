@@ -1,11 +1,14 @@
-"""Reads the cost metadata recorded on materializations from the Dagster event log and sums it.
+"""Reads the cost metadata recorded by metered steps from the Dagster event log and sums it.
 
-The event log is the source of truth: every metered step leaves one materialization carrying
-`cost/*` metadata, so a rollup is a read plus a group-by, and re-running it gives the same numbers.
+The event log is the source of truth: every metered step leaves one event carrying `cost/*`
+metadata (its materialization, or when it failed the observation `meter` records), so a rollup is
+a read plus a group-by, and re-running it gives the same numbers. `billed_event` decides once what
+counts, for these rollups and the budget ledger alike.
 """
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime, timedelta
@@ -59,16 +62,54 @@ def tenant_asset_keys(instance: dg.DagsterInstance, tenant: str | None = None) -
     )
 
 
-def _step(record, key: dg.AssetKey) -> StepCost | None:
-    mat = record.asset_materialization
-    if mat is None or COST_KEY not in mat.metadata:
+NUMERIC = (COST_KEY, "cost/cpu_seconds", "cost/wall_seconds", "cost/peak_memory_gib")
+COST_EVENTS = (dg.DagsterEventType.ASSET_MATERIALIZATION, dg.DagsterEventType.ASSET_OBSERVATION)
+
+
+def billed_event(record) -> tuple[dg.AssetMaterialization | dg.AssetObservation, bool] | None:
+    """(the asset event, whether its step failed) when the event's cost counts, else None.
+
+    Counts: cost metadata on a materialization (the step succeeded) or on the observation `meter`
+    records when a step fails (`cost/failed`), emitted by a step of a run (never runless: a cost
+    reported from outside a run is not a measurement), every measured number finite and not
+    negative, for an asset of the tenant the metadata bills (a step cannot bill another tenant).
+    """
+    entry = record.event_log_entry
+    event = entry.dagster_event
+    if event is None or not entry.run_id or not entry.step_key:
         return None
-    md = mat.metadata
-    tenant = md["cost/tenant"].value if "cost/tenant" in md else key.path[0]
+    if event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION:
+        asset_event, failed = event.step_materialization_data.materialization, False
+    elif event.event_type == dg.DagsterEventType.ASSET_OBSERVATION:
+        asset_event, failed = event.asset_observation_data.asset_observation, True
+        if "cost/failed" not in asset_event.metadata:
+            return None
+    else:
+        return None
+    md = asset_event.metadata
+    if COST_KEY not in md or "cost/tenant" not in md:
+        return None
+    try:
+        values = [_value(md, k) for k in NUMERIC]
+    except (TypeError, ValueError):
+        return None
+    if not all(math.isfinite(v) and v >= 0 for v in values):
+        return None
+    path = asset_event.asset_key.path
+    if path[0] == PLATFORM or path[0] != str(md["cost/tenant"].value):
+        return None
+    return asset_event, failed
+
+
+def _step(record, key: dg.AssetKey) -> StepCost | None:
+    billed = billed_event(record)
+    if billed is None:
+        return None
+    md = billed[0].metadata
     return StepCost(
-        tenant=str(tenant),
+        tenant=key.path[0],
         asset_key=key.to_user_string(),
-        partition=mat.partition or "",
+        partition=getattr(billed[0], "partition", None) or "",
         run_id=record.run_id,
         timestamp=record.timestamp,
         usd=_value(md, COST_KEY),
@@ -84,52 +125,56 @@ def step_costs(
     """Every recorded step of `keys` with start <= time < end that carries cost metadata."""
     out = []
     for key in keys:
-        cursor = None
-        while True:
-            result = instance.fetch_materializations(
-                dg.AssetRecordsFilter(
-                    asset_key=key,
-                    after_timestamp=start.timestamp(),
-                    before_timestamp=end.timestamp(),
-                ),
-                limit=1000,
-                cursor=cursor,
-            )
-            out += [s for s in (_step(r, key) for r in result.records) if s is not None]
-            if not result.has_more:
-                break
-            cursor = result.cursor
-    return out
+        for fetch in (instance.fetch_materializations, instance.fetch_observations):
+            cursor = None
+            while True:
+                result = fetch(
+                    dg.AssetRecordsFilter(
+                        asset_key=key,
+                        after_timestamp=start.timestamp(),
+                        before_timestamp=end.timestamp(),
+                    ),
+                    limit=1000,
+                    cursor=cursor,
+                )
+                out += [s for s in (_step(r, key) for r in result.records) if s is not None]
+                if not result.has_more:
+                    break
+                cursor = result.cursor
+    return sorted(out, key=lambda s: s.timestamp)
 
 
 def all_steps(instance: dg.DagsterInstance, start: datetime, end: datetime) -> list[StepCost]:
-    """Every tenant's recorded steps in [start, end), in one paginated scan of the event log.
+    """Every tenant's recorded steps in [start, end), in one paginated scan per event type.
 
     One query per page instead of one per asset key: with a thousand assets the per-key queries,
     not the events, dominate.
     """
-    out, after = [], None
-    while True:
-        records = instance.event_log_storage.get_event_records(
-            dg.EventRecordsFilter(
-                event_type=dg.DagsterEventType.ASSET_MATERIALIZATION,
-                after_timestamp=start.timestamp(),
-                before_timestamp=end.timestamp(),
-                after_cursor=after,
-            ),
-            limit=5000,
-            ascending=True,
-        )
-        for record in records:
-            key = record.asset_key
-            if key is None or key.path[0] == PLATFORM:
-                continue
-            step = _step(record, key)
-            if step is not None:
-                out.append(step)
-        if len(records) < 5000:
-            return out
-        after = records[-1].storage_id
+    out = []
+    for event_type in COST_EVENTS:
+        after = None
+        while True:
+            records = instance.event_log_storage.get_event_records(
+                dg.EventRecordsFilter(
+                    event_type=event_type,
+                    after_timestamp=start.timestamp(),
+                    before_timestamp=end.timestamp(),
+                    after_cursor=after,
+                ),
+                limit=5000,
+                ascending=True,
+            )
+            for record in records:
+                key = record.asset_key
+                if key is None or key.path[0] == PLATFORM:
+                    continue
+                step = _step(record, key)
+                if step is not None:
+                    out.append(step)
+            if len(records) < 5000:
+                break
+            after = records[-1].storage_id
+    return sorted(out, key=lambda s: s.timestamp)
 
 
 def tenant_steps(

@@ -20,6 +20,18 @@ def _required(name: str) -> str:
     return value
 
 
+def tracking_server() -> str:
+    """The MLflow tracking server every client of a shared deployment talks to."""
+    uri = _required("MLFLOW_TRACKING_URI")
+    if not uri.startswith(("http://", "https://")):
+        # A database URI would bypass the server: its authentication and its artifact proxy.
+        raise ValueError(
+            f"MLFLOW_TRACKING_URI={uri!r} must be an http(s):// tracking server when MLPLAT_ENV "
+            "is 'services' or 'k8s'"
+        )
+    return uri
+
+
 def _s3_credentials() -> dict[str, dg.EnvVar]:
     """Static S3 keys, when the environment has them, as env var references (Dagster resolves
     them in the step; they never enter config or metadata); else the AWS chain (pod role)."""
@@ -30,10 +42,10 @@ def _s3_credentials() -> dict[str, dg.EnvVar]:
 
 
 def resources_for(deployment: Deployment) -> dict[str, object]:
-    root = data_root()
     if deployment == "local":
         # The embedded lake and artifacts live under the data root unless pointed elsewhere
         # (`MLPLAT_LAKE_URI=s3://bucket/lake`, `MLPLAT_MLFLOW_ARTIFACTS=s3://bucket/mlflow`).
+        root = data_root()
         return {
             "lake": LakeResource(
                 root=os.environ.get("MLPLAT_LAKE_URI") or str(root / "lake"), **_s3_credentials()
@@ -46,19 +58,18 @@ def resources_for(deployment: Deployment) -> dict[str, object]:
             ),
             "pricing": PricingResource(),
         }
-    # services and k8s: Postgres-backed Feast registry and MLflow, Redis online store.
-    redis = _required("MLPLAT_REDIS")  # Feast's form: host:port[,db=N][,password=...]
+    # services and k8s: Feast registry on Postgres, Redis online store, an MLflow tracking
+    # server. Credentials stay in the environment: EnvVar is read in the step, never stored in
+    # the definitions (MLflow reads MLFLOW_TRACKING_USERNAME/PASSWORD itself).
+    for name in ("MLPLAT_REDIS", "MLPLAT_FEAST_REGISTRY_URL"):
+        _required(name)
     return {
         "lake": LakeResource(root=_required("MLPLAT_LAKE_URI"), **_s3_credentials()),
         "feast": FeastResource(
-            root=str(root / "feast"),
-            registry_url=_required("MLPLAT_FEAST_REGISTRY_URL"),
-            online_store={"type": "redis", "connection_string": redis},
+            registry_url=dg.EnvVar("MLPLAT_FEAST_REGISTRY_URL"),
+            redis=dg.EnvVar("MLPLAT_REDIS"),  # Feast's form: host:port[,db=N][,password=...]
         ),
-        "mlflow": MlflowResource(
-            tracking_uri=_required("MLFLOW_TRACKING_URI"),
-            artifact_root=_required("MLPLAT_MLFLOW_ARTIFACTS"),
-        ),
+        "mlflow": MlflowResource(tracking_uri=tracking_server()),
         "pricing": PricingResource(
             catalog_path=os.environ.get("MLPLAT_PRICES", "") or PricingResource().catalog_path
         ),

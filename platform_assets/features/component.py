@@ -139,7 +139,7 @@ def feature_assets(catalog: TenantCatalog, spec: FeatureSetSpec) -> list[dg.Asse
         from platform_assets.features.feast_objects import feature_view
         from platform_assets.quality.checks import expectation_check
 
-        with meter(tenant.name, tenant.resources) as usage:
+        with meter(tenant.name, tenant.resources, pricing.catalog()) as usage:
             import pyarrow as pa
 
             from platform_assets.features.offline_store import layout_for_join

@@ -140,7 +140,7 @@ def batch_scores_asset(
 
         from platform_assets.models.training import feature_columns
 
-        with meter(tenant.name, requested) as usage:
+        with meter(tenant.name, requested, pricing.catalog()) as usage:
             mlflow.client()  # points the mlflow module at our registry
             model = mlflow_lib.sklearn.load_model(f"models:/{registered}/{champion}")
             df = lake.read(tenant.name, "training_sets", spec.name).to_pandas()

@@ -33,6 +33,11 @@ if TYPE_CHECKING:  # pandas loads in the steps, not with the code location
     import pandas as pd
 
 
+# Steps that talk to the MLflow tracking server outlive a short outage of it: each attempt fails
+# with MLflow's error naming the server, is billed, and the step is tried again.
+TRACKING_RETRY = dg.RetryPolicy(max_retries=3, delay=15, backoff=dg.Backoff.EXPONENTIAL)
+
+
 def serving_requirements() -> list[str]:
     from importlib.metadata import version
 
@@ -100,7 +105,7 @@ def model_assets(catalog: TenantCatalog, spec: ModelSpec) -> list[dg.AssetsDefin
         from platform_assets.models import manifest as manifests
         from platform_assets.quality.checks import expectation_check, leakage_check
 
-        with meter(tenant.name, requested) as usage:
+        with meter(tenant.name, requested, pricing.catalog()) as usage:
             store = feast.store(tenant.name)
             views, objects, read = {}, [], []
             for owner, fs in resolved.values():
@@ -186,6 +191,7 @@ def model_assets(catalog: TenantCatalog, spec: ModelSpec) -> list[dg.AssetsDefin
         **model_kwargs,
         deps=[ts_key],
         automation_condition=GATED,
+        retry_policy=TRACKING_RETRY,
     )
     def model(
         context: dg.AssetExecutionContext,
@@ -198,7 +204,7 @@ def model_assets(catalog: TenantCatalog, spec: ModelSpec) -> list[dg.AssetsDefin
 
         from platform_assets.models.training import build_pipeline, feature_columns, metrics
 
-        with meter(tenant.name, requested) as usage:
+        with meter(tenant.name, requested, pricing.catalog()) as usage:
             version = lake.current(tenant.name, "training_sets", spec.name).version
             df = lake.read(tenant.name, "training_sets", spec.name, version).to_pandas()
             train = df[df["split"] == "train"]
@@ -217,6 +223,14 @@ def model_assets(catalog: TenantCatalog, spec: ModelSpec) -> list[dg.AssetsDefin
                 "feature_service": spec.feature_service,
             }
             with mlflow.run(context, f"{tenant.name}/{spec.name}", {"tenant": tenant.name}):
+                # An earlier attempt of this run may have registered a version and failed
+                # before tagging it; retrying would leave that version orphaned.
+                client = mlflow.client()
+                active = mlflow_lib.active_run().info.run_id
+                for stale in client.search_model_versions(
+                    f"name = '{registered}' and run_id = '{active}'"
+                ):
+                    client.delete_model_version(registered, stale.version)
                 mlflow_lib.log_params(
                     {"algorithm": spec.algorithm, **spec.params, "features": ",".join(cols)}
                 )
@@ -233,7 +247,6 @@ def model_assets(catalog: TenantCatalog, spec: ModelSpec) -> list[dg.AssetsDefin
                     pip_requirements=serving_requirements(),
                     signature=infer_signature(X.head(100), pipeline.predict_proba(X.head(100))),
                 )
-                client = mlflow.client()
                 mv = info.registered_model_version
                 for k, v in tags.items():
                     client.set_model_version_tag(registered, str(mv), k, v)
@@ -269,6 +282,7 @@ def model_assets(catalog: TenantCatalog, spec: ModelSpec) -> list[dg.AssetsDefin
         **eval_kwargs,
         deps=[model_key, ts_key],
         automation_condition=GATED,
+        retry_policy=TRACKING_RETRY,
     )
     def evaluation_report(
         context: dg.AssetExecutionContext,
@@ -287,7 +301,7 @@ def model_assets(catalog: TenantCatalog, spec: ModelSpec) -> list[dg.AssetsDefin
             png_markdown,
         )
 
-        with meter(tenant.name, requested) as usage:
+        with meter(tenant.name, requested, pricing.catalog()) as usage:
             event = context.instance.get_latest_materialization_event(model_key)
             if event is None or event.asset_materialization is None:
                 raise RuntimeError(f"{model_key.to_user_string()} has not been materialized")

@@ -124,7 +124,7 @@ def source_assets(catalog: TenantCatalog, spec: SourceSpec) -> list[dg.AssetsDef
 
         from platform_assets.quality.checks import expectation_check, schema_check
 
-        with meter(tenant.name, tenant.resources) as usage:
+        with meter(tenant.name, tenant.resources, pricing.catalog()) as usage:
             df = read_source(spec, source_file(lake.root, tenant.name, spec) if spec.path else None)
             schema = schema_check(df, spec.columns)
             present = [c for c in spec.columns if c in df.columns]

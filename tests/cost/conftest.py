@@ -36,13 +36,20 @@ def record_step(
     usd: float,
     asset: str = "recorded",
 ) -> None:
-    """Report a materialization carrying cost metadata, as a metered step would leave it."""
-    instance.report_runless_asset_event(
-        dg.AssetMaterialization(
-            asset_key=[tenant, "sources", asset],
-            metadata={"cost/tenant": tenant, "cost/usd": usd, "cost/cpu_seconds": 1.0},
+    """A real run whose one step leaves the cost metadata a metered step of `usd` would."""
+
+    @dg.asset(key=[tenant, "sources", asset])
+    def recorded():
+        return dg.MaterializeResult(
+            metadata={
+                "cost/tenant": tenant,
+                "cost/usd": usd,
+                "cost/cpu_seconds": 1.0,
+                "cost/measured_by": "os",
+            }
         )
-    )
+
+    assert dg.materialize([recorded], instance=instance).success
 
 
 @pytest.fixture

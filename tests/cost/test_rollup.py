@@ -102,10 +102,11 @@ def test_ledger_between_reads_closed_days_from_files_and_the_rest_from_the_event
     rng = random.Random(3)
     start = datetime(2026, 11, 3, tzinfo=UTC)
     end = start + timedelta(days=4)
+    tenants = [rng.choice(["payments", "growth"]) for _ in range(300)]
     steps = [
         StepCost(
-            tenant=rng.choice(["payments", "growth"]),
-            asset_key="x/sources/y",
+            tenant=tenants[i],
+            asset_key=f"{tenants[i]}/sources/y",
             partition="",
             run_id=f"r{i}",
             timestamp=(start + timedelta(hours=rng.uniform(-30, 4 * 24 + 30))).timestamp(),

@@ -1,0 +1,272 @@
+"""Month-to-date spend per tenant, maintained incrementally from the Dagster event log.
+
+`refresh` reads only the cost events recorded since its cursor (event storage id, per event type)
+and inserts one row per billed step, keyed by the event's storage id, with the per-tenant-month
+totals updated in the same transaction. Re-reading a few ids before the cursor (ids may commit out
+of order) and concurrent refreshes are harmless: a row that exists is not inserted again, and
+totals only grow by the rows actually inserted. A budget check is then a refresh of the few new
+events plus one primary-key read, however many steps the month holds.
+
+What counts is `rollup.billed_event`'s rule, the same as the showback's.
+"""
+
+from __future__ import annotations
+
+import uuid
+import weakref
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import cache
+from pathlib import Path
+
+import dagster as dg
+import sqlalchemy as sa
+
+from platform_assets.cost.rollup import COST_EVENTS, COST_KEY, billed_event
+
+LEDGER_ID_KEY = "mlplat/cost/ledger_id"
+# Ids below the cursor re-read on Postgres, where concurrent inserts may commit an older id after
+# a newer one; SQLite commits one writer at a time, in id order.
+LOOKBACK_IDS = {"postgresql": 20}
+PAGE = 5000
+SEEN = "event_log"  # cursor row: the event log's newest id at the last refresh
+
+metadata = sa.MetaData()
+steps = sa.Table(
+    "cost_ledger_steps",
+    metadata,
+    sa.Column("ledger", sa.String(36), primary_key=True),
+    sa.Column("storage_id", sa.BigInteger, primary_key=True),
+    sa.Column("tenant", sa.String(200), nullable=False),
+    sa.Column("month", sa.String(7), nullable=False),
+    sa.Column("timestamp", sa.Float, nullable=False),
+    sa.Column("asset_key", sa.String(1000), nullable=False),
+    sa.Column("run_id", sa.String(64), nullable=False),
+    sa.Column("step_key", sa.String(1000), nullable=False),
+    sa.Column("usd", sa.Float, nullable=False),
+    sa.Column("failed", sa.Boolean, nullable=False),
+    sa.Index("cost_ledger_steps_tenant_month_ts", "ledger", "tenant", "month", "timestamp"),
+)
+totals = sa.Table(
+    "cost_ledger_totals",
+    metadata,
+    sa.Column("ledger", sa.String(36), primary_key=True),
+    sa.Column("tenant", sa.String(200), primary_key=True),
+    sa.Column("month", sa.String(7), primary_key=True),
+    sa.Column("usd", sa.Float, nullable=False),
+    sa.Column("steps", sa.BigInteger, nullable=False),
+)
+lock = sa.Table("cost_ledger_lock", metadata, sa.Column("id", sa.Integer, primary_key=True))
+cursors = sa.Table(
+    "cost_ledger_cursors",
+    metadata,
+    sa.Column("ledger", sa.String(36), primary_key=True),
+    sa.Column("event_type", sa.String(64), primary_key=True),
+    sa.Column("storage_id", sa.BigInteger, nullable=False),
+)
+
+
+@dataclass(frozen=True)
+class BilledStep:
+    storage_id: int
+    tenant: str
+    month: str
+    timestamp: float
+    asset_key: str
+    run_id: str
+    step_key: str
+    usd: float
+    failed: bool
+
+
+def billable(record: dg.EventLogRecord) -> BilledStep | None:
+    """The step this event bills, or None when its cost must not count (see `billed_event`)."""
+    billed = billed_event(record)
+    if billed is None:
+        return None
+    asset_event, failed = billed
+    entry = record.event_log_entry
+    return BilledStep(
+        storage_id=record.storage_id,
+        tenant=asset_event.asset_key.path[0],
+        month=datetime.fromtimestamp(entry.timestamp, UTC).strftime("%Y-%m"),
+        timestamp=entry.timestamp,
+        asset_key=asset_event.asset_key.to_user_string(),
+        run_id=entry.run_id,
+        step_key=entry.step_key,
+        usd=float(asset_event.metadata[COST_KEY].value),
+        failed=failed,
+    )
+
+
+@cache
+def _engine(url: str) -> sa.Engine:
+    parsed = sa.engine.make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database:
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    engine = sa.create_engine(url, pool_pre_ping=True)
+    with engine.begin() as conn:
+        # Parallel steps on a new database would race between CREATE TABLE's existence check
+        # and the table (on Postgres even with IF NOT EXISTS): there the first creates them
+        # under an advisory lock and the others then find them.
+        if conn.dialect.name == "postgresql":
+            _write_lock(conn)
+            metadata.create_all(conn)
+        else:
+            for table in metadata.sorted_tables:
+                conn.execute(sa.schema.CreateTable(table, if_not_exists=True))
+                for index in table.indexes:
+                    conn.execute(sa.schema.CreateIndex(index, if_not_exists=True))
+    return engine
+
+
+def ledger_engine() -> sa.Engine:
+    from platform_assets.execution.env import platform_db_url
+
+    return _engine(platform_db_url())
+
+
+_LEDGER_IDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def ledger_id(instance: dg.DagsterInstance, engine: sa.Engine | None = None) -> str:
+    """This Dagster instance's ledger: storage ids only mean something within one event log.
+
+    The id lives in the instance's key-value store; the first one is created under the ledger
+    database's write lock, so concurrent first refreshes agree on it.
+    """
+    if instance in _LEDGER_IDS:
+        return _LEDGER_IDS[instance]
+    storage = instance.run_storage
+    value = storage.get_cursor_values({LEDGER_ID_KEY}).get(LEDGER_ID_KEY)
+    if value is None:
+        with (engine or ledger_engine()).begin() as conn:
+            _write_lock(conn)
+            value = storage.get_cursor_values({LEDGER_ID_KEY}).get(LEDGER_ID_KEY)
+            if value is None:
+                value = str(uuid.uuid4())
+                storage.set_cursor_values({LEDGER_ID_KEY: value})
+    _LEDGER_IDS[instance] = value
+    return value
+
+
+def _write_lock(conn: sa.Connection) -> None:
+    """Hold the ledger database's write lock until the transaction ends."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text("select pg_advisory_xact_lock(4242002)"))
+    else:  # SQLite serialises writers: writing a row takes the database's write lock
+        conn.execute(_insert(conn, lock).values(id=1).on_conflict_do_nothing())
+
+
+def _insert(conn: sa.Connection, table: sa.Table):
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert(table)
+
+
+def refresh(instance: dg.DagsterInstance, engine: sa.Engine | None = None) -> int:
+    """Bill the steps recorded since the last refresh; returns how many rows were added."""
+    engine = engine or ledger_engine()
+    ledger = ledger_id(instance, engine)
+    added = 0
+    with engine.begin() as conn:
+        known = dict(
+            conn.execute(
+                sa.select(cursors.c.event_type, cursors.c.storage_id).where(
+                    cursors.c.ledger == ledger
+                )
+            ).all()
+        )
+        # One cheap query when nothing at all was recorded since the last refresh.
+        latest = instance.event_log_storage.get_maximum_record_id() or 0
+        if known.get(SEEN) == latest:
+            return 0
+        lookback = LOOKBACK_IDS.get(conn.dialect.name, 0)
+        for event_type in COST_EVENTS:
+            after = known.get(event_type.value)
+            newest = after
+            start = None if after is None else max(after - lookback, 0)
+            while True:
+                records = instance.event_log_storage.get_event_records(
+                    dg.EventRecordsFilter(event_type=event_type, after_cursor=start),
+                    limit=PAGE,
+                    ascending=True,
+                )
+                added += _add(conn, ledger, [b for b in map(billable, records) if b is not None])
+                if records:
+                    newest = max(newest or 0, records[-1].storage_id)
+                    start = records[-1].storage_id
+                if len(records) < PAGE:
+                    break
+            if newest is not None and newest != after:
+                _set_cursor(conn, ledger, event_type.value, newest)
+        _set_cursor(conn, ledger, SEEN, latest)
+    return added
+
+
+def _set_cursor(conn: sa.Connection, ledger: str, name: str, storage_id: int) -> None:
+    greatest = sa.func.max if conn.dialect.name == "sqlite" else sa.func.greatest
+    stmt = _insert(conn, cursors).values(ledger=ledger, event_type=name, storage_id=storage_id)
+    conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=["ledger", "event_type"],
+            set_={"storage_id": greatest(cursors.c.storage_id, storage_id)},
+        )
+    )
+
+
+def _add(conn: sa.Connection, ledger: str, billed: list[BilledStep]) -> int:
+    """Insert the steps not yet in the ledger; add exactly those to the month totals."""
+    if not billed:
+        return 0
+    rows = [{"ledger": ledger, **b.__dict__} for b in billed]
+    inserted = conn.execute(
+        _insert(conn, steps)
+        .on_conflict_do_nothing(index_elements=["ledger", "storage_id"])
+        .returning(steps.c.tenant, steps.c.month, steps.c.usd),
+        rows,
+    ).all()
+    sums: dict[tuple[str, str], list[float]] = {}
+    for tenant, month, usd in inserted:
+        acc = sums.setdefault((tenant, month), [0.0, 0])
+        acc[0] += usd
+        acc[1] += 1
+    for (tenant, month), (usd, count) in sums.items():
+        stmt = _insert(conn, totals).values(
+            ledger=ledger, tenant=tenant, month=month, usd=usd, steps=count
+        )
+        conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["ledger", "tenant", "month"],
+                set_={"usd": totals.c.usd + usd, "steps": totals.c.steps + count},
+            )
+        )
+    return len(inserted)
+
+
+def month_to_date(
+    instance: dg.DagsterInstance,
+    tenant: str,
+    month: str,
+    before: float | None = None,
+    engine: sa.Engine | None = None,
+) -> float:
+    """USD `tenant` spent in `month` (YYYY-MM), up to now or up to the timestamp `before`."""
+    engine = engine or ledger_engine()
+    refresh(instance, engine)
+    ledger = ledger_id(instance)
+    with engine.connect() as conn:
+        if before is None:
+            query = sa.select(totals.c.usd).where(
+                totals.c.ledger == ledger, totals.c.tenant == tenant, totals.c.month == month
+            )
+        else:
+            query = sa.select(sa.func.sum(steps.c.usd)).where(
+                steps.c.ledger == ledger,
+                steps.c.tenant == tenant,
+                steps.c.month == month,
+                steps.c.timestamp < before,
+            )
+        return float(conn.execute(query).scalar() or 0.0)

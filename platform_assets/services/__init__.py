@@ -1,0 +1,1 @@
+"""The services deployment on one machine: start, check and stop its processes; its demo."""

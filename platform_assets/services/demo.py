@@ -1,0 +1,277 @@
+"""`make services-demo`: the demo against the running services deployment.
+
+Every tenant's `<tenant>_pipeline` is launched through the webserver's GraphQL `launchRun` (what a
+click in the UI sends), so it waits in the run queue and the daemon starts it; the daemon's
+promotion sensor then submits the versions that qualify, and the approval walk and summary are
+`make demo`'s. The terminal gets one line per finished step; every event goes to the log file.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import dagster as dg
+from rich.console import Console
+
+from platform_assets.services.stack import Stack, _graphql
+
+FINISHED = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
+STEP_EVENTS = {dg.DagsterEventType.STEP_SUCCESS, dg.DagsterEventType.STEP_FAILURE}
+PROMOTION_SENSOR = "promotion_sensor"
+
+JOBS_QUERY = """
+{ workspaceOrError { ... on Workspace { locationEntries { name locationOrLoadError {
+  ... on RepositoryLocation { repositories { name jobs { name } } }
+  ... on PythonError { message } } } } } }
+"""
+
+LAUNCH = """
+mutation Launch($params: ExecutionParams!) { launchRun(executionParams: $params) {
+  __typename
+  ... on LaunchRunSuccess { run { runId status } }
+  ... on PythonError { message }
+  ... on RunConfigValidationInvalid { errors { message } }
+  ... on InvalidSubsetError { message }
+  ... on PipelineNotFoundError { message }
+  ... on UnauthorizedError { message } } }
+"""
+
+TICKS = """
+query Ticks($selector: SensorSelector!) { sensorOrError(sensorSelector: $selector) {
+  ... on Sensor { sensorState { status ticks(limit: 10) { timestamp status runIds skipReason
+  error { message } } } } } }
+"""
+
+
+START_SENSOR = """
+mutation Start($selector: SensorSelector!) { startSensor(sensorSelector: $selector) {
+  __typename ... on Sensor { sensorState { status } } ... on PythonError { message } } }
+"""
+AUTOMATION_SENSOR = "default_automation_condition_sensor"
+
+
+def start_sensor(url: str, location: tuple[str, str], name: str) -> None:
+    """Turn a sensor on, as its toggle in the UI does (the automation sensor starts stopped)."""
+    selector = {
+        "repositoryLocationName": location[0],
+        "repositoryName": location[1],
+        "sensorName": name,
+    }
+    result = _graphql(url, START_SENSOR, {"selector": selector})["startSensor"]
+    if result["__typename"] != "Sensor":
+        raise RuntimeError(f"starting {name} failed: {result}")
+
+
+def job_locations(url: str) -> dict[str, tuple[str, str]]:
+    """job name -> (code location, repository), from the webserver's workspace."""
+    out = {}
+    entries = _graphql(url, JOBS_QUERY)["workspaceOrError"]["locationEntries"]
+    for entry in entries:
+        location = entry["locationOrLoadError"] or {}
+        if "message" in location:
+            raise RuntimeError(f"code location {entry['name']} failed to load: {location}")
+        for repo in location.get("repositories", []):
+            for job in repo["jobs"]:
+                out[job["name"]] = (entry["name"], repo["name"])
+    return out
+
+
+def launch_run(
+    url: str,
+    locations: dict[str, tuple[str, str]],
+    job: str,
+    tags: dict[str, str],
+    asset_selection: list[list[str]] | None = None,
+) -> str:
+    """Launch `job` through the webserver as the UI does; returns the run id."""
+    if job not in locations:
+        raise KeyError(f"job {job!r} is not in the webserver's workspace")
+    location, repo = locations[job]
+    selector: dict = {"repositoryLocationName": location, "repositoryName": repo, "jobName": job}
+    if asset_selection:
+        selector["assetSelection"] = [{"path": p} for p in asset_selection]
+    params = {
+        "selector": selector,
+        "executionMetadata": {"tags": [{"key": k, "value": v} for k, v in tags.items()]},
+    }
+    result = _graphql(url, LAUNCH, {"params": params})["launchRun"]
+    if result["__typename"] != "LaunchRunSuccess":
+        raise RuntimeError(f"launching {job} failed: {result}")
+    return result["run"]["runId"]
+
+
+class Progress:
+    """Follows runs in the instance: one terminal line per finished step, every event logged."""
+
+    def __init__(self, instance: dg.DagsterInstance, log: Path, say: Callable[[str], None]):
+        self.instance, self.say = instance, say
+        self.log = log.open("a")
+        self.cursors: dict[str, str | None] = {}
+        self.labels: dict[str, str] = {}
+
+    def follow(self, run_id: str, label: str) -> None:
+        self.cursors.setdefault(run_id, None)
+        self.labels[run_id] = label
+
+    def poll(self) -> None:
+        for run_id, cursor in list(self.cursors.items()):
+            conn = self.instance.get_records_for_run(run_id, cursor=cursor, limit=1000)
+            for record in conn.records:
+                entry = record.event_log_entry
+                stamp = datetime.fromtimestamp(entry.timestamp, UTC).strftime("%H:%M:%S")
+                self.log.write(f"{stamp} {run_id[:8]} {entry.level} {entry.message}\n")
+                event = entry.dagster_event
+                if event is not None and event.event_type in STEP_EVENTS:
+                    outcome = (
+                        "ok" if event.event_type == dg.DagsterEventType.STEP_SUCCESS else "FAILED"
+                    )
+                    self.say(f"{self.labels[run_id]:>10}  {event.step_key:<48} {outcome}")
+            self.cursors[run_id] = conn.cursor
+        self.log.flush()
+
+    def wait(self, run_ids: list[str], timeout: float) -> dict[str, dg.DagsterRun]:
+        deadline = time.monotonic() + timeout
+        while True:
+            self.poll()
+            runs = {r: self.instance.get_run_by_id(r) for r in run_ids}
+            if all(run.status in FINISHED for run in runs.values()):
+                self.poll()
+                return runs
+            if time.monotonic() > deadline:
+                pending = [f"{r[:8]} {run.status.value}" for r, run in runs.items()]
+                raise TimeoutError(f"runs still going after {timeout:.0f}s: {pending}")
+            time.sleep(1)
+
+
+def promotion_runs(
+    url: str, location: tuple[str, str], since: float, after: float, timeout: float, say
+) -> list[str]:
+    """Waits for a promotion sensor tick of the daemon's that started after `after` (every
+    pipeline had finished by then); returns the runs its ticks since `since` requested."""
+    selector = {
+        "repositoryLocationName": location[0],
+        "repositoryName": location[1],
+        "sensorName": PROMOTION_SENSOR,
+    }
+    deadline, errors = time.monotonic() + timeout, []
+    while time.monotonic() < deadline:
+        state = _graphql(url, TICKS, {"selector": selector})["sensorOrError"]["sensorState"]
+        ticks = sorted(
+            (t for t in state["ticks"] if t["timestamp"] >= since), key=lambda t: t["timestamp"]
+        )
+        for tick in ticks:
+            if tick["status"] == "FAILURE" and tick["error"]["message"] not in errors:
+                errors.append(tick["error"]["message"])
+                say(f"  daemon: {PROMOTION_SENSOR} tick failed, the daemon retries it")
+        done = [t for t in ticks if t["status"] in ("SUCCESS", "SKIPPED")]
+        if any(t["timestamp"] >= after for t in done):
+            for tick in done:
+                what = f"{len(tick['runIds'])} run(s)" if tick["runIds"] else tick["skipReason"]
+                say(f"  daemon: {PROMOTION_SENSOR} tick -> {what}")
+            return [r for t in done for r in t["runIds"]]
+        time.sleep(2)
+    raise TimeoutError(
+        f"the daemon did not complete a {PROMOTION_SENSOR} tick within {timeout:.0f}s: {errors}"
+    )
+
+
+def automation_sensor_line(instance: dg.DagsterInstance, after: float) -> str:
+    """What the daemon's automation condition sensor did during the demo."""
+    from dagster._core.scheduler.instigation import InstigatorType
+
+    states = instance.all_instigator_state(instigator_type=InstigatorType.SENSOR)
+    names = [s.name for s in states if s.name == AUTOMATION_SENSOR and s.is_running]
+    if not names:
+        return f"{AUTOMATION_SENSOR}: not running"
+    ticks = [
+        t
+        for s in states
+        if s.name in names
+        for t in instance.get_ticks(s.instigator_origin_id, s.selector_id, after=after)
+    ]
+    requested = sum(len(t.run_ids) for t in ticks)
+    return f"{AUTOMATION_SENSOR} under the daemon: {len(ticks)} ticks, {requested} runs requested"
+
+
+def main(log: str | None = None) -> None:
+    console = Console()
+    stack = Stack.load()
+    os.environ.update(stack.env())
+    url = stack.components["webserver"].url
+    log_path = Path(log or stack.folder / "demo.log").resolve()
+    started = time.time()
+    locations = job_locations(url)
+    from platform_assets.tenancy.catalog import load_all
+
+    tenants = sorted(load_all())
+    with dg.DagsterInstance.get() as instance:
+        progress = Progress(instance, log_path, console.print)
+        console.rule(f"Launching every tenant's pipeline through {url} (run queue, daemon)")
+        console.print(f"[dim]full event log: {log_path}[/dim]")
+        runs = {}
+        for tenant in tenants:
+            job = f"{tenant}_pipeline"
+            run_id = launch_run(url, locations, job, {"mlplat/launched_by": _user()})
+            runs[run_id] = tenant
+            progress.follow(run_id, tenant)
+            console.print(f"  queued {job} (run {run_id[:8]})")
+        finished = progress.wait(list(runs), timeout=3600)
+        failed = [
+            runs[r] for r, run in finished.items() if run.status != dg.DagsterRunStatus.SUCCESS
+        ]
+        if failed:
+            raise SystemExit(f"pipelines failed: {', '.join(failed)} (events in {log_path})")
+        pipelines_done = time.time()
+
+        console.rule("Rolling up today's cost per tenant")
+        today = datetime.now(UTC).strftime("%Y-%m-%d")
+        cost_job = "__ASSET_JOB"
+        cost_run = launch_run(
+            url,
+            locations,
+            cost_job,
+            {"dagster/partition": today},
+            asset_selection=[[t, "cost"] for t in tenants],
+        )
+        progress.follow(cost_run, "cost")
+        progress.wait([cost_run], timeout=600)
+
+        console.rule("Promotion: the daemon's sensor submits what qualifies")
+        location = next(iter(locations.values()))
+        # Everything is fresh now, so the automation sensor must find nothing to request.
+        start_sensor(url, location, AUTOMATION_SENSOR)
+        promoted = promotion_runs(
+            url, location, started, pipelines_done, timeout=420, say=console.print
+        )
+        for run_id in promoted:
+            progress.follow(run_id, "promotion")
+        outcome = progress.wait(promoted, timeout=600)
+        bad = [r for r, run in outcome.items() if run.status != dg.DagsterRunStatus.SUCCESS]
+        if bad:
+            raise SystemExit(f"promotion runs failed: {bad} (events in {log_path})")
+        console.print(f"  {automation_sensor_line(instance, started)}")
+
+        from platform_assets.definitions import defs
+        from platform_assets.demo import summary
+        from platform_assets.governance.demo import walk
+
+        console.rule("Approval workflow")
+        for line in walk(console):
+            console.print(f"  {line}")
+        with warnings.catch_warnings():
+            # Beta notices of Dagster APIs we pin and test; the daemon's log has them too.
+            warnings.simplefilter("ignore", category=dg.BetaWarning)
+            definitions = defs()
+        console.print(summary(definitions, instance))
+    console.print(
+        f"services demo took {time.time() - started:.0f}s; UI: {url}; full log: {log_path}"
+    )
+
+
+def _user() -> str:
+    return os.environ.get("MLPLAT_USER", "system")
