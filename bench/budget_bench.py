@@ -105,9 +105,9 @@ def main() -> None:
         from platform_assets.cost.budget import budget_status
         from platform_assets.cost.ledger import ledger_engine, ledger_id, refresh
         from platform_assets.cost.rollup import month_bounds, tenant_steps
-        from platform_assets.tenancy.catalog import load_all
+        from platform_assets.tenancy.limits import limits_for
 
-        spec = load_all()["payments"].tenant  # every tenant gets the same budget here
+        limits = limits_for("payments")  # every tenant gets the same budget here
         tenants = [f"t{i:03d}" for i in range(args.tenants)]
         month = datetime.now(UTC).strftime("%Y-%m")
         (Path(tmp) / "home").mkdir()
@@ -122,7 +122,7 @@ def main() -> None:
                 _record_steps(instance, tenants, args.new_steps)
                 for tenant in tenants:
                     started = time.perf_counter()
-                    budget_status(instance, tenant, spec)
+                    budget_status(instance, tenant, limits)
                     checks.append(time.perf_counter() - started)
             ledger_ms = statistics.median(checks) * 1000
             with engine.connect() as conn:

@@ -165,10 +165,10 @@ def _submit(instance: dg.DagsterInstance, tags: dict, selection=None) -> dg.Dags
     return instance.run_coordinator.submit_run(SubmitRunContext(run, workspace=None))
 
 
-def test_run_coordinator_refuses_an_over_budget_tenant_before_start(tmp_path, tenants):
+def test_run_coordinator_refuses_an_over_budget_tenant_before_start(tmp_path, limits):
     with _coordinated(tmp_path / "home") as instance:
         assert _submit(instance, {"tenant": "payments"}).status == dg.DagsterRunStatus.QUEUED
-        record_step(instance, "payments", tenants["payments"].budget.monthly_usd + 1)
+        record_step(instance, "payments", limits["payments"].budget.monthly_usd + 1)
         refused = _submit(instance, {"tenant": "payments"})
         assert refused.status == dg.DagsterRunStatus.FAILURE
         message = budget_status(instance, "payments").message
