@@ -34,13 +34,16 @@ def platform_definitions(tenant_defs: dg.Definitions) -> dg.Definitions:
     """Add the platform's jobs, sensors, resources and executor to the tenants' components."""
     env = deployment()
     tenants = load_all()
+    # One Kubernetes executor has one namespace, so on k8s every tenant's pipeline runs in its
+    # own namespace and there is no all-tenants pipeline.
+    everyone = dg.define_asset_job(
+        PIPELINE,
+        selection=pipeline_selection(),
+        executor_def=executor_for(env, preload=True),
+        description="Every tenant's sources, features, training sets, models and reports.",
+    )
     jobs = [
-        dg.define_asset_job(
-            PIPELINE,
-            selection=pipeline_selection(),
-            executor_def=executor_for(env, preload=True),
-            description="Every tenant's sources, features, training sets, models and reports.",
-        ),
+        *([everyone] if env != "k8s" else []),
         *[
             dg.define_asset_job(
                 f"{name}_pipeline",

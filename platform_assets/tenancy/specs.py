@@ -92,6 +92,14 @@ class Share(dg.Model, dg.Resolvable):
     tenants: list[str] = Field(min_length=1)
 
 
+class PodOverrides(dg.Model, dg.Resolvable):
+    """Extra Kubernetes settings merged into the tenant's step pods (dagster-k8s config keys);
+    the platform's pod policies (policies/) decide what is allowed."""
+
+    pod_spec_config: dict[str, Any] = Field(default_factory=dict)
+    container_config: dict[str, Any] = Field(default_factory=dict)
+
+
 class TenantSpec(dg.Model, dg.Resolvable):
     """A team on the platform: who owns it, who approves, what it may spend, where it runs."""
 
@@ -104,13 +112,15 @@ class TenantSpec(dg.Model, dg.Resolvable):
     service_account: str | None = Field(
         default=None, description="Kubernetes service account; defaults to '<tenant>-runner'"
     )
+    k8s: PodOverrides = Field(default_factory=PodOverrides)
     resources: ComputeResources = Field(default_factory=ComputeResources)
     max_concurrent_runs: int = Field(default=4, ge=1)
     shares: list[Share] = Field(default_factory=list)
 
     @property
     def runner_service_account(self) -> str:
-        return self.service_account or f"{self.name}-runner"
+        # Kubernetes names cannot contain `_` (tenant names cannot contain `-`: one-to-one).
+        return self.service_account or f"{self.name.replace('_', '-')}-runner"
 
 
 class SourceSpec(dg.Model, dg.Resolvable):
