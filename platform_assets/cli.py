@@ -61,7 +61,8 @@ def tenants() -> None:
 
 @app.command()
 def validate() -> None:
-    """Load every tenant's YAML and cross-check references; exit 1 naming the bad file."""
+    """Load every tenant's YAML, cross-check references and run the team-spec policies
+    (policies/specs/); exit 1 naming the bad file (and the policy)."""
     from platform_assets.tenancy.catalog import (
         PlatformConfigError,
         check_model_refs,
@@ -79,6 +80,13 @@ def validate() -> None:
     except PlatformConfigError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
+    from platform_assets.k8s.team_policy import check_team_specs
+
+    violations = check_team_specs(catalogs)
+    for violation in violations:
+        typer.echo(f"error: {violation}", err=True)
+    if violations:
+        raise typer.Exit(1)
     typer.echo(f"ok: {len(catalogs)} tenants valid")
 
 
