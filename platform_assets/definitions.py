@@ -13,7 +13,7 @@ from pathlib import Path
 import dagster as dg
 
 from platform_assets.cost.definitions import cost_definitions
-from platform_assets.execution.env import deployment
+from platform_assets.execution.env import Deployment, deployment
 from platform_assets.execution.executors import executor_for
 from platform_assets.execution.resources import resources_for
 from platform_assets.governance.promotion import promote_model, rollback_model
@@ -30,9 +30,17 @@ def pipeline_selection(tenant: str | None = None) -> dg.AssetSelection:
     return scope - dg.AssetSelection.tag("asset_type", "cost")
 
 
-def platform_definitions(tenant_defs: dg.Definitions) -> dg.Definitions:
-    """Add the platform's jobs, sensors, resources and executor to the tenants' components."""
-    env = deployment()
+def platform_definitions(
+    tenant_defs: dg.Definitions,
+    env: Deployment | None = None,
+    resources: dict[str, object] | None = None,
+) -> dg.Definitions:
+    """Add the platform's jobs, sensors, resources and executor to the tenants' components.
+
+    `env` and `resources` default to MLPLAT_ENV's; `mlplat k8s render` asks for the `k8s` jobs
+    without the services' connection settings (resources do not shape the Kubernetes Jobs).
+    """
+    env = env or deployment()
     tenants = load_all()
     # One Kubernetes executor has one namespace, so on k8s every tenant's pipeline runs in its
     # own namespace and there is no all-tenants pipeline.
@@ -60,7 +68,7 @@ def platform_definitions(tenant_defs: dg.Definitions) -> dg.Definitions:
     platform = dg.Definitions(
         jobs=jobs,
         sensors=[promotion_sensor],
-        resources=resources_for(env),
+        resources=resources if resources is not None else resources_for(env),
         executor=executor_for(env),
     )
     specs = {name: catalog.tenant for name, catalog in tenants.items()}
