@@ -6,6 +6,7 @@ import typer
 
 from platform_assets.cost import cli as cost_cli
 from platform_assets.governance import cli as governance_cli
+from platform_assets.k8s import cli as k8s_cli
 
 app = typer.Typer(
     help=(
@@ -93,6 +94,8 @@ def validate() -> None:
 app.command("costs")(cost_cli.costs)
 app.add_typer(cost_cli.quotas_app, name="quotas")
 app.add_typer(governance_cli.app)  # approve, reject, promote, rollback, pending, audit
+app.add_typer(k8s_cli.k8s_app, name="k8s")
+app.add_typer(k8s_cli.policy_app, name="policy")
 
 if __name__ == "__main__":
     app()

@@ -78,6 +78,17 @@ def is_dns1123_label(value: str) -> bool:
     return len(value) <= 63 and bool(DNS1123_LABEL.match(value))
 
 
+# What each tenant's services Secret holds (the env its pods read; see execution/resources.py).
+SERVICE_KEYS = (
+    "MLPLAT_LAKE_URI",
+    "MLPLAT_FEAST_REGISTRY_URL",
+    "MLPLAT_REDIS",
+    "MLFLOW_TRACKING_URI",
+    "MLPLAT_MLFLOW_ARTIFACTS",
+    "MLPLAT_DB_URL",
+)
+
+
 def services_secret(tenant: str) -> str:
     """The Secret (created by the platform, never rendered here) with the tenant's service URLs
     and credentials: MLPLAT_LAKE_URI, MLPLAT_FEAST_REGISTRY_URL, MLPLAT_REDIS, MLFLOW_TRACKING_URI,

@@ -1,0 +1,43 @@
+"""Shared for the Kubernetes tests: tools they need (skip only when truly absent, fail under
+MLPLAT_REQUIRE_SERVICES=1) and one render of everything per test session worker."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+
+def require(tool: str, reason: str) -> None:
+    message = f"{tool} is not available: {reason}"
+    if os.environ.get("MLPLAT_REQUIRE_SERVICES") == "1":
+        pytest.fail(f"{message} (MLPLAT_REQUIRE_SERVICES=1)")
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def helm() -> str:
+    from platform_assets.k8s.render import ToolMissing, helm_binary
+
+    try:
+        return helm_binary()
+    except ToolMissing as exc:
+        require("helm", str(exc))
+
+
+@pytest.fixture(scope="session")
+def chart_schemas() -> Path:
+    from platform_assets.k8s.schemas import chart_schema_dir
+
+    try:
+        return chart_schema_dir()
+    except FileNotFoundError as exc:
+        require("the Dagster chart's schemas", str(exc))
+
+
+@pytest.fixture(scope="session")
+def rendered(helm, chart_schemas, tmp_path_factory):
+    from platform_assets.k8s.render import render_all
+
+    return render_all(tmp_path_factory.mktemp("k8s") / "out")
