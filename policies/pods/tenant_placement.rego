@@ -27,7 +27,8 @@ unknown(inp) := {{"msg": msg} |
 namespace(inp) := {{"msg": msg} |
 	tenant := tenant_of(inp)
 	want := tenants(inp)[tenant].namespace
-	got := object.get(inp.review.object, ["metadata", "namespace"], "")
+	# Gatekeeper passes a new Pod's namespace beside the object.
+	got := object.get(inp.review.object, ["metadata", "namespace"], object.get(inp.review, "namespace", ""))
 	got != want
 	msg := sprintf("pod of tenant '%v' is in namespace '%v', not its own '%v'", [tenant, got, want])
 }

@@ -35,6 +35,12 @@ test_unknown_tenant_is_refused if {
 	tenant_placement.violations(stranger) == {{"msg": "pod is labelled for tenant 'nobody', which the platform does not know"}}
 }
 
+test_gatekeeper_namespace_beside_the_object_counts if {
+	pod := json.remove(job, ["review/object/metadata"])
+	review := json.patch(pod, [{"op": "add", "path": "/review/namespace", "value": "tenant-ridehail"}])
+	count(tenant_placement.violations(review)) == 0
+}
+
 test_unlabelled_pod_is_refused if {
 	bare := json.remove(job, ["review/object/spec/template/metadata/labels"])
 	tenant_placement.violations(bare) == {{"msg": "pod has no mlplat/tenant label"}}

@@ -4,6 +4,7 @@ MLPLAT_REQUIRE_SERVICES=1) and one render of everything per test session worker.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -36,8 +37,20 @@ def chart_schemas() -> Path:
         require("the Dagster chart's schemas", str(exc))
 
 
-@pytest.fixture(scope="session")
-def rendered(helm, chart_schemas, tmp_path_factory):
-    from platform_assets.k8s.render import render_all
+@dataclass(frozen=True)
+class Rendered:
+    out: Path
+    output: str
 
-    return render_all(tmp_path_factory.mktemp("k8s") / "out")
+
+@pytest.fixture(scope="session")
+def rendered(helm, chart_schemas, tmp_path_factory) -> Rendered:
+    """`mlplat k8s render --out DIR` for the demo tenants, once per test worker."""
+    from typer.testing import CliRunner
+
+    from platform_assets.cli import app
+
+    out = tmp_path_factory.mktemp("k8s") / "out"
+    result = CliRunner().invoke(app, ["k8s", "render", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    return Rendered(out, result.output)
