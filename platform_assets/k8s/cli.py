@@ -95,3 +95,17 @@ def check() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         _report(render_all(Path(tmp) / "rendered", catalogs))
     typer.echo(f"ok: {len(catalogs)} tenants and their workloads pass every policy")
+
+
+@policy_app.command("gatekeeper")
+def gatekeeper(out: Path = OUT) -> None:
+    """The pod policies as Gatekeeper ConstraintTemplates and Constraints (the same Rego)."""
+    from platform_assets.k8s.gatekeeper import gatekeeper_manifests
+
+    catalogs = _refuse_bad_specs()
+    manifests = gatekeeper_manifests({name: c.tenant for name, c in catalogs.items()})
+    out.mkdir(parents=True, exist_ok=True)
+    for manifest in manifests:
+        name = f"{manifest['kind'].lower()}-{manifest['metadata']['name']}.yaml"
+        (out / name).write_text(yaml.safe_dump(manifest, sort_keys=False))
+    typer.echo(f"ok: {len(manifests)} Gatekeeper manifests in {out} (apply templates first)")

@@ -223,3 +223,31 @@ def test_owners_nobody_can_reach(tmp_path, monkeypatch):
     code, out = validate()
     assert code == 1
     assert f"{root / tenant}: policy specs/owners: tenant 'ridehail' has no owner" in out
+
+
+def test_gatekeeper_templates_carry_the_same_rego_unchanged(tmp_path):
+    from platform_assets.k8s.gatekeeper import TARGET, constraint_kind
+
+    result = CliRunner().invoke(app, ["policy", "gatekeeper", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    docs = [yaml.safe_load(p.read_text()) for p in sorted(tmp_path.glob("*.yaml"))]
+    templates = {
+        d["spec"]["crd"]["spec"]["names"]["kind"]: d
+        for d in docs
+        if d["kind"] == "ConstraintTemplate"
+    }
+    constraints = {d["kind"]: d for d in docs if d["kind"] != "ConstraintTemplate"}
+    names = policy_names("pods")
+    assert set(templates) == set(constraints) == {constraint_kind(n) for n in names}
+    lib = (policy_root() / "lib" / "k8s.rego").read_text()
+    for name in names:
+        [target] = templates[constraint_kind(name)]["spec"]["targets"]
+        assert target["target"] == TARGET
+        assert target["rego"] == (policy_root() / "pods" / f"{name}.rego").read_text()
+        assert target["libs"] == [lib]
+        assert "violation contains" in target["rego"]  # what Gatekeeper reads
+        params = constraints[constraint_kind(name)]["spec"]["parameters"]
+        assert params["tenants"]["ridehail"] == {
+            "namespace": "tenant-ridehail",
+            "service_account": "ridehail-runner",
+        }
