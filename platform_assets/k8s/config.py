@@ -6,6 +6,7 @@ name with `_` as `-` (one-to-one, since tenant names cannot contain `-`).
 
 from __future__ import annotations
 
+import os
 import re
 from functools import cache
 from pathlib import Path
@@ -64,8 +65,13 @@ class Platform(BaseModel, extra="forbid"):
     steps_per_run: int = Field(ge=1)
 
 
+def platform() -> Platform:
+    """The platform's settings; MLPLAT_PLATFORM points at another file (e.g. `make k8s-e2e`)."""
+    return _platform(Path(os.environ.get("MLPLAT_PLATFORM") or PLATFORM_FILE))
+
+
 @cache
-def platform(path: Path = PLATFORM_FILE) -> Platform:
+def _platform(path: Path) -> Platform:
     return Platform.model_validate(yaml.safe_load(path.read_text()))
 
 
