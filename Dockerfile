@@ -29,8 +29,11 @@ RUN python -m pip uninstall --yes pip setuptools wheel \
     && chown mlplat:mlplat /opt/dagster/dagster_home
 # Owned by root and read-only to the platform user: pods run with a read-only root filesystem.
 COPY --from=build /app /app
+# Pods mount an emptyDir on /tmp, the only writable path: home and working data live there.
 ENV PATH=/app/.venv/bin:$PATH \
     DAGSTER_HOME=/opt/dagster/dagster_home \
+    HOME=/tmp \
+    MLPLAT_DATA=/tmp/mlplat \
     MLPLAT_ENV=k8s \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1

@@ -18,9 +18,13 @@ OUT = typer.Option(..., "--out", help="Folder to write into (replaced whole).")
 
 def _refuse_bad_specs() -> dict:
     from platform_assets.k8s.team_policy import check_team_specs
-    from platform_assets.tenancy.catalog import load_all
+    from platform_assets.tenancy.catalog import PlatformConfigError, load_all
 
-    catalogs = load_all()
+    try:
+        catalogs = load_all()
+    except PlatformConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
     violations = check_team_specs(catalogs)
     for violation in violations:
         typer.echo(f"error: {violation}", err=True)

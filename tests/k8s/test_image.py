@@ -70,6 +70,8 @@ def test_image_is_multi_stage_locked_and_non_root():
     for tool in ("uv sync", "pip install", "apt-get install", "gcc", "build-essential"):
         assert tool not in final_text, tool
     assert "pip uninstall --yes pip setuptools wheel" in final_text
+    # Pods run with a read-only root filesystem and an emptyDir on /tmp.
+    assert "HOME=/tmp" in final_text and "MLPLAT_DATA=/tmp/mlplat" in final_text
 
 
 def test_make_image_says_it_needs_a_docker_engine():

@@ -36,8 +36,8 @@ def load(path):
 
 def test_everything_rendered_passes_schemas_and_policies(rendered):
     # The command exits 0 only when every file passed every check.
-    assert "ok: 75 files in" in rendered.output and "every one checked" in rendered.output
-    assert len(list(rendered.out.rglob("*.yaml"))) == 75
+    files = len(list(rendered.out.rglob("*.yaml")))
+    assert f"ok: {files} files in {rendered.out}, every one checked" in rendered.output
     for name in TENANTS:
         folder = rendered.out / "tenants" / name
         kinds = {load(p)["kind"] for p in folder.glob("*.yaml")}
