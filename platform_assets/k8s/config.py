@@ -7,7 +7,6 @@ name with `_` as `-` (one-to-one, since tenant names cannot contain `-`).
 from __future__ import annotations
 
 import os
-import re
 from functools import cache
 from pathlib import Path
 
@@ -17,7 +16,6 @@ from pydantic import BaseModel, Field
 from platform_assets.tenancy.specs import ComputeResources
 
 PLATFORM_FILE = Path(__file__).with_name("platform.yaml")
-DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 # Namespaces a tenant may never take: the cluster's own and the platform's.
 RESERVED_NAMESPACES = frozenset({"default", "kube-system", "kube-public", "kube-node-lease"})
 # The platform location's runner (in the platform namespace).
@@ -78,10 +76,6 @@ def _platform(path: Path) -> Platform:
 def k8s_name(tenant: str) -> str:
     """The tenant's name as Kubernetes names allow it (may still be invalid: policies check)."""
     return tenant.replace("_", "-")
-
-
-def is_dns1123_label(value: str) -> bool:
-    return len(value) <= 63 and bool(DNS1123_LABEL.match(value))
 
 
 # What each tenant's services Secret holds (the env its pods read; see execution/resources.py).

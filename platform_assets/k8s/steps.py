@@ -18,8 +18,6 @@ from platform_assets.tenancy.specs import ComputeResources, TenantSpec
 
 # The non-root user the image runs as (Dockerfile).
 RUN_AS_USER = 10001
-LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
-COST_LABELS = ("mlplat/tenant", "mlplat/asset", "mlplat/code-location")
 
 
 def label_value(value: str) -> str:
