@@ -135,6 +135,8 @@ def launcher_instance_config(kubeconfig: Path) -> dict[str, Any]:
     }
 
 
+# dagster-k8s loads a kubeconfig when it builds its clients; this one names an address nothing
+# listens on, so a call that should have gone to the recorder fails loudly instead.
 KUBECONFIG = """apiVersion: v1
 kind: Config
 clusters: [{name: none, cluster: {server: "https://127.0.0.1:1"}}]

@@ -67,10 +67,6 @@ def helm_binary() -> str:
     raise ToolMissing("helm is not installed: `make install` puts it in .tools/bin/helm")
 
 
-def _amount(per_run: float, runs: int, extra: float) -> float:
-    return per_run * runs + extra
-
-
 def tenant_chart_values(name: str, spec: TenantSpec | None) -> dict[str, Any]:
     """Values of our tenant chart for one location: a tenant's, or the platform's (`spec`
     None: no quota or NetworkPolicy, the platform namespace hosts Dagster itself)."""
@@ -112,8 +108,8 @@ def tenant_chart_values(name: str, spec: TenantSpec | None) -> dict[str, Any]:
     caps, worker, runs = limits.caps, plat.run_worker, limits.max_concurrent_runs
     steps = plat.steps_per_run
     # Steps of every concurrent run at their largest, a run worker each, and the code server.
-    cpu = _amount(steps * caps.cpu + worker.cpu, runs, CODE_SERVER.cpu)
-    memory = _amount(steps * caps.memory_gib + worker.memory_gib, runs, CODE_SERVER.memory_gib)
+    cpu = runs * (steps * caps.cpu + worker.cpu) + CODE_SERVER.cpu
+    memory = runs * (steps * caps.memory_gib + worker.memory_gib) + CODE_SERVER.memory_gib
     gpus = runs * steps * caps.gpu if limits.gpu_allowed else 0
     hard = {
         "requests.cpu": quantity(cpu),
