@@ -150,11 +150,11 @@ def _step_jobs(instance, job: dg.JobDefinition, run, recorder: RecordingBatchApi
     from dagster._core.definitions.job_base import InMemoryJob
     from dagster._core.execution.api import create_execution_plan
     from dagster._core.execution.context.system import PlanData, PlanOrchestrationContext
-    from dagster._core.execution.context_creation_job import create_context_free_log_manager
     from dagster._core.execution.plan.state import KnownExecutionState
     from dagster._core.execution.retries import RetryMode
     from dagster._core.executor.init import InitExecutorContext
     from dagster._core.executor.step_delegating import StepHandlerContext
+    from dagster._core.log_manager import DagsterLogManager
     from dagster._core.system_config.objects import ResolvedRunConfig
     from dagster._grpc.types import ExecuteStepArgs
     from dagster_k8s.client import DagsterKubernetesClient
@@ -182,7 +182,8 @@ def _step_jobs(instance, job: dg.JobDefinition, run, recorder: RecordingBatchApi
             raise_on_error=True,
             retry_mode=RetryMode.DISABLED,
         ),
-        log_manager=create_context_free_log_manager(instance, run),
+        # Events go to the capturing instance only, not to the console.
+        log_manager=DagsterLogManager.create(loggers=[], instance=instance, dagster_run=run),
         executor=executor,
         output_capture=None,
     )
@@ -214,6 +215,7 @@ def capture_jobs(
 
     captured: list[CapturedJob] = []
     with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "dagster.yaml").write_text("telemetry: {enabled: false}\n")
         kubeconfig = Path(tmp) / "kubeconfig"
         kubeconfig.write_text(KUBECONFIG)
         launcher_cfg = launcher_instance_config(kubeconfig)
