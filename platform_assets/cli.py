@@ -6,6 +6,7 @@ import typer
 
 from platform_assets.cost import cli as cost_cli
 from platform_assets.governance import cli as governance_cli
+from platform_assets.k8s import cli as k8s_cli
 from platform_assets.models import cli as models_cli
 from platform_assets.services import cli as services_cli
 
@@ -64,9 +65,11 @@ def tenants() -> None:
 
 @app.command()
 def validate() -> None:
-    """Load every tenant's YAML, cross-check references and dry-run each feature set's SQL in
-    the sandbox; exit 1 naming the bad file. Requests the platform caps are warnings."""
+    """Load every tenant's YAML, cross-check references, dry-run each feature set's SQL in the
+    sandbox and run the team-spec policies (policies/specs/); exit 1 naming the bad file (and
+    the policy). Requests the platform caps are warnings."""
     from platform_assets.features.component import dry_run
+    from platform_assets.k8s.team_policy import check_team_specs
     from platform_assets.tenancy.catalog import PlatformConfigError, check_model_refs, load_all
     from platform_assets.tenancy.limits import capped, load_limits
 
@@ -90,6 +93,11 @@ def validate() -> None:
                 typer.echo(f"warning: {cat.file_of(kind, obj)}: attributes.resources: {note}")
     for name in sorted(set(listed) - set(catalogs)):
         typer.echo(f"warning: limits.yaml lists tenant {name!r}, which has no folder")
+    violations = check_team_specs(catalogs)
+    for violation in violations:
+        typer.echo(f"error: {violation}", err=True)
+    if violations:
+        raise typer.Exit(1)
     typer.echo(f"ok: {len(catalogs)} tenants valid")
 
 
@@ -149,6 +157,8 @@ app.add_typer(cost_cli.quotas_app, name="quotas")
 app.add_typer(services_cli.app, name="services")
 app.add_typer(governance_cli.app)  # approve, reject, promote, rollback, pending, audit
 app.add_typer(models_cli.app, name="training-set")
+app.add_typer(k8s_cli.k8s_app, name="k8s")
+app.add_typer(k8s_cli.policy_app, name="policy")
 
 if __name__ == "__main__":
     app()

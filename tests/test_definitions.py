@@ -66,10 +66,17 @@ def test_k8s_deployment_uses_k8s_job_executor_per_tenant_namespace(monkeypatch):
     repo = defs().get_repository_def()
     job = repo.get_job("payments_pipeline")
     assert job.executor_def.name == "k8s_payments"
+    config = job.executor_def.config_schema.resolve_config({}).value["config"]
+    assert (config["job_namespace"], config["service_account_name"]) == (
+        "tenant-payments",
+        "payments-runner",
+    )
+    # One executor has one namespace: no pipeline across tenants on Kubernetes.
+    assert not repo.has_job("ml_pipeline")
     spec = next(s for s in repo.assets_defs_by_key if s.path[0] == "payments")
     op_tags = repo.assets_defs_by_key[spec].op.tags
     k8s = json.loads(op_tags["dagster-k8s/config"])
-    assert k8s["pod_spec_config"]["service_account_name"] == "payments-runner"
+    assert k8s["pod_template_spec_metadata"]["labels"]["mlplat/tenant"] == "payments"
 
 
 def test_unknown_environment_is_an_error(monkeypatch):

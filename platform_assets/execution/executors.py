@@ -39,11 +39,24 @@ def executor_for(
         )
     from dagster_k8s import k8s_job_executor
 
-    config: dict = {"max_concurrent": 8}
-    if tenant is not None:
-        config |= {
+    from platform_assets.k8s.config import PLATFORM_RUNNER, platform, services_secret
+
+    # Namespace and service account always together: a step pod starts where its service
+    # account exists. Tenant jobs run in the tenant's namespace, everything else in the
+    # platform's; each step reads its own tenant's services Secret there.
+    if tenant is None:
+        where = {"job_namespace": platform().namespace, "service_account_name": PLATFORM_RUNNER}
+        owner = "platform"
+    else:
+        where = {
             "job_namespace": tenant.namespace,
             "service_account_name": tenant.runner_service_account,
-            "labels": {"mlplat/tenant": tenant.name},
         }
+        owner = tenant.name
+    config = {
+        "max_concurrent": platform().steps_per_run,
+        **where,
+        "env_secrets": [services_secret(owner)],
+        "labels": {"mlplat/tenant": owner},
+    }
     return k8s_job_executor.configured(config, name=f"k8s_{tenant.name if tenant else 'platform'}")

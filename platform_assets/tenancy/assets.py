@@ -1,5 +1,5 @@
 """What every platform asset carries: key under the tenant, group, owners, tags, kinds, and the
-Kubernetes requests its step makes (the same numbers cost bills on)."""
+Kubernetes config of its step (platform_assets/k8s/steps.py)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from typing import Any
 
 import dagster as dg
 
+from platform_assets.k8s.steps import step_k8s_config
 from platform_assets.tenancy.limits import grant
 from platform_assets.tenancy.runs import claim_run
 from platform_assets.tenancy.specs import ASSET_TYPES, ComputeResources, TenantSpec
@@ -64,20 +65,6 @@ def expectations_check(key: dg.AssetKey) -> dg.AssetCheckSpec:
 
 def _dagster_owner(owner: str) -> bool:
     return owner.startswith("team:") or "@" in owner
-
-
-def k8s_config(tenant: TenantSpec, requested: ComputeResources) -> dict[str, Any]:
-    limits: dict[str, str] = {"memory": f"{requested.memory_gib}Gi"}
-    requests = {"cpu": str(requested.cpu), "memory": f"{requested.memory_gib}Gi"}
-    if requested.gpu:
-        limits["nvidia.com/gpu"] = str(requested.gpu)
-    return {
-        "container_config": {"resources": {"requests": requests, "limits": limits}},
-        "pod_spec_config": {"service_account_name": tenant.runner_service_account},
-        "pod_template_spec_metadata": {
-            "labels": {"mlplat/tenant": tenant.name},
-        },
-    }
 
 
 # The Dagster pool GPU steps queue in (its slots: platform_assets.cost.quotas.POOLS).
@@ -139,7 +126,9 @@ def asset_kwargs(
         "description": description,
         "op_tags": {
             "tenant": tenant.name,
-            "dagster-k8s/config": json.dumps(k8s_config(tenant, requested)),
+            "dagster-k8s/config": json.dumps(
+                step_k8s_config(tenant, requested, "/".join([tenant.name, *path]))
+            ),
         },
         "metadata": {**metadata, **(yaml_reference(source) if source else {})},
     }

@@ -202,6 +202,14 @@ def check_tenant_name(value: str) -> str:
     return value
 
 
+class PodOverrides(dg.Model, dg.Resolvable):
+    """Extra Kubernetes settings merged into the tenant's step pods (dagster-k8s config keys);
+    the platform's pod policies (policies/) decide what is allowed."""
+
+    pod_spec_config: dict[str, Any] = Field(default_factory=dict)
+    container_config: dict[str, Any] = Field(default_factory=dict)
+
+
 class TenantSpec(dg.Model, dg.Resolvable):
     """A team on the platform: who owns it, who approves, where it runs, what it requests.
 
@@ -221,6 +229,7 @@ class TenantSpec(dg.Model, dg.Resolvable):
     service_account: Annotated[str, AfterValidator(check_k8s_name)] | None = Field(
         default=None, description="Kubernetes service account; defaults to '<tenant>-runner'"
     )
+    k8s: PodOverrides = Field(default_factory=PodOverrides)
     resources: ComputeResources = Field(
         default_factory=ComputeResources,
         description="Requested per step; the platform caps it (limits.yaml)",
@@ -240,7 +249,8 @@ class TenantSpec(dg.Model, dg.Resolvable):
 
     @property
     def runner_service_account(self) -> str:
-        return self.service_account or f"{self.name}-runner"
+        # Kubernetes names cannot contain `_` (tenant names cannot contain `-`: one-to-one).
+        return self.service_account or f"{self.name.replace('_', '-')}-runner"
 
 
 class SourceSpec(dg.Model, dg.Resolvable):

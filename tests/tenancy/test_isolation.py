@@ -195,8 +195,10 @@ def test_tenant_steps_run_in_its_namespace_with_its_service_account(tenants):
         assert config["job_namespace"] == spec.namespace
         assert config["service_account_name"] == spec.runner_service_account == f"{name}-runner"
         assert config["labels"] == {"mlplat/tenant": name}
+        assert config["env_secrets"] == [f"{name}-services"]
         op_tags = asset_kwargs(spec, "source", ["sources", "s"], "d", {"python"})["op_tags"]
         k8s = json.loads(op_tags["dagster-k8s/config"])
-        assert k8s["pod_spec_config"]["service_account_name"] == spec.runner_service_account
-        assert k8s["container_config"]["resources"]["requests"]["cpu"] == str(spec.resources.cpu)
+        # The service account comes with the namespace, from the executor, never from a step.
+        assert "service_account_name" not in k8s["pod_spec_config"]
+        assert k8s["container_config"]["resources"]["requests"]["cpu"] == f"{spec.resources.cpu:g}"
     assert len({s.namespace for s in tenants.values()}) == len(tenants)

@@ -1,0 +1,264 @@
+"""`mlplat k8s render`: everything a cluster needs, written under one folder and checked.
+
+    DIR/helm/dagster.values.yaml                 the Dagster chart's values
+    DIR/helm/user-deployments/<location>.yaml    each location's user-deployments values
+    DIR/platform/*.yaml, DIR/tenants/<t>/*.yaml  our chart (deploy/helm/mlplat-tenant) rendered
+                                                 by `helm template`, per namespace
+    DIR/jobs/<t>/<job>/<step>.yaml               the Jobs dagster-k8s submits (run.yaml: the
+                                                 run worker)
+
+Every manifest is checked against the Kubernetes schemas and what they miss, every workload
+against the pod policies, every values file against the chart's schema.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from platform_assets.execution.env import repo_root
+from platform_assets.k8s.config import (
+    PLATFORM_RUNNER,
+    SERVICE_KEYS,
+    k8s_name,
+    platform,
+    quantity,
+    services_secret,
+)
+from platform_assets.k8s.policy import PolicySet, Violation
+from platform_assets.k8s.schemas import check_chart_values, check_manifest
+from platform_assets.k8s.steps import resources_block
+from platform_assets.k8s.values import (
+    CODE_SERVER,
+    DAGSTER_HOME,
+    GRPC_PORT,
+    RELEASE,
+    dagster_values,
+    user_deployments_values,
+)
+from platform_assets.tenancy.catalog import TenantCatalog, load_all
+from platform_assets.tenancy.isolation import PLATFORM
+from platform_assets.tenancy.limits import effective_resources, limits_for
+from platform_assets.tenancy.locations import code_locations
+from platform_assets.tenancy.specs import TenantSpec
+
+CHART = repo_root() / "deploy" / "helm" / "mlplat-tenant"
+
+
+class ToolMissing(RuntimeError):
+    """A tool rendering needs is not installed; the message says how to get it."""
+
+
+def helm_binary() -> str:
+    """MLPLAT_HELM, else the one `make install` puts in .tools/bin, else helm on PATH."""
+    for candidate in (os.environ.get("MLPLAT_HELM"), str(repo_root() / ".tools/bin/helm")):
+        if candidate and Path(candidate).is_file():
+            return candidate
+    found = shutil.which("helm")
+    if found:
+        return found
+    raise ToolMissing("helm is not installed: `make install` puts it in .tools/bin/helm")
+
+
+def tenant_chart_values(name: str, spec: TenantSpec | None) -> dict[str, Any]:
+    """Values of our tenant chart for one location: a tenant's, or the platform's (`spec`
+    None: no quota or NetworkPolicy, the platform namespace hosts Dagster itself)."""
+    plat = platform()
+    tenant = spec.name if spec else PLATFORM
+    namespace = spec.namespace if spec else plat.namespace
+    account = spec.runner_service_account if spec else PLATFORM_RUNNER
+    secrets = [{"name": plat.postgres.password_secret, "keys": ["postgresql-password"]}]
+    secrets.append({"name": services_secret(tenant), "keys": list(SERVICE_KEYS)})
+    values: dict[str, Any] = {
+        "tenant": tenant,
+        "name": k8s_name(tenant),
+        "namespace": namespace,
+        "codeLocation": name,
+        "serviceAccount": account,
+        "launcher": {"name": plat.dagster_service_account, "namespace": plat.namespace},
+        "dagsterRelease": RELEASE,
+        "pipelineEnv": {
+            "DAGSTER_HOME": DAGSTER_HOME,
+            "DAGSTER_K8S_PG_PASSWORD_SECRET": plat.postgres.password_secret,
+            "DAGSTER_K8S_INSTANCE_CONFIG_MAP": f"{RELEASE}-instance",
+            "DAGSTER_K8S_PIPELINE_RUN_NAMESPACE": namespace,
+            "DAGSTER_K8S_PIPELINE_RUN_ENV_CONFIGMAP": f"{RELEASE}-pipeline-env",
+        },
+        "secrets": secrets,
+        "quota": {"enabled": False, "hard": {}},
+        "limitRange": {"enabled": False, "max": {}, "default": {}, "defaultRequest": {}},
+        "networkPolicy": {
+            "enabled": False,
+            "dns": {"namespace": "kube-system", "podLabels": {"k8s-app": "kube-dns"}},
+            "egressCidrs": [],
+            "egressPods": [],
+            "grpcPort": GRPC_PORT,
+        },
+    }
+    if spec is None:
+        return values
+    limits = limits_for(spec.name)
+    caps, worker, runs = limits.caps, plat.run_worker, limits.max_concurrent_runs
+    steps = plat.steps_per_run
+    # Steps of every concurrent run at their largest, a run worker each, and the code server.
+    cpu = runs * (steps * caps.cpu + worker.cpu) + CODE_SERVER.cpu
+    memory = runs * (steps * caps.memory_gib + worker.memory_gib) + CODE_SERVER.memory_gib
+    gpus = runs * steps * caps.gpu if limits.gpu_allowed else 0
+    hard = {
+        "requests.cpu": quantity(cpu),
+        "limits.cpu": quantity(cpu),
+        "requests.memory": quantity(memory, "Gi"),
+        "limits.memory": quantity(memory, "Gi"),
+        "requests.nvidia.com/gpu": str(gpus),
+        "pods": str(runs * (steps + 1) + 1),
+    }
+    largest = {
+        "cpu": quantity(max(caps.cpu, worker.cpu, CODE_SERVER.cpu)),
+        "memory": quantity(max(caps.memory_gib, worker.memory_gib, CODE_SERVER.memory_gib), "Gi"),
+    }
+    default = resources_block(effective_resources(spec.name, spec.resources))["requests"]
+    default.pop("nvidia.com/gpu", None)
+    values["quota"] = {"enabled": True, "hard": hard}
+    values["limitRange"] = {
+        "enabled": True,
+        "max": largest,
+        "default": default,
+        "defaultRequest": default,
+    }
+    egress = plat.egress
+    values["networkPolicy"].update(
+        enabled=True,
+        egressCidrs=[
+            {"name": name, "cidr": rule.cidr, "port": rule.port} for name, rule in egress.items()
+        ],
+        egressPods=[
+            {
+                "name": "mlflow",
+                "namespace": plat.mlflow.namespace,
+                "podLabels": plat.mlflow.pod_labels,
+                "port": plat.mlflow.port,
+            }
+        ],
+    )
+    return values
+
+
+def helm_template(values: dict[str, Any]) -> list[dict[str, Any]]:
+    """Our chart rendered by `helm template` with these values: its manifests, in order."""
+    with tempfile.TemporaryDirectory() as tmp:
+        values_file = Path(tmp) / "values.yaml"
+        values_file.write_text(yaml.safe_dump(values, sort_keys=False))
+        release = f"tenant-{values['name']}"[:53].rstrip("-")
+        out = subprocess.run(
+            [
+                helm_binary(),
+                "template",
+                release,
+                str(CHART),
+                "--namespace",
+                values["namespace"],
+                "--values",
+                str(values_file),
+            ],
+            capture_output=True,
+            text=True,
+        )
+    if out.returncode != 0:
+        raise RuntimeError(f"helm template {CHART} failed: {out.stderr.strip()}")
+    return [doc for doc in yaml.safe_load_all(out.stdout) if doc]
+
+
+def manifest_file(manifest: dict[str, Any]) -> str:
+    return f"{manifest['kind'].lower()}-{manifest['metadata']['name']}.yaml"
+
+
+def pod_parameters(tenants: dict[str, TenantSpec]) -> dict[str, Any]:
+    """The pod policies' `parameters` (a Gatekeeper Constraint carries the same)."""
+    places = {
+        t.name: {"namespace": t.namespace, "service_account": t.runner_service_account}
+        for t in tenants.values()
+    }
+    places[PLATFORM] = {"namespace": platform().namespace, "service_account": PLATFORM_RUNNER}
+    return {
+        "tenants": places,
+        "registries": platform().allowed_registries,
+        "writable_root_containers": [],
+    }
+
+
+@dataclass
+class Rendered:
+    out: Path
+    files: list[Path] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    violations: list[Violation] = field(default_factory=list)
+
+    def write(self, relative: str, document: dict[str, Any]) -> Path:
+        path = self.out / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(document, sort_keys=False))
+        self.files.append(path)
+        return path
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems and not self.violations
+
+
+def tenant_jobs(catalogs: dict[str, TenantCatalog]):
+    """Each tenant's pipeline as the `k8s` deployment defines it, with its code location."""
+    from platform_assets.definitions import platform_definitions, tenant_definitions
+    from platform_assets.execution.resources import resources_for
+
+    # Resources only satisfy the assets' requirements here; they shape no Job.
+    defs = platform_definitions(tenant_definitions(), env="k8s", resources=resources_for("local"))
+    repo = defs.get_repository_def()
+    locations = {loc.name: loc for loc in code_locations()}
+    return {
+        f"{name}_pipeline": (repo.get_job(f"{name}_pipeline"), locations[name]) for name in catalogs
+    }
+
+
+def render_all(out: Path, catalogs: dict[str, TenantCatalog] | None = None) -> Rendered:
+    """Render and check everything into `out` (replaced whole)."""
+    from platform_assets.k8s.jobs import capture_jobs
+
+    catalogs = catalogs if catalogs is not None else load_all()
+    tenants = {name: c.tenant for name, c in catalogs.items()}
+    if out.exists():
+        shutil.rmtree(out)
+    result = Rendered(out)
+    locations = code_locations()
+    values = dagster_values(tenants, locations)
+    where = result.write("helm/dagster.values.yaml", values)
+    result.problems += check_chart_values(values, "dagster", str(where))
+    for location in locations:
+        ud = user_deployments_values(location, tenants)
+        where = result.write(f"helm/user-deployments/{location.name}.yaml", ud)
+        result.problems += check_chart_values(ud, "dagster-user-deployments", str(where))
+    manifests: list[tuple[Path, dict[str, Any]]] = []
+    for location in locations:
+        spec = tenants[location.name] if location.name in tenants else None
+        folder = "platform" if spec is None else f"tenants/{location.name}"
+        for manifest in helm_template(tenant_chart_values(location.name, spec)):
+            manifests.append(
+                (result.write(f"{folder}/{manifest_file(manifest)}", manifest), manifest)
+            )
+    for job in capture_jobs(tenant_jobs(catalogs), tenants):
+        path = result.write(f"jobs/{job.tenant}/{job.job}/{job.step}.yaml", job.manifest)
+        manifests.append((path, job.manifest))
+    pods = PolicySet("pods")
+    parameters = pod_parameters(tenants)
+    for path, manifest in manifests:
+        result.problems += check_manifest(manifest, str(path))
+        review = {"review": {"object": manifest}, "parameters": parameters}
+        if manifest["kind"] in ("Pod", "Job", "Deployment", "StatefulSet", "DaemonSet", "CronJob"):
+            result.violations += pods.evaluate(review, str(path))
+    return result

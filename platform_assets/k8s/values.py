@@ -1,0 +1,227 @@
+"""Helm values for the official Dagster chart (chart version = our Dagster version), generated
+from the tenants by `mlplat k8s values`.
+
+Two charts, as Dagster documents for separately deployed user code: the `dagster` chart (release
+`dagster` in the platform namespace) runs the webserver and the daemon with the K8sRunLauncher,
+the run queue and run monitoring, on an external Postgres; each code location is its own release
+of the `dagster-user-deployments` chart in its namespace (the tenant's), with the tenant's service
+account, so its runs and steps start there (`includeConfigInLaunchedRuns`).
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import version
+from typing import Any
+
+from platform_assets.k8s.config import PLATFORM_RUNNER, k8s_name, platform, services_secret
+from platform_assets.k8s.steps import RUN_AS_USER, resources_block
+from platform_assets.tenancy.isolation import PLATFORM
+from platform_assets.tenancy.limits import limits_for
+from platform_assets.tenancy.locations import CodeLocation
+from platform_assets.tenancy.specs import ComputeResources, TenantSpec
+
+RELEASE = "dagster"  # the chart's fullname is then `dagster`: ConfigMap `dagster-instance`, ...
+DAGSTER_HOME = "/opt/dagster/dagster_home"
+GRPC_PORT = 3030
+CELERY_SECRET = "dagster-celery-config-secret"  # required by the chart's schema; unused here
+CODE_SERVER = ComputeResources(cpu=0.5, memory_gib=1)
+
+
+def chart_version() -> str:
+    """The Dagster chart is released with Dagster's own version."""
+    return version("dagster")
+
+
+def pod_security_context() -> dict[str, Any]:
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": RUN_AS_USER,
+        "runAsGroup": RUN_AS_USER,
+        "fsGroup": RUN_AS_USER,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def container_security_context() -> dict[str, Any]:
+    return {
+        "allowPrivilegeEscalation": False,
+        "privileged": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+
+
+def image() -> dict[str, Any]:
+    img = platform().image
+    return {"repository": img.repository, "tag": img.tag, "pullPolicy": "IfNotPresent"}
+
+
+def placement(location: CodeLocation, tenants: dict[str, TenantSpec]) -> tuple[str, str, str]:
+    """(namespace, service account, tenant label) a location's server, runs and steps use."""
+    if location.name == PLATFORM:
+        return platform().namespace, PLATFORM_RUNNER, PLATFORM
+    spec = tenants[location.tenants[0]]
+    return spec.namespace, spec.runner_service_account, spec.name
+
+
+def user_deployment(location: CodeLocation, tenants: dict[str, TenantSpec]) -> dict[str, Any]:
+    """One entry of `deployments` for the location's `dagster-user-deployments` release."""
+    _, _, tenant = placement(location, tenants)
+    return {
+        "name": k8s_name(location.name),
+        "image": image(),
+        "dagsterApiGrpcArgs": [
+            "--module-name",
+            location.module,
+            "--attribute",
+            location.attribute,
+            "--location-name",
+            location.name,
+        ],
+        "port": GRPC_PORT,
+        # Runs and steps inherit the namespace, service account, env and labels below.
+        "includeConfigInLaunchedRuns": {"enabled": True},
+        "env": [{"name": "MLPLAT_ENV", "value": "k8s"}],
+        "envSecrets": [{"name": services_secret(tenant)}],
+        "labels": {"mlplat/tenant": tenant, "mlplat/code-location": location.name},
+        "podSecurityContext": pod_security_context(),
+        "securityContext": container_security_context(),
+        "resources": resources_block(CODE_SERVER),
+        "volumes": [{"name": "tmp", "emptyDir": {}}],
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+    }
+
+
+def user_deployments_values(
+    location: CodeLocation, tenants: dict[str, TenantSpec]
+) -> dict[str, Any]:
+    """Values for the location's own release of the `dagster-user-deployments` chart."""
+    _, account, _ = placement(location, tenants)
+    secret = platform().postgres.password_secret
+    return {
+        "dagsterHome": DAGSTER_HOME,
+        "postgresqlSecretName": secret,
+        "celeryConfigSecretName": CELERY_SECRET,
+        "deployments": [user_deployment(location, tenants)],
+        "imagePullSecrets": [],
+        # The tenant chart (deploy/helm/mlplat-tenant) creates the account with its RBAC.
+        "serviceAccount": {"create": False, "name": account, "annotations": {}},
+        "global": {
+            "postgresqlSecretName": secret,
+            "dagsterHome": DAGSTER_HOME,
+            "serviceAccountName": account,
+            "celeryConfigSecretName": CELERY_SECRET,
+        },
+    }
+
+
+def run_queue(tenants: dict[str, TenantSpec]) -> dict[str, Any]:
+    """The QueuedRunCoordinator's limits: each tenant's platform-owned `max_concurrent_runs`."""
+    per_tenant = {name: limits_for(name).max_concurrent_runs for name in sorted(tenants)}
+    # Every matching limit applies, so the per-unique-value one must not undercut any tenant's.
+    ceiling = max(per_tenant.values(), default=1)
+    return {
+        "maxConcurrentRuns": max(sum(per_tenant.values()), 1),
+        "tagConcurrencyLimits": [
+            {"key": "tenant", "value": {"applyLimitPerUniqueValue": True}, "limit": ceiling},
+            *({"key": "tenant", "value": n, "limit": v} for n, v in per_tenant.items()),
+        ],
+    }
+
+
+def run_launcher_config() -> dict[str, Any]:
+    """`runLauncher.config.k8sRunLauncher`: run workers start where their location says."""
+    run_worker = resources_block(platform().run_worker)
+    return {
+        "imagePullPolicy": "IfNotPresent",
+        "jobNamespace": platform().namespace,
+        "loadInclusterConfig": True,
+        "envConfigMaps": [],
+        "envSecrets": [],
+        "envVars": ["MLPLAT_ENV=k8s"],
+        "volumeMounts": [],
+        "volumes": [],
+        "failPodOnRunFailure": True,
+        "resources": run_worker,
+        "securityContext": container_security_context(),
+        "runK8sConfig": {
+            "podSpecConfig": {"securityContext": pod_security_context()},
+            "podTemplateSpecMetadata": {"labels": {"app.kubernetes.io/part-of": "mlplat"}},
+        },
+    }
+
+
+def dagster_values(tenants: dict[str, TenantSpec], locations: list[CodeLocation]) -> dict:
+    """Values for the `dagster` chart: webserver, daemon, external Postgres, queue, launcher."""
+    plat = platform()
+    pg = plat.postgres
+    servers = [
+        {
+            "host": f"{k8s_name(loc.name)}.{placement(loc, tenants)[0]}",
+            "port": GRPC_PORT,
+            "name": loc.name,
+        }
+        for loc in locations
+    ]
+    return {
+        "global": {
+            "postgresqlSecretName": pg.password_secret,
+            "dagsterHome": DAGSTER_HOME,
+            "serviceAccountName": plat.dagster_service_account,
+            "celeryConfigSecretName": CELERY_SECRET,
+        },
+        "serviceAccount": {"create": True, "name": plat.dagster_service_account, "annotations": {}},
+        "dagsterWebserver": {
+            "replicaCount": 1,
+            # The platform image has dagster-webserver, dagster-postgres and dagster-k8s.
+            "image": image(),
+            "workspace": {"enabled": True, "servers": servers},
+            "podSecurityContext": pod_security_context(),
+            "securityContext": container_security_context(),
+            "resources": resources_block(ComputeResources(cpu=1, memory_gib=2)),
+            "enableReadOnly": False,
+        },
+        # Each location is its own release in its own namespace (user_deployments_values).
+        "dagster-user-deployments": {
+            "enabled": True,
+            "enableSubchart": False,
+            "imagePullSecrets": [],
+            "deployments": [],
+        },
+        "postgresql": {
+            "enabled": False,
+            "postgresqlHost": pg.host,
+            "postgresqlUsername": pg.username,
+            "postgresqlDatabase": pg.database,
+            "postgresqlParams": {"sslmode": "require"},
+            "service": {"port": pg.port},
+        },
+        # The password lives in the platform-managed Secret, never in the values.
+        "generatePostgresqlPasswordSecret": False,
+        "runLauncher": {
+            "type": "K8sRunLauncher",
+            "config": {"k8sRunLauncher": run_launcher_config()},
+        },
+        "dagsterDaemon": {
+            "enabled": True,
+            "image": image(),
+            "runCoordinator": {
+                "enabled": True,
+                "type": "QueuedRunCoordinator",
+                "config": {"queuedRunCoordinator": run_queue(tenants)},
+            },
+            "runMonitoring": {
+                "enabled": True,
+                "startTimeoutSeconds": 300,
+                "cancelTimeoutSeconds": 300,
+                "maxRuntimeSeconds": 21600,
+                "pollIntervalSeconds": 120,
+                "maxResumeRunAttempts": 0,
+            },
+            "podSecurityContext": pod_security_context(),
+            "securityContext": container_security_context(),
+            "resources": resources_block(ComputeResources(cpu=1, memory_gib=2)),
+        },
+        "telemetry": {"enabled": False},
+    }

@@ -1,0 +1,23 @@
+package k8s.pods.requests_limits_test
+
+import data.k8s.pods.requests_limits
+import rego.v1
+
+full := {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"cpu": "1", "memory": "1Gi"}}
+
+job(resources) := {"review": {"object": {
+	"kind": "Job",
+	"spec": {"template": {"spec": {"containers": [{"name": "step", "resources": resources}]}}},
+}}}
+
+test_requests_and_limits_pass if {
+	count(requests_limits.violations(job(full))) == 0
+}
+
+test_missing_cpu_limit_is_named if {
+	requests_limits.violations(job({"requests": full.requests, "limits": {"memory": "1Gi"}})) == {{"msg": "container 'step' has no cpu limits"}}
+}
+
+test_no_resources_at_all if {
+	count(requests_limits.violations(job({}))) == 4
+}

@@ -1,0 +1,42 @@
+# A tenant's pod runs in that tenant's namespace with that tenant's service account
+# (`parameters.tenants`: tenant -> {namespace, service_account}).
+package k8s.pods.tenant_placement
+
+import data.lib.k8s
+import rego.v1
+
+violation contains v if some v in violations(input)
+
+violations(inp) := unlabelled(inp) | unknown(inp) | namespace(inp) | account(inp)
+
+tenant_of(inp) := k8s.pod_labels(inp.review.object)["mlplat/tenant"]
+
+tenants(inp) := object.get(inp, ["parameters", "tenants"], {})
+
+unlabelled(inp) := {{"msg": "pod has no mlplat/tenant label"} |
+	k8s.pod_spec(inp.review.object)
+	not tenant_of(inp)
+}
+
+unknown(inp) := {{"msg": msg} |
+	tenant := tenant_of(inp)
+	not tenants(inp)[tenant]
+	msg := sprintf("pod is labelled for tenant '%v', which the platform does not know", [tenant])
+}
+
+namespace(inp) := {{"msg": msg} |
+	tenant := tenant_of(inp)
+	want := tenants(inp)[tenant].namespace
+	# Gatekeeper passes a new Pod's namespace beside the object.
+	got := object.get(inp.review.object, ["metadata", "namespace"], object.get(inp.review, "namespace", ""))
+	got != want
+	msg := sprintf("pod of tenant '%v' is in namespace '%v', not its own '%v'", [tenant, got, want])
+}
+
+account(inp) := {{"msg": msg} |
+	tenant := tenant_of(inp)
+	want := tenants(inp)[tenant].service_account
+	got := object.get(k8s.pod_spec(inp.review.object), "serviceAccountName", "default")
+	got != want
+	msg := sprintf("pod of tenant '%v' uses service account '%v', not its own '%v'", [tenant, got, want])
+}

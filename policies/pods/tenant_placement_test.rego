@@ -1,0 +1,47 @@
+package k8s.pods.tenant_placement_test
+
+import data.k8s.pods.tenant_placement
+import rego.v1
+
+# Fixtures are whole literals: rego-cpp formats strings passed through function arguments
+# with their quotes in sprintf.
+params := {"tenants": {"ridehail": {"namespace": "tenant-ridehail", "service_account": "ridehail-runner"}}}
+
+job := {"parameters": params, "review": {"object": {
+	"kind": "Job",
+	"metadata": {"namespace": "tenant-ridehail"},
+	"spec": {"template": {
+		"metadata": {"labels": {"mlplat/tenant": "ridehail"}},
+		"spec": {"serviceAccountName": "ridehail-runner", "containers": [{"name": "c"}]},
+	}},
+}}}
+
+test_own_namespace_and_account_pass if {
+	count(tenant_placement.violations(job)) == 0
+}
+
+test_wrong_namespace_is_refused if {
+	moved := json.patch(job, [{"op": "replace", "path": "/review/object/metadata/namespace", "value": "mlplat"}])
+	tenant_placement.violations(moved) == {{"msg": "pod of tenant 'ridehail' is in namespace 'mlplat', not its own 'tenant-ridehail'"}}
+}
+
+test_wrong_service_account_is_refused if {
+	other := json.patch(job, [{"op": "replace", "path": "/review/object/spec/template/spec/serviceAccountName", "value": "growth-runner"}])
+	tenant_placement.violations(other) == {{"msg": "pod of tenant 'ridehail' uses service account 'growth-runner', not its own 'ridehail-runner'"}}
+}
+
+test_unknown_tenant_is_refused if {
+	stranger := json.patch(job, [{"op": "replace", "path": "/review/object/spec/template/metadata/labels/mlplat~1tenant", "value": "nobody"}])
+	tenant_placement.violations(stranger) == {{"msg": "pod is labelled for tenant 'nobody', which the platform does not know"}}
+}
+
+test_gatekeeper_namespace_beside_the_object_counts if {
+	pod := json.remove(job, ["review/object/metadata"])
+	review := json.patch(pod, [{"op": "add", "path": "/review/namespace", "value": "tenant-ridehail"}])
+	count(tenant_placement.violations(review)) == 0
+}
+
+test_unlabelled_pod_is_refused if {
+	bare := json.remove(job, ["review/object/spec/template/metadata/labels"])
+	tenant_placement.violations(bare) == {{"msg": "pod has no mlplat/tenant label"}}
+}

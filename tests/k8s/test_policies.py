@@ -1,0 +1,253 @@
+"""The Rego policies: their own `test_` rules (as `opa test` runs them) through regopy, and the
+bad team YAML each spec policy refuses at `mlplat validate`, naming the file and the policy."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from platform_assets.cli import app
+from platform_assets.k8s.policy import policy_names, policy_root, run_policy_tests
+
+DEFS = Path(__file__).resolve().parents[2] / "platform_assets" / "defs"
+
+
+@pytest.mark.parametrize("kind", ["pods", "specs"])
+def test_every_policy_has_passing_tests(kind):
+    outcomes = run_policy_tests(kind)
+    for name in policy_names(kind):
+        assert any(k.startswith(f"{kind}/{name}_test.") for k in outcomes), f"{name}: no tests"
+    failed = [k for k, ok in outcomes.items() if not ok]
+    assert not failed, failed
+    assert len(outcomes) >= 2 * len(policy_names(kind))
+
+
+def test_policy_tests_can_fail(tmp_path):
+    root = tmp_path / "policies"
+    shutil.copytree(policy_root(), root)
+    test_file = root / "pods" / "no_privileged_test.rego"
+    test_file.write_text(test_file.read_text().replace('"privileged": true}', '"privileged": 0}'))
+    outcomes = run_policy_tests("pods", root)
+    assert not outcomes["pods/no_privileged_test.test_privileged_is_refused"]
+
+
+def test_rego_is_portable_to_opa_and_gatekeeper():
+    """rego-cpp has no `%q`; `x != false` on a missing field differs between engines."""
+    for path in policy_root().rglob("*.rego"):
+        text = path.read_text()
+        assert "%q" not in text, path
+        assert not re.search(r"!=\s*false", text), path
+        assert "import rego.v1" in text, path
+
+
+def tenant_tree(tmp_path: Path, monkeypatch, edit) -> Path:
+    """A copy of the demo tenants with one edit; MLPLAT_DEFS_ROOT points at it."""
+    root = tmp_path / "defs"
+    shutil.copytree(DEFS, root)
+    edit(root)
+    monkeypatch.setenv("MLPLAT_DEFS_ROOT", str(root))
+    return root
+
+
+def edit_yaml(path: Path, change) -> None:
+    doc = yaml.safe_load(path.read_text())
+    change(doc["attributes"])
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+
+
+def validate() -> tuple[int, str]:
+    result = CliRunner().invoke(app, ["validate"])
+    return result.exit_code, result.output
+
+
+def test_demo_tenants_pass_validate():
+    code, out = validate()
+    assert code == 0, out
+    assert "ok: 3 tenants valid" in out
+
+
+def test_model_asking_for_more_memory_than_its_tenant_may(tmp_path, monkeypatch):
+    model = "ridehail/models/driver_churn/defs.yaml"
+    root = tenant_tree(
+        tmp_path,
+        monkeypatch,
+        lambda r: edit_yaml(r / model, lambda a: a.update(resources={"cpu": 1, "memory_gib": 64})),
+    )
+    code, out = validate()
+    assert code == 1
+    assert (
+        f"{root / model}: policy specs/resources_within_caps: model 'driver_churn' asks for 64 "
+        "GiB of memory per step; tenant 'ridehail' may have at most 2"
+    ) in out
+
+
+def test_model_asking_for_more_cpu_than_its_tenant_may(tmp_path, monkeypatch):
+    model = "payments/models/fraud_detector/defs.yaml"
+    root = tenant_tree(
+        tmp_path,
+        monkeypatch,
+        lambda r: edit_yaml(r / model, lambda a: a.update(resources={"cpu": 16, "memory_gib": 2})),
+    )
+    code, out = validate()
+    assert code == 1
+    assert f"{root / model}: policy specs/resources_within_caps: model 'fraud_detector'" in out
+    assert "16 vCPU per step; tenant 'payments' may have at most 1" in out
+
+
+def test_model_asking_for_gpus_its_tenant_may_not_have(tmp_path, monkeypatch):
+    model = "growth/models/subscription_churn/defs.yaml"
+    root = tenant_tree(
+        tmp_path,
+        monkeypatch,
+        lambda r: edit_yaml(r / model, lambda a: a.update(resources={"gpu": 1})),
+    )
+    code, out = validate()
+    assert code == 1
+    assert (
+        f"{root / model}: policy specs/gpu_allowed: model 'subscription_churn' asks for 1 GPUs; "
+        "tenant 'growth' is not allowed GPUs"
+    ) in out
+
+
+def test_pod_override_asking_for_privileged(tmp_path, monkeypatch):
+    tenant = "growth/tenant/defs.yaml"
+    override = {"container_config": {"security_context": {"privileged": True}}}
+    root = tenant_tree(
+        tmp_path, monkeypatch, lambda r: edit_yaml(r / tenant, lambda a: a.update(k8s=override))
+    )
+    code, out = validate()
+    assert code == 1
+    assert (
+        f"{root / tenant}: policy specs/pod_overrides: "
+        "k8s.container_config.security_context.privileged: true is not allowed"
+    ) in out
+
+
+def test_pod_override_asking_for_host_access(tmp_path, monkeypatch):
+    tenant = "payments/tenant/defs.yaml"
+    override = {
+        "pod_spec_config": {
+            "host_network": True,
+            "volumes": [{"name": "root", "host_path": {"path": "/"}}],
+        }
+    }
+    root = tenant_tree(
+        tmp_path, monkeypatch, lambda r: edit_yaml(r / tenant, lambda a: a.update(k8s=override))
+    )
+    code, out = validate()
+    assert code == 1
+    where = f"{root / tenant}: policy specs/pod_overrides: "
+    assert f"{where}k8s.pod_spec_config.host_network asks for host networking" in out
+    assert f"{where}k8s.pod_spec_config.volumes: volume 'root' asks for a host path" in out
+
+
+def test_namespace_that_is_not_a_kubernetes_name(tmp_path, monkeypatch):
+    tenant = "ridehail/tenant/defs.yaml"
+    root = tenant_tree(
+        tmp_path,
+        monkeypatch,
+        lambda r: edit_yaml(r / tenant, lambda a: a.update(namespace="Tenant_Ridehail")),
+    )
+    code, out = validate()
+    assert code == 1
+    assert (
+        f"{root / tenant}: policy specs/kubernetes_names: namespace 'Tenant_Ridehail' is not a "
+        "DNS-1123 label"
+    ) in out
+
+
+def test_namespace_of_another_tenant(tmp_path, monkeypatch):
+    tenant = "growth/tenant/defs.yaml"
+    root = tenant_tree(
+        tmp_path,
+        monkeypatch,
+        lambda r: edit_yaml(r / tenant, lambda a: a.update(namespace="tenant-payments")),
+    )
+    code, out = validate()
+    assert code == 1
+    assert (
+        f"{root / tenant}: policy specs/kubernetes_names: namespace 'tenant-payments' is already "
+        "tenant 'payments''s: each tenant has its own"
+    ) in out
+
+
+def test_tenant_name_that_gives_no_kubernetes_name(tmp_path, monkeypatch):
+    def rename(root: Path) -> None:
+        (root / "growth").rename(root / "growth_")
+        edit_yaml(root / "growth_/tenant/defs.yaml", lambda a: a.update(name="growth_"))
+
+    root = tenant_tree(tmp_path, monkeypatch, rename)
+    code, out = validate()
+    assert code == 1
+    assert (
+        f"{root / 'growth_/tenant/defs.yaml'}: policy specs/kubernetes_names: tenant name "
+        "'growth_' gives Kubernetes name 'growth-', which is not a DNS-1123 label"
+    ) in out
+
+
+def test_tenant_names_with_underscores_map_to_kubernetes_names(tmp_path, monkeypatch):
+    def rename(root: Path) -> None:
+        (root / "growth").rename(root / "growth_eu")
+        edit_yaml(
+            root / "growth_eu/tenant/defs.yaml",
+            lambda a: a.update(name="growth_eu", namespace="tenant-growth-eu"),
+        )
+        payments = root / "payments/tenant/defs.yaml"
+        payments.write_text(payments.read_text().replace("[growth]", "[growth_eu]"))
+
+    tenant_tree(tmp_path, monkeypatch, rename)
+    code, out = validate()
+    assert code == 0, out
+
+
+def test_missing_description(tmp_path, monkeypatch):
+    source = "ridehail/sources/trips/defs.yaml"
+    root = tenant_tree(
+        tmp_path, monkeypatch, lambda r: edit_yaml(r / source, lambda a: a.update(description=" "))
+    )
+    code, out = validate()
+    assert code == 1
+    assert f"{root / source}: policy specs/descriptions: source 'trips' has no description" in out
+
+
+def test_owners_nobody_can_reach(tmp_path, monkeypatch):
+    tenant = "ridehail/tenant/defs.yaml"
+    root = tenant_tree(
+        tmp_path, monkeypatch, lambda r: edit_yaml(r / tenant, lambda a: a.update(owners=["bob"]))
+    )
+    code, out = validate()
+    assert code == 1
+    assert f"{root / tenant}: policy specs/owners: tenant 'ridehail' has no owner" in out
+
+
+def test_gatekeeper_templates_carry_the_same_rego_unchanged(tmp_path):
+    from platform_assets.k8s.gatekeeper import TARGET, constraint_kind
+
+    result = CliRunner().invoke(app, ["policy", "gatekeeper", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    docs = [yaml.safe_load(p.read_text()) for p in sorted(tmp_path.glob("*.yaml"))]
+    templates = {
+        d["spec"]["crd"]["spec"]["names"]["kind"]: d
+        for d in docs
+        if d["kind"] == "ConstraintTemplate"
+    }
+    constraints = {d["kind"]: d for d in docs if d["kind"] != "ConstraintTemplate"}
+    names = policy_names("pods")
+    assert set(templates) == set(constraints) == {constraint_kind(n) for n in names}
+    lib = (policy_root() / "lib" / "k8s.rego").read_text()
+    for name in names:
+        [target] = templates[constraint_kind(name)]["spec"]["targets"]
+        assert target["target"] == TARGET
+        assert target["rego"] == (policy_root() / "pods" / f"{name}.rego").read_text()
+        assert target["libs"] == [lib]
+        assert "violation contains" in target["rego"]  # what Gatekeeper reads
+        params = constraints[constraint_kind(name)]["spec"]["parameters"]
+        assert params["tenants"]["ridehail"] == {
+            "namespace": "tenant-ridehail",
+            "service_account": "ridehail-runner",
+        }

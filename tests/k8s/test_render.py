@@ -1,0 +1,276 @@
+"""`mlplat k8s render` for the demo tenants: our chart through a real helm, the Jobs from
+dagster-k8s itself, all passing the Kubernetes schemas and every pod policy; and one bad
+manifest per policy and per check, refused with its message."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import yaml
+
+from platform_assets.k8s.config import platform
+from platform_assets.k8s.policy import PolicySet
+from platform_assets.k8s.render import pod_parameters
+from platform_assets.k8s.schemas import SUPPORTED_KUBERNETES, check_manifest
+from platform_assets.tenancy.catalog import load_all
+from platform_assets.tenancy.limits import effective_resources, limits_for
+
+TENANTS = {name: c.tenant for name, c in load_all().items()}
+KINDS = {
+    "Namespace",
+    "ServiceAccount",
+    "Role",
+    "RoleBinding",
+    "ResourceQuota",
+    "LimitRange",
+    "NetworkPolicy",
+    "ConfigMap",
+}
+
+
+def load(path):
+    return yaml.safe_load(path.read_text())
+
+
+def test_everything_rendered_passes_schemas_and_policies(rendered):
+    # The command exits 0 only when every file passed every check.
+    files = len(list(rendered.out.rglob("*.yaml")))
+    assert f"ok: {files} files in {rendered.out}, every one checked" in rendered.output
+    for name in TENANTS:
+        folder = rendered.out / "tenants" / name
+        kinds = {load(p)["kind"] for p in folder.glob("*.yaml")}
+        assert kinds == KINDS, name
+
+
+def test_one_job_per_step_of_every_tenant_job_plus_the_run_worker(rendered):
+    for name, catalog in load_all().items():
+        expected = {"run"}
+        expected |= {f"{name}__sources__{s}" for s in catalog.sources}
+        expected |= {f"{name}__features__{f}" for f in catalog.feature_sets}
+        kinds = ("training_sets", "models", "evaluation_reports", "predictions")
+        expected |= {f"{name}__{kind}__{m}" for kind in kinds for m in catalog.models}
+        folder = rendered.out / "jobs" / name / f"{name}_pipeline"
+        assert {p.stem for p in folder.glob("*.yaml")} == expected
+
+
+def test_namespace_is_restricted_and_rbac_is_namespaced(rendered):
+    ns = load(rendered.out / "tenants/ridehail/namespace-tenant-ridehail.yaml")
+    assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    role = load(rendered.out / "tenants/ridehail/role-ridehail-runner.yaml")
+    assert role["kind"] == "Role" and role["metadata"]["namespace"] == "tenant-ridehail"
+    granted = {(r, v) for rule in role["rules"] for r in rule["resources"] for v in rule["verbs"]}
+    assert ("jobs", "create") in granted and ("pods/log", "get") in granted
+    assert not any(r in ("secrets", "*") or v == "*" for r, v in granted)
+    binding = load(rendered.out / "tenants/ridehail/rolebinding-ridehail-runner.yaml")
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "ridehail-runner", "namespace": "tenant-ridehail"}
+    ]
+
+
+def test_quota_and_limit_range_come_from_the_platform_limits(rendered):
+    limits = limits_for("payments")
+    quota = load(rendered.out / "tenants/payments/resourcequota-payments-quota.yaml")
+    steps, worker = platform().steps_per_run, platform().run_worker
+    runs = limits.max_concurrent_runs
+    expected_cpu = runs * (steps * limits.caps.cpu + worker.cpu) + 0.5
+    assert quota["spec"]["hard"]["requests.cpu"] == f"{round(expected_cpu * 1000)}m"
+    assert quota["spec"]["hard"]["requests.nvidia.com/gpu"] == "0"  # no GPUs for payments
+    ranges = load(rendered.out / "tenants/payments/limitrange-payments-limits.yaml")
+    assert ranges["spec"]["limits"][0]["max"]["memory"] == f"{limits.caps.memory_gib:g}Gi"
+
+
+def test_network_policy_denies_by_default_and_allows_only_platform_services(rendered):
+    folder = rendered.out / "tenants/growth"
+    deny = load(folder / "networkpolicy-default-deny.yaml")
+    assert deny["spec"] == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
+    allow = load(folder / "networkpolicy-allow-platform-services.yaml")
+    ports = {p["port"] for rule in allow["spec"]["egress"] for p in rule["ports"]}
+    assert ports == {53, 5432, 6379, 443, platform().mlflow.port}
+    assert "ingress" not in allow["spec"]
+
+
+def test_step_jobs_request_their_yaml_resources_after_caps_with_cost_labels(rendered):
+    catalogs = load_all()
+    for name, catalog in catalogs.items():
+        folder = rendered.out / "jobs" / name / f"{name}_pipeline"
+        for model in catalog.models.values():
+            job = load(folder / f"{name}__models__{model.name}.yaml")
+            capped = effective_resources(name, model.resources or catalog.tenant.resources)
+            container = job["spec"]["template"]["spec"]["containers"][0]
+            assert container["resources"]["limits"]["memory"] == f"{capped.memory_gib:g}Gi"
+            assert container["resources"]["requests"] == container["resources"]["limits"]
+        for path in folder.glob("*.yaml"):
+            job = load(path)
+            pod = job["spec"]["template"]
+            assert job["metadata"]["namespace"] == catalog.tenant.namespace
+            assert pod["spec"]["serviceAccountName"] == catalog.tenant.runner_service_account
+            labels = pod["metadata"]["labels"]
+            assert labels["mlplat/tenant"] == name
+            assert labels["mlplat/code-location"] == labels["dagster/code-location"] == name
+            assert labels["dagster/run-id"]
+            if path.stem != "run":
+                assert labels["app.kubernetes.io/component"] == "step_worker"
+                assert labels["mlplat/asset"].startswith(f"{name}_")
+
+
+def test_jobs_read_only_secrets_and_config_maps_their_namespace_declares(rendered):
+    for name in TENANTS:
+        declared = load(rendered.out / f"tenants/{name}/configmap-{name}-secret-references.yaml")
+        secrets = set(declared["data"])
+        for path in (rendered.out / "jobs" / name).rglob("*.yaml"):
+            container = load(path)["spec"]["template"]["spec"]["containers"][0]
+            used = {e["secretRef"]["name"] for e in container["envFrom"] if "secretRef" in e}
+            used |= {
+                e["valueFrom"]["secretKeyRef"]["name"]
+                for e in container["env"]
+                if "secretKeyRef" in e.get("valueFrom", {})
+            }
+            assert used <= secrets, path
+            maps = {e["configMapRef"]["name"] for e in container["envFrom"] if "configMapRef" in e}
+            # The pipeline env is ours; `<release>-<location>-user-env` is the user-deployments
+            # release's own, in the same namespace.
+            assert maps == {"dagster-pipeline-env", f"dagster-{name}-user-env"}, path
+
+
+@pytest.fixture(scope="module")
+def step_job(rendered):
+    return load(
+        rendered.out / "jobs/ridehail/ridehail_pipeline/ridehail__models__driver_churn.yaml"
+    )
+
+
+def violations(manifest):
+    review = {"review": {"object": manifest}, "parameters": pod_parameters(TENANTS)}
+    return {(v.policy, v.message) for v in PolicySet("pods").evaluate(review, "job.yaml")}
+
+
+def mutate(job, change):
+    bad = copy.deepcopy(job)
+    change(bad, bad["spec"]["template"]["spec"], bad["spec"]["template"]["spec"]["containers"][0])
+    return bad
+
+
+BAD_PODS = {
+    "pods/requests_limits": (
+        lambda j, p, c: c["resources"].pop("limits"),
+        "container 'dagster' has no cpu limits",
+    ),
+    "pods/no_privileged": (
+        lambda j, p, c: c["securityContext"].update(privileged=True),
+        "container 'dagster' is privileged",
+    ),
+    "pods/no_host_access": (
+        lambda j, p, c: p.update(hostNetwork=True),
+        "pod sets hostNetwork",
+    ),
+    "pods/no_privilege_escalation": (
+        lambda j, p, c: c["securityContext"].pop("allowPrivilegeEscalation"),
+        "container 'dagster' does not set allowPrivilegeEscalation: false",
+    ),
+    "pods/non_root": (
+        lambda j, p, c: c["securityContext"].update(runAsUser=0),
+        "container 'dagster' runs as UID 0",
+    ),
+    "pods/read_only_root_fs": (
+        lambda j, p, c: c["securityContext"].update(readOnlyRootFilesystem=False),
+        "container 'dagster' does not set readOnlyRootFilesystem: true",
+    ),
+    "pods/tenant_placement": (
+        lambda j, p, c: p.update(serviceAccountName="payments-runner"),
+        "pod of tenant 'ridehail' uses service account 'payments-runner', not its own "
+        "'ridehail-runner'",
+    ),
+    "pods/allowed_registries": (
+        lambda j, p, c: c.update(image="docker.io/library/python:3.11"),
+        "container 'dagster' uses image 'docker.io/library/python:3.11', not from "
+        f"{json.dumps(platform().allowed_registries)}",
+    ),
+    "pods/cost_labels": (
+        lambda j, p, c: j["spec"]["template"]["metadata"]["labels"].pop("mlplat/asset"),
+        "pod has no cost-attribution label 'mlplat/asset'",
+    ),
+}
+
+
+def test_captured_step_job_passes_every_pod_policy(step_job):
+    assert violations(step_job) == set()
+
+
+@pytest.mark.parametrize("policy", sorted(BAD_PODS))
+def test_a_bad_pod_fails_with_that_policys_message(step_job, policy):
+    change, message = BAD_PODS[policy]
+    assert (policy, message) in violations(mutate(step_job, change))
+
+
+def test_every_pod_policy_has_a_bad_manifest_here():
+    assert set(BAD_PODS) == {f"pods/{n}" for n in PolicySet("pods").names}
+
+
+BAD_MANIFESTS = {
+    "unknown field (strict)": (
+        lambda j, p, c: c.update(cpuLimit="1"),
+        "Additional properties are not allowed ('cpuLimit' was unexpected)",
+    ),
+    "quantity": (
+        lambda j, p, c: c["resources"]["limits"].update(memory="2 GiB"),
+        "container 'dagster' limit memory='2 GiB' is not a Kubernetes quantity",
+    ),
+    "request above limit": (
+        lambda j, p, c: c["resources"]["requests"].update(cpu="4"),
+        "container 'dagster' requests more cpu (4) than its limit (1)",
+    ),
+    "name": (
+        lambda j, p, c: j["metadata"].update(name="Step_1"),
+        "Job name 'Step_1' is not a DNS-1123 label",
+    ),
+    "restart policy": (
+        lambda j, p, c: p.update(restartPolicy="Always"),
+        "a Job's pods need restartPolicy Never or OnFailure, not 'Always'",
+    ),
+    "label value": (
+        lambda j, p, c: j["metadata"]["labels"].update({"mlplat/asset": "a/b"}),
+        "Job label mlplat/asset='a/b' is not a valid label value",
+    ),
+    "mount of a missing volume": (
+        lambda j, p, c: p.update(volumes=[]),
+        "container 'dagster' mounts volume 'tmp', which the pod does not define",
+    ),
+}
+
+
+def test_captured_step_job_passes_both_kubernetes_versions(step_job):
+    assert SUPPORTED_KUBERNETES == ("1.25", "1.37")
+    assert check_manifest(step_job, "job.yaml") == []
+
+
+@pytest.mark.parametrize("case", sorted(BAD_MANIFESTS))
+def test_a_bad_manifest_fails_its_check(step_job, case):
+    change, message = BAD_MANIFESTS[case]
+    problems = check_manifest(mutate(step_job, change), "job.yaml")
+    assert any(p.startswith("job.yaml: ") and message in p for p in problems), problems
+    if case == "unknown field (strict)":
+        assert {p.split(":")[1].strip() for p in problems} == {
+            f"Kubernetes {v} schema" for v in SUPPORTED_KUBERNETES
+        }
+
+
+def test_policy_check_names_the_file_and_policy_of_a_bad_spec(tmp_path, monkeypatch):
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from platform_assets.cli import app
+
+    defs = tmp_path / "defs"
+    shutil.copytree(load_all()["growth"].folder.parent, defs)
+    tenant = defs / "growth/tenant/defs.yaml"
+    tenant.write_text(tenant.read_text() + "  k8s: {pod_spec_config: {host_pid: true}}\n")
+    monkeypatch.setenv("MLPLAT_DEFS_ROOT", str(defs))
+    result = CliRunner().invoke(app, ["policy", "check"])
+    assert result.exit_code == 1
+    assert (
+        f"error: {tenant}: policy specs/pod_overrides: k8s.pod_spec_config.host_pid asks for "
+        "the host's PID namespace"
+    ) in result.output

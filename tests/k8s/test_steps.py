@@ -1,0 +1,99 @@
+"""A step's Kubernetes config: requests and limits after the platform's caps, GPUs as
+`nvidia.com/gpu` with the platform's toleration, captured through dagster-k8s's own step
+handler and checked like every other Job."""
+
+from __future__ import annotations
+
+import json
+
+import dagster as dg
+import pytest
+
+from platform_assets.execution.executors import executor_for
+from platform_assets.k8s.config import platform
+from platform_assets.k8s.jobs import capture_jobs
+from platform_assets.k8s.policy import PolicySet
+from platform_assets.k8s.render import pod_parameters
+from platform_assets.k8s.schemas import check_manifest
+from platform_assets.k8s.steps import step_k8s_config
+from platform_assets.tenancy import limits
+from platform_assets.tenancy.catalog import load_all
+from platform_assets.tenancy.locations import CodeLocation
+from platform_assets.tenancy.specs import ComputeResources
+
+LIMITS = """
+defaults:
+  budget: {monthly_usd: 10}
+  max_concurrent_runs: 1
+  caps: {cpu: 1, memory_gib: 1, gpu: 0}
+tenants:
+  payments:
+    budget: {monthly_usd: 600}
+    max_concurrent_runs: 2
+    caps: {cpu: 4, memory_gib: 16, gpu: 2}
+    gpu_allowed: true
+"""
+
+
+@pytest.fixture
+def gpu_limits(tmp_path, monkeypatch):
+    path = tmp_path / "limits.yaml"
+    path.write_text(LIMITS)
+    monkeypatch.setenv("MLPLAT_LIMITS", str(path))
+    return path
+
+
+def test_requests_above_the_caps_are_capped(gpu_limits):
+    spec = load_all()["growth"].tenant  # defaults: 1 CPU, 1 GiB, no GPUs
+    config = step_k8s_config(spec, ComputeResources(cpu=8, memory_gib=32, gpu=4), "growth/x")
+    resources = config["container_config"]["resources"]
+    assert resources["requests"] == resources["limits"] == {"cpu": "1", "memory": "1Gi"}
+    assert "tolerations" not in config["pod_spec_config"]
+
+
+def test_gpu_steps_of_allowed_tenants_get_gpus_and_the_toleration(gpu_limits):
+    assert limits.limits_for("payments").gpu_allowed
+    spec = load_all()["payments"].tenant
+    config = step_k8s_config(spec, ComputeResources(cpu=2, memory_gib=8, gpu=1), "payments/m")
+    assert config["container_config"]["resources"]["limits"] == {
+        "cpu": "2",
+        "memory": "8Gi",
+        "nvidia.com/gpu": "1",
+    }
+    assert config["pod_spec_config"]["tolerations"] == [platform().gpu_toleration]
+
+
+def test_a_gpu_step_job_from_dagster_k8s_is_valid_and_passes_policy(gpu_limits):
+    tenants = {n: c.tenant for n, c in load_all().items()}
+    spec = tenants["payments"]
+    tags = {
+        "dagster-k8s/config": json.dumps(
+            step_k8s_config(
+                spec, ComputeResources(cpu=0.5, memory_gib=3, gpu=1), "payments/models/gpu_model"
+            )
+        )
+    }
+
+    @dg.op(tags=tags)
+    def train():
+        return 1
+
+    @dg.job(executor_def=executor_for("k8s", spec), tags={"tenant": "payments"})
+    def payments_gpu():
+        train()
+
+    location = CodeLocation("payments", ("payments",))
+    [run, step] = capture_jobs({"payments_gpu": (payments_gpu, location)}, tenants)
+    assert (run.step, step.step) == ("run", "train")
+    pod = step.manifest["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["resources"]["requests"] == {
+        "cpu": "500m",
+        "memory": "3Gi",
+        "nvidia.com/gpu": "1",
+    }
+    assert pod["tolerations"] == [platform().gpu_toleration]
+    assert step.manifest["metadata"]["namespace"] == "tenant-payments"
+    assert check_manifest(step.manifest, "gpu.yaml") == []
+    review = {"review": {"object": step.manifest}, "parameters": pod_parameters(tenants)}
+    assert PolicySet("pods").evaluate(review, "gpu.yaml") == []
