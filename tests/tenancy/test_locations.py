@@ -246,3 +246,15 @@ def test_governance_of_one_tenant_survives_another_broken_tenant(defs_root):
     with pytest.raises(PlatformConfigError) as err:
         gov.locate("payments.fraud_detector")
     assert str(err.value).startswith(f"{bad.resolve()}: <yaml>:")
+
+
+def test_empty_tenant_folder_fails_only_its_own_location(defs_root):
+    (defs_root / "newteam").mkdir()
+    with pytest.raises(PlatformConfigError) as err:
+        tenant_location(location_named("newteam"))
+    assert str(err.value) == (
+        f"{(defs_root / 'newteam').resolve()}: tenant: a tenant folder needs exactly one Tenant "
+        "component (found none)"
+    )
+    assert "newteam/cost" in _keys(platform_location())
+    assert "growth/models/subscription_churn" in _keys(tenant_location(location_named("growth")))
