@@ -176,3 +176,15 @@ def test_the_nightly_retention_job_prunes_with_the_platform_retention(tmp_path, 
     assert result.output_for_node("prune_lake") == 1
     assert not os.path.exists(old.uri)
     assert lake_retention_schedule.default_status.value == "RUNNING"
+
+
+def test_any_fsspec_filesystem(tmp_path):
+    """A scheme pyarrow has no filesystem for goes through fsspec (here its memory store)."""
+    lake = LakeResource(root=f"memory://{tmp_path.name}/lake")
+    first = lake.write("growth", "sources", "events", T1)
+    assert first.uri.startswith("memory://")
+    assert f"{tmp_path.name}/lake/growth/sources/events/{first.version}.parquet" in first.uri
+    staged = lake.write("growth", "sources", "events", T2, commit=False)
+    assert lake.read("growth", "sources", "events").equals(T1)
+    lake.commit(staged)
+    assert lake.read("growth", "sources", "events").equals(T2)
