@@ -188,3 +188,17 @@ def test_any_fsspec_filesystem(tmp_path):
     assert lake.read("growth", "sources", "events").equals(T1)
     lake.commit(staged)
     assert lake.read("growth", "sources", "events").equals(T2)
+
+
+def test_s3_credentials_reach_the_lake_as_env_var_references(monkeypatch, platform_home):
+    """The deployment's resources name the secret's variable; its value is in no config."""
+    import dagster as dg
+
+    from platform_assets.execution.resources import resources_for
+
+    monkeypatch.setenv("MLPLAT_LAKE_URI", "s3://bucket/lake")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAEXAMPLE")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s3cr3t-value")
+    lake = resources_for("local")["lake"]
+    assert lake.secret_access_key == dg.EnvVar("AWS_SECRET_ACCESS_KEY")
+    assert "s3cr3t-value" not in repr(lake) and "AKIAEXAMPLE" not in repr(lake)
