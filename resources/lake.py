@@ -104,6 +104,7 @@ class LakeResource(dg.ConfigurableResource):
 
     def filesystem(self) -> tuple[pafs.FileSystem, str]:
         """The pyarrow filesystem holding the lake and the root's path inside it."""
+        import pyarrow as pa
         import pyarrow.fs as pafs
 
         if self.is_local:
@@ -117,7 +118,15 @@ class LakeResource(dg.ConfigurableResource):
                 _secret(self.secret_access_key),
             )
             return fs, self.root.removeprefix("s3://").rstrip("/")
-        fs, path = pafs.FileSystem.from_uri(self.root)
+        try:
+            fs, path = pafs.FileSystem.from_uri(self.root)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError):
+            # Schemes pyarrow has no filesystem for (memory://, gs:// via gcsfs...) go through
+            # fsspec, wrapped so that every reader sees a pyarrow filesystem.
+            import fsspec
+
+            spec, path = fsspec.core.url_to_fs(self.root)
+            fs = pafs.PyFileSystem(pafs.FSSpecHandler(spec))
         return fs, path.rstrip("/")
 
     def _uri(self, path: str) -> str:
@@ -163,14 +172,20 @@ class LakeResource(dg.ConfigurableResource):
             pq.write_table(table, tmp)
             version = _file_hash(tmp)
             target = f"{folder}/{version}.parquet"
-            # Same content, same version: a snapshot that exists is already this very file.
-            if fs.get_file_info(target).type == pafs.FileType.File:
-                pass
-            elif self.is_local:
-                os.replace(tmp, target)
-            else:
-                with open(tmp, "rb") as src, fs.open_output_stream(target) as dst:
-                    shutil.copyfileobj(src, dst, _CHUNK)
+            try:
+                # Same content, same version: a snapshot that exists is already this file.
+                if fs.get_file_info(target).type == pafs.FileType.File:
+                    pass
+                elif self.is_local:
+                    os.replace(tmp, target)
+                else:
+                    with open(tmp, "rb") as src, fs.open_output_stream(target) as dst:
+                        shutil.copyfileobj(src, dst, _CHUNK)
+            except OSError as exc:
+                raise OSError(
+                    f"lake: writing snapshot {tenant}/{kind}/{name}@{version} to "
+                    f"{self._uri(target)} failed, the current snapshot is unchanged: {exc}"
+                ) from exc
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
@@ -183,11 +198,19 @@ class LakeResource(dg.ConfigurableResource):
         """Make a (staged) snapshot current: one put of the asset's pointer."""
         folder = self._folder(snapshot.tenant, snapshot.kind, snapshot.name)
         fs, _ = self.filesystem()
-        self._stat(snapshot.tenant, snapshot.kind, snapshot.name, snapshot.version)
         pointer = json.dumps(
             {"version": snapshot.version, "committed_at": datetime.now(UTC).isoformat()}
         ).encode()
-        self._put(fs, f"{folder}/{POINTER}", pointer)
+        try:
+            self._stat(snapshot.tenant, snapshot.kind, snapshot.name, snapshot.version)
+            self._put(fs, f"{folder}/{POINTER}", pointer)
+        except FileNotFoundError:
+            raise
+        except OSError as exc:
+            raise OSError(
+                f"lake: committing snapshot {snapshot.label} failed, the current snapshot is "
+                f"unchanged: {exc}"
+            ) from exc
 
     def attach(self, snapshot: Snapshot, extension: str, data: bytes) -> str:
         """Store an export of a snapshot's content beside it (`<version>.<extension>`, e.g. a
@@ -318,6 +341,8 @@ class LakeResource(dg.ConfigurableResource):
                 with fs.open_input_stream(f"{folder}/{POINTER}") as f:
                     current = json.loads(f.read())["version"]
             for info in sorted(infos, key=lambda i: i.base_name):
+                if info.mtime is None:
+                    continue  # a filesystem that keeps no times: no age, nothing to prune
                 stem, _, ext = info.base_name.partition(".")
                 old = _utc(info.mtime) < cutoff
                 if info.base_name.startswith(".staging-") and old:
