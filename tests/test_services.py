@@ -21,7 +21,8 @@ def databases(postgres_url: str) -> Iterator[dict[str, str]]:
     """Throwaway databases on the real server (Dagster, MLflow, Feast each own one, as in
     production, since their table names overlap), dropped afterwards."""
     names = {
-        role: f"mlplat_{role}_{uuid.uuid4().hex[:8]}" for role in ("dagster", "mlflow", "feast")
+        role: f"mlplat_{role}_{uuid.uuid4().hex[:8]}"
+        for role in ("dagster", "mlflow", "feast", "platform")
     }
     admin = psycopg2.connect(postgres_url)
     admin.autocommit = True
@@ -48,6 +49,7 @@ def test_tenant_pipeline_on_postgres_and_redis(
     monkeypatch.setenv("MLPLAT_FEAST_REGISTRY_URL", databases["feast"])
     monkeypatch.setenv("MLPLAT_REDIS", f"127.0.0.1:6379,db={db}")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", databases["mlflow"])
+    monkeypatch.setenv("MLPLAT_DB_URL", databases["platform"])  # governance state (champions)
     monkeypatch.setenv("MLPLAT_MLFLOW_ARTIFACTS", str(tmp_path / "artifacts"))
     # dagster-postgres issues NOTIFY with a bound parameter, which psycopg 3 (SQLAlchemy 2.1's
     # default for postgresql://) rejects; name the psycopg2 driver explicitly.
