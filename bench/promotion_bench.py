@@ -25,6 +25,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
+from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
@@ -225,12 +226,30 @@ def budget_check(instance) -> float:
 
 
 def run(models: int, per_model: int, workdir: Path) -> dict:
+    with _env(MLPLAT_DEFS_ROOT=str(generate_defs(workdir, models)), MLPLAT_DATA=str(workdir)):
+        return _run(models, per_model, workdir)
+
+
+@contextmanager
+def _env(**values: str):
+    """Point the platform at the generated tenants and a temp data root, then put it back."""
+    before = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _run(models: int, per_model: int, workdir: Path) -> dict:
     from platform_assets.governance.promotion import promote_model
     from platform_assets.sensors.promotion import promotion_sensor
     from resources.mlflow import MlflowResource
 
-    os.environ["MLPLAT_DEFS_ROOT"] = str(generate_defs(workdir, models))
-    os.environ["MLPLAT_DATA"] = str(workdir / "data")
     names = model_names(models)
     keys = [dg.AssetKey([TENANT, "evaluation_reports", m]) for m in names]
     defs = dg.Definitions(

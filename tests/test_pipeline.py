@@ -63,7 +63,8 @@ def test_full_tenant_graph(ridehail, platform_home):
         "ridehail/evaluation_reports/driver_churn",
     }
     checks = _checks(result)
-    assert len(checks) == 8 and all(c.passed for c in checks.values()), checks
+    # 8 data checks, plus the model's champion_alias check (no champion, no alias: in agreement).
+    assert len(checks) == 9 and all(c.passed for c in checks.values()), checks
 
     report = instance.get_latest_materialization_event(
         dg.AssetKey(["ridehail", "evaluation_reports", "driver_churn"])

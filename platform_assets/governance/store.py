@@ -226,15 +226,27 @@ class GovernanceStore:
         from platform_assets.governance.keys import audit_keys
         from platform_assets.governance.migrations import upgrade
 
-        self.keys = keys or audit_keys()
+        # Loaded on first use: reading state (champions for scoring) needs no audit key.
+        self._keys = keys
+        self._load_keys = audit_keys
         self.url = url
         self.engine = _engine(url)
         self.dialect = self.engine.dialect.name
         self.schema = schema
-        upgrade(self.engine, self.keys, schema)
+        upgrade(self.engine, lambda: self.keys, schema)
         md = sa.MetaData(schema=schema)
         self.audit, self.requests, self.approvals, self.champions = tables(md)
         self.metadata = md
+
+    @property
+    def keys(self) -> AuditKeys:
+        if self._keys is None:
+            self._keys = self._load_keys()
+        return self._keys
+
+    @keys.setter
+    def keys(self, value: AuditKeys) -> None:
+        self._keys = value
 
     def state_table(self, name: str):
         return {

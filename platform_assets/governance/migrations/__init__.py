@@ -22,7 +22,8 @@ def config(connection, keys, schema: str | None = None):
 
 
 def upgrade(engine, keys, schema: str | None = None, revision: str = "head") -> None:
-    """Bring the governance tables to `revision`, serialized against other processes."""
+    """Bring the governance tables to `revision`, serialized against other processes. `keys`
+    is the audit keys or a callable returning them (called only if records must be re-signed)."""
     import sqlalchemy as sa
     from alembic import command
 

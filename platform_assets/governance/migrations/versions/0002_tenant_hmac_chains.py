@@ -63,7 +63,8 @@ def upgrade() -> None:
 
     # Re-sign through a store bound to this connection's transaction.
     store = GovernanceStore.__new__(GovernanceStore)
-    store.keys = keys
+    store._keys = None
+    store._load_keys = keys if callable(keys) else (lambda: keys)
     store.audit, store.requests, store.approvals, store.champions = tabs
     store.dialect = conn.dialect.name
     for row in rows:
