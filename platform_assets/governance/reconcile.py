@@ -14,6 +14,7 @@ import json
 
 import dagster as dg
 
+from platform_assets.tenancy.specs import TenantSpec
 from resources.mlflow import MlflowResource
 
 CHECK = "champion_alias"
@@ -44,14 +45,19 @@ def drift(mlflow: MlflowResource, name: str, platform: int | None) -> str | None
     )
 
 
-def alias_check(tenant: str, model: str) -> dg.AssetChecksDefinition:
-    """The `champion_alias` check of one model asset."""
-    name = f"{tenant}.{model}"
+def alias_check(tenant: TenantSpec, model: str) -> dg.AssetChecksDefinition:
+    """The `champion_alias` check of one model asset, a step of the model's tenant."""
+    from platform_assets.tenancy.assets import step_op_tags
+    from platform_assets.tenancy.limits import effective_resources
+
+    name = f"{tenant.name}.{model}"
+    path = ["models", model]
 
     @dg.asset_check(
-        asset=dg.AssetKey([tenant, "models", model]),
+        asset=dg.AssetKey([tenant.name, *path]),
         name=CHECK,
         description="MLflow's champion alias points at the platform's champion.",
+        op_tags=step_op_tags(tenant, effective_resources(tenant.name, tenant.resources), path),
     )
     def champion_alias(mlflow: MlflowResource) -> dg.AssetCheckResult:
         platform = champion_of(name)

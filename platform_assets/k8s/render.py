@@ -214,15 +214,23 @@ class Rendered:
 
 def tenant_jobs(catalogs: dict[str, TenantCatalog]):
     """Each tenant's pipeline as the `k8s` deployment defines it, with its code location."""
-    from platform_assets.definitions import platform_definitions, tenant_definitions
+    import dagster as dg
+
     from platform_assets.execution.resources import resources_for
+    from platform_assets.tenancy.loader import tenant_assets
+    from platform_assets.tenancy.location_defs import tenant_runs
 
     # Resources only satisfy the assets' requirements here; they shape no Job.
-    defs = platform_definitions(tenant_definitions(), env="k8s", resources=resources_for("local"))
+    defs = dg.Definitions.merge(
+        dg.Definitions(assets=[a for c in catalogs.values() for a in tenant_assets(c)]),
+        tenant_runs(catalogs, env="k8s"),
+        dg.Definitions(resources=resources_for("local")),
+    )
     repo = defs.get_repository_def()
-    locations = {loc.name: loc for loc in code_locations()}
+    location_of = {t: loc for loc in code_locations() for t in loc.tenants}
     return {
-        f"{name}_pipeline": (repo.get_job(f"{name}_pipeline"), locations[name]) for name in catalogs
+        f"{name}_pipeline": (repo.get_job(f"{name}_pipeline"), location_of[name])
+        for name in catalogs
     }
 
 

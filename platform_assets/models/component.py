@@ -353,7 +353,7 @@ def model_assets(catalog: TenantCatalog, spec: ModelSpec) -> list[dg.AssetsDefin
 
     # Governance: scores with the platform's champion; the check flags a drifted MLflow alias.
     scores = batch_scores_asset(tenant, spec, requested, source)
-    return [training_set, model, evaluation_report, scores, alias_check(tenant.name, spec.name)]
+    return [training_set, model, evaluation_report, scores, alias_check(tenant, spec.name)]
 
 
 class Model(TeamComponent, ModelSpec):

@@ -124,11 +124,17 @@ def asset_kwargs(
         "tags": {"tenant": tenant.name, "asset_type": asset_type},
         "kinds": kinds,
         "description": description,
-        "op_tags": {
-            "tenant": tenant.name,
-            "dagster-k8s/config": json.dumps(
-                step_k8s_config(tenant, requested, "/".join([tenant.name, *path]))
-            ),
-        },
+        "op_tags": step_op_tags(tenant, requested, path),
         "metadata": {**metadata, **(yaml_reference(source) if source else {})},
+    }
+
+
+def step_op_tags(tenant: TenantSpec, granted: ComputeResources, path: list[str]) -> dict[str, str]:
+    """The op tags of a tenant's step (an asset's, or a check's that runs on its own): its
+    tenant, and the Kubernetes pod it runs in with the granted resources and cost labels."""
+    return {
+        "tenant": tenant.name,
+        "dagster-k8s/config": json.dumps(
+            step_k8s_config(tenant, granted, "/".join([tenant.name, *path]))
+        ),
     }

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from platform_assets.execution.env import Deployment
 from platform_assets.tenancy.catalog import (
     TenantCatalog,
     check_model_refs,
@@ -74,13 +75,16 @@ def tenant_parts(catalogs: dict[str, TenantCatalog]) -> dg.Definitions:
     return dg.Definitions.merge(assets, tenant_runs(catalogs))
 
 
-def tenant_runs(catalogs: dict[str, TenantCatalog]) -> dg.Definitions:
-    """What launches these tenants' runs: pipeline jobs, nightly schedules, automation."""
+def tenant_runs(
+    catalogs: dict[str, TenantCatalog], env: Deployment | None = None
+) -> dg.Definitions:
+    """What launches these tenants' runs: pipeline jobs, nightly schedules, automation; `env`
+    defaults to MLPLAT_ENV's (`mlplat k8s render` asks for the `k8s` jobs)."""
     from platform_assets.execution.env import deployment
     from platform_assets.execution.executors import executor_for
     from platform_assets.sensors.budget import tenant_schedule
 
-    env = deployment()
+    env = env or deployment()
     return dg.Definitions(
         jobs=[
             dg.define_asset_job(
