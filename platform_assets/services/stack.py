@@ -34,6 +34,7 @@ MLFLOW_ADMIN = "admin"
 DATABASES = ("dagster", "mlflow", "mlflow_auth", "feast", "platform")
 ENV_FILE = "services.env"
 STATE_FILE = "state.json"
+KEPT = ("logs", "demo.log")  # what `down` leaves behind: the components' and the demo's logs
 
 
 def state_dir() -> Path:
@@ -542,7 +543,7 @@ def down(
     folder: Path | None = None, drop_databases: bool = True, report=lambda _: None
 ) -> list[str]:
     """Stop exactly the processes `up` started (newest first), by process group; drop the
-    databases it created; remove the state folder. Returns what was stopped."""
+    databases it created; remove the state but keep the logs. Returns what was stopped."""
     folder = folder or state_dir()
     if not (folder / STATE_FILE).exists():
         report(f"nothing to stop: {folder / STATE_FILE} does not exist")
@@ -572,7 +573,13 @@ def down(
                 conn.cursor().execute(f'drop database if exists "{name}" with (force)')
         finally:
             conn.close()
-    shutil.rmtree(folder)
+    for entry in folder.iterdir():
+        if entry.name in KEPT:
+            continue
+        if entry.is_dir():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
     return stopped
 
 
