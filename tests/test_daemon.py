@@ -76,6 +76,10 @@ class Dev:
         self.home = tmp / "home"
         self.home.mkdir()
         shutil.copy(ROOT / "dagster.yaml", self.home / "dagster.yaml")
+        # Four code servers start at once on a 2-core machine: give each longer than Dagster's
+        # default to come up, so a slow start is not a load error.
+        with (self.home / "dagster.yaml").open("a") as f:
+            f.write("code_servers:\n  local_startup_timeout: 300\n")
         workspace = tmp / "workspace.yaml"
         workspace.write_text(render_workspace(self.defs))
         self.env = {

@@ -7,6 +7,7 @@ import boto3
 import dagster as dg
 import pytest
 
+from platform_assets.governance.workflow import open_store
 from tests.platform_sandbox import sandbox
 
 pytestmark = pytest.mark.materialize
@@ -67,7 +68,14 @@ def test_tenant_pipeline_with_the_lake_and_artifacts_in_s3(
         assert any(k.endswith("/MLmodel") for k in artifacts), artifacts
         assert any(k.endswith("evaluation/roc_curve.png") for k in artifacts), artifacts
 
-        # Batch scores by the champion land in the bucket as well.
+        # Batch scores by the champion land in the bucket as well. The champion is the
+        # platform's (its governance store), mirrored to MLflow's alias.
+        governance = open_store()
+        try:
+            with governance.transaction("ridehail") as conn:
+                assert governance.set_champion(conn, "ridehail.driver_churn", 1, None, None)
+        finally:
+            governance.dispose()
         client.set_registered_model_alias("ridehail.driver_churn", "champion", "1")
         predictions = dg.AssetKey(["ridehail", "predictions", "driver_churn"])
         scored = defs.resolve_implicit_global_asset_job_def().execute_in_process(

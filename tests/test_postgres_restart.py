@@ -5,6 +5,7 @@ every finished step recorded once, and the platform's own tables are whole."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -46,7 +47,7 @@ def _url(cluster: PostgresCluster) -> str:
     return cluster.url.replace("postgresql://", "postgresql+psycopg2://")
 
 
-def test_postgres_restarted_during_a_run(cluster, tmp_path, monkeypatch, record_property):
+def test_postgres_restarted_during_a_run(cluster, tmp_path, monkeypatch, record_property, capsys):
     import psycopg2
 
     monkeypatch.setenv("MLPLAT_ENV", "local")
@@ -110,9 +111,24 @@ def test_postgres_restarted_during_a_run(cluster, tmp_path, monkeypatch, record_
         assert len(done) == len(set(done)) and set(done) <= started_steps
         if run.status == dg.DagsterRunStatus.SUCCESS:
             assert set(done) == {"before", "during", "after"}
-            # Every event written while the server was away was stored once when it came back.
-            working = [r for r in records if r.event_log_entry.user_message.startswith("working")]
-            assert len(working) == 20
+            # Every log call made while the server was away was stored at most once, and none
+            # went missing silently: Dagster stores a user log call best-effort (a write that
+            # fails after its connection retries, e.g. on a connection the fast shutdown cut
+            # mid-INSERT on a loaded machine, is swallowed and said on stderr), so the stored
+            # ones plus the ones it said it could not write make up all 20 (one whose INSERT
+            # landed before a later statement failed may be both).
+            working = [
+                r.event_log_entry.user_message
+                for r in records
+                if r.event_log_entry.user_message.startswith("working")
+            ]
+            assert len(working) == len(set(working))
+            said = re.findall(
+                r"Exception while writing logger call to event log.*", capsys.readouterr().err
+            )
+            lost = len(said)
+            assert 20 - lost <= len(working) <= 20, (working, lost)
+            record_property("log_calls_not_stored", " | ".join(said) or 0)
         # The platform's ledger, on the same server, refreshes to the same totals afterwards.
         from platform_assets.cost.ledger import refresh
 

@@ -47,14 +47,15 @@ def two_versions(tmp_path_factory: pytest.TempPathFactory):
             sandbox(monkeypatch) as (root, build),
             dg.instance_for_test(temp_dir=str(home / "dagster")) as instance,
         ):
-            trips = home / "trips.parquet"
-            generate("ridehail.trips").to_parquet(trips)
             path = root / "ridehail" / "sources" / "trips" / "defs.yaml"
             doc = yaml.safe_load(path.read_text())
             del doc["attributes"]["generator"]
-            doc["attributes"]["path"] = str(trips)
+            doc["attributes"]["path"] = "trips.parquet"  # relative to the tenant's inbox
             path.write_text(yaml.safe_dump(doc))
             defs = build()
+            trips = Path(defs.resources["lake"].root) / "ridehail" / "inbox" / "trips.parquet"
+            trips.parent.mkdir(parents=True, exist_ok=True)
+            generate("ridehail.trips").to_parquet(trips)
             _run(defs, instance)
             first = instance.get_latest_materialization_event(TRAINING_SET).asset_materialization
             pd.read_parquet(trips).iloc[::3].to_parquet(trips)

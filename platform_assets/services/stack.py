@@ -208,18 +208,13 @@ def _bin(name: str) -> str:
 
 
 def workspace_config() -> dict:
-    """The code locations the webserver and daemon load. Today one location holds every tenant's
-    `<tenant>_pipeline` job; launches find a job's location by asking the webserver."""
-    return {
-        "load_from": [
-            {
-                "python_module": {
-                    "module_name": "platform_assets.definitions",
-                    "location_name": "mlplat",
-                }
-            }
-        ]
-    }
+    """The code locations the webserver and daemon load: `platform` and one per tenant, as in
+    workspace.yaml; launches find a job's location by asking the webserver."""
+    import yaml
+
+    from platform_assets.tenancy.locations import render_workspace
+
+    return yaml.safe_load(render_workspace())
 
 
 def dagster_yaml() -> str:

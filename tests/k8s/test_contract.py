@@ -12,12 +12,17 @@ scheduling, Pod Security Admission or NetworkPolicy: `make k8s-e2e` does, on a r
 from __future__ import annotations
 
 import json
+import socket
+import subprocess
+import sys
+import time
 import uuid
 from pathlib import Path
 
 import dagster as dg
 import psycopg2
 import pytest
+import requests
 from dagster._core.definitions.reconstruct import ReconstructableJob
 
 from platform_assets.k8s.config import SERVICE_KEYS, platform
@@ -52,8 +57,46 @@ def databases(postgres_url):
         admin.close()
 
 
+@pytest.fixture
+def mlflow_server(databases, tmp_path):
+    """An MLflow tracking server on a free loopback port, its store the test's Postgres database
+    and its artifacts proxied to a temp folder: MLPLAT_ENV=k8s steps talk to a server only."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    log = tmp_path / "mlflow_server.log"
+    mlflow_bin = Path(sys.executable).with_name("mlflow")
+    proc = subprocess.Popen(
+        [
+            str(mlflow_bin), "server",
+            "--backend-store-uri", databases["mlflow"],
+            "--artifacts-destination", str(tmp_path / "artifacts"), "--serve-artifacts",
+            "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=open(log, "w"),  # noqa: SIM115 (the server writes it until the test ends)
+    )  # fmt: skip
+    uri = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 300
+    try:
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"mlflow server exited: {log.read_text()[-2000:]}")
+            if time.monotonic() > deadline:
+                pytest.fail("mlflow server did not come up in 300 s")
+            try:
+                if requests.get(f"{uri}/health", timeout=10).status_code == 200:
+                    break
+            except requests.RequestException:  # not listening yet
+                time.sleep(1)
+        yield uri
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
 def test_contract_tenant_pipeline_runs_through_the_real_k8s_job_executor(
-    helm, databases, redis_url, tmp_path, monkeypatch
+    helm, databases, mlflow_server, redis_url, tmp_path, monkeypatch
 ):
     import redis
 
@@ -65,7 +108,7 @@ def test_contract_tenant_pipeline_runs_through_the_real_k8s_job_executor(
         "MLPLAT_LAKE_URI": str(tmp_path / "lake"),
         "MLPLAT_FEAST_REGISTRY_URL": databases["feast"],
         "MLPLAT_REDIS": f"127.0.0.1:6379,db={db}",
-        "MLFLOW_TRACKING_URI": databases["mlflow"],
+        "MLFLOW_TRACKING_URI": mlflow_server,
         "MLPLAT_MLFLOW_ARTIFACTS": str(tmp_path / "artifacts"),
         "MLPLAT_DB_URL": f"sqlite:///{tmp_path / 'platform.db'}",
     }
@@ -102,7 +145,7 @@ def test_contract_tenant_pipeline_runs_through_the_real_k8s_job_executor(
         FeastResource(
             root=str(tmp_path / "feast"),
             registry_url=services["MLPLAT_FEAST_REGISTRY_URL"],
-            online_store={"type": "redis", "connection_string": services["MLPLAT_REDIS"]},
+            redis=services["MLPLAT_REDIS"],
         )
         .store("ridehail")
         .registry

@@ -22,10 +22,14 @@ from platform_assets.tenancy.locations import CodeLocation
 from platform_assets.tenancy.specs import ComputeResources
 
 LIMITS = """
+platform:
+  owners: [team:ml-platform]
+  github_org: mlplat
 defaults:
   budget: {monthly_usd: 10}
   max_concurrent_runs: 1
   caps: {cpu: 1, memory_gib: 1, gpu: 0}
+  gpu_allowed: false
 tenants:
   payments:
     budget: {monthly_usd: 600}

@@ -253,8 +253,8 @@ def test_empty_tenant_folder_fails_only_its_own_location(defs_root):
     with pytest.raises(PlatformConfigError) as err:
         tenant_location(location_named("newteam"))
     assert str(err.value) == (
-        f"{(defs_root / 'newteam').resolve()}: tenant: a tenant folder needs exactly one Tenant "
-        "component (found none)"
+        f"{(defs_root / 'newteam').resolve()}: <folder>: the tenant folder is empty: it needs "
+        "tenant/defs.yaml declaring its Tenant"
     )
     assert "newteam/cost" in _keys(platform_location())
     assert "growth/models/subscription_churn" in _keys(tenant_location(location_named("growth")))

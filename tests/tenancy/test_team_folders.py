@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import dagster as dg
 import pytest
 import yaml
 from typer.testing import CliRunner
@@ -22,6 +23,7 @@ from platform_assets.tenancy.catalog import (
     load_tenant,
 )
 from platform_assets.tenancy.isolation import IsolationError
+from platform_assets.tenancy.limits import grant
 from platform_assets.tenancy.location_defs import all_locations
 from platform_assets.tenancy.strict_yaml import MAX_FILE_BYTES
 from tests.platform_sandbox import write_component
@@ -454,15 +456,35 @@ def test_validate_dry_runs_feature_sql_in_the_sandbox(root, tmp_path, sql, reaso
     assert reason in result.output
 
 
-def test_validate_warns_about_requests_the_platform_caps(root):
+def test_validate_refuses_a_request_above_the_caps_that_the_platform_still_caps(root):
+    """`mlplat validate` refuses an over-cap request by the team-spec policy (issue #13: file
+    and policy named); at run time the platform still caps it rather than trusting the request."""
     path = root / TENANT_FILE
     path.write_text(path.read_text().replace("cpu: 1,", "cpu: 32,"))
     result = CliRunner().invoke(cli.app, ["validate"])
-    assert result.exit_code == 0
+    assert result.exit_code == 1
+    assert (
+        f"error: {path}: policy specs/resources_within_caps: tenant 'ridehail' asks for "
+        "32 vCPU per step; tenant 'ridehail' may have at most 4"
+    ) in result.output
     assert (
         f"warning: {path}: attributes.resources: requested resources capped by the platform's "
         "limits.yaml: cpu 32 capped to 4"
     ) in result.output
+    # the location still builds, and a step of the tenant's default request gets the capped grant
+    assets = {
+        key.to_user_string(): a
+        for a in all_locations().assets
+        if isinstance(a, dg.AssetsDefinition)
+        for key in a.keys
+    }
+    features = assets["ridehail/features/driver_stats"]
+    assert features.specs_by_key[features.key].metadata["resources/capped"] == (
+        "requested resources capped by the platform's limits.yaml: cpu 32 capped to 4"
+    )
+    requested = load_tenant(root / "ridehail").tenant.resources
+    assert requested.cpu == 32
+    assert grant("ridehail", requested)[0].cpu == 4
 
 
 def test_a_cluster_namespace_is_refused(root):
