@@ -223,7 +223,7 @@ def test_the_champion_alias_check_fails_on_drift(gov_sandbox):
     v1, v2 = sb.register(0.30), sb.register(0.40)
     gov.propose(MODEL, v1, SENSOR)
     gov.approve(MODEL, v1, APPROVER)
-    check = alias_check("payments", "fraud_detector")
+    check = alias_check(sb.catalogs["payments"].tenant, "fraud_detector")
     spec = dg.AssetSpec(dg.AssetKey(["payments", "models", "fraud_detector"]))
 
     def run():
