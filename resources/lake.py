@@ -4,6 +4,7 @@ Layout under the root (a local path or a URI such as `s3://bucket/prefix`):
 
     <root>/<tenant>/<kind>/<name>/<version>.parquet   immutable snapshots (version: content hash)
     <root>/<tenant>/<kind>/<name>/current.json        pointer naming the current version
+    <root>/<tenant>/<kind>/<name>/log/<day>/<id>.parquet   append-only batches (request logs)
 
 A write puts a new snapshot and then, as its commit, the pointer: one small put, atomic on S3 (an
 object appears whole or not at all) as on a local disk (rename). Readers follow the pointer, so a
@@ -237,6 +238,46 @@ class LakeResource(dg.ConfigurableResource):
         with fs.open_output_stream(path) as out:
             out.write(data)
 
+    def append(self, tenant: str, kind: str, name: str, table: pa.Table) -> str:
+        """Add one immutable batch to an append-only log (e.g. a model's request log), filed
+        under the UTC day it was written; returns its URI. A batch lands whole or not at all."""
+        import uuid
+
+        now = datetime.now(UTC)
+        folder = f"{self._folder(tenant, kind, name)}/log/{now:%Y-%m-%d}"
+        fs, _ = self.filesystem()
+        if self.is_local:
+            fs.create_dir(folder, recursive=True)
+        path = f"{folder}/{now:%H%M%S%f}-{uuid.uuid4().hex[:12]}.parquet"
+        try:
+            self._put(fs, path, _parquet_bytes(table))
+        except OSError as exc:
+            raise OSError(f"lake: appending to {tenant}/{kind}/{name} failed: {exc}") from exc
+        return self._uri(path)
+
+    def batches(
+        self, tenant: str, kind: str, name: str, since: datetime | None = None
+    ) -> pa.Table | None:
+        """Every batch of an append-only log written on or after `since`'s UTC day (all when
+        None), as one table; None when the log has no batch."""
+        import pyarrow.dataset as ds
+        import pyarrow.fs as pafs
+
+        fs, base = self.filesystem()
+        folder = f"{base}/{tenant}/{kind}/{name}/log"
+        selector = pafs.FileSelector(folder, recursive=True, allow_not_found=True)
+        day = f"{since.astimezone(UTC):%Y-%m-%d}" if since else ""
+        paths = sorted(
+            info.path
+            for info in fs.get_file_info(selector)
+            if info.type == pafs.FileType.File
+            and info.base_name.endswith(".parquet")
+            and info.path[len(folder) + 1 :].split("/", 1)[0] >= day
+        )
+        if not paths:
+            return None
+        return ds.dataset(paths, format="parquet", filesystem=fs).to_table()
+
     # ----------------------------------------------------------------------------------------
     # Reading
     # ----------------------------------------------------------------------------------------
@@ -357,6 +398,15 @@ class LakeResource(dg.ConfigurableResource):
                             )
                         )
         return deleted
+
+
+def _parquet_bytes(table: pa.Table) -> bytes:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    return sink.getvalue().to_pybytes()
 
 
 def _file_hash(path: str) -> str:

@@ -9,6 +9,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pytest
 
+from platform_assets.tenancy.isolation import IsolationError
 from resources.lake import POINTER, LakeResource
 
 T1 = pa.table({"id": [1, 2, 3], "x": [0.1, 0.2, 0.3]})
@@ -202,3 +203,23 @@ def test_s3_credentials_reach_the_lake_as_env_var_references(monkeypatch, platfo
     lake = resources_for("local")["lake"]
     assert lake.secret_access_key == dg.EnvVar("AWS_SECRET_ACCESS_KEY")
     assert "s3cr3t-value" not in repr(lake) and "AKIAEXAMPLE" not in repr(lake)
+
+
+def test_append_only_log_batches_read_back_together(lake):
+    assert lake.batches("payments", "serving", "fraud_detector") is None
+    lake.append("payments", "serving", "fraud_detector", T1)
+    uri = lake.append("payments", "serving", "fraud_detector", T2)
+    assert "/payments/serving/fraud_detector/log/" in uri
+    table = lake.batches("payments", "serving", "fraud_detector")
+    assert sorted(table.column("id").to_pylist()) == [1, 2, 3, 4, 5]
+    tomorrow = datetime.now(UTC) + timedelta(days=1)
+    assert lake.batches("payments", "serving", "fraud_detector", since=tomorrow) is None
+    # A log is not a snapshot: retention never touches it, `names` does not list it.
+    assert lake.prune(retention_days=0) == []
+    assert lake.names("payments", "serving") == []
+    assert lake.batches("payments", "serving", "fraud_detector").num_rows == 5
+
+
+def test_append_refuses_another_tenants_prefix(lake):
+    with pytest.raises(IsolationError, match="outside tenant 'ridehail''s prefix"):
+        lake.append("ridehail", "serving", "../../payments/serving/x", T1)
