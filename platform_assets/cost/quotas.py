@@ -6,6 +6,7 @@ tag; shared resources (GPUs) are Dagster pools. Only the block between the marke
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 import dagster as dg
@@ -24,15 +25,10 @@ POOLS: dict[str, int] = {GPU_POOL: 1}
 POOL_DEFAULT_LIMIT = 8
 
 
-def quota_config(
-    catalogs: dict[str, TenantCatalog], max_concurrent_runs: int | None = None
-) -> dict:
-    """The run coordinator and `concurrency` sections: per-tenant run limits, pools' default.
-
-    `max_concurrent_runs` is the instance-wide ceiling (what the machine or cluster can take);
-    by default the sum of the tenants' limits.
-    """
-    per_tenant = {name: limits_for(name).max_concurrent_runs for name in sorted(catalogs)}
+def tenant_run_limits(tenants: Iterable[str], max_concurrent_runs: int | None = None) -> dict:
+    """The run queue's limits: each tenant's platform-owned `max_concurrent_runs` on the
+    `tenant` tag, under an instance-wide ceiling (by default the sum of the tenants' limits)."""
+    per_tenant = {name: limits_for(name).max_concurrent_runs for name in sorted(tenants)}
     # Every matching limit applies, so the per-unique-value limit (which also covers tenants
     # not in the catalog, e.g. a typo in a tag) must not be lower than any tenant's own limit.
     ceiling = max(per_tenant.values(), default=1)
@@ -41,6 +37,21 @@ def quota_config(
     ]
     limits += [{"key": "tenant", "value": n, "limit": v} for n, v in per_tenant.items()]
     return {
+        "max_concurrent_runs": max_concurrent_runs or max(sum(per_tenant.values()), 1),
+        "tag_concurrency_limits": limits,
+    }
+
+
+def quota_config(
+    catalogs: dict[str, TenantCatalog], max_concurrent_runs: int | None = None
+) -> dict:
+    """The run coordinator and `concurrency` sections: per-tenant run limits, pools' default.
+
+    `max_concurrent_runs` is the instance-wide ceiling (what the machine or cluster can take);
+    by default the sum of the tenants' limits.
+    """
+    runs = tenant_run_limits(catalogs, max_concurrent_runs)
+    return {
         "run_coordinator": {
             # Queued; tags each run with its tenant (tenancy/runs.py), then refuses an
             # over-budget tenant's run before it starts.
@@ -48,10 +59,7 @@ def quota_config(
             "class": "BudgetRunCoordinator",
         },
         "concurrency": {
-            "runs": {
-                "max_concurrent_runs": max_concurrent_runs or max(sum(per_tenant.values()), 1),
-                "tag_concurrency_limits": limits,
-            },
+            "runs": runs,
             "pools": {"default_limit": POOL_DEFAULT_LIMIT},
         },
     }

@@ -16,7 +16,6 @@ from typing import Any
 from platform_assets.k8s.config import PLATFORM_RUNNER, k8s_name, platform, services_secret
 from platform_assets.k8s.steps import RUN_AS_USER, resources_block
 from platform_assets.tenancy.isolation import PLATFORM
-from platform_assets.tenancy.limits import limits_for
 from platform_assets.tenancy.locations import CodeLocation
 from platform_assets.tenancy.specs import ComputeResources, TenantSpec
 
@@ -116,17 +115,27 @@ def user_deployments_values(
     }
 
 
-def run_queue(tenants: dict[str, TenantSpec]) -> dict[str, Any]:
-    """The QueuedRunCoordinator's limits: each tenant's platform-owned `max_concurrent_runs`."""
-    per_tenant = {name: limits_for(name).max_concurrent_runs for name in sorted(tenants)}
-    # Every matching limit applies, so the per-unique-value one must not undercut any tenant's.
-    ceiling = max(per_tenant.values(), default=1)
+def run_coordinator(tenants: dict[str, TenantSpec]) -> dict[str, Any]:
+    """The daemon's run coordinator: the platform's `BudgetRunCoordinator` (a queued coordinator
+    that tags each run with its tenant and refuses an over-budget tenant's run before it
+    starts), through the chart's `CustomRunCoordinator`, with each tenant's platform-owned
+    `max_concurrent_runs` as its tag concurrency limits (the `services` instance's queue)."""
+    from platform_assets.cost.quotas import tenant_run_limits
+
+    limits = tenant_run_limits(tenants)
     return {
-        "maxConcurrentRuns": max(sum(per_tenant.values()), 1),
-        "tagConcurrencyLimits": [
-            {"key": "tenant", "value": {"applyLimitPerUniqueValue": True}, "limit": ceiling},
-            *({"key": "tenant", "value": n, "limit": v} for n, v in per_tenant.items()),
-        ],
+        "enabled": True,
+        "type": "CustomRunCoordinator",
+        "config": {
+            "customRunCoordinator": {
+                "module": "platform_assets.cost.coordinator",
+                "class": "BudgetRunCoordinator",
+                "config": {
+                    "max_concurrent_runs": limits["max_concurrent_runs"],
+                    "tag_concurrency_limits": limits["tag_concurrency_limits"],
+                },
+            }
+        },
     }
 
 
@@ -206,11 +215,7 @@ def dagster_values(tenants: dict[str, TenantSpec], locations: list[CodeLocation]
         "dagsterDaemon": {
             "enabled": True,
             "image": image(),
-            "runCoordinator": {
-                "enabled": True,
-                "type": "QueuedRunCoordinator",
-                "config": {"queuedRunCoordinator": run_queue(tenants)},
-            },
+            "runCoordinator": run_coordinator(tenants),
             "runMonitoring": {
                 "enabled": True,
                 "startTimeoutSeconds": 300,

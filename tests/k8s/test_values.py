@@ -43,10 +43,16 @@ def test_dagster_values_carry_the_platform_setup():
     assert values["runLauncher"]["type"] == "K8sRunLauncher"
     daemon = values["dagsterDaemon"]
     assert daemon["runMonitoring"]["enabled"] is True
-    queue = daemon["runCoordinator"]["config"]["queuedRunCoordinator"]
+    # The platform's coordinator (tenant tag, budget refusal), not the plain queued one.
+    coordinator = daemon["runCoordinator"]["config"]["customRunCoordinator"]
+    assert (coordinator["module"], coordinator["class"]) == (
+        "platform_assets.cost.coordinator",
+        "BudgetRunCoordinator",
+    )
+    queue = coordinator["config"]
     per_tenant = {
         lim["value"]: lim["limit"]
-        for lim in queue["tagConcurrencyLimits"]
+        for lim in queue["tag_concurrency_limits"]
         if isinstance(lim["value"], str)
     }
     assert per_tenant == {t: limits_for(t).max_concurrent_runs for t in TENANTS}
@@ -107,3 +113,19 @@ def test_a_user_deployment_missing_a_required_field_fails(chart_schemas):
         "ud.yaml: chart dagster-user-deployments schema: deployments.0: 'port' is a required "
         "property"
     )
+
+
+def test_the_charts_run_coordinator_loads_as_the_budget_coordinator():
+    """What the chart renders into dagster.yaml (`run_coordinator: {module, class, config}`)
+    builds the platform's coordinator with the tenants' limits."""
+    from dagster._core.test_utils import instance_for_test
+
+    from platform_assets.cost.coordinator import BudgetRunCoordinator
+
+    custom = dagster_values(TENANTS, code_locations())["dagsterDaemon"]["runCoordinator"]
+    with instance_for_test(
+        overrides={"run_coordinator": custom["config"]["customRunCoordinator"]}
+    ) as instance:
+        assert isinstance(instance.run_coordinator, BudgetRunCoordinator)
+        queue = instance.get_concurrency_config().run_queue_config
+        assert queue.max_concurrent_runs == sum(limits_for(t).max_concurrent_runs for t in TENANTS)
