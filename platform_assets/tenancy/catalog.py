@@ -14,7 +14,9 @@ from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 
+from platform_assets.tenancy.limits import NAMESPACE_PREFIX, namespace_for
 from platform_assets.tenancy.specs import (
+    LIMITS_FILE,
     NAME_RE,
     FeatureSetSpec,
     ModelSpec,
@@ -174,6 +176,17 @@ def load_tenant(folder: Path) -> TenantCatalog:
         raise PlatformConfigError(
             tenant_path, "attributes.name", f"{tenant.name!r} must equal its folder {folder.name!r}"
         )
+    assigned = namespace_for(tenant.name)
+    if tenant.namespace != assigned:
+        # Checked here, in the tenant's own location, against the platform's assignment (unique
+        # by construction, see tenancy/limits.py), not against the other tenants' folders.
+        raise PlatformConfigError(
+            tenant_path,
+            "attributes.namespace",
+            f"namespace {tenant.namespace!r} is not tenant {tenant.name!r}'s: the platform "
+            f"assigns it {assigned!r} ({NAMESPACE_PREFIX}<name>, or its `namespace` in "
+            f"{LIMITS_FILE}), so no two tenants run in one namespace",
+        )
     catalog = TenantCatalog(
         tenant=tenant,
         folder=folder,
@@ -243,20 +256,9 @@ def tenant_folders(root: Path) -> list[Path]:
 
 
 def load_all(root: Path | None = None) -> dict[str, TenantCatalog]:
-    """Every tenant folder, parsed; two tenants may not share a Kubernetes namespace."""
+    """Every tenant folder, parsed (each checks its own namespace: see `load_tenant`)."""
     root = root or defs_root()
-    catalogs = {p.name: load_tenant(p.resolve()) for p in tenant_folders(root)}
-    namespaces: dict[str, str] = {}
-    for name, catalog in catalogs.items():
-        other = namespaces.setdefault(catalog.tenant.namespace, name)
-        if other != name:
-            raise PlatformConfigError(
-                catalog.file_of("tenant", name),
-                "attributes.namespace",
-                f"namespace {catalog.tenant.namespace!r} is already declared by tenant {other!r} "
-                f"({catalogs[other].file_of('tenant', other)}): each tenant runs in its own",
-            )
-    return catalogs
+    return {p.name: load_tenant(p.resolve()) for p in tenant_folders(root)}
 
 
 def resolve_feature_set(

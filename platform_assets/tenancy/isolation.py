@@ -10,6 +10,7 @@ not to whatever its key or tags say.
 
 from __future__ import annotations
 
+import os
 import posixpath
 from pathlib import Path
 
@@ -54,21 +55,37 @@ def isolation_violations(
     return problems
 
 
-def built_from(node, folders: dict[str, str]) -> tuple[str, str] | None:
+def built_from(node, folders: dict[str, str], root: str) -> tuple[str, str] | None:
     """(tenant folder, file) of the team YAML the platform built an asset from, if any.
 
-    `folders` caches file -> tenant folder across the assets of one check.
+    `folders` caches file -> tenant folder across the assets of one check; `root` is the
+    resolved defs root.
     """
-    from platform_assets.tenancy.catalog import tenant_folder_of
-
     refs = node.metadata.get("dagster/code_references")
     for ref in refs.code_references if refs is not None else []:
         if isinstance(ref, dg.LocalFileCodeReference):
             file = ref.file_path
             if file not in folders:
-                folders[file] = tenant_folder_of(Path(file)).name
+                folders[file] = _folder_of(file, root)
             return folders[file], file
     return None
+
+
+def _folder_of(file: str, root: str) -> str:
+    """The tenant folder (first folder below `root`) holding `file`.
+
+    The catalog reads team files only from the resolved defs root and refuses every symlink
+    in a tenant folder, so a file's normalized absolute path is its real one and the folder is
+    read from the path alone; any other path is resolved on disk (and refused if outside).
+    """
+    from platform_assets.tenancy.catalog import tenant_folder_of
+
+    prefix = root.rstrip(os.sep) + os.sep
+    absolute = os.path.abspath(file)
+    rest = absolute[len(prefix) :] if absolute.startswith(prefix) else ""
+    if os.sep in rest:
+        return rest.split(os.sep, 1)[0]
+    return tenant_folder_of(Path(file)).name
 
 
 def check_isolation(defs: dg.Definitions, tenants: dict[str, TenantSpec] | None = None) -> None:
@@ -82,12 +99,14 @@ def check_isolation(defs: dg.Definitions, tenants: dict[str, TenantSpec] | None 
         from platform_assets.tenancy.catalog import load_all
 
         tenants = {name: cat.tenant for name, cat in load_all().items()}
+    from platform_assets.tenancy.catalog import defs_root
+
     graph = defs.resolve_asset_graph()
-    edges, folders = [], {}
+    edges, folders, root = [], {}, str(defs_root().resolve())
     for key in graph.get_all_asset_keys():
         node = graph.get(key)
         name = key.to_user_string()
-        origin = built_from(node, folders)
+        origin = built_from(node, folders, root)
         if origin is None:
             if not node.is_executable:
                 continue

@@ -10,17 +10,20 @@ from __future__ import annotations
 import os
 from functools import cache
 from pathlib import Path
+from typing import Annotated
 
 import dagster as dg
-from pydantic import Field, ValidationError
+from pydantic import AfterValidator, Field, ValidationError
 
 from platform_assets.tenancy.specs import (
+    NAMESPACE_RE,
     Budget,
     ComputeResources,
     Name,
     Owner,
     StrictBool,
     StrictInt,
+    check_namespace,
 )
 from platform_assets.tenancy.strict_yaml import YamlError, read_document
 
@@ -37,6 +40,17 @@ class TenantLimits(dg.Model):
     gpu_allowed: StrictBool
 
 
+# Every tenant's Kubernetes namespace is `tenant-<name>` (`_` as `-`: tenant names have no `-`,
+# so no two names give one namespace) unless limits.yaml assigns another; the prefix is for these
+# defaults only. So namespaces are unique by construction, and one tenant's location can check
+# its own without reading any other tenant's folder.
+NAMESPACE_PREFIX = "tenant-"
+
+
+def default_namespace(tenant: str) -> str:
+    return NAMESPACE_PREFIX + tenant.replace("_", "-")
+
+
 class _Overrides(dg.Model):
     """A listed tenant's entry; each field it leaves out comes from the defaults."""
 
@@ -44,6 +58,9 @@ class _Overrides(dg.Model):
     max_concurrent_runs: StrictInt | None = Field(default=None, ge=1, le=10000)
     caps: ComputeResources | None = None
     gpu_allowed: StrictBool | None = None
+    namespace: Annotated[str, AfterValidator(check_namespace)] | None = Field(
+        default=None, description=f"Its Kubernetes namespace, when not `{NAMESPACE_PREFIX}<name>`"
+    )
 
 
 class PlatformTeam(dg.Model):
@@ -76,13 +93,51 @@ def read_limits(path: Path) -> LimitsFile:
 
     try:
         document = read_document(path)
-        return LimitsFile.model_validate(document or {})
+        limits = LimitsFile.model_validate(document or {})
     except YamlError as exc:
         raise PlatformConfigError(path, exc.field, exc.reason) from exc
     except ValidationError as exc:
         err = exc.errors()[0]
         loc = ".".join(str(p) for p in err["loc"]) or "<file>"
         raise PlatformConfigError(path, loc, err["msg"].removeprefix("Value error, ")) from exc
+    assigned: dict[str, str] = {}
+    for name, entry in limits.tenants.items():
+        namespace, where = entry.namespace, f"tenants.{name}.namespace"
+        if namespace is None:
+            continue
+        if namespace.startswith(NAMESPACE_PREFIX) and namespace != default_namespace(name):
+            raise PlatformConfigError(
+                path,
+                where,
+                f"{namespace!r}: `{NAMESPACE_PREFIX}<name>` is the default namespace of the tenant "
+                "of that name; an assigned namespace must not look like another tenant's default",
+            )
+        if namespace in assigned:
+            raise PlatformConfigError(
+                path, where, f"{namespace!r} is already assigned to tenant {assigned[namespace]!r}"
+            )
+        assigned[namespace] = name
+    return limits
+
+
+def namespace_for(tenant: str) -> str:
+    """The Kubernetes namespace the platform assigns `tenant`; raises when its name gives no
+    valid default and limits.yaml assigns none."""
+    from platform_assets.tenancy.catalog import PlatformConfigError
+
+    path = limits_path()
+    entry = read_limits(path).tenants.get(tenant)
+    if entry is not None and entry.namespace is not None:
+        return entry.namespace
+    namespace = default_namespace(tenant)
+    if not NAMESPACE_RE.fullmatch(namespace):
+        raise PlatformConfigError(
+            path,
+            f"tenants.{tenant}.namespace",
+            f"tenant {tenant!r} gives no default namespace ({namespace!r} is not an RFC 1123 "
+            "label): the platform must assign it one here",
+        )
+    return namespace
 
 
 def load_limits(path: Path | None = None) -> dict[str, TenantLimits]:

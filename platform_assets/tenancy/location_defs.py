@@ -159,7 +159,7 @@ def location_definitions(name: str) -> dg.Definitions:
 def all_locations(root: Path | None = None) -> dg.Definitions:
     """Every location's definitions in one, without the external specs that only stand for
     another location's assets: what `dg check defs` and the graph snapshot see."""
-    # load_all also checks what spans folders: the defs root itself and unique namespaces.
+    # load_all also checks what spans folders: the defs root holds only tenant folders.
     catalogs = load_all((root or defs_root()).resolve())
     names = sorted(catalogs)
     defs = platform_wide(dg.Definitions.merge(tenant_parts(catalogs), platform_parts(names)))

@@ -14,6 +14,7 @@ import yaml
 
 from platform_assets.tenancy.catalog import PlatformConfigError, defs_root
 from platform_assets.tenancy.isolation import PLATFORM
+from platform_assets.tenancy.strict_yaml import YamlError, read_document
 
 MODULE = "platform_assets.locations"
 GROUPS_FILE = Path(__file__).resolve().parents[1] / "limits" / "locations.yaml"
@@ -46,7 +47,10 @@ def tenant_folders(root: Path | None = None) -> list[str]:
 
 def location_groups(path: Path = GROUPS_FILE) -> dict[str, tuple[str, ...]]:
     """Platform-configured groups: location name -> the tenants it loads together."""
-    doc = yaml.safe_load(path.read_text()) if path.exists() else None
+    try:
+        doc = read_document(path) if path.exists() else None
+    except YamlError as exc:
+        raise PlatformConfigError(path, exc.field, exc.reason) from exc
     groups = (doc or {}).get("groups") or {}
     if not isinstance(groups, dict):
         raise PlatformConfigError(path, "groups", "must map a location name to a tenant list")
@@ -69,41 +73,64 @@ def location_groups(path: Path = GROUPS_FILE) -> dict[str, tuple[str, ...]]:
     return out
 
 
-def code_locations(root: Path | None = None, groups_file: Path = GROUPS_FILE) -> list[CodeLocation]:
-    """The platform location first, then one per tenant or group, in name order."""
-    tenants = tenant_folders(root)
+def _checked_groups(root: Path, groups_file: Path) -> dict[str, tuple[str, ...]]:
+    """The platform's groups, each naming only existing tenant folders, none a tenant's name."""
     groups = location_groups(groups_file)
-    grouped = {t for members in groups.values() for t in members}
     for name, members in groups.items():
-        missing = [t for t in members if t not in tenants]
+        missing = [t for t in members if not _is_tenant_folder(root, t)]
         if missing:
             raise PlatformConfigError(
                 groups_file,
                 f"groups.{name}",
-                f"no tenant folder for {', '.join(map(repr, missing))} under {root or defs_root()}",
+                f"no tenant folder for {', '.join(map(repr, missing))} under {root}",
             )
-        if name in tenants and name not in members:
+        if name not in members and _is_tenant_folder(root, name):
             raise PlatformConfigError(
                 groups_file, f"groups.{name}", f"the name is tenant {name!r}'s own location"
             )
+    return groups
+
+
+def code_locations(root: Path | None = None, groups_file: Path = GROUPS_FILE) -> list[CodeLocation]:
+    """The platform location first, then one per tenant or group, in name order."""
+    root = root or defs_root()
+    groups = _checked_groups(root, groups_file)
+    grouped = {t for members in groups.values() for t in members}
     locations = [CodeLocation(n, m) for n, m in groups.items()]
-    locations += [CodeLocation(t, (t,)) for t in tenants if t not in grouped]
+    locations += [CodeLocation(t, (t,)) for t in tenant_folders(root) if t not in grouped]
     return [CodeLocation(PLATFORM, ()), *sorted(locations, key=lambda loc: loc.name)]
 
 
-def location_named(name: str, root: Path | None = None) -> CodeLocation:
-    """The location `name`; a clear error when its tenant folder is gone (renamed, deleted)."""
-    locations = {loc.name: loc for loc in code_locations(root)}
-    if name not in locations:
-        root = (root or defs_root()).resolve()
-        raise PlatformConfigError(
-            root / name,
-            "<code location>",
-            f"code location {name!r} has no tenant folder {root / name} (tenant folders: "
-            f"{', '.join(tenant_folders(root)) or 'none'}); a renamed or removed tenant needs "
-            "`mlplat workspace write` and a workspace reload",
-        )
-    return locations[name]
+def location_named(
+    name: str, root: Path | None = None, groups_file: Path = GROUPS_FILE
+) -> CodeLocation:
+    """The location `name`; a clear error when its tenant folder is gone (renamed, deleted).
+
+    What a location's own code server asks at start: the same answer as `code_locations`, from
+    the platform's groups and `name`'s folder only, without listing every other tenant's.
+    """
+    root = root or defs_root()
+    groups = _checked_groups(root, groups_file)
+    if name == PLATFORM:
+        return CodeLocation(PLATFORM, ())
+    if name in groups:
+        return CodeLocation(name, groups[name])
+    grouped = {t for members in groups.values() for t in members}
+    if name not in grouped and _is_tenant_folder(root, name):
+        return CodeLocation(name, (name,))
+    root = root.resolve()
+    raise PlatformConfigError(
+        root / name,
+        "<code location>",
+        f"code location {name!r} has no tenant folder {root / name} (tenant folders: "
+        f"{', '.join(tenant_folders(root)) or 'none'}); a renamed or removed tenant needs "
+        "`mlplat workspace write` and a workspace reload",
+    )
+
+
+def _is_tenant_folder(root: Path, name: str) -> bool:
+    """What `tenant_folders` would list, asked of one name."""
+    return not name.startswith((".", "_")) and "/" not in name and (root / name).is_dir()
 
 
 def render_workspace(root: Path | None = None) -> str:

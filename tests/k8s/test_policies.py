@@ -193,8 +193,9 @@ def test_namespace_that_is_not_a_kubernetes_name(tmp_path, monkeypatch):
 
 
 def test_namespace_of_another_tenant(tmp_path, monkeypatch):
-    """`load_all` refuses two tenants in one namespace before the policy runs; the policy
-    specs/kubernetes_names is tested on such input by kubernetes_names_test.rego."""
+    """The catalog refuses a namespace the platform did not assign (tenancy/limits.py) before
+    the policy runs; the policy specs/kubernetes_names is tested on such input by
+    kubernetes_names_test.rego."""
     tenant = "growth/tenant/defs.yaml"
     root = tenant_tree(
         tmp_path,
@@ -203,20 +204,34 @@ def test_namespace_of_another_tenant(tmp_path, monkeypatch):
     )
     code, out = validate()
     assert code == 1
-    # Tenants load in name order: growth claims the namespace first, payments is refused.
-    payments = "payments/tenant/defs.yaml"
     assert (
-        f"error: {root / payments}: attributes.namespace: namespace 'tenant-payments' is already "
-        f"declared by tenant 'growth' ({root / tenant}): each tenant runs in its own"
+        f"error: {root / tenant}: attributes.namespace: namespace 'tenant-payments' is not "
+        "tenant 'growth''s: the platform assigns it 'tenant-growth'"
     ) in out
 
 
 def test_tenant_name_that_gives_no_kubernetes_name(tmp_path, monkeypatch):
     def rename(root: Path) -> None:
         (root / "growth").rename(root / "growth_")
-        edit_yaml(root / "growth_/tenant/defs.yaml", lambda a: a.update(name="growth_"))
+        edit_yaml(
+            root / "growth_/tenant/defs.yaml",
+            lambda a: a.update(name="growth_", namespace="growth-team"),
+        )
 
     root = tenant_tree(tmp_path, monkeypatch, rename)
+    code, out = validate()
+    assert code == 1
+    # No default namespace (`tenant-growth-`): the catalog asks the platform to assign one ...
+    limits = Path(__file__).resolve().parents[2] / "platform_assets/limits/limits.yaml"
+    assert (
+        f"error: {limits}: tenants.growth_.namespace: tenant 'growth_' gives no default "
+        "namespace ('tenant-growth-' is not an RFC 1123 label): the platform must assign it one "
+        "here"
+    ) in out
+    # ... and with one assigned, the policy still refuses the name its other objects take.
+    assigned = tmp_path / "limits.yaml"
+    assigned.write_text(TEST_LIMITS + "  growth_:\n    namespace: growth-team\n")
+    monkeypatch.setenv("MLPLAT_LIMITS", str(assigned))
     code, out = validate()
     assert code == 1
     assert (

@@ -100,6 +100,22 @@ def test_platform_groups_tenants_into_one_location(tmp_path):
     ]
 
 
+def test_location_named_answers_as_the_full_list_does(tmp_path):
+    """A code server asks for its own location without listing every tenant folder; the
+    answer must be the one `code_locations` gives, with and without groups."""
+    groups = tmp_path / "locations.yaml"
+    groups.write_text("groups:\n  consumer: [growth, ridehail]\n")
+    for groups_file in (tmp_path / "none.yaml", groups):
+        for location in code_locations(DEMO_DEFS, groups_file):
+            assert location_named(location.name, DEMO_DEFS, groups_file) == location
+    with pytest.raises(PlatformConfigError, match="code location 'ridehail' has no tenant"):
+        location_named("ridehail", DEMO_DEFS, groups)  # grouped: it has no location of its own
+    groups.write_text("groups:\n  consumer: [growth, ridehial]\n")
+    with pytest.raises(PlatformConfigError) as err:
+        location_named("payments", DEMO_DEFS, groups)
+    assert str(err.value).startswith(f"{groups}: groups.consumer: no tenant folder for 'ridehial'")
+
+
 def test_group_naming_a_missing_tenant_is_refused(tmp_path):
     groups = tmp_path / "locations.yaml"
     groups.write_text("groups:\n  consumer: [growth, ridehial]\n")

@@ -23,8 +23,10 @@ from platform_assets.tenancy.catalog import (
     load_tenant,
 )
 from platform_assets.tenancy.isolation import IsolationError
-from platform_assets.tenancy.limits import grant
-from platform_assets.tenancy.location_defs import all_locations
+from platform_assets.tenancy.limits import grant, read_limits
+from platform_assets.tenancy.location_defs import all_locations, tenant_location
+from platform_assets.tenancy.locations import location_named
+from platform_assets.tenancy.specs import LIMITS_FILE
 from platform_assets.tenancy.strict_yaml import MAX_FILE_BYTES
 from tests.platform_sandbox import write_component
 
@@ -379,11 +381,60 @@ def test_a_run_quota_in_tenant_yaml_is_refused_as_platform_owned(root):
 def test_two_tenants_in_one_namespace_are_refused(root):
     path = root / TENANT_FILE
     path.write_text(path.read_text().replace("tenant-ridehail", "tenant-payments"))
-    assert refused(root) == (
-        f"{path}: attributes.namespace: namespace 'tenant-payments' is already declared by "
-        f"tenant 'payments' ({root.resolve() / 'payments' / 'tenant' / 'defs.yaml'}): each "
-        "tenant runs in its own"
+    message = (
+        f"{path.resolve()}: attributes.namespace: namespace 'tenant-payments' is not tenant "
+        "'ridehail''s: the platform assigns it 'tenant-ridehail' (tenant-<name>, or its "
+        "`namespace` in platform_assets/limits/limits.yaml), so no two tenants run in one namespace"
     )
+    assert refused(root) == message
+    # Refused by ridehail's own location too, which reads no other tenant's folder.
+    with pytest.raises(PlatformConfigError) as err:
+        tenant_location(location_named("ridehail"))
+    assert str(err.value) == message
+
+
+def test_a_namespace_the_platform_assigns_in_limits_yaml(root, tmp_path, monkeypatch):
+    limits = tmp_path / "limits.yaml"
+    base = (Path(__file__).resolve().parents[2] / LIMITS_FILE).read_text()
+    limits.write_text(_assign(base, {"growth": "marketing"}))
+    monkeypatch.setenv("MLPLAT_LIMITS", str(limits))
+    path = root / "growth" / "tenant" / "defs.yaml"
+    path.write_text(path.read_text().replace("tenant-growth", "marketing"))
+    assert load_tenant(root.resolve() / "growth").tenant.namespace == "marketing"
+
+
+def _assign(limits_yaml: str, namespaces: dict[str, str]) -> str:
+    """limits.yaml with these tenants' entries assigning these namespaces."""
+    for tenant, namespace in namespaces.items():
+        limits_yaml = limits_yaml.replace(
+            f"  {tenant}:\n", f"  {tenant}:\n    namespace: {namespace}\n"
+        )
+    return limits_yaml
+
+
+@pytest.mark.parametrize(
+    ("namespaces", "field", "reason"),
+    [
+        (
+            {"growth": "tenant-payments"},
+            "tenants.growth.namespace",
+            "'tenant-payments': `tenant-<name>` is the default namespace of the tenant of that "
+            "name; an assigned namespace must not look like another tenant's default",
+        ),
+        (
+            {"payments": "shared", "growth": "shared"},
+            "tenants.growth.namespace",
+            "'shared' is already assigned to tenant 'payments'",
+        ),
+    ],
+)
+def test_limits_yaml_cannot_assign_one_namespace_twice(tmp_path, namespaces, field, reason):
+    limits = tmp_path / "limits.yaml"
+    base = (Path(__file__).resolve().parents[2] / LIMITS_FILE).read_text()
+    limits.write_text(_assign(base, namespaces))
+    with pytest.raises(PlatformConfigError) as err:
+        read_limits(limits)
+    assert str(err.value) == f"{limits}: {field}: {reason}"
 
 
 def test_a_model_reading_a_view_that_was_unshared_is_refused(root):
