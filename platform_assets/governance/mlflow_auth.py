@@ -123,9 +123,26 @@ def configure_permissions(
             _grant(tracking_uri, admin, GOVERNANCE_USER, "registered_model", registered, "MANAGE")
 
 
+def _routes(*names: str) -> tuple[str, ...]:
+    """The auth app's REST paths, from MLflow itself. Importing them imports MLflow's server
+    package, whose FastAPI app warns that Starlette deprecates its WSGI middleware: a
+    warning about the server's code, not ours, so it is kept out of the setup's output."""
+    import warnings
+
+    from starlette.exceptions import StarletteDeprecationWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", StarletteDeprecationWarning)
+        from mlflow.server.auth import routes
+
+    return tuple(getattr(routes, name) for name in names)
+
+
 def _ensure_user(uri: str, admin: tuple[str, str], user: str, password: str) -> None:
     """The user exists with exactly this password (a restarted stack may rotate it)."""
-    from mlflow.server.auth.routes import CREATE_USER, GET_USER, UPDATE_USER_PASSWORD
+    CREATE_USER, GET_USER, UPDATE_USER_PASSWORD = _routes(
+        "CREATE_USER", "GET_USER", "UPDATE_USER_PASSWORD"
+    )
 
     try:
         _call(uri, admin, "GET", GET_USER, params={"username": user})
@@ -139,7 +156,9 @@ def _ensure_user(uri: str, admin: tuple[str, str], user: str, password: str) -> 
 
 def _grant(uri, admin, user: str, resource_type: str, resource_id: str, permission: str) -> None:
     """Set `user`'s permission on a resource to exactly `permission` (replacing any other)."""
-    from mlflow.server.auth.routes import GRANT_USER_PERMISSION, REVOKE_USER_PERMISSION
+    GRANT_USER_PERMISSION, REVOKE_USER_PERMISSION = _routes(
+        "GRANT_USER_PERMISSION", "REVOKE_USER_PERMISSION"
+    )
 
     body = {"username": user, "resource_type": resource_type, "resource_id": resource_id}
     try:

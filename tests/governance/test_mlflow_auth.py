@@ -145,8 +145,8 @@ def test_the_governance_identity_is_not_an_admin(server, monkeypatch):
 def test_a_tenant_run_is_logged_as_the_tenant_and_registered_by_governance(
     server, monkeypatch, tmp_path
 ):
-    """The model step's split: `MlflowResource.run` as the tenant, `register_version` as the
-    step's own (governance) identity."""
+    """The model step's split, in a materialized asset: `MlflowResource.run` as the tenant,
+    `register_version` as the step's own (governance) identity."""
     import dagster as dg
     import mlflow as mlflow_lib
     from mlflow.exceptions import MlflowException
@@ -157,27 +157,38 @@ def test_a_tenant_run_is_logged_as_the_tenant_and_registered_by_governance(
     credentials = write_tenant_passwords(tmp_path / "tenants", TENANTS)
     monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", GOVERNANCE_USER)
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", GOVERNANCE_PASSWORD)
-    resource = MlflowResource(tracking_uri=server, tenant_credentials=str(credentials))
-    context = dg.build_asset_context()
-    with resource.run(context, "payments/fraud_detector", {"tenant": "payments"}, "payments"):
-        assert os.environ["MLFLOW_TRACKING_USERNAME"] == "payments"
-        mlflow_lib.log_metric("train_roc_auc", 0.8)
-        info = mlflow_lib.sklearn.log_model(
-            LogisticRegression().fit([[0.0], [1.0]], [0, 1]), name="model"
-        )
-        with pytest.raises(MlflowException, match=DENIED):  # the tenant cannot register
-            resource.client().create_model_version("payments.fraud_detector", "s3://b/m")
-        run_id = mlflow_lib.active_run().info.run_id
-    assert os.environ["MLFLOW_TRACKING_USERNAME"] == GOVERNANCE_USER  # put back
+    name = "payments.fraud_detector"
 
-    tags = {"dagster_run_id": context.run_id, "tenant": "payments"}
-    version = register_version(resource, "payments.fraud_detector", info.model_id, run_id, tags)
-    # A retry of the same run replaces the version instead of orphaning it.
-    again = register_version(resource, "payments.fraud_detector", info.model_id, run_id, tags)
+    @dg.asset
+    def trained(context: dg.AssetExecutionContext, mlflow: MlflowResource):
+        with mlflow.run(context, "payments/fraud_detector", {"tenant": "payments"}, "payments"):
+            assert os.environ["MLFLOW_TRACKING_USERNAME"] == "payments"
+            mlflow_lib.log_metric("train_roc_auc", 0.8)
+            info = mlflow_lib.sklearn.log_model(
+                LogisticRegression().fit([[0.0], [1.0]], [0, 1]), name="model"
+            )
+            with pytest.raises(MlflowException, match=DENIED):  # the tenant cannot register
+                mlflow.client().create_model_version(name, f"models:/{info.model_id}")
+        assert os.environ["MLFLOW_TRACKING_USERNAME"] == GOVERNANCE_USER  # put back
+        tags = {"dagster_run_id": context.run_id, "tenant": "payments"}
+        first = register_version(mlflow, name, info.model_id, info.run_id, tags)
+        # A retry of the same run replaces the version instead of orphaning it.
+        again = register_version(mlflow, name, info.model_id, info.run_id, tags)
+        return dg.MaterializeResult(
+            metadata={"mlflow_run_id": info.run_id, "first": first, "again": again}
+        )
+
+    resource = MlflowResource(tracking_uri=server, tenant_credentials=str(credentials))
+    result = dg.materialize([trained], resources={"mlflow": resource})
+    metadata = result.asset_materializations_for_node("trained")[0].metadata
+    run_id, first, again = (metadata[k].value for k in ("mlflow_run_id", "first", "again"))
     client = resource.client()
+    assert again == first + 1
     assert [v.version for v in client.search_model_versions(f"run_id = '{run_id}'")] == [str(again)]
-    assert again == version + 1
-    assert client.get_model_version("payments.fraud_detector", str(again)).tags == tags
+    assert client.get_model_version(name, str(again)).tags == {
+        "dagster_run_id": result.run_id,
+        "tenant": "payments",
+    }
     assert client.get_run(run_id).data.metrics == {"train_roc_auc": 0.8}
 
 
