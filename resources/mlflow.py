@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import warnings
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
@@ -24,10 +26,16 @@ class MlflowResource(dg.ConfigurableResource):
 
     `artifact_root` is a local folder or any URI MLflow stores artifacts at (`s3://bucket/...`,
     whose endpoint MLflow takes from `MLFLOW_S3_ENDPOINT_URL` or `AWS_ENDPOINT_URL`).
+
+    `tenant_credentials` is a folder of 0600 files, one per tenant holding its MLflow password
+    (governance/mlflow_auth.py): runs are then logged as the tenant, while everything else
+    (registering versions, tags, aliases) stays with the process's identity, the platform's
+    governance user. A path, not a secret, so it may sit in config.
     """
 
     tracking_uri: str
     artifact_root: str | None = None
+    tenant_credentials: str | None = None
 
     def client(self) -> MlflowClient:
         import mlflow
@@ -83,12 +91,44 @@ class MlflowResource(dg.ConfigurableResource):
         return f"{root.resolve().as_uri()}/{experiment}"
 
     @contextmanager
-    def run(self, context: dg.AssetExecutionContext, experiment: str, tags: dict[str, str]):
-        """One MLflow run per Dagster run and experiment, shared by every step of that run.
+    def as_tenant(self, tenant: str) -> Iterator[None]:
+        """MLflow calls inside act as `tenant`'s MLflow user (when `tenant_credentials` is set).
+
+        The MLflow client reads its credential from MLflow's own variables on every request, so
+        they are swapped for the block and put back after; a step runs its MLflow calls in one
+        thread."""
+        if self.tenant_credentials is None:
+            yield
+            return
+        from platform_assets.governance.mlflow_auth import read_tenant_password
+
+        password = read_tenant_password(Path(self.tenant_credentials), tenant)
+        names = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+        saved = {name: os.environ.get(name) for name in names}
+        os.environ.update(dict(zip(names, (tenant, password), strict=True)))
+        try:
+            yield
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+
+    @contextmanager
+    def run(
+        self, context: dg.AssetExecutionContext, experiment: str, tags: dict[str, str], tenant: str
+    ):
+        """One MLflow run per Dagster run and experiment, shared by every step of that run,
+        logged as `tenant` (see `as_tenant`).
 
         dagster-mlflow finds the run by the `dagster_run_id` tag, so the model step and the
         evaluation step (separate processes under the multiprocess executor) log to one run.
         """
+        with self.as_tenant(tenant):
+            yield from self._run(context, experiment, tags)
+
+    def _run(self, context: dg.AssetExecutionContext, experiment: str, tags: dict[str, str]):
         import mlflow
         from dagster_mlflow.resources import MlFlow
 

@@ -158,6 +158,22 @@ def test_feature_store_yaml_with_credentials_is_private(monkeypatch, tmp_path):
     assert path.stat().st_mode & 0o777 == 0o600
 
 
+def test_services_dagster_storage_url_must_use_psycopg2(monkeypatch):
+    _services_env(monkeypatch, MLPLAT_DAGSTER_PG_URL="postgresql://u:pg-secret@db:5432/dagster")
+    with pytest.raises(
+        ValueError,
+        match=r"MLPLAT_DAGSTER_PG_URL uses the driver 'postgresql'; Dagster's Postgres storage "
+        r"needs psycopg2: write it as postgresql\+psycopg2://",
+    ):
+        defs()
+
+
+def test_services_dagster_storage_url_must_be_a_url(monkeypatch):
+    _services_env(monkeypatch, MLPLAT_DAGSTER_PG_URL="db.example:5432/dagster")
+    with pytest.raises(ValueError, match="MLPLAT_DAGSTER_PG_URL is not a database URL"):
+        defs()
+
+
 def test_services_tracking_uri_must_be_a_server(monkeypatch):
     _services_env(monkeypatch, MLFLOW_TRACKING_URI="postgresql://db/mlflow")
     with pytest.raises(

@@ -32,6 +32,27 @@ def tracking_server() -> str:
     return uri
 
 
+def check_dagster_storage_url() -> None:
+    """MLPLAT_DAGSTER_PG_URL (read by the services dagster.yaml) must name the psycopg2 driver:
+    dagster-postgres sends NOTIFY with a bound parameter, which psycopg 3, SQLAlchemy 2.1's
+    driver for a bare postgresql://, rejects at the first event a run writes."""
+    url = os.environ.get("MLPLAT_DAGSTER_PG_URL")
+    if not url:
+        return
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        driver = make_url(url).drivername
+    except ArgumentError as exc:
+        raise ValueError(f"MLPLAT_DAGSTER_PG_URL is not a database URL: {exc}") from exc
+    if driver != "postgresql+psycopg2":
+        raise ValueError(
+            f"MLPLAT_DAGSTER_PG_URL uses the driver {driver!r}; Dagster's Postgres storage needs "
+            "psycopg2: write it as postgresql+psycopg2://user:password@host:5432/database"
+        )
+
+
 def _s3_credentials() -> dict[str, dg.EnvVar]:
     """Static S3 keys, when the environment has them, as env var references (Dagster resolves
     them in the step; they never enter config or metadata); else the AWS chain (pod role)."""
@@ -63,13 +84,19 @@ def resources_for(deployment: Deployment) -> dict[str, object]:
     # the definitions (MLflow reads MLFLOW_TRACKING_USERNAME/PASSWORD itself).
     for name in ("MLPLAT_REDIS", "MLPLAT_FEAST_REGISTRY_URL"):
         _required(name)
+    check_dagster_storage_url()
     return {
         "lake": LakeResource(root=_required("MLPLAT_LAKE_URI"), **_s3_credentials()),
         "feast": FeastResource(
             registry_url=dg.EnvVar("MLPLAT_FEAST_REGISTRY_URL"),
             redis=dg.EnvVar("MLPLAT_REDIS"),  # Feast's form: host:port[,db=N][,password=...]
         ),
-        "mlflow": MlflowResource(tracking_uri=tracking_server()),
+        # Tenant runs are logged as the tenant's MLflow user when the deployment gives the
+        # folder of their 0600 password files (governance/mlflow_auth.py).
+        "mlflow": MlflowResource(
+            tracking_uri=tracking_server(),
+            tenant_credentials=os.environ.get("MLPLAT_MLFLOW_TENANT_CREDENTIALS") or None,
+        ),
         "pricing": PricingResource(
             catalog_path=os.environ.get("MLPLAT_PRICES", "") or PricingResource().catalog_path
         ),

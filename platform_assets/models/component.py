@@ -44,6 +44,31 @@ def serving_requirements() -> list[str]:
     return [f"{p}=={version(p)}" for p in ("scikit-learn", "skops", "pandas", "numpy", "mlflow")]
 
 
+def register_version(
+    mlflow: MlflowResource, registered: str, model_id: str, run_id: str, tags: dict[str, str]
+) -> int:
+    """Register logged model `model_id` of MLflow run `run_id` as a new, tagged version of
+    `registered`, as the platform's governance identity (the step's own MLflow credential;
+    tenants may only READ registered models). An earlier attempt of this run may have
+    registered a version and failed before returning: that version is deleted first, so a retry
+    leaves no orphan. (`mlflow.register_model` would also tag the tenant's logged model, which
+    only the tenant may edit.)"""
+    from mlflow.exceptions import MlflowException
+
+    client = mlflow.client()
+    for stale in client.search_model_versions(f"name = '{registered}' and run_id = '{run_id}'"):
+        client.delete_model_version(registered, stale.version)
+    try:
+        client.create_registered_model(registered)
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    version = client.create_model_version(
+        registered, f"models:/{model_id}", run_id=run_id, tags=tags, model_id=model_id
+    )
+    return int(version.version)
+
+
 def time_split(df: "pd.DataFrame", test_fraction: float) -> "pd.Series":
     import pandas as pd
 
@@ -222,15 +247,10 @@ def model_assets(catalog: TenantCatalog, spec: ModelSpec) -> list[dg.AssetsDefin
                 "training_set_version": version,
                 "feature_service": spec.feature_service,
             }
-            with mlflow.run(context, f"{tenant.name}/{spec.name}", {"tenant": tenant.name}):
-                # An earlier attempt of this run may have registered a version and failed
-                # before tagging it; retrying would leave that version orphaned.
-                client = mlflow.client()
-                active = mlflow_lib.active_run().info.run_id
-                for stale in client.search_model_versions(
-                    f"name = '{registered}' and run_id = '{active}'"
-                ):
-                    client.delete_model_version(registered, stale.version)
+            # Trained and logged as the tenant's MLflow user; registered below by the platform.
+            with mlflow.run(
+                context, f"{tenant.name}/{spec.name}", {"tenant": tenant.name}, tenant.name
+            ):
                 mlflow_lib.log_params(
                     {"algorithm": spec.algorithm, **spec.params, "features": ",".join(cols)}
                 )
@@ -238,7 +258,6 @@ def model_assets(catalog: TenantCatalog, spec: ModelSpec) -> list[dg.AssetsDefin
                 info = mlflow_lib.sklearn.log_model(
                     pipeline,
                     name="model",
-                    registered_model_name=registered,
                     # skops, not pickle: loading cannot run arbitrary code. We trained the
                     # trees in this step, so their node arrays are ours to trust.
                     skops_trusted_types=TRUSTED_TYPES,
@@ -247,10 +266,8 @@ def model_assets(catalog: TenantCatalog, spec: ModelSpec) -> list[dg.AssetsDefin
                     pip_requirements=serving_requirements(),
                     signature=infer_signature(X.head(100), pipeline.predict_proba(X.head(100))),
                 )
-                mv = info.registered_model_version
-                for k, v in tags.items():
-                    client.set_model_version_tag(registered, str(mv), k, v)
-                run_id = info.run_id
+            run_id = info.run_id
+            mv = register_version(mlflow, registered, info.model_id, run_id, tags)
         return dg.MaterializeResult(
             metadata={
                 "registered_model": registered,
@@ -320,7 +337,9 @@ def model_assets(catalog: TenantCatalog, spec: ModelSpec) -> list[dg.AssetsDefin
             failed = failed_thresholds(values, spec.evaluation.thresholds)
             figures = plots(y, proba, spec.name)
             source_run = model_version.run_id
-            with mlflow.run(context, f"{tenant.name}/{spec.name}", {"tenant": tenant.name}):
+            with mlflow.run(
+                context, f"{tenant.name}/{spec.name}", {"tenant": tenant.name}, tenant.name
+            ):
                 mlflow_lib.log_metrics({f"test_{k}": v for k, v in values.items()})
                 for name, fig in figures.items():
                     mlflow_lib.log_figure(fig, f"evaluation/{name}.png")

@@ -48,28 +48,10 @@ query Ticks($selector: SensorSelector!) { sensorOrError(sensorSelector: $selecto
 """
 
 
-START_SENSOR = """
-mutation Start($selector: SensorSelector!) { startSensor(sensorSelector: $selector) {
-  __typename ... on Sensor { sensorState { status } } ... on PythonError { message } } }
-"""
-AUTOMATION_SENSOR = "default_automation_condition_sensor"
-
-
-def start_sensor(url: str, location: tuple[str, str], name: str) -> None:
-    """Turn a sensor on, as its toggle in the UI does (the automation sensor starts stopped)."""
-    selector = {
-        "repositoryLocationName": location[0],
-        "repositoryName": location[1],
-        "sensorName": name,
-    }
-    result = _graphql(url, START_SENSOR, {"selector": selector})["startSensor"]
-    if result["__typename"] != "Sensor":
-        raise RuntimeError(f"starting {name} failed: {result}")
-
-
-def job_locations(url: str) -> dict[str, tuple[str, str]]:
-    """job name -> (code location, repository), from the webserver's workspace."""
-    out = {}
+def job_locations(url: str) -> dict[str, list[tuple[str, str]]]:
+    """job name -> the (code location, repository) pairs defining it, from the webserver's
+    workspace (each tenant's location has its own `__ASSET_JOB`)."""
+    out: dict[str, list[tuple[str, str]]] = {}
     entries = _graphql(url, JOBS_QUERY)["workspaceOrError"]["locationEntries"]
     for entry in entries:
         location = entry["locationOrLoadError"] or {}
@@ -77,21 +59,29 @@ def job_locations(url: str) -> dict[str, tuple[str, str]]:
             raise RuntimeError(f"code location {entry['name']} failed to load: {location}")
         for repo in location.get("repositories", []):
             for job in repo["jobs"]:
-                out[job["name"]] = (entry["name"], repo["name"])
+                out.setdefault(job["name"], []).append((entry["name"], repo["name"]))
     return out
+
+
+def location_of(locations: dict[str, list[tuple[str, str]]], job: str) -> tuple[str, str]:
+    """The one location defining `job`."""
+    found = locations.get(job, [])
+    if len(found) != 1:
+        where = ", ".join(loc for loc, _ in found) or "none"
+        raise KeyError(f"job {job!r} must be in exactly one code location (found: {where})")
+    return found[0]
 
 
 def launch_run(
     url: str,
-    locations: dict[str, tuple[str, str]],
+    where: tuple[str, str],
     job: str,
     tags: dict[str, str],
     asset_selection: list[list[str]] | None = None,
 ) -> str:
-    """Launch `job` through the webserver as the UI does; returns the run id."""
-    if job not in locations:
-        raise KeyError(f"job {job!r} is not in the webserver's workspace")
-    location, repo = locations[job]
+    """Launch `job` of location `where` through the webserver as the UI does; returns the run
+    id."""
+    location, repo = where
     selector: dict = {"repositoryLocationName": location, "repositoryName": repo, "jobName": job}
     if asset_selection:
         selector["assetSelection"] = [{"path": p} for p in asset_selection]
@@ -101,7 +91,7 @@ def launch_run(
     }
     result = _graphql(url, LAUNCH, {"params": params})["launchRun"]
     if result["__typename"] != "LaunchRunSuccess":
-        raise RuntimeError(f"launching {job} failed: {result}")
+        raise RuntimeError(f"launching {job} in {location} failed: {result}")
     return result["run"]["runId"]
 
 
@@ -180,22 +170,25 @@ def promotion_runs(
     )
 
 
-def automation_sensor_line(instance: dg.DagsterInstance, after: float) -> str:
-    """What the daemon's automation condition sensor did during the demo."""
+def automation_sensor_line(instance: dg.DagsterInstance, tenants: list[str], after: float) -> str:
+    """What the tenants' automation condition sensors did under the daemon during the demo."""
     from dagster._core.scheduler.instigation import InstigatorType
 
+    from platform_assets.tenancy.location_defs import automation_sensor_name
+
+    names = {automation_sensor_name(t) for t in tenants}
     states = instance.all_instigator_state(instigator_type=InstigatorType.SENSOR)
-    names = [s.name for s in states if s.name == AUTOMATION_SENSOR and s.is_running]
-    if not names:
-        return f"{AUTOMATION_SENSOR}: not running"
+    running = [s for s in states if s.name in names and s.is_running]
     ticks = [
         t
-        for s in states
-        if s.name in names
+        for s in running
         for t in instance.get_ticks(s.instigator_origin_id, s.selector_id, after=after)
     ]
     requested = sum(len(t.run_ids) for t in ticks)
-    return f"{AUTOMATION_SENSOR} under the daemon: {len(ticks)} ticks, {requested} runs requested"
+    return (
+        f"automation sensors under the daemon: {len(running)} of {len(names)} running, "
+        f"{len(ticks)} ticks, {requested} runs requested"
+    )
 
 
 def main(log: str | None = None) -> None:
@@ -207,6 +200,7 @@ def main(log: str | None = None) -> None:
     started = time.time()
     locations = job_locations(url)
     from platform_assets.tenancy.catalog import load_all
+    from platform_assets.tenancy.location_defs import pipeline_job_name
 
     tenants = sorted(load_all())
     with dg.DagsterInstance.get() as instance:
@@ -215,8 +209,10 @@ def main(log: str | None = None) -> None:
         console.print(f"[dim]full event log: {log_path}[/dim]")
         runs = {}
         for tenant in tenants:
-            job = f"{tenant}_pipeline"
-            run_id = launch_run(url, locations, job, {"mlplat/launched_by": _user()})
+            job = pipeline_job_name(tenant)
+            run_id = launch_run(
+                url, location_of(locations, job), job, {"mlplat/launched_by": _user()}
+            )
             runs[run_id] = tenant
             progress.follow(run_id, tenant)
             console.print(f"  queued {job} (run {run_id[:8]})")
@@ -230,21 +226,25 @@ def main(log: str | None = None) -> None:
 
         console.rule("Rolling up today's cost per tenant")
         today = datetime.now(UTC).strftime("%Y-%m-%d")
-        cost_job = "__ASSET_JOB"
-        cost_run = launch_run(
-            url,
-            locations,
-            cost_job,
-            {"dagster/partition": today},
-            asset_selection=[[t, "cost"] for t in tenants],
-        )
-        progress.follow(cost_run, "cost")
-        progress.wait([cost_run], timeout=600)
+        # Each tenant's cost asset lives in the tenant's own code location.
+        cost_runs = []
+        for tenant in tenants:
+            cost_run = launch_run(
+                url,
+                location_of(locations, pipeline_job_name(tenant)),
+                "__ASSET_JOB",
+                {"dagster/partition": today, "tenant": tenant},
+                asset_selection=[[tenant, "cost"]],
+            )
+            progress.follow(cost_run, "cost")
+            cost_runs.append(cost_run)
+        costs = progress.wait(cost_runs, timeout=600)
+        if any(run.status != dg.DagsterRunStatus.SUCCESS for run in costs.values()):
+            raise SystemExit(f"cost rollups failed (events in {log_path})")
 
         console.rule("Promotion: the daemon's sensor submits what qualifies")
-        location = next(iter(locations.values()))
-        # Everything is fresh now, so the automation sensor must find nothing to request.
-        start_sensor(url, location, AUTOMATION_SENSOR)
+        # The platform's sensors live in the platform location, with its governance jobs.
+        location = location_of(locations, "promote_model")
         promoted = promotion_runs(
             url, location, started, pipelines_done, timeout=420, say=console.print
         )
@@ -254,7 +254,8 @@ def main(log: str | None = None) -> None:
         bad = [r for r, run in outcome.items() if run.status != dg.DagsterRunStatus.SUCCESS]
         if bad:
             raise SystemExit(f"promotion runs failed: {bad} (events in {log_path})")
-        console.print(f"  {automation_sensor_line(instance, started)}")
+        # Everything was fresh, so the tenants' automation sensors must have requested nothing.
+        console.print(f"  {automation_sensor_line(instance, tenants, started)}")
 
         from platform_assets.definitions import defs
         from platform_assets.demo import summary

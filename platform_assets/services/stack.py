@@ -27,6 +27,7 @@ from pathlib import Path
 import yaml
 
 from platform_assets.execution.env import repo_root
+from platform_assets.governance.mlflow_auth import GOVERNANCE_USER
 
 TEMPLATE = Path(__file__).with_name("dagster.yaml")
 BUCKET = "mlplat"
@@ -34,6 +35,7 @@ MLFLOW_ADMIN = "admin"
 DATABASES = ("dagster", "mlflow", "mlflow_auth", "feast", "platform")
 ENV_FILE = "services.env"
 STATE_FILE = "state.json"
+TENANT_CREDENTIALS = "mlflow_tenants"  # one 0600 file per tenant: its MLflow password
 KEPT = ("logs", "demo.log")  # what `down` leaves behind: the components' and the demo's logs
 
 
@@ -382,22 +384,17 @@ def _start(stack: Stack, report: Callable[[str], None], dagster: bool = True) ->
 
     mlflow_port = free_port()
     mlflow_url = f"http://127.0.0.1:{mlflow_port}"
-    auth_ini = folder / "mlflow_auth.ini"
-    from resources.feature_store import write_private
+    from platform_assets.governance.mlflow_auth import write_auth_config
 
-    write_private(
-        auth_ini,
-        "[mlflow]\n"
-        "default_permission = READ\n"
-        f"database_uri = {_psycopg2(dbs['mlflow_auth'])}\n"
-        f"admin_username = {MLFLOW_ADMIN}\n"
-        f"admin_password = {password}\n"
-        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n",
+    auth_ini = write_auth_config(
+        folder / "mlflow_auth.ini", _psycopg2(dbs["mlflow_auth"]), MLFLOW_ADMIN
     )
     mlflow_env = {
         **aws,
         "MLFLOW_S3_ENDPOINT_URL": s3_url,
         "MLFLOW_AUTH_CONFIG_PATH": str(auth_ini),
+        # Creates the admin on the server's first start; no platform process gets it.
+        "MLFLOW_AUTH_ADMIN_PASSWORD": password,
         "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_urlsafe(24),
         # The server's GenAI job runner (huey workers) is not used by the platform.
         "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
@@ -418,6 +415,13 @@ def _start(stack: Stack, report: Callable[[str], None], dagster: bool = True) ->
     (home / "dagster.yaml").write_text(dagster_yaml())
     workspace = folder / "workspace.yaml"
     workspace.write_text(yaml.safe_dump(workspace_config(), sort_keys=False))
+    wait_until(
+        "MLflow server",
+        lambda: _http_ok(f"{mlflow_url}/api/2.0/mlflow/experiments/search?max_results=1",
+                         (MLFLOW_ADMIN, password)),
+        180, mlflow.pid, mlflow.log,
+    )  # fmt: skip
+    governance_password = mlflow_users(stack, mlflow_url, password)
     env = {
         "MLPLAT_ENV": "services",
         "DAGSTER_HOME": str(home),
@@ -428,20 +432,19 @@ def _start(stack: Stack, report: Callable[[str], None], dagster: bool = True) ->
         "MLPLAT_LAKE_URI": lake_uri(folder),
         "MLPLAT_S3_BUCKET": BUCKET,
         **aws,
+        "MLPLAT_AUDIT_KEY_FILE": str(audit_key(folder)),
+        "MLPLAT_AUDIT_HEAD_FILE": str(folder / "audit_heads.jsonl"),
         "MLFLOW_TRACKING_URI": mlflow_url,
-        "MLFLOW_TRACKING_USERNAME": MLFLOW_ADMIN,
-        "MLFLOW_TRACKING_PASSWORD": password,
+        # The platform's processes act as its governance identity; tenant runs are logged as
+        # the tenant, with the passwords in this folder (governance/mlflow_auth.py).
+        "MLFLOW_TRACKING_USERNAME": GOVERNANCE_USER,
+        "MLFLOW_TRACKING_PASSWORD": governance_password,
+        "MLPLAT_MLFLOW_TENANT_CREDENTIALS": str(folder / TENANT_CREDENTIALS),
         # Fail fast when the server is down; the steps' retry policy rides out an outage.
         "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
         "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
     }
     _write_env(stack.env_file, env)
-    wait_until(
-        "MLflow server",
-        lambda: _http_ok(f"{mlflow_url}/api/2.0/mlflow/experiments/search?max_results=1",
-                         (MLFLOW_ADMIN, password)),
-        180, mlflow.pid, mlflow.log,
-    )  # fmt: skip
     report(f"MLflow tracking server (basic auth) at {mlflow_url}")
     if not dagster:
         return
@@ -459,6 +462,34 @@ def _start(stack: Stack, report: Callable[[str], None], dagster: bool = True) ->
         "Dagster webserver", lambda: _http_ok(f"{web_url}/server_info"), 300, web.pid, web.log
     )
     wait_until("Dagster daemon", lambda: daemons_healthy(web_url), 300, daemon.pid, daemon.log)
+
+
+def mlflow_users(stack: Stack, url: str, admin_password: str) -> str:
+    """As MLflow's admin: the governance user and one user per tenant, with their permissions;
+    the tenants' passwords go to 0600 files. Returns the governance user's password."""
+    from platform_assets.governance.mlflow_auth import (
+        configure_permissions,
+        write_tenant_passwords,
+    )
+    from platform_assets.tenancy.catalog import load_all
+
+    catalogs = load_all()
+    tenants = {name: secrets.token_urlsafe(18) for name in sorted(catalogs)}
+    governance_password = secrets.token_urlsafe(18)
+    models = {name: sorted(c.models) for name, c in catalogs.items()}
+    configure_permissions(url, MLFLOW_ADMIN, admin_password, governance_password, tenants, models)
+    write_tenant_passwords(stack.folder / TENANT_CREDENTIALS, tenants)
+    return governance_password
+
+
+def audit_key(folder: Path) -> Path:
+    """The audit chain's HMAC key, outside the platform database: a 0600 file of the stack."""
+    from resources.feature_store import write_private
+
+    path = folder / "audit.key"
+    if not path.exists():
+        write_private(path, secrets.token_hex(32) + "\n")
+    return path
 
 
 def lake_uri(folder: Path) -> str:

@@ -34,12 +34,16 @@ def pipeline_selection(tenant: str) -> dg.AssetSelection:
     return dg.AssetSelection.groups(tenant) - dg.AssetSelection.tag("asset_type", "cost")
 
 
+def automation_sensor_name(tenant: str) -> str:
+    return f"{tenant}_automation"
+
+
 def automation_sensor(tenant: str) -> dg.AutomationConditionSensorDefinition:
     """Runs the tenant's automation conditions (Dagster's default sensor is STOPPED), so
     `all_deps_blocking_checks_passed` gates every location under the daemon, in runs tagged
     with the tenant."""
     return dg.AutomationConditionSensorDefinition(
-        f"{tenant}_automation",
+        automation_sensor_name(tenant),
         target=dg.AssetSelection.groups(tenant),
         run_tags={"tenant": tenant},
         default_status=dg.DefaultSensorStatus.RUNNING,

@@ -138,3 +138,64 @@ def test_upgrade_on_postgres(postgres_url):
         with engine.begin() as conn:
             conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
         engine.dispose()
+
+
+@pytest.fixture
+def fresh_postgres_db(postgres_url):
+    """A new, empty database on the test server (dropped after): nothing created yet."""
+    from sqlalchemy.engine import make_url
+
+    name = f"mlplat_gov_race_{uuid.uuid4().hex[:10]}"
+    admin = _engine(postgres_url)
+    with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.mark.services
+def test_parallel_first_use_on_a_fresh_postgres_database(fresh_postgres_db):
+    """Steps that open the store at once on a new database: one creates the tables (Alembic,
+    under the advisory lock), the others find them at head, and every one of them works."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from alembic.script import ScriptDirectory
+
+    from platform_assets.governance.migrations import config
+
+    creators = 4
+    start = threading.Barrier(creators)
+
+    def open_and_append(i: int) -> int:
+        start.wait()  # all connect and migrate at the same moment
+        store = GovernanceStore(fresh_postgres_db, KEYS)
+        try:
+            with store.transaction("payments") as conn:
+                store.append(
+                    conn, actor=f"creator{i}@example.com", identity="unverified",
+                    action="propose", outcome="ok", tenant="payments",
+                    model="payments.fraud_detector",
+                )  # fmt: skip
+            return len(store.records())
+        finally:
+            store.dispose()
+
+    with ThreadPoolExecutor(creators) as pool:
+        list(pool.map(open_and_append, range(creators)))  # raises the first creator's error
+
+    head = ScriptDirectory.from_config(config(None, KEYS)).get_current_head()
+    engine = _engine(fresh_postgres_db)
+    with engine.connect() as conn:
+        versions = conn.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}")).all()
+    engine.dispose()
+    assert versions == [(head,)]
+    store = GovernanceStore(fresh_postgres_db, KEYS)
+    assert [r.seq for r in store.records()] == list(range(1, creators + 1))
+    verification = store.verify()
+    assert verification.problems == [] and verification.chains == {"payments": creators}
+    store.dispose()

@@ -1,6 +1,7 @@
 """MLflow with its basic-auth app, configured by the platform: tenants read and log their own
-runs; only the governance identity moves aliases or writes registry tags. Against a real
-`mlflow server --app-name basic-auth` on a free loopback port with temp SQLite stores."""
+runs; only the governance identity (not the server's admin) registers versions, moves aliases or
+writes registry tags. Against a real `mlflow server --app-name basic-auth` on a free loopback
+port with temp SQLite stores."""
 
 from __future__ import annotations
 
@@ -15,10 +16,21 @@ from pathlib import Path
 import pytest
 import requests
 
-from platform_assets.governance.mlflow_auth import configure_permissions, write_auth_config
+from platform_assets.governance.mlflow_auth import (
+    GOVERNANCE_USER,
+    MlflowAuthError,
+    configure_permissions,
+    read_tenant_password,
+    write_auth_config,
+    write_tenant_passwords,
+)
+from resources.mlflow import MlflowResource
 
 pytestmark = pytest.mark.slow
-ADMIN, ADMIN_PASSWORD = "mlplat-governance", "governance-password-0123"
+ADMIN, ADMIN_PASSWORD = "admin", "admin-password-0123"
+GOVERNANCE_PASSWORD = "governance-password-0123"
+# MLflow's answer to a request its permissions refuse.
+DENIED = r"error code 403 != 200\. Response body: 'Permission denied'"
 TENANTS = {"payments": "payments-password-0123", "growth": "growth-password-0123"}
 MODELS = {"payments": ["fraud_detector"], "growth": ["subscription_churn"]}
 
@@ -40,6 +52,8 @@ def server(tmp_path_factory):
         "MLFLOW_AUTH_ADMIN_PASSWORD": ADMIN_PASSWORD,
         # The auth app signs its CSRF tokens with this; a deployment sets its own secret.
         "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(16),
+        # Its GenAI job runner is not used by the platform (nor started by the services stack).
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
     }
     mlflow_bin = Path(sys.executable).with_name("mlflow")
     proc = subprocess.Popen(
@@ -66,8 +80,9 @@ def server(tmp_path_factory):
     else:
         proc.kill()
         pytest.fail("mlflow server did not come up in 480 s")
-    configure_permissions(uri, ADMIN, ADMIN_PASSWORD, TENANTS, MODELS)
-    configure_permissions(uri, ADMIN, ADMIN_PASSWORD, TENANTS, MODELS)  # idempotent
+    configure_permissions(uri, ADMIN, ADMIN_PASSWORD, GOVERNANCE_PASSWORD, TENANTS, MODELS)
+    # Idempotent, and a second start may rotate a password.
+    configure_permissions(uri, ADMIN, ADMIN_PASSWORD, GOVERNANCE_PASSWORD, TENANTS, MODELS)
     yield uri
     proc.terminate()
     proc.wait(30)
@@ -84,11 +99,15 @@ def client_as(monkeypatch, uri: str, user: str, password: str):
 def test_only_the_governance_identity_moves_aliases_and_tags(server, monkeypatch):
     from mlflow.exceptions import MlflowException
 
-    admin = client_as(monkeypatch, server, ADMIN, ADMIN_PASSWORD)
-    experiment = admin.get_experiment_by_name("payments/fraud_detector")
-    run = admin.create_run(experiment.experiment_id)
-    version = admin.create_model_version("payments.fraud_detector", "s3://b/m", run.info.run_id)
-    admin.set_registered_model_alias("payments.fraud_detector", "champion", version.version)
+    tenant = client_as(monkeypatch, server, "payments", TENANTS["payments"])
+    run = tenant.create_run(tenant.get_experiment_by_name("payments/fraud_detector").experiment_id)
+    governance = client_as(monkeypatch, server, GOVERNANCE_USER, GOVERNANCE_PASSWORD)
+    version = governance.create_model_version(
+        "payments.fraud_detector", "s3://b/m", run.info.run_id
+    )
+    governance.set_registered_model_alias("payments.fraud_detector", "champion", version.version)
+    governance.set_model_version_tag("payments.fraud_detector", version.version, "k", "v")
+    governance.set_registered_model_tag("payments.fraud_detector", "owner", "payments")
 
     tenant = client_as(monkeypatch, server, "payments", TENANTS["payments"])
     assert tenant.get_registered_model("payments.fraud_detector").aliases == {
@@ -99,9 +118,105 @@ def test_only_the_governance_identity_moves_aliases_and_tags(server, monkeypatch
         lambda: tenant.delete_registered_model_alias("payments.fraud_detector", "champion"),
         lambda: tenant.set_model_version_tag("payments.fraud_detector", "1", "eval_roc_auc", "1"),
         lambda: tenant.set_registered_model_tag("payments.fraud_detector", "k", "v"),
+        lambda: tenant.create_model_version("payments.fraud_detector", "s3://b/m"),
+        lambda: tenant.set_registered_model_alias("growth.subscription_churn", "champion", "1"),
     ):
-        with pytest.raises(MlflowException, match="Permission denied"):
+        with pytest.raises(MlflowException, match=DENIED):
             attempt()
+
+
+def test_the_governance_identity_is_not_an_admin(server, monkeypatch):
+    from mlflow.exceptions import MlflowException
+    from mlflow.server.auth.routes import CREATE_USER
+
+    # Only the admin creates users: a leaked governance credential cannot mint new ones.
+    created = requests.post(
+        server + CREATE_USER,
+        json={"username": "intruder", "password": "intruder-password-0123"},
+        auth=(GOVERNANCE_USER, GOVERNANCE_PASSWORD),
+        timeout=30,
+    )
+    assert (created.status_code, created.text) == (403, "Permission denied")
+    tenant = client_as(monkeypatch, server, "growth", TENANTS["growth"])
+    with pytest.raises(MlflowException, match=DENIED):
+        tenant.delete_registered_model("payments.fraud_detector")
+
+
+def test_a_tenant_run_is_logged_as_the_tenant_and_registered_by_governance(
+    server, monkeypatch, tmp_path
+):
+    """The model step's split, in a materialized asset: `MlflowResource.run` as the tenant,
+    `register_version` as the step's own (governance) identity."""
+    import dagster as dg
+    import mlflow as mlflow_lib
+    from mlflow.exceptions import MlflowException
+    from sklearn.linear_model import LogisticRegression
+
+    from platform_assets.models.component import register_version
+
+    credentials = write_tenant_passwords(tmp_path / "tenants", TENANTS)
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", GOVERNANCE_USER)
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", GOVERNANCE_PASSWORD)
+    name = "payments.fraud_detector"
+
+    @dg.asset
+    def trained(context: dg.AssetExecutionContext, mlflow: MlflowResource):
+        with mlflow.run(context, "payments/fraud_detector", {"tenant": "payments"}, "payments"):
+            assert os.environ["MLFLOW_TRACKING_USERNAME"] == "payments"
+            mlflow_lib.log_metric("train_roc_auc", 0.8)
+            info = mlflow_lib.sklearn.log_model(
+                LogisticRegression().fit([[0.0], [1.0]], [0, 1]), name="model"
+            )
+            with pytest.raises(MlflowException, match=DENIED):  # the tenant cannot register
+                mlflow.client().create_model_version(name, f"models:/{info.model_id}")
+        assert os.environ["MLFLOW_TRACKING_USERNAME"] == GOVERNANCE_USER  # put back
+        tags = {"dagster_run_id": context.run_id, "tenant": "payments"}
+        first = register_version(mlflow, name, info.model_id, info.run_id, tags)
+        # A retry of the same run replaces the version instead of orphaning it.
+        again = register_version(mlflow, name, info.model_id, info.run_id, tags)
+        return dg.MaterializeResult(
+            metadata={"mlflow_run_id": info.run_id, "first": first, "again": again}
+        )
+
+    resource = MlflowResource(tracking_uri=server, tenant_credentials=str(credentials))
+    result = dg.materialize([trained], resources={"mlflow": resource})
+    metadata = result.asset_materializations_for_node("trained")[0].metadata
+    run_id, first, again = (metadata[k].value for k in ("mlflow_run_id", "first", "again"))
+    client = resource.client()
+    assert again == first + 1
+    assert [v.version for v in client.search_model_versions(f"run_id = '{run_id}'")] == [str(again)]
+    assert client.get_model_version(name, str(again)).tags == {
+        "dagster_run_id": result.run_id,
+        "tenant": "payments",
+    }
+    assert client.get_run(run_id).data.metrics == {"train_roc_auc": 0.8}
+
+
+def test_a_tenant_credential_file_readable_by_others_is_refused(tmp_path):
+    folder = write_tenant_passwords(tmp_path / "tenants", {"payments": "secret-password"})
+    assert read_tenant_password(folder, "payments") == "secret-password"
+    (folder / "payments").chmod(0o644)
+    with pytest.raises(MlflowAuthError, match=r"readable by others \(mode 0644\); it must be 0600"):
+        read_tenant_password(folder, "payments")
+
+
+def test_a_missing_tenant_credential_is_refused(tmp_path):
+    folder = write_tenant_passwords(tmp_path / "tenants", {"payments": "secret-password"})
+    with pytest.raises(MlflowAuthError, match="no MLflow credential for tenant 'growth'"):
+        read_tenant_password(folder, "growth")
+
+
+def test_an_empty_tenant_credential_is_refused(tmp_path):
+    folder = write_tenant_passwords(tmp_path / "tenants", {"payments": ""})
+    with pytest.raises(MlflowAuthError, match="credential for tenant 'payments' is empty"):
+        read_tenant_password(folder, "payments")
+
+
+def test_a_tenant_named_like_a_platform_user_is_refused(server):
+    with pytest.raises(MlflowAuthError, match="is one of the platform's MLflow users"):
+        configure_permissions(
+            server, ADMIN, ADMIN_PASSWORD, GOVERNANCE_PASSWORD, {GOVERNANCE_USER: "p" * 20}, {}
+        )
 
 
 def test_tenants_log_runs_to_their_own_experiments_only(server, monkeypatch):
@@ -113,7 +228,7 @@ def test_tenants_log_runs_to_their_own_experiments_only(server, monkeypatch):
     tenant.log_metric(run.info.run_id, "train_roc_auc", 0.8)
     assert tenant.get_run(run.info.run_id).data.metrics == {"train_roc_auc": 0.8}
     other = tenant.get_experiment_by_name("growth/subscription_churn")  # readable
-    with pytest.raises(MlflowException, match="Permission denied"):
+    with pytest.raises(MlflowException, match=DENIED):
         tenant.create_run(other.experiment_id)
 
 
