@@ -94,17 +94,21 @@ def open_store() -> GovernanceStore:
 class TenantCatalogs(Mapping[str, TenantCatalog]):
     """Tenant folders parsed on first use. A folder that does not load raises only when its own
     tenant is asked for, and is left out when iterating, so a broken tenant never stops the
-    governance of another (its own code location shows the error)."""
+    governance of another (its own code location shows the error). Each tenant is looked up once
+    per object: `governance_for` builds one per sensor tick, job step or command."""
 
     def __init__(self, root: Path | None = None):
         self.root = (root or defs_root()).resolve()
+        self._found: dict[str, TenantCatalog] = {}
 
     def __getitem__(self, name: str) -> TenantCatalog:
         from platform_assets.tenancy.locations import tenant_folders
 
-        if name not in tenant_folders(self.root):
-            raise KeyError(name)
-        return load_tenant(self.root / name)
+        if name not in self._found:
+            if name not in tenant_folders(self.root):
+                raise KeyError(name)
+            self._found[name] = load_tenant(self.root / name)
+        return self._found[name]
 
     def __iter__(self) -> Iterator[str]:
         from platform_assets.tenancy.locations import tenant_folders
@@ -161,6 +165,11 @@ class Governance:
         if catalog is None or model not in catalog.models:
             raise KeyError(f"no model {name!r}: registered names look like '<tenant>.<model>'")
         return catalog, catalog.models[model]
+
+    def prefetch(self, records: list[dg.EventLogRecord]) -> None:
+        """Read the evidence of these evaluation events in batched queries before assessing."""
+        if self.evidence is not None:
+            self.evidence.prefetch(records)
 
     def assess(
         self,
