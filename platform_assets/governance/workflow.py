@@ -32,10 +32,16 @@ from platform_assets.tenancy.catalog import (
     defs_root,
     load_tenant,
 )
+from platform_assets.tenancy.isolation import PLATFORM
 from platform_assets.tenancy.specs import ModelSpec
 
 __all__ = ["SENSOR_IDENTITY", "LAUNCHED_BY_TAG", "Governance", "governance_for", "open_store"]
 
+# Refusals of callers whose identity could not be established and who named no model of a known
+# tenant go to the platform's own chain; their heads are published on this asset.
+PLATFORM_CHAIN = PLATFORM
+PLATFORM_AUDIT_KEY = dg.AssetKey([PLATFORM, "audit_trail"])
+UNIDENTIFIED = "unidentified"  # the actor of an identity refusal: the claim is not believed
 # Staging approvals gate `challenger` (what staging serves); production approvals gate `champion`.
 ENV_ALIAS = {"staging": "challenger", "production": "champion"}
 ALIASES = ("champion", "previous", "challenger")
@@ -356,6 +362,52 @@ class Governance:
             return self.locate(name)
         except KeyError as exc:
             raise rbac.Refused("unknown-model", str(exc.args[0])) from exc
+
+    def refuse_identity(
+        self,
+        exc: rbac.Refused,
+        action: str,
+        *,
+        via: str,
+        model: str = "",
+        version: int | None = None,
+        claimed: str = "",
+        details: dict[str, Any] | None = None,
+    ) -> AuditRecord:
+        """Record a caller refused before any action because its credential or claim did not
+        establish who it is (bad token, reserved identity, `--as` outside local, an identity
+        header from an untrusted address). The actor is `unidentified`: what the caller said it
+        was goes in the evidence as `claimed`, never in `actor`. The record goes to the chain of
+        the tenant of the model acted on, when that names one, else to the platform's chain; it
+        names the model in its evidence but covers no state rows, since it changed none."""
+        try:
+            catalog, _ = self.locate(model) if model else (None, None)
+        except KeyError:
+            catalog = None
+        chain = catalog.tenant.name if catalog is not None else PLATFORM_CHAIN
+        evidence = {"rule": exc.rule, "via": via, "claimed": claimed, **(details or {})}
+        if model:
+            evidence["model"] = model
+        with self.store.transaction(chain) as conn:
+            record = self.store.append(
+                conn,
+                tenant=chain,
+                actor=UNIDENTIFIED,
+                identity="refused",
+                action=action,
+                outcome="refused",
+                version=version,
+                reason=str(exc),
+                evidence=evidence,
+            )
+        self._publish_records(
+            dg.AssetKey([chain, "models", model.partition(".")[2]])
+            if catalog is not None
+            else PLATFORM_AUDIT_KEY,
+            model,
+            [record],
+        )
+        return record
 
     def propose(self, name: str, version: int, actor: Identity | str, reason: str = "") -> Outcome:
         """Submit a candidate: policy check, then `challenger` + approval request(s)."""
@@ -706,6 +758,10 @@ class Governance:
     def _publish(self, catalog: TenantCatalog, name: str, records: list[AuditRecord]) -> None:
         """Each record lands on the model asset (the UI's history); the last one is the chain
         head, also appended to the external head file when one is configured."""
+        model = name.partition(".")[2]
+        self._publish_records(dg.AssetKey([catalog.tenant.name, "models", model]), name, records)
+
+    def _publish_records(self, key: dg.AssetKey, name: str, records: list[AuditRecord]) -> None:
         from platform_assets.governance.heads import append_head
 
         if not records:
@@ -714,11 +770,10 @@ class Governance:
             append_head(self.head_file, records[-1])
         if self.emit is None:
             return
-        model = name.partition(".")[2]
         for record in records:
             self.emit(
                 dg.AssetObservation(
-                    asset_key=dg.AssetKey([catalog.tenant.name, "models", model]),
+                    asset_key=key,
                     metadata={
                         "event": f"{record.action}:{record.outcome}",
                         "registered_model": name,
