@@ -62,10 +62,23 @@ def governance():
     return governance_for(mlflow, instance, emit=instance.report_runless_asset_event)
 
 
-def _act(claimed: str, token: str, action: Callable[[Any, Any], Any]) -> None:
+def _act(
+    verb: str,
+    model: str,
+    version: int | None,
+    claimed: str,
+    token: str,
+    action: Callable[[Any, Any], Any],
+) -> None:
     """Run one governance action as the verified caller; a refusal exits 1 with the rule's
-    message, an identity that cannot be established exits 2."""
-    from platform_assets.governance.identity import IdentityRefused, cli_identity
+    message, an identity that cannot be established exits 2. An identity refused for what the
+    caller presented (a token, --as, MLPLAT_USER) is recorded in the audit trail; a call that
+    presented nothing is not (there is nothing to record but the attempt's absence)."""
+    from platform_assets.governance.identity import (
+        IdentityRefused,
+        cli_identity,
+        unverified_claim,
+    )
     from platform_assets.governance.rbac import Refused
     from platform_assets.governance.store import StateTampered
     from platform_assets.governance.workflow import MoveFailed
@@ -74,6 +87,22 @@ def _act(claimed: str, token: str, action: Callable[[Any, Any], Any]) -> None:
         identity = cli_identity(claimed, token)
     except IdentityRefused as exc:
         typer.echo(f"error: {exc}", err=True)
+        if exc.rule != "no-identity":
+            said = {"as": claimed} if claimed else {}
+            if token:
+                said["token"] = unverified_claim(token)
+            gov = governance()
+            try:
+                gov.refuse_identity(
+                    exc,
+                    verb,
+                    via="cli",
+                    model=model,
+                    version=version,
+                    claimed=", ".join(f"{k}={v}" for k, v in said.items()),
+                )
+            finally:
+                gov.close()
         raise typer.Exit(2) from exc
     try:
         outcome = action(governance(), identity)
@@ -105,7 +134,14 @@ def approve(
     must not be the person who launched its training run (four eyes). When the last required
     production approval arrives, the version becomes `champion` and the old one `previous`.
     """
-    _act(actor, token, lambda gov, who: gov.approve(model, version, who, comment))
+    _act(
+        "approve",
+        model,
+        version,
+        actor,
+        token,
+        lambda gov, who: gov.approve(model, version, who, comment),
+    )
 
 
 @app.command()
@@ -118,7 +154,14 @@ def reject(
     token: Token = "",
 ) -> None:
     """Reject a pending model version; it loses `challenger` and the reason is recorded."""
-    _act(actor, token, lambda gov, who: gov.reject(model, version, who, reason))
+    _act(
+        "reject",
+        model,
+        version,
+        actor,
+        token,
+        lambda gov, who: gov.reject(model, version, who, reason),
+    )
 
 
 @app.command()
@@ -137,7 +180,14 @@ def promote(
     requests; it becomes `champion` at once only if its policy needs no approvals.
     Needs role approver or admin in the model's tenant.
     """
-    _act(actor, token, lambda gov, who: gov.propose(model, version, who, reason))
+    _act(
+        "propose",
+        model,
+        version,
+        actor,
+        token,
+        lambda gov, who: gov.propose(model, version, who, reason),
+    )
 
 
 @app.command()
@@ -149,7 +199,7 @@ def rollback(
     token: Token = "",
 ) -> None:
     """Move `champion` back to the `previous` version (role approver or admin)."""
-    _act(actor, token, lambda gov, who: gov.rollback(model, who, reason))
+    _act("rollback", model, None, actor, token, lambda gov, who: gov.rollback(model, who, reason))
 
 
 @app.command()
@@ -241,14 +291,14 @@ def verification():
     import dagster as dg
 
     from platform_assets.governance.heads import head_file, published_heads
-    from platform_assets.governance.workflow import open_store
+    from platform_assets.governance.workflow import PLATFORM_AUDIT_KEY, open_store
     from platform_assets.tenancy.catalog import load_all
 
     keys = [
         dg.AssetKey([tenant, "models", model])
         for tenant, catalog in load_all().items()
         for model in catalog.models
-    ]
+    ] + [PLATFORM_AUDIT_KEY]  # the platform chain: refusals naming no tenant's model
     heads = published_heads(dagster_instance(), keys, head_file())
     store = open_store()
     try:

@@ -17,6 +17,7 @@ event" action, the GraphQL mutation) is never evidence: it belongs to no run.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +30,9 @@ from platform_assets.tenancy.specs import ModelSpec
 # Metadata the evaluation report step writes and the evidence reader needs.
 EVALUATION_FIELDS = ("registered_model", "model_version", "metrics", "model_run_id")
 MODEL_FIELDS = ("registered_model", "model_version", "mlflow_run_id", "training_set_version")
+POINTER_TAG = "dagster/input_event_pointer/"
+# Ids per batched query: well under SQLite's bound-parameter limit.
+BATCH = 500
 
 
 class EvidenceError(ValueError):
@@ -65,6 +69,13 @@ class Evidence:
         }
 
 
+def _int(v: Any) -> int | None:
+    try:
+        return int(v)
+    except (TypeError, ValueError):
+        return None
+
+
 def missing_fields(md: dict, wanted: tuple[str, ...]) -> list[str]:
     return [f for f in wanted if f not in md]
 
@@ -81,8 +92,59 @@ class EvidenceReader:
         self.instance = instance
         self.keys = keys
         self._runs: dict[str, list[dg.EventLogRecord]] = {}
+        self._run_rows: dict[str, dg.DagsterRun] = {}
         self._by_storage_id: dict[int, dg.EventLogRecord] = {}
         self._cache: dict[tuple[str, int], Evidence] = {}
+
+    # --- batched reads ------------------------------------------------------------------------
+
+    def prefetch(self, records: Iterable[dg.EventLogRecord]) -> None:
+        """Read ahead, in a few batched queries, what `gather` needs for these evaluation events:
+        the records of the runs they name (one query each, kept), those runs' run records (one
+        query) and the materializations their steps read (one query per link of the chain).
+        `gather` then reads the same records from the caches; it never depends on this."""
+        run_ids = set()
+        for record in records:
+            md = record.asset_materialization.metadata if record.asset_materialization else {}
+            if record.run_id and "model_run_id" in md and value(md, "model_run_id"):
+                run_ids.add(str(value(md, "model_run_id")))
+        self._prefetch_runs(run_ids)
+        for run_id in run_ids:
+            self.run_records(run_id)
+        # The model's step read the training set, whose step read the feature views.
+        linked = [r for run_id in run_ids for r in self.run_records(run_id)]
+        for _ in range(2):
+            linked = self._prefetch_pointers(linked)
+
+    def _prefetch_runs(self, run_ids: set[str]) -> None:
+        missing = sorted(run_ids - self._run_rows.keys())
+        for start in range(0, len(missing), BATCH):
+            for run in self.instance.get_runs(
+                dg.RunsFilter(run_ids=missing[start : start + BATCH])
+            ):
+                self._run_rows[run.run_id] = run
+
+    def _prefetch_pointers(self, records: list[dg.EventLogRecord]) -> list[dg.EventLogRecord]:
+        """Resolve the input event pointers of these materializations in batched queries; returns
+        the materializations found."""
+        wanted: set[int] = set()
+        for record in records:
+            if record.asset_materialization is None:
+                continue
+            for tag, pointer in (record.asset_materialization.tags or {}).items():
+                if tag.startswith(POINTER_TAG) and pointer.isdigit():
+                    wanted.add(int(pointer))
+        missing = sorted(wanted - self._by_storage_id.keys())
+        for start in range(0, len(missing), BATCH):
+            for record in self.instance.event_log_storage.get_event_records(
+                dg.EventRecordsFilter(
+                    event_type=dg.DagsterEventType.ASSET_MATERIALIZATION,
+                    storage_ids=missing[start : start + BATCH],
+                ),
+                limit=BATCH,
+            ):
+                self._by_storage_id[record.storage_id] = record
+        return [self._by_storage_id[i] for i in wanted if i in self._by_storage_id]
 
     # --- single links ---------------------------------------------------------------------------
 
@@ -159,13 +221,21 @@ class EvidenceReader:
 
     def materialization(self, key: dg.AssetKey, storage_id: int) -> dg.EventLogRecord | None:
         """The materialization an input event pointer names. Pointers are asset-index storage
-        ids, which on SQLite differ from the ids of a run's own event records: never mix them."""
+        ids, which on SQLite differ from the ids of a run's own event records: never mix them.
+        Read by id alone, as `prefetch` reads them in bulk, so both paths see the same record
+        (an asset wipe hides history from the UI; what a model was trained on still stands).
+        From the event log storage: the instance's method of the same name warns for
+        materializations, but `fetch_materializations` cannot read ids of several assets."""
         record = self._by_storage_id.get(storage_id)
         if record is None:
-            page = self.instance.fetch_materializations(
-                dg.AssetRecordsFilter(asset_key=key, storage_ids=[storage_id]), limit=1
+            found = self.instance.event_log_storage.get_event_records(
+                dg.EventRecordsFilter(
+                    event_type=dg.DagsterEventType.ASSET_MATERIALIZATION,
+                    storage_ids=[storage_id],
+                ),
+                limit=1,
             )
-            record = page.records[0] if page.records else None
+            record = found[0] if found else None
             if record is not None:
                 self._by_storage_id[storage_id] = record
         if record is None or record.asset_key != key or record.asset_materialization is None:
@@ -175,9 +245,9 @@ class EvidenceReader:
     def input_record(self, record: dg.EventLogRecord, key: dg.AssetKey) -> dg.EventLogRecord | None:
         """The materialization of `key` that the step which wrote `record` read."""
         pointer = (record.asset_materialization.tags or {}).get(
-            f"dagster/input_event_pointer/{key.to_user_string()}"
+            f"{POINTER_TAG}{key.to_user_string()}"
         )
-        if not pointer or pointer == "NULL":
+        if not pointer or not pointer.isdigit():
             return None
         return self.materialization(key, int(pointer))
 
@@ -202,17 +272,18 @@ class EvidenceReader:
                 f"evaluation report event {record.storage_id} is for v{value(md, 'model_version')}"
                 f", not v{version}"
             )
-        model_run_id = value(md, "model_run_id")
+        model_run_id = str(value(md, "model_run_id") or "")
         model_key = dg.AssetKey([tenant, "models", spec.name])
         model_record = (
             next(
                 (
                     r
-                    for r in self.instance.get_records_for_run(
-                        model_run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
-                    ).records
-                    if r.asset_key == model_key
-                    and int(value(r.asset_materialization.metadata, "model_version")) == version
+                    for r in self.run_records(model_run_id)
+                    if r.event_log_entry.dagster_event_type
+                    == dg.DagsterEventType.ASSET_MATERIALIZATION
+                    and r.asset_key == model_key
+                    and "model_version" in r.asset_materialization.metadata
+                    and _int(value(r.asset_materialization.metadata, "model_version")) == version
                 ),
                 None,
             )
@@ -231,7 +302,7 @@ class EvidenceReader:
             raise EvidenceError(
                 f"model event {model_record.storage_id} has no {', '.join(missing)} metadata"
             )
-        run = self.instance.get_run_by_id(model_run_id)
+        run = self._run_rows.get(model_run_id) or self.instance.get_run_by_id(model_run_id)
         if run is None:
             raise EvidenceError(f"{registered} v{version}: no run record for run {model_run_id}")
         launched_by = run_launcher(self.keys, run.tags, run.job_name, run.run_config)

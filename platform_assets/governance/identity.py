@@ -148,6 +148,19 @@ def verify_token(token: str, settings: OidcSettings | None) -> Identity:
     return Identity(claimable(name, "the ID token"), "oidc")
 
 
+def unverified_claim(token: str, claim: str = "email") -> str:
+    """What a token that failed verification says about its bearer, for the audit record of the
+    refusal only: read without checking anything, never believed. Empty when unreadable."""
+    import jwt
+
+    try:
+        claims = jwt.decode(token, options={"verify_signature": False})
+    except jwt.PyJWTError:
+        return ""
+    value = claims.get(claim) if isinstance(claims, dict) else None
+    return value[:200] if isinstance(value, str) else ""
+
+
 def cli_identity(claimed: str, token: str) -> Identity:
     """Who runs a CLI command: a verified ID token, or `--as`/MLPLAT_USER only locally."""
     from platform_assets.execution.env import deployment
@@ -211,11 +224,15 @@ class ProxySettings:
         return any(address in net for net in self.trusted)
 
 
+def header_value(headers: Mapping[str, str], name: str) -> str | None:
+    return next((v for k, v in headers.items() if k.lower() == name.lower()), None)
+
+
 def proxy_identity(
     headers: Mapping[str, str], client_host: str | None, settings: ProxySettings
 ) -> Identity | None:
     """The proxy's identity header, if the request came from a trusted proxy; None if absent."""
-    value = next((v for k, v in headers.items() if k.lower() == settings.header.lower()), None)
+    value = header_value(headers, settings.header)
     if value is None:
         return None
     if not settings.is_trusted(client_host):

@@ -11,21 +11,37 @@ from pydantic import Field
 
 from resources.mlflow import MlflowResource
 
+LAUNCHED_BY = "mlplat/launched_by"
 
-def _actor(context: dg.OpExecutionContext, config, model: str = "", version: int = 0):
-    from platform_assets.governance.identity import job_identity
+
+def _actor(context: dg.OpExecutionContext, config, gov, action: str, model: str, version=None):
+    """The run's verified identity; a refusal is recorded in the audit trail, then raised."""
+    from platform_assets.governance.identity import IdentityRefused, job_identity
     from platform_assets.governance.keys import audit_keys
 
-    return job_identity(
-        audit_keys(),
-        context.run.tags,
-        context.run.job_name,
-        context.run.run_config,
-        config.acting_as,
-        getattr(config, "sensor_proof", ""),
-        model,
-        version,
-    )
+    try:
+        return job_identity(
+            audit_keys(),
+            context.run.tags,
+            context.run.job_name,
+            context.run.run_config,
+            config.acting_as,
+            getattr(config, "sensor_proof", ""),
+            model if version is not None else "",
+            version or 0,
+        )
+    except IdentityRefused as exc:
+        claims = {"acting_as": config.acting_as, "launched_by": context.run.tags.get(LAUNCHED_BY)}
+        gov.refuse_identity(
+            exc,
+            action,
+            via=f"job {context.run.job_name}",
+            model=model,
+            version=version,
+            claimed=", ".join(f"{k}={v}" for k, v in claims.items() if v),
+            details={"run_id": context.run_id},
+        )
+        raise
 
 
 class PromoteConfig(dg.Config):
@@ -55,9 +71,9 @@ def submit_candidate(
 ) -> None:
     from platform_assets.governance.workflow import governance_for
 
-    actor = _actor(context, config, config.registered_model, config.version)
     gov = governance_for(mlflow, context.instance, emit=context.log_event)
     try:
+        actor = _actor(context, config, gov, "propose", config.registered_model, config.version)
         outcome = gov.propose(config.registered_model, config.version, actor, config.reason)
     finally:
         gov.close()
@@ -68,9 +84,9 @@ def submit_candidate(
 def roll_back(context: dg.OpExecutionContext, config: RollbackConfig, mlflow: MlflowResource):
     from platform_assets.governance.workflow import governance_for
 
-    actor = _actor(context, config)
     gov = governance_for(mlflow, context.instance, emit=context.log_event)
     try:
+        actor = _actor(context, config, gov, "rollback", config.registered_model)
         outcome = gov.rollback(config.registered_model, actor, config.reason)
     finally:
         gov.close()

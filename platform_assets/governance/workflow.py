@@ -32,10 +32,16 @@ from platform_assets.tenancy.catalog import (
     defs_root,
     load_tenant,
 )
+from platform_assets.tenancy.isolation import PLATFORM
 from platform_assets.tenancy.specs import ModelSpec
 
 __all__ = ["SENSOR_IDENTITY", "LAUNCHED_BY_TAG", "Governance", "governance_for", "open_store"]
 
+# Refusals of callers whose identity could not be established and who named no model of a known
+# tenant go to the platform's own chain; their heads are published on this asset.
+PLATFORM_CHAIN = PLATFORM
+PLATFORM_AUDIT_KEY = dg.AssetKey([PLATFORM, "audit_trail"])
+UNIDENTIFIED = "unidentified"  # the actor of an identity refusal: the claim is not believed
 # Staging approvals gate `challenger` (what staging serves); production approvals gate `champion`.
 ENV_ALIAS = {"staging": "challenger", "production": "champion"}
 ALIASES = ("champion", "previous", "challenger")
@@ -94,17 +100,21 @@ def open_store() -> GovernanceStore:
 class TenantCatalogs(Mapping[str, TenantCatalog]):
     """Tenant folders parsed on first use. A folder that does not load raises only when its own
     tenant is asked for, and is left out when iterating, so a broken tenant never stops the
-    governance of another (its own code location shows the error)."""
+    governance of another (its own code location shows the error). Each tenant is looked up once
+    per object: `governance_for` builds one per sensor tick, job step or command."""
 
     def __init__(self, root: Path | None = None):
         self.root = (root or defs_root()).resolve()
+        self._found: dict[str, TenantCatalog] = {}
 
     def __getitem__(self, name: str) -> TenantCatalog:
         from platform_assets.tenancy.locations import tenant_folders
 
-        if name not in tenant_folders(self.root):
-            raise KeyError(name)
-        return load_tenant(self.root / name)
+        if name not in self._found:
+            if name not in tenant_folders(self.root):
+                raise KeyError(name)
+            self._found[name] = load_tenant(self.root / name)
+        return self._found[name]
 
     def __iter__(self) -> Iterator[str]:
         from platform_assets.tenancy.locations import tenant_folders
@@ -161,6 +171,11 @@ class Governance:
         if catalog is None or model not in catalog.models:
             raise KeyError(f"no model {name!r}: registered names look like '<tenant>.<model>'")
         return catalog, catalog.models[model]
+
+    def prefetch(self, records: list[dg.EventLogRecord]) -> None:
+        """Read the evidence of these evaluation events in batched queries before assessing."""
+        if self.evidence is not None:
+            self.evidence.prefetch(records)
 
     def assess(
         self,
@@ -347,6 +362,52 @@ class Governance:
             return self.locate(name)
         except KeyError as exc:
             raise rbac.Refused("unknown-model", str(exc.args[0])) from exc
+
+    def refuse_identity(
+        self,
+        exc: rbac.Refused,
+        action: str,
+        *,
+        via: str,
+        model: str = "",
+        version: int | None = None,
+        claimed: str = "",
+        details: dict[str, Any] | None = None,
+    ) -> AuditRecord:
+        """Record a caller refused before any action because its credential or claim did not
+        establish who it is (bad token, reserved identity, `--as` outside local, an identity
+        header from an untrusted address). The actor is `unidentified`: what the caller said it
+        was goes in the evidence as `claimed`, never in `actor`. The record goes to the chain of
+        the tenant of the model acted on, when that names one, else to the platform's chain; it
+        names the model in its evidence but covers no state rows, since it changed none."""
+        try:
+            catalog, _ = self.locate(model) if model else (None, None)
+        except KeyError:
+            catalog = None
+        chain = catalog.tenant.name if catalog is not None else PLATFORM_CHAIN
+        evidence = {"rule": exc.rule, "via": via, "claimed": claimed, **(details or {})}
+        if model:
+            evidence["model"] = model
+        with self.store.transaction(chain) as conn:
+            record = self.store.append(
+                conn,
+                tenant=chain,
+                actor=UNIDENTIFIED,
+                identity="refused",
+                action=action,
+                outcome="refused",
+                version=version,
+                reason=str(exc),
+                evidence=evidence,
+            )
+        self._publish_records(
+            dg.AssetKey([chain, "models", model.partition(".")[2]])
+            if catalog is not None
+            else PLATFORM_AUDIT_KEY,
+            model,
+            [record],
+        )
+        return record
 
     def propose(self, name: str, version: int, actor: Identity | str, reason: str = "") -> Outcome:
         """Submit a candidate: policy check, then `challenger` + approval request(s)."""
@@ -697,6 +758,10 @@ class Governance:
     def _publish(self, catalog: TenantCatalog, name: str, records: list[AuditRecord]) -> None:
         """Each record lands on the model asset (the UI's history); the last one is the chain
         head, also appended to the external head file when one is configured."""
+        model = name.partition(".")[2]
+        self._publish_records(dg.AssetKey([catalog.tenant.name, "models", model]), name, records)
+
+    def _publish_records(self, key: dg.AssetKey, name: str, records: list[AuditRecord]) -> None:
         from platform_assets.governance.heads import append_head
 
         if not records:
@@ -705,11 +770,10 @@ class Governance:
             append_head(self.head_file, records[-1])
         if self.emit is None:
             return
-        model = name.partition(".")[2]
         for record in records:
             self.emit(
                 dg.AssetObservation(
-                    asset_key=dg.AssetKey([catalog.tenant.name, "models", model]),
+                    asset_key=key,
                     metadata={
                         "event": f"{record.action}:{record.outcome}",
                         "registered_model": name,

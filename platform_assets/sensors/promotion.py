@@ -22,6 +22,9 @@ PER_KEY_LIMIT = 100
 # Wall time a tick spends assessing before it leaves the remaining models for the next tick;
 # their cursors stay put, so nothing is skipped, only deferred.
 TICK_BUDGET_S = 1.2
+# Models whose new evaluations are read and assessed together, their evidence in batched queries;
+# the tick budget is checked between chunks.
+CHUNK = 25
 
 
 def evaluation_keys(instance: dg.DagsterInstance) -> list[dg.AssetKey]:
@@ -77,6 +80,54 @@ def _metric(record, gov, name: str) -> float:
     return float(value) if HIGHER_IS_BETTER[metric] else -float(value)
 
 
+def _ranked(gov, key: dg.AssetKey, records, submitted, reasons: list[str]):
+    """The usable evaluations of one model, ((name, version), record) best first: the newest
+    evaluation of a version wins, then the primary metric; the reasons for the rest appended."""
+    usable = []
+    for record in records:
+        found = _usable(record, key)
+        if isinstance(found, str):
+            reasons.append(found)
+            continue
+        name, version = found
+        if (name, version) in submitted:
+            reasons.append(f"{name} v{version}: already submitted")
+            continue
+        try:
+            gov.locate(name)
+        except KeyError as exc:
+            reasons.append(f"{key.to_user_string()} event {record.storage_id}: {exc}")
+            continue
+        usable.append((record, name, version))
+    by_version = {(n, v): r for r, n, v in usable}
+    return sorted(
+        by_version.items(),
+        key=lambda item: (_metric(item[1], gov, item[0][0]), item[1].storage_id),
+        reverse=True,
+    )
+
+
+def _request(gov, key: dg.AssetKey, name: str, version: int, why: str) -> dg.RunRequest:
+    from platform_assets.governance.identity import SENSOR_IDENTITY, sensor_proof
+
+    config = {
+        "registered_model": name,
+        "version": version,
+        "reason": why,
+        "sensor_proof": sensor_proof(gov.store.keys, name, version),
+    }
+    return dg.RunRequest(
+        run_key=f"promote:{name}:{version}",
+        run_config={"ops": {"submit_candidate": {"config": config}}},
+        tags={
+            "tenant": key.path[0],
+            "mlplat/model": name,
+            "mlplat/version": str(version),
+            "mlplat/launched_by": SENSOR_IDENTITY,
+        },
+    )
+
+
 def candidates(
     gov,
     instance: dg.DagsterInstance,
@@ -88,8 +139,6 @@ def candidates(
     rest, and the cursor after this tick. Models whose new events were read longest ago go
     first; once `budget_s` is spent the rest wait for the next tick."""
     import time
-
-    from platform_assets.governance.identity import SENSOR_IDENTITY, sensor_proof
 
     deadline = time.monotonic() + budget_s
 
@@ -117,74 +166,37 @@ def candidates(
     names = [f"{k.path[0]}.{k.path[-1]}" for k in fresh]
     submitted = gov.store.submitted_versions(names) if names else set()
     champions = gov.store.champions_all() if names else {}
-    for n, key in enumerate(fresh):
+    for start in range(0, len(fresh), CHUNK):
         if time.monotonic() > deadline:
-            reasons.append(f"{len(fresh) - n} models with new evaluations wait for the next tick")
-            break
-        after = cursor.get(key.to_user_string(), default)
-        records = instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=key, after_storage_id=after),
-            limit=PER_KEY_LIMIT,
-            ascending=True,
-        ).records
-        if not records:
-            continue
-        new_cursor[key.to_user_string()] = records[-1].storage_id
-        usable = []
-        for record in records:
-            found = _usable(record, key)
-            if isinstance(found, str):
-                reasons.append(found)
-                continue
-            name, version = found
-            if (name, version) in submitted:
-                reasons.append(f"{name} v{version}: already submitted")
-                continue
-            try:
-                gov.locate(name)
-            except KeyError as exc:
-                reasons.append(f"{key.to_user_string()} event {record.storage_id}: {exc}")
-                continue
-            usable.append((record, name, version))
-        # Newest evaluation of a version wins; then best first.
-        by_version = {(n, v): r for r, n, v in usable}
-        ranked = sorted(
-            by_version.items(),
-            key=lambda item: (_metric(item[1], gov, item[0][0]), item[1].storage_id),
-            reverse=True,
-        )
-        chosen = None
-        for (name, version), record in ranked:
-            if chosen is not None:
-                reasons.append(f"{name} v{version}: superseded by v{chosen} in this tick")
-                continue
-            assessment = gov.assess(name, version, champions.get(name), record=record)
-            if not assessment.ok:
-                reasons.append(f"{name} v{version}: {assessment.why}")
-                continue
-            chosen = version
-            config = {
-                "registered_model": name,
-                "version": version,
-                "reason": assessment.why,
-                "sensor_proof": sensor_proof(gov.store.keys, name, version),
-            }
-            requests.append(
-                (
-                    key,
-                    record.storage_id,
-                    dg.RunRequest(
-                        run_key=f"promote:{name}:{version}",
-                        run_config={"ops": {"submit_candidate": {"config": config}}},
-                        tags={
-                            "tenant": key.path[0],
-                            "mlplat/model": name,
-                            "mlplat/version": str(version),
-                            "mlplat/launched_by": SENSOR_IDENTITY,
-                        },
-                    ),
-                )
+            reasons.append(
+                f"{len(fresh) - start} models with new evaluations wait for the next tick"
             )
+            break
+        ranked = {}
+        for key in fresh[start : start + CHUNK]:
+            after = cursor.get(key.to_user_string(), default)
+            records = instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=key, after_storage_id=after),
+                limit=PER_KEY_LIMIT,
+                ascending=True,
+            ).records
+            if records:
+                new_cursor[key.to_user_string()] = records[-1].storage_id
+                ranked[key] = _ranked(gov, key, records, submitted, reasons)
+        # Each round assesses every model's best remaining candidate, their evidence read
+        # together; a model leaves the rounds with its first candidate that meets the policy.
+        while any(ranked.values()):
+            heads = {key: items.pop(0) for key, items in ranked.items() if items}
+            gov.prefetch([record for _, record in heads.values()])
+            for key, ((name, version), record) in heads.items():
+                assessment = gov.assess(name, version, champions.get(name), record=record)
+                if not assessment.ok:
+                    reasons.append(f"{name} v{version}: {assessment.why}")
+                    continue
+                for (_, other), _ in ranked.pop(key):
+                    reasons.append(f"{name} v{other}: superseded by v{version} in this tick")
+                request = _request(gov, key, name, version, assessment.why)
+                requests.append((key, record.storage_id, request))
     return requests, reasons, new_cursor
 
 

@@ -229,3 +229,26 @@ def gov_sandbox(platform_home: Path, session_mlflow: MlflowResource) -> Sandbox:
     yield Sandbox(instance, session_mlflow, store, load_all(), data / "deploy", [])
     store.dispose()
     instance.dispose()
+
+
+@pytest.fixture
+def idp(tmp_path, monkeypatch):
+    """An identity provider of the test's own (an EC key it generates); the platform points at
+    it through the environment, as at a real IdP."""
+    from platform_assets.governance.demo_idp import LocalIdP
+
+    provider = LocalIdP(tmp_path / "idp")
+    for k, v in provider.env().items():
+        monkeypatch.setenv(k, v)
+    return provider
+
+
+@pytest.fixture
+def cli_sandbox(gov_sandbox, monkeypatch) -> Sandbox:
+    """The sandbox behind the `mlplat` governance commands."""
+    from platform_assets.governance import cli
+
+    monkeypatch.setattr(cli, "governance", gov_sandbox.governance)
+    monkeypatch.setattr(cli, "dagster_instance", lambda: gov_sandbox.instance)
+    monkeypatch.delenv("MLPLAT_USER", raising=False)
+    return gov_sandbox

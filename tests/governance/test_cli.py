@@ -16,11 +16,8 @@ runner = CliRunner()
 
 
 @pytest.fixture
-def sb(gov_sandbox, monkeypatch):
-    monkeypatch.setattr(cli, "governance", gov_sandbox.governance)
-    monkeypatch.setattr(cli, "dagster_instance", lambda: gov_sandbox.instance)
-    monkeypatch.delenv("MLPLAT_USER", raising=False)
-    return gov_sandbox
+def sb(cli_sandbox):
+    return cli_sandbox
 
 
 def run(*args: str, env: dict | None = None):

@@ -17,7 +17,8 @@ KEYS = AuditKeys.from_secrets(["gateway test key 0123456789"])
 PROXY = ProxySettings.parse("10.0.0.0/24")
 CONFIG = {"ops": {"roll_back": {"config": {"registered_model": "payments.m", "reason": "x"}}}}
 LAUNCH = {
-    "query": "mutation LaunchRun($executionParams: ExecutionParams!) { launchRun }",
+    "query": "mutation LaunchRun($executionParams: ExecutionParams!) { "
+    "launchRun(executionParams: $executionParams) { __typename } }",
     "variables": {
         "executionParams": {
             "selector": {"jobName": "rollback_model", "repositoryName": "__repository__"},
@@ -51,14 +52,16 @@ def idp(tmp_path) -> LocalIdP:
     return LocalIdP(tmp_path / "idp")
 
 
-def client(idp, host: str) -> tuple[TestClient, Recorder]:
+def client(idp, host: str, refusals: list | None = None) -> tuple[TestClient, Recorder]:
     recorder = Recorder()
-    gateway = IdentityGateway(recorder, KEYS, PROXY, idp.settings)
+    record = (lambda *refusal: refusals.append(refusal)) if refusals is not None else None
+    gateway = IdentityGateway(recorder, KEYS, PROXY, idp.settings, record)
     return TestClient(gateway, client=(host, 40000)), recorder
 
 
-def test_the_proxy_header_from_an_untrusted_address_is_refused(idp):
-    http, recorder = client(idp, "192.168.1.5")
+def test_the_proxy_header_from_an_untrusted_address_is_refused_and_recorded(idp):
+    refusals = []
+    http, recorder = client(idp, "192.168.1.5", refusals)
     response = http.post("/graphql", json=LAUNCH, headers={"X-Forwarded-Email": "raj@x.example"})
     assert response.status_code == 403
     assert response.text == (
@@ -66,6 +69,46 @@ def test_the_proxy_header_from_an_untrusted_address_is_refused(idp):
         "192.168.1.5, which is not a trusted proxy (MLPLAT_TRUSTED_PROXIES)"
     )
     assert recorder.bodies == []
+    ((exc, claimed, details),) = refusals
+    assert (exc.rule, str(exc)) == ("untrusted-proxy", response.text)
+    assert claimed == "header X-Forwarded-Email=raj@x.example"
+    assert details == {"client": "192.168.1.5", "path": "/graphql", "method": "POST"}
+
+
+def test_a_reserved_identity_from_the_trusted_proxy_is_refused_and_recorded(idp):
+    refusals = []
+    http, _ = client(idp, "10.0.0.7", refusals)
+    response = http.get("/", headers={"X-Forwarded-Email": "mlplat/promotion_sensor"})
+    assert response.status_code == 403
+    assert "refused by rule reserved-identity: 'mlplat/promotion_sensor' in header" in (
+        response.text
+    )
+    assert [(e.rule, c) for e, c, _ in refusals] == [
+        ("reserved-identity", "header X-Forwarded-Email=mlplat/promotion_sensor")
+    ]
+
+
+def test_no_credential_at_all_is_refused_without_a_record(idp):
+    refusals = []
+    http, _ = client(idp, "10.0.0.7", refusals)
+    assert http.get("/").status_code == 401 and refusals == []
+
+
+def test_mutations_outside_a_json_body_are_refused(idp):
+    http, recorder = client(idp, "10.0.0.7")
+    who = {"X-Forwarded-Email": "rita@ridehail.example"}
+    query = "mutation { launchRun(executionParams: {}) { __typename } }"
+    for response in (
+        http.get("/graphql", params={"query": query}, headers=who),
+        http.post(
+            "/graphql", content=query, headers={**who, "Content-Type": "application/graphql"}
+        ),
+        http.post("/graphql?query=" + query, headers=who),
+    ):
+        assert response.status_code == 400
+        assert response.text.startswith("GraphQL mutations are accepted only as a POST with an")
+    assert recorder.bodies == []
+    assert http.get("/graphql", params={"query": "{ version }"}, headers=who).status_code == 200
 
 
 def test_no_identity_is_401(idp):
@@ -100,3 +143,40 @@ def test_a_bearer_id_token_is_verified(idp):
     refused = http.post("/graphql", json=LAUNCH, headers={"Authorization": f"Bearer {expired}"})
     assert refused.status_code == 403
     assert refused.text == "refused by rule invalid-token: ID token rejected: Signature has expired"
+
+
+def test_a_token_failing_verification_is_recorded_with_its_unverified_claim(idp):
+    refusals = []
+    http, _ = client(idp, "172.16.0.9", refusals)
+    expired = idp.issue("paul@payments.example", ttl=-120)
+    http.get("/", headers={"Authorization": f"Bearer {expired}"})
+    assert [(e.rule, c) for e, c, _ in refusals] == [
+        ("invalid-token", "token=paul@payments.example")
+    ]
+
+
+def test_launch_params_are_signed_whatever_the_variable_is_called_and_never_inline(idp):
+    """Found against the real webserver: a variable not named executionParams went unsigned."""
+    http, recorder = client(idp, "10.0.0.7")
+    who = {"X-Forwarded-Email": "rita@ridehail.example"}
+    renamed = {
+        "query": "mutation($p: ExecutionParams!) { go: launchRun(executionParams: $p) { ok } }",
+        "variables": {"p": LAUNCH["variables"]["executionParams"]},
+    }
+    assert http.post("/graphql", json=renamed, headers=who).status_code == 200
+    sent = json.loads(recorder.bodies[0])["variables"]["p"]["executionMetadata"]["tags"]
+    assert {"key": "mlplat/launched_by", "value": "rita@ridehail.example"} in sent
+    inline = {"query": 'mutation { launchRun(executionParams: {selector: {jobName: "j"}}) { ok } }'}
+    refused = http.post("/graphql", json=inline, headers=who)
+    assert refused.status_code == 400
+    assert refused.text == (
+        "launchRun: pass executionParams as a GraphQL variable, not inline, so the gateway can "
+        "sign the launch with the verified launcher"
+    )
+    backfill = {
+        "query": "mutation($b: LaunchBackfillParams!) { "
+        "launchPartitionBackfill(backfillParams: $b) { ok } }",
+        "variables": {"b": {"tags": [{"key": "mlplat/launched_by", "value": "raj@x.example"}]}},
+    }
+    assert http.post("/graphql", json=backfill, headers=who).status_code == 200
+    assert json.loads(recorder.bodies[1])["variables"]["b"]["tags"] == []

@@ -25,14 +25,6 @@ KEYS = AuditKeys.from_secrets(["identity test key 0123456789"])
 runner = CliRunner()
 
 
-@pytest.fixture
-def idp(tmp_path, monkeypatch) -> LocalIdP:
-    provider = LocalIdP(tmp_path / "idp")
-    for k, v in provider.env().items():
-        monkeypatch.setenv(k, v)
-    return provider
-
-
 def test_a_valid_token_proves_its_email(idp):
     assert verify_token(idp.issue(APPROVER), idp.settings) == Identity(APPROVER, "oidc")
 

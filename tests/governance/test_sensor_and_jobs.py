@@ -175,7 +175,24 @@ def test_job_config_cannot_claim_the_sensor_identity(gov_sandbox, defs):
         "refused by rule reserved-identity: 'mlplat/promotion_sensor' in the job config's "
         "acting_as is reserved for the platform's own sensors and cannot be claimed"
     ) in failure_of(run)
-    assert sb.store.records() == [] and sb.store.pending() == []
+    assert sb.store.pending() == []
+    # Refused before the workflow, and audited: the claim is evidence, not the actor.
+    (record,) = sb.store.records()
+    assert (record.actor, record.identity, record.action, record.outcome, record.version) == (
+        "unidentified",
+        "refused",
+        "propose",
+        "refused",
+        v1,
+    )
+    assert record.reason in failure_of(run)
+    assert record.evidence == {
+        "rule": "reserved-identity",
+        "via": "job promote_model",
+        "claimed": "acting_as=mlplat/promotion_sensor, launched_by=vera@payments.example",
+        "model": MODEL,
+        "run_id": run.run_id,
+    }
 
 
 def test_a_forged_or_copied_sensor_proof_is_refused(gov_sandbox, defs):
@@ -193,6 +210,10 @@ def test_a_forged_or_copied_sensor_proof_is_refused(gov_sandbox, defs):
             "refused by rule reserved-identity: the sensor proof of this run does not match "
             f"{MODEL} v{v2}; only the promotion sensor can act as it"
         ) in failure_of(run)
+    refused = sb.store.records()
+    assert [(r.actor, r.evidence["rule"], r.version) for r in refused] == [
+        ("unidentified", "reserved-identity", v2)
+    ] * 2
 
 
 def test_sensor_skips_and_reports_events_without_metadata_and_keeps_going(gov_sandbox, defs):
