@@ -58,6 +58,8 @@ def test_full_tenant_graph(ridehail, platform_home):
         "ridehail/sources/driver_churn_labels",
         "ridehail/features/driver_stats",
         "ridehail/features/zone_demand",
+        "ridehail/online/driver_stats",
+        "ridehail/online/zone_demand",
         "ridehail/training_sets/driver_churn",
         "ridehail/models/driver_churn",
         "ridehail/evaluation_reports/driver_churn",

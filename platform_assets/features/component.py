@@ -186,10 +186,15 @@ class FeatureSet(TeamComponent, FeatureSetSpec):
 
     The asset `<tenant>/features/<name>` runs the YAML's DuckDB SQL over the tenant's sources,
     writes the table to the offline store, registers entity and view in the tenant's Feast
-    project, and runs the YAML's expectations as a blocking check.
+    project, and runs the YAML's expectations as a blocking check. The asset
+    `<tenant>/online/<name>` copies its new rows into the online store (serving/online.py).
     """
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
+        from platform_assets.serving.online import online_assets
+
         catalog = load_tenant(tenant_folder_of(context.path))
         spec = FeatureSetSpec.model_validate(self.model_dump())
-        return dg.Definitions(assets=feature_assets(catalog, spec))
+        return dg.Definitions(
+            assets=[*feature_assets(catalog, spec), *online_assets(catalog, spec)]
+        )

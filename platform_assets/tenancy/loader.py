@@ -21,10 +21,12 @@ from platform_assets.tenancy.catalog import TenantCatalog
 
 
 def tenant_assets(catalog: TenantCatalog) -> list:
-    """One tenant's cost asset, sources, feature sets and models, in file order."""
+    """One tenant's cost asset, sources, feature sets (with their online features) and models,
+    in file order."""
     from platform_assets.cost.assets import tenant_cost_asset
     from platform_assets.features.component import feature_assets
     from platform_assets.models.component import model_assets
+    from platform_assets.serving.online import online_assets
     from platform_assets.sources.component import source_assets
 
     tenant = catalog.tenant
@@ -32,6 +34,7 @@ def tenant_assets(catalog: TenantCatalog) -> list:
         tenant_cost_asset(tenant, catalog.file_of("tenant", tenant.name)),
         *[a for spec in catalog.sources.values() for a in source_assets(catalog, spec)],
         *[a for spec in catalog.feature_sets.values() for a in feature_assets(catalog, spec)],
+        *[a for spec in catalog.feature_sets.values() for a in online_assets(catalog, spec)],
         *[a for spec in catalog.models.values() for a in model_assets(catalog, spec)],
     ]
 

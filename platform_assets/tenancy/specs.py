@@ -38,7 +38,15 @@ RESERVED_TENANT_NAMES = frozenset({"platform", "default", "ml", "dagster", "mlpl
 # Where limits live; named in the error a tenant gets for setting one in its YAML.
 LIMITS_FILE = "platform_assets/limits/limits.yaml"
 PLATFORM_OWNED = ("budget", "max_concurrent_runs", "caps", "gpu_allowed", "override")
-ASSET_TYPES = ("source", "feature_view", "training_set", "model", "evaluation_report", "cost")
+ASSET_TYPES = (
+    "source",
+    "feature_view",
+    "online_features",
+    "training_set",
+    "model",
+    "evaluation_report",
+    "cost",
+)
 ROLES = ("viewer", "approver", "admin")
 
 # The Great Expectations expectations teams may declare. A closed set so a typo fails at load,

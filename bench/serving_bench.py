@@ -1,0 +1,318 @@
+"""Serving: single-entity predict latency and throughput of `mlplat serve`, against Feast's own
+feature server (`feast serve`, /get-online-features of the same FeatureService) and a raw Redis
+HGETALL of the same keys (the floor), all on one Redis online store.
+
+Setup: ridehail's real pipeline in a temp dir with Feast on Redis (db MLPLAT_BENCH_REDIS_DB,
+default 14; only this tenant's keys are removed afterwards), its champion set. Each server runs
+in its own process on loopback; the load comes from this process. Latency: sequential requests
+on one keep-alive connection; throughput: CONCURRENCY clients for a fixed time. Targets (issue
+15): ours p99 <= 1.5x Feast's p99, >= 500 requests/s on 2 cores.
+
+Writes JSON to bench/results/serving_bench.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results" / "serving_bench.json"
+REQUESTS = 2000
+WARMUP = 300
+CONCURRENCY = 8
+THROUGHPUT_SECONDS = 5.0
+ROUNDS = 3
+P99_TARGET, RPS_TARGET = 1.5, 500
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def redis_string(db: int) -> str:
+    return f"127.0.0.1:6379,db={db}"
+
+
+def serve_ours(port: int, redis: str) -> None:
+    """The `mlplat serve` app on the platform's resources, its Feast on the bench's Redis."""
+    import uvicorn
+
+    from platform_assets.execution.resources import resources_for
+    from platform_assets.serving.app import ServeSettings, create_app, service_from_env
+    from resources.feature_store import FeastResource
+
+    resources = resources_for("local")
+    resources["feast"] = FeastResource(root=resources["feast"].root, redis=redis)
+    service = service_from_env(ServeSettings(), resources)
+    uvicorn.run(
+        create_app(service), host="127.0.0.1", port=port, access_log=False, log_level="warning"
+    )
+
+
+def wait_http(url: str, proc: subprocess.Popen, timeout: float = 180.0) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode} before answering {url}")
+        try:
+            if httpx.get(url, timeout=2).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise RuntimeError(f"{url} did not answer within {timeout:.0f}s")
+
+
+def percentile(values: list[float], q: float) -> float:
+    return (
+        statistics.quantiles(values, n=100, method="inclusive")[q - 1] if q < 100 else max(values)
+    )
+
+
+def latency(call, entities: list[dict]) -> dict:
+    for e in entities[:WARMUP]:
+        call(e)
+    times = []
+    for i in range(REQUESTS):
+        e = entities[i % len(entities)]
+        t = time.perf_counter()
+        call(e)
+        times.append((time.perf_counter() - t) * 1000)
+    return {
+        "p50_ms": round(percentile(times, 50), 3),
+        "p99_ms": round(percentile(times, 99), 3),
+    }
+
+
+def throughput(make_call, entities: list[dict]) -> float:
+    done = [0] * CONCURRENCY
+    stop = threading.Event()
+
+    def worker(k: int) -> None:
+        call = make_call()
+        rng = random.Random(k)
+        while not stop.is_set():
+            call(rng.choice(entities))
+            done[k] += 1
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(CONCURRENCY)]
+    for t in threads:
+        t.start()
+    time.sleep(THROUGHPUT_SECONDS)
+    stop.set()
+    for t in threads:
+        t.join()
+    return round(sum(done) / THROUGHPUT_SECONDS, 1)
+
+
+def http_caller(url: str, body):
+    import httpx
+
+    def make():
+        client = httpx.Client(timeout=10)
+
+        def call(entity: dict) -> None:
+            response = client.post(url, json=body(entity))
+            if response.status_code != 200:
+                raise RuntimeError(f"{url}: {response.status_code} {response.text[:300]}")
+
+        return call
+
+    return make
+
+
+def redis_caller(db: int, project: str, join_keys: list[str]):
+    import redis
+    from feast.infra.online_stores.helpers import _redis_key
+    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+    from feast.protos.feast.types.Value_pb2 import Value
+
+    def key(join_key: str, value: str) -> bytes:
+        entity = EntityKey(join_keys=[join_key], entity_values=[Value(string_val=value)])
+        return _redis_key(project, entity, entity_key_serialization_version=3)
+
+    def make():
+        client = redis.Redis(host="127.0.0.1", port=6379, db=db)
+
+        def call(entity: dict) -> None:
+            pipe = client.pipeline(transaction=False)
+            for k in join_keys:
+                pipe.hgetall(key(k, entity[k]))
+            if not all(pipe.execute()):
+                raise RuntimeError(f"no Redis hash for {entity}")
+
+        return call
+
+    return make
+
+
+def run(base: Path, db: int) -> dict:
+    import pytest
+    import redis as redis_lib
+
+    from tests.serving.tenant import MODEL, REGISTERED, TENANT, served_tenant
+
+    started = time.perf_counter()
+    procs: list[subprocess.Popen] = []
+    with pytest.MonkeyPatch.context() as mp, served_tenant(base, mp, redis_string(db)) as served:
+        setup_s = time.perf_counter() - started
+        entities = served.entities(1000)
+        random.Random(0).shuffle(entities)
+        repo = served.resources["feast"].repo(TENANT)
+        ours_port, feast_port = free_port(), free_port()
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+        try:
+            procs.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "bench.serving_bench",
+                        "--serve-ours",
+                        str(ours_port),
+                        "--redis-db",
+                        str(db),
+                    ],
+                    env=env,
+                )
+            )
+            feast_bin = str(Path(sys.executable).with_name("feast"))
+            procs.append(
+                subprocess.Popen(
+                    [
+                        feast_bin,
+                        "-c",
+                        str(repo),
+                        "serve",
+                        "-h",
+                        "127.0.0.1",
+                        "-p",
+                        str(feast_port),
+                        "--no-access-log",
+                        "--workers",
+                        "1",
+                        "--max-requests",
+                        "0",
+                        "--registry_ttl_sec",
+                        "600",
+                    ],
+                    env=env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+            ours_url = f"http://127.0.0.1:{ours_port}"
+            feast_url = f"http://127.0.0.1:{feast_port}"
+            wait_http(f"{ours_url}/readyz", procs[0])
+            wait_http(f"{feast_url}/health", procs[1])
+            peers = {
+                "mlplat_predict": http_caller(
+                    f"{ours_url}/v1/models/{REGISTERED}:predict",
+                    lambda e: {"entities": [e]},
+                ),
+                "feast_get_online_features": http_caller(
+                    f"{feast_url}/get-online-features",
+                    lambda e: {
+                        "feature_service": f"{MODEL}_v1",
+                        "entities": {k: [v] for k, v in e.items()},
+                    },
+                ),
+                "redis_hgetall": redis_caller(db, TENANT, ["driver_id", "zone_id"]),
+            }
+            rounds = []
+            for _ in range(ROUNDS):  # interleaved, so a busy moment of the machine hits all
+                rounds.append(
+                    {
+                        name: {
+                            **latency(make(), entities),
+                            "throughput_rps": throughput(make, entities),
+                        }
+                        for name, make in peers.items()
+                    }
+                )
+        finally:
+            for proc in procs:
+                proc.terminate()
+            for proc in procs:
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+            client = redis_lib.Redis(host="127.0.0.1", port=6379, db=db)
+            for key in client.scan_iter():
+                if key.endswith(TENANT.encode()):
+                    client.delete(key)
+    medians = {
+        name: {
+            metric: statistics.median(r[name][metric] for r in rounds)
+            for metric in ("p50_ms", "p99_ms", "throughput_rps")
+        }
+        for name in peers
+    }
+    return {"setup_s": round(setup_s, 1), "rounds": rounds, "medians": medians}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--serve-ours", type=int, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--redis-db", type=int, default=int(os.environ.get("MLPLAT_BENCH_REDIS_DB", "14"))
+    )
+    args = parser.parse_args()
+    if args.serve_ours:
+        serve_ours(args.serve_ours, redis_string(args.redis_db))
+        return
+    with tempfile.TemporaryDirectory(prefix="mlplat-serving-bench-") as tmp:
+        result = run(Path(tmp), args.redis_db)
+    m = result["medians"]
+    ours, feast, floor = (
+        m["mlplat_predict"],
+        m["feast_get_online_features"],
+        m["redis_hgetall"],
+    )
+    ratio = ours["p99_ms"] / feast["p99_ms"]
+    result.update(
+        {
+            "p99_ratio_vs_feast": round(ratio, 3),
+            "p50_ratio_vs_feast": round(ours["p50_ms"] / feast["p50_ms"], 3),
+            "p99_ratio_vs_redis": round(ours["p99_ms"] / floor["p99_ms"], 3),
+            "throughput_ratio_vs_feast": round(ours["throughput_rps"] / feast["throughput_rps"], 3),
+            "targets": {"p99_ratio_vs_feast_max": P99_TARGET, "throughput_rps_min": RPS_TARGET},
+            "met": ratio <= P99_TARGET and ours["throughput_rps"] >= RPS_TARGET,
+            "cpus": os.cpu_count(),
+        }
+    )
+    print(
+        f"serving, single-entity requests, median of {ROUNDS} rounds (setup {result['setup_s']}s):"
+    )
+    for name, v in m.items():
+        print(
+            f"  {name:28s} p50 {v['p50_ms']:7.3f} ms  p99 {v['p99_ms']:7.3f} ms  "
+            f"{v['throughput_rps']:8.1f} req/s ({CONCURRENCY} clients)"
+        )
+    print(
+        f"  ours/Feast: p99 {result['p99_ratio_vs_feast']:.2f}x (target <= {P99_TARGET}x), "
+        f"p50 {result['p50_ratio_vs_feast']:.2f}x, throughput "
+        f"{result['throughput_ratio_vs_feast']:.2f}x; ours/Redis p99 "
+        f"{result['p99_ratio_vs_redis']:.2f}x; target met: {result['met']}"
+    )
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

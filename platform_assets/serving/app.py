@@ -1,0 +1,528 @@
+"""`mlplat serve`: the champion of every tenant model, scored on features from the online store.
+
+`POST /v1/models/<tenant>.<model>:predict` reads the model's FeatureService from the Feast
+online store of each view's owner, straight from the online store (no SDK retrieval path), and
+scores with the platform's champion version (governance state, never MLflow's alias), which a
+background thread re-checks every few seconds; a champion whose artifact does not load leaves
+the previous one serving, and `/readyz` says so. Every request is logged to the lake.
+"""
+
+import json
+import logging
+import math
+import threading
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from platform_assets.serving.requestlog import LogSchema, RequestLog
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from platform_assets.governance.store import GovernanceStore
+    from platform_assets.tenancy.catalog import TenantCatalog
+    from resources.feature_store import FeastResource
+    from resources.mlflow import MlflowResource
+
+log = logging.getLogger("mlplat.serve")
+
+MAX_ENTITIES = 1000
+
+
+class ServingError(Exception):
+    """A request the service refuses: HTTP `status`, and `detail` naming the field."""
+
+    def __init__(self, status: int, detail: str):
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
+@dataclass
+class ViewRead:
+    """One feature view of a model, read from its owner's online store."""
+
+    owner: str
+    name: str
+    join_key: str
+    features: list[str]  # as named in the training set
+    config: Any  # the owner's RepoConfig
+    online_store: Any
+    view: Any  # feast FeatureView
+
+    def read(self, keys: list[str]) -> list[tuple[datetime | None, dict | None]]:
+        from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+        from feast.protos.feast.types.Value_pb2 import Value
+
+        entity_keys = [
+            EntityKey(join_keys=[self.join_key], entity_values=[Value(string_val=k)]) for k in keys
+        ]
+        return self.online_store.online_read(self.config, self.view, entity_keys, self.features)
+
+
+@dataclass
+class Champion:
+    version: int
+    model: Any  # the scikit-learn pipeline
+    columns: list[str]  # its feature columns, in training order
+
+
+@dataclass
+class Route:
+    """One servable model: its YAML, features and the champion it currently serves."""
+
+    tenant: str
+    model: str
+    entity_columns: list[str]
+    feature_service: str
+    owners: dict[str, str]  # feature view -> owner tenant
+    schema: LogSchema
+    views: list[ViewRead] | None = None
+    serving: Champion | None = None
+    champion: int | None = None  # the platform's champion (may differ from `serving`)
+    problem: str | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.tenant}.{self.model}"
+
+    def status(self) -> dict[str, Any]:
+        state = (
+            "no_champion"
+            if self.champion is None and self.serving is None
+            else "unavailable"
+            if self.serving is None
+            else "degraded"
+            if self.problem
+            else "serving"
+        )
+        return {
+            "status": state,
+            "champion": self.champion,
+            "serving_version": self.serving.version if self.serving else None,
+            "problem": self.problem,
+        }
+
+
+def routes_from(catalogs: Mapping[str, "TenantCatalog"]) -> dict[str, Route]:
+    from platform_assets.tenancy.catalog import check_model_refs
+
+    routes = {}
+    for tenant, catalog in sorted(catalogs.items()):
+        for name, spec in sorted(catalog.models.items()):
+            resolved = check_model_refs(catalog, spec)
+            owners = {fs.name: owner for owner, fs in resolved.values()}
+            # The FeatureService's features as feast_objects.feature_service selects them.
+            features: list[str] = []
+            for ref in spec.features:
+                set_ref, feature = ref.rsplit(":", 1)
+                fs = resolved[set_ref][1]
+                features += list(fs.features) if feature == "*" else [feature]
+            entity_columns = list(spec.labels.entity_columns)
+            schema = LogSchema(tenant, name, tuple(entity_columns), tuple(dict.fromkeys(features)))
+            route = Route(tenant, name, entity_columns, spec.feature_service, owners, schema)
+            routes[route.name] = route
+    return routes
+
+
+def as_float(value: Any) -> float:
+    kind = value.WhichOneof("val")
+    if kind is None or kind == "null_val":
+        return math.nan
+    return float(getattr(value, kind))
+
+
+class Service:
+    """The routes, the online stores and the champion state of one serving process."""
+
+    def __init__(
+        self,
+        catalogs: Mapping[str, "TenantCatalog"],
+        feast: "FeastResource",
+        mlflow: "MlflowResource",
+        governance: "GovernanceStore",
+        request_log: RequestLog,
+        *,
+        champion_ttl: float = 5.0,
+        require_identity: bool = False,
+        admins: list[str] | None = None,
+    ):
+        self.catalogs = catalogs
+        self.feast = feast
+        self.mlflow = mlflow
+        self.governance = governance
+        self.request_log = request_log
+        self.champion_ttl = champion_ttl
+        self.require_identity = require_identity
+        self.admins = admins or []
+        self.routes = routes_from(catalogs)
+        self._stores: dict[str, Any] = {}
+        self._refresh_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.refreshed_at: datetime | None = None
+        self.refresh_error: str | None = None
+
+    # --- champion state ------------------------------------------------------------------
+
+    def _store(self, tenant: str):
+        if tenant not in self._stores:
+            self._stores[tenant] = self.feast.store(tenant)
+        return self._stores[tenant]
+
+    def _resolve_views(self, route: Route) -> list[ViewRead]:
+        """The model's FeatureService, each view read from its owner's online store."""
+        from feast.infra.online_stores.helpers import get_online_store_from_config
+
+        service = self._store(route.tenant).get_feature_service(route.feature_service)
+        views = []
+        for projection in service.feature_view_projections:
+            owner = route.owners.get(projection.name, route.tenant)
+            store = self._store(owner)
+            view = store.get_feature_view(projection.name)
+            [join_key] = [c.name for c in view.entity_columns]
+            features = [f.name for f in projection.features if f.name != f"{view.name}_ts"]
+            views.append(
+                ViewRead(
+                    owner,
+                    view.name,
+                    join_key,
+                    features,
+                    store.config,
+                    get_online_store_from_config(store.config.online_store),
+                    view,
+                )
+            )
+        return views
+
+    def _load(self, route: Route, version: int) -> Champion:
+        import mlflow as mlflow_lib
+        import pandas as pd
+
+        self.mlflow.client()  # points the mlflow module at the platform's registry
+        model = mlflow_lib.sklearn.load_model(f"models:/{route.name}/{version}")
+        columns = [str(c) for c in getattr(model, "feature_names_in_", [])]
+        available = {f for v in route.views or [] for f in v.features}
+        missing = [c for c in columns if c not in available]
+        if not columns or missing:
+            raise ValueError(
+                f"v{version} expects feature(s) {', '.join(missing) or '(none recorded)'} that "
+                f"FeatureService {route.feature_service} does not provide"
+            )
+        # One prediction now, so the first request does not pay for lazy initialisation.
+        model.predict_proba(pd.DataFrame([[math.nan] * len(columns)], columns=columns))
+        return Champion(version, model, columns)
+
+    def refresh(self) -> None:
+        """Re-read the platform's champions; load any that changed. Never raises for one model:
+        its problem is recorded on its route (and logged), and the others carry on."""
+        with self._refresh_lock:
+            champions = self.governance.champions_all()
+            for route in self.routes.values():
+                route.champion = champions.get(route.name)
+                if route.champion is None:
+                    continue
+                if route.serving is not None and route.serving.version == route.champion:
+                    route.problem = None
+                    continue
+                try:
+                    if route.views is None:
+                        route.views = self._resolve_views(route)
+                    loaded = self._load(route, route.champion)
+                except Exception as exc:  # noqa: BLE001 (one broken artifact must not stop the rest)
+                    keeps = (
+                        f"still serving v{route.serving.version}"
+                        if route.serving
+                        else "nothing to serve"
+                    )
+                    route.problem = (
+                        f"champion v{route.champion} of {route.name} could not be loaded "
+                        f"({type(exc).__name__}: {exc}); {keeps}"
+                    )
+                    log.error(route.problem)
+                    continue
+                previous = route.serving.version if route.serving else None
+                route.serving, route.problem = loaded, None
+                log.info(f"{route.name}: serving champion v{loaded.version} (was {previous})")
+            self.refreshed_at = datetime.now(UTC)
+
+    def _refresh_loop(self) -> None:
+        while not self._stop.wait(self.champion_ttl):
+            try:
+                self.refresh()
+                self.refresh_error = None
+            except Exception as exc:  # noqa: BLE001 (the governance database may be down)
+                # The champions in memory keep serving; /readyz reports the failure.
+                self.refresh_error = f"{type(exc).__name__}: {exc}"
+                log.error(f"champion refresh failed: {self.refresh_error}")
+
+    def start(self) -> None:
+        self.refresh()
+        self._thread = threading.Thread(target=self._refresh_loop, name="mlplat-champions")
+        self._thread.daemon = True
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.request_log.close()
+        self.governance.dispose()
+
+    # --- requests ------------------------------------------------------------------------
+
+    def authorize(self, route: Route, authorization: str | None) -> None:
+        """In `services`, the caller proves who they are with an OIDC ID token and must hold a
+        role in the model's tenant (or be a platform admin)."""
+        if not self.require_identity:
+            return
+        from platform_assets.governance.identity import (
+            IdentityRefused,
+            OidcSettings,
+            verify_token,
+        )
+        from platform_assets.governance.rbac import roles_of
+
+        scheme, _, token = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise ServingError(401, "Authorization: a bearer OIDC ID token is required")
+        try:
+            identity = verify_token(token.strip(), OidcSettings.from_env())
+        except IdentityRefused as exc:
+            raise ServingError(401, str(exc)) from exc
+        catalog = self.catalogs[route.tenant]
+        if identity.name in self.admins or roles_of(identity.name, catalog):
+            return
+        raise ServingError(
+            403, f"{identity.name} does not belong to tenant {route.tenant} (model {route.name})"
+        )
+
+    def parse(self, route: Route, body: bytes) -> list[dict[str, str]]:
+        try:
+            payload = json.loads(body)
+        except ValueError as exc:
+            raise ServingError(400, f"body: not JSON ({exc})") from exc
+        if not isinstance(payload, dict) or "entities" not in payload:
+            raise ServingError(422, 'body: expected {"entities": [{...}, ...]}')
+        entities = payload["entities"]
+        if not isinstance(entities, list) or not entities:
+            raise ServingError(422, "entities: expected a non-empty list of objects")
+        if len(entities) > MAX_ENTITIES:
+            raise ServingError(422, f"entities: at most {MAX_ENTITIES} per request")
+        for i, entity in enumerate(entities):
+            if not isinstance(entity, dict):
+                raise ServingError(422, f"entities[{i}]: expected an object")
+            for key in route.entity_columns:
+                if key not in entity:
+                    raise ServingError(
+                        422,
+                        f"entities[{i}].{key}: missing (model {route.name} needs "
+                        f"{', '.join(route.entity_columns)})",
+                    )
+                if not isinstance(entity[key], str):
+                    raise ServingError(
+                        422,
+                        f"entities[{i}].{key}: expected a string, got "
+                        f"{type(entity[key]).__name__} {entity[key]!r}",
+                    )
+        return entities
+
+    def features(
+        self, route: Route, entities: list[dict[str, str]]
+    ) -> tuple[list[dict[str, float]], list[datetime | None]]:
+        rows: list[dict[str, float]] = [{} for _ in entities]
+        as_of: list[datetime | None] = [None] * len(entities)
+        for view in route.views or []:
+            keys = [e[view.join_key] for e in entities]
+            for i, (ts, values) in enumerate(view.read(keys)):
+                if values is None:
+                    raise ServingError(
+                        404,
+                        f"entities[{i}].{view.join_key}: {keys[i]!r} is not in the online store "
+                        f"of feature view {view.owner}/{view.name}",
+                    )
+                for feature in view.features:
+                    value = values.get(feature)
+                    if value is None:
+                        raise ServingError(
+                            409,
+                            f"feature {view.name}:{feature} is missing from the online store "
+                            f"for {view.join_key}={keys[i]!r} (materialize "
+                            f"{view.owner}/online/{view.name})",
+                        )
+                    rows[i][feature] = as_float(value)
+                if ts is not None and (as_of[i] is None or ts < as_of[i]):
+                    as_of[i] = ts
+        return rows, as_of
+
+    def predict(
+        self, name: str, body: bytes, authorization: str | None
+    ) -> tuple[int, dict[str, Any]]:
+        """(status, JSON body) of one predict request; logs it."""
+        import pandas as pd
+
+        started, received = time.perf_counter(), datetime.now(UTC)
+        request_id = uuid.uuid4().hex
+        route = self.routes.get(name)
+        if route is None:
+            served = ", ".join(self.routes) or "none"
+            detail = f"model: unknown model {name!r} (served: {served})"
+            log.warning(f"request {request_id}: 404 {detail}")
+            return 404, {"detail": detail}
+        champion = None
+        entities: list[dict[str, str]] = []
+        try:
+            self.authorize(route, authorization)
+            entities = self.parse(route, body)
+            champion = route.serving
+            if champion is None:
+                raise ServingError(
+                    503,
+                    route.problem or f"model {route.name} has no champion yet (promote a version)",
+                )
+            rows, as_of = self.features(route, entities)
+            frame = pd.DataFrame(
+                [[r[c] for c in champion.columns] for r in rows],
+                columns=champion.columns,
+                dtype="float64",
+            )
+            scores = [float(p) for p in champion.model.predict_proba(frame)[:, 1]]
+        except ServingError as exc:
+            self._log_error(route, request_id, received, started, champion, exc)
+            return exc.status, {"detail": exc.detail}
+        known = [t for t in as_of if t is not None]
+        oldest = min(known) if known else None
+        request = {
+            "request_id": request_id,
+            "ts": received,
+            "tenant": route.tenant,
+            "model": route.model,
+            "model_version": champion.version,
+            "status": 200,
+            "error": None,
+            "latency_ms": (time.perf_counter() - started) * 1000,
+        }
+        self.request_log.record(
+            route.schema,
+            [
+                {
+                    **request,
+                    "prediction": score,
+                    "features_as_of": ts,
+                    **{k: entity[k] for k in route.entity_columns},
+                    **row,
+                }
+                for entity, row, score, ts in zip(entities, rows, scores, as_of, strict=True)
+            ],
+        )
+        return 200, {
+            "predictions": scores,
+            "model_version": champion.version,
+            "features_as_of": oldest.isoformat() if oldest else None,
+        }
+
+    def _log_error(self, route, request_id, received, started, champion, exc: ServingError):
+        """One row for a request refused before scoring: no prediction, the error."""
+        log.warning(f"request {request_id} to {route.name}: {exc.status} {exc.detail}")
+        row = {
+            "request_id": request_id,
+            "ts": received,
+            "tenant": route.tenant,
+            "model": route.model,
+            "model_version": champion.version if champion else None,
+            "status": exc.status,
+            "error": exc.detail,
+            "latency_ms": (time.perf_counter() - started) * 1000,
+        }
+        self.request_log.record(route.schema, [row])
+
+    def readiness(self) -> tuple[int, dict[str, Any]]:
+        models = {name: route.status() for name, route in self.routes.items()}
+        problems = [r.problem for r in self.routes.values() if r.problem]
+        if self.refresh_error:
+            problems.append(f"champion refresh failed: {self.refresh_error}")
+        if self.request_log.last_error:
+            problems.append(f"request log: {self.request_log.last_error}")
+        ready = self.refreshed_at is not None
+        body = {
+            "ready": ready,
+            "champions_checked_at": self.refreshed_at.isoformat() if self.refreshed_at else None,
+            "models": models,
+            "problems": problems,
+        }
+        return (200 if ready else 503), body
+
+
+def create_app(service: Service) -> "FastAPI":
+    from contextlib import asynccontextmanager
+
+    from fastapi import FastAPI, Request
+    from fastapi.responses import JSONResponse
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        service.start()
+        try:
+            yield
+        finally:
+            service.stop()
+
+    app = FastAPI(title="mlplat serve", lifespan=lifespan)
+
+    # `async def` on purpose: the online read and the prediction take well under a millisecond,
+    # less than a hop to the thread pool would cost.
+    @app.post("/v1/models/{name}:predict")
+    async def predict(name: str, request: Request) -> JSONResponse:
+        body = await request.body()
+        status, payload = service.predict(name, body, request.headers.get("authorization"))
+        return JSONResponse(payload, status_code=status)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        status, body = service.readiness()
+        return JSONResponse(body, status_code=status)
+
+    return app
+
+
+@dataclass
+class ServeSettings:
+    champion_ttl: float = 5.0
+    log_rows: int = 1000
+    log_seconds: float = 5.0
+
+
+def service_from_env(settings: ServeSettings, resources: dict[str, Any] | None = None) -> Service:
+    """The service of this deployment (MLPLAT_ENV): its resources, governance database and, in
+    `services`/`k8s`, the caller's verified identity on every request."""
+    from platform_assets.execution.env import deployment
+    from platform_assets.execution.resources import resources_for
+    from platform_assets.governance.rbac import platform_admins
+    from platform_assets.governance.workflow import TenantCatalogs, open_store
+
+    env = deployment()
+    resources = resources or resources_for(env)
+
+    def ready(resource):
+        return resource.process_config_and_initialize()
+
+    lake, feast, mlflow = (ready(resources[k]) for k in ("lake", "feast", "mlflow"))
+    catalogs = {name: catalog for name, catalog in TenantCatalogs().items()}
+    return Service(
+        catalogs,
+        feast,
+        mlflow,
+        open_store(),
+        RequestLog(lake, settings.log_rows, settings.log_seconds),
+        champion_ttl=settings.champion_ttl,
+        require_identity=env != "local",
+        admins=platform_admins(),
+    )
