@@ -279,7 +279,7 @@ def drift_asset(
         **kwargs,
         deps=deps,
         check_specs=check_specs,
-        output_required=False,
+        optional_checks=True,
         automation_condition=GATED,
     )
     def drift(
