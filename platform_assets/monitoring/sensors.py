@@ -41,7 +41,7 @@ def retrain_sensor(
         "(monitoring.retrain_on_drift in their YAML).",
     )
     def drift_retrain(context: dg.SensorEvaluationContext):
-        from platform_assets.sensors.budget import over_budget_skip
+        from platform_assets.cost.budget import over_budget_skip
 
         seen: dict[str, int] = json.loads(context.cursor or "{}")
         storage = context.instance.event_log_storage
