@@ -83,6 +83,36 @@ def run_costs(definitions: dg.Definitions, instance: dg.DagsterInstance, console
         console.print(f"  {key.to_user_string()}: run {result.run_id[:8]}")
 
 
+def run_monitoring(
+    definitions: dg.Definitions, instance: dg.DagsterInstance, console: Console
+) -> None:
+    """Batch scores and drift of every model by its (possibly just approved) champion: the
+    pipelines ran before the approvals, so a first demo has nothing scored yet. One run per
+    tenant, in this process (as run_costs)."""
+    console.rule("Batch scores and drift by each champion")
+    graph = definitions.resolve_asset_graph()
+    by_tenant: dict[str, list[dg.AssetKey]] = {}
+    for key in graph.get_all_asset_keys():
+        if graph.get(key).tags.get("asset_type") in ("predictions", "drift"):
+            by_tenant.setdefault(key.path[0], []).append(key)
+    job = definitions.resolve_implicit_global_asset_job_def()
+    for tenant, keys in sorted(by_tenant.items()):
+        result = job.execute_in_process(
+            instance=instance, asset_selection=keys, tags={"tenant": tenant}, raise_on_error=False
+        )
+        checks = [
+            e.asset_check_evaluation_data
+            for e in result.all_events
+            if e.event_type_value == "ASSET_CHECK_EVALUATION"
+        ]
+        drifted = [c.description for c in checks if not c.passed]
+        outcome = "ok" if result.success else "FAILED (a blocking drift check, or an error)"
+        console.print(
+            f"  {tenant}: run {result.run_id[:8]} {outcome}; {len(checks)} drift checks, "
+            f"{len(drifted)} failed" + (f": {'; '.join(drifted)}" if drifted else "")
+        )
+
+
 def evaluate_promotion(
     definitions: dg.Definitions, instance: dg.DagsterInstance, console: Console
 ) -> list[str]:
@@ -212,6 +242,7 @@ def main() -> None:
             console.rule("Approval workflow")
             for line in walk(console):
                 console.print(f"  {line}")
+        run_monitoring(definitions, instance, console)
         console.print(summary(definitions, instance))
     console.print(
         f"demo runs took {time.perf_counter() - started:.0f}s; "

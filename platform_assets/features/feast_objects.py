@@ -78,3 +78,20 @@ def feature_service(
         owner=owner,
         tags={"tenant": tenant, "model": model.name, "managed_by": "mlplat"},
     )
+
+
+def apply_current(lake, store, tenant: str, owner: str, model: ModelSpec, resolved: dict) -> tuple:
+    """Point the model's views at the feature snapshots committed last and apply its
+    FeatureService: what training and batch scoring read. `resolved` is
+    `check_model_refs(...)`'s. Returns (service, [(owner, entity, view, snapshot version)])."""
+    views, objects, read = {}, [], []
+    for view_owner, fs in resolved.values():
+        table_snapshot = lake.current(view_owner, "features", fs.name)
+        entity, view = feature_view(view_owner, owner, fs, table_snapshot.uri, lake.s3_endpoint())
+        views[fs.name] = view
+        read.append((view_owner, entity, view, table_snapshot.version))
+        if view_owner != tenant:
+            objects += [entity, view]  # a shared view, read from its owner's prefix
+    service = feature_service(tenant, owner, model, views)
+    store.apply([*objects, service])
+    return service, read

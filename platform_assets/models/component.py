@@ -7,6 +7,7 @@ import dagster as dg
 from platform_assets.cost.metering import PricingResource, meter
 from platform_assets.governance.deploy import batch_scores_asset
 from platform_assets.governance.reconcile import alias_check
+from platform_assets.monitoring.assets import drift_asset
 from platform_assets.tenancy.assets import (
     GATED,
     TeamComponent,
@@ -80,7 +81,7 @@ def time_split(df: "pd.DataFrame", test_fraction: float) -> "pd.Series":
 
 
 def model_assets(catalog: TenantCatalog, spec: ModelSpec) -> list[dg.AssetsDefinition]:
-    """Training set, model, evaluation report and batch scores of one model."""
+    """Training set, model, evaluation report, batch scores and drift of one model."""
     tenant = catalog.tenant
     resolved = check_model_refs(catalog, spec)
     requested = spec.resources or tenant.resources
@@ -126,25 +127,16 @@ def model_assets(catalog: TenantCatalog, spec: ModelSpec) -> list[dg.AssetsDefin
         automation_condition=GATED,
     )
     def training_set(lake: LakeResource, feast: FeastResource, pricing: PricingResource):
-        from platform_assets.features.feast_objects import feature_service, feature_view
+        from platform_assets.features.feast_objects import apply_current
         from platform_assets.models import manifest as manifests
         from platform_assets.quality.checks import expectation_check, leakage_check
 
         with meter(tenant.name, requested, pricing.catalog()) as usage:
             store = feast.store(tenant.name)
-            views, objects, read = {}, [], []
-            for owner, fs in resolved.values():
-                # The view reads the snapshot its feature asset committed last.
-                table_snapshot = lake.current(owner, "features", fs.name)
-                entity, view = feature_view(
-                    owner, tenant.owners[0], fs, table_snapshot.uri, lake.s3_endpoint()
-                )
-                views[fs.name] = view
-                read.append((owner, entity, view, table_snapshot.version))
-                if owner != tenant.name:
-                    objects += [entity, view]  # a shared view, read from its owner's prefix
-            service = feature_service(tenant.name, tenant.owners[0], spec, views)
-            store.apply([*objects, service])
+            # Each view reads the snapshot its feature asset committed last.
+            service, read = apply_current(
+                lake, store, tenant.name, tenant.owners[0], spec, resolved
+            )
             labels_snapshot = lake.current(tenant.name, "sources", labels.source)
             raw = lake.read(
                 tenant.name, "sources", labels.source, labels_snapshot.version
@@ -371,8 +363,9 @@ def model_assets(catalog: TenantCatalog, spec: ModelSpec) -> list[dg.AssetsDefin
         )
 
     # Governance: scores with the platform's champion; the check flags a drifted MLflow alias.
-    scores = batch_scores_asset(tenant, spec, requested, source)
-    return [training_set, model, evaluation_report, scores, alias_check(tenant, spec.name)]
+    scores = batch_scores_asset(tenant, spec, resolved, requested, source)
+    drift = drift_asset(tenant, spec, resolved, requested, source)
+    return [training_set, model, evaluation_report, scores, drift, alias_check(tenant, spec.name)]
 
 
 class Model(TeamComponent, ModelSpec):

@@ -48,9 +48,27 @@ def team_asset(**kwargs: Any) -> Callable[[Callable], dg.AssetsDefinition]:
                 return fn(*args, **kw)
 
         step.__signature__ = inspect.signature(fn)  # type: ignore[attr-defined]
-        return dg.asset(**kwargs)(step)
+        return _decorator(dict(kwargs))(step)
 
     return decorate
+
+
+SPEC_FIELDS = ("key", "group_name", "owners", "tags", "kinds", "description", "metadata", "deps")
+
+
+def _decorator(kwargs: dict[str, Any]) -> Callable:
+    """`dg.asset`, or with `optional_checks=True` a one-asset `dg.multi_asset` whose checks, like
+    the asset itself, are optional outputs (only a subsettable multi-asset's are): a step that
+    has nothing to judge (a drift asset before the model has a champion) then yields neither,
+    rather than a check result that judged nothing."""
+    if not kwargs.pop("optional_checks", False):
+        return dg.asset(**kwargs)
+    kwargs.pop("output_required", None)
+    spec = dg.AssetSpec(
+        **{k: kwargs.pop(k) for k in SPEC_FIELDS if k in kwargs},
+        automation_condition=kwargs.pop("automation_condition", None),
+    )
+    return dg.multi_asset(name="__".join(spec.key.path), specs=[spec], can_subset=True, **kwargs)
 
 
 def expectations_check(key: dg.AssetKey) -> dg.AssetCheckSpec:

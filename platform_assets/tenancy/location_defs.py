@@ -82,10 +82,12 @@ def tenant_parts(catalogs: dict[str, TenantCatalog]) -> dg.Definitions:
 def tenant_runs(
     catalogs: dict[str, TenantCatalog], env: Deployment | None = None
 ) -> dg.Definitions:
-    """What launches these tenants' runs: pipeline jobs, nightly schedules, automation; `env`
-    defaults to MLPLAT_ENV's (`mlplat k8s render` asks for the `k8s` jobs)."""
+    """What launches these tenants' runs: pipeline jobs, nightly schedules, automation and
+    retraining on drift; `env` defaults to MLPLAT_ENV's (`mlplat k8s render` asks for the `k8s`
+    jobs)."""
     from platform_assets.execution.env import deployment
     from platform_assets.execution.executors import executor_for
+    from platform_assets.monitoring.sensors import tenant_retrain_sensors
     from platform_assets.sensors.budget import tenant_schedule
 
     env = env or deployment()
@@ -101,7 +103,10 @@ def tenant_runs(
             for name, catalog in catalogs.items()
         ],
         schedules=[tenant_schedule(c.tenant) for c in catalogs.values()],
-        sensors=[automation_sensor(name) for name in catalogs],
+        sensors=[
+            *(automation_sensor(name) for name in catalogs),
+            *(s for c in catalogs.values() for s in tenant_retrain_sensors(c)),
+        ],
     )
 
 

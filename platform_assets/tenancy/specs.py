@@ -45,6 +45,8 @@ ASSET_TYPES = (
     "training_set",
     "model",
     "evaluation_report",
+    "predictions",
+    "drift",
     "cost",
 )
 ROLES = ("viewer", "approver", "admin")
@@ -398,6 +400,69 @@ def check_params(params: dict[str, Any]) -> dict[str, Any]:
 
 
 Algorithm = Literal["logistic_regression", "gradient_boosting", "random_forest"]
+Severity = Literal["warn", "block"]
+
+
+class DriftThresholds(dg.Model, dg.Resolvable):
+    """Beyond these a drift check fails (docs/monitoring.md says what each one measures)."""
+
+    psi: float = Field(
+        default=0.2,
+        gt=0,
+        le=100,
+        allow_inf_nan=False,
+        description="Population stability index above which a feature or the score drifted",
+    )
+    ks: float = Field(
+        default=0.1,
+        gt=0,
+        le=1,
+        allow_inf_nan=False,
+        description="Kolmogorov-Smirnov statistic (largest CDF gap) above which it drifted",
+    )
+    missing: float = Field(
+        default=0.05,
+        ge=0,
+        le=1,
+        allow_inf_nan=False,
+        description="Rise of a feature's share of missing values over the training set's",
+    )
+
+
+class DriftSeverity(dg.Model, dg.Resolvable):
+    """What a failed statistic does: `warn` shows it, `block` fails the check as an error
+    that stops whatever depends on the drift asset."""
+
+    psi: Severity = "warn"
+    ks: Severity = "warn"
+    missing: Severity = "warn"
+    prediction: Severity = "warn"
+
+
+class Monitoring(dg.Model, dg.Resolvable):
+    """How the model's drift asset compares recent features and scores with its training set."""
+
+    window_days: float = Field(
+        default=7,
+        gt=0,
+        le=365,
+        allow_inf_nan=False,
+        description="Request-log rows from the last this many days are the recent data",
+    )
+    min_rows: StrictInt = Field(
+        default=100,
+        ge=1,
+        le=10**9,
+        description="Fewer logged rows in the window than this: the batch scores stand in",
+    )
+    bins: StrictInt = Field(
+        default=10, ge=2, le=100, description="Quantile bins of the training set for PSI"
+    )
+    thresholds: DriftThresholds = Field(default_factory=DriftThresholds)
+    severity: DriftSeverity = Field(default_factory=DriftSeverity)
+    retrain_on_drift: StrictBool = Field(
+        default=False, description="A failed drift check requests the tenant's pipeline run"
+    )
 
 
 class ModelSpec(dg.Model, dg.Resolvable):
@@ -421,6 +486,7 @@ class ModelSpec(dg.Model, dg.Resolvable):
         default_factory=list, description="Expectations on the training set"
     )
     resources: ComputeResources | None = None
+    monitoring: Monitoring = Field(default_factory=Monitoring)
 
     @field_validator("features")
     @classmethod

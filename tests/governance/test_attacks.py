@@ -2,7 +2,7 @@
 
 (The audit-trail attacks are in test_audit_chain.py and test_cli.py, the sensor's bad events and
 the job config's `acting_as` in test_sensor_and_jobs.py, the drifted alias in predictions in
-test_deploy.py, identity sources in test_identity.py.)
+tests/monitoring/test_batch_scores.py, identity sources in test_identity.py.)
 """
 
 from __future__ import annotations
