@@ -161,6 +161,7 @@ def run(tmp_path: Path, root: Path, args, rng) -> dict:
     from platform_assets.observability.exporter import PlatformState, Tenants, serve
     from platform_assets.services.stack import free_port
 
+    (tmp_path / "dagster_home").mkdir()
     with dg.instance_for_test(temp_dir=str(tmp_path / "dagster_home")) as instance:
         tenants = sorted(p.name for p in root.iterdir())
         generate_s = insert_runs(instance, tenants, args.runs, rng)
