@@ -117,9 +117,18 @@ def freshness(
 ) -> SloResult:
     end = now.timestamp()
     start = end - slo.window_days * 86400
-    inside = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=key, after_timestamp=start), limit=100000, ascending=True
-    ).records
+    inside, cursor = [], None
+    while True:  # Dagster returns at most 10,000 records a call
+        page = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=key, after_timestamp=start),
+            limit=10000,
+            cursor=cursor,
+            ascending=True,
+        )
+        inside.extend(page.records)
+        if not page.has_more:
+            break
+        cursor = page.cursor
     earlier = instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=key, before_timestamp=start), limit=1, ascending=False
     ).records
@@ -226,6 +235,20 @@ def slo_report_asset(tenants: list[str]) -> dg.AssetsDefinition:
             "missed": len(missed),
             "missed_slos": ", ".join(f"{r.tenant} {r.slo}" for r in missed) or "none",
             "report": dg.MetadataValue.md(_table(results)),
+            "results": dg.MetadataValue.json(
+                [
+                    {
+                        "tenant": r.tenant,
+                        "slo": r.slo,
+                        "target": r.target,
+                        "attainment": r.attainment,
+                        "error_budget_remaining": r.error_budget_remaining,
+                        "window_days": r.window_days,
+                        "detail": r.detail,
+                    }
+                    for r in results
+                ]
+            ),
             "tenants_not_loaded": dg.MetadataValue.md("\n".join(unloaded) or "none"),
         }
         if any(r.attainment is not None for r in results):

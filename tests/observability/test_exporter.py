@@ -6,64 +6,20 @@ from __future__ import annotations
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
-import dagster as dg
 import pyarrow as pa
 import pytest
-import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from platform_assets.cost.ledger import month_to_date
-from platform_assets.data.generator import generate
 from platform_assets.observability import series as S
 from platform_assets.observability.exporter import PlatformState, Tenants, serve
 from platform_assets.services.stack import free_port
 from platform_assets.tenancy.limits import limits_for
-from tests.platform_sandbox import sandbox
+from tests.observability.conftest import LABELS, TRIPS, materialize
 
 pytestmark = pytest.mark.materialize
-
-LABELS = dg.AssetKey(["ridehail", "sources", "driver_churn_labels"])
-TRIPS = dg.AssetKey(["ridehail", "sources", "trips"])
-
-
-@pytest.fixture
-def ridehail(monkeypatch, platform_home, instance) -> Iterator[tuple[Path, dg.Definitions]]:
-    """ridehail whose sources have a freshness SLO and whose trips come from a CSV file that
-    breaks its expectations (so materializing trips fails its blocking check)."""
-    with sandbox(monkeypatch) as (root, build):
-        tenant = root / "ridehail" / "tenant" / "defs.yaml"
-        doc = yaml.safe_load(tenant.read_text())
-        doc["attributes"]["slos"]["freshness"]["source"] = {
-            "fail_after_hours": 2,
-            "warn_after_hours": 1,
-        }
-        tenant.write_text(yaml.safe_dump(doc))
-        trips = root / "ridehail" / "sources" / "trips" / "defs.yaml"
-        doc = yaml.safe_load(trips.read_text())
-        del doc["attributes"]["generator"]
-        doc["attributes"]["path"] = "trips.csv"
-        trips.write_text(yaml.safe_dump(doc))
-        defs = build()
-        inbox = Path(defs.resources["lake"].root) / "ridehail" / "inbox"
-        inbox.mkdir(parents=True)
-        df = generate("ridehail.trips")
-        df.loc[3, "fare"] = 5000.0  # outside the YAML's 0..1000
-        df.to_csv(inbox / "trips.csv", index=False)
-        yield root, defs
-
-
-def _materialize(defs: dg.Definitions, instance, key: dg.AssetKey) -> bool:
-    result = dg.materialize(
-        [defs.get_assets_def(key)],
-        instance=instance,
-        resources=defs.resources,
-        raise_on_error=False,
-    )
-    return result.success
 
 
 def _requests(rows: list[tuple[str, int, str | None, float, list[float | None]]]) -> pa.Table:
@@ -146,12 +102,12 @@ def test_scrape_shows_runs_steps_checks_freshness_cost_and_serving(ridehail, ins
     root, defs = ridehail
     lake = defs.resources["lake"]
     # A run from before the exporter started: counted from the history (runs only).
-    assert _materialize(defs, instance, LABELS)
+    assert materialize(defs, instance, LABELS)
     now = time.time()
     state = PlatformState(instance, Tenants.load(root), lake, lake_interval=0, clock=lambda: now)
     server, thread = serve(state, "127.0.0.1", free_port())
-    assert _materialize(defs, instance, LABELS)
-    assert not _materialize(defs, instance, TRIPS)  # its expectations check fails
+    assert materialize(defs, instance, LABELS)
+    assert not materialize(defs, instance, TRIPS)  # its expectations check fails
     lake.append(
         "ridehail",
         "serving",
@@ -223,7 +179,7 @@ def test_scrape_shows_runs_steps_checks_freshness_cost_and_serving(ridehail, ins
         assert le_10ms == 1
 
         # The next scrape reads only what is new: one more run, one more batch.
-        assert _materialize(defs, instance, LABELS)
+        assert materialize(defs, instance, LABELS)
         lake.append(
             "ridehail",
             "serving",
