@@ -67,6 +67,7 @@ bench: install
 	$(BIN)/python -m bench.promotion_bench
 	$(BIN)/python -m bench.budget_bench
 	$(BIN)/python -m bench.serving_bench
+	$(BIN)/python -m bench.metrics_bench
 
 quotas: install
 	$(BIN)/mlplat quotas write

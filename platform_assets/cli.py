@@ -8,6 +8,7 @@ from platform_assets.cost import cli as cost_cli
 from platform_assets.governance import cli as governance_cli
 from platform_assets.k8s import cli as k8s_cli
 from platform_assets.models import cli as models_cli
+from platform_assets.observability import cli as observability_cli
 from platform_assets.services import cli as services_cli
 from platform_assets.serving import cli as serving_cli
 
@@ -161,6 +162,7 @@ app.add_typer(models_cli.app, name="training-set")
 app.add_typer(k8s_cli.k8s_app, name="k8s")
 app.add_typer(k8s_cli.policy_app, name="policy")
 app.command("serve")(serving_cli.serve)
+app.add_typer(observability_cli.app, name="metrics")
 
 if __name__ == "__main__":
     app()

@@ -261,22 +261,30 @@ class LakeResource(dg.ConfigurableResource):
         """Every batch of an append-only log written on or after `since`'s UTC day (all when
         None), as one table; None when the log has no batch."""
         import pyarrow.dataset as ds
+
+        paths = self.log_files(tenant, kind, name, since)
+        if not paths:
+            return None
+        return ds.dataset(paths, format="parquet", filesystem=self.filesystem()[0]).to_table()
+
+    def log_files(
+        self, tenant: str, kind: str, name: str, since: datetime | None = None
+    ) -> list[str]:
+        """The paths (in `filesystem()`) of an append-only log's batches written on or after
+        `since`'s UTC day, oldest first: for readers that keep track of what they have read."""
         import pyarrow.fs as pafs
 
         fs, base = self.filesystem()
         folder = f"{base}/{tenant}/{kind}/{name}/log"
         selector = pafs.FileSelector(folder, recursive=True, allow_not_found=True)
         day = f"{since.astimezone(UTC):%Y-%m-%d}" if since else ""
-        paths = sorted(
+        return sorted(
             info.path
             for info in fs.get_file_info(selector)
             if info.type == pafs.FileType.File
             and info.base_name.endswith(".parquet")
             and info.path[len(folder) + 1 :].split("/", 1)[0] >= day
         )
-        if not paths:
-            return None
-        return ds.dataset(paths, format="parquet", filesystem=fs).to_table()
 
     # ----------------------------------------------------------------------------------------
     # Reading

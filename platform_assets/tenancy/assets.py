@@ -14,6 +14,7 @@ from typing import Any
 import dagster as dg
 
 from platform_assets.k8s.steps import step_k8s_config
+from platform_assets.observability.slo import freshness_policy
 from platform_assets.tenancy.limits import grant
 from platform_assets.tenancy.runs import claim_run
 from platform_assets.tenancy.specs import ASSET_TYPES, ComputeResources, TenantSpec
@@ -127,13 +128,17 @@ def asset_kwargs(
 
     `source` is the team YAML the asset comes from. The step requests what the platform grants
     (the request capped by limits.yaml, said in the asset's metadata); steps granted GPUs join
-    the GPU pool.
+    the GPU pool. An asset type the tenant's `slos.freshness` names gets Dagster's freshness
+    policy from it.
     """
     if asset_type not in ASSET_TYPES:
         raise ValueError(f"asset_type {asset_type!r} is not one of {ASSET_TYPES}")
     requested, note = grant(tenant.name, requested or tenant.resources)
     metadata = {**(metadata or {}), **({"resources/capped": note} if note else {})}
     extra: dict[str, Any] = {"pool": GPU_POOL} if requested.gpu else {}
+    freshness = tenant.slos.freshness.get(asset_type)
+    if freshness is not None:
+        extra["freshness_policy"] = freshness_policy(freshness)
     return {
         **extra,
         "key": dg.AssetKey([tenant.name, *path]),

@@ -111,19 +111,24 @@ def tenant_runs(
 
 
 def platform_parts(tenants: list[str]) -> dg.Definitions:
-    """What spans tenants: showback, budget, promotion and champion-alias sensors, governance
-    jobs, and the lake's snapshot retention."""
+    """What spans tenants: showback, the SLO report, budget, promotion and champion-alias
+    sensors, governance jobs, and the lake's snapshot retention."""
     from platform_assets.cost.assets import showback_asset
     from platform_assets.governance.promotion import promote_model, rollback_model
     from platform_assets.governance.reconcile import champion_alias_reconciliation
+    from platform_assets.observability.slo import (
+        slo_report_asset,
+        slo_report_job,
+        slo_report_schedule,
+    )
     from platform_assets.sensors.budget import budget_sensor
     from platform_assets.sensors.promotion import promotion_sensor
     from platform_assets.storage.retention import lake_retention, lake_retention_schedule
 
     return dg.Definitions(
-        assets=[showback_asset(tenants)],
-        jobs=[promote_model, rollback_model, lake_retention],
-        schedules=[lake_retention_schedule],
+        assets=[showback_asset(tenants), slo_report_asset(tenants)],
+        jobs=[promote_model, rollback_model, lake_retention, slo_report_job],
+        schedules=[lake_retention_schedule, slo_report_schedule],
         sensors=[promotion_sensor, budget_sensor, champion_alias_reconciliation],
     )
 

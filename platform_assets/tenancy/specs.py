@@ -220,6 +220,66 @@ class PodOverrides(dg.Model, dg.Resolvable):
     container_config: dict[str, Any] = Field(default_factory=dict)
 
 
+# Asset types a freshness SLO may name: the ones a pipeline refreshes on a cadence.
+FRESHNESS_ASSET_TYPES = ("source", "feature_view", "training_set", "model")
+# Dagster's freshness policies cannot be shorter than a minute; a year is the most that means
+# anything for a platform that keeps 90 days of run history.
+HOURS = {"ge": 1 / 60, "le": 8760, "allow_inf_nan": False}
+# Attainment targets: 0 would promise nothing and 1 leaves no error budget at all.
+TARGET = {"gt": 0, "lt": 1, "allow_inf_nan": False}
+
+
+class RunSuccessSlo(dg.Model, dg.Resolvable):
+    """The share of the tenant's finished runs that succeed, over a rolling window."""
+
+    target: float = Field(default=0.95, **TARGET, description="e.g. 0.95: 5% may fail")
+    window_days: float = Field(default=28, ge=1 / 24, le=90, allow_inf_nan=False)
+
+
+class FreshnessSlo(dg.Model, dg.Resolvable):
+    """How stale an asset of one type may get (its Dagster `FreshnessPolicy`), and the share of
+    the window it must be within that."""
+
+    fail_after_hours: float = Field(
+        **HOURS, description="Failing once the last materialization is older than this"
+    )
+    warn_after_hours: float | None = Field(
+        default=None, **HOURS, description="Warning once older than this (below fail_after)"
+    )
+    target: float = Field(default=0.99, **TARGET, description="Share of the window fresh")
+    window_days: float = Field(default=28, ge=1 / 24, le=90, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _warn_before_fail(self) -> FreshnessSlo:
+        if self.warn_after_hours is not None and self.warn_after_hours >= self.fail_after_hours:
+            raise ValueError(
+                f"warn_after_hours ({self.warn_after_hours:g}) must be below fail_after_hours "
+                f"({self.fail_after_hours:g})"
+            )
+        return self
+
+
+def check_freshness_types(value: dict) -> dict:
+    """Keys as asset types (Dagster's YAML schema needs plain `str` keys, not a Literal)."""
+    for key in value:
+        if key not in FRESHNESS_ASSET_TYPES:
+            raise ValueError(
+                f"{key!r} is not an asset type with a freshness SLO: use one of "
+                f"{', '.join(FRESHNESS_ASSET_TYPES)}"
+            )
+    return value
+
+
+class Slos(dg.Model, dg.Resolvable):
+    """A tenant's service level objectives: run success and, per asset type, freshness."""
+
+    run_success: RunSuccessSlo = Field(default_factory=RunSuccessSlo)
+    freshness: Annotated[dict[str, FreshnessSlo], AfterValidator(check_freshness_types)] = Field(
+        default_factory=dict,
+        description="Asset type (source, feature_view, training_set, model) -> its freshness",
+    )
+
+
 class TenantSpec(dg.Model, dg.Resolvable):
     """A team on the platform: who owns it, who approves, where it runs, what it requests.
 
@@ -245,6 +305,7 @@ class TenantSpec(dg.Model, dg.Resolvable):
         description="Requested per step; the platform caps it (limits.yaml)",
     )
     shares: list[Share] = Field(default_factory=list)
+    slos: Slos = Field(default_factory=Slos, description="Service level objectives")
 
     @model_validator(mode="before")
     @classmethod

@@ -1,0 +1,1 @@
+"""The platform's health: the Prometheus exporter, tenants' SLOs, and generated rules/dashboard."""

@@ -1,0 +1,532 @@
+"""`mlplat metrics`: the platform's health as Prometheus series, read from the Dagster instance,
+the cost ledger, the platform's limits and the serving request logs.
+
+Dagster OSS has no metrics endpoint, so this exporter reads its storage. A scrape reads only
+what changed since the last one: runs updated after a watermark, events after a storage-id
+cursor per event type, request-log batches not read yet; everything else is aggregated in
+memory. Run counters count from `history_days` before the exporter started; step and check
+counters from its start, one read of each run's events as it finishes (Prometheus' `rate` and
+`increase` handle the reset at a restart).
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import threading
+import time
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+import dagster as dg
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from platform_assets.observability import series as S
+from platform_assets.tenancy.specs import FreshnessSlo
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
+
+    from resources.lake import LakeResource
+
+log = logging.getLogger(__name__)
+
+UNKNOWN_TENANT = "unknown"
+OUTCOMES = {
+    dg.DagsterRunStatus.SUCCESS: "success",
+    dg.DagsterRunStatus.FAILURE: "failure",
+    dg.DagsterRunStatus.CANCELED: "canceled",
+}
+IN_PROGRESS = {
+    dg.DagsterRunStatus.QUEUED: "queued",
+    dg.DagsterRunStatus.NOT_STARTED: "not_started",
+    dg.DagsterRunStatus.STARTING: "starting",
+    dg.DagsterRunStatus.STARTED: "started",
+    dg.DagsterRunStatus.CANCELING: "canceling",
+}
+PAGE = 5000
+# Runs are re-read this far behind the watermark: on Postgres a transaction that stamped an
+# earlier update time may commit after one we have read.
+RUN_OVERLAP = timedelta(seconds=5)
+# Event ids re-read before the cursor, for the same reason (as the cost ledger does).
+EVENT_LOOKBACK = {"postgresql": 20}
+STEP_EVENTS = {
+    dg.DagsterEventType.STEP_SUCCESS,
+    dg.DagsterEventType.STEP_FAILURE,
+    dg.DagsterEventType.ASSET_CHECK_EVALUATION,
+}
+
+
+class Histogram:
+    """Bucket counts, sum and count of one labelled histogram series."""
+
+    __slots__ = ("bounds", "counts", "total", "n")
+
+    def __init__(self, bounds: tuple[float, ...]):
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.total = 0.0
+        self.n = 0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.total += value
+        self.n += 1
+
+    def buckets(self) -> list[tuple[str, int]]:
+        out, running = [], 0
+        for bound, count in zip((*self.bounds, float("inf")), self.counts, strict=True):
+            running += count
+            out.append(("+Inf" if bound == float("inf") else repr(float(bound)), running))
+        return out
+
+
+class Histograms(defaultdict):
+    def __init__(self, bounds: tuple[float, ...]):
+        super().__init__(lambda: Histogram(bounds))
+
+
+@dataclass
+class RunState:
+    tenant: str
+    job: str
+    status: dg.DagsterRunStatus
+    started: bool = False
+
+
+@dataclass
+class Tenants:
+    """What the exporter knows from the tenants' YAML, read once at its start."""
+
+    names: list[str]
+    config_ok: dict[str, bool]
+    models: dict[str, list[str]]
+    freshness: dict[dg.AssetKey, FreshnessSlo]
+    run_success: dict[str, tuple[float, float]]  # tenant -> (target, window seconds)
+
+    @classmethod
+    def load(cls, root=None) -> Tenants:
+        from platform_assets.observability.slo import freshness_policies
+        from platform_assets.tenancy.catalog import PlatformConfigError, defs_root, load_tenant
+        from platform_assets.tenancy.locations import tenant_folders
+
+        root = (root or defs_root()).resolve()
+        tenants = cls([], {}, {}, {}, {})
+        for name in tenant_folders(root):
+            tenants.names.append(name)
+            try:
+                catalog = load_tenant(root / name)
+            except PlatformConfigError as exc:
+                # Its runs and costs are still exported; its SLOs and serving logs are not.
+                log.warning("tenant %s: YAML does not load (%s)", name, exc)
+                tenants.config_ok[name] = False
+                continue
+            tenants.config_ok[name] = True
+            tenants.models[name] = sorted(catalog.models)
+            tenants.freshness.update(freshness_policies(catalog))
+            slo = catalog.tenant.slos.run_success
+            tenants.run_success[name] = (slo.target, slo.window_days * 86400)
+        return tenants
+
+
+@dataclass
+class ServingLog:
+    """What has been read of one model's request log."""
+
+    read: set[str] = field(default_factory=set)
+    requests: Counter = field(default_factory=Counter)  # status -> count
+    errors: int = 0
+    predictions: int = 0
+    latency: Histogram = field(default_factory=lambda: Histogram(S.LATENCY_BUCKETS))
+
+
+class PlatformState:
+    """The aggregates behind the series, brought up to date incrementally by `refresh`."""
+
+    def __init__(
+        self,
+        instance: dg.DagsterInstance,
+        tenants: Tenants,
+        lake: LakeResource | None = None,
+        *,
+        history_days: float = 7,
+        lake_interval: float = 10.0,
+        engine: sa.Engine | None = None,
+        clock=time.time,
+    ):
+        self.instance = instance
+        self.tenants = tenants
+        self.lake = lake
+        self.lake_interval = lake_interval
+        self.engine = engine
+        self.clock = clock
+        self.lock = threading.Lock()
+        start = datetime.fromtimestamp(clock(), UTC) - timedelta(days=history_days)
+        self.history_start = start
+        self.run_watermark = start
+        self.runs: dict[str, RunState] = {}
+        self.run_seen: dict[str, datetime] = {}  # run id -> update time read last
+        self.finished: Counter = Counter()  # (tenant, job, outcome)
+        self.queue_wait = Histograms(S.LONG_BUCKETS)  # (tenant,)
+        self.run_duration = Histograms(S.LONG_BUCKETS)  # (tenant, job)
+        self.step_duration = Histograms(S.LONG_BUCKETS)  # (tenant, job, step)
+        self.step_failures: Counter = Counter()  # (tenant, job, step)
+        self.checks: Counter = Counter()  # (tenant, asset, check, severity, passed)
+        self.cursors: dict[dg.DagsterEventType, int | None] = {}
+        self.to_read: list[str] = []  # runs finished since the last refresh
+        self.last_materialized: dict[dg.AssetKey, float] = {}
+        self.freshness_state: dict[dg.AssetKey, str] = {}
+        self.cost: dict[str, float] = {}
+        self.seen_event_id: int | None = None
+        self.serving: dict[tuple[str, str], ServingLog] = defaultdict(ServingLog)
+        self.lake_read_at = float("-inf")
+        self.refresh_seconds = 0.0
+        self._bootstrap_materializations()
+
+    # ---------------------------------------------------------------------------------------
+    # Reading what changed
+    # ---------------------------------------------------------------------------------------
+
+    def refresh(self) -> None:
+        with self.lock:
+            started = time.perf_counter()
+            latest = self.instance.event_log_storage.get_maximum_record_id()
+            # Every run status change, step, check and materialization is an event: when the
+            # log has not grown, nothing the Dagster series show has changed.
+            if latest != self.seen_event_id:
+                self._refresh_runs()
+                self._refresh_steps()
+                self._refresh_materializations()
+                self._refresh_cost()
+                self._refresh_freshness_state()
+                self.seen_event_id = latest
+            now = self.clock()
+            if self.lake is not None and now - self.lake_read_at >= self.lake_interval:
+                self._refresh_serving()
+                self.lake_read_at = now
+            self.refresh_seconds = time.perf_counter() - started
+
+    def _refresh_runs(self) -> None:
+        after = self.run_watermark - RUN_OVERLAP
+        limit = PAGE
+        while True:
+            records = self.instance.get_run_records(
+                dg.RunsFilter(updated_after=after),
+                limit=limit,
+                order_by="update_timestamp",
+                ascending=True,
+            )
+            fresh = [
+                r for r in records if self.run_seen.get(r.dagster_run.run_id) != r.update_timestamp
+            ]
+            for record in fresh:
+                self._observe_run(record)
+            if records:
+                newest = records[-1].update_timestamp
+                self.run_watermark = max(self.run_watermark, newest)
+            if len(records) < limit:
+                return
+            if not fresh:
+                # A full page of runs stamped within one instant: read a larger one.
+                limit *= 2
+                continue
+            # `updated_after` is strict: step back one microsecond so ties at the page's end
+            # are read again (and skipped as seen).
+            after = records[-1].update_timestamp - timedelta(microseconds=1)
+
+    def _observe_run(self, record) -> None:
+        run = record.dagster_run
+        self.run_seen[run.run_id] = record.update_timestamp
+        tenant = run.tags.get("tenant") or UNKNOWN_TENANT
+        state = self.runs.get(run.run_id)
+        if state is None:
+            state = self.runs[run.run_id] = RunState(tenant, run.job_name, run.status)
+        elif state.status in OUTCOMES:
+            return  # counted once; later updates (tags) change nothing here
+        state.tenant, state.status = tenant, run.status
+        if record.start_time is not None and not state.started:
+            state.started = True
+            wait = record.start_time - record.create_timestamp.timestamp()
+            self.queue_wait[(tenant,)].observe(max(wait, 0.0))
+        if run.status in OUTCOMES:
+            self.finished[(tenant, run.job_name, OUTCOMES[run.status])] += 1
+            if self.seen_event_id is not None:  # not in the first read (the history)
+                self.to_read.append(run.run_id)
+            if record.start_time is not None and record.end_time is not None:
+                duration = max(record.end_time - record.start_time, 0.0)
+                self.run_duration[(tenant, run.job_name)].observe(duration)
+
+    def _dialect(self) -> str:
+        engine = getattr(self.instance.event_log_storage, "_engine", None)
+        return engine.dialect.name if engine is not None else "sqlite"
+
+    def _events(self, event_type: dg.DagsterEventType) -> Iterator[dg.EventLogRecord]:
+        """Records of an asset event type after its cursor (and a few before it on Postgres),
+        oldest first; moves the cursor. Asset events have cross-run ids on every storage."""
+        storage = self.instance.event_log_storage
+        cursor = self.cursors.get(event_type)
+        start = None if cursor is None else max(cursor - EVENT_LOOKBACK.get(self._dialect(), 0), 0)
+        while True:
+            records = storage.get_event_records(
+                dg.EventRecordsFilter(
+                    event_type=event_type,
+                    after_cursor=start,
+                    # The first read starts `history_days` back, not at the log's beginning.
+                    after_timestamp=self.history_start.timestamp() if start is None else None,
+                ),
+                limit=PAGE,
+                ascending=True,
+            )
+            yield from records
+            if records:
+                start = records[-1].storage_id
+                self.cursors[event_type] = max(self.cursors.get(event_type) or 0, start)
+            if len(records) < PAGE:
+                return
+
+    def _refresh_steps(self) -> None:
+        """Steps and checks of the runs that finished since the last refresh: one read of each
+        run's own events (run-sharded SQLite has no cross-run cursor for step events)."""
+        finished, self.to_read = self.to_read, []
+        for run_id in finished:
+            run = self.runs[run_id]
+            records = self.instance.get_records_for_run(run_id, of_type=STEP_EVENTS).records
+            for record in records:
+                entry = record.event_log_entry
+                event = entry.dagster_event
+                if event.event_type == dg.DagsterEventType.STEP_SUCCESS:
+                    seconds = event.event_specific_data.duration_ms / 1000
+                    self.step_duration[(run.tenant, run.job, entry.step_key or "")].observe(seconds)
+                elif event.event_type == dg.DagsterEventType.STEP_FAILURE:
+                    self.step_failures[(run.tenant, run.job, entry.step_key or "")] += 1
+                else:
+                    evaluation = event.event_specific_data
+                    key = evaluation.asset_key
+                    outcome = "true" if evaluation.passed else "false"
+                    labels = (key.path[0], key.to_user_string(), evaluation.check_name)
+                    self.checks[(*labels, evaluation.severity.value, outcome)] += 1
+
+    def _refresh_materializations(self) -> None:
+        # Re-read records only move a maximum: reading one twice is harmless.
+        for record in self._events(dg.DagsterEventType.ASSET_MATERIALIZATION):
+            key = record.event_log_entry.dagster_event.asset_key
+            if key in self.tenants.freshness:
+                previous = self.last_materialized.get(key, 0.0)
+                self.last_materialized[key] = max(previous, record.timestamp)
+
+    def _bootstrap_materializations(self) -> None:
+        """The last materialization of each asset with a policy, from the asset records (one
+        query), so freshness does not depend on how far back the history goes."""
+        keys = list(self.tenants.freshness)
+        if not keys:
+            return
+        for record in self.instance.get_asset_records(keys):
+            last = record.asset_entry.last_materialization_record
+            if last is not None:
+                self.last_materialized[record.asset_entry.asset_key] = last.timestamp
+
+    def _refresh_freshness_state(self) -> None:
+        keys = list(self.tenants.freshness)
+        if keys:
+            records = self.instance.get_freshness_state_records(keys)
+            self.freshness_state = {k: r.freshness_state.value for k, r in records.items()}
+
+    def _refresh_cost(self) -> None:
+        import sqlalchemy as sa
+
+        from platform_assets.cost import ledger
+
+        engine = self.engine or ledger.ledger_engine()
+        ledger.refresh(self.instance, engine)
+        month = datetime.fromtimestamp(self.clock(), UTC).strftime("%Y-%m")
+        totals = ledger.totals
+        with engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(totals.c.tenant, totals.c.usd).where(
+                    totals.c.ledger == ledger.ledger_id(self.instance, engine),
+                    totals.c.month == month,
+                )
+            ).all()
+        self.cost = {tenant: usd for tenant, usd in rows}
+
+    def _refresh_serving(self) -> None:
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+
+        fs, _ = self.lake.filesystem()
+        for tenant, models in self.tenants.models.items():
+            for model in models:
+                served = self.serving[(tenant, model)]
+                new = [
+                    p for p in self.lake.log_files(tenant, "serving", model) if p not in served.read
+                ]
+                for path in new:
+                    table = pq.read_table(
+                        path,
+                        filesystem=fs,
+                        columns=["request_id", "status", "error", "latency_ms", "prediction"],
+                    )
+                    served.predictions += len(table) - table["prediction"].null_count
+                    # One request is one row per entity: count requests, not rows.
+                    requests = table.group_by("request_id").aggregate(
+                        [("status", "max"), ("latency_ms", "max"), ("error", "count")]
+                    )
+                    for status, count in zip(
+                        *pc.value_counts(requests["status_max"]).flatten(), strict=True
+                    ):
+                        served.requests[str(status.as_py())] += count.as_py()
+                    served.errors += pc.sum(pc.greater(requests["error_count"], 0)).as_py() or 0
+                    for latency in requests["latency_ms_max"].to_pylist():
+                        if latency is not None:
+                            served.latency.observe(latency / 1000)
+                    served.read.add(path)
+
+    # ---------------------------------------------------------------------------------------
+    # Series
+    # ---------------------------------------------------------------------------------------
+
+    def families(self) -> Iterator[Metric]:
+        now = self.clock()
+        yield from self._run_families()
+        yield from self._freshness_families(now)
+        yield from self._cost_families(now)
+        yield from self._serving_families()
+        ok = _gauge(S.TENANT_CONFIG_OK)
+        for tenant, loaded in sorted(self.tenants.config_ok.items()):
+            ok.add_metric([tenant], 1.0 if loaded else 0.0)
+        yield ok
+        refresh = _gauge(S.REFRESH_SECONDS)
+        refresh.add_metric(["platform"], self.refresh_seconds)
+        yield refresh
+
+    def _run_families(self) -> Iterator[Metric]:
+        yield _counter(S.RUNS, self.finished)
+        in_progress: Counter = Counter(
+            (r.tenant, IN_PROGRESS[r.status]) for r in self.runs.values() if r.status in IN_PROGRESS
+        )
+        gauge = _gauge(S.RUNS_IN_PROGRESS)
+        for tenant in self.tenants.names:
+            for status in IN_PROGRESS.values():
+                in_progress.setdefault((tenant, status), 0)
+        for labels, value in sorted(in_progress.items()):
+            gauge.add_metric(list(labels), value)
+        yield gauge
+        yield _histogram(S.RUN_QUEUE_WAIT, self.queue_wait)
+        yield _histogram(S.RUN_DURATION, self.run_duration)
+        yield _histogram(S.STEP_DURATION, self.step_duration)
+        yield _counter(S.STEP_FAILURES, self.step_failures)
+        yield _counter(S.CHECKS, self.checks)
+        target, window = _gauge(S.SLO_TARGET), _gauge(S.SLO_WINDOW)
+        for tenant, (goal, seconds) in sorted(self.tenants.run_success.items()):
+            target.add_metric([tenant, "run_success"], goal)
+            window.add_metric([tenant, "run_success"], seconds)
+        for key, slo in sorted(self.tenants.freshness.items(), key=lambda kv: kv[0].path):
+            name = f"freshness:{key.to_user_string()}"
+            target.add_metric([key.path[0], name], slo.target)
+            window.add_metric([key.path[0], name], slo.window_days * 86400)
+        yield target
+        yield window
+
+    def _freshness_families(self, now: float) -> Iterator[Metric]:
+        last, lag = _gauge(S.LAST_MATERIALIZATION), _gauge(S.FRESHNESS_LAG)
+        fail, warn, state = (
+            _gauge(S.FRESHNESS_FAIL),
+            _gauge(S.FRESHNESS_WARN),
+            _gauge(S.FRESHNESS_STATE),
+        )
+        for key, slo in sorted(self.tenants.freshness.items(), key=lambda kv: kv[0].path):
+            labels = [key.path[0], key.to_user_string()]
+            fail.add_metric(labels, slo.fail_after_hours * 3600)
+            if slo.warn_after_hours is not None:
+                warn.add_metric(labels, slo.warn_after_hours * 3600)
+            if key in self.last_materialized:
+                last.add_metric(labels, self.last_materialized[key])
+                lag.add_metric(labels, max(now - self.last_materialized[key], 0.0))
+            if key in self.freshness_state:
+                state.add_metric([*labels, self.freshness_state[key]], 1.0)
+        yield from (last, lag, fail, warn, state)
+
+    def _cost_families(self, now: float) -> Iterator[Metric]:
+        from platform_assets.tenancy.limits import limits_for
+
+        moment = datetime.fromtimestamp(now, UTC)
+        month_start = moment.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        next_month = (month_start + timedelta(days=32)).replace(day=1)
+        elapsed = (moment - month_start) / (next_month - month_start)
+        mtd, budget, warn = _gauge(S.COST_MTD), _gauge(S.BUDGET), _gauge(S.BUDGET_WARN)
+        burn, projected = _gauge(S.BURN_RATE), _gauge(S.COST_PROJECTED)
+        for tenant in sorted({*self.tenants.names, *self.cost} - {"platform"}):
+            spent = self.cost.get(tenant, 0.0)
+            limit = limits_for(tenant).budget
+            mtd.add_metric([tenant], spent)
+            budget.add_metric([tenant], limit.monthly_usd)
+            warn.add_metric([tenant], limit.warn_at)
+            burn.add_metric([tenant], spent / limit.monthly_usd / elapsed if elapsed else 0.0)
+            projected.add_metric([tenant], spent / elapsed if elapsed else 0.0)
+        yield from (mtd, budget, warn, burn, projected)
+
+    def _serving_families(self) -> Iterator[Metric]:
+        requests, errors = _counter(S.SERVING_REQUESTS, {}), _counter(S.SERVING_ERRORS, {})
+        predictions = _counter(S.SERVING_PREDICTIONS, {})
+        latency = _histogram(S.SERVING_LATENCY, {})
+        for (tenant, model), served in sorted(self.serving.items()):
+            for status, count in sorted(served.requests.items()):
+                requests.add_metric([tenant, model, status], count)
+            errors.add_metric([tenant, model], served.errors)
+            predictions.add_metric([tenant, model], served.predictions)
+            latency.add_metric(
+                [tenant, model], served.latency.buckets(), sum_value=served.latency.total
+            )
+        yield from (requests, errors, predictions, latency)
+
+
+def _counter(series: S.Series, values: dict) -> CounterMetricFamily:
+    family = CounterMetricFamily(series.name, series.help, labels=series.labels)
+    for labels, value in sorted(values.items()):
+        family.add_metric(list(labels), value)
+    return family
+
+
+def _gauge(series: S.Series) -> GaugeMetricFamily:
+    return GaugeMetricFamily(series.name, series.help, labels=series.labels)
+
+
+def _histogram(series: S.Series, values: dict) -> HistogramMetricFamily:
+    family = HistogramMetricFamily(series.name, series.help, labels=series.labels)
+    for labels, hist in sorted(values.items()):
+        family.add_metric(list(labels), hist.buckets(), sum_value=hist.total)
+    return family
+
+
+class PlatformCollector(Collector):
+    """A scrape: bring the aggregates up to date, then describe them."""
+
+    def __init__(self, state: PlatformState):
+        self.state = state
+
+    def collect(self) -> Iterable[Metric]:
+        self.state.refresh()
+        return list(self.state.families())
+
+
+def registry_for(state: PlatformState) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(PlatformCollector(state))
+    return registry
+
+
+def serve(state: PlatformState, host: str, port: int):
+    """Serve `/metrics` on host:port in a background thread; returns (server, thread)."""
+    from prometheus_client import start_http_server
+
+    state.refresh()  # the first read (the history) before the first scrape asks for it
+    return start_http_server(port, addr=host, registry=registry_for(state))

@@ -1,0 +1,258 @@
+"""Tenants' SLOs (`slos:` in their tenant YAML): Dagster freshness policies, attainment and error
+budgets, and the platform's SLO report asset."""
+
+import base64
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+import dagster as dg
+
+from platform_assets.tenancy.specs import FreshnessSlo
+
+if TYPE_CHECKING:
+    from platform_assets.tenancy.catalog import TenantCatalog
+
+SLO_REPORT_KEY = dg.AssetKey(["platform", "slo", "report"])
+slo_report_job = dg.define_asset_job(
+    "slo_report", selection=[SLO_REPORT_KEY], tags={"tenant": "platform"}
+)
+# Hourly: the freshness attainment moves with the clock, not only when runs finish.
+slo_report_schedule = dg.ScheduleDefinition(
+    job=slo_report_job,
+    cron_schedule="7 * * * *",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Recomputes the SLO report every hour.",
+)
+
+
+def freshness_policy(slo: FreshnessSlo) -> dg.FreshnessPolicy:
+    """Dagster's own freshness policy for an asset under this SLO (the UI and the freshness
+    daemon show PASS/WARN/FAIL from it; the exporter compares the lag with its windows)."""
+    warn = timedelta(hours=slo.warn_after_hours) if slo.warn_after_hours is not None else None
+    return dg.FreshnessPolicy.time_window(
+        fail_window=timedelta(hours=slo.fail_after_hours), warn_window=warn
+    )
+
+
+def freshness_policies(catalog: "TenantCatalog") -> dict[dg.AssetKey, FreshnessSlo]:
+    """Each of the tenant's assets that has a freshness policy, with the SLO it comes from.
+
+    Read from the asset definitions themselves, so it is exactly the assets `asset_kwargs` gave
+    a policy to, whatever their keys."""
+    from platform_assets.tenancy.loader import tenant_assets
+
+    slos = catalog.tenant.slos.freshness
+    found: dict[dg.AssetKey, FreshnessSlo] = {}
+    for assets_def in tenant_assets(catalog):
+        for spec in assets_def.specs:
+            if spec.freshness_policy is not None:
+                found[spec.key] = slos[spec.tags["asset_type"]]
+    return found
+
+
+def stale_seconds(
+    materialized: Sequence[float], before: float | None, start: float, end: float, fail_after: float
+) -> float:
+    """Seconds of [start, end) during which the asset's last materialization was older than
+    `fail_after` seconds. `materialized` are the timestamps inside the window (ascending),
+    `before` the last one before it (None if none: stale until the first)."""
+    stale = 0.0
+    last = before
+    for t in [*materialized, end]:
+        t = min(max(t, start), end)
+        # Between `last` and `t` the age grows from 0; it is stale past last + fail_after.
+        stale_from = start if last is None else max(start, last + fail_after)
+        stale += max(0.0, t - stale_from)
+        last = t
+    return stale
+
+
+@dataclass(frozen=True)
+class SloResult:
+    tenant: str
+    slo: str  # "run_success" or "freshness:<asset key>"
+    target: float
+    attainment: float | None  # None: nothing to measure in the window (no finished runs)
+    window_days: float
+    detail: str
+
+    @property
+    def error_budget_remaining(self) -> float | None:
+        """1 = untouched, 0 = spent, below 0 = overspent (the SLO is missed)."""
+        if self.attainment is None:
+            return None
+        return 1 - (1 - self.attainment) / (1 - self.target)
+
+    @property
+    def met(self) -> bool | None:
+        return None if self.attainment is None else self.attainment >= self.target
+
+
+def run_success(instance: dg.DagsterInstance, catalog: "TenantCatalog", now: datetime) -> SloResult:
+    slo = catalog.tenant.slos.run_success
+    since = now - timedelta(days=slo.window_days)
+    counts = {}
+    for status in (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE):
+        counts[status] = instance.get_runs_count(
+            dg.RunsFilter(
+                tags={"tenant": catalog.tenant.name}, statuses=[status], updated_after=since
+            )
+        )
+    ok, failed = counts[dg.DagsterRunStatus.SUCCESS], counts[dg.DagsterRunStatus.FAILURE]
+    return SloResult(
+        tenant=catalog.tenant.name,
+        slo="run_success",
+        target=slo.target,
+        attainment=ok / (ok + failed) if ok + failed else None,
+        window_days=slo.window_days,
+        detail=f"{ok} succeeded, {failed} failed",
+    )
+
+
+def freshness(
+    instance: dg.DagsterInstance, tenant: str, key: dg.AssetKey, slo: FreshnessSlo, now: datetime
+) -> SloResult:
+    end = now.timestamp()
+    start = end - slo.window_days * 86400
+    inside, cursor = [], None
+    while True:  # Dagster returns at most 10,000 records a call
+        page = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=key, after_timestamp=start),
+            limit=10000,
+            cursor=cursor,
+            ascending=True,
+        )
+        inside.extend(page.records)
+        if not page.has_more:
+            break
+        cursor = page.cursor
+    earlier = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=key, before_timestamp=start), limit=1, ascending=False
+    ).records
+    stale = stale_seconds(
+        [r.timestamp for r in inside],
+        earlier[0].timestamp if earlier else None,
+        start,
+        end,
+        slo.fail_after_hours * 3600,
+    )
+    return SloResult(
+        tenant=tenant,
+        slo=f"freshness:{key.to_user_string()}",
+        target=slo.target,
+        attainment=1 - stale / (end - start),
+        window_days=slo.window_days,
+        detail=f"{len(inside)} materializations, stale {stale / 3600:.1f} h "
+        f"(fails after {slo.fail_after_hours:g} h)",
+    )
+
+
+def tenant_slos(instance: dg.DagsterInstance, catalog: "TenantCatalog", now: datetime):
+    yield run_success(instance, catalog, now)
+    for key, slo in freshness_policies(catalog).items():
+        yield freshness(instance, catalog.tenant.name, key, slo, now)
+
+
+def slo_plot(results: list[SloResult]) -> str:
+    """Attainment against target and error budget left per SLO, as a markdown image."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    measured = [r for r in results if r.attainment is not None]
+    labels = [f"{r.tenant} {r.slo}" for r in measured]
+    fig, (left, right) = plt.subplots(
+        1, 2, figsize=(12, 0.6 + 0.35 * max(len(measured), 1)), sharey=True
+    )
+    colors = ["tab:blue" if r.met else "tab:red" for r in measured]
+    left.barh(labels, [r.attainment * 100 for r in measured], color=colors)
+    left.scatter([r.target * 100 for r in measured], labels, color="black", marker="|", s=200)
+    left.set_xlim(max(0, min([r.attainment * 100 for r in measured] + [90]) - 1), 100)
+    left.set_title("Attainment, % (| = target)")
+    right.barh(labels, [r.error_budget_remaining * 100 for r in measured], color=colors)
+    right.axvline(0, color="red")
+    right.set_title("Error budget left, %")
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return f"![slo attainment](data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()})"
+
+
+def _table(results: list[SloResult]) -> str:
+    def pct(value: float | None) -> str:
+        return "n/a" if value is None else f"{value * 100:.2f}%"
+
+    rows = ["| tenant | SLO | window | target | attained | budget left | detail |"]
+    rows.append("|---|---|---:|---:|---:|---:|---|")
+    rows += [
+        f"| {r.tenant} | {r.slo} | {r.window_days:g} d | {pct(r.target)} | {pct(r.attainment)} "
+        f"| {pct(r.error_budget_remaining)} | {r.detail} |"
+        for r in results
+    ]
+    return "\n".join(rows)
+
+
+def slo_report_asset(tenants: list[str]) -> dg.AssetsDefinition:
+    """The platform's SLO report. Like the showback it names tenants by folder; it reads each
+    tenant's YAML when it runs and reports one that does not load instead of failing them all."""
+
+    @dg.asset(
+        key=SLO_REPORT_KEY,
+        group_name="platform",
+        owners=["team:platform"],
+        tags={"asset_type": "slo_report", "tenant": "platform"},
+        kinds={"python"},
+        description=(
+            "SLO attainment per tenant: run success over each tenant's window and the share of "
+            "time each asset with a freshness policy was fresh, with the error budget left "
+            "(from the tenants' `slos:` YAML and the Dagster instance)."
+        ),
+    )
+    def slo_report(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        from platform_assets.tenancy.catalog import PlatformConfigError, defs_root, load_tenant
+        from platform_assets.tenancy.runs import claim_run
+
+        claim_run("platform")
+        now = datetime.now(UTC)
+        root = defs_root().resolve()
+        results: list[SloResult] = []
+        unloaded: list[str] = []
+        for name in sorted(tenants):
+            try:
+                catalog = load_tenant(root / name)
+            except PlatformConfigError as exc:
+                context.log.warning(f"SLOs of tenant {name} not reported: {exc}")
+                unloaded.append(f"{name}: {exc}")
+                continue
+            results.extend(tenant_slos(context.instance, catalog, now))
+        missed = [r for r in results if r.met is False]
+        metadata: dict = {
+            "slos": len(results),
+            "missed": len(missed),
+            "missed_slos": ", ".join(f"{r.tenant} {r.slo}" for r in missed) or "none",
+            "report": dg.MetadataValue.md(_table(results)),
+            "results": dg.MetadataValue.json(
+                [
+                    {
+                        "tenant": r.tenant,
+                        "slo": r.slo,
+                        "target": r.target,
+                        "attainment": r.attainment,
+                        "error_budget_remaining": r.error_budget_remaining,
+                        "window_days": r.window_days,
+                        "detail": r.detail,
+                    }
+                    for r in results
+                ]
+            ),
+            "tenants_not_loaded": dg.MetadataValue.md("\n".join(unloaded) or "none"),
+        }
+        if any(r.attainment is not None for r in results):
+            metadata["plot"] = dg.MetadataValue.md(slo_plot(results))
+        return dg.MaterializeResult(metadata=metadata)
+
+    return slo_report

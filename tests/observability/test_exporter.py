@@ -1,0 +1,202 @@
+"""The exporter against a real instance: runs of a real tenant's assets (one failing its blocking
+check), the cost ledger, a request log in the agreed format, scraped over HTTP."""
+
+from __future__ import annotations
+
+import time
+import urllib.request
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pyarrow as pa
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from platform_assets.cost.ledger import month_to_date
+from platform_assets.observability import series as S
+from platform_assets.observability.exporter import PlatformState, Tenants, serve
+from platform_assets.services.stack import free_port
+from platform_assets.tenancy.limits import limits_for
+from tests.observability.conftest import LABELS, TRIPS, materialize
+
+pytestmark = pytest.mark.materialize
+
+
+def _requests(rows: list[tuple[str, int, str | None, float, list[float | None]]]) -> pa.Table:
+    """Request-log rows in the agreed shape: one per entity, one for a request that failed."""
+    now = datetime.now(UTC)
+    out: dict[str, list] = {
+        k: []
+        for k in (
+            "request_id",
+            "ts",
+            "tenant",
+            "model",
+            "model_version",
+            "status",
+            "error",
+            "latency_ms",
+            "prediction",
+            "features_as_of",
+            "driver_id",
+            "trips_7d",
+        )
+    }
+    for request_id, status, error, latency, predictions in rows:
+        for i, prediction in enumerate(predictions):
+            out["request_id"].append(request_id)
+            out["ts"].append(now)
+            out["tenant"].append("ridehail")
+            out["model"].append("driver_churn")
+            out["model_version"].append(None if error else 3)
+            out["status"].append(status)
+            out["error"].append(error)
+            out["latency_ms"].append(latency)
+            out["prediction"].append(prediction)
+            out["features_as_of"].append(None if error else now - timedelta(hours=1))
+            out["driver_id"].append(f"d{i}")
+            out["trips_7d"].append(None if error else float(i))
+    schema = pa.schema(
+        [
+            ("request_id", pa.string()),
+            ("ts", pa.timestamp("us", tz="UTC")),
+            ("tenant", pa.string()),
+            ("model", pa.string()),
+            ("model_version", pa.int64()),
+            ("status", pa.int32()),
+            ("error", pa.string()),
+            ("latency_ms", pa.float64()),
+            ("prediction", pa.float64()),
+            ("features_as_of", pa.timestamp("us", tz="UTC")),
+            ("driver_id", pa.string()),
+            ("trips_7d", pa.float64()),
+        ]
+    )
+    return pa.Table.from_pydict(out, schema=schema)
+
+
+def _scrape(port: int) -> dict[str, dict[tuple, float]]:
+    """{sample name: {sorted label items: value}} of one scrape over HTTP."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as response:
+        text = response.read().decode()
+    samples: dict[str, dict[tuple, float]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            assert "tenant" in sample.labels, f"{sample.name} has no tenant label"
+            samples.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = sample.value
+    return samples
+
+
+def _value(samples, name: str, **labels) -> float:
+    """The sum over the samples of `name` whose labels include `labels`."""
+    matching = [
+        v
+        for key, v in samples.get(name, {}).items()
+        if all(dict(key).get(k) == val for k, val in labels.items())
+    ]
+    assert matching, f"no {name} sample with {labels} in {samples.get(name)}"
+    return sum(matching)
+
+
+def test_scrape_shows_runs_steps_checks_freshness_cost_and_serving(ridehail, instance):
+    root, defs = ridehail
+    lake = defs.resources["lake"]
+    # A run from before the exporter started: counted from the history (runs only).
+    assert materialize(defs, instance, LABELS)
+    now = time.time()
+    state = PlatformState(instance, Tenants.load(root), lake, lake_interval=0, clock=lambda: now)
+    server, thread = serve(state, "127.0.0.1", free_port())
+    assert materialize(defs, instance, LABELS)
+    assert not materialize(defs, instance, TRIPS)  # its expectations check fails
+    lake.append(
+        "ridehail",
+        "serving",
+        "driver_churn",
+        _requests(
+            [
+                ("r1", 200, None, 12.0, [0.1, 0.7, 0.2]),
+                ("r2", 404, "unknown entity driver_id='zz'", 3.0, [None]),
+                ("r3", 200, None, 40.0, [0.9]),
+            ]
+        ),
+    )
+    try:
+        port = server.server_port
+        first = _scrape(port)
+
+        # Runs by tenant, job and outcome; the failed run's step and check.
+        runs = S.RUNS.samples[0]
+        assert _value(first, runs, tenant="ridehail", outcome="success") == 2
+        assert _value(first, runs, tenant="ridehail", outcome="failure") == 1
+        # Steps and checks count from the exporter's start: the two runs since.
+        assert _value(first, S.STEP_FAILURES.samples[0], tenant="ridehail") == 1
+        assert _value(first, "mlplat_step_duration_seconds_count", tenant="ridehail") == 1
+        assert _value(first, "mlplat_run_queue_wait_seconds_count", tenant="ridehail") == 3
+        assert _value(first, "mlplat_run_duration_seconds_count", tenant="ridehail") == 3
+        checks = S.CHECKS.samples[0]
+        trips = TRIPS.to_user_string()
+        assert _value(first, checks, asset=trips, check="expectations", passed="false") == 1
+        assert _value(first, checks, asset=trips, check="schema", passed="true") == 1
+        assert _value(first, checks, asset=LABELS.to_user_string(), passed="true") == 2
+        assert _value(first, "mlplat_runs_in_progress", tenant="ridehail") == 0
+
+        # Freshness against the policy Dagster has on the asset (2 h fail, 1 h warn).
+        labels = LABELS.to_user_string()
+        assert _value(first, S.FRESHNESS_FAIL.name, asset=labels) == 7200
+        assert _value(first, S.FRESHNESS_WARN.name, asset=labels) == 3600
+        assert 0 <= _value(first, S.FRESHNESS_LAG.name, asset=labels) < 600
+        assert _value(first, S.FRESHNESS_FAIL.name, asset=trips) == 7200
+        assert trips not in str(first.get(S.FRESHNESS_LAG.name))  # never materialized
+        feature = "ridehail/features/driver_stats"  # the demo's feature-view SLO, 26 h
+        assert _value(first, S.FRESHNESS_FAIL.name, asset=feature) == 26 * 3600
+        assert _value(first, S.SLO_TARGET.name, tenant="ridehail", slo="run_success") == 0.95
+
+        # Cost against the ledger and the platform's budget.
+        month = datetime.fromtimestamp(now, UTC).strftime("%Y-%m")
+        spent = month_to_date(instance, "ridehail", month)
+        assert spent > 0
+        assert _value(first, S.COST_MTD.name, tenant="ridehail") == pytest.approx(spent)
+        budget = limits_for("ridehail").budget.monthly_usd
+        assert _value(first, S.BUDGET.name, tenant="ridehail") == budget
+        moment = datetime.fromtimestamp(now, UTC)
+        start = moment.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        elapsed = (moment - start) / ((start + timedelta(days=32)).replace(day=1) - start)
+        burn = _value(first, S.BURN_RATE.name, tenant="ridehail")
+        assert burn == pytest.approx(spent / budget / elapsed)
+
+        # Serving, from the request log: requests (not rows), errors, entities, latency.
+        model = {"tenant": "ridehail", "model": "driver_churn"}
+        requests = S.SERVING_REQUESTS.samples[0]
+        assert _value(first, requests, status="200", **model) == 2
+        assert _value(first, requests, status="404", **model) == 1
+        assert _value(first, S.SERVING_ERRORS.samples[0], **model) == 1
+        assert _value(first, S.SERVING_PREDICTIONS.samples[0], **model) == 4
+        assert _value(first, "mlplat_serving_request_latency_seconds_count", **model) == 3
+        assert _value(first, "mlplat_serving_request_latency_seconds_sum", **model) == (
+            pytest.approx(0.055)
+        )
+        le_10ms = _value(first, "mlplat_serving_request_latency_seconds_bucket", le="0.01", **model)
+        assert le_10ms == 1
+
+        # The next scrape reads only what is new: one more run, one more batch.
+        assert materialize(defs, instance, LABELS)
+        lake.append(
+            "ridehail",
+            "serving",
+            "driver_churn",
+            _requests([(uuid.uuid4().hex, 500, "model failed to load", 8.0, [None])]),
+        )
+        second = _scrape(port)
+        assert _value(second, runs, tenant="ridehail", outcome="success") == 3
+        assert _value(second, runs, tenant="ridehail", outcome="failure") == 1
+        assert _value(second, checks, asset=labels, passed="true") == 4
+        assert _value(second, requests, status="200", **model) == 2
+        assert _value(second, requests, status="500", **model) == 1
+        assert _value(second, S.SERVING_ERRORS.samples[0], **model) == 2
+        assert _value(second, S.COST_MTD.name, tenant="ridehail") == pytest.approx(
+            month_to_date(instance, "ridehail", month)
+        )
+        assert _value(second, S.COST_MTD.name, tenant="ridehail") > spent
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)
