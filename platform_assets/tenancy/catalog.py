@@ -276,15 +276,15 @@ def resolve_feature_set(
             )
         return catalog.tenant.name, catalog.feature_sets[ref]
     owner, name = ref.split("/", 1)
-    # Only the owner's folder: a tenant's location never parses tenants it does not read.
+    # Only what the owner shares: its Tenant and that feature set, not its whole folder.
     folder = catalog.folder.parent / owner
     is_tenant = NAME_RE.fullmatch(owner) is not None and folder.is_dir()
-    owner_catalog = load_tenant(folder.resolve()) if is_tenant else None
-    if owner_catalog is None or name not in owner_catalog.feature_sets:
+    owner_tenant = shared_tenant(folder) if is_tenant else None
+    fs = shared_feature_set(folder, name) if is_tenant else None
+    if owner_tenant is None or fs is None:
         raise PlatformConfigError(path, field_name, f"feature set {ref!r} does not exist")
     shared = any(
-        s.feature_set == name and catalog.tenant.name in s.tenants
-        for s in owner_catalog.tenant.shares
+        s.feature_set == name and catalog.tenant.name in s.tenants for s in owner_tenant.shares
     )
     if not shared:
         raise PlatformConfigError(
@@ -293,7 +293,42 @@ def resolve_feature_set(
             f"tenant {catalog.tenant.name!r} may not read {owner!r}'s asset "
             f"'{owner}/features/{name}': {owner!r} does not share it with {catalog.tenant.name!r}",
         )
-    return owner, owner_catalog.feature_sets[name]
+    return owner, fs
+
+
+def _declared(folder: Path, parts: tuple[str, ...], spec_type: type, name: str):
+    """The `spec_type` named `name` that `folder/<parts>/defs.yaml` declares, where the
+    platform's layout puts it; None when that file is absent, linked or declares another."""
+    path = folder
+    for part in (*parts, "defs.yaml"):
+        path = path / part
+        if path.is_symlink():
+            return None  # the owner's own location refuses the link; read its folder as it does
+    if not path.is_file():
+        return None
+    spec = _parse(path)
+    return spec if isinstance(spec, spec_type) and spec.name == name else None
+
+
+def shared_tenant(folder: Path) -> TenantSpec:
+    """Another tenant's Tenant (its `shares`), as its readers need it: read from its
+    `tenant/defs.yaml` alone, so a broken file elsewhere in its folder fails only its own
+    location; any other layout reads the whole folder (`load_tenant`)."""
+    if not folder.is_symlink():
+        spec = _declared(folder, ("tenant",), TenantSpec, folder.name)
+        if spec is not None:
+            return spec
+    return load_tenant(folder.resolve()).tenant
+
+
+def shared_feature_set(folder: Path, name: str) -> FeatureSetSpec | None:
+    """Another tenant's feature set `name` from `features/<name>/defs.yaml` alone (else, as
+    `shared_tenant`, from its whole folder); None when it has none of that name."""
+    if not folder.is_symlink() and NAME_RE.fullmatch(name):  # a name, never a path
+        spec = _declared(folder, ("features", name), FeatureSetSpec, name)
+        if spec is not None:
+            return spec
+    return load_tenant(folder.resolve()).feature_sets.get(name)
 
 
 def check_source_refs(catalog: TenantCatalog, fs: FeatureSetSpec) -> None:

@@ -21,6 +21,7 @@ from platform_assets.tenancy.catalog import (
     defs_root,
     load_all,
     load_tenant,
+    shared_tenant,
 )
 from platform_assets.tenancy.isolation import PLATFORM, check_isolation
 from platform_assets.tenancy.locations import CodeLocation, location_named, tenant_folders
@@ -150,9 +151,11 @@ def tenant_location(location: CodeLocation, root: Path | None = None) -> dg.Defi
     catalogs = {t: load_tenant(root / t) for t in location.tenants}
     shared = shared_view_specs(catalogs)
     defs = dg.Definitions.merge(tenant_parts(catalogs), dg.Definitions(assets=shared))
-    readable = {*catalogs, *(s.key.path[0] for s in shared)}
+    tenants = {name: catalog.tenant for name, catalog in catalogs.items()}
+    for owner in {s.key.path[0] for s in shared} - set(catalogs):
+        tenants[owner] = shared_tenant(root / owner)  # what it shares, not its whole folder
     defs = platform_wide(defs)
-    check_isolation(defs, {t: load_tenant(root / t).tenant for t in readable})
+    check_isolation(defs, tenants)
     return defs
 
 

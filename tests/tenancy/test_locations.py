@@ -158,9 +158,8 @@ def test_a_tenant_location_parses_no_tenant_it_does_not_read(defs_root):
     assert "ridehail/models/driver_churn" in _keys(tenant_location(location_named("ridehail")))
 
 
-def test_shared_view_crosses_locations_as_an_external_asset(defs_root):
-    """growth reads payments' shared merchant_risk: growth's location shows it (lineage), only
-    payments' location materializes it."""
+def _read_merchant_risk(defs_root: Path) -> None:
+    """growth gets a model that reads payments' shared merchant_risk."""
     growth = defs_root / "growth"
     _write(
         growth / "sources" / "merchant_labels" / "defs.yaml",
@@ -189,6 +188,12 @@ def test_shared_view_crosses_locations_as_an_external_asset(defs_root):
             "algorithm": "logistic_regression",
         },
     )
+
+
+def test_shared_view_crosses_locations_as_an_external_asset(defs_root):
+    """growth reads payments' shared merchant_risk: growth's location shows it (lineage), only
+    payments' location materializes it."""
+    _read_merchant_risk(defs_root)
     growth_defs = tenant_location(location_named("growth"))
     keys = _keys(growth_defs)
     assert keys["payments/features/merchant_risk"] is False  # external: payments materializes it
@@ -197,6 +202,23 @@ def test_shared_view_crosses_locations_as_an_external_asset(defs_root):
     parents = graph.get(dg.AssetKey(["growth", "training_sets", "merchant_churn"])).parent_keys
     assert dg.AssetKey(["payments", "features", "merchant_risk"]) in parents
     assert _keys(tenant_location(location_named("payments")))["payments/features/merchant_risk"]
+
+
+def test_a_reader_of_a_shared_view_parses_only_what_is_shared(defs_root):
+    """A broken file in payments' folder fails payments' location, not the locations of the
+    tenants that read its shared views; a broken shared view or Tenant fails them too, naming
+    payments' file."""
+    _read_merchant_risk(defs_root)
+    payments = defs_root / "payments"
+    (payments / "models" / "fraud_detector" / "defs.yaml").write_text("type: [unclosed\n")
+    assert "growth/training_sets/merchant_churn" in _keys(tenant_location(location_named("growth")))
+    with pytest.raises(PlatformConfigError):
+        tenant_location(location_named("payments"))
+    for broken in ("features/merchant_risk/defs.yaml", "tenant/defs.yaml"):
+        (payments / broken).write_text("type: [unclosed\n")
+        with pytest.raises(PlatformConfigError) as err:
+            tenant_location(location_named("growth"))
+        assert str(err.value).startswith(f"{(payments / broken).resolve()}: <yaml>:")
 
 
 def test_broken_tenant_fails_only_its_own_location(defs_root):
