@@ -30,6 +30,8 @@ from platform_assets.execution.env import repo_root
 
 TEMPLATE = Path(__file__).with_name("dagster.yaml")
 BUCKET = "mlplat"
+# MLflow's artifact store; clients map its `mlflow-artifacts:` URIs here (KServe's storageUri).
+ARTIFACTS = f"s3://{BUCKET}/mlflow"
 MLFLOW_ADMIN = "admin"
 DATABASES = ("dagster", "mlflow", "mlflow_auth", "feast", "platform")
 ENV_FILE = "services.env"
@@ -405,7 +407,7 @@ def _start(stack: Stack, report: Callable[[str], None], dagster: bool = True) ->
     cmd = [
         _bin("mlflow"), "server",
         "--backend-store-uri", _psycopg2(dbs["mlflow"]),
-        "--artifacts-destination", f"s3://{BUCKET}/mlflow",
+        "--artifacts-destination", ARTIFACTS,
         "--serve-artifacts",
         "--app-name", "basic-auth",
         "--host", "127.0.0.1", "--port", str(mlflow_port),
@@ -427,6 +429,7 @@ def _start(stack: Stack, report: Callable[[str], None], dagster: bool = True) ->
         "MLPLAT_REDIS": redis,
         "MLPLAT_LAKE_URI": lake_uri(folder),
         "MLPLAT_S3_BUCKET": BUCKET,
+        "MLPLAT_MLFLOW_ARTIFACTS": ARTIFACTS,
         **aws,
         "MLFLOW_TRACKING_URI": mlflow_url,
         "MLFLOW_TRACKING_USERNAME": MLFLOW_ADMIN,
