@@ -43,10 +43,42 @@ def validate_inferenceservice(manifest: dict[str, Any]) -> None:
         raise ValueError(f"InferenceService invalid at {where}: {err.message}")
 
 
+def model_storage_uri(download_uri: str) -> tuple[str, str]:
+    """Where KServe's storage initializer fetches the model version from, and why it cannot
+    (empty when it can). Through the tracking server's artifact proxy MLflow names artifacts
+    `mlflow-artifacts:/<path>`; the object is `<MLPLAT_MLFLOW_ARTIFACTS>/<path>` in the bucket the
+    server writes to (`--artifacts-destination`). In services and k8s it must be `s3://...`."""
+    import os
+    from urllib.parse import urlparse
+
+    from platform_assets.execution.env import deployment
+
+    uri = download_uri
+    if download_uri.startswith("mlflow-artifacts:"):
+        root = os.environ.get("MLPLAT_MLFLOW_ARTIFACTS", "")
+        if not root:
+            raise ValueError(
+                f"spec.predictor.model.storageUri: MLflow gives {download_uri}, a path behind "
+                "its artifact proxy; set MLPLAT_MLFLOW_ARTIFACTS to the bucket it writes to "
+                "(its --artifacts-destination, s3://...)"
+            )
+        uri = f"{root.rstrip('/')}/{urlparse(download_uri).path.lstrip('/')}"
+    if uri.startswith("s3://"):
+        return uri, ""
+    why = (
+        f"{uri} is not in object storage: KServe's storage initializer fetches s3:// URIs, so "
+        "this manifest is not deployable"
+    )
+    if deployment() != "local":
+        raise ValueError(f"spec.predictor.model.storageUri: {why}")
+    return uri, why
+
+
 def render_inferenceservice(
     tenant: TenantSpec, registered: str, version: int, storage_uri: str
 ) -> dict[str, Any]:
     model = registered.partition(".")[2]
+    storage_uri, not_deployable = model_storage_uri(storage_uri)
     res = effective_resources(tenant.name, tenant.resources)
     quantity = {"cpu": f"{res.cpu:g}", "memory": f"{res.memory_gib:g}Gi"}
     manifest = {
@@ -60,6 +92,9 @@ def render_inferenceservice(
                 "mlplat/registered-model": registered,
                 "mlplat/model-version": str(version),
                 "mlplat/alias": "champion",
+                # Locally the model is on this machine's disk: say so rather than claim a
+                # manifest a cluster could run.
+                **({"mlplat/not-deployable": not_deployable} if not_deployable else {}),
             },
         },
         "spec": {

@@ -31,6 +31,8 @@ from platform_assets.governance.mlflow_auth import GOVERNANCE_USER
 
 TEMPLATE = Path(__file__).with_name("dagster.yaml")
 BUCKET = "mlplat"
+# MLflow's artifact store; clients map its `mlflow-artifacts:` URIs here (KServe's storageUri).
+ARTIFACTS = f"s3://{BUCKET}/mlflow"
 MLFLOW_ADMIN = "admin"
 DATABASES = ("dagster", "mlflow", "mlflow_auth", "feast", "platform")
 ENV_FILE = "services.env"
@@ -402,7 +404,7 @@ def _start(stack: Stack, report: Callable[[str], None], dagster: bool = True) ->
     cmd = [
         _bin("mlflow"), "server",
         "--backend-store-uri", _psycopg2(dbs["mlflow"]),
-        "--artifacts-destination", f"s3://{BUCKET}/mlflow",
+        "--artifacts-destination", ARTIFACTS,
         "--serve-artifacts",
         "--app-name", "basic-auth",
         "--host", "127.0.0.1", "--port", str(mlflow_port),
@@ -431,6 +433,7 @@ def _start(stack: Stack, report: Callable[[str], None], dagster: bool = True) ->
         "MLPLAT_REDIS": redis,
         "MLPLAT_LAKE_URI": lake_uri(folder),
         "MLPLAT_S3_BUCKET": BUCKET,
+        "MLPLAT_MLFLOW_ARTIFACTS": ARTIFACTS,
         **aws,
         "MLPLAT_AUDIT_KEY_FILE": str(audit_key(folder)),
         "MLPLAT_AUDIT_HEAD_FILE": str(folder / "audit_heads.jsonl"),

@@ -21,6 +21,56 @@ def test_manifest_is_a_valid_inferenceservice(gov_sandbox):
     assert model["resources"]["requests"] == {"cpu": "1", "memory": "4Gi"}
 
 
+def test_the_storage_uri_is_the_model_in_object_storage(gov_sandbox, monkeypatch):
+    tenant = gov_sandbox.catalogs["payments"].tenant
+    monkeypatch.setenv("MLPLAT_ENV", "services")
+    monkeypatch.setenv("MLPLAT_MLFLOW_ARTIFACTS", "s3://mlplat/mlflow/")
+    manifest = render_inferenceservice(tenant, MODEL, 7, "mlflow-artifacts:/1/models/m-1/artifacts")
+    assert manifest["spec"]["predictor"]["model"]["storageUri"] == (
+        "s3://mlplat/mlflow/1/models/m-1/artifacts"
+    )
+    assert "mlplat/not-deployable" not in manifest["metadata"]["annotations"]
+
+
+@pytest.mark.parametrize(
+    ("env", "uri", "message"),
+    [
+        (
+            {"MLPLAT_MLFLOW_ARTIFACTS": ""},
+            "mlflow-artifacts:/1/m",
+            "spec.predictor.model.storageUri: MLflow gives mlflow-artifacts:/1/m, a path behind "
+            "its artifact proxy; set MLPLAT_MLFLOW_ARTIFACTS",
+        ),
+        (
+            {"MLPLAT_MLFLOW_ARTIFACTS": "/srv/mlflow"},
+            "mlflow-artifacts:/1/m",
+            "spec.predictor.model.storageUri: /srv/mlflow/1/m is not in object storage",
+        ),
+    ],
+)
+def test_outside_local_a_model_not_in_object_storage_is_refused(
+    gov_sandbox, monkeypatch, env, uri, message
+):
+    tenant = gov_sandbox.catalogs["payments"].tenant
+    monkeypatch.setenv("MLPLAT_ENV", "k8s")
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    with pytest.raises(ValueError) as exc:
+        render_inferenceservice(tenant, MODEL, 7, uri)
+    assert str(exc.value).startswith(message)
+
+
+def test_locally_the_manifest_says_it_is_not_deployable(gov_sandbox, monkeypatch):
+    monkeypatch.setenv("MLPLAT_ENV", "local")
+    tenant = gov_sandbox.catalogs["payments"].tenant
+    manifest = render_inferenceservice(tenant, MODEL, 7, "/data/mlflow/artifacts/1/m")
+    assert manifest["spec"]["predictor"]["model"]["storageUri"] == "/data/mlflow/artifacts/1/m"
+    assert manifest["metadata"]["annotations"]["mlplat/not-deployable"] == (
+        "/data/mlflow/artifacts/1/m is not in object storage: KServe's storage initializer "
+        "fetches s3:// URIs, so this manifest is not deployable"
+    )
+
+
 @pytest.mark.parametrize(
     ("path", "value", "message"),
     [
