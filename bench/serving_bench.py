@@ -61,7 +61,7 @@ def serve_ours(port: int, redis: str) -> None:
     )
 
 
-def wait_http(url: str, proc: subprocess.Popen, timeout: float = 180.0) -> None:
+def wait_http(url: str, proc: subprocess.Popen, timeout: float = 900.0) -> None:
     import httpx
 
     deadline = time.monotonic() + timeout

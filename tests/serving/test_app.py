@@ -40,7 +40,7 @@ def client(served: Served, **kw) -> Iterator[tuple[TestClient, Service]]:
     log = RequestLog(served.resources["lake"], kw.pop("log_rows", 1000), kw.pop("log_seconds", 60))
     service = Service(
         served.catalogs,
-        served.resources["feast"],
+        kw.pop("feast", served.resources["feast"]),
         served.resources["mlflow"],
         open_store(),
         log,
@@ -58,16 +58,17 @@ def load(served: Served, version: int):
     return mlflow.sklearn.load_model(f"models:/{REGISTERED}/{version}")
 
 
-def sdk_features(served: Served, entities: list[dict]) -> pd.DataFrame:
+def sdk_features(served: Served, entities: list[dict], feast=None) -> pd.DataFrame:
     """The same features through Feast's own retrieval path, independent of the app's read."""
-    store = served.resources["feast"].store(TENANT)
+    store = (feast or served.resources["feast"]).store(TENANT)
     service = store.get_feature_service(f"{MODEL}_v1")
     return pd.DataFrame(store.get_online_features(features=service, entity_rows=entities).to_dict())
 
 
-def expected_scores(served: Served, version: int, entities: list[dict]) -> list[float]:
+def expected_scores(served: Served, version: int, entities: list[dict], feast=None) -> list[float]:
     model = load(served, version)
-    frame = sdk_features(served, entities)[list(model.feature_names_in_)].astype("float64")
+    frame = sdk_features(served, entities, feast)[list(model.feature_names_in_)]
+    frame = frame.astype("float64")
     return list(model.predict_proba(frame)[:, 1])
 
 
@@ -127,6 +128,44 @@ def test_predict_returns_the_champions_scores(served: Served):
         ready = c.get("/readyz")
         assert ready.status_code == 200
         assert ready.json()["models"][REGISTERED]["status"] == "serving"
+
+
+@pytest.fixture
+def redis_feast(served: Served, redis_url):
+    """The tenant's Feast project on a Redis online store (db 12, this module's own): its registry
+    copied, both views materialized into Redis; only the project's keys are removed after."""
+    import shutil
+
+    import redis
+
+    from resources.feature_store import FeastResource
+
+    root = served.root.parent / "feast-redis"
+    (root / TENANT).mkdir(parents=True, exist_ok=True)
+    sqlite_repo = served.resources["feast"].repo(TENANT)
+    shutil.copy(sqlite_repo / "registry.db", root / TENANT / "registry.db")
+    feast = FeastResource(root=str(root), redis="127.0.0.1:6379,db=12")
+    store = feast.store(TENANT)
+    store.materialize(pd.Timestamp("1970-01-01", tz="UTC"), pd.Timestamp.now(tz="UTC"))
+    try:
+        yield feast
+    finally:
+        client = redis.Redis(host="127.0.0.1", port=6379, db=12)
+        for key in client.scan_iter():
+            if key.endswith(TENANT.encode()):
+                client.delete(key)
+
+
+def test_predict_reads_a_redis_online_store(served: Served, redis_feast):
+    entities = served.entities(3)
+    with client(served, feast=redis_feast) as (c, _):
+        response = c.post(URL, json={"entities": entities})
+        assert response.status_code == 200, response.text
+        expected = expected_scores(served, 1, entities, redis_feast)
+        assert response.json()["predictions"] == pytest.approx(expected, abs=1e-9)
+        response = c.post(URL, json={"entities": [{**entities[0], "zone_id": "nowhere"}]})
+        assert response.status_code == 404
+        assert "'nowhere' is not in the online store" in response.json()["detail"]
 
 
 def test_follows_the_champion_and_keeps_the_previous_on_a_broken_artifact(served: Served):
