@@ -66,6 +66,7 @@ bench: install
 	$(BIN)/python -m bench.scale_bench
 	$(BIN)/python -m bench.promotion_bench
 	$(BIN)/python -m bench.budget_bench
+	$(BIN)/python -m bench.drift_bench
 
 quotas: install
 	$(BIN)/mlplat quotas write
