@@ -68,6 +68,7 @@ bench: install
 	$(BIN)/python -m bench.budget_bench
 	$(BIN)/python -m bench.serving_bench
 	$(BIN)/python -m bench.metrics_bench
+	$(BIN)/python -m bench.drift_bench
 
 quotas: install
 	$(BIN)/mlplat quotas write

@@ -125,7 +125,7 @@ def test_steps_that_request_gpus_queue_in_the_gpu_pool(monkeypatch, tmp_path):
             for assets_def in build().assets
             for key in assets_def.keys
         }
-    for kind in ("training_sets", "models", "evaluation_reports", "predictions"):
+    for kind in ("training_sets", "models", "evaluation_reports", "predictions", "drift"):
         assert pools[f"ridehail/{kind}/driver_churn"] == GPU_POOL
     assert pools["ridehail/features/driver_stats"] is None  # the tenant's CPU default
 

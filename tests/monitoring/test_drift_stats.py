@@ -90,10 +90,14 @@ def test_categorical_psi_matches_brute_force(reference, current):
 def test_same_distribution_is_stable_and_a_shift_is_not():
     rng = np.random.default_rng(1)
     reference = rng.normal(size=20_000)
-    same = compare_numeric("x", reference, rng.normal(size=50_000), 10)
-    shifted = compare_numeric("x", reference, rng.normal(0.5, 1, size=50_000), 10)
+    current, moved = rng.normal(size=50_000), rng.normal(0.5, 1, size=50_000)
+    same = compare_numeric("x", reference, current, 10)
+    shifted = compare_numeric("x", reference, moved, 10)
     assert same.psi < 0.01 and same.ks < 0.02
     assert shifted.psi > 0.2 and shifted.ks > 0.15
+    # The asymptotic p-value is scipy's, but for its finite-sample correction.
+    assert same.ks_pvalue == pytest.approx(ks_2samp(reference, current).pvalue, rel=0.05)
+    assert shifted.ks_pvalue < 1e-100
 
 
 def test_tied_quantiles_merge_into_fewer_bins():
