@@ -6,9 +6,10 @@ writes the tenants' YAML (bench/scale_bench.py's generator, plus freshness SLOs)
 defs root, then inserts the run records straight into the run storage in one transaction, with
 the column values `add_historical_run` writes (one `add_run` per run commits 100k times),
 spread over the last week with a mix of outcomes (`add_historical_run`'s values without its
-per-run schema inspection, which alone takes minutes at 100k). Each tenant gets one request-log batch and each
-asset a materialization. Between scrapes it adds a few runs and a materialization, so every
-scrape does an incremental read. Prints medians and the ratio; JSON to bench/results/.
+per-run schema inspection, which alone takes minutes at 100k). Each tenant gets one
+request-log batch and each asset a materialization. Between scrapes it adds a few runs and a
+materialization, so every scrape does an incremental read. Prints medians and the ratio; JSON
+to bench/results/.
 """
 
 from __future__ import annotations

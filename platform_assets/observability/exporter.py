@@ -2,11 +2,11 @@
 the cost ledger, the platform's limits and the serving request logs.
 
 Dagster OSS has no metrics endpoint, so this exporter reads its storage. A scrape reads only
-what changed since the last one: runs updated after a watermark, events after a storage-id
-cursor per event type, request-log batches not read yet; everything else is aggregated in
-memory. Run counters count from `history_days` before the exporter started; step and check
-counters from its start, one read of each run's events as it finishes (Prometheus' `rate` and
-`increase` handle the reset at a restart).
+what changed since the last one: runs updated after a watermark (columns of the run storage),
+each finished run's step and check events once, materializations after a storage-id cursor,
+request-log batches not read yet; everything is aggregated in memory. Run counters count from
+`history_days` before the exporter started; step and check counters from its start
+(Prometheus' `rate` and `increase` handle the reset at a restart).
 """
 
 from __future__ import annotations
@@ -54,6 +54,7 @@ IN_PROGRESS = {
     dg.DagsterRunStatus.CANCELING: "canceling",
 }
 PAGE = 5000
+STATUS_VALUES = [status.value for status in dg.DagsterRunStatus]
 # Runs are re-read this far behind the watermark: on Postgres a transaction that stamped an
 # earlier update time may commit after one we have read.
 RUN_OVERLAP = timedelta(seconds=5)
@@ -216,54 +217,78 @@ class PlatformState:
             self.refresh_seconds = time.perf_counter() - started
 
     def _refresh_runs(self) -> None:
-        after = self.run_watermark - RUN_OVERLAP
-        limit = PAGE
-        while True:
-            records = self.instance.get_run_records(
-                dg.RunsFilter(updated_after=after),
-                limit=limit,
-                order_by="update_timestamp",
-                ascending=True,
-            )
-            fresh = [
-                r for r in records if self.run_seen.get(r.dagster_run.run_id) != r.update_timestamp
-            ]
-            for record in fresh:
-                self._observe_run(record)
-            if records:
-                newest = records[-1].update_timestamp
-                self.run_watermark = max(self.run_watermark, newest)
-            if len(records) < limit:
-                return
-            if not fresh:
-                # A full page of runs stamped within one instant: read a larger one.
-                limit *= 2
-                continue
-            # `updated_after` is strict: step back one microsecond so ties at the page's end
-            # are read again (and skipped as seen).
-            after = records[-1].update_timestamp - timedelta(microseconds=1)
+        """Runs updated since the watermark, read as columns of the run storage (SQL, no run
+        bodies to deserialize): `status IN (...)` lets the storage's (status, update_timestamp)
+        index find them, however many runs it holds."""
+        import sqlalchemy as sa
+        from dagster._core.storage.runs.schema import RunsTable, RunTagsTable
 
-    def _observe_run(self, record) -> None:
-        run = record.dagster_run
-        self.run_seen[run.run_id] = record.update_timestamp
-        tenant = run.tags.get("tenant") or UNKNOWN_TENANT
-        state = self.runs.get(run.run_id)
+        tag = RunTagsTable.alias("tenant_tag")
+        columns = [
+            RunsTable.c.run_id,
+            RunsTable.c.pipeline_name,
+            RunsTable.c.status,
+            RunsTable.c.create_timestamp,
+            RunsTable.c.update_timestamp,
+            RunsTable.c.start_time,
+            RunsTable.c.end_time,
+            tag.c.value,
+        ]
+        joined = RunsTable.outerjoin(
+            tag, sa.and_(tag.c.run_id == RunsTable.c.run_id, tag.c.key == "tenant")
+        )
+        after = (self.run_watermark - RUN_OVERLAP).replace(tzinfo=None)
+        limit = PAGE
+        with self.instance.run_storage.connect() as conn:
+            while True:
+                rows = conn.execute(
+                    sa.select(*columns)
+                    .select_from(joined)
+                    .where(
+                        RunsTable.c.status.in_(STATUS_VALUES),
+                        RunsTable.c.update_timestamp > after,
+                    )
+                    .order_by(RunsTable.c.update_timestamp, RunsTable.c.id)
+                    .limit(limit)
+                ).all()
+                fresh = [r for r in rows if self.run_seen.get(r.run_id) != r.update_timestamp]
+                for row in fresh:
+                    self._observe_run(row)
+                if rows:
+                    newest = rows[-1].update_timestamp.replace(tzinfo=UTC)
+                    self.run_watermark = max(self.run_watermark, newest)
+                if len(rows) < limit:
+                    return
+                if not fresh:
+                    # A full page of runs stamped within one instant: read a larger one.
+                    limit *= 2
+                    continue
+                # The filter is strict: step back one microsecond so ties at the page's end
+                # are read again (and skipped as seen).
+                after = rows[-1].update_timestamp - timedelta(microseconds=1)
+
+    def _observe_run(self, row) -> None:
+        self.run_seen[row.run_id] = row.update_timestamp
+        tenant = row.value or UNKNOWN_TENANT
+        status = dg.DagsterRunStatus(row.status)
+        job = row.pipeline_name
+        state = self.runs.get(row.run_id)
         if state is None:
-            state = self.runs[run.run_id] = RunState(tenant, run.job_name, run.status)
+            state = self.runs[row.run_id] = RunState(tenant, job, status)
         elif state.status in OUTCOMES:
             return  # counted once; later updates (tags) change nothing here
-        state.tenant, state.status = tenant, run.status
-        if record.start_time is not None and not state.started:
+        state.tenant, state.status = tenant, status
+        if row.start_time is not None and not state.started:
             state.started = True
-            wait = record.start_time - record.create_timestamp.timestamp()
-            self.queue_wait[(tenant,)].observe(max(wait, 0.0))
-        if run.status in OUTCOMES:
-            self.finished[(tenant, run.job_name, OUTCOMES[run.status])] += 1
+            created = row.create_timestamp.replace(tzinfo=UTC).timestamp()
+            self.queue_wait[(tenant,)].observe(max(row.start_time - created, 0.0))
+        if status in OUTCOMES:
+            self.finished[(tenant, job, OUTCOMES[status])] += 1
             if self.seen_event_id is not None:  # not in the first read (the history)
-                self.to_read.append(run.run_id)
-            if record.start_time is not None and record.end_time is not None:
-                duration = max(record.end_time - record.start_time, 0.0)
-                self.run_duration[(tenant, run.job_name)].observe(duration)
+                self.to_read.append(row.run_id)
+            if row.start_time is not None and row.end_time is not None:
+                duration = max(row.end_time - row.start_time, 0.0)
+                self.run_duration[(tenant, job)].observe(duration)
 
     def _dialect(self) -> str:
         engine = getattr(self.instance.event_log_storage, "_engine", None)

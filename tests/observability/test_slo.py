@@ -173,7 +173,7 @@ def test_slo_report_computes_attainment_and_error_budget(ridehail, instance):
     results = {r["slo"]: r for r in md["results"].value}
     fresh = results[f"freshness:{LABELS.to_user_string()}"]
     assert 0 <= fresh["attainment"] < 0.001
-    assert fresh["target"] == 0.99 and fresh["error_budget_remaining"] < -99
+    assert fresh["target"] == 0.99 and fresh["error_budget_remaining"] < -98.9
     assert fresh["detail"].startswith("2 materializations")
     assert results[f"freshness:{TRIPS.to_user_string()}"]["attainment"] == 0  # never made
     assert results["run_success"]["attainment"] == pytest.approx(2 / 3)
@@ -189,6 +189,7 @@ def test_slo_report_reports_a_tenant_whose_yaml_does_not_load(ridehail, instance
     root, _ = ridehail
     path = root / FILE
     path.write_text(path.read_text().replace("target: 0.95", "target: 1.5"))
+    load_tenant.cache_clear()  # the catalog is read once per process; this one changed since
     result = dg.materialize([slo_report_asset(["ridehail"])], instance=instance)
     [event] = result.get_asset_materialization_events()
     md = event.materialization.metadata
