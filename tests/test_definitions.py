@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from platform_assets.definitions import defs
-from platform_assets.tenancy.specs import ASSET_TYPES
+from platform_assets.tenancy.specs import ASSET_TYPES, PLATFORM_ASSET_TYPES
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -45,7 +45,8 @@ def test_every_asset_carries_tenant_conventions(definitions):
         tenant = spec.key.path[0]
         assert spec.group_name == tenant, spec.key
         assert spec.tags["tenant"] == tenant, spec.key
-        assert spec.tags["asset_type"] in ASSET_TYPES, spec.key
+        platform_only = PLATFORM_ASSET_TYPES if tenant == "platform" else ()
+        assert spec.tags["asset_type"] in ASSET_TYPES + platform_only, spec.key
         assert spec.owners, spec.key
         assert spec.description, spec.key
         assert spec.kinds, spec.key

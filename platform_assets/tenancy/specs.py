@@ -49,6 +49,8 @@ ASSET_TYPES = (
     "drift",
     "cost",
 )
+# Asset types only the platform's own location has (tenants' assets never carry them).
+PLATFORM_ASSET_TYPES = ("slo_report",)
 ROLES = ("viewer", "approver", "admin")
 
 # The Great Expectations expectations teams may declare. A closed set so a typo fails at load,
