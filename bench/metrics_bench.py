@@ -70,7 +70,7 @@ def insert_runs(instance: dg.DagsterInstance, tenants: list[str], count: int, rn
         )
         created = now - timedelta(seconds=rng.uniform(60, 6.5 * 86400))
         start = created + timedelta(seconds=rng.expovariate(1 / 20))
-        end = start + timedelta(seconds=rng.uniform(30, 900))
+        end = min(start + timedelta(seconds=rng.uniform(30, 900)), now - timedelta(seconds=1))
         finished = status != dg.DagsterRunStatus.STARTED
         runs.append(
             {

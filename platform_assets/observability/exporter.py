@@ -265,7 +265,9 @@ class PlatformState:
                 for row in fresh:
                     self._observe_run(row, tenants.get(row.run_id))
                 if rows:
-                    newest = rows[-1].update_timestamp.replace(tzinfo=UTC)
+                    # Never past the exporter's clock: a run stamped in its future (skew)
+                    # would otherwise hide every run stamped before it from later reads.
+                    newest = min(rows[-1].update_timestamp.replace(tzinfo=UTC), _now(self.clock))
                     self.run_watermark = max(self.run_watermark, newest)
                 if len(rows) < limit:
                     return
@@ -522,6 +524,10 @@ class PlatformState:
                 [tenant, model], served.latency.buckets(), sum_value=served.latency.total
             )
         yield from (requests, errors, predictions, latency)
+
+
+def _now(clock) -> datetime:
+    return datetime.fromtimestamp(clock(), UTC)
 
 
 def _counter(series: S.Series, values: dict) -> CounterMetricFamily:
