@@ -188,6 +188,7 @@ class PlatformState:
         self.freshness_state: dict[dg.AssetKey, str] = {}
         self.cost: dict[str, float] = {}
         self.seen_event_id: int | None = None
+        self.read_once = False  # the first refresh reads the history, whatever the log holds
         self.serving: dict[tuple[str, str], ServingLog] = defaultdict(ServingLog)
         self.lake_read_at = float("-inf")
         self.refresh_seconds = 0.0
@@ -203,13 +204,14 @@ class PlatformState:
             latest = self.instance.event_log_storage.get_maximum_record_id()
             # Every run status change, step, check and materialization is an event: when the
             # log has not grown, nothing the Dagster series show has changed.
-            if latest != self.seen_event_id:
+            if latest != self.seen_event_id or not self.read_once:
                 self._refresh_runs()
                 self._refresh_steps()
                 self._refresh_materializations()
                 self._refresh_cost()
                 self._refresh_freshness_state()
                 self.seen_event_id = latest
+                self.read_once = True
             now = self.clock()
             if self.lake is not None and now - self.lake_read_at >= self.lake_interval:
                 self._refresh_serving()
@@ -223,7 +225,6 @@ class PlatformState:
         import sqlalchemy as sa
         from dagster._core.storage.runs.schema import RunsTable, RunTagsTable
 
-        tag = RunTagsTable.alias("tenant_tag")
         columns = [
             RunsTable.c.run_id,
             RunsTable.c.pipeline_name,
@@ -232,18 +233,13 @@ class PlatformState:
             RunsTable.c.update_timestamp,
             RunsTable.c.start_time,
             RunsTable.c.end_time,
-            tag.c.value,
         ]
-        joined = RunsTable.outerjoin(
-            tag, sa.and_(tag.c.run_id == RunsTable.c.run_id, tag.c.key == "tenant")
-        )
         after = (self.run_watermark - RUN_OVERLAP).replace(tzinfo=None)
         limit = PAGE
         with self.instance.run_storage.connect() as conn:
             while True:
                 rows = conn.execute(
                     sa.select(*columns)
-                    .select_from(joined)
                     .where(
                         RunsTable.c.status.in_(STATUS_VALUES),
                         RunsTable.c.update_timestamp > after,
@@ -252,10 +248,26 @@ class PlatformState:
                     .limit(limit)
                 ).all()
                 fresh = [r for r in rows if self.run_seen.get(r.run_id) != r.update_timestamp]
+                # The tenant tags of this page, by run id (a join lets SQLite's planner scan
+                # the tag table per run).
+                tenants = (
+                    dict(
+                        conn.execute(
+                            sa.select(RunTagsTable.c.run_id, RunTagsTable.c.value).where(
+                                RunTagsTable.c.run_id.in_([r.run_id for r in fresh]),
+                                RunTagsTable.c.key == "tenant",
+                            )
+                        ).all()
+                    )
+                    if fresh
+                    else {}
+                )
                 for row in fresh:
-                    self._observe_run(row)
+                    self._observe_run(row, tenants.get(row.run_id))
                 if rows:
-                    newest = rows[-1].update_timestamp.replace(tzinfo=UTC)
+                    # Never past the exporter's clock: a run stamped in its future (skew)
+                    # would otherwise hide every run stamped before it from later reads.
+                    newest = min(rows[-1].update_timestamp.replace(tzinfo=UTC), _now(self.clock))
                     self.run_watermark = max(self.run_watermark, newest)
                 if len(rows) < limit:
                     return
@@ -267,9 +279,9 @@ class PlatformState:
                 # are read again (and skipped as seen).
                 after = rows[-1].update_timestamp - timedelta(microseconds=1)
 
-    def _observe_run(self, row) -> None:
+    def _observe_run(self, row, tenant: str | None) -> None:
         self.run_seen[row.run_id] = row.update_timestamp
-        tenant = row.value or UNKNOWN_TENANT
+        tenant = tenant or UNKNOWN_TENANT
         status = dg.DagsterRunStatus(row.status)
         job = row.pipeline_name
         state = self.runs.get(row.run_id)
@@ -284,7 +296,7 @@ class PlatformState:
             self.queue_wait[(tenant,)].observe(max(row.start_time - created, 0.0))
         if status in OUTCOMES:
             self.finished[(tenant, job, OUTCOMES[status])] += 1
-            if self.seen_event_id is not None:  # not in the first read (the history)
+            if self.read_once:  # not in the first read (the history)
                 self.to_read.append(row.run_id)
             if row.start_time is not None and row.end_time is not None:
                 duration = max(row.end_time - row.start_time, 0.0)
@@ -512,6 +524,10 @@ class PlatformState:
                 [tenant, model], served.latency.buckets(), sum_value=served.latency.total
             )
         yield from (requests, errors, predictions, latency)
+
+
+def _now(clock) -> datetime:
+    return datetime.fromtimestamp(clock(), UTC)
 
 
 def _counter(series: S.Series, values: dict) -> CounterMetricFamily:
