@@ -186,7 +186,9 @@ def summary(definitions: dg.Definitions, instance: dg.DagsterInstance) -> Table:
             record = instance.event_log_storage.get_latest_asset_check_execution_by_key(
                 [check_key]
             ).get(check_key)
-            if record is None or record.evaluation is None:
+            # A planned check that never ran (the drift checks before a champion exists) has no
+            # result to count.
+            if record is None or not isinstance(record.evaluation, dg.AssetCheckEvaluation):
                 continue
             passed += record.evaluation.passed
             failed += not record.evaluation.passed

@@ -202,7 +202,8 @@ def main(log: str | None = None) -> None:
     from platform_assets.tenancy.catalog import load_all
     from platform_assets.tenancy.location_defs import pipeline_job_name
 
-    tenants = sorted(load_all())
+    catalogs = load_all()
+    tenants = sorted(catalogs)
     with dg.DagsterInstance.get() as instance:
         progress = Progress(instance, log_path, console.print)
         console.rule(f"Launching every tenant's pipeline through {url} (run queue, daemon)")
@@ -264,6 +265,27 @@ def main(log: str | None = None) -> None:
         console.rule("Approval workflow")
         for line in walk(console):
             console.print(f"  {line}")
+
+        console.rule("Batch scores and drift by each champion, through the run queue")
+        scoring = []
+        for tenant in tenants:
+            selection = [
+                [tenant, kind, model]
+                for model in catalogs[tenant].models
+                for kind in ("predictions", "drift")
+            ]
+            run_id = launch_run(
+                url,
+                location_of(locations, pipeline_job_name(tenant)),
+                "__ASSET_JOB",
+                {"tenant": tenant},
+                asset_selection=selection,
+            )
+            progress.follow(run_id, tenant)
+            scoring.append(run_id)
+        scored = progress.wait(scoring, timeout=900)
+        if any(run.status != dg.DagsterRunStatus.SUCCESS for run in scored.values()):
+            raise SystemExit(f"batch scores or drift failed (events in {log_path})")
         with warnings.catch_warnings():
             # Beta notices of Dagster APIs we pin and test; the daemon's log has them too.
             warnings.simplefilter("ignore", category=dg.BetaWarning)

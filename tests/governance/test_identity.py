@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
-from platform_assets.governance import cli
+from platform_assets.governance import cli, deploy
 from platform_assets.governance.demo_idp import LocalIdP
 from platform_assets.governance.identity import (
     Identity,
@@ -86,6 +86,13 @@ def test_cli_token_outside_local_records_a_verified_identity(gov_sandbox, idp, m
     v1 = sb.register(0.30)
     sb.governance().propose(MODEL, v1, SENSOR)
     monkeypatch.setenv("MLPLAT_ENV", "services")
+    # The sandbox's MLflow keeps artifacts on its disk; a services deployment's are in the
+    # bucket, which is what outside `local` the deployment manifest requires.
+    monkeypatch.setattr(
+        deploy,
+        "model_storage_uri",
+        lambda uri: (f"s3://mlplat/mlflow/{uri.rsplit('/', 1)[-1]}", ""),
+    )
     token = idp.issue(APPROVER)
     mismatch = runner.invoke(
         cli.app, ["approve", MODEL, str(v1), "--as", APPROVER2, "--token", token]

@@ -99,6 +99,9 @@ def monitored(gov_sandbox: Sandbox) -> Monitored:  # noqa: F811
     train = df[df["split"] == "train"]
     model = build_pipeline("logistic_regression", {}).fit(train[list(FEATURES)], train["is_fraud"])
     sb.mlflow.client()
+    # This tracking store's own experiment: another test in this worker may have left its
+    # store's experiment active in the mlflow module.
+    mlflow.set_experiment("payments-monitoring")
     with mlflow.start_run():
         info = mlflow.sklearn.log_model(
             model,

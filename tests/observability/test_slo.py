@@ -119,7 +119,6 @@ def test_freshness_slos_are_dagster_freshness_policies_on_the_assets():
         "ridehail/features/driver_stats",
         "ridehail/features/zone_demand",
         "ridehail/models/driver_churn",
-        "ridehail/predictions/driver_churn",  # batch scores are of asset type model
     }
     feature = policies["ridehail/features/driver_stats"]
     assert feature.fail_window.to_timedelta().total_seconds() == 26 * 3600

@@ -205,8 +205,13 @@ def test_non_utf8_bytes_are_refused_naming_the_file(root):
 
 def test_duplicate_keys_are_refused_naming_key_and_line(root):
     path = root / TENANT_FILE
-    path.write_text(path.read_text() + "  namespace: tenant-payments\n")
-    assert refused(root) == (f"{path}: line 12: duplicate key 'namespace' (first set on line 10)")
+    text = path.read_text()
+    path.write_text(text + "  namespace: tenant-payments\n")
+    first = 1 + next(i for i, line in enumerate(text.splitlines()) if "namespace:" in line)
+    last = len(text.splitlines()) + 1
+    assert refused(root) == (
+        f"{path}: line {last}: duplicate key 'namespace' (first set on line {first})"
+    )
 
 
 def test_a_file_over_the_size_cap_is_refused(root):
