@@ -106,7 +106,9 @@ def check_online_incremental(defs: dg.Definitions, instance) -> None:
     # older than it: only the newer two are written.
     template = table.iloc[0].to_dict()
     watermark = datetime.fromtimestamp(second["watermark"], UTC)
-    fresh = watermark + timedelta(seconds=1)
+    # Just after the watermark, and so before the next run's end (now): a second later could be
+    # after it when the runs are fast.
+    fresh = watermark + timedelta(milliseconds=1)
     new_driver = f"d-{uuid.uuid4().hex[:6]}"
     add_rows(
         defs,
