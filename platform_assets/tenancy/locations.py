@@ -101,6 +101,13 @@ def code_locations(root: Path | None = None, groups_file: Path = GROUPS_FILE) ->
     return [CodeLocation(PLATFORM, ()), *sorted(locations, key=lambda loc: loc.name)]
 
 
+class UnknownLocation(PlatformConfigError, AttributeError):
+    """No code location has this name. Also an AttributeError: `platform_assets.locations` is
+    a module whose attributes are the locations, and whoever looks an attribute up on every
+    module in `sys.modules` (pickle's `whichmodule`, finding where scipy's `agm` lives) must
+    hear "no such attribute", not a failure."""
+
+
 def location_named(
     name: str, root: Path | None = None, groups_file: Path = GROUPS_FILE
 ) -> CodeLocation:
@@ -119,7 +126,7 @@ def location_named(
     if name not in grouped and _is_tenant_folder(root, name):
         return CodeLocation(name, (name,))
     root = root.resolve()
-    raise PlatformConfigError(
+    raise UnknownLocation(
         root / name,
         "<code location>",
         f"code location {name!r} has no tenant folder {root / name} (tenant folders: "

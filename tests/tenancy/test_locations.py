@@ -296,3 +296,17 @@ def test_empty_tenant_folder_fails_only_its_own_location(defs_root):
     )
     assert "newteam/cost" in _keys(platform_location())
     assert "growth/models/subscription_churn" in _keys(tenant_location(location_named("growth")))
+
+
+def test_the_locations_module_answers_attribute_lookups_of_unknown_names():
+    """pickle's `whichmodule` asks every module in sys.modules for a function's name (scipy's
+    ufuncs have no `__module__`): an unknown name is a missing attribute, which pickling a
+    step's objects in a code server's process must be able to skip."""
+    import pickle
+
+    import scipy.special
+
+    import platform_assets.locations as locations
+
+    assert not hasattr(locations, "agm")
+    assert pickle.loads(pickle.dumps(scipy.special.agm)) is scipy.special.agm
