@@ -102,10 +102,18 @@ def code_locations(root: Path | None = None, groups_file: Path = GROUPS_FILE) ->
 
 
 class UnknownLocation(PlatformConfigError, AttributeError):
-    """No code location has this name. Also an AttributeError: `platform_assets.locations` is
-    a module whose attributes are the locations, and whoever looks an attribute up on every
-    module in `sys.modules` (pickle's `whichmodule`, finding where scipy's `agm` lives) must
-    hear "no such attribute", not a failure."""
+    """No code location has this name and the workspace declares none. Also an AttributeError:
+    `platform_assets.locations` is a module whose attributes are the locations, and whoever
+    looks an attribute up on every module in `sys.modules` (pickle's `whichmodule`, finding
+    where scipy's `agm` lives) must hear "no such attribute", not a failure."""
+
+
+def declared_locations(workspace: Path = WORKSPACE_FILE) -> set[str]:
+    """The location names `workspace.yaml` lists."""
+    if not workspace.exists():
+        return set()
+    entries = yaml.safe_load(workspace.read_text()).get("load_from") or []
+    return {e["python_module"]["location_name"] for e in entries if "python_module" in e}
 
 
 def location_named(
@@ -126,7 +134,10 @@ def location_named(
     if name not in grouped and _is_tenant_folder(root, name):
         return CodeLocation(name, (name,))
     root = root.resolve()
-    raise UnknownLocation(
+    # A location the workspace declares whose folder is gone fails with the reason, which the
+    # UI shows; any other name is just not an attribute of `platform_assets.locations`.
+    error = PlatformConfigError if name in declared_locations() else UnknownLocation
+    raise error(
         root / name,
         "<code location>",
         f"code location {name!r} has no tenant folder {root / name} (tenant folders: "

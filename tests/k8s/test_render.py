@@ -49,6 +49,7 @@ def test_one_job_per_step_of_every_tenant_job_plus_the_run_worker(rendered):
         expected = {"run"}
         expected |= {f"{name}__sources__{s}" for s in catalog.sources}
         expected |= {f"{name}__features__{f}" for f in catalog.feature_sets}
+        expected |= {f"{name}__online__{f}" for f in catalog.feature_sets}
         kinds = ("training_sets", "models", "evaluation_reports", "predictions", "drift")
         expected |= {f"{name}__{kind}__{m}" for kind in kinds for m in catalog.models}
         # The champion_alias check runs as its own step of the model.
