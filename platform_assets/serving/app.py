@@ -4,7 +4,9 @@
 online store of each view's owner, straight from the online store (no SDK retrieval path), and
 scores with the platform's champion version (governance state, never MLflow's alias), which a
 background thread re-checks every few seconds; a champion whose artifact does not load leaves
-the previous one serving, and `/readyz` says so. Every request is logged to the lake.
+the previous one serving, and `/readyz` says so. A tree-ensemble champion scores through its
+trees compiled by Treelite once they agree with scikit-learn (serving/runtime.py). Every request
+is logged to the lake.
 """
 
 import json
@@ -24,6 +26,7 @@ if TYPE_CHECKING:
     from fastapi import FastAPI
 
     from platform_assets.governance.store import GovernanceStore
+    from platform_assets.serving.runtime import Scorer
     from platform_assets.tenancy.catalog import TenantCatalog
     from resources.feature_store import FeastResource
     from resources.mlflow import MlflowResource
@@ -74,7 +77,7 @@ class ViewRead:
 @dataclass
 class Champion:
     version: int
-    model: Any  # the scikit-learn pipeline
+    scorer: "Scorer"  # how it scores (platform_assets/serving/runtime.py)
     columns: list[str]  # its feature columns, in training order
 
 
@@ -111,6 +114,7 @@ class Route:
             "status": state,
             "champion": self.champion,
             "serving_version": self.serving.version if self.serving else None,
+            "runtime": self.serving.scorer.runtime if self.serving else None,
             "problem": self.problem,
         }
 
@@ -208,8 +212,10 @@ class Service:
 
     def _load(self, route: Route, version: int) -> Champion:
         import mlflow as mlflow_lib
-        import pandas as pd
+        import numpy as np
         from threadpoolctl import threadpool_limits
+
+        from platform_assets.serving.runtime import scorer
 
         self.mlflow.client()  # points the mlflow module at the platform's registry
         model = mlflow_lib.sklearn.load_model(f"models:/{route.name}/{version}")
@@ -226,9 +232,11 @@ class Service:
         # machine's cores are busy (measured: p50 228 ms). Throughput comes from requests.
         # threadpoolctl limits the thread pools loaded so far, so after the model's imports.
         threadpool_limits(limits=1)
+        scoring = scorer(model, columns)
+        log.info(f"{route.name} v{version}: scored by {scoring.runtime} ({scoring.note})")
         # One prediction now, so the first request does not pay for lazy initialisation.
-        model.predict_proba(pd.DataFrame([[math.nan] * len(columns)], columns=columns))
-        return Champion(version, model, columns)
+        scoring.predict(np.full((1, len(columns)), np.nan))
+        return Champion(version, scoring, columns)
 
     def refresh(self) -> None:
         """Re-read the platform's champions; load any that changed. Never raises for one model:
@@ -376,7 +384,7 @@ class Service:
         self, name: str, body: bytes, authorization: str | None
     ) -> tuple[int, dict[str, Any]]:
         """(status, JSON body) of one predict request; logs it."""
-        import pandas as pd
+        import numpy as np
 
         started, received = time.perf_counter(), datetime.now(UTC)
         request_id = uuid.uuid4().hex
@@ -398,12 +406,8 @@ class Service:
                     route.problem or f"model {route.name} has no champion yet (promote a version)",
                 )
             rows, as_of = self.features(route, entities)
-            frame = pd.DataFrame(
-                [[r[c] for c in champion.columns] for r in rows],
-                columns=champion.columns,
-                dtype="float64",
-            )
-            scores = [float(p) for p in champion.model.predict_proba(frame)[:, 1]]
+            matrix = np.array([[r[c] for c in champion.columns] for r in rows], dtype=np.float64)
+            scores = champion.scorer.predict(matrix).tolist()
         except ServingError as exc:
             self._log_error(route, request_id, received, started, champion, exc)
             return exc.status, {"detail": exc.detail}

@@ -128,6 +128,7 @@ def test_predict_returns_the_champions_scores(served: Served):
         ready = c.get("/readyz")
         assert ready.status_code == 200
         assert ready.json()["models"][REGISTERED]["status"] == "serving"
+        assert ready.json()["models"][REGISTERED]["runtime"] == "treelite"
 
 
 @pytest.fixture
