@@ -103,6 +103,12 @@ def test_locally_the_manifest_says_it_is_not_deployable(gov_sandbox, monkeypatch
         (("spec", "predictor", "minReplicas"), -1, "minReplicas: -1 is less than the minimum"),
         (("spec", "predictor", "model", "resources", "requests", "cpu"), "lots", "cpu: 'lots'"),
         (("spec", "predicter"), {}, "spec: Additional properties are not allowed"),
+        (("spec", "canary"), {}, "spec.canary: {} is not of type 'array'"),
+        (
+            ("spec", "predictor", "model", "securityContext", "runAsNonRoot"),
+            "yes",
+            "runAsNonRoot: 'yes' is not of type 'boolean'",
+        ),
     ],
 )
 def test_invalid_manifests_fail_naming_the_field(gov_sandbox, path, value, message):
