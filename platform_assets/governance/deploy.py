@@ -41,7 +41,7 @@ def _validator():
 
 @cache
 def _pod_policies() -> "PolicySet":
-    """The pod policies, compiled once per process (rego-cpp compiles in tens of ms)."""
+    """The pod policies, loaded once per process, not on every champion change."""
     from platform_assets.k8s.policy import PolicySet
 
     return PolicySet("pods")
