@@ -4,6 +4,7 @@ drifted MLflow alias).
 """
 
 import json
+import threading
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
@@ -22,7 +23,11 @@ from resources.mlflow import MlflowResource
 if TYPE_CHECKING:  # pandas loads in the steps, not with the code location
     import pandas as pd
 
+    from platform_assets.k8s.policy import PolicySet
+
 SCHEMA = Path(__file__).with_name("schemas") / "inferenceservice_v1beta1.json"
+# The regopy interpreter takes its input and then answers a query: one evaluation at a time.
+_POLICY_LOCK = threading.Lock()
 
 
 @cache
@@ -34,13 +39,38 @@ def _validator():
     return jsonschema.Draft7Validator(schema)
 
 
-def validate_inferenceservice(manifest: dict[str, Any]) -> None:
-    """Raise ValueError naming the first field that breaks the InferenceService schema."""
+@cache
+def _pod_policies() -> "PolicySet":
+    """The pod policies, loaded once per process, not on every champion change."""
+    from platform_assets.k8s.policy import PolicySet
+
+    return PolicySet("pods")
+
+
+def manifest_name(manifest: dict[str, Any]) -> str:
+    meta = manifest.get("metadata", {})
+    return f"InferenceService {meta.get('namespace', '?')}/{meta.get('name', '?')}"
+
+
+def validate_inferenceservice(manifest: dict[str, Any], tenant: TenantSpec) -> None:
+    """Raise ValueError naming the first field that breaks the InferenceService schema, else
+    every pod policy the predictor's pods would break (the same Rego Gatekeeper enforces)."""
     errors = sorted(_validator().iter_errors(manifest), key=lambda e: list(e.path))
     if errors:
         err = errors[0]
         where = ".".join(str(p) for p in err.path) or "<root>"
         raise ValueError(f"InferenceService invalid at {where}: {err.message}")
+    # render.py imports nothing of governance, and only here: no cycle, no k8s code at import.
+    from platform_assets.k8s.render import pod_parameters
+
+    # The policies read only the parameters of the tenant the pod is labelled for (and the
+    # platform's registries), so this tenant's are the platform's whole verdict; a manifest
+    # labelled for another tenant is refused as one the platform does not know.
+    review = {"review": {"object": manifest}, "parameters": pod_parameters({tenant.name: tenant})}
+    with _POLICY_LOCK:
+        violations = _pod_policies().evaluate(review, manifest_name(manifest))
+    if violations:
+        raise ValueError("; ".join(str(v) for v in violations))
 
 
 def model_storage_uri(download_uri: str) -> tuple[str, str]:
@@ -77,17 +107,28 @@ def model_storage_uri(download_uri: str) -> tuple[str, str]:
 def render_inferenceservice(
     tenant: TenantSpec, registered: str, version: int, storage_uri: str
 ) -> dict[str, Any]:
+    """The champion's InferenceService, schema-valid and passing every pod policy, or a
+    ValueError saying why not."""
+    from platform_assets.k8s.config import quantity
+    from platform_assets.k8s.steps import label_value
+
     model = registered.partition(".")[2]
     storage_uri, not_deployable = model_storage_uri(storage_uri)
     res = effective_resources(tenant.name, tenant.resources)
-    quantity = {"cpu": f"{res.cpu:g}", "memory": f"{res.memory_gib:g}Gi"}
+    amounts = {"cpu": quantity(res.cpu), "memory": quantity(res.memory_gib, "Gi")}
     manifest = {
         "apiVersion": "serving.kserve.io/v1beta1",
         "kind": "InferenceService",
         "metadata": {
             "name": f"{tenant.name}-{model}".replace("_", "-"),
             "namespace": tenant.namespace,
-            "labels": {"mlplat/tenant": tenant.name, "mlplat/model": model},
+            # KServe copies these onto the predictor's pods: what the cost tool attributes
+            # serving spend by (pods/cost_labels). The code location as step pods carry it.
+            "labels": {
+                "mlplat/tenant": label_value(tenant.name),
+                "mlplat/code-location": label_value(tenant.name),
+                "mlplat/model": label_value(model),
+            },
             "annotations": {
                 "mlplat/registered-model": registered,
                 "mlplat/model-version": str(version),
@@ -102,17 +143,33 @@ def render_inferenceservice(
                 "serviceAccountName": tenant.runner_service_account,
                 "minReplicas": 1,
                 "maxReplicas": 3,
+                # No UID: the serving runtime's image (MLServer) names its own non-root user.
+                "securityContext": {
+                    "runAsNonRoot": True,
+                    "seccompProfile": {"type": "RuntimeDefault"},
+                },
+                # The root filesystem is read-only; the server writes temporary files here.
+                "volumes": [{"name": "tmp", "emptyDir": {}}],
                 "model": {
                     # MLflow models are served by MLServer's mlflow runtime (KServe v2 protocol).
                     "modelFormat": {"name": "mlflow"},
                     "protocolVersion": "v2",
                     "storageUri": storage_uri,
-                    "resources": {"requests": quantity, "limits": {"memory": quantity["memory"]}},
+                    # Limits equal requests, as for steps: billed on what it reserves.
+                    "resources": {"requests": dict(amounts), "limits": dict(amounts)},
+                    "securityContext": {
+                        "allowPrivilegeEscalation": False,
+                        "privileged": False,
+                        "readOnlyRootFilesystem": True,
+                        "runAsNonRoot": True,
+                        "capabilities": {"drop": ["ALL"]},
+                    },
+                    "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
                 },
             }
         },
     }
-    validate_inferenceservice(manifest)
+    validate_inferenceservice(manifest, tenant)
     return manifest
 
 

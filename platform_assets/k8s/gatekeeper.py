@@ -17,7 +17,8 @@ def constraint_kind(policy: str) -> str:
 
 def gatekeeper_manifests(tenants: dict[str, TenantSpec]) -> list[dict[str, Any]]:
     """A ConstraintTemplate and a Constraint per pod policy (Gatekeeper 3.15+: OPA understands
-    `import rego.v1`). Constraints match Pods and Jobs in namespaces labelled mlplat/tenant."""
+    `import rego.v1`). Constraints match Pods, Jobs and KServe InferenceServices (the champions'
+    manifests a GitOps repository applies) in namespaces labelled mlplat/tenant."""
     from platform_assets.k8s.render import pod_parameters
 
     root = policy_root()
@@ -64,6 +65,7 @@ def gatekeeper_manifests(tenants: dict[str, TenantSpec]) -> list[dict[str, Any]]
                         "kinds": [
                             {"apiGroups": [""], "kinds": ["Pod"]},
                             {"apiGroups": ["batch"], "kinds": ["Job"]},
+                            {"apiGroups": ["serving.kserve.io"], "kinds": ["InferenceService"]},
                         ],
                         "namespaceSelector": {
                             "matchExpressions": [{"key": "mlplat/tenant", "operator": "Exists"}]

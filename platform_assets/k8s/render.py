@@ -50,6 +50,18 @@ from platform_assets.tenancy.locations import code_locations
 from platform_assets.tenancy.specs import TenantSpec
 
 CHART = repo_root() / "deploy" / "helm" / "mlplat-tenant"
+# The kinds policies/lib/k8s.rego finds a pod spec in. InferenceServices are not rendered here:
+# governance/deploy.py renders one on each champion change and runs the same pod policies.
+POD_KINDS = (
+    "Pod",
+    "Job",
+    "CronJob",
+    "Deployment",
+    "StatefulSet",
+    "DaemonSet",
+    "ReplicaSet",
+    "InferenceService",
+)
 
 
 class ToolMissing(RuntimeError):
@@ -267,6 +279,6 @@ def render_all(out: Path, catalogs: dict[str, TenantCatalog] | None = None) -> R
     for path, manifest in manifests:
         result.problems += check_manifest(manifest, str(path))
         review = {"review": {"object": manifest}, "parameters": parameters}
-        if manifest["kind"] in ("Pod", "Job", "Deployment", "StatefulSet", "DaemonSet", "CronJob"):
+        if manifest["kind"] in POD_KINDS:
             result.violations += pods.evaluate(review, str(path))
     return result

@@ -1,4 +1,4 @@
-# Helpers the pod policies share: the pod spec and pod labels of any workload kind.
+# Helpers the pod policies share: the pod spec, containers and pod labels of any workload kind.
 # Gatekeeper: ship this file as the ConstraintTemplates' `libs`.
 package lib.k8s
 
@@ -6,11 +6,18 @@ import rego.v1
 
 templated := {"Job", "Deployment", "StatefulSet", "DaemonSet", "ReplicaSet"}
 
+# KServe's InferenceService: its predictor is a PodSpec extension, and KServe runs the predictor's
+# `model` as the container `kserve-container` beside the predictor's own containers. Only the
+# predictor is judged: transformers and explainers (which mlplat does not render) are not.
+model_container := "kserve-container"
+
 pod_spec(obj) := obj.spec if obj.kind == "Pod"
 
 pod_spec(obj) := obj.spec.template.spec if obj.kind in templated
 
 pod_spec(obj) := obj.spec.jobTemplate.spec.template.spec if obj.kind == "CronJob"
+
+pod_spec(obj) := obj.spec.predictor if obj.kind == "InferenceService"
 
 pod_labels(obj) := object.get(obj, ["metadata", "labels"], {}) if obj.kind == "Pod"
 
@@ -22,9 +29,31 @@ pod_labels(obj) := object.get(obj, ["spec", "jobTemplate", "spec", "template", "
 	obj.kind == "CronJob"
 }
 
+# KServe labels the predictor's pods with the InferenceService's labels, overridden by
+# `spec.predictor.labels` (the predictor component wins).
+pod_labels(obj) := object.union(
+	object.get(obj, ["metadata", "labels"], {}),
+	object.get(obj, ["spec", "predictor", "labels"], {}),
+) if {
+	obj.kind == "InferenceService"
+}
+
 containers(obj) := array.concat(
-	object.get(pod_spec(obj), "containers", []),
-	object.get(pod_spec(obj), "initContainers", []),
+	array.concat(
+		object.get(pod_spec(obj), "containers", []),
+		object.get(pod_spec(obj), "initContainers", []),
+	),
+	model(obj),
 )
 
+model(obj) := [object.union(obj.spec.predictor.model, {"name": model_container})] if {
+	obj.kind == "InferenceService"
+} else := []
+
 is_pod(obj) if pod_spec(obj)
+
+# A pod that serves a model rather than runs a Dagster step: an InferenceService, or a pod
+# KServe created for one (it labels them with the InferenceService's name).
+is_serving(obj) if obj.kind == "InferenceService"
+
+is_serving(obj) if pod_labels(obj)["serving.kserve.io/inferenceservice"]

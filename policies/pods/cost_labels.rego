@@ -1,5 +1,6 @@
-# Dagster's pods carry what a cluster cost tool attributes spend by: tenant, code location and
-# run id on every pod, and the asset on every step pod.
+# Pods carry what a cluster cost tool attributes spend by. Dagster's pods: tenant, code location
+# and run id on every pod, and the asset on every step pod. Serving pods (KServe's, for a
+# champion) are no Dagster run: tenant, code location and the model they serve.
 package k8s.pods.cost_labels
 
 import data.lib.k8s
@@ -9,13 +10,18 @@ violation contains v if some v in violations(input)
 
 always := {"mlplat/tenant", "mlplat/code-location", "dagster/run-id"}
 
-required(labels) := always | {"mlplat/asset"} if {
+serving := {"mlplat/tenant", "mlplat/code-location", "mlplat/model"}
+
+required(obj, labels) := serving if {
+	k8s.is_serving(obj)
+} else := always | {"mlplat/asset"} if {
 	labels["app.kubernetes.io/component"] == "step_worker"
 } else := always
 
 violations(inp) := {{"msg": sprintf("pod has no cost-attribution label '%v'", [key])} |
-	k8s.pod_spec(inp.review.object)
-	labels := k8s.pod_labels(inp.review.object)
-	some key in required(labels)
+	obj := inp.review.object
+	k8s.pod_spec(obj)
+	labels := k8s.pod_labels(obj)
+	some key in required(obj, labels)
 	not labels[key]
 }

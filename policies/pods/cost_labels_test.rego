@@ -28,3 +28,25 @@ test_run_worker_needs_no_asset if {
 test_missing_run_id_is_refused if {
 	count(cost_labels.violations(job(object.remove(all, ["dagster/run-id"])))) == 1
 }
+
+isvc(labels) := {"review": {"object": {"kind": "InferenceService", "metadata": {"labels": labels}, "spec": {"predictor": {"model": {"modelFormat": {"name": "mlflow"}}}}}}}
+
+serving := {"mlplat/tenant": "payments", "mlplat/code-location": "payments", "mlplat/model": "fraud_detector"}
+
+test_serving_pod_needs_no_run_id if {
+	count(cost_labels.violations(isvc(serving))) == 0
+}
+
+test_serving_pod_without_model_is_refused if {
+	cost_labels.violations(isvc(object.remove(serving, ["mlplat/model"]))) == {{"msg": "pod has no cost-attribution label 'mlplat/model'"}}
+}
+
+test_predictor_labels_count_for_serving_pods if {
+	split := json.patch(isvc(object.remove(serving, ["mlplat/model"])), [{"op": "add", "path": "/review/object/spec/predictor/labels", "value": {"mlplat/model": "fraud_detector"}}])
+	count(cost_labels.violations(split)) == 0
+}
+
+test_pod_kserve_created_is_a_serving_pod if {
+	pod := {"review": {"object": {"kind": "Pod", "metadata": {"labels": object.union(serving, {"serving.kserve.io/inferenceservice": "payments-fraud-detector"})}, "spec": {"containers": []}}}}
+	count(cost_labels.violations(pod)) == 0
+}

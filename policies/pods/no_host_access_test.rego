@@ -20,3 +20,8 @@ test_host_path_is_refused if {
 test_host_port_is_refused if {
 	count(no_host_access.violations(pod({"containers": [{"name": "c", "ports": [{"containerPort": 80, "hostPort": 80}]}]}))) == 1
 }
+
+test_predictor_host_network_is_refused if {
+	isvc := {"review": {"object": {"kind": "InferenceService", "spec": {"predictor": {"hostNetwork": true, "model": {}}}}}}
+	no_host_access.violations(isvc) == {{"msg": "pod sets hostNetwork"}}
+}

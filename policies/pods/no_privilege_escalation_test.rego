@@ -16,3 +16,8 @@ test_missing_is_refused if {
 test_true_is_refused if {
 	count(no_privilege_escalation.violations(pod({"name": "c", "securityContext": {"allowPrivilegeEscalation": true}}))) == 1
 }
+
+test_model_container_must_set_it if {
+	isvc := {"review": {"object": {"kind": "InferenceService", "spec": {"predictor": {"model": {"modelFormat": {"name": "mlflow"}}}}}}}
+	no_privilege_escalation.violations(isvc) == {{"msg": "container 'kserve-container' does not set allowPrivilegeEscalation: false"}}
+}

@@ -20,3 +20,8 @@ test_privileged_is_refused if {
 test_added_capabilities_are_refused if {
 	count(no_privileged.violations(pod({"capabilities": {"add": ["NET_ADMIN"]}}))) == 1
 }
+
+test_privileged_model_container_is_refused if {
+	isvc := {"review": {"object": {"kind": "InferenceService", "spec": {"predictor": {"model": {"securityContext": {"privileged": true}}}}}}}
+	no_privileged.violations(isvc) == {{"msg": "container 'kserve-container' is privileged"}}
+}

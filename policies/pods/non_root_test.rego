@@ -27,3 +27,20 @@ test_container_overriding_pod_is_refused if {
 test_uid_zero_is_refused if {
 	non_root.violations(pod({"runAsNonRoot": true}, {"runAsUser": 0})) == {{"msg": "container 'c' runs as UID 0"}}
 }
+
+isvc(pod_ctx, c_ctx) := {"review": {"object": {"kind": "InferenceService", "spec": {"predictor": {
+	"securityContext": pod_ctx,
+	"model": {"modelFormat": {"name": "mlflow"}, "securityContext": c_ctx},
+}}}}}
+
+test_predictor_level_non_root_passes if {
+	count(non_root.violations(isvc({"runAsNonRoot": true}, {}))) == 0
+}
+
+test_model_container_unset_is_refused if {
+	non_root.violations(isvc({}, {})) == {{"msg": "container 'kserve-container' may run as root (set runAsNonRoot: true)"}}
+}
+
+test_predictor_uid_zero_is_refused if {
+	non_root.violations(isvc({"runAsNonRoot": true, "runAsUser": 0}, {})) == {{"msg": "container 'kserve-container' runs as UID 0"}}
+}

@@ -16,3 +16,8 @@ test_writable_is_refused if {
 test_listed_container_may_write if {
 	count(read_only_root_fs.violations(object.union(pod({"name": "c"}), {"parameters": {"writable_root_containers": ["c"]}}))) == 0
 }
+
+test_writable_model_container_is_refused if {
+	isvc := {"review": {"object": {"kind": "InferenceService", "spec": {"predictor": {"model": {"securityContext": {"readOnlyRootFilesystem": false}}}}}}}
+	read_only_root_fs.violations(isvc) == {{"msg": "container 'kserve-container' does not set readOnlyRootFilesystem: true"}}
+}

@@ -45,3 +45,23 @@ test_unlabelled_pod_is_refused if {
 	bare := json.remove(job, ["review/object/spec/template/metadata/labels"])
 	tenant_placement.violations(bare) == {{"msg": "pod has no mlplat/tenant label"}}
 }
+
+isvc := {"parameters": params, "review": {"object": {
+	"kind": "InferenceService",
+	"metadata": {"namespace": "tenant-ridehail", "labels": {"mlplat/tenant": "ridehail"}},
+	"spec": {"predictor": {"serviceAccountName": "ridehail-runner", "model": {"modelFormat": {"name": "mlflow"}}}},
+}}}
+
+test_inferenceservice_in_own_namespace_with_own_account_passes if {
+	count(tenant_placement.violations(isvc)) == 0
+}
+
+test_inferenceservice_with_another_account_is_refused if {
+	other := json.patch(isvc, [{"op": "replace", "path": "/review/object/spec/predictor/serviceAccountName", "value": "growth-runner"}])
+	tenant_placement.violations(other) == {{"msg": "pod of tenant 'ridehail' uses service account 'growth-runner', not its own 'ridehail-runner'"}}
+}
+
+test_predictor_label_decides_the_tenant if {
+	relabelled := json.patch(isvc, [{"op": "add", "path": "/review/object/spec/predictor/labels", "value": {"mlplat/tenant": "nobody"}}])
+	tenant_placement.violations(relabelled) == {{"msg": "pod is labelled for tenant 'nobody', which the platform does not know"}}
+}

@@ -301,6 +301,8 @@ def test_gatekeeper_templates_carry_the_same_rego_unchanged(tmp_path):
         assert target["rego"] == (policy_root() / "pods" / f"{name}.rego").read_text()
         assert target["libs"] == [lib]
         assert "violation contains" in target["rego"]  # what Gatekeeper reads
+        match = constraints[constraint_kind(name)]["spec"]["match"]["kinds"]
+        assert {"apiGroups": ["serving.kserve.io"], "kinds": ["InferenceService"]} in match
         params = constraints[constraint_kind(name)]["spec"]["parameters"]
         assert params["tenants"]["ridehail"] == {
             "namespace": "tenant-ridehail",
