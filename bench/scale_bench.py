@@ -5,7 +5,10 @@ generates tenants' YAML into a temporary defs root (MLPLAT_DEFS_ROOT), times bui
 resolving every location merged, one tenant's location and the platform location, each against
 a plain `dg.Definitions` of the same assets in the same process (the tenant's also against plain
 Dagster with the same checks, job, schedule and sensor, and against hand-written assets);
-starts every location as its own `dagster api grpc` server and sums their memory; then records
+times the tenant's and the platform's location as Dagster loads them, each its own code server
+until a client holds its repository, against plain Dagster's code server of the same
+definitions (the targets: 1.5x and 2x); starts every location as its own `dagster api grpc`
+server and sums their memory; then records
 `--steps` metered steps in a temporary instance and times the event-log rollup and the ledger
 group-by. Prints medians and ratios; writes JSON to bench/results/scale_bench.json.
 """
@@ -547,7 +550,7 @@ def _print_rest(ours: list, hand: list, platform: list, platform_plain: list) ->
     print(
         f"  platform: {median(platform) * 1000:.1f} ms   plain Dagster "
         f"{median(platform_plain) * 1000:.1f} ms   ratio "
-        f"{median(platform) / median(platform_plain):.2f}x (target <= 2x)"
+        f"{median(platform) / median(platform_plain):.2f}x"
     )
 
 
