@@ -21,6 +21,9 @@ from rich.table import Table
 from platform_assets.execution.env import dagster_home
 
 SENSOR_CURSOR_KEY = "mlplat/demo/promotion_sensor_cursor"
+# Runs in this process log to the console at WARNING: their events are in the instance (the UI
+# shows them), and the demo prints one line per run.
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
 def _dagster(*args: str, console: Console) -> None:
@@ -73,6 +76,7 @@ def run_costs(definitions: dg.Definitions, instance: dg.DagsterInstance, console
     for key in cost_keys:
         result = job.execute_in_process(
             instance=instance,
+            run_config=QUIET,
             partition_key=today,
             asset_selection=[key],
             tags={"tenant": key.path[0]},
@@ -98,7 +102,11 @@ def run_monitoring(
     job = definitions.resolve_implicit_global_asset_job_def()
     for tenant, keys in sorted(by_tenant.items()):
         result = job.execute_in_process(
-            instance=instance, asset_selection=keys, tags={"tenant": tenant}, raise_on_error=False
+            run_config=QUIET,
+            instance=instance,
+            asset_selection=keys,
+            tags={"tenant": tenant},
+            raise_on_error=False,
         )
         checks = [
             e.asset_check_evaluation_data
@@ -154,7 +162,10 @@ def launch(definitions: dg.Definitions, instance: dg.DagsterInstance, sensor, re
     # A real run on the instance, launched in this process: a `dagster job execute`
     # subprocess would spend most of its time loading the code location again.
     result = definitions.resolve_job_def(job).execute_in_process(
-        run_config=request.run_config, instance=instance, tags=tags, raise_on_error=False
+        run_config={**request.run_config, **QUIET},
+        instance=instance,
+        tags=tags,
+        raise_on_error=False,
     )
     if not result.success:
         raise SystemExit(f"{request.run_key}: run {result.run_id} of {job} failed")
