@@ -305,7 +305,9 @@ class EvidenceReader:
         run = self._run_rows.get(model_run_id) or self.instance.get_run_by_id(model_run_id)
         if run is None:
             raise EvidenceError(f"{registered} v{version}: no run record for run {model_run_id}")
-        launched_by = run_launcher(self.keys, run.tags, run.job_name, run.run_config)
+        launched_by = run_launcher(
+            self.keys, run.tags, run.job_name, run.run_config, run.parent_run_id or ""
+        )
 
         ts_key = dg.AssetKey([tenant, "training_sets", spec.name])
         ts_record = self.input_record(model_record, ts_key)

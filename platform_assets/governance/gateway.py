@@ -5,8 +5,9 @@ from MLPLAT_TRUSTED_PROXIES, or an OIDC ID token (`Authorization: Bearer <token>
 that fails (bad token, reserved identity, a header from an untrusted address) is refused and
 recorded in the platform's audit chain. On a GraphQL run launch the gateway replaces whatever
 `mlplat/` tags the client sent with the verified launcher and a proof the platform signs over
-identity, job and run config (`identity.launch_tags`), which is what the governance jobs and the
-four-eyes rule believe; mutations are accepted only as JSON POST bodies, where it can do so.
+identity, job and run config, or for a re-execution its parent run (`identity.launch_tags`),
+which is what the governance jobs and the four-eyes rule believe; mutations are accepted only as
+JSON POST bodies, where it can do so.
 
 What the identity may do is Dagster's own permission model, set per request
 (`RoleWorkspaceContext`): platform admins everything; anyone else read-only, except on the code
@@ -43,10 +44,11 @@ WRITE_ROLES = ("approver", "admin")
 Recorder = Callable[[IdentityRefused, str, dict[str, Any]], None]
 
 
-# Arguments that carry run launches' tags: they are signed (executionParams) or stripped of the
-# platform's tags (the others), whatever the client named its variables.
+# Arguments that carry run launches' tags, whatever the client named its variables: launches and
+# re-executions are signed, backfills (launched by the daemon) stripped of the platform's tags.
 LAUNCH_ARGS = ("executionParams", "executionParamsList")
-TAG_ARGS = ("reexecutionParams", "backfillParams")
+REEXECUTION_ARGS = ("reexecutionParams",)
+TAG_ARGS = ("backfillParams",)
 
 
 class LaunchRefused(ValueError):
@@ -76,17 +78,22 @@ def _mutation_args(query: str) -> list[tuple[str, str, Any]]:
     return out
 
 
-def _launches(op: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(execution params to sign, other params whose `mlplat/` tags to strip) of one GraphQL
-    operation, read through the document: the variables its launch arguments name."""
+def _launches(op: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """The parameters of one GraphQL operation's launches, re-executions (by parent run id) and
+    backfills, read through the document: the variables its launch arguments name."""
     import graphql
 
+    found: dict[str, list[dict[str, Any]]] = {"launch": [], "reexecution": [], "backfill": []}
     variables = op.get("variables") or {}
     if not isinstance(variables, dict):
-        return [], []
-    sign, strip = [], []
+        return found
+    kinds = {
+        **dict.fromkeys(LAUNCH_ARGS, "launch"),
+        **dict.fromkeys(REEXECUTION_ARGS, "reexecution"),
+        **dict.fromkeys(TAG_ARGS, "backfill"),
+    }
     for field, name, node in _mutation_args(str(op.get("query") or "")):
-        if name not in LAUNCH_ARGS + TAG_ARGS:
+        if name not in kinds:
             continue
         if not isinstance(node, graphql.language.VariableNode):
             raise LaunchRefused(
@@ -94,13 +101,17 @@ def _launches(op: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, 
                 "sign the launch with the verified launcher"
             )
         value = variables.get(node.name.value)
-        found = value if isinstance(value, list) else [value]
-        (sign if name in LAUNCH_ARGS else strip).extend(p for p in found if isinstance(p, dict))
-    return sign, strip
+        params = value if isinstance(value, list) else [value]
+        found[kinds[name]].extend(p for p in params if isinstance(p, dict))
+    return found
 
 
 def _without_platform_tags(tags) -> list:
     return [t for t in tags or [] if not str(t.get("key", "")).startswith(RESERVED_PREFIX)]
+
+
+def _tag_list(tags: Mapping[str, str]) -> list[dict[str, str]]:
+    return [{"key": k, "value": v} for k, v in tags.items()]
 
 
 def sign_launches(body: bytes, identity, keys) -> bytes:
@@ -117,22 +128,29 @@ def sign_launches(body: bytes, identity, keys) -> bytes:
     for op in operations:
         if not isinstance(op, dict):
             continue
-        launches, others = _launches(op)
-        for params in others:
+        found = _launches(op)
+        for params in found["backfill"]:
             for key in ("extraTags", "tags"):
                 if key in params:
                     params[key] = _without_platform_tags(params[key])
                     changed = True
-        for params in launches:
+        for params in found["reexecution"]:
+            # The extra tags win over those Dagster copies from the parent run.
+            signed = launch_tags(keys, identity, "", {}, str(params.get("parentRunId") or ""))
+            params["extraTags"] = _without_platform_tags(params.get("extraTags")) + _tag_list(
+                signed
+            )
+            changed = True
+        for params in found["launch"]:
             selector = params.get("selector") or {}
             job = selector.get("jobName") or selector.get("pipelineName") or ""
             config = params.get("runConfigData") or {}
             if isinstance(config, str):
                 config = yaml.safe_load(config) or {}
             meta = params.setdefault("executionMetadata", {})
+            parent = str(meta.get("parentRunId") or "")
             tags = _without_platform_tags(meta.get("tags"))
-            signed = launch_tags(keys, identity, job, config)
-            meta["tags"] = tags + [{"key": k, "value": v} for k, v in signed.items()]
+            meta["tags"] = tags + _tag_list(launch_tags(keys, identity, job, config, parent))
             changed = True
     return json.dumps(payload).encode() if changed else body
 

@@ -30,6 +30,7 @@ RECONCILER_IDENTITY = "mlplat/reconciler"
 LAUNCHED_BY_TAG = "mlplat/launched_by"
 IDENTITY_SOURCE_TAG = "mlplat/identity"
 PROOF_TAG = "mlplat/identity_proof"
+PARENT_RUN_TAG = "dagster/parent_run_id"  # Dagster's, on every re-execution
 DEFAULT_PROXY_HEADER = "X-Forwarded-Email"
 # RSA and EC signatures only: an HMAC-signed ("HS256") token would be signed with a shared
 # secret, and "none" is no signature at all.
@@ -251,31 +252,51 @@ def _proof(keys, *parts: str) -> str:
     return hmac.new(keys.proof_key(), "\x1f".join(parts).encode(), "sha256").hexdigest()
 
 
-def launch_tags(keys, identity: Identity, job: str, run_config: Mapping[str, Any]) -> dict:
-    """The run tags the UI gateway sets on a launch: who, how verified, and a proof binding
-    both to this job and run config, so the tags cannot be copied onto another launch."""
+def _launch(job: str, run_config: Mapping[str, Any], parent_run_id: str) -> tuple[str, ...]:
+    """What a launch proof binds besides the identity: the job and run config of a new run; the
+    parent of a re-execution. Dagster copies a parent's tags onto its re-executions, proof
+    included, and that proof (job and config) never verifies on a run with a parent: whoever
+    re-executes must be signed for it, or the run has no verified launcher."""
     from platform_assets.governance.store import canonical_json
 
+    if parent_run_id:
+        return ("reexecution", parent_run_id)
+    return (job, canonical_json(run_config))
+
+
+def launch_tags(
+    keys, identity: Identity, job: str, run_config: Mapping[str, Any], parent_run_id: str = ""
+) -> dict:
+    """The run tags the UI gateway sets on a launch: who, how verified, and a proof binding
+    both to this job and run config (a re-execution: to its parent run), so the tags cannot be
+    copied onto another launch."""
+    bound = _launch(job, run_config, parent_run_id)
     return {
         LAUNCHED_BY_TAG: identity.name,
         IDENTITY_SOURCE_TAG: identity.source,
-        PROOF_TAG: _proof(keys, identity.name, identity.source, job, canonical_json(run_config)),
+        PROOF_TAG: _proof(keys, identity.name, identity.source, *bound),
     }
 
 
-def run_launcher(keys, tags: Mapping[str, str], job: str, run_config: Mapping[str, Any]):
-    """Who launched a Dagster run, from its record: verified if its proof checks out; in local
-    the bare tag is accepted as unverified. None when no person launched it (automation)."""
+def run_launcher(
+    keys,
+    tags: Mapping[str, str],
+    job: str,
+    run_config: Mapping[str, Any],
+    parent_run_id: str = "",
+):
+    """Who launched a Dagster run, from its record (`parent_run_id`: the run's, if it is a
+    re-execution): verified if its proof checks out; in local the bare tag is accepted as
+    unverified. None when no person launched it (automation)."""
     from platform_assets.execution.env import deployment
-    from platform_assets.governance.store import canonical_json
 
     name = tags.get(LAUNCHED_BY_TAG)
     if not name:
         return None
     source, proof = tags.get(IDENTITY_SOURCE_TAG, ""), tags.get(PROOF_TAG, "")
     if proof and source in ("oidc", "proxy"):
-        expected = _proof(keys, name, source, job, canonical_json(run_config))
-        if hmac.compare_digest(proof, expected):
+        bound = _launch(job, run_config, parent_run_id or tags.get(PARENT_RUN_TAG, ""))
+        if hmac.compare_digest(proof, _proof(keys, name, source, *bound)):
             return Identity(name, source)
     if deployment() == "local":
         return Identity(name, "unverified")
@@ -299,13 +320,23 @@ def job_identity(
     proof: str = "",
     model: str = "",
     version: int = 0,
+    parent_run_id: str = "",
 ) -> Identity:
     """Who acts in a governance job run: the promotion sensor (by its proof), the verified
-    launcher (by the gateway's proof), or locally `acting_as` / the launch tag, unverified."""
+    launcher (by the gateway's proof), or locally `acting_as` / the launch tag, unverified.
+    A re-execution (`parent_run_id`) acts as whoever re-executed it, never as its parent's
+    launcher, and never as the sensor."""
     from platform_assets.execution.env import deployment
 
     if acting_as:
         claimable(acting_as, "the job config's acting_as")
+    parent_run_id = parent_run_id or tags.get(PARENT_RUN_TAG, "")
+    if proof and parent_run_id:
+        raise IdentityRefused(
+            "reserved-identity",
+            f"this run re-executes run {parent_run_id}, which the promotion sensor launched; "
+            "only the sensor acts as the sensor, in runs it launches itself",
+        )
     if proof:
         if not check_sensor_proof(keys, proof, model, version):
             raise IdentityRefused(
@@ -314,7 +345,7 @@ def job_identity(
                 "promotion sensor can act as it",
             )
         return Identity(SENSOR_IDENTITY, "platform")
-    launcher = run_launcher(keys, tags, job, run_config)
+    launcher = run_launcher(keys, tags, job, run_config, parent_run_id)
     if deployment() == "local":
         if acting_as:
             return Identity(acting_as, "unverified")

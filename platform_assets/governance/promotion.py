@@ -29,6 +29,7 @@ def _actor(context: dg.OpExecutionContext, config, gov, action: str, model: str,
             getattr(config, "sensor_proof", ""),
             model if version is not None else "",
             version or 0,
+            context.run.parent_run_id or "",
         )
     except IdentityRefused as exc:
         claims = {"acting_as": config.acting_as, "launched_by": context.run.tags.get(LAUNCHED_BY)}

@@ -10,7 +10,12 @@ from starlette.testclient import TestClient
 
 from platform_assets.governance.demo_idp import LocalIdP
 from platform_assets.governance.gateway import IdentityGateway
-from platform_assets.governance.identity import Identity, ProxySettings, job_identity
+from platform_assets.governance.identity import (
+    Identity,
+    IdentityRefused,
+    ProxySettings,
+    job_identity,
+)
 from platform_assets.governance.keys import AuditKeys
 
 KEYS = AuditKeys.from_secrets(["gateway test key 0123456789"])
@@ -180,3 +185,36 @@ def test_launch_params_are_signed_whatever_the_variable_is_called_and_never_inli
     }
     assert http.post("/graphql", json=backfill, headers=who).status_code == 200
     assert json.loads(recorder.bodies[1])["variables"]["b"]["tags"] == []
+
+
+REEXECUTE = {
+    "query": "mutation($r: ReexecutionParams!) { "
+    "launchPipelineReexecution(reexecutionParams: $r) { __typename } }",
+    "variables": {
+        "r": {
+            "parentRunId": "parent-run-1",
+            "strategy": "ALL_STEPS",
+            "extraTags": [{"key": "mlplat/launched_by", "value": "raj@ridehail.example"}],
+        }
+    },
+}
+
+
+def test_a_reexecution_is_signed_for_whoever_reexecutes_it(monkeypatch, idp):
+    """Dagster copies the parent's tags, proof included, onto a re-execution: the gateway's
+    extra tags (which win over the copied ones) name the re-executor, bound to the parent."""
+    monkeypatch.setenv("MLPLAT_ENV", "k8s")
+    http, recorder = client(idp, "10.0.0.7")
+    who = {"X-Forwarded-Email": "rita@ridehail.example"}
+    assert http.post("/graphql", json=REEXECUTE, headers=who).status_code == 200
+    sent = json.loads(recorder.bodies[0])["variables"]["r"]["extraTags"]
+    tags = {t["key"]: t["value"] for t in sent}
+    assert tags["mlplat/launched_by"] == "rita@ridehail.example"  # the client's claim is gone
+    child = {**tags, "dagster/parent_run_id": "parent-run-1"}
+    assert job_identity(KEYS, child, "rollback_model", CONFIG, "") == Identity(
+        "rita@ridehail.example", "proxy"
+    )
+    # Bound to that parent: on a re-execution of another run the same tags prove nothing.
+    other = {**tags, "dagster/parent_run_id": "parent-run-2"}
+    with pytest.raises(IdentityRefused, match="unverified-identity"):
+        job_identity(KEYS, other, "rollback_model", CONFIG, "")

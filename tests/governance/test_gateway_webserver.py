@@ -20,6 +20,7 @@ from platform_assets.services.stack import free_port
 pytestmark = pytest.mark.slow
 
 APPROVER, VIEWER = "paul@payments.example", "vera@payments.example"
+APPROVER2 = "pat@payments.example"
 OTHER_TENANT = "grace@growth.example"
 DEFS = """
 import dagster as dg
@@ -41,6 +42,11 @@ LAUNCH = """mutation($p: ExecutionParams!) { launchRun(executionParams: $p) {
   __typename
   ... on LaunchRunSuccess { run { runId tags { key value } } }
   ... on UnauthorizedError { message }
+  ... on PythonError { message }
+} }"""
+REEXECUTE = """mutation($r: ReexecutionParams!) { launchPipelineReexecution(reexecutionParams: $r) {
+  __typename
+  ... on LaunchRunSuccess { run { runId parentRunId tags { key value } } }
   ... on PythonError { message }
 } }"""
 REPORT_CHECK = """mutation($e: ReportAssetCheckEvaluationsParams!) {
@@ -168,6 +174,30 @@ def test_an_approver_through_the_trusted_proxy_launches_signed_as_themselves(ser
     finally:
         os.environ.pop("MLPLAT_DATA")
     assert (launcher.name, launcher.source) == (APPROVER, "proxy")
+
+
+def test_a_reexecution_is_launched_by_whoever_reexecutes_it(server, monkeypatch):
+    """Dagster copies the parent run's tags onto the re-execution; the gateway's signed tags
+    replace its launcher, so pat re-executing paul's run cannot pass for paul."""
+    from platform_assets.governance.identity import Identity, run_launcher
+    from platform_assets.governance.keys import audit_keys
+
+    parent = server.graphql(APPROVER, LAUNCH, p=PARAMS)["data"]["launchRun"]["run"]
+    variables = {"parentRunId": parent["runId"], "strategy": "ALL_STEPS"}
+    result = server.graphql(APPROVER2, REEXECUTE, r=variables)["data"]
+    child = result["launchPipelineReexecution"]
+    assert child["__typename"] == "LaunchRunSuccess", child
+    assert child["run"]["parentRunId"] == parent["runId"]
+    tags = {t["key"]: t["value"] for t in child["run"]["tags"]}
+    assert tags["mlplat/launched_by"] == APPROVER2
+    monkeypatch.setenv("MLPLAT_DATA", server.env["MLPLAT_DATA"])  # the server's audit key
+    keys = audit_keys()
+    monkeypatch.setenv("MLPLAT_ENV", "services")  # where a bare tag counts for nothing
+    launcher = run_launcher(keys, tags, "payments_job", {}, parent["runId"])
+    assert launcher == Identity(APPROVER2, "proxy")
+    # The parent's own tags, as Dagster would have copied them, prove nothing on the child.
+    inherited = {t["key"]: t["value"] for t in parent["tags"]}
+    assert run_launcher(keys, inherited, "payments_job", {}, parent["runId"]) is None
 
 
 @pytest.mark.parametrize("who", [VIEWER, OTHER_TENANT])

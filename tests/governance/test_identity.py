@@ -16,6 +16,8 @@ from platform_assets.governance.identity import (
     job_identity,
     launch_tags,
     proxy_identity,
+    run_launcher,
+    sensor_proof,
     verify_token,
 )
 from platform_assets.governance.keys import AuditKeys
@@ -154,3 +156,37 @@ def test_outside_local_a_job_run_needs_the_gateways_signed_launch_tags(monkeypat
             job_identity(KEYS, t, job, cfg, "")
     with pytest.raises(IdentityRefused, match="identity-mismatch: acting_as says"):
         job_identity(KEYS, tags, "rollback_model", config, APPROVER2)
+
+
+def test_a_reexecution_does_not_inherit_its_parents_launcher(monkeypatch):
+    """Dagster copies a parent run's tags onto its re-execution; the launch proof they carry
+    binds the parent's job and config, never a run with a parent: someone who re-executes a
+    promotion cannot act as the approver who launched it."""
+    monkeypatch.setenv("MLPLAT_ENV", "k8s")
+    config = {"ops": {"promote": {"config": {"registered_model": MODEL, "version": 3}}}}
+    tags = launch_tags(KEYS, Identity(APPROVER, "proxy"), "promote_model", config)
+    assert job_identity(KEYS, tags, "promote_model", config, "") == Identity(APPROVER, "proxy")
+    with pytest.raises(IdentityRefused) as exc:
+        job_identity(KEYS, tags, "promote_model", config, "", parent_run_id="run-a")
+    assert str(exc.value).startswith(
+        "refused by rule unverified-identity: this run has no verified launcher"
+    )
+    assert run_launcher(KEYS, tags, "promote_model", config, "run-a") is None
+    # Signed for the re-execution by the gateway, it is the re-executor's.
+    again = launch_tags(KEYS, Identity(APPROVER2, "proxy"), "", {}, "run-a")
+    assert run_launcher(KEYS, again, "promote_model", config, "run-a") == Identity(
+        APPROVER2, "proxy"
+    )
+
+
+def test_a_reexecution_never_acts_as_the_promotion_sensor():
+    """A re-execution of the sensor's run carries its config, sensor proof included."""
+    proof = sensor_proof(KEYS, MODEL, 3)
+    assert job_identity(KEYS, {}, "promote_model", {}, "", proof, MODEL, 3) == SENSOR
+    child = {"dagster/parent_run_id": "run-s"}
+    with pytest.raises(IdentityRefused) as exc:
+        job_identity(KEYS, child, "promote_model", {}, "", proof, MODEL, 3)
+    assert str(exc.value) == (
+        "refused by rule reserved-identity: this run re-executes run run-s, which the promotion "
+        "sensor launched; only the sensor acts as the sensor, in runs it launches itself"
+    )
