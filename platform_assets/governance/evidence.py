@@ -23,7 +23,7 @@ from typing import Any
 
 import dagster as dg
 
-from platform_assets.governance.identity import Identity, run_launcher
+from platform_assets.governance.identity import Identity, trained_by
 from platform_assets.tenancy.catalog import TenantCatalog, check_model_refs
 from platform_assets.tenancy.specs import ModelSpec
 
@@ -305,7 +305,7 @@ class EvidenceReader:
         run = self._run_rows.get(model_run_id) or self.instance.get_run_by_id(model_run_id)
         if run is None:
             raise EvidenceError(f"{registered} v{version}: no run record for run {model_run_id}")
-        launched_by = run_launcher(
+        launched_by = trained_by(
             self.keys, run.tags, run.job_name, run.run_config, run.parent_run_id or ""
         )
 

@@ -278,6 +278,16 @@ def launch_tags(
     }
 
 
+def _signed(keys, tags: Mapping[str, str], bound: tuple[str, ...]) -> Identity | None:
+    """The launcher the run's tags name, if the gateway's proof over `bound` checks out."""
+    name = tags.get(LAUNCHED_BY_TAG)
+    source, proof = tags.get(IDENTITY_SOURCE_TAG, ""), tags.get(PROOF_TAG, "")
+    if name and proof and source in ("oidc", "proxy"):
+        if hmac.compare_digest(proof, _proof(keys, name, source, *bound)):
+            return Identity(name, source)
+    return None
+
+
 def run_launcher(
     keys,
     tags: Mapping[str, str],
@@ -293,14 +303,23 @@ def run_launcher(
     name = tags.get(LAUNCHED_BY_TAG)
     if not name:
         return None
-    source, proof = tags.get(IDENTITY_SOURCE_TAG, ""), tags.get(PROOF_TAG, "")
-    if proof and source in ("oidc", "proxy"):
-        bound = _launch(job, run_config, parent_run_id or tags.get(PARENT_RUN_TAG, ""))
-        if hmac.compare_digest(proof, _proof(keys, name, source, *bound)):
-            return Identity(name, source)
-    if deployment() == "local":
+    parent = parent_run_id or tags.get(PARENT_RUN_TAG, "")
+    launcher = _signed(keys, tags, _launch(job, run_config, parent))
+    if launcher is None and deployment() == "local":
         return Identity(name, "unverified")
-    return None
+    return launcher
+
+
+def trained_by(
+    keys, tags: Mapping[str, str], job: str, run_config: Mapping[str, Any], parent_run_id: str
+):
+    """Whose work a run is, for the four-eyes rule: its verified launcher or, for a re-execution
+    nobody signed (the daemon's retry of a failed run), the launcher of the launch it repeats,
+    whose tags and config Dagster copied onto it. A retry never frees its launcher to approve."""
+    launcher = run_launcher(keys, tags, job, run_config, parent_run_id)
+    if launcher is None and (parent_run_id or tags.get(PARENT_RUN_TAG)):
+        return _signed(keys, tags, _launch(job, run_config, ""))
+    return launcher
 
 
 def sensor_proof(keys, model: str, version: int) -> str:

@@ -18,6 +18,7 @@ from platform_assets.governance.identity import (
     proxy_identity,
     run_launcher,
     sensor_proof,
+    trained_by,
     verify_token,
 )
 from platform_assets.governance.keys import AuditKeys
@@ -190,3 +191,21 @@ def test_a_reexecution_never_acts_as_the_promotion_sensor():
         "refused by rule reserved-identity: this run re-executes run run-s, which the promotion "
         "sensor launched; only the sensor acts as the sensor, in runs it launches itself"
     )
+
+
+def test_a_retry_nobody_signed_stays_its_launchers_work(monkeypatch):
+    """The daemon's retry copies the launch it repeats: for the four-eyes rule it is still the
+    original launcher's training, so they cannot approve it; a signed re-execution is the
+    re-executor's."""
+    monkeypatch.setenv("MLPLAT_ENV", "services")
+    config = {"ops": {"train": {"config": {}}}}
+    tags = launch_tags(KEYS, Identity(APPROVER, "proxy"), "payments_pipeline", config)
+    retry = {**tags, "dagster/parent_run_id": "run-a", "dagster/retry_number": "1"}
+    assert trained_by(KEYS, retry, "payments_pipeline", config, "run-a") == Identity(
+        APPROVER, "proxy"
+    )
+    signed = {**retry, **launch_tags(KEYS, Identity(APPROVER2, "proxy"), "", {}, "run-a")}
+    assert trained_by(KEYS, signed, "payments_pipeline", config, "run-a") == Identity(
+        APPROVER2, "proxy"
+    )
+    assert trained_by(KEYS, {}, "payments_pipeline", config, "run-a") is None  # automation
