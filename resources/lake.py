@@ -407,6 +407,32 @@ class LakeResource(dg.ConfigurableResource):
                         )
         return deleted
 
+    def prune_logs(self, retention_days: float | None = None) -> list[str]:
+        """Delete the append-only logs' batches (request logs) filed under a UTC day that ended
+        more than `retention_days` ago (default: the platform's); returns their URIs. A whole
+        day goes at once, so what is left of a log is always every batch since some day."""
+        import pyarrow.fs as pafs
+
+        days = self.retention_days if retention_days is None else retention_days
+        if not days >= 0:
+            raise ValueError(f"retention_days must be a number >= 0, not {days!r}")
+        first_kept = f"{datetime.now(UTC) - timedelta(days=days):%Y-%m-%d}"
+        fs, base = self.filesystem()
+        files = fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
+        deleted = []
+        for info in sorted(files, key=lambda i: i.path):
+            # <tenant>/<kind>/<name>/log/<day>/<batch>.parquet
+            parts = info.path[len(base) + 1 :].split("/")
+            if (
+                info.type == pafs.FileType.File
+                and len(parts) == 6
+                and parts[3] == "log"
+                and parts[4] < first_kept
+            ):
+                fs.delete_file(info.path)
+                deleted.append(self._uri(info.path))
+        return deleted
+
 
 def _parquet_bytes(table: pa.Table) -> bytes:
     import pyarrow as pa

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pyarrow as pa
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 import pytest
 
 from platform_assets.tenancy.isolation import IsolationError
@@ -214,10 +215,28 @@ def test_append_only_log_batches_read_back_together(lake):
     assert sorted(table.column("id").to_pylist()) == [1, 2, 3, 4, 5]
     tomorrow = datetime.now(UTC) + timedelta(days=1)
     assert lake.batches("payments", "serving", "fraud_detector", since=tomorrow) is None
-    # A log is not a snapshot: retention never touches it, `names` does not list it.
+    # A log is not a snapshot: snapshot retention never touches it, `names` does not list it.
     assert lake.prune(retention_days=0) == []
     assert lake.names("payments", "serving") == []
     assert lake.batches("payments", "serving", "fraud_detector").num_rows == 5
+
+
+def test_log_days_older_than_the_retention_period_are_pruned(lake):
+    lake.append("payments", "serving", "fraud_detector", T1)
+    # Today's batches are kept until today is more than the period ago (0 days: tomorrow).
+    assert lake.prune_logs(retention_days=0) == []
+    old_day = f"{datetime.now(UTC) - timedelta(days=91):%Y-%m-%d}"
+    fs, base = lake.filesystem()
+    folder = f"{base}/payments/serving/fraud_detector/log/{old_day}"
+    if lake.is_local:
+        fs.create_dir(folder, recursive=True)
+    with fs.open_output_stream(f"{folder}/000000-old.parquet") as out:
+        pq.write_table(T2, out)
+    assert lake.batches("payments", "serving", "fraud_detector").num_rows == 5
+    deleted = lake.prune_logs()
+    assert [u.rsplit("/", 2)[-2:] for u in deleted] == [[old_day, "000000-old.parquet"]]
+    assert lake.batches("payments", "serving", "fraud_detector").num_rows == 3
+    assert lake.prune_logs() == []
 
 
 def test_append_refuses_another_tenants_prefix(lake):
