@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import bisect
 import logging
+import os
 import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import dagster as dg
@@ -104,15 +106,36 @@ class RunState:
     started: bool = False
 
 
+def folder_stamp(root: Path) -> tuple:
+    """Every file under `root` with its size and modification time: changes when a tenant
+    folder, file or YAML does (a few ms for 100 tenants' 800 files)."""
+    stamp = []
+    for folder, dirs, files in os.walk(root):
+        dirs.sort()
+        for name in sorted(files):
+            try:
+                st = os.stat(os.path.join(folder, name))
+            except FileNotFoundError:
+                continue  # removed while walking: the next look sees the rest
+            stamp.append((folder, name, st.st_size, st.st_mtime_ns))
+    return tuple(stamp)
+
+
 @dataclass
 class Tenants:
-    """What the exporter knows from the tenants' YAML, read once at its start."""
+    """What the exporter knows from the tenants' YAML, read at its start and again whenever a
+    file under the defs root changes (`PlatformState.tenants_interval`)."""
 
     names: list[str]
     config_ok: dict[str, bool]
     models: dict[str, list[str]]
     freshness: dict[dg.AssetKey, FreshnessSlo]
     run_success: dict[str, tuple[float, float]]  # tenant -> (target, window seconds)
+    root: Path | None = None
+    stamp: tuple = ()
+
+    def changed(self) -> bool:
+        return self.root is not None and folder_stamp(self.root) != self.stamp
 
     @classmethod
     def load(cls, root=None) -> Tenants:
@@ -121,7 +144,9 @@ class Tenants:
         from platform_assets.tenancy.locations import tenant_folders
 
         root = (root or defs_root()).resolve()
-        tenants = cls([], {}, {}, {}, {})
+        # Stamped before reading: a file changed while it is read is read again next time.
+        tenants = cls([], {}, {}, {}, {}, root, folder_stamp(root))
+        load_tenant.cache_clear()  # this process's parsed folders may be stale
         for name in tenant_folders(root):
             tenants.names.append(name)
             try:
@@ -161,6 +186,7 @@ class PlatformState:
         *,
         history_days: float = 7,
         lake_interval: float = 10.0,
+        tenants_interval: float = 30.0,
         engine: sa.Engine | None = None,
         clock=time.time,
     ):
@@ -168,6 +194,8 @@ class PlatformState:
         self.tenants = tenants
         self.lake = lake
         self.lake_interval = lake_interval
+        self.tenants_interval = tenants_interval
+        self.tenants_checked_at = clock()
         self.engine = engine
         self.clock = clock
         self.lock = threading.Lock()
@@ -201,6 +229,9 @@ class PlatformState:
     def refresh(self) -> None:
         with self.lock:
             started = time.perf_counter()
+            now = self.clock()
+            if now - self.tenants_checked_at >= self.tenants_interval:
+                self._reload_tenants(now)
             latest = self.instance.event_log_storage.get_maximum_record_id()
             # Every run status change, step, check and materialization is an event: when the
             # log has not grown, nothing the Dagster series show has changed.
@@ -212,11 +243,21 @@ class PlatformState:
                 self._refresh_freshness_state()
                 self.seen_event_id = latest
                 self.read_once = True
-            now = self.clock()
             if self.lake is not None and now - self.lake_read_at >= self.lake_interval:
                 self._refresh_serving()
                 self.lake_read_at = now
             self.refresh_seconds = time.perf_counter() - started
+
+    def _reload_tenants(self, now: float) -> None:
+        """Read the tenants' YAML again if a file under the defs root changed: new tenants,
+        models and SLOs get their series; freshness starts from each new asset's record."""
+        self.tenants_checked_at = now
+        if not self.tenants.changed():
+            return
+        self.tenants = Tenants.load(self.tenants.root)
+        log.info("tenant YAML changed: %d tenant(s) read again", len(self.tenants.names))
+        self._bootstrap_materializations()
+        self.read_once = False  # the freshness state of the new policies, this refresh
 
     def _refresh_runs(self) -> None:
         """Runs updated since the watermark, read as columns of the run storage (SQL, no run

@@ -200,3 +200,40 @@ def test_scrape_shows_runs_steps_checks_freshness_cost_and_serving(ridehail, ins
     finally:
         server.shutdown()
         thread.join(timeout=10)
+
+
+def test_a_changed_tenant_folder_is_read_again_without_a_restart(monkeypatch, instance):
+    """A tenant's SLO edited, and a new tenant added, while the exporter runs."""
+    import shutil
+
+    from prometheus_client import generate_latest
+
+    from platform_assets.observability.exporter import registry_for
+    from tests.platform_sandbox import DEMO_DEFS, sandbox
+
+    def scrape(registry) -> dict[str, dict[tuple, float]]:
+        samples: dict[str, dict[tuple, float]] = {}
+        for family in text_string_to_metric_families(generate_latest(registry).decode()):
+            for sample in family.samples:
+                key = tuple(sorted(sample.labels.items()))
+                samples.setdefault(sample.name, {})[key] = sample.value
+        return samples
+
+    now = [time.time()]
+    with sandbox(monkeypatch) as (root, _):
+        state = PlatformState(
+            instance, Tenants.load(root), tenants_interval=30, clock=lambda: now[0]
+        )
+        registry = registry_for(state)
+        target = S.SLO_TARGET.name
+        assert _value(scrape(registry), target, tenant="ridehail", slo="run_success") == 0.95
+        tenant = root / "ridehail" / "tenant" / "defs.yaml"
+        tenant.write_text(tenant.read_text().replace("target: 0.95", "target: 0.99"))
+        shutil.copytree(DEMO_DEFS / "payments", root / "payments")
+        # Looked at again only once the interval has passed.
+        assert _value(scrape(registry), target, tenant="ridehail", slo="run_success") == 0.95
+        now[0] += 31
+        samples = scrape(registry)
+        assert _value(samples, target, tenant="ridehail", slo="run_success") == 0.99
+        assert _value(samples, target, tenant="payments", slo="run_success") > 0
+        assert state.tenants.names == ["payments", "ridehail"]
