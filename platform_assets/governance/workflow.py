@@ -542,34 +542,32 @@ class Governance:
         expected = row[0] if row else None
         if expected == version:
             raise rbac.Refused("already-champion", f"{name} v{version} is already champion")
-        manifest = self._render(catalog, name, version)
-        if not self.store.set_champion(conn, name, version, expected, expected):
-            raise rbac.Refused(
-                "concurrent-change",
-                f"the champion of {name} changed while promoting v{version}; retry",
-            )
-        effects.aliases.update(champion=version, previous=expected)
-        challenger = self._challenger(name)
-        if challenger == version:
+        self._move_champion(
+            conn, catalog, name, version, expected, expected, records, effects, actor=actor,
+            action="promote", reason=why, evidence={"previous_champion": expected},
+            conflict=f"the champion of {name} changed while promoting v{version}; retry",
+        )  # fmt: skip
+        if self._challenger(name) == version:
             effects.aliases["challenger"] = None
+        return Outcome(f"{name} v{version} is champion (previous: {expected})", records, version)
+
+    def _move_champion(
+        self, conn, catalog, name, version, expected, previous, records, effects, *, actor,
+        action, reason, evidence, conflict,
+    ) -> None:  # fmt: skip
+        """Make `version` the champion if `expected` still is (`previous` becomes the previous
+        one): its manifest rendered and validated first, the aliases and manifest to follow the
+        transaction, and the audit record."""
+        manifest = self._render(catalog, name, version)
+        if not self.store.set_champion(conn, name, version, expected, previous):
+            raise rbac.Refused("concurrent-change", conflict)
+        effects.aliases.update(champion=version, previous=previous)
         effects.manifest = manifest
         self._log(
-            conn,
-            records,
-            catalog,
-            name,
-            actor=actor,
-            action="promote",
-            outcome="champion",
-            version=version,
-            environment="production",
-            reason=why,
-            evidence={
-                "previous_champion": expected,
-                "manifest": self._manifest_path(catalog, name),
-            },
-        )
-        return Outcome(f"{name} v{version} is champion (previous: {expected})", records, version)
+            conn, records, catalog, name, actor=actor, action=action, outcome="champion",
+            version=version, environment="production", reason=reason,
+            evidence={**evidence, "manifest": self._manifest_path(catalog, name)},
+        )  # fmt: skip
 
     def _challenger(self, name: str) -> int | None:
         mv = self.mlflow.version_by_alias(name, "challenger")
@@ -715,24 +713,11 @@ class Governance:
             if row is None or row[1] is None:
                 raise rbac.Refused("no-previous-champion", f"{name} has no previous champion")
             current, previous = row
-            manifest = self._render(catalog, name, previous)
-            if not self.store.set_champion(conn, name, previous, current, None):
-                raise rbac.Refused("concurrent-change", f"the champion of {name} changed; retry")
-            effects.aliases.update(champion=previous, previous=None)
-            effects.manifest = manifest
-            self._log(
-                conn,
-                records,
-                catalog,
-                name,
-                actor=actor,
-                action="rollback",
-                outcome="champion",
-                version=previous,
-                environment="production",
-                reason=reason,
-                evidence={"rolled_back": current, "manifest": self._manifest_path(catalog, name)},
-            )
+            self._move_champion(
+                conn, catalog, name, previous, current, None, records, effects, actor=actor,
+                action="rollback", reason=reason, evidence={"rolled_back": current},
+                conflict=f"the champion of {name} changed; retry",
+            )  # fmt: skip
             return Outcome(
                 f"{name}: champion rolled back from v{current} to v{previous}", records, previous
             )
