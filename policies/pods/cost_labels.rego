@@ -23,5 +23,10 @@ violations(inp) := {{"msg": sprintf("pod has no cost-attribution label '%v'", [k
 	k8s.pod_spec(obj)
 	labels := k8s.pod_labels(obj)
 	some key in required(obj, labels)
-	not labels[key]
+	missing(labels, key)
 }
+
+# An empty value attributes the spend to nobody.
+missing(labels, key) if not labels[key]
+
+missing(labels, key) if labels[key] == ""

@@ -29,6 +29,10 @@ test_missing_run_id_is_refused if {
 	count(cost_labels.violations(job(object.remove(all, ["dagster/run-id"])))) == 1
 }
 
+test_empty_tenant_is_refused if {
+	cost_labels.violations(job(object.union(all, {"mlplat/tenant": ""}))) == {{"msg": "pod has no cost-attribution label 'mlplat/tenant'"}}
+}
+
 isvc(labels) := {"review": {"object": {"kind": "InferenceService", "metadata": {"labels": labels}, "spec": {"predictor": {"model": {"modelFormat": {"name": "mlflow"}}}}}}}
 
 serving := {"mlplat/tenant": "payments", "mlplat/code-location": "payments", "mlplat/model": "fraud_detector"}
