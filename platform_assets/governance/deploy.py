@@ -140,7 +140,7 @@ def render_inferenceservice(
         },
         "spec": {
             "predictor": {
-                "serviceAccountName": tenant.runner_service_account,
+                "serviceAccountName": tenant.serving_service_account,
                 "minReplicas": 1,
                 "maxReplicas": 3,
                 # No UID: the serving runtime's image (MLServer) names its own non-root user.

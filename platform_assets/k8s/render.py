@@ -94,6 +94,7 @@ def tenant_chart_values(name: str, spec: TenantSpec | None) -> dict[str, Any]:
         "namespace": namespace,
         "codeLocation": name,
         "serviceAccount": account,
+        "servingServiceAccount": spec.serving_service_account if spec else "",
         "launcher": {"name": plat.dagster_service_account, "namespace": plat.namespace},
         "dagsterRelease": RELEASE,
         "pipelineEnv": {
@@ -194,7 +195,11 @@ def manifest_file(manifest: dict[str, Any]) -> str:
 def pod_parameters(tenants: dict[str, TenantSpec]) -> dict[str, Any]:
     """The pod policies' `parameters` (a Gatekeeper Constraint carries the same)."""
     places = {
-        t.name: {"namespace": t.namespace, "service_account": t.runner_service_account}
+        t.name: {
+            "namespace": t.namespace,
+            "service_account": t.runner_service_account,
+            "serving_service_account": t.serving_service_account,
+        }
         for t in tenants.values()
     }
     places[PLATFORM] = {"namespace": platform().namespace, "service_account": PLATFORM_RUNNER}

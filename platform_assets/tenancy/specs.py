@@ -325,6 +325,12 @@ class TenantSpec(dg.Model, dg.Resolvable):
         # Kubernetes names cannot contain `_` (tenant names cannot contain `-`: one-to-one).
         return self.service_account or f"{self.name.replace('_', '-')}-runner"
 
+    @property
+    def serving_service_account(self) -> str:
+        """What the tenant's champions serve as (KServe's predictor pods): no role at all, and
+        where the platform attaches the credentials the storage initializer reads models with."""
+        return f"{self.name.replace('_', '-')}-serving"
+
 
 class SourceSpec(dg.Model, dg.Resolvable):
     """Raw data a tenant brings in: a built-in generated dataset or a parquet/CSV file."""

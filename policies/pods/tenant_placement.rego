@@ -1,5 +1,7 @@
-# A tenant's pod runs in that tenant's namespace with that tenant's service account
-# (`parameters.tenants`: tenant -> {namespace, service_account}).
+# A tenant's pod runs in that tenant's namespace with that tenant's service account: its runner
+# account for Dagster's pods, its serving account (bound to no role) for the pods that serve its
+# champions (`parameters.tenants`: tenant -> {namespace, service_account,
+# serving_service_account}).
 package k8s.pods.tenant_placement
 
 import data.lib.k8s
@@ -7,7 +9,7 @@ import rego.v1
 
 violation contains v if some v in violations(input)
 
-violations(inp) := unlabelled(inp) | unknown(inp) | namespace(inp) | account(inp)
+violations(inp) := unlabelled(inp) | unknown(inp) | namespace(inp) | account(inp) | unserved(inp)
 
 tenant_of(inp) := k8s.pod_labels(inp.review.object)["mlplat/tenant"]
 
@@ -35,8 +37,23 @@ namespace(inp) := {{"msg": msg} |
 
 account(inp) := {{"msg": msg} |
 	tenant := tenant_of(inp)
-	want := tenants(inp)[tenant].service_account
+	want := own_account(inp, tenant)
 	got := object.get(k8s.pod_spec(inp.review.object), "serviceAccountName", "default")
 	got != want
 	msg := sprintf("pod of tenant '%v' uses service account '%v', not its own '%v'", [tenant, got, want])
+}
+
+own_account(inp, tenant) := tenants(inp)[tenant].serving_service_account if {
+	k8s.is_serving(inp.review.object)
+} else := tenants(inp)[tenant].service_account if {
+	not k8s.is_serving(inp.review.object)
+}
+
+# A tenant the platform gave no serving account (the platform itself) serves no model.
+unserved(inp) := {{"msg": msg} |
+	tenant := tenant_of(inp)
+	tenants(inp)[tenant]
+	k8s.is_serving(inp.review.object)
+	not tenants(inp)[tenant].serving_service_account
+	msg := sprintf("pod serves a model for '%v', which has no serving service account", [tenant])
 }

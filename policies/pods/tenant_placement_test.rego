@@ -5,7 +5,10 @@ import rego.v1
 
 # Fixtures are whole literals: rego-cpp formats strings passed through function arguments
 # with their quotes in sprintf.
-params := {"tenants": {"ridehail": {"namespace": "tenant-ridehail", "service_account": "ridehail-runner"}}}
+params := {"tenants": {
+	"ridehail": {"namespace": "tenant-ridehail", "service_account": "ridehail-runner", "serving_service_account": "ridehail-serving"},
+	"platform": {"namespace": "mlplat", "service_account": "mlplat-runner"},
+}}
 
 job := {"parameters": params, "review": {"object": {
 	"kind": "Job",
@@ -49,7 +52,7 @@ test_unlabelled_pod_is_refused if {
 isvc := {"parameters": params, "review": {"object": {
 	"kind": "InferenceService",
 	"metadata": {"namespace": "tenant-ridehail", "labels": {"mlplat/tenant": "ridehail"}},
-	"spec": {"predictor": {"serviceAccountName": "ridehail-runner", "model": {"modelFormat": {"name": "mlflow"}}}},
+	"spec": {"predictor": {"serviceAccountName": "ridehail-serving", "model": {"modelFormat": {"name": "mlflow"}}}},
 }}}
 
 test_inferenceservice_in_own_namespace_with_own_account_passes if {
@@ -58,10 +61,30 @@ test_inferenceservice_in_own_namespace_with_own_account_passes if {
 
 test_inferenceservice_with_another_account_is_refused if {
 	other := json.patch(isvc, [{"op": "replace", "path": "/review/object/spec/predictor/serviceAccountName", "value": "growth-runner"}])
-	tenant_placement.violations(other) == {{"msg": "pod of tenant 'ridehail' uses service account 'growth-runner', not its own 'ridehail-runner'"}}
+	tenant_placement.violations(other) == {{"msg": "pod of tenant 'ridehail' uses service account 'growth-runner', not its own 'ridehail-serving'"}}
 }
 
 test_predictor_label_decides_the_tenant if {
 	relabelled := json.patch(isvc, [{"op": "add", "path": "/review/object/spec/predictor/labels", "value": {"mlplat/tenant": "nobody"}}])
 	tenant_placement.violations(relabelled) == {{"msg": "pod is labelled for tenant 'nobody', which the platform does not know"}}
+}
+
+test_serving_pod_as_the_runner_is_refused if {
+	runner := json.patch(isvc, [{"op": "replace", "path": "/review/object/spec/predictor/serviceAccountName", "value": "ridehail-runner"}])
+	tenant_placement.violations(runner) == {{"msg": "pod of tenant 'ridehail' uses service account 'ridehail-runner', not its own 'ridehail-serving'"}}
+}
+
+test_step_pod_as_the_serving_account_is_refused if {
+	serving := json.patch(job, [{"op": "replace", "path": "/review/object/spec/template/spec/serviceAccountName", "value": "ridehail-serving"}])
+	tenant_placement.violations(serving) == {{"msg": "pod of tenant 'ridehail' uses service account 'ridehail-serving', not its own 'ridehail-runner'"}}
+}
+
+platform_isvc := {"parameters": params, "review": {"object": {
+	"kind": "InferenceService",
+	"metadata": {"namespace": "mlplat", "labels": {"mlplat/tenant": "platform"}},
+	"spec": {"predictor": {"serviceAccountName": "mlplat-runner", "model": {"modelFormat": {"name": "mlflow"}}}},
+}}}
+
+test_a_tenant_without_a_serving_account_serves_nothing if {
+	tenant_placement.violations(platform_isvc) == {{"msg": "pod serves a model for 'platform', which has no serving service account"}}
 }

@@ -38,7 +38,8 @@ def test_manifest_passes_every_pod_policy(gov_sandbox):
         "mlplat/code-location": "payments",
         "mlplat/model": "fraud_detector",
     }
-    assert manifest["spec"]["predictor"]["serviceAccountName"] == "payments-runner"
+    # Its own serving account, bound to no role (the runner's may start Jobs and read Pods).
+    assert manifest["spec"]["predictor"]["serviceAccountName"] == "payments-serving"
 
 
 def test_the_storage_uri_is_the_model_in_object_storage(gov_sandbox, monkeypatch):

@@ -307,4 +307,5 @@ def test_gatekeeper_templates_carry_the_same_rego_unchanged(tmp_path):
         assert params["tenants"]["ridehail"] == {
             "namespace": "tenant-ridehail",
             "service_account": "ridehail-runner",
+            "serving_service_account": "ridehail-serving",
         }

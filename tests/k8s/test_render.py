@@ -10,7 +10,7 @@ import json
 import pytest
 import yaml
 
-from platform_assets.k8s.config import platform
+from platform_assets.k8s.config import PLATFORM_RUNNER, platform
 from platform_assets.k8s.policy import PolicySet
 from platform_assets.k8s.render import pod_parameters
 from platform_assets.k8s.schemas import SUPPORTED_KUBERNETES, check_manifest
@@ -70,6 +70,20 @@ def test_namespace_is_restricted_and_rbac_is_namespaced(rendered):
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": "ridehail-runner", "namespace": "tenant-ridehail"}
     ]
+    # The serving account exists, mounts no token and no role binds it.
+    serving = load(rendered.out / "tenants/ridehail/serviceaccount-ridehail-serving.yaml")
+    assert serving["automountServiceAccountToken"] is False
+    subjects = [
+        s["name"]
+        for path in rendered.out.glob("tenants/*/rolebinding-*.yaml")
+        for s in load(path)["subjects"]
+    ]
+    assert "ridehail-serving" not in subjects
+    platform_accounts = [
+        load(path)["metadata"]["name"]
+        for path in (rendered.out / "platform").glob("serviceaccount-*.yaml")
+    ]
+    assert platform_accounts == [PLATFORM_RUNNER]  # the platform serves no model
 
 
 def test_quota_and_limit_range_come_from_the_platform_limits(rendered):
