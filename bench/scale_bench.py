@@ -138,8 +138,9 @@ def _fresh_imports() -> None:
     from platform_assets.k8s.config import _platform
     from platform_assets.tenancy.catalog import load_tenant
     from platform_assets.tenancy.limits import read_limits
+    from platform_assets.tenancy.locations import location_of
 
-    for cached in (load_tenant, read_limits, _platform):
+    for cached in (load_tenant, read_limits, _platform, location_of):
         cached.cache_clear()
     for module in [m for m in sys.modules if m == PACKAGE or m.startswith(f"{PACKAGE}.")]:
         del sys.modules[module]

@@ -111,6 +111,7 @@ def render_inferenceservice(
     ValueError saying why not."""
     from platform_assets.k8s.config import quantity
     from platform_assets.k8s.steps import label_value
+    from platform_assets.tenancy.locations import location_of
 
     model = registered.partition(".")[2]
     storage_uri, not_deployable = model_storage_uri(storage_uri)
@@ -126,7 +127,7 @@ def render_inferenceservice(
             # serving spend by (pods/cost_labels). The code location as step pods carry it.
             "labels": {
                 "mlplat/tenant": label_value(tenant.name),
-                "mlplat/code-location": label_value(tenant.name),
+                "mlplat/code-location": label_value(location_of(tenant.name)),
                 "mlplat/model": label_value(model),
             },
             "annotations": {

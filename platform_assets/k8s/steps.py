@@ -14,6 +14,7 @@ from typing import Any
 
 from platform_assets.k8s.config import platform, quantity
 from platform_assets.tenancy.limits import effective_resources
+from platform_assets.tenancy.locations import location_of
 from platform_assets.tenancy.specs import ComputeResources, TenantSpec
 
 # The non-root user the image runs as (Dockerfile).
@@ -81,7 +82,7 @@ def step_k8s_config(tenant: TenantSpec, requested: ComputeResources, asset: str)
     labels = {
         "mlplat/tenant": label_value(tenant.name),
         "mlplat/asset": label_value(asset),
-        "mlplat/code-location": label_value(tenant.name),
+        "mlplat/code-location": label_value(location_of(tenant.name)),
     }
     return {
         "container_config": deep_merge(container, tenant.k8s.container_config),

@@ -8,6 +8,7 @@ a tenant's. `workspace.yaml` is rendered from this list by `mlplat workspace wri
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 import yaml
@@ -71,6 +72,17 @@ def location_groups(path: Path = GROUPS_FILE) -> dict[str, tuple[str, ...]]:
             seen[tenant] = name
         out[str(name)] = tuple(str(t) for t in tenants)
     return out
+
+
+@cache
+def location_of(tenant: str) -> str:
+    """The code location that loads `tenant`: the platform group it is in, else its own (what
+    Dagster labels its pods `dagster/code-location` with). Read once per process, as the code
+    server reads the groups once."""
+    for name, members in location_groups(GROUPS_FILE).items():
+        if tenant in members:
+            return name
+    return tenant
 
 
 def _checked_groups(root: Path, groups_file: Path) -> dict[str, tuple[str, ...]]:

@@ -101,3 +101,43 @@ def test_a_gpu_step_job_from_dagster_k8s_is_valid_and_passes_policy(gpu_limits):
     assert check_manifest(step.manifest, "gpu.yaml") == []
     review = {"review": {"object": step.manifest}, "parameters": pod_parameters(tenants)}
     assert PolicySet("pods").evaluate(review, "gpu.yaml") == []
+
+
+@pytest.fixture
+def consumer_group(tmp_path, monkeypatch):
+    """The platform groups growth and ridehail into one code location, `consumer`."""
+    from platform_assets.tenancy import locations
+
+    groups = tmp_path / "locations.yaml"
+    groups.write_text("groups:\n  consumer: [growth, ridehail]\n")
+    monkeypatch.setattr(locations, "GROUPS_FILE", groups)
+    locations.location_of.cache_clear()
+    yield
+    locations.location_of.cache_clear()
+
+
+def test_a_grouped_tenants_pods_carry_the_groups_code_location(consumer_group):
+    """The cost tool attributes by code location: ours must be the one Dagster labels with."""
+    tenants = {n: c.tenant for n, c in load_all().items()}
+    spec = tenants["ridehail"]
+    config = step_k8s_config(spec, spec.resources, "ridehail/sources/trips")
+
+    @dg.op(tags={"dagster-k8s/config": json.dumps(config)})
+    def ingest():
+        return 1
+
+    @dg.job(executor_def=executor_for("k8s", spec), tags={"tenant": "ridehail"})
+    def ridehail_job():
+        ingest()
+
+    location = CodeLocation("consumer", ("growth", "ridehail"))
+    [run, step] = capture_jobs({"ridehail_job": (ridehail_job, location)}, tenants)
+    labels = step.manifest["spec"]["template"]["metadata"]["labels"]
+    assert labels["mlplat/code-location"] == labels["dagster/code-location"] == "consumer"
+    assert labels["mlplat/tenant"] == "ridehail"
+    assert (
+        step_k8s_config(tenants["payments"], spec.resources, "payments/x")["job_metadata"][
+            "labels"
+        ]["mlplat/code-location"]
+        == "payments"
+    )  # not grouped: its own
