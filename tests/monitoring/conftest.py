@@ -101,7 +101,9 @@ def monitored(gov_sandbox: Sandbox) -> Monitored:  # noqa: F811
     sb.mlflow.client()
     # This tracking store's own experiment: another test in this worker may have left its
     # store's experiment active in the mlflow module.
-    mlflow.set_experiment("payments-monitoring")
+    # Created by the resource, so its artifacts land under the test's artifact root (MLflow's
+    # own default is ./mlruns in the working directory).
+    mlflow.set_experiment(experiment_id=sb.mlflow.ensure_experiment("payments-monitoring"))
     with mlflow.start_run():
         info = mlflow.sklearn.log_model(
             model,
