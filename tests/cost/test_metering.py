@@ -53,8 +53,12 @@ def test_materialization_records_plausible_cost(instance, monkeypatch, tmp_path)
         md["cost/peak_memory_gib"],
         prices,
     )
-    assert md["cost/usd"] == pytest.approx(expected, rel=1e-2)
-    assert md["cost/usd"] >= md["cost/wall_seconds"] / 3600 * prices.gpu_hour
+    # The metadata rounds the wall time to the millisecond (the bill is linear in it while the
+    # requested CPU and memory exceed what was used): on a step of a few tens of milliseconds
+    # that alone is over 1%.
+    rounding = 0.0005 / md["cost/wall_seconds"]
+    assert md["cost/usd"] == pytest.approx(expected, rel=1e-3 + rounding)
+    assert md["cost/usd"] >= (md["cost/wall_seconds"] - 0.0005) / 3600 * prices.gpu_hour
 
 
 @pytest.mark.materialize
