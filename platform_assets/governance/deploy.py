@@ -111,6 +111,7 @@ def render_inferenceservice(
     ValueError saying why not."""
     from platform_assets.k8s.config import quantity
     from platform_assets.k8s.steps import label_value
+    from platform_assets.k8s.values import container_security_context
     from platform_assets.tenancy.locations import location_of
 
     model = registered.partition(".")[2]
@@ -158,13 +159,7 @@ def render_inferenceservice(
                     "storageUri": storage_uri,
                     # Limits equal requests, as for steps: billed on what it reserves.
                     "resources": {"requests": dict(amounts), "limits": dict(amounts)},
-                    "securityContext": {
-                        "allowPrivilegeEscalation": False,
-                        "privileged": False,
-                        "readOnlyRootFilesystem": True,
-                        "runAsNonRoot": True,
-                        "capabilities": {"drop": ["ALL"]},
-                    },
+                    "securityContext": container_security_context(),
                     "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
                 },
             }
