@@ -14,7 +14,6 @@ WORKDIR /app
 COPY pyproject.toml uv.lock README.md ./
 RUN uv sync --frozen --no-dev --no-install-project
 COPY platform_assets ./platform_assets
-COPY resources ./resources
 COPY policies ./policies
 COPY deploy ./deploy
 COPY workspace.yaml dagster.yaml ./

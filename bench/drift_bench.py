@@ -158,7 +158,7 @@ def main() -> None:
     parser.add_argument("--evidently-python", default=os.environ.get("MLPLAT_EVIDENTLY_PYTHON"))
     args = parser.parse_args()
 
-    from resources.lake import LakeResource
+    from platform_assets.resources.lake import LakeResource
 
     reference, current = data(args.rows, args.features)
     names = [n for n in reference if n != "score"]

@@ -171,7 +171,7 @@ def main() -> None:
 
 
 def run(tmp_path: Path, root: Path, args, rng) -> dict:
-    from platform_assets.execution.resources import resources_for
+    from platform_assets.resources.deployment import resources_for
     from platform_assets.observability.exporter import PlatformState, Tenants, serve
     from platform_assets.services.stack import free_port
 

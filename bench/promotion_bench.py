@@ -275,7 +275,7 @@ def _env(**values: str):
 def _run(models: int, per_model: int, workdir: Path) -> dict:
     from platform_assets.governance.promotion import promote_model
     from platform_assets.sensors.promotion import promotion_sensor
-    from resources.mlflow import MlflowResource
+    from platform_assets.resources.mlflow import MlflowResource
 
     names = model_names(models)
     keys = [dg.AssetKey([TENANT, "evaluation_reports", m]) for m in names]

@@ -30,7 +30,7 @@ from pathlib import Path
 import dagster as dg
 import yaml
 
-from resources.lake import LakeResource
+from platform_assets.resources.lake import LakeResource
 
 RESULTS = Path(__file__).parent / "results" / "scale_bench.json"
 PACKAGE = "mlplat_scale_defs"

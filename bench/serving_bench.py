@@ -49,9 +49,9 @@ def serve_ours(port: int, redis: str) -> None:
     """The `mlplat serve` app on the platform's resources, its Feast on the bench's Redis."""
     import uvicorn
 
-    from platform_assets.execution.resources import resources_for
+    from platform_assets.resources.deployment import resources_for
     from platform_assets.serving.app import ServeSettings, create_app, service_from_env
-    from resources.feature_store import FeastResource
+    from platform_assets.resources.feature_store import FeastResource
 
     resources = resources_for("local")
     resources["feast"] = FeastResource(root=resources["feast"].root, redis=redis)

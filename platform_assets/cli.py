@@ -27,7 +27,7 @@ def _defaults() -> None:
     """Commands run against the repository's embedded instance unless DAGSTER_HOME says else."""
     import os
 
-    from platform_assets.execution.env import dagster_home
+    from platform_assets.env import dagster_home
 
     os.environ.setdefault("DAGSTER_HOME", str(dagster_home()))
 

@@ -18,7 +18,7 @@ import dagster as dg
 from rich.console import Console
 from rich.table import Table
 
-from platform_assets.execution.env import dagster_home
+from platform_assets.env import dagster_home
 
 SENSOR_CURSOR_KEY = "mlplat/demo/promotion_sensor_cursor"
 # Runs in this process log to the console at WARNING: their events are in the instance (the UI

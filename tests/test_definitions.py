@@ -111,7 +111,7 @@ def test_dg_check_defs():
 
 
 def test_services_deployment_requires_a_shared_platform_database(monkeypatch):
-    from platform_assets.execution.env import platform_db_url
+    from platform_assets.env import platform_db_url
 
     monkeypatch.setenv("MLPLAT_ENV", "services")
     monkeypatch.delenv("MLPLAT_DB_URL", raising=False)

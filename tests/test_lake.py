@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from platform_assets.tenancy.isolation import IsolationError
-from resources.lake import POINTER, LakeResource
+from platform_assets.resources.lake import POINTER, LakeResource
 
 T1 = pa.table({"id": [1, 2, 3], "x": [0.1, 0.2, 0.3]})
 T2 = pa.table({"id": [4, 5], "x": [0.4, 0.5]})
@@ -196,7 +196,7 @@ def test_s3_credentials_reach_the_lake_as_env_var_references(monkeypatch, platfo
     """The deployment's resources name the secret's variable; its value is in no config."""
     import dagster as dg
 
-    from platform_assets.execution.resources import resources_for
+    from platform_assets.resources.deployment import resources_for
 
     monkeypatch.setenv("MLPLAT_LAKE_URI", "s3://bucket/lake")
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAEXAMPLE")

@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from resources.lake import LakeResource
+from platform_assets.resources.lake import LakeResource
 
 log = logging.getLogger(__name__)
 GOOD = pa.table({"id": [1, 2, 3], "x": [0.1, 0.2, 0.3]})

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from platform_assets.cli import app
 from platform_assets.data.generator import generate
 from platform_assets.models.manifest import ReproduceError, load, reproduce
-from resources.lake import LakeResource
+from platform_assets.resources.lake import LakeResource
 from tests.platform_sandbox import sandbox
 
 pytestmark = [pytest.mark.materialize, pytest.mark.slow]

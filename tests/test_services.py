@@ -122,7 +122,7 @@ def test_tenant_pipeline_runs_like_a_pod(
         )
 
     # The model is registered on the tracking server; its artifacts are in the S3 bucket.
-    from platform_assets.execution.resources import resources_for
+    from platform_assets.resources.deployment import resources_for
 
     resources = resources_for("services")
     version = resources["mlflow"].client().get_model_version("ridehail.driver_churn", "1")
@@ -154,7 +154,7 @@ def test_mlflow_server_down_during_training(
     import threading
 
     from platform_assets.definitions import defs
-    from platform_assets.execution.resources import resources_for
+    from platform_assets.resources.deployment import resources_for
 
     monkeypatch.setenv("MLPLAT_ENV", "services")
     key = dg.AssetKey(["ridehail", "models", "driver_churn"])

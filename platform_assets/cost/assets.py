@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import dagster as dg
 
-from platform_assets.cost.metering import PricingResource
+from platform_assets.resources.pricing import PricingResource
 from platform_assets.cost.rollup import (
     LEDGER_COLUMNS,
     LEDGER_KIND,
@@ -26,7 +26,7 @@ from platform_assets.cost.rollup import (
 from platform_assets.tenancy.assets import asset_kwargs, team_asset
 from platform_assets.tenancy.limits import limits_for
 from platform_assets.tenancy.specs import TenantSpec
-from resources.lake import LakeResource
+from platform_assets.resources.lake import LakeResource
 
 if TYPE_CHECKING:  # pandas and pyarrow load in the steps, not with the code location
     import pandas as pd

@@ -31,8 +31,8 @@ def costs(
     from rich.table import Table
 
     from platform_assets.cost.rollup import ledger_between, month_bounds, read_ledger
-    from platform_assets.execution.env import deployment
-    from platform_assets.execution.resources import resources_for
+    from platform_assets.env import deployment
+    from platform_assets.resources.deployment import resources_for
     from platform_assets.tenancy.catalog import load_all
     from platform_assets.tenancy.limits import limits_for
 
@@ -89,7 +89,7 @@ def quotas_write(
 ) -> None:
     """Rewrite the `# BEGIN mlplat quotas` block of dagster.yaml from limits.yaml."""
     from platform_assets.cost.quotas import BEGIN, write_quotas
-    from platform_assets.execution.env import repo_root
+    from platform_assets.env import repo_root
     from platform_assets.tenancy.catalog import load_all
 
     path = path or repo_root() / "dagster.yaml"

@@ -121,7 +121,7 @@ def _engine(url: str) -> sa.Engine:
 
 
 def ledger_engine() -> sa.Engine:
-    from platform_assets.execution.env import platform_db_url
+    from platform_assets.env import platform_db_url
 
     return _engine(platform_db_url())
 

@@ -19,7 +19,7 @@ import dagster as dg
 if TYPE_CHECKING:  # pandas loads in the steps and commands, not with the code location
     import pandas as pd
 
-    from resources.lake import LakeResource, Snapshot
+    from platform_assets.resources.lake import LakeResource, Snapshot
 
 COST_KEY = "cost/usd"
 PLATFORM = "platform"

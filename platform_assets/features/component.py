@@ -5,7 +5,8 @@ from typing import TYPE_CHECKING
 
 import dagster as dg
 
-from platform_assets.cost.metering import PricingResource, meter
+from platform_assets.cost.metering import meter
+from platform_assets.resources.pricing import PricingResource
 from platform_assets.tenancy.assets import (
     GATED,
     TeamComponent,
@@ -21,8 +22,8 @@ from platform_assets.tenancy.catalog import (
     tenant_folder_of,
 )
 from platform_assets.tenancy.specs import FeatureSetSpec
-from resources.feature_store import FeastResource
-from resources.lake import LakeResource
+from platform_assets.resources.feature_store import FeastResource
+from platform_assets.resources.lake import LakeResource
 
 if TYPE_CHECKING:  # pandas and pyarrow load in the steps, not with the code location
     import pandas as pd

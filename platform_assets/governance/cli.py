@@ -53,8 +53,8 @@ def reflow(fn):
 
 def governance():
     """The deployment's Governance, with audit records also reported to the Dagster instance."""
-    from platform_assets.execution.env import deployment
-    from platform_assets.execution.resources import resources_for
+    from platform_assets.env import deployment
+    from platform_assets.resources.deployment import resources_for
     from platform_assets.governance.workflow import governance_for
 
     instance = dagster_instance()
@@ -280,7 +280,7 @@ def audit_show(
 def dagster_instance():
     import dagster as dg
 
-    from platform_assets.execution.env import dagster_home
+    from platform_assets.env import dagster_home
 
     os.environ.setdefault("DAGSTER_HOME", str(dagster_home()))
     return dg.DagsterInstance.get()

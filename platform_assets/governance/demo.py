@@ -25,7 +25,7 @@ def _approvers(catalog, request: dict, already: list[str]) -> list[str]:
 
 
 def walk(console: Any) -> list[str]:
-    from platform_assets.execution.env import data_root
+    from platform_assets.env import data_root
     from platform_assets.governance.cli import governance, verification
     from platform_assets.governance.demo_idp import LocalIdP
     from platform_assets.governance.identity import verify_token

@@ -12,13 +12,14 @@ from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 
-from platform_assets.cost.metering import PricingResource, meter
+from platform_assets.cost.metering import meter
+from platform_assets.resources.pricing import PricingResource
 from platform_assets.tenancy.assets import asset_kwargs, team_asset
 from platform_assets.tenancy.limits import effective_resources
 from platform_assets.tenancy.specs import ComputeResources, ModelSpec, TenantSpec
-from resources.feature_store import FeastResource
-from resources.lake import LakeResource
-from resources.mlflow import MlflowResource
+from platform_assets.resources.feature_store import FeastResource
+from platform_assets.resources.lake import LakeResource
+from platform_assets.resources.mlflow import MlflowResource
 
 if TYPE_CHECKING:  # pandas loads in the steps, not with the code location
     import pandas as pd
@@ -81,7 +82,7 @@ def model_storage_uri(download_uri: str) -> tuple[str, str]:
     import os
     from urllib.parse import urlparse
 
-    from platform_assets.execution.env import deployment
+    from platform_assets.env import deployment
 
     uri = download_uri
     if download_uri.startswith("mlflow-artifacts:"):

@@ -387,7 +387,7 @@ def create_app():
     from dagster._core.workspace.load_target import WorkspaceFileTarget
     from dagster_webserver.app import create_app_from_workspace_process_context
 
-    from platform_assets.execution.env import repo_root
+    from platform_assets.env import repo_root
     from platform_assets.governance.keys import audit_keys
 
     workspace = os.environ.get("DAGSTER_WORKSPACE_FILE") or str(repo_root() / "workspace.yaml")

@@ -164,7 +164,7 @@ def unverified_claim(token: str, claim: str = "email") -> str:
 
 def cli_identity(claimed: str, token: str) -> Identity:
     """Who runs a CLI command: a verified ID token, or `--as`/MLPLAT_USER only locally."""
-    from platform_assets.execution.env import deployment
+    from platform_assets.env import deployment
 
     if token:
         identity = verify_token(token, OidcSettings.from_env())
@@ -298,7 +298,7 @@ def run_launcher(
     """Who launched a Dagster run, from its record (`parent_run_id`: the run's, if it is a
     re-execution): verified if its proof checks out; in local the bare tag is accepted as
     unverified. None when no person launched it (automation)."""
-    from platform_assets.execution.env import deployment
+    from platform_assets.env import deployment
 
     name = tags.get(LAUNCHED_BY_TAG)
     if not name:
@@ -345,7 +345,7 @@ def job_identity(
     launcher (by the gateway's proof), or locally `acting_as` / the launch tag, unverified.
     A re-execution (`parent_run_id`) acts as whoever re-executed it, never as its parent's
     launcher, and never as the sensor."""
-    from platform_assets.execution.env import deployment
+    from platform_assets.env import deployment
 
     if acting_as:
         claimable(acting_as, "the job config's acting_as")

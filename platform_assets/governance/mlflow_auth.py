@@ -21,24 +21,20 @@ mounted as a volume has that layout.
 
 from __future__ import annotations
 
-import stat
 from collections.abc import Mapping
 from pathlib import Path
 
+from platform_assets.resources.feature_store import write_private
+from platform_assets.resources.mlflow import MlflowAuthError
+
 TIMEOUT_S = 30
 GOVERNANCE_USER = "mlplat-governance"
-
-
-class MlflowAuthError(RuntimeError):
-    """The MLflow auth server refused a configuration call; names the call and its answer."""
 
 
 def write_auth_config(path: Path, database_uri: str, admin_user: str) -> Path:
     """The basic-auth app's config (MLFLOW_AUTH_CONFIG_PATH): READ by default. The admin
     password is not written: the server takes it from MLFLOW_AUTH_ADMIN_PASSWORD on first start.
     Mode 0600: `database_uri` may hold the auth database's password."""
-    from resources.feature_store import write_private
-
     write_private(
         path,
         "[mlflow]\n"
@@ -49,34 +45,6 @@ def write_auth_config(path: Path, database_uri: str, admin_user: str) -> Path:
         "grant_default_workspace_access = false\n",
     )
     return path
-
-
-def write_tenant_passwords(folder: Path, passwords: Mapping[str, str]) -> Path:
-    """One 0600 file per tenant, named after it, holding its MLflow password."""
-    from resources.feature_store import write_private
-
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    for tenant, password in passwords.items():
-        write_private(folder / tenant, password + "\n")
-    return folder
-
-
-def read_tenant_password(folder: Path, tenant: str) -> str:
-    """`tenant`'s MLflow password from its file; refuses a missing, empty or shared-readable one."""
-    path = Path(folder) / tenant
-    try:
-        mode = path.stat().st_mode
-    except FileNotFoundError as exc:
-        raise MlflowAuthError(f"{path}: no MLflow credential for tenant {tenant!r}") from exc
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise MlflowAuthError(
-            f"{path}: MLflow credential is readable by others (mode {stat.S_IMODE(mode):04o}); "
-            "it must be 0600"
-        )
-    password = path.read_text().strip()
-    if not password:
-        raise MlflowAuthError(f"{path}: MLflow credential for tenant {tenant!r} is empty")
-    return password
 
 
 def _call(uri: str, auth: tuple[str, str], method: str, path: str, **kw) -> dict:

@@ -9,7 +9,7 @@ self-asserted `acting_as` and bare `mlplat/launched_by` tag count only with MLPL
 import dagster as dg
 from pydantic import Field
 
-from resources.mlflow import MlflowResource
+from platform_assets.resources.mlflow import MlflowResource
 
 LAUNCHED_BY = "mlplat/launched_by"
 

@@ -15,7 +15,7 @@ import json
 import dagster as dg
 
 from platform_assets.tenancy.specs import TenantSpec
-from resources.mlflow import MlflowResource
+from platform_assets.resources.mlflow import MlflowResource
 
 CHECK = "champion_alias"
 

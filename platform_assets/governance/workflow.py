@@ -92,7 +92,7 @@ def registered_name(tenant: str, model: str) -> str:
 
 
 def open_store() -> GovernanceStore:
-    from platform_assets.execution.env import platform_db_url
+    from platform_assets.env import platform_db_url
 
     return GovernanceStore(platform_db_url())
 
@@ -782,7 +782,7 @@ def governance_for(
     emit: Callable[[dg.AssetObservation], None] | None = None,
 ) -> Governance:
     """The deployment's Governance: platform DB, team YAML, manifests under <data_root>/deploy."""
-    from platform_assets.execution.env import data_root
+    from platform_assets.env import data_root
     from platform_assets.governance.heads import head_file
 
     return Governance(

@@ -15,7 +15,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
-from platform_assets.execution.env import repo_root
+from platform_assets.env import repo_root
 
 Kind = Literal["pods", "specs"]
 PACKAGES: dict[Kind, str] = {"pods": "k8s.pods", "specs": "mlplat.specs"}

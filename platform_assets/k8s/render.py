@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from platform_assets.execution.env import repo_root
+from platform_assets.env import repo_root
 from platform_assets.k8s.config import (
     PLATFORM_RUNNER,
     SERVICE_KEYS,
@@ -233,7 +233,7 @@ def tenant_jobs(catalogs: dict[str, TenantCatalog]):
     """Each tenant's pipeline as the `k8s` deployment defines it, with its code location."""
     import dagster as dg
 
-    from platform_assets.execution.resources import resources_for
+    from platform_assets.resources.deployment import resources_for
     from platform_assets.tenancy.loader import tenant_assets
     from platform_assets.tenancy.location_defs import tenant_runs
 

@@ -12,7 +12,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from platform_assets.execution.env import repo_root
+from platform_assets.env import repo_root
 
 # 1.25: Pod Security Admission (the Namespace labels) is GA; 1.37: the newest kubernetes-validate
 # ships. Both are checked, strictly (no unknown fields).

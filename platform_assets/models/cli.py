@@ -19,8 +19,8 @@ def reproduce(
     manifest names, and check its content hash against the manifest's."""
     from mlflow.exceptions import MlflowException
 
-    from platform_assets.execution.env import deployment
-    from platform_assets.execution.resources import resources_for
+    from platform_assets.env import deployment
+    from platform_assets.resources.deployment import resources_for
     from platform_assets.models.manifest import ReproduceError, load, reproduce
 
     tenant, _, name = model.partition("/")

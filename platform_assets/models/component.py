@@ -4,7 +4,8 @@ from typing import TYPE_CHECKING
 
 import dagster as dg
 
-from platform_assets.cost.metering import PricingResource, meter
+from platform_assets.cost.metering import meter
+from platform_assets.resources.pricing import PricingResource
 from platform_assets.governance.deploy import batch_scores_asset
 from platform_assets.governance.reconcile import alias_check
 from platform_assets.monitoring.assets import drift_asset
@@ -22,9 +23,9 @@ from platform_assets.tenancy.catalog import (
     tenant_folder_of,
 )
 from platform_assets.tenancy.specs import ModelSpec
-from resources.feature_store import FeastResource
-from resources.lake import LakeResource
-from resources.mlflow import MlflowResource
+from platform_assets.resources.feature_store import FeastResource
+from platform_assets.resources.lake import LakeResource
+from platform_assets.resources.mlflow import MlflowResource
 
 TRUSTED_TYPES = [
     "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from feast import Entity, FeatureService, FeatureStore, FeatureView
 
     from platform_assets.tenancy.specs import Labels
-    from resources.lake import LakeResource
+    from platform_assets.resources.lake import LakeResource
 
 MANIFEST_FORMAT = 1
 MANIFEST_EXPORT = "json"  # the manifest is the lake export `<training set version>.json`

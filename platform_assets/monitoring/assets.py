@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING
 
 import dagster as dg
 
-from platform_assets.cost.metering import PricingResource, meter
+from platform_assets.cost.metering import meter
+from platform_assets.resources.pricing import PricingResource
 from platform_assets.tenancy.assets import GATED, asset_kwargs, team_asset
 from platform_assets.tenancy.specs import (
     ComputeResources,
@@ -21,8 +22,8 @@ from platform_assets.tenancy.specs import (
     Monitoring,
     TenantSpec,
 )
-from resources.lake import LakeResource
-from resources.mlflow import MlflowResource
+from platform_assets.resources.lake import LakeResource
+from platform_assets.resources.mlflow import MlflowResource
 
 if TYPE_CHECKING:  # pyarrow and numpy load in the steps, not with the code location
     import numpy as np

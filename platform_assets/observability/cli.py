@@ -25,8 +25,8 @@ def metrics(
         return
     import dagster as dg
 
-    from platform_assets.execution.env import deployment
-    from platform_assets.execution.resources import resources_for
+    from platform_assets.env import deployment
+    from platform_assets.resources.deployment import resources_for
     from platform_assets.observability.exporter import PlatformState, Tenants, serve
 
     instance = dg.DagsterInstance.get()

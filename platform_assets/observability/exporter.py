@@ -38,7 +38,7 @@ from platform_assets.tenancy.specs import FreshnessSlo
 if TYPE_CHECKING:
     import sqlalchemy as sa
 
-    from resources.lake import LakeResource
+    from platform_assets.resources.lake import LakeResource
 
 log = logging.getLogger(__name__)
 

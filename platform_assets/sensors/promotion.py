@@ -16,7 +16,7 @@ import json
 import dagster as dg
 
 from platform_assets.governance.promotion import promote_model
-from resources.mlflow import MlflowResource
+from platform_assets.resources.mlflow import MlflowResource
 
 PER_KEY_LIMIT = 100
 # Wall time a tick spends assessing before it leaves the remaining models for the next tick;

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import yaml
 
-from platform_assets.execution.env import repo_root
+from platform_assets.env import repo_root
 from platform_assets.governance.mlflow_auth import GOVERNANCE_USER
 
 TEMPLATE = Path(__file__).with_name("dagster.yaml")
@@ -117,7 +117,7 @@ class Stack:
             "databases": self.databases,
             "components": {k: asdict(c) for k, c in self.components.items()},
         }
-        from resources.feature_store import write_private
+        from platform_assets.resources.feature_store import write_private
 
         write_private(self.folder / STATE_FILE, json.dumps(data, indent=2))  # holds credentials
 
@@ -138,7 +138,7 @@ class Stack:
 
 
 def _write_env(path: Path, env: dict[str, str]) -> None:
-    from resources.feature_store import write_private
+    from platform_assets.resources.feature_store import write_private
 
     lines = ["# mlplat services deployment: endpoints and credentials (0600; `services down`)"]
     write_private(path, "\n".join([*lines, *(f"{k}={v}" for k, v in env.items())]) + "\n")
@@ -470,10 +470,8 @@ def _start(stack: Stack, report: Callable[[str], None], dagster: bool = True) ->
 def mlflow_users(stack: Stack, url: str, admin_password: str) -> str:
     """As MLflow's admin: the governance user and one user per tenant, with their permissions;
     the tenants' passwords go to 0600 files. Returns the governance user's password."""
-    from platform_assets.governance.mlflow_auth import (
-        configure_permissions,
-        write_tenant_passwords,
-    )
+    from platform_assets.governance.mlflow_auth import configure_permissions
+    from platform_assets.resources.mlflow import write_tenant_passwords
     from platform_assets.tenancy.catalog import load_all
 
     catalogs = load_all()
@@ -487,7 +485,7 @@ def mlflow_users(stack: Stack, url: str, admin_password: str) -> str:
 
 def audit_key(folder: Path) -> Path:
     """The audit chain's HMAC key, outside the platform database: a 0600 file of the stack."""
-    from resources.feature_store import write_private
+    from platform_assets.resources.feature_store import write_private
 
     path = folder / "audit.key"
     if not path.exists():
@@ -496,7 +494,7 @@ def audit_key(folder: Path) -> Path:
 
 
 def lake_uri(folder: Path) -> str:
-    from resources.lake import LakeResource
+    from platform_assets.resources.lake import LakeResource
 
     # The lake on the S3 server where the lake speaks URIs; a folder of the stack until then.
     if "commit" in LakeResource.__dict__:

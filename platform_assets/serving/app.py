@@ -28,8 +28,8 @@ if TYPE_CHECKING:
     from platform_assets.governance.store import GovernanceStore
     from platform_assets.serving.runtime import Scorer
     from platform_assets.tenancy.catalog import TenantCatalog
-    from resources.feature_store import FeastResource
-    from resources.mlflow import MlflowResource
+    from platform_assets.resources.feature_store import FeastResource
+    from platform_assets.resources.mlflow import MlflowResource
 
 log = logging.getLogger("mlplat.serve")
 
@@ -520,8 +520,8 @@ class ServeSettings:
 def service_from_env(settings: ServeSettings, resources: dict[str, Any] | None = None) -> Service:
     """The service of this deployment (MLPLAT_ENV): its resources, governance database and, in
     `services`/`k8s`, the caller's verified identity on every request."""
-    from platform_assets.execution.env import deployment
-    from platform_assets.execution.resources import resources_for
+    from platform_assets.env import deployment
+    from platform_assets.resources.deployment import resources_for
     from platform_assets.governance.rbac import platform_admins
     from platform_assets.governance.workflow import TenantCatalogs, open_store
 

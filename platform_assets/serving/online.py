@@ -10,7 +10,7 @@ import dagster as dg
 from platform_assets.tenancy.assets import GATED, asset_kwargs, team_asset
 from platform_assets.tenancy.catalog import TenantCatalog
 from platform_assets.tenancy.specs import FeatureSetSpec
-from resources.feature_store import FeastResource
+from platform_assets.resources.feature_store import FeastResource
 
 if TYPE_CHECKING:  # feast loads in the steps, not with the code location
     from feast import FeatureStore, FeatureView
@@ -77,7 +77,7 @@ def rows_to_write(
 
 def online_assets(catalog: TenantCatalog, spec: FeatureSetSpec) -> list[dg.AssetsDefinition]:
     """`<tenant>/online/<name>`: new rows of the feature view, into the online store."""
-    from platform_assets.execution.env import deployment
+    from platform_assets.env import deployment
 
     tenant = catalog.tenant
     upstream = dg.AssetKey([tenant.name, "features", spec.name])

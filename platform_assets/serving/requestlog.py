@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from resources.lake import LakeResource
+    from platform_assets.resources.lake import LakeResource
 
 log = logging.getLogger("mlplat.serve")
 

@@ -5,7 +5,8 @@ from typing import TYPE_CHECKING
 
 import dagster as dg
 
-from platform_assets.cost.metering import PricingResource, meter
+from platform_assets.cost.metering import meter
+from platform_assets.resources.pricing import PricingResource
 from platform_assets.tenancy.assets import (
     TeamComponent,
     asset_kwargs,
@@ -15,7 +16,7 @@ from platform_assets.tenancy.assets import (
 from platform_assets.tenancy.catalog import TenantCatalog, load_tenant, tenant_folder_of
 from platform_assets.tenancy.isolation import IsolationError
 from platform_assets.tenancy.specs import SourceSpec
-from resources.lake import LakeResource
+from platform_assets.resources.lake import LakeResource
 
 if TYPE_CHECKING:  # pandas loads in the steps, not with the code location
     import pandas as pd

@@ -5,7 +5,7 @@ and the days of append-only logs (serving's request logs) older than that.
 
 import dagster as dg
 
-from resources.lake import LakeResource
+from platform_assets.resources.lake import LakeResource
 
 
 @dg.op(

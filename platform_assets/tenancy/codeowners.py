@@ -44,7 +44,7 @@ def render(
 
 def repo_codeowners() -> tuple[Path, str]:
     """The repository's CODEOWNERS path and what it should say, from its own folders."""
-    from platform_assets.execution.env import repo_root
+    from platform_assets.env import repo_root
     from platform_assets.governance.rbac import ADMINS_FILE, platform_admins
     from platform_assets.tenancy.catalog import load_all
     from platform_assets.tenancy.limits import LIMITS_PATH, read_limits

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from platform_assets.execution.env import Deployment
+from platform_assets.env import Deployment
 from platform_assets.tenancy.catalog import (
     TenantCatalog,
     check_model_refs,
@@ -86,8 +86,8 @@ def tenant_runs(
     """What launches these tenants' runs: pipeline jobs, nightly schedules, automation and
     retraining on drift; `env` defaults to MLPLAT_ENV's (`mlplat k8s render` asks for the `k8s`
     jobs)."""
-    from platform_assets.execution.env import deployment
-    from platform_assets.execution.executors import executor_for
+    from platform_assets.env import deployment
+    from platform_assets.composition.executors import executor_for
     from platform_assets.monitoring.sensors import tenant_retrain_sensors
     from platform_assets.sensors.budget import tenant_schedule
 
@@ -136,9 +136,9 @@ def platform_parts(tenants: list[str]) -> dg.Definitions:
 
 def platform_wide(parts: dg.Definitions) -> dg.Definitions:
     """Add the deployment's resources and default executor."""
-    from platform_assets.execution.env import deployment
-    from platform_assets.execution.executors import executor_for
-    from platform_assets.execution.resources import resources_for
+    from platform_assets.env import deployment
+    from platform_assets.composition.executors import executor_for
+    from platform_assets.resources.deployment import resources_for
 
     env = deployment()
     return dg.Definitions.merge(

@@ -9,7 +9,8 @@ import dagster as dg
 import pytest
 import yaml
 
-from platform_assets.cost.metering import PricingResource, meter
+from platform_assets.cost.metering import meter
+from platform_assets.resources.pricing import PricingResource
 from platform_assets.tenancy.catalog import load_all
 from platform_assets.tenancy.limits import LIMITS_ENV, LIMITS_PATH, limits_for
 from platform_assets.tenancy.specs import ComputeResources

@@ -8,7 +8,8 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from platform_assets.cost.metering import PriceCatalog, PricingResource, bill, meter
+from platform_assets.cost.metering import bill, meter
+from platform_assets.resources.pricing import PriceCatalog, PricingResource
 from platform_assets.tenancy.specs import ComputeResources
 from tests.cost.conftest import GPU_GRANT, metered_asset, use_limits
 

@@ -97,7 +97,7 @@ def test_ledger_between_reads_closed_days_from_files_and_the_rest_from_the_event
 
     from bench.scale_bench import record_in_event_log
     from platform_assets.cost.rollup import LEDGER_COLUMNS, ledger_between
-    from resources.lake import LakeResource
+    from platform_assets.resources.lake import LakeResource
 
     rng = random.Random(3)
     start = datetime(2026, 11, 3, tzinfo=UTC)

@@ -20,7 +20,7 @@ from platform_assets.governance.identity import SENSOR_IDENTITY, Identity
 from platform_assets.governance.store import GovernanceStore
 from platform_assets.governance.workflow import Governance
 from platform_assets.tenancy.catalog import TenantCatalog, load_all
-from resources.mlflow import MlflowResource
+from platform_assets.resources.mlflow import MlflowResource
 
 MODEL = "payments.fraud_detector"
 SENSOR = Identity(SENSOR_IDENTITY, "platform")

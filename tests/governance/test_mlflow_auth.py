@@ -19,13 +19,15 @@ import requests
 
 from platform_assets.governance.mlflow_auth import (
     GOVERNANCE_USER,
-    MlflowAuthError,
     configure_permissions,
-    read_tenant_password,
     write_auth_config,
+)
+from platform_assets.resources.mlflow import (
+    MlflowAuthError,
+    MlflowResource,
+    read_tenant_password,
     write_tenant_passwords,
 )
-from resources.mlflow import MlflowResource
 
 pytestmark = pytest.mark.slow
 ADMIN, ADMIN_PASSWORD = "admin", "admin-password-0123"

@@ -9,7 +9,7 @@ import json
 import dagster as dg
 import pytest
 
-from platform_assets.execution.executors import executor_for
+from platform_assets.composition.executors import executor_for
 from platform_assets.k8s.config import platform
 from platform_assets.k8s.jobs import capture_jobs
 from platform_assets.k8s.policy import PolicySet

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pytest
 
 from platform_assets.tenancy.catalog import check_model_refs
-from resources.lake import LakeResource
+from platform_assets.resources.lake import LakeResource
 from tests.governance.conftest import MODEL, Sandbox, gov_sandbox, session_mlflow  # noqa: F401
 
 FEATURES = {

@@ -139,7 +139,7 @@ def redis_feast(served: Served, redis_url):
 
     import redis
 
-    from resources.feature_store import FeastResource
+    from platform_assets.resources.feature_store import FeastResource
 
     root = served.root.parent / "feast-redis"
     (root / TENANT).mkdir(parents=True, exist_ok=True)

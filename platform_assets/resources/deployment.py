@@ -6,11 +6,11 @@ import os
 
 import dagster as dg
 
-from platform_assets.cost.metering import PricingResource
-from platform_assets.execution.env import Deployment, data_root
-from resources.feature_store import FeastResource
-from resources.lake import LakeResource
-from resources.mlflow import MlflowResource
+from platform_assets.env import Deployment, data_root
+from platform_assets.resources.feature_store import FeastResource
+from platform_assets.resources.lake import LakeResource
+from platform_assets.resources.mlflow import MlflowResource
+from platform_assets.resources.pricing import PricingResource
 
 
 def _required(name: str) -> str:

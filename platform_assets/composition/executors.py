@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from platform_assets.execution.env import Deployment
+from platform_assets.env import Deployment
 from platform_assets.tenancy.specs import TenantSpec
 
 PRELOAD = (

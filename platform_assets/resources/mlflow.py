@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+import stat
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
@@ -12,8 +13,41 @@ from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 
+from platform_assets.resources.feature_store import write_private
+
 if TYPE_CHECKING:
     from mlflow import MlflowClient
+
+
+class MlflowAuthError(RuntimeError):
+    """The MLflow auth server refused a configuration call; names the call and its answer."""
+
+
+def write_tenant_passwords(folder: Path, passwords: Mapping[str, str]) -> Path:
+    """One 0600 file per tenant, named after it, holding its MLflow password."""
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for tenant, password in passwords.items():
+        write_private(folder / tenant, password + "\n")
+    return folder
+
+
+def read_tenant_password(folder: Path, tenant: str) -> str:
+    """`tenant`'s MLflow password from its file; refuses a missing, empty or shared-readable one."""
+    path = Path(folder) / tenant
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError as exc:
+        raise MlflowAuthError(f"{path}: no MLflow credential for tenant {tenant!r}") from exc
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise MlflowAuthError(
+            f"{path}: MLflow credential is readable by others (mode {stat.S_IMODE(mode):04o}); "
+            "it must be 0600"
+        )
+    password = path.read_text().strip()
+    if not password:
+        raise MlflowAuthError(f"{path}: MLflow credential for tenant {tenant!r} is empty")
+    return password
+
 
 
 class MlflowResource(dg.ConfigurableResource):
@@ -100,8 +134,6 @@ class MlflowResource(dg.ConfigurableResource):
         if self.tenant_credentials is None:
             yield
             return
-        from platform_assets.governance.mlflow_auth import read_tenant_password
-
         password = read_tenant_password(Path(self.tenant_credentials), tenant)
         names = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
         saved = {name: os.environ.get(name) for name in names}

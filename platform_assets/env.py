@@ -22,7 +22,7 @@ def deployment() -> Deployment:
 
 
 def repo_root() -> Path:
-    return Path(__file__).resolve().parents[2]
+    return Path(__file__).resolve().parents[1]
 
 
 def data_root() -> Path:

@@ -1,1 +1,0 @@
-"""Execution: deployment choice, executors and resources per deployment."""

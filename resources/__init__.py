@@ -1,1 +1,0 @@
-"""Platform resources, one per external system, chosen per deployment in `resources.by_env`."""
