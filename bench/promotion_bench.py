@@ -186,7 +186,7 @@ def write_burst(
 
 def tick_until_quiet(instance, defs: dg.Definitions, max_ticks: int = 20):
     """Tick the real sensor from an empty cursor until a tick has nothing new."""
-    from platform_assets.sensors.promotion import promotion_sensor
+    from platform_assets.governance.sensors import promotion_sensor
 
     cursor, times, requests = None, [], []
     for _ in range(max_ticks):
@@ -274,7 +274,7 @@ def _env(**values: str):
 
 def _run(models: int, per_model: int, workdir: Path) -> dict:
     from platform_assets.governance.promotion import promote_model
-    from platform_assets.sensors.promotion import promotion_sensor
+    from platform_assets.governance.sensors import promotion_sensor
     from platform_assets.resources.mlflow import MlflowResource
 
     names = model_names(models)

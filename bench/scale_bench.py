@@ -151,7 +151,7 @@ Shape = list[tuple[dg.AssetKey, list[dg.AssetKey], str]]
 
 def load_mlplat() -> tuple[float, dg.RepositoryDefinition]:
     """Seconds to build and resolve every location merged (what `dg check defs` loads)."""
-    from platform_assets.tenancy.location_defs import all_locations
+    from platform_assets.composition.locations import all_locations
 
     _fresh_imports()
     gc.collect()  # not the previous load's garbage: each side pays only for its own
@@ -162,7 +162,7 @@ def load_mlplat() -> tuple[float, dg.RepositoryDefinition]:
 
 def load_location(name: str) -> tuple[float, dg.RepositoryDefinition]:
     """Seconds to build and resolve one code location, as its own process does at start."""
-    from platform_assets.tenancy.location_defs import platform_location, tenant_location
+    from platform_assets.composition.locations import platform_location, tenant_location
     from platform_assets.tenancy.locations import location_named
 
     _fresh_imports()

@@ -8,7 +8,7 @@ definitions, merged, with every tenant's YAML loaded and cross-checked.
 
 import dagster as dg
 
-from platform_assets.tenancy.location_defs import all_locations
+from platform_assets.composition.locations import all_locations
 
 
 @dg.definitions

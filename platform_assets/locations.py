@@ -6,10 +6,11 @@ tenant folder that fails to load fails only its own. The module defines no other
 so none can shadow a tenant's. The list of locations: platform_assets/tenancy/locations.py.
 """
 
+from platform_assets.composition.locations import location_definitions
+
 
 def __getattr__(name: str):
     if name.startswith("_"):
         raise AttributeError(name)
-    from platform_assets.tenancy.location_defs import location_definitions
 
     return location_definitions(name)

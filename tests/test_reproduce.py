@@ -12,7 +12,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from platform_assets.cli import app
+from platform_assets.cli.main import app
 from platform_assets.data.generator import generate
 from platform_assets.models.manifest import ReproduceError, load, reproduce
 from platform_assets.resources.lake import LakeResource

@@ -5,10 +5,11 @@ from __future__ import annotations
 import dagster as dg
 
 from platform_assets.env import Deployment
+from platform_assets.k8s.config import PLATFORM_RUNNER, platform, services_secret
 from platform_assets.tenancy.specs import TenantSpec
 
 PRELOAD = (
-    "platform_assets.tenancy.location_defs",
+    "platform_assets.composition.locations",
     "pandas",
     "pyarrow.parquet",
     "duckdb",
@@ -38,8 +39,6 @@ def executor_for(
             name="multiprocess_preloaded",
         )
     from dagster_k8s import k8s_job_executor
-
-    from platform_assets.k8s.config import PLATFORM_RUNNER, platform, services_secret
 
     # Namespace and service account always together: a step pod starts where its service
     # account exists. Tenant jobs run in the tenant's namespace, everything else in the

@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING
 
 import dagster as dg
 
-from platform_assets.resources.pricing import PricingResource
 from platform_assets.cost.rollup import (
     LEDGER_COLUMNS,
     LEDGER_KIND,
@@ -23,10 +22,12 @@ from platform_assets.cost.rollup import (
     rollup_frame,
     tenant_steps,
 )
-from platform_assets.tenancy.assets import asset_kwargs, team_asset
-from platform_assets.tenancy.limits import limits_for
-from platform_assets.tenancy.specs import TenantSpec
 from platform_assets.resources.lake import LakeResource
+from platform_assets.resources.pricing import PricingResource
+from platform_assets.tenancy.assets import Placement, asset_kwargs, team_asset
+from platform_assets.tenancy.limits import limits_for
+from platform_assets.tenancy.runs import claim_run
+from platform_assets.tenancy.specs import TenantSpec
 
 if TYPE_CHECKING:  # pandas and pyarrow load in the steps, not with the code location
     import pandas as pd
@@ -40,7 +41,9 @@ def _window(context: dg.AssetExecutionContext) -> tuple[datetime, datetime]:
     return window.start.astimezone(UTC), window.end.astimezone(UTC)
 
 
-def tenant_cost_asset(tenant: TenantSpec, source: Path | None = None) -> dg.AssetsDefinition:
+def tenant_cost_asset(
+    tenant: TenantSpec, source: Path | None = None, placement: Placement | None = None
+) -> dg.AssetsDefinition:
     kwargs = asset_kwargs(
         tenant,
         "cost",
@@ -50,6 +53,7 @@ def tenant_cost_asset(tenant: TenantSpec, source: Path | None = None) -> dg.Asse
         "rewrites that day's ledger snapshot.",
         {"python", "parquet"},
         source=source,
+        placement=placement,
     )
 
     @team_asset(**kwargs, partitions_def=DAILY)
@@ -140,8 +144,6 @@ def showback_asset(tenants: list[str]) -> dg.AssetsDefinition:
     def showback(context: dg.AssetExecutionContext, lake: LakeResource):
         import pandas as pd
         import pyarrow as pa
-
-        from platform_assets.tenancy.runs import claim_run
 
         claim_run(PLATFORM)
 

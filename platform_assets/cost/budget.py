@@ -17,6 +17,7 @@ from typing import Literal
 
 import dagster as dg
 
+from platform_assets.cost.ledger import month_to_date
 from platform_assets.tenancy.limits import LIMITS_PATH, TenantLimits, limits_for
 
 _WHERE = f"{LIMITS_PATH.parent.name}/{LIMITS_PATH.name}"
@@ -73,7 +74,6 @@ def budget_status(
     now: datetime | None = None,
 ) -> BudgetStatus:
     """Month-to-date spend of `tenant` (UTC month of `now`, up to `now`) vs its budget."""
-    from platform_assets.cost.ledger import month_to_date
 
     budget = (limits or limits_for(tenant)).budget
     month = (now or datetime.now(UTC)).strftime("%Y-%m")

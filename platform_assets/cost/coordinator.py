@@ -11,13 +11,13 @@ from __future__ import annotations
 import dagster as dg
 from dagster._core.run_coordinator import SubmitRunContext
 
+from platform_assets.cost.budget import budget_status
 from platform_assets.tenancy.isolation import PLATFORM, IsolationError
 from platform_assets.tenancy.runs import TenantRunCoordinator, run_tenant
 
 
 class BudgetRunCoordinator(TenantRunCoordinator):
     def submit_run(self, context: SubmitRunContext) -> dg.DagsterRun:
-        from platform_assets.cost.budget import budget_status
 
         run = context.dagster_run
         if run.status == dg.DagsterRunStatus.NOT_STARTED:

@@ -23,6 +23,7 @@ import dagster as dg
 import sqlalchemy as sa
 
 from platform_assets.cost.rollup import COST_EVENTS, COST_KEY, billed_event
+from platform_assets.env import platform_db_url
 
 LEDGER_ID_KEY = "mlplat/cost/ledger_id"
 # Ids below the cursor re-read on Postgres, where concurrent inserts may commit an older id after
@@ -121,7 +122,6 @@ def _engine(url: str) -> sa.Engine:
 
 
 def ledger_engine() -> sa.Engine:
-    from platform_assets.env import platform_db_url
 
     return _engine(platform_db_url())
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import dagster as dg
 import psutil
 
+from platform_assets.cost.budget import run_start_status
 from platform_assets.resources.pricing import PriceCatalog
 from platform_assets.tenancy.limits import grant
 from platform_assets.tenancy.specs import ComputeResources
@@ -143,7 +144,6 @@ def _refuse_over_budget(tenant: str) -> None:
     context = _step_context()
     if context is None:
         return
-    from platform_assets.cost.budget import run_start_status
 
     status = run_start_status(context.instance, tenant, context.run_id)
     if status is not None and status.blocked:

@@ -8,26 +8,36 @@ so that data-quality checks and point-in-time joins have something to do.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-import numpy as np
-import pandas as pd
+if TYPE_CHECKING:  # loaded in the steps, not with the code location
+    import numpy as np
+    import pandas as pd
 
-START = pd.Timestamp("2026-01-01")
+
+START = "2026-01-01"  # the first day of every generated dataset
 DAYS = 90
 SEED = 20260101
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
+    import numpy as np
+
     return 1.0 / (1.0 + np.exp(-x))
 
 
 def _event_times(rng: np.random.Generator, day: np.ndarray) -> pd.DatetimeIndex:
+    import pandas as pd
+
     seconds = rng.integers(0, 86_400, size=len(day))
-    return START + pd.to_timedelta(day, unit="D") + pd.to_timedelta(seconds, unit="s")
+    return pd.Timestamp(START) + pd.to_timedelta(day, unit="D") + pd.to_timedelta(seconds, unit="s")
 
 
 def _mess(rng: np.random.Generator, df: pd.DataFrame, ts: str, nullable: list[str]) -> pd.DataFrame:
     """Late arrivals (2%), exact duplicates (0.5%), nulls (2% per column), shuffled order."""
+    import numpy as np
+    import pandas as pd
+
     n = len(df)
     delay = pd.to_timedelta(rng.integers(60, 3_600, size=n), unit="s")
     late = rng.random(n) < 0.02
@@ -47,6 +57,8 @@ def _mess(rng: np.random.Generator, df: pd.DataFrame, ts: str, nullable: list[st
 def _label_rows(
     rng: np.random.Generator, n_entities: int, per_entity: int, first_day: int
 ) -> tuple[np.ndarray, pd.DatetimeIndex]:
+    import numpy as np
+
     ids = np.repeat(np.arange(n_entities), per_entity)
     day = rng.integers(first_day, DAYS, size=len(ids))
     return ids, _event_times(rng, day)
@@ -56,6 +68,9 @@ def _label_rows(
 
 
 def _ridehail(rng: np.random.Generator) -> dict[str, pd.DataFrame]:
+    import numpy as np
+    import pandas as pd
+
     n_drivers, n_zones = 800, 12
     engagement = rng.normal(size=n_drivers)
     home_zone = rng.integers(0, n_zones, size=n_drivers)
@@ -98,6 +113,9 @@ def _ridehail(rng: np.random.Generator) -> dict[str, pd.DataFrame]:
 
 
 def _payments(rng: np.random.Generator) -> dict[str, pd.DataFrame]:
+    import numpy as np
+    import pandas as pd
+
     n_cards, n_merchants = 2_000, 150
     card_risk = rng.normal(size=n_cards)
     merchant_risk = rng.normal(size=n_merchants)
@@ -124,7 +142,7 @@ def _payments(rng: np.random.Generator) -> dict[str, pd.DataFrame]:
         }
     )
     labels = (
-        txns.loc[txns["event_ts"] >= START + pd.Timedelta(days=14)]
+        txns.loc[txns["event_ts"] >= pd.Timestamp(START) + pd.Timedelta(days=14)]
         .sample(n=12_000, random_state=7)
         .rename(columns={"event_ts": "label_ts"})[
             ["txn_id", "card_id", "merchant_id", "label_ts", "amount", "is_fraud"]
@@ -139,6 +157,9 @@ def _payments(rng: np.random.Generator) -> dict[str, pd.DataFrame]:
 
 
 def _growth(rng: np.random.Generator) -> dict[str, pd.DataFrame]:
+    import numpy as np
+    import pandas as pd
+
     n_users, channels = 3_000, ["organic", "paid_search", "social", "referral", "email", "tv"]
     engagement = rng.normal(size=n_users)
     channel = rng.integers(0, len(channels), size=n_users)
@@ -198,6 +219,8 @@ def _names(domain: str) -> list[str]:
 
 def generate(dataset: str, seed: int = SEED) -> pd.DataFrame:
     """One dataset, e.g. 'ridehail.trips'. The same name and seed always give the same rows."""
+    import numpy as np
+
     domain, _, name = dataset.partition(".")
     if domain not in DOMAINS or name not in _names(domain):
         raise ValueError(f"unknown generator {dataset!r}; available: {', '.join(available())}")

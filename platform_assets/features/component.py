@@ -6,9 +6,15 @@ from typing import TYPE_CHECKING
 import dagster as dg
 
 from platform_assets.cost.metering import meter
+from platform_assets.features.feast_objects import feature_view
+from platform_assets.features.sandbox import SandboxError, run_query, sandbox
+from platform_assets.quality.checks import expectation_check
+from platform_assets.resources.feature_store import FeastResource
+from platform_assets.resources.lake import LakeResource
 from platform_assets.resources.pricing import PricingResource
 from platform_assets.tenancy.assets import (
     GATED,
+    Placement,
     TeamComponent,
     asset_kwargs,
     expectations_check,
@@ -18,12 +24,8 @@ from platform_assets.tenancy.catalog import (
     PlatformConfigError,
     TenantCatalog,
     check_source_refs,
-    load_tenant,
-    tenant_folder_of,
 )
 from platform_assets.tenancy.specs import FeatureSetSpec
-from platform_assets.resources.feature_store import FeastResource
-from platform_assets.resources.lake import LakeResource
 
 if TYPE_CHECKING:  # pandas and pyarrow load in the steps, not with the code location
     import pandas as pd
@@ -42,8 +44,6 @@ def compute_feature_table(
     quoting them in the platform's own SQL below is safe.
     """
     import duckdb
-
-    from platform_assets.features.sandbox import SandboxError, run_query, sandbox
 
     def refuse(reason: str) -> PlatformConfigError:
         return PlatformConfigError(
@@ -107,7 +107,9 @@ def dry_run(catalog: TenantCatalog, spec: FeatureSetSpec) -> None:
     compute_feature_table(spec, tables, where, catalog.tenant.name)
 
 
-def feature_assets(catalog: TenantCatalog, spec: FeatureSetSpec) -> list[dg.AssetsDefinition]:
+def feature_assets(
+    catalog: TenantCatalog, spec: FeatureSetSpec, placement: Placement | None = None
+) -> list[dg.AssetsDefinition]:
     """The asset `<tenant>/features/<name>` with its `expectations` check."""
     tenant = catalog.tenant
     check_source_refs(catalog, spec)
@@ -125,6 +127,7 @@ def feature_assets(catalog: TenantCatalog, spec: FeatureSetSpec) -> list[dg.Asse
             "ttl_days": spec.ttl_days,
             "features": dg.MetadataValue.json(spec.features),
         },
+        placement=placement,
     )
     key = kwargs["key"]
 
@@ -137,8 +140,6 @@ def feature_assets(catalog: TenantCatalog, spec: FeatureSetSpec) -> list[dg.Asse
         automation_condition=GATED,
     )
     def feature_asset(lake: LakeResource, feast: FeastResource, pricing: PricingResource):
-        from platform_assets.features.feast_objects import feature_view
-        from platform_assets.quality.checks import expectation_check
 
         with meter(tenant.name, tenant.resources, pricing.catalog()) as usage:
             import pyarrow as pa
@@ -190,12 +191,3 @@ class FeatureSet(TeamComponent, FeatureSetSpec):
     project, and runs the YAML's expectations as a blocking check. The asset
     `<tenant>/online/<name>` copies its new rows into the online store (serving/online.py).
     """
-
-    def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
-        from platform_assets.serving.online import online_assets
-
-        catalog = load_tenant(tenant_folder_of(context.path))
-        spec = FeatureSetSpec.model_validate(self.model_dump())
-        return dg.Definitions(
-            assets=[*feature_assets(catalog, spec), *online_assets(catalog, spec)]
-        )

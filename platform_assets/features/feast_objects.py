@@ -4,13 +4,12 @@ versioned FeatureService per model (`<model>_v<version>`), the contract with tra
 from __future__ import annotations
 
 from datetime import timedelta
-
-from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType
-from feast.types import Bool, Float64, Int64, String, UnixTimestamp
+from typing import TYPE_CHECKING
 
 from platform_assets.tenancy.specs import FeatureSetSpec, ModelSpec
 
-_TYPES = {"int64": Int64, "float64": Float64, "string": String, "bool": Bool}
+if TYPE_CHECKING:  # loaded in the steps, not with the code location
+    from feast import Entity, FeatureService, FeatureView
 
 
 def feature_view(
@@ -18,6 +17,9 @@ def feature_view(
 ) -> tuple[Entity, FeatureView]:
     """`path` is the feature table's snapshot (a local path or `s3://...`); `s3_endpoint` the
     S3 endpoint to read it from when it is not AWS itself."""
+    from feast import Entity, FeatureView, Field, FileSource, ValueType
+    from feast.types import Bool, Float64, Int64, String, UnixTimestamp
+
     tags = {"tenant": tenant, "managed_by": "mlplat"}
     entity = Entity(
         name=spec.entity.name,
@@ -36,7 +38,8 @@ def feature_view(
         owner=owner,
         tags=tags,
     )
-    schema = [Field(name=n, dtype=_TYPES[t]) for n, t in spec.features.items()]
+    types = {"int64": Int64, "float64": Float64, "string": String, "bool": Bool}
+    schema = [Field(name=n, dtype=types[t]) for n, t in spec.features.items()]
     schema.append(Field(name=spec.timestamp_feature, dtype=UnixTimestamp))
     view = FeatureView(
         name=spec.name,
@@ -57,6 +60,8 @@ def feature_service(
 ) -> FeatureService:
     """Select the model's features; every view also contributes its timestamp feature so the
     training set can prove that no feature is newer than its label."""
+    from feast import FeatureService
+
     wanted: dict[str, list[str]] = {}
     for ref in model.features:
         set_ref, feature = ref.rsplit(":", 1)

@@ -24,6 +24,10 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from platform_assets.cli.governance import dagster_instance
+from platform_assets.env import repo_root
+from platform_assets.governance import rbac
+from platform_assets.governance.heads import head_file
 from platform_assets.governance.identity import (
     RESERVED_PREFIX,
     Identity,
@@ -36,6 +40,10 @@ from platform_assets.governance.identity import (
     unverified_claim,
     verify_token,
 )
+from platform_assets.governance.keys import audit_keys
+from platform_assets.governance.rbac import roles_of
+from platform_assets.governance.workflow import Governance, TenantCatalogs, open_store
+from platform_assets.tenancy.locations import code_locations
 
 # Where the gateway leaves the verified identity for the webserver's request context.
 SCOPE_KEY = "mlplat.identity"
@@ -307,7 +315,6 @@ def write_access(
     admins may do anything; others may change only the locations all of whose tenants give them
     a write role. The platform's own location (sensors, governance jobs) is its admins' alone;
     tenants' approvers act on their models through `mlplat promote|approve|rollback`."""
-    from platform_assets.governance.rbac import roles_of
 
     if identity is None:
         return True, {}
@@ -330,10 +337,6 @@ def role_workspace_context(instance, target, catalogs=None, admins=None, locatio
     """A `WorkspaceProcessContext` whose request contexts carry the permissions of the identity
     the gateway verified (Dagster's own permission checks then refuse what they may not do)."""
     from dagster._core.workspace.context import WorkspaceProcessContext, WorkspaceRequestContext
-
-    from platform_assets.governance import rbac
-    from platform_assets.governance.workflow import TenantCatalogs
-    from platform_assets.tenancy.locations import code_locations
 
     catalogs = catalogs if catalogs is not None else TenantCatalogs()
     admins = admins if admins is not None else rbac.platform_admins()
@@ -360,9 +363,6 @@ def role_workspace_context(instance, target, catalogs=None, admins=None, locatio
 
 def record_refusal(exc: IdentityRefused, claimed: str, details: dict[str, Any]) -> None:
     """A refused credential, into the platform's audit chain (the gateway knows no model)."""
-    from platform_assets.governance.cli import dagster_instance
-    from platform_assets.governance.heads import head_file
-    from platform_assets.governance.workflow import Governance, open_store
 
     instance = dagster_instance()
     gov = Governance(
@@ -386,9 +386,6 @@ def create_app():
     from dagster import DagsterInstance
     from dagster._core.workspace.load_target import WorkspaceFileTarget
     from dagster_webserver.app import create_app_from_workspace_process_context
-
-    from platform_assets.env import repo_root
-    from platform_assets.governance.keys import audit_keys
 
     workspace = os.environ.get("DAGSTER_WORKSPACE_FILE") or str(repo_root() / "workspace.yaml")
     context = role_workspace_context(DagsterInstance.get(), WorkspaceFileTarget([workspace]))

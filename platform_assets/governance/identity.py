@@ -22,7 +22,9 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
+from platform_assets.env import deployment
 from platform_assets.governance.rbac import Refused
+from platform_assets.governance.store import canonical_json
 
 RESERVED_PREFIX = "mlplat/"
 SENSOR_IDENTITY = "mlplat/promotion_sensor"
@@ -164,7 +166,6 @@ def unverified_claim(token: str, claim: str = "email") -> str:
 
 def cli_identity(claimed: str, token: str) -> Identity:
     """Who runs a CLI command: a verified ID token, or `--as`/MLPLAT_USER only locally."""
-    from platform_assets.env import deployment
 
     if token:
         identity = verify_token(token, OidcSettings.from_env())
@@ -257,7 +258,6 @@ def _launch(job: str, run_config: Mapping[str, Any], parent_run_id: str) -> tupl
     parent of a re-execution. Dagster copies a parent's tags onto its re-executions, proof
     included, and that proof (job and config) never verifies on a run with a parent: whoever
     re-executes must be signed for it, or the run has no verified launcher."""
-    from platform_assets.governance.store import canonical_json
 
     if parent_run_id:
         return ("reexecution", parent_run_id)
@@ -298,7 +298,6 @@ def run_launcher(
     """Who launched a Dagster run, from its record (`parent_run_id`: the run's, if it is a
     re-execution): verified if its proof checks out; in local the bare tag is accepted as
     unverified. None when no person launched it (automation)."""
-    from platform_assets.env import deployment
 
     name = tags.get(LAUNCHED_BY_TAG)
     if not name:
@@ -345,7 +344,6 @@ def job_identity(
     launcher (by the gateway's proof), or locally `acting_as` / the launch tag, unverified.
     A re-execution (`parent_run_id`) acts as whoever re-executed it, never as its parent's
     launcher, and never as the sensor."""
-    from platform_assets.env import deployment
 
     if acting_as:
         claimable(acting_as, "the job config's acting_as")

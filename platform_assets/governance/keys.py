@@ -18,6 +18,8 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+from platform_assets.env import data_root, deployment
+
 
 class AuditKeyError(RuntimeError):
     """The governance secret is missing or unusable."""
@@ -56,7 +58,6 @@ def key_id(secret: bytes) -> str:
 
 def audit_keys() -> AuditKeys:
     """The deployment's keys: MLPLAT_AUDIT_KEY / MLPLAT_AUDIT_KEY_FILE, or a local generated one."""
-    from platform_assets.env import data_root, deployment
 
     if os.environ.get("MLPLAT_AUDIT_KEY"):
         return AuditKeys.from_secrets([os.environ["MLPLAT_AUDIT_KEY"]])

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from platform_assets.resources.feature_store import write_private
 from platform_assets.resources.mlflow import MlflowAuthError
+from platform_assets.tenancy.catalog import load_all
 
 TIMEOUT_S = 30
 GOVERNANCE_USER = "mlplat-governance"
@@ -70,8 +71,6 @@ def configure_permissions(
     tenant (`tenants`: user name == tenant -> password), and the tenants' experiments and
     registered models, with the permissions above. Idempotent: safe to run on every start."""
     if models is None:
-        from platform_assets.tenancy.catalog import load_all
-
         models = {name: sorted(c.models) for name, c in load_all().items()}
     admin = (admin_user, admin_password)
     _call(

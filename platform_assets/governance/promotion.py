@@ -9,6 +9,9 @@ self-asserted `acting_as` and bare `mlplat/launched_by` tag count only with MLPL
 import dagster as dg
 from pydantic import Field
 
+from platform_assets.governance.identity import IdentityRefused, job_identity
+from platform_assets.governance.keys import audit_keys
+from platform_assets.governance.workflow import governance_for
 from platform_assets.resources.mlflow import MlflowResource
 
 LAUNCHED_BY = "mlplat/launched_by"
@@ -16,8 +19,6 @@ LAUNCHED_BY = "mlplat/launched_by"
 
 def _actor(context: dg.OpExecutionContext, config, gov, action: str, model: str, version=None):
     """The run's verified identity; a refusal is recorded in the audit trail, then raised."""
-    from platform_assets.governance.identity import IdentityRefused, job_identity
-    from platform_assets.governance.keys import audit_keys
 
     try:
         return job_identity(
@@ -70,7 +71,6 @@ class RollbackConfig(dg.Config):
 def submit_candidate(
     context: dg.OpExecutionContext, config: PromoteConfig, mlflow: MlflowResource
 ) -> None:
-    from platform_assets.governance.workflow import governance_for
 
     gov = governance_for(mlflow, context.instance, emit=context.log_event)
     try:
@@ -83,7 +83,6 @@ def submit_candidate(
 
 @dg.op(description="Move `champion` back to the `previous` version.")
 def roll_back(context: dg.OpExecutionContext, config: RollbackConfig, mlflow: MlflowResource):
-    from platform_assets.governance.workflow import governance_for
 
     gov = governance_for(mlflow, context.instance, emit=context.log_event)
     try:

@@ -14,15 +14,18 @@ import json
 
 import dagster as dg
 
-from platform_assets.tenancy.specs import TenantSpec
+from platform_assets.governance.identity import RECONCILER_IDENTITY, Identity
+from platform_assets.governance.workflow import governance_for, open_store
 from platform_assets.resources.mlflow import MlflowResource
+from platform_assets.tenancy.assets import Placement, step_op_tags
+from platform_assets.tenancy.limits import effective_resources
+from platform_assets.tenancy.specs import TenantSpec
 
 CHECK = "champion_alias"
 
 
 def champion_of(name: str) -> int | None:
     """The champion version of `name` in the platform's state."""
-    from platform_assets.governance.workflow import open_store
 
     store = open_store()
     try:
@@ -45,11 +48,10 @@ def drift(mlflow: MlflowResource, name: str, platform: int | None) -> str | None
     )
 
 
-def alias_check(tenant: TenantSpec, model: str) -> dg.AssetChecksDefinition:
+def alias_check(
+    tenant: TenantSpec, model: str, placement: Placement | None = None
+) -> dg.AssetChecksDefinition:
     """The `champion_alias` check of one model asset, a step of the model's tenant."""
-    from platform_assets.tenancy.assets import step_op_tags
-    from platform_assets.tenancy.limits import effective_resources
-
     name = f"{tenant.name}.{model}"
     path = ["models", model]
 
@@ -57,7 +59,9 @@ def alias_check(tenant: TenantSpec, model: str) -> dg.AssetChecksDefinition:
         asset=dg.AssetKey([tenant.name, *path]),
         name=CHECK,
         description="MLflow's champion alias points at the platform's champion.",
-        op_tags=step_op_tags(tenant, effective_resources(tenant.name, tenant.resources), path),
+        op_tags=step_op_tags(
+            tenant, effective_resources(tenant.name, tenant.resources), path, placement
+        ),
     )
     def champion_alias(mlflow: MlflowResource) -> dg.AssetCheckResult:
         platform = champion_of(name)
@@ -75,7 +79,6 @@ def alias_check(tenant: TenantSpec, model: str) -> dg.AssetChecksDefinition:
 def reconcile(gov, mlflow: MlflowResource, seen: dict[str, str], report) -> tuple[dict, list]:
     """Compare every model; record new drift and resolutions. Returns the new seen-drift map and
     what was found, one line per model that drifted or recovered."""
-    from platform_assets.governance.identity import RECONCILER_IDENTITY, Identity
 
     reconciler = Identity(RECONCILER_IDENTITY, "platform")
     champions = gov.store.champions_all()
@@ -110,7 +113,6 @@ def reconcile(gov, mlflow: MlflowResource, seen: dict[str, str], report) -> tupl
     description="Flag MLflow champion aliases that drifted from the platform's champions.",
 )
 def champion_alias_reconciliation(context: dg.SensorEvaluationContext, mlflow: MlflowResource):
-    from platform_assets.governance.workflow import governance_for
 
     gov = governance_for(mlflow, context.instance, emit=context.instance.report_runless_asset_event)
     try:

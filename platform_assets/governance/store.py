@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from platform_assets.governance.keys import AuditKeys
+from platform_assets.governance.keys import AuditKeys, audit_keys
+from platform_assets.governance.migrations import upgrade
 
 GENESIS = "0" * 64
 STATE_TABLES = ("champions", "requests", "approvals")
@@ -222,9 +223,6 @@ class GovernanceStore:
 
     def __init__(self, url: str, keys: AuditKeys | None = None, schema: str | None = None):
         import sqlalchemy as sa
-
-        from platform_assets.governance.keys import audit_keys
-        from platform_assets.governance.migrations import upgrade
 
         # Loaded on first use: reading state (champions for scoring) needs no audit key.
         self._keys = keys

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from platform_assets.k8s.policy import policy_names, policy_root
+from platform_assets.k8s.render import pod_parameters
 from platform_assets.tenancy.specs import TenantSpec
 
 TARGET = "admission.k8s.gatekeeper.sh"
@@ -19,7 +20,6 @@ def gatekeeper_manifests(tenants: dict[str, TenantSpec]) -> list[dict[str, Any]]
     """A ConstraintTemplate and a Constraint per pod policy (Gatekeeper 3.15+: OPA understands
     `import rego.v1`). Constraints match Pods, Jobs and KServe InferenceServices (the champions'
     manifests a GitOps repository applies) in namespaces labelled mlplat/tenant."""
-    from platform_assets.k8s.render import pod_parameters
 
     root = policy_root()
     libs = [p.read_text() for p in sorted((root / "lib").glob("*.rego"))]

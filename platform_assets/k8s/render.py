@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import dagster as dg
 import yaml
 
 from platform_assets.env import repo_root
@@ -32,6 +33,7 @@ from platform_assets.k8s.config import (
     quantity,
     services_secret,
 )
+from platform_assets.k8s.jobs import capture_jobs
 from platform_assets.k8s.policy import PolicySet, Violation
 from platform_assets.k8s.schemas import check_chart_values, check_manifest
 from platform_assets.k8s.steps import resources_block
@@ -43,10 +45,10 @@ from platform_assets.k8s.values import (
     dagster_values,
     user_deployments_values,
 )
-from platform_assets.tenancy.catalog import TenantCatalog, load_all
+from platform_assets.tenancy.catalog import TenantCatalog
 from platform_assets.tenancy.isolation import PLATFORM
 from platform_assets.tenancy.limits import effective_resources, limits_for
-from platform_assets.tenancy.locations import code_locations
+from platform_assets.tenancy.locations import CodeLocation, code_locations
 from platform_assets.tenancy.specs import TenantSpec
 
 CHART = repo_root() / "deploy" / "helm" / "mlplat-tenant"
@@ -229,33 +231,13 @@ class Rendered:
         return not self.problems and not self.violations
 
 
-def tenant_jobs(catalogs: dict[str, TenantCatalog]):
-    """Each tenant's pipeline as the `k8s` deployment defines it, with its code location."""
-    import dagster as dg
-
-    from platform_assets.resources.deployment import resources_for
-    from platform_assets.tenancy.loader import tenant_assets
-    from platform_assets.tenancy.location_defs import tenant_runs
-
-    # Resources only satisfy the assets' requirements here; they shape no Job.
-    defs = dg.Definitions.merge(
-        dg.Definitions(assets=[a for c in catalogs.values() for a in tenant_assets(c)]),
-        tenant_runs(catalogs, env="k8s"),
-        dg.Definitions(resources=resources_for("local")),
-    )
-    repo = defs.get_repository_def()
-    location_of = {t: loc for loc in code_locations() for t in loc.tenants}
-    return {
-        f"{name}_pipeline": (repo.get_job(f"{name}_pipeline"), location_of[name])
-        for name in catalogs
-    }
-
-
-def render_all(out: Path, catalogs: dict[str, TenantCatalog] | None = None) -> Rendered:
-    """Render and check everything into `out` (replaced whole)."""
-    from platform_assets.k8s.jobs import capture_jobs
-
-    catalogs = catalogs if catalogs is not None else load_all()
+def render_all(
+    out: Path,
+    catalogs: dict[str, TenantCatalog],
+    pipelines: dict[str, tuple[dg.JobDefinition, CodeLocation]],
+) -> Rendered:
+    """Render and check everything into `out` (replaced whole). `pipelines`: each tenant's
+    pipeline job as the `k8s` deployment defines it, with its code location."""
     tenants = {name: c.tenant for name, c in catalogs.items()}
     if out.exists():
         shutil.rmtree(out)
@@ -276,7 +258,7 @@ def render_all(out: Path, catalogs: dict[str, TenantCatalog] | None = None) -> R
             manifests.append(
                 (result.write(f"{folder}/{manifest_file(manifest)}", manifest), manifest)
             )
-    for job in capture_jobs(tenant_jobs(catalogs), tenants):
+    for job in capture_jobs(pipelines, tenants):
         path = result.write(f"jobs/{job.tenant}/{job.job}/{job.step}.yaml", job.manifest)
         manifests.append((path, job.manifest))
     pods = PolicySet("pods")

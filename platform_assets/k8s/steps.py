@@ -1,6 +1,7 @@
-"""What a tenant's step pod carries, as the `dagster-k8s/config` op tag dagster-k8s merges into
-the Job it submits: requests and limits after the platform's caps, GPUs with their toleration,
-a restricted security context, cost-attribution labels and the tenant's own overrides.
+"""What a tenant's step pod carries on the `k8s` deployment, as the `dagster-k8s/config` op tag
+dagster-k8s merges into the Job it submits: requests and limits after the platform's caps, GPUs
+with their toleration, a restricted security context, cost-attribution labels and the tenant's
+own overrides.
 
 The namespace and service account are not here: dagster-k8s takes both from the executor (and
 the code location), so they always travel together.
@@ -9,6 +10,7 @@ the code location), so they always travel together.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from typing import Any
 
@@ -90,3 +92,10 @@ def step_k8s_config(tenant: TenantSpec, requested: ComputeResources, asset: str)
         "pod_template_spec_metadata": {"labels": labels},
         "job_metadata": {"labels": labels},
     }
+
+
+def k8s_placement(tenant: TenantSpec, granted: ComputeResources, path: list[str]) -> dict[str, str]:
+    """The `k8s` deployment's placement of a tenant step (`tenancy.assets.Placement`): the pod
+    dagster-k8s merges into the Job it submits."""
+    asset = "/".join([tenant.name, *path])
+    return {"dagster-k8s/config": json.dumps(step_k8s_config(tenant, granted, asset))}

@@ -13,6 +13,7 @@ from __future__ import annotations
 from importlib.metadata import version
 from typing import Any
 
+from platform_assets.cost.quotas import tenant_run_limits
 from platform_assets.k8s.config import PLATFORM_RUNNER, k8s_name, platform, services_secret
 from platform_assets.k8s.steps import RUN_AS_USER, resources_block
 from platform_assets.tenancy.isolation import PLATFORM
@@ -120,7 +121,6 @@ def run_coordinator(tenants: dict[str, TenantSpec]) -> dict[str, Any]:
     that tags each run with its tenant and refuses an over-budget tenant's run before it
     starts), through the chart's `CustomRunCoordinator`, with each tenant's platform-owned
     `max_concurrent_runs` as its tag concurrency limits (the `services` instance's queue)."""
-    from platform_assets.cost.quotas import tenant_run_limits
 
     limits = tenant_run_limits(tenants)
     return {

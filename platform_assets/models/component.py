@@ -5,12 +5,24 @@ from typing import TYPE_CHECKING
 import dagster as dg
 
 from platform_assets.cost.metering import meter
+from platform_assets.features.feast_objects import apply_current
+from platform_assets.models import manifest as manifests
+from platform_assets.models.training import (
+    build_pipeline,
+    failed_thresholds,
+    feature_columns,
+    metrics,
+    plots,
+    png_markdown,
+)
+from platform_assets.quality.checks import expectation_check, leakage_check
+from platform_assets.resources.feature_store import FeastResource
+from platform_assets.resources.lake import LakeResource
+from platform_assets.resources.mlflow import MlflowResource
 from platform_assets.resources.pricing import PricingResource
-from platform_assets.governance.deploy import batch_scores_asset
-from platform_assets.governance.reconcile import alias_check
-from platform_assets.monitoring.assets import drift_asset
 from platform_assets.tenancy.assets import (
     GATED,
+    Placement,
     TeamComponent,
     asset_kwargs,
     expectations_check,
@@ -19,20 +31,15 @@ from platform_assets.tenancy.assets import (
 from platform_assets.tenancy.catalog import (
     TenantCatalog,
     check_model_refs,
-    load_tenant,
-    tenant_folder_of,
 )
 from platform_assets.tenancy.specs import ModelSpec
-from platform_assets.resources.feature_store import FeastResource
-from platform_assets.resources.lake import LakeResource
-from platform_assets.resources.mlflow import MlflowResource
 
 TRUSTED_TYPES = [
     "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
     "numpy.dtype",
 ]
 if TYPE_CHECKING:  # pandas loads in the steps, not with the code location
-    import pandas as pd
+    pass
 
 
 # Steps that talk to the MLflow tracking server outlive a short outage of it: each attempt fails
@@ -71,18 +78,11 @@ def register_version(
     return int(version.version)
 
 
-def time_split(df: "pd.DataFrame", test_fraction: float) -> "pd.Series":
-    import pandas as pd
-
-    """Latest `test_fraction` of label times is held out: the model is judged on the future."""
-    cutoff = df["event_timestamp"].quantile(1 - test_fraction)
-    return pd.Series(
-        ["test" if t > cutoff else "train" for t in df["event_timestamp"]], index=df.index
-    )
-
-
-def model_assets(catalog: TenantCatalog, spec: ModelSpec) -> list[dg.AssetsDefinition]:
-    """Training set, model, evaluation report, batch scores and drift of one model."""
+def model_assets(
+    catalog: TenantCatalog, spec: ModelSpec, placement: Placement | None = None
+) -> list[dg.AssetsDefinition]:
+    """Training set, model and evaluation report of one model (its batch scores and drift are
+    monitoring's, its champion-alias check governance's)."""
     tenant = catalog.tenant
     resolved = check_model_refs(catalog, spec)
     requested = spec.resources or tenant.resources
@@ -109,6 +109,7 @@ def model_assets(catalog: TenantCatalog, spec: ModelSpec) -> list[dg.AssetsDefin
             "feature_service": spec.feature_service,
             "features": dg.MetadataValue.json(spec.features),
         },
+        placement=placement,
     )
     ts_key = ts_kwargs["key"]
     feature_keys = [dg.AssetKey([owner, "features", fs.name]) for owner, fs in resolved.values()]
@@ -128,9 +129,6 @@ def model_assets(catalog: TenantCatalog, spec: ModelSpec) -> list[dg.AssetsDefin
         automation_condition=GATED,
     )
     def training_set(lake: LakeResource, feast: FeastResource, pricing: PricingResource):
-        from platform_assets.features.feast_objects import apply_current
-        from platform_assets.models import manifest as manifests
-        from platform_assets.quality.checks import expectation_check, leakage_check
 
         with meter(tenant.name, requested, pricing.catalog()) as usage:
             store = feast.store(tenant.name)
@@ -202,6 +200,7 @@ def model_assets(catalog: TenantCatalog, spec: ModelSpec) -> list[dg.AssetsDefin
             "params": dg.MetadataValue.json(spec.params),
             "registered_model": registered,
         },
+        placement=placement,
     )
     model_key = model_kwargs["key"]
 
@@ -219,8 +218,6 @@ def model_assets(catalog: TenantCatalog, spec: ModelSpec) -> list[dg.AssetsDefin
     ):
         import mlflow as mlflow_lib
         from mlflow.models import infer_signature
-
-        from platform_assets.models.training import build_pipeline, feature_columns, metrics
 
         with meter(tenant.name, requested, pricing.catalog()) as usage:
             version = lake.current(tenant.name, "training_sets", spec.name).version
@@ -286,6 +283,7 @@ def model_assets(catalog: TenantCatalog, spec: ModelSpec) -> list[dg.AssetsDefin
         requested,
         source=source,
         metadata={"policy": dg.MetadataValue.json(policy)},
+        placement=placement,
     )
 
     @team_asset(
@@ -302,14 +300,6 @@ def model_assets(catalog: TenantCatalog, spec: ModelSpec) -> list[dg.AssetsDefin
     ):
         import matplotlib.pyplot as plt
         import mlflow as mlflow_lib
-
-        from platform_assets.models.training import (
-            failed_thresholds,
-            feature_columns,
-            metrics,
-            plots,
-            png_markdown,
-        )
 
         with meter(tenant.name, requested, pricing.catalog()) as usage:
             event = context.instance.get_latest_materialization_event(model_key)
@@ -363,10 +353,7 @@ def model_assets(catalog: TenantCatalog, spec: ModelSpec) -> list[dg.AssetsDefin
             },
         )
 
-    # Governance: scores with the platform's champion; the check flags a drifted MLflow alias.
-    scores = batch_scores_asset(tenant, spec, resolved, requested, source)
-    drift = drift_asset(tenant, spec, resolved, requested, source)
-    return [training_set, model, evaluation_report, scores, drift, alias_check(tenant, spec.name)]
+    return [training_set, model, evaluation_report]
 
 
 class Model(TeamComponent, ModelSpec):
@@ -379,8 +366,3 @@ class Model(TeamComponent, ModelSpec):
     - `<tenant>/evaluation_reports/<name>`: held-out metrics against thresholds, with ROC,
       precision-recall and calibration plots.
     """
-
-    def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
-        catalog = load_tenant(tenant_folder_of(context.path))
-        spec = ModelSpec.model_validate(self.model_dump())
-        return dg.Definitions(assets=model_assets(catalog, spec))

@@ -20,13 +20,16 @@ from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from platform_assets.models.training import time_split
+from platform_assets.tenancy.specs import Labels
+
 if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
     from feast import Entity, FeatureService, FeatureStore, FeatureView
 
-    from platform_assets.tenancy.specs import Labels
     from platform_assets.resources.lake import LakeResource
+    from platform_assets.tenancy.specs import Labels
 
 MANIFEST_FORMAT = 1
 MANIFEST_EXPORT = "json"  # the manifest is the lake export `<training set version>.json`
@@ -77,7 +80,6 @@ def assemble(
 ) -> pd.DataFrame:
     """The training set: features of `service` joined point-in-time onto the entity frame,
     in event-time order, with its train/test split column."""
-    from platform_assets.models.component import time_split
 
     df = store.get_historical_features(entity_df=entity_df, features=service).to_df()
     df = df.sort_values("event_timestamp", kind="stable").reset_index(drop=True)
@@ -236,7 +238,6 @@ def reproduce(lake: LakeResource, manifest: dict[str, Any]) -> Reproduced:
     from feast.protos.feast.core.FeatureView_pb2 import FeatureView as FeatureViewProto
 
     from platform_assets.features.offline_store import feature_store_yaml
-    from platform_assets.tenancy.specs import Labels
 
     built = manifest["training_set"]
     what = f"training set {built['tenant']}/training_sets/{built['model']}@{built['version']}"

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import base64
 import io
-from typing import Any
-
-import numpy as np
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 # Re-exported: the evaluation step and older callers import them from here.
 from platform_assets.models.metrics import HIGHER_IS_BETTER, failed_thresholds  # noqa: F401
+
+if TYPE_CHECKING:  # loaded in the steps, not with the code location
+    import numpy as np
+    import pandas as pd
 
 META_COLUMNS = ("event_timestamp", "split")
 
@@ -45,6 +46,7 @@ def build_pipeline(algorithm: str, params: dict[str, Any]):
 
 
 def metrics(y: np.ndarray, proba: np.ndarray) -> dict[str, float]:
+    import numpy as np
     from sklearn import metrics as m
 
     pred = (proba >= 0.5).astype(int)
@@ -87,3 +89,13 @@ def png_markdown(fig) -> str:
     fig.savefig(buf, format="png")
     data = base64.b64encode(buf.getvalue()).decode()
     return f"![{fig.axes[0].get_title()}](data:image/png;base64,{data})"
+
+
+def time_split(df: pd.DataFrame, test_fraction: float) -> pd.Series:
+    """Latest `test_fraction` of label times is held out: the model is judged on the future."""
+    import pandas as pd
+
+    cutoff = df["event_timestamp"].quantile(1 - test_fraction)
+    return pd.Series(
+        ["test" if t > cutoff else "train" for t in df["event_timestamp"]], index=df.index
+    )

@@ -13,8 +13,13 @@ from typing import TYPE_CHECKING
 import dagster as dg
 
 from platform_assets.cost.metering import meter
+from platform_assets.governance.reconcile import champion_of
+from platform_assets.models.training import feature_columns, png_markdown
+from platform_assets.monitoring.drift import compare, compare_numeric, judge
+from platform_assets.resources.lake import LakeResource
+from platform_assets.resources.mlflow import MlflowResource
 from platform_assets.resources.pricing import PricingResource
-from platform_assets.tenancy.assets import GATED, asset_kwargs, team_asset
+from platform_assets.tenancy.assets import GATED, Placement, asset_kwargs, team_asset
 from platform_assets.tenancy.specs import (
     ComputeResources,
     FeatureSetSpec,
@@ -22,8 +27,6 @@ from platform_assets.tenancy.specs import (
     Monitoring,
     TenantSpec,
 )
-from platform_assets.resources.lake import LakeResource
-from platform_assets.resources.mlflow import MlflowResource
 
 if TYPE_CHECKING:  # pyarrow and numpy load in the steps, not with the code location
     import numpy as np
@@ -139,8 +142,6 @@ def _plot(drift: "Drift", title: str) -> str:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from platform_assets.models.training import png_markdown
-
     x = np.arange(len(drift.bins))
     fig, ax = plt.subplots(figsize=(5, 2.6), dpi=70)
     ax.bar(x - 0.2, drift.reference_share, 0.4, label="training set")
@@ -160,8 +161,6 @@ def _summary_plot(results: "list[Drift]", threshold: float, title: str) -> str:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from platform_assets.models.training import png_markdown
 
     fig, ax = plt.subplots(figsize=(5, 0.3 * len(results) + 1), dpi=70)
     names = [r.name for r in results]
@@ -198,7 +197,6 @@ def _table(results: "list[Drift]") -> str:
 def _check_result(
     check: str, drift: "Drift | None", monitoring: Monitoring, absent: str, prediction: bool = False
 ) -> dg.AssetCheckResult:
-    from platform_assets.monitoring.drift import judge
 
     if drift is None:
         return dg.AssetCheckResult(
@@ -232,6 +230,7 @@ def drift_asset(
     resolved: dict[str, tuple[str, FeatureSetSpec]],
     requested: ComputeResources,
     source: Path | None = None,
+    placement: Placement | None = None,
 ) -> dg.AssetsDefinition:
     """`<tenant>/drift/<model>` with a check `drift_<feature>` per feature and
     `prediction_drift`. Produces nothing while the model has no champion or no recent rows."""
@@ -250,6 +249,7 @@ def drift_asset(
         requested,
         source=source,
         metadata={"monitoring": dg.MetadataValue.json(monitoring.model_dump(mode="json"))},
+        placement=placement,
     )
     key = kwargs["key"]
     severity = monitoring.severity
@@ -289,7 +289,6 @@ def drift_asset(
         mlflow: MlflowResource,
         pricing: PricingResource,
     ):
-        from platform_assets.governance.reconcile import champion_of
 
         champion = champion_of(registered)
         if champion is None:
@@ -297,9 +296,6 @@ def drift_asset(
             return
         import mlflow as mlflow_lib
         import pyarrow as pa
-
-        from platform_assets.models.training import feature_columns
-        from platform_assets.monitoring.drift import compare, compare_numeric
 
         with meter(tenant.name, requested, pricing.catalog()) as usage:
             now = datetime.now(UTC)

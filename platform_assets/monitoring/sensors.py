@@ -13,13 +13,16 @@ import json
 
 import dagster as dg
 
+from platform_assets.cost.budget import over_budget_skip
+from platform_assets.monitoring.assets import PREDICTION_CHECK, feature_check, model_features
+from platform_assets.tenancy.catalog import check_model_refs
+from platform_assets.tenancy.runs import pipeline_job_name, pipeline_selection
 from platform_assets.tenancy.specs import ModelSpec, TenantSpec
 
 REASON_TAG = "mlplat/reason"
 
 
 def drift_check_keys(tenant: str, spec: ModelSpec, features: list[str]) -> list[dg.AssetCheckKey]:
-    from platform_assets.monitoring.assets import PREDICTION_CHECK, feature_check
 
     key = dg.AssetKey([tenant, "drift", spec.name])
     names = [*(feature_check(f) for f in features), PREDICTION_CHECK]
@@ -30,7 +33,6 @@ def retrain_sensor(
     tenant: TenantSpec, models: dict[str, list[dg.AssetCheckKey]]
 ) -> dg.SensorDefinition:
     """`models`: model name -> its drift check keys, for the models that retrain on drift."""
-    from platform_assets.tenancy.location_defs import pipeline_job_name, pipeline_selection
 
     @dg.sensor(
         name=f"{tenant.name}_drift_retrain",
@@ -41,7 +43,6 @@ def retrain_sensor(
         "(monitoring.retrain_on_drift in their YAML).",
     )
     def drift_retrain(context: dg.SensorEvaluationContext):
-        from platform_assets.cost.budget import over_budget_skip
 
         seen: dict[str, int] = json.loads(context.cursor or "{}")
         storage = context.instance.event_log_storage
@@ -88,8 +89,6 @@ def retrain_sensor(
 
 def tenant_retrain_sensors(catalog) -> list[dg.SensorDefinition]:
     """The tenant's retrain sensor, when any of its models retrains on drift."""
-    from platform_assets.monitoring.assets import model_features
-    from platform_assets.tenancy.catalog import check_model_refs
 
     models = {
         spec.name: drift_check_keys(

@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from platform_assets.observability import series as S
+from platform_assets.observability.exporter import run_success_targets
 
 REPO = Path(__file__).resolve().parents[2]
 OUT = REPO / "deploy" / "observability"
@@ -616,9 +617,7 @@ def _yaml(document: Any) -> str:
 def rendered(slos: dict[str, tuple[float, float]] | None = None) -> dict[Path, str]:
     """Every generated file and its text; `slos` defaults to the tenants' YAML."""
     if slos is None:
-        from platform_assets.observability.exporter import Tenants
-
-        slos = Tenants.load().run_success
+        slos = run_success_targets()
     prometheus = {
         "global": {"scrape_interval": "30s", "evaluation_interval": "1m"},
         "rule_files": ["rules.yml"],

@@ -32,7 +32,17 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from platform_assets.cost import ledger
 from platform_assets.observability import series as S
+from platform_assets.observability.slo import TenantAssets, freshness_policies
+from platform_assets.tenancy.catalog import (
+    PlatformConfigError,
+    TenantCatalog,
+    defs_root,
+    load_tenant,
+)
+from platform_assets.tenancy.limits import limits_for
+from platform_assets.tenancy.locations import tenant_folders
 from platform_assets.tenancy.specs import FreshnessSlo
 
 if TYPE_CHECKING:
@@ -126,11 +136,13 @@ class Tenants:
     """What the exporter knows from the tenants' YAML, read at its start and again whenever a
     file under the defs root changes (`PlatformState.tenants_interval`)."""
 
-    names: list[str]
-    config_ok: dict[str, bool]
-    models: dict[str, list[str]]
-    freshness: dict[dg.AssetKey, FreshnessSlo]
-    run_success: dict[str, tuple[float, float]]  # tenant -> (target, window seconds)
+    tenant_assets: TenantAssets
+    names: list[str] = field(default_factory=list)
+    config_ok: dict[str, bool] = field(default_factory=dict)
+    models: dict[str, list[str]] = field(default_factory=dict)
+    freshness: dict[dg.AssetKey, FreshnessSlo] = field(default_factory=dict)
+    # tenant -> (target, window seconds)
+    run_success: dict[str, tuple[float, float]] = field(default_factory=dict)
     root: Path | None = None
     stamp: tuple = ()
 
@@ -138,14 +150,11 @@ class Tenants:
         return self.root is not None and folder_stamp(self.root) != self.stamp
 
     @classmethod
-    def load(cls, root=None) -> Tenants:
-        from platform_assets.observability.slo import freshness_policies
-        from platform_assets.tenancy.catalog import PlatformConfigError, defs_root, load_tenant
-        from platform_assets.tenancy.locations import tenant_folders
-
+    def load(cls, tenant_assets: TenantAssets, root: Path | None = None) -> Tenants:
+        """`tenant_assets` builds one tenant's assets, whose freshness policies are its SLOs."""
         root = (root or defs_root()).resolve()
         # Stamped before reading: a file changed while it is read is read again next time.
-        tenants = cls([], {}, {}, {}, {}, root, folder_stamp(root))
+        tenants = cls(tenant_assets, root=root, stamp=folder_stamp(root))
         load_tenant.cache_clear()  # this process's parsed folders may be stale
         for name in tenant_folders(root):
             tenants.names.append(name)
@@ -158,10 +167,27 @@ class Tenants:
                 continue
             tenants.config_ok[name] = True
             tenants.models[name] = sorted(catalog.models)
-            tenants.freshness.update(freshness_policies(catalog))
-            slo = catalog.tenant.slos.run_success
-            tenants.run_success[name] = (slo.target, slo.window_days * 86400)
+            tenants.freshness.update(freshness_policies(catalog, tenant_assets))
+            tenants.run_success[name] = run_success_target(catalog)
         return tenants
+
+
+def run_success_target(catalog: TenantCatalog) -> tuple[float, float]:
+    """A tenant's run-success SLO: its target and its window in seconds."""
+    slo = catalog.tenant.slos.run_success
+    return slo.target, slo.window_days * 86400
+
+
+def run_success_targets(root: Path | None = None) -> dict[str, tuple[float, float]]:
+    """Every tenant's run-success SLO, leaving out a tenant whose YAML does not load."""
+    root = (root or defs_root()).resolve()
+    targets = {}
+    for name in tenant_folders(root):
+        try:
+            targets[name] = run_success_target(load_tenant(root / name))
+        except PlatformConfigError as exc:
+            log.warning("tenant %s: YAML does not load (%s)", name, exc)
+    return targets
 
 
 @dataclass
@@ -254,7 +280,7 @@ class PlatformState:
         self.tenants_checked_at = now
         if not self.tenants.changed():
             return
-        self.tenants = Tenants.load(self.tenants.root)
+        self.tenants = Tenants.load(self.tenants.tenant_assets, self.tenants.root)
         log.info("tenant YAML changed: %d tenant(s) read again", len(self.tenants.names))
         self._bootstrap_materializations()
         self.read_once = False  # the freshness state of the new policies, this refresh
@@ -421,8 +447,6 @@ class PlatformState:
     def _refresh_cost(self) -> None:
         import sqlalchemy as sa
 
-        from platform_assets.cost import ledger
-
         engine = self.engine or ledger.ledger_engine()
         ledger.refresh(self.instance, engine)
         month = datetime.fromtimestamp(self.clock(), UTC).strftime("%Y-%m")
@@ -534,7 +558,6 @@ class PlatformState:
         yield from (last, lag, fail, warn, state)
 
     def _cost_families(self, now: float) -> Iterator[Metric]:
-        from platform_assets.tenancy.limits import limits_for
 
         moment = datetime.fromtimestamp(now, UTC)
         month_start = moment.replace(day=1, hour=0, minute=0, second=0, microsecond=0)

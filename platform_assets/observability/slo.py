@@ -3,18 +3,23 @@ budgets, and the platform's SLO report asset."""
 
 import base64
 import io
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import dagster as dg
 
+from platform_assets.tenancy.catalog import PlatformConfigError, defs_root, load_tenant
+from platform_assets.tenancy.runs import claim_run
 from platform_assets.tenancy.specs import FreshnessSlo
 
 if TYPE_CHECKING:
     from platform_assets.tenancy.catalog import TenantCatalog
 
+# One tenant's assets as its code location builds them (the composition root passes its own
+# `tenant_assets`): freshness policies are read from the definitions themselves.
+TenantAssets = Callable[["TenantCatalog"], Iterable[dg.AssetsDefinition]]
 SLO_REPORT_KEY = dg.AssetKey(["platform", "slo", "report"])
 slo_report_job = dg.define_asset_job(
     "slo_report", selection=[SLO_REPORT_KEY], tags={"tenant": "platform"}
@@ -28,22 +33,13 @@ slo_report_schedule = dg.ScheduleDefinition(
 )
 
 
-def freshness_policy(slo: FreshnessSlo) -> dg.FreshnessPolicy:
-    """Dagster's own freshness policy for an asset under this SLO (the UI and the freshness
-    daemon show PASS/WARN/FAIL from it; the exporter compares the lag with its windows)."""
-    warn = timedelta(hours=slo.warn_after_hours) if slo.warn_after_hours is not None else None
-    return dg.FreshnessPolicy.time_window(
-        fail_window=timedelta(hours=slo.fail_after_hours), warn_window=warn
-    )
-
-
-def freshness_policies(catalog: "TenantCatalog") -> dict[dg.AssetKey, FreshnessSlo]:
+def freshness_policies(
+    catalog: "TenantCatalog", tenant_assets: TenantAssets
+) -> dict[dg.AssetKey, FreshnessSlo]:
     """Each of the tenant's assets that has a freshness policy, with the SLO it comes from.
 
     Read from the asset definitions themselves, so it is exactly the assets `asset_kwargs` gave
     a policy to, whatever their keys."""
-    from platform_assets.tenancy.loader import tenant_assets
-
     slos = catalog.tenant.slos.freshness
     found: dict[dg.AssetKey, FreshnessSlo] = {}
     for assets_def in tenant_assets(catalog):
@@ -150,9 +146,11 @@ def freshness(
     )
 
 
-def tenant_slos(instance: dg.DagsterInstance, catalog: "TenantCatalog", now: datetime):
+def tenant_slos(
+    instance: dg.DagsterInstance, catalog: "TenantCatalog", now: datetime, assets: TenantAssets
+):
     yield run_success(instance, catalog, now)
-    for key, slo in freshness_policies(catalog).items():
+    for key, slo in freshness_policies(catalog, assets).items():
         yield freshness(instance, catalog.tenant.name, key, slo, now)
 
 
@@ -196,7 +194,7 @@ def _table(results: list[SloResult]) -> str:
     return "\n".join(rows)
 
 
-def slo_report_asset(tenants: list[str]) -> dg.AssetsDefinition:
+def slo_report_asset(tenants: list[str], tenant_assets: TenantAssets) -> dg.AssetsDefinition:
     """The platform's SLO report. Like the showback it names tenants by folder; it reads each
     tenant's YAML when it runs and reports one that does not load instead of failing them all."""
 
@@ -213,8 +211,6 @@ def slo_report_asset(tenants: list[str]) -> dg.AssetsDefinition:
         ),
     )
     def slo_report(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
-        from platform_assets.tenancy.catalog import PlatformConfigError, defs_root, load_tenant
-        from platform_assets.tenancy.runs import claim_run
 
         claim_run("platform")
         now = datetime.now(UTC)
@@ -228,7 +224,7 @@ def slo_report_asset(tenants: list[str]) -> dg.AssetsDefinition:
                 context.log.warning(f"SLOs of tenant {name} not reported: {exc}")
                 unloaded.append(f"{name}: {exc}")
                 continue
-            results.extend(tenant_slos(context.instance, catalog, now))
+            results.extend(tenant_slos(context.instance, catalog, now, tenant_assets))
         missed = [r for r in results if r.met is False]
         metadata: dict = {
             "slos": len(results),

@@ -2,36 +2,46 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import dagster as dg
-import pandas as pd
 
 from platform_assets.quality.expectations import validate
 from platform_assets.tenancy.specs import Expectation
 
+if TYPE_CHECKING:  # loaded in the steps, not with the code location
+    import pandas as pd
+
 
 def _is_string(column: pd.Series) -> bool:
     # Object columns with nulls are still string columns; pandas' own check says no.
+    import pandas as pd
+
     if pd.api.types.is_string_dtype(column):
         return True
     values = column.dropna()
     return column.dtype == object and bool(values.map(lambda v: isinstance(v, str)).all())
 
 
-_KINDS = {
-    "string": _is_string,
-    "int64": pd.api.types.is_integer_dtype,
-    "float64": pd.api.types.is_numeric_dtype,
-    "bool": pd.api.types.is_bool_dtype,
-    "timestamp": pd.api.types.is_datetime64_any_dtype,
-}
+def _kinds() -> dict:
+    import pandas as pd
+
+    return {
+        "string": _is_string,
+        "int64": pd.api.types.is_integer_dtype,
+        "float64": pd.api.types.is_numeric_dtype,
+        "bool": pd.api.types.is_bool_dtype,
+        "timestamp": pd.api.types.is_datetime64_any_dtype,
+    }
 
 
 def schema_check(df: pd.DataFrame, declared: dict[str, str]) -> dg.AssetCheckResult:
     missing = [c for c in declared if c not in df.columns]
+    kinds = _kinds()
     wrong = {
         c: f"declared {t}, found {df[c].dtype}"
         for c, t in declared.items()
-        if c in df.columns and not _KINDS[t](df[c])
+        if c in df.columns and not kinds[t](df[c])
     }
     problems = [f"column {c!r} is missing" for c in missing] + [
         f"column {c!r}: {why}" for c, why in wrong.items()
@@ -83,6 +93,8 @@ def leakage_check(
     df: pd.DataFrame, label_ts: str, feature_ts_columns: list[str]
 ) -> dg.AssetCheckResult:
     """No feature row may be newer than the label it is joined to."""
+    import pandas as pd
+
     label_time = pd.to_datetime(df[label_ts], utc=True)
     leaks: dict[str, int] = {}
     samples: list[dict[str, str]] = []

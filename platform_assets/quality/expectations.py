@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from platform_assets.tenancy.specs import Expectation
+
+if TYPE_CHECKING:  # loaded in the steps, not with the code location
+    import pandas as pd
 
 SAMPLE_ROWS = 5
 
@@ -80,6 +81,8 @@ def _gx_class(name: str):
 
 
 def _sample(df: pd.DataFrame, result: dict[str, Any]) -> list[dict[str, Any]]:
+    import pandas as pd
+
     index = result.get("partial_unexpected_index_list") or []
     rows = df.loc[[i for i in index if i in df.index][:SAMPLE_ROWS]]
     return [

@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING
 
 import dagster as dg
 
+from platform_assets.tenancy.isolation import check_write
+
 if TYPE_CHECKING:  # pyarrow loads in the steps, not with the code location
     import pyarrow as pa
     import pyarrow.fs as pafs
@@ -137,7 +139,6 @@ class LakeResource(dg.ConfigurableResource):
         return f"{self.root.partition('://')[0]}://{path}"
 
     def _folder(self, tenant: str, kind: str, name: str) -> str:
-        from platform_assets.tenancy.isolation import check_write
 
         fs, base = self.filesystem()
         folder = f"{base}/{tenant}/{kind}/{name}"

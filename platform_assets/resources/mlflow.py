@@ -49,7 +49,6 @@ def read_tenant_password(folder: Path, tenant: str) -> str:
     return password
 
 
-
 class MlflowResource(dg.ConfigurableResource):
     """Where runs and registered models live. Registered model names are `<tenant>.<model>`.
 

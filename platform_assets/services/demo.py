@@ -18,7 +18,12 @@ from pathlib import Path
 import dagster as dg
 from rich.console import Console
 
+from platform_assets.definitions import defs
+from platform_assets.demo import summary
+from platform_assets.demo.approvals import walk
 from platform_assets.services.stack import Stack, _graphql
+from platform_assets.tenancy.catalog import load_all
+from platform_assets.tenancy.runs import automation_sensor_name, pipeline_job_name
 
 FINISHED = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
 STEP_EVENTS = {dg.DagsterEventType.STEP_SUCCESS, dg.DagsterEventType.STEP_FAILURE}
@@ -174,8 +179,6 @@ def automation_sensor_line(instance: dg.DagsterInstance, tenants: list[str], aft
     """What the tenants' automation condition sensors did under the daemon during the demo."""
     from dagster._core.scheduler.instigation import InstigatorType
 
-    from platform_assets.tenancy.location_defs import automation_sensor_name
-
     names = {automation_sensor_name(t) for t in tenants}
     states = instance.all_instigator_state(instigator_type=InstigatorType.SENSOR)
     running = [s for s in states if s.name in names and s.is_running]
@@ -199,8 +202,6 @@ def main(log: str | None = None) -> None:
     log_path = Path(log or stack.folder / "demo.log").resolve()
     started = time.time()
     locations = job_locations(url)
-    from platform_assets.tenancy.catalog import load_all
-    from platform_assets.tenancy.location_defs import pipeline_job_name
 
     catalogs = load_all()
     tenants = sorted(catalogs)
@@ -257,10 +258,6 @@ def main(log: str | None = None) -> None:
             raise SystemExit(f"promotion runs failed: {bad} (events in {log_path})")
         # Everything was fresh, so the tenants' automation sensors must have requested nothing.
         console.print(f"  {automation_sensor_line(instance, tenants, started)}")
-
-        from platform_assets.definitions import defs
-        from platform_assets.demo import summary
-        from platform_assets.governance.demo import walk
 
         console.rule("Approval workflow")
         for line in walk(console):

@@ -26,8 +26,19 @@ from pathlib import Path
 
 import yaml
 
+from platform_assets.cost.quotas import render_block
 from platform_assets.env import repo_root
-from platform_assets.governance.mlflow_auth import GOVERNANCE_USER
+from platform_assets.governance.mlflow_auth import (
+    GOVERNANCE_USER,
+    configure_permissions,
+    write_auth_config,
+)
+from platform_assets.resources.feature_store import write_private
+from platform_assets.resources.lake import LakeResource
+from platform_assets.resources.mlflow import write_tenant_passwords
+from platform_assets.services.postgres import PostgresCluster
+from platform_assets.tenancy.catalog import load_all
+from platform_assets.tenancy.locations import render_workspace
 
 TEMPLATE = Path(__file__).with_name("dagster.yaml")
 BUCKET = "mlplat"
@@ -117,7 +128,6 @@ class Stack:
             "databases": self.databases,
             "components": {k: asdict(c) for k, c in self.components.items()},
         }
-        from platform_assets.resources.feature_store import write_private
 
         write_private(self.folder / STATE_FILE, json.dumps(data, indent=2))  # holds credentials
 
@@ -138,7 +148,6 @@ class Stack:
 
 
 def _write_env(path: Path, env: dict[str, str]) -> None:
-    from platform_assets.resources.feature_store import write_private
 
     lines = ["# mlplat services deployment: endpoints and credentials (0600; `services down`)"]
     write_private(path, "\n".join([*lines, *(f"{k}={v}" for k, v in env.items())]) + "\n")
@@ -216,15 +225,11 @@ def workspace_config() -> dict:
     workspace.yaml; launches find a job's location by asking the webserver."""
     import yaml
 
-    from platform_assets.tenancy.locations import render_workspace
-
     return yaml.safe_load(render_workspace())
 
 
 def dagster_yaml() -> str:
     """The services instance config with the tenants' run quotas rendered in."""
-    from platform_assets.cost.quotas import render_block
-    from platform_assets.tenancy.catalog import load_all
 
     text = TEMPLATE.read_text()
     head, rest = text.split("# BEGIN mlplat quotas", 1)
@@ -242,7 +247,6 @@ def _postgres(stack: Stack, report: Callable[[str], None]) -> str:
         url = "postgresql://postgres@127.0.0.1:5432/postgres"
         stack.components["postgres"] = Component("postgres", url)
         return url
-    from platform_assets.services.postgres import PostgresCluster
 
     cluster = PostgresCluster(stack.folder / "postgres", free_port()).init()
     cluster.start()
@@ -386,7 +390,6 @@ def _start(stack: Stack, report: Callable[[str], None], dagster: bool = True) ->
 
     mlflow_port = free_port()
     mlflow_url = f"http://127.0.0.1:{mlflow_port}"
-    from platform_assets.governance.mlflow_auth import write_auth_config
 
     auth_ini = write_auth_config(
         folder / "mlflow_auth.ini", _psycopg2(dbs["mlflow_auth"]), MLFLOW_ADMIN
@@ -470,9 +473,6 @@ def _start(stack: Stack, report: Callable[[str], None], dagster: bool = True) ->
 def mlflow_users(stack: Stack, url: str, admin_password: str) -> str:
     """As MLflow's admin: the governance user and one user per tenant, with their permissions;
     the tenants' passwords go to 0600 files. Returns the governance user's password."""
-    from platform_assets.governance.mlflow_auth import configure_permissions
-    from platform_assets.resources.mlflow import write_tenant_passwords
-    from platform_assets.tenancy.catalog import load_all
 
     catalogs = load_all()
     tenants = {name: secrets.token_urlsafe(18) for name in sorted(catalogs)}
@@ -485,7 +485,6 @@ def mlflow_users(stack: Stack, url: str, admin_password: str) -> str:
 
 def audit_key(folder: Path) -> Path:
     """The audit chain's HMAC key, outside the platform database: a 0600 file of the stack."""
-    from platform_assets.resources.feature_store import write_private
 
     path = folder / "audit.key"
     if not path.exists():
@@ -494,7 +493,6 @@ def audit_key(folder: Path) -> Path:
 
 
 def lake_uri(folder: Path) -> str:
-    from platform_assets.resources.lake import LakeResource
 
     # The lake on the S3 server where the lake speaks URIs; a folder of the stack until then.
     if "commit" in LakeResource.__dict__:
@@ -581,8 +579,6 @@ def down(
         if comp.pid is None:
             continue
         if name == "postgres":
-            from platform_assets.services.postgres import PostgresCluster
-
             port = int(comp.url.rsplit(":", 1)[1].split("/")[0])
             if _alive(comp.pid):
                 PostgresCluster(folder / "postgres", port).stop()

@@ -20,16 +20,23 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from platform_assets.env import deployment
+from platform_assets.governance.identity import IdentityRefused, OidcSettings, verify_token
+from platform_assets.governance.rbac import platform_admins, roles_of
+from platform_assets.governance.workflow import TenantCatalogs, open_store
+from platform_assets.resources.deployment import resources_for
 from platform_assets.serving.requestlog import LogSchema, RequestLog
+from platform_assets.serving.runtime import scorer
+from platform_assets.tenancy.catalog import check_model_refs
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
     from platform_assets.governance.store import GovernanceStore
-    from platform_assets.serving.runtime import Scorer
-    from platform_assets.tenancy.catalog import TenantCatalog
     from platform_assets.resources.feature_store import FeastResource
     from platform_assets.resources.mlflow import MlflowResource
+    from platform_assets.serving.runtime import Scorer
+    from platform_assets.tenancy.catalog import TenantCatalog
 
 log = logging.getLogger("mlplat.serve")
 
@@ -120,7 +127,6 @@ class Route:
 
 
 def routes_from(catalogs: Mapping[str, "TenantCatalog"]) -> dict[str, Route]:
-    from platform_assets.tenancy.catalog import check_model_refs
 
     routes = {}
     for tenant, catalog in sorted(catalogs.items()):
@@ -215,8 +221,6 @@ class Service:
         import numpy as np
         from threadpoolctl import threadpool_limits
 
-        from platform_assets.serving.runtime import scorer
-
         self.mlflow.client()  # points the mlflow module at the platform's registry
         model = mlflow_lib.sklearn.load_model(f"models:/{route.name}/{version}")
         columns = [str(c) for c in getattr(model, "feature_names_in_", [])]
@@ -301,12 +305,6 @@ class Service:
         role in the model's tenant (or be a platform admin)."""
         if not self.require_identity:
             return
-        from platform_assets.governance.identity import (
-            IdentityRefused,
-            OidcSettings,
-            verify_token,
-        )
-        from platform_assets.governance.rbac import roles_of
 
         scheme, _, token = (authorization or "").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
@@ -520,10 +518,6 @@ class ServeSettings:
 def service_from_env(settings: ServeSettings, resources: dict[str, Any] | None = None) -> Service:
     """The service of this deployment (MLPLAT_ENV): its resources, governance database and, in
     `services`/`k8s`, the caller's verified identity on every request."""
-    from platform_assets.env import deployment
-    from platform_assets.resources.deployment import resources_for
-    from platform_assets.governance.rbac import platform_admins
-    from platform_assets.governance.workflow import TenantCatalogs, open_store
 
     env = deployment()
     resources = resources or resources_for(env)

@@ -7,10 +7,11 @@ from typing import TYPE_CHECKING
 
 import dagster as dg
 
-from platform_assets.tenancy.assets import GATED, asset_kwargs, team_asset
+from platform_assets.env import deployment
+from platform_assets.resources.feature_store import FeastResource
+from platform_assets.tenancy.assets import GATED, Placement, asset_kwargs, team_asset
 from platform_assets.tenancy.catalog import TenantCatalog
 from platform_assets.tenancy.specs import FeatureSetSpec
-from platform_assets.resources.feature_store import FeastResource
 
 if TYPE_CHECKING:  # feast loads in the steps, not with the code location
     from feast import FeatureStore, FeatureView
@@ -75,9 +76,10 @@ def rows_to_write(
     return table.num_rows, newest
 
 
-def online_assets(catalog: TenantCatalog, spec: FeatureSetSpec) -> list[dg.AssetsDefinition]:
+def online_assets(
+    catalog: TenantCatalog, spec: FeatureSetSpec, placement: Placement | None = None
+) -> list[dg.AssetsDefinition]:
     """`<tenant>/online/<name>`: new rows of the feature view, into the online store."""
-    from platform_assets.env import deployment
 
     tenant = catalog.tenant
     upstream = dg.AssetKey([tenant.name, "features", spec.name])
@@ -91,6 +93,7 @@ def online_assets(catalog: TenantCatalog, spec: FeatureSetSpec) -> list[dg.Asset
         {"feast", store_kind},
         source=catalog.file_of("feature_set", spec.name),
         metadata={"feast_view": spec.name, "join_key": spec.entity.join_key},
+        placement=placement,
     )
     key = kwargs["key"]
 

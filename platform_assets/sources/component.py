@@ -6,17 +6,20 @@ from typing import TYPE_CHECKING
 import dagster as dg
 
 from platform_assets.cost.metering import meter
+from platform_assets.data.generator import generate
+from platform_assets.quality.checks import expectation_check, schema_check
+from platform_assets.resources.lake import LakeResource
 from platform_assets.resources.pricing import PricingResource
 from platform_assets.tenancy.assets import (
+    Placement,
     TeamComponent,
     asset_kwargs,
     expectations_check,
     team_asset,
 )
-from platform_assets.tenancy.catalog import TenantCatalog, load_tenant, tenant_folder_of
+from platform_assets.tenancy.catalog import TenantCatalog
 from platform_assets.tenancy.isolation import IsolationError
 from platform_assets.tenancy.specs import SourceSpec
-from platform_assets.resources.lake import LakeResource
 
 if TYPE_CHECKING:  # pandas loads in the steps, not with the code location
     import pandas as pd
@@ -53,8 +56,6 @@ def read_source(spec: SourceSpec, path: str | None = None) -> "pd.DataFrame":
     import pyarrow as pa
 
     if spec.generator:
-        from platform_assets.data.generator import generate
-
         return generate(spec.generator)
     if path is None:
         raise ValueError(f"source {spec.name!r} reads a file: pass its path in the inbox")
@@ -93,7 +94,9 @@ def _current_label(lake: LakeResource, tenant: str, name: str) -> str:
         return "no snapshot of it (none was ever committed)"
 
 
-def source_assets(catalog: TenantCatalog, spec: SourceSpec) -> list[dg.AssetsDefinition]:
+def source_assets(
+    catalog: TenantCatalog, spec: SourceSpec, placement: Placement | None = None
+) -> list[dg.AssetsDefinition]:
     """The asset `<tenant>/sources/<name>` with its `schema` and `expectations` checks."""
     tenant = catalog.tenant
     kwargs = asset_kwargs(
@@ -104,6 +107,7 @@ def source_assets(catalog: TenantCatalog, spec: SourceSpec) -> list[dg.AssetsDef
         {"parquet", "python"},
         source=catalog.file_of("source", spec.name),
         metadata={"declared_columns": dg.MetadataValue.json(spec.columns)},
+        placement=placement,
     )
     key = kwargs["key"]
 
@@ -122,8 +126,6 @@ def source_assets(catalog: TenantCatalog, spec: SourceSpec) -> list[dg.AssetsDef
     def source_asset(lake: LakeResource, pricing: PricingResource):
         import pandas as pd
         import pyarrow as pa
-
-        from platform_assets.quality.checks import expectation_check, schema_check
 
         with meter(tenant.name, tenant.resources, pricing.catalog()) as usage:
             df = read_source(spec, source_file(lake.root, tenant.name, spec) if spec.path else None)
@@ -185,8 +187,3 @@ class Source(TeamComponent, SourceSpec):
     `schema` (every declared column present with its type) and `expectations` (the YAML's GX
     expectations); only when both pass does the snapshot become the current one.
     """
-
-    def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
-        catalog = load_tenant(tenant_folder_of(context.path))
-        spec = SourceSpec.model_validate(self.model_dump())
-        return dg.Definitions(assets=source_assets(catalog, spec))

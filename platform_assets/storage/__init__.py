@@ -1,0 +1,1 @@
+"""Lake retention: the nightly prune of old snapshots and request-log days."""

@@ -1,23 +1,27 @@
-"""What every platform asset carries: key under the tenant, group, owners, tags, kinds, and the
-Kubernetes config of its step (platform_assets/k8s/steps.py)."""
+"""What every platform asset carries: key under the tenant, group, owners, tags, kinds, the
+resources its step is granted, its freshness policy, and whatever the deployment places on its
+step (the `k8s` deployment: the step's pod, platform_assets/k8s/steps.py)."""
 
 from __future__ import annotations
 
 import functools
 import inspect
-import json
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 
-from platform_assets.k8s.steps import step_k8s_config
-from platform_assets.observability.slo import freshness_policy
 from platform_assets.tenancy.limits import grant
 from platform_assets.tenancy.runs import claim_run
-from platform_assets.tenancy.specs import ASSET_TYPES, ComputeResources, TenantSpec
+from platform_assets.tenancy.specs import ASSET_TYPES, ComputeResources, FreshnessSlo, TenantSpec
+
+# What a deployment adds to the op tags of one tenant step, from its tenant, its granted
+# resources and its asset path: nothing locally; the step's pod on `k8s` (k8s/steps.py). The
+# composition root picks it per deployment, so no other deployment builds pod JSON.
+Placement = Callable[[TenantSpec, ComputeResources, list[str]], Mapping[str, str]]
 
 # Built once: Dagster composes a condition tree per call.
 GATED = dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed()
@@ -105,12 +109,30 @@ def yaml_reference(source: Path) -> dict[str, Any]:
 
 
 class TeamComponent(dg.Component):
-    """A platform component in a team's YAML. Its assets link to that file themselves (through
-    `asset_kwargs(source=...)`), however they are loaded, so the component tree adds none."""
+    """A platform component in a team's YAML: the vocabulary (`type:`, its schema in the editor
+    and `dg list components`), never built file by file. The defs root's `Tenants` component
+    builds every tenant folder from the catalog, as the code locations do; Dagster reaches a
+    team file's own `build_defs` only when a tenant folder is loaded without that root."""
 
     @classmethod
     def get_code_references_for_yaml(cls, yaml_path, source_position, context) -> list:
         return []
+
+    def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
+        raise dg.DagsterInvalidDefinitionError(
+            f"{context.path / 'defs.yaml'}: team files are built by the defs root's `Tenants` "
+            "component from the tenant catalog, not one by one: load the defs root, whose "
+            "defs.yaml declares it"
+        )
+
+
+def freshness_policy(slo: FreshnessSlo) -> dg.FreshnessPolicy:
+    """Dagster's own freshness policy for an asset under this SLO (the UI and the freshness
+    daemon show PASS/WARN/FAIL from it; the exporter compares the lag with its windows)."""
+    warn = timedelta(hours=slo.warn_after_hours) if slo.warn_after_hours is not None else None
+    return dg.FreshnessPolicy.time_window(
+        fail_window=timedelta(hours=slo.fail_after_hours), warn_window=warn
+    )
 
 
 def asset_kwargs(
@@ -123,13 +145,14 @@ def asset_kwargs(
     *,
     source: Path | None = None,
     metadata: dict[str, Any] | None = None,
+    placement: Placement | None = None,
 ) -> dict[str, Any]:
     """Keyword arguments for `dg.asset`/`dg.AssetSpec` shared by all platform assets.
 
     `source` is the team YAML the asset comes from. The step requests what the platform grants
     (the request capped by limits.yaml, said in the asset's metadata); steps granted GPUs join
     the GPU pool. An asset type the tenant's `slos.freshness` names gets Dagster's freshness
-    policy from it.
+    policy from it. `placement` adds the deployment's op tags to the step.
     """
     if asset_type not in ASSET_TYPES:
         raise ValueError(f"asset_type {asset_type!r} is not one of {ASSET_TYPES}")
@@ -147,17 +170,17 @@ def asset_kwargs(
         "tags": {"tenant": tenant.name, "asset_type": asset_type},
         "kinds": kinds,
         "description": description,
-        "op_tags": step_op_tags(tenant, requested, path),
+        "op_tags": step_op_tags(tenant, requested, path, placement),
         "metadata": {**metadata, **(yaml_reference(source) if source else {})},
     }
 
 
-def step_op_tags(tenant: TenantSpec, granted: ComputeResources, path: list[str]) -> dict[str, str]:
+def step_op_tags(
+    tenant: TenantSpec,
+    granted: ComputeResources,
+    path: list[str],
+    placement: Placement | None = None,
+) -> dict[str, str]:
     """The op tags of a tenant's step (an asset's, or a check's that runs on its own): its
-    tenant, and the Kubernetes pod it runs in with the granted resources and cost labels."""
-    return {
-        "tenant": tenant.name,
-        "dagster-k8s/config": json.dumps(
-            step_k8s_config(tenant, granted, "/".join([tenant.name, *path]))
-        ),
-    }
+    tenant, and what the deployment places on it with the granted resources."""
+    return {"tenant": tenant.name, **(placement(tenant, granted, path) if placement else {})}

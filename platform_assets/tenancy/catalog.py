@@ -23,7 +23,7 @@ from platform_assets.tenancy.specs import (
     SourceSpec,
     TenantSpec,
 )
-from platform_assets.tenancy.strict_yaml import YamlError, read_document
+from platform_assets.tenancy.strict_yaml import PlatformConfigError, YamlError, read_document
 
 # Component type name (as written after `type:`) -> the spec it is validated with.
 COMPONENT_SPECS: dict[str, type[BaseModel]] = {
@@ -32,14 +32,6 @@ COMPONENT_SPECS: dict[str, type[BaseModel]] = {
     "platform_assets.features.component.FeatureSet": FeatureSetSpec,
     "platform_assets.models.component.Model": ModelSpec,
 }
-
-
-class PlatformConfigError(ValueError):
-    """A team YAML file that cannot be used; the message names the file, field and reason."""
-
-    def __init__(self, path: Path, field: str, reason: str):
-        self.path, self.field, self.reason = path, field, reason
-        super().__init__(f"{path}: {field}: {reason}")
 
 
 def defs_root() -> Path:
@@ -223,7 +215,7 @@ def tenant_folder_of(path: Path) -> Path:
     )
 
 
-ROOT_COMPONENT = "platform_assets.tenancy.component.Tenants"
+ROOT_COMPONENT = "platform_assets.composition.component.Tenants"
 
 
 def check_root_component(path: Path) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from platform_assets.tenancy.catalog import defs_root, load_all, tenant_folder_of
 from platform_assets.tenancy.specs import TenantSpec
 
 PLATFORM = "platform"
@@ -78,7 +79,6 @@ def _folder_of(file: str, root: str) -> str:
     in a tenant folder, so a file's normalized absolute path is its real one and the folder is
     read from the path alone; any other path is resolved on disk (and refused if outside).
     """
-    from platform_assets.tenancy.catalog import tenant_folder_of
 
     prefix = root.rstrip(os.sep) + os.sep
     absolute = os.path.abspath(file)
@@ -96,10 +96,7 @@ def check_isolation(defs: dg.Definitions, tenants: dict[str, TenantSpec] | None 
     (another location's, seen as dependencies) are judged where they run.
     """
     if tenants is None:
-        from platform_assets.tenancy.catalog import load_all
-
         tenants = {name: cat.tenant for name, cat in load_all().items()}
-    from platform_assets.tenancy.catalog import defs_root
 
     graph = defs.resolve_asset_graph()
     edges, folders, root = [], {}, str(defs_root().resolve())

@@ -25,7 +25,7 @@ from platform_assets.tenancy.specs import (
     StrictInt,
     check_namespace,
 )
-from platform_assets.tenancy.strict_yaml import YamlError, read_document
+from platform_assets.tenancy.strict_yaml import PlatformConfigError, YamlError, read_document
 
 LIMITS_PATH = Path(__file__).resolve().parents[1] / "limits" / "limits.yaml"
 # Tests and previews point the platform at another limits file, as MLPLAT_DEFS_ROOT does for
@@ -89,7 +89,6 @@ def limits_path() -> Path:
 @cache
 def read_limits(path: Path) -> LimitsFile:
     """The whole limits file (cached per path); a bad file names its field."""
-    from platform_assets.tenancy.catalog import PlatformConfigError
 
     try:
         document = read_document(path)
@@ -123,7 +122,6 @@ def read_limits(path: Path) -> LimitsFile:
 def namespace_for(tenant: str) -> str:
     """The Kubernetes namespace the platform assigns `tenant`; raises when its name gives no
     valid default and limits.yaml assigns none."""
-    from platform_assets.tenancy.catalog import PlatformConfigError
 
     path = limits_path()
     entry = read_limits(path).tenants.get(tenant)

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import yaml
 
-from platform_assets.tenancy.catalog import PlatformConfigError, defs_root
+from platform_assets.tenancy.catalog import defs_root
 from platform_assets.tenancy.isolation import PLATFORM
-from platform_assets.tenancy.strict_yaml import YamlError, read_document
+from platform_assets.tenancy.strict_yaml import PlatformConfigError, YamlError, read_document
 
 MODULE = "platform_assets.locations"
 GROUPS_FILE = Path(__file__).resolve().parents[1] / "limits" / "locations.yaml"

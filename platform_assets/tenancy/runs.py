@@ -80,3 +80,16 @@ class TenantRunCoordinator(QueuedRunCoordinator):
             run = self._instance.get_run_by_id(run.run_id) or run
             context = SubmitRunContext(run, context.workspace)
         return super().submit_run(context)
+
+
+def pipeline_job_name(tenant: str) -> str:
+    """The job that runs a tenant's pipeline: every asset of its group but its cost."""
+    return f"{tenant}_pipeline"
+
+
+def pipeline_selection(tenant: str) -> dg.AssetSelection:
+    return dg.AssetSelection.groups(tenant) - dg.AssetSelection.tag("asset_type", "cost")
+
+
+def automation_sensor_name(tenant: str) -> str:
+    return f"{tenant}_automation"

@@ -24,6 +24,14 @@ MAX_FILE_BYTES = 256 * 1024
 _Base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
+class PlatformConfigError(ValueError):
+    """A team YAML file that cannot be used; the message names the file, field and reason."""
+
+    def __init__(self, path: Path, field: str, reason: str):
+        self.path, self.field, self.reason = path, field, reason
+        super().__init__(f"{path}: {field}: {reason}")
+
+
 class YamlError(ValueError):
     """A file that is not strict YAML; `field` says where (a line or a key path)."""
 

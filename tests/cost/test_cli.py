@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 from typer.testing import CliRunner
 
-from platform_assets.cost import cli as cost_cli
+from platform_assets.cli import cost as cost_cli
 from tests.cost.conftest import record_step
 
 app = typer.Typer()

@@ -145,7 +145,7 @@ def test_help_explains_the_commands():
 def test_demo_walk_refuses_once_then_approves_and_is_re_runnable(sb):
     from rich.console import Console
 
-    from platform_assets.governance.demo import walk
+    from platform_assets.demo.approvals import walk
 
     v1 = sb.register(0.30)
     sb.governance().propose(MODEL, v1, SENSOR)

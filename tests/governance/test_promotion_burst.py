@@ -25,7 +25,7 @@ def test_a_burst_of_1000_evaluations_across_100_models(tmp_path, monkeypatch):
 
 def test_one_models_burst_does_not_skip_another_models_records(tmp_path, monkeypatch):
     from platform_assets.governance.promotion import promote_model
-    from platform_assets.sensors.promotion import PER_KEY_LIMIT, promotion_sensor, read_cursor
+    from platform_assets.governance.sensors import PER_KEY_LIMIT, promotion_sensor, read_cursor
     from platform_assets.resources.mlflow import MlflowResource
 
     monkeypatch.setenv("MLPLAT_ENV", "local")

@@ -6,7 +6,7 @@ import dagster as dg
 import pytest
 
 from platform_assets.governance.promotion import promote_model, rollback_model
-from platform_assets.sensors.promotion import promotion_sensor
+from platform_assets.governance.sensors import promotion_sensor
 from tests.governance.conftest import ADMIN, APPROVER, MODEL
 
 REPORT = dg.AssetKey(["payments", "evaluation_reports", "fraud_detector"])

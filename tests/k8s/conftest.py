@@ -48,7 +48,7 @@ def rendered(helm, chart_schemas, tmp_path_factory) -> Rendered:
     """`mlplat k8s render --out DIR` for the demo tenants, once per test worker."""
     from typer.testing import CliRunner
 
-    from platform_assets.cli import app
+    from platform_assets.cli.main import app
 
     out = tmp_path_factory.mktemp("k8s") / "out"
     result = CliRunner().invoke(app, ["k8s", "render", "--out", str(out)])

@@ -146,7 +146,7 @@ def ridehail_pipeline() -> dg.JobDefinition:
     from platform_assets.k8s.config import platform
     from platform_assets.tenancy.catalog import load_all
     from platform_assets.tenancy.loader import catalog_definitions
-    from platform_assets.tenancy.location_defs import pipeline_selection
+    from platform_assets.tenancy.runs import pipeline_selection
 
     catalog = load_all()[TENANT]
     k8s = executor_for("k8s", catalog.tenant).config_schema.resolve_config({}).value["config"]

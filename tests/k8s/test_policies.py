@@ -11,7 +11,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from platform_assets.cli import app
+from platform_assets.cli.main import app
 from platform_assets.k8s.policy import policy_names, policy_root, run_policy_tests
 
 DEFS = Path(__file__).resolve().parents[2] / "platform_assets" / "defs"

@@ -278,7 +278,7 @@ def test_policy_check_names_the_file_and_policy_of_a_bad_spec(tmp_path, monkeypa
 
     from typer.testing import CliRunner
 
-    from platform_assets.cli import app
+    from platform_assets.cli.main import app
 
     defs = tmp_path / "defs"
     shutil.copytree(load_all()["growth"].folder.parent, defs)

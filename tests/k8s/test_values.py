@@ -9,7 +9,7 @@ from importlib.metadata import version
 import yaml
 from typer.testing import CliRunner
 
-from platform_assets.cli import app
+from platform_assets.cli.main import app
 from platform_assets.k8s.schemas import check_chart_values
 from platform_assets.k8s.values import chart_version, dagster_values, user_deployments_values
 from platform_assets.tenancy.catalog import load_all

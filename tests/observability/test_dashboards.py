@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydantic import ValidationError
 from typer.testing import CliRunner
 
-from platform_assets.cli import app
+from platform_assets.cli.main import app
 from platform_assets.resources.deployment import resources_for
 from platform_assets.observability import dashboards
 from platform_assets.observability import series as S

@@ -16,7 +16,7 @@ from platform_assets.observability.slo import (
     stale_seconds,
 )
 from platform_assets.tenancy.catalog import PlatformConfigError, load_all, load_tenant
-from platform_assets.tenancy.location_defs import tenant_location
+from platform_assets.composition.locations import tenant_location
 from platform_assets.tenancy.locations import location_named
 from tests.observability.conftest import LABELS, TRIPS, materialize
 from tests.platform_sandbox import sandbox

@@ -49,7 +49,7 @@ def served_tenant(base: Path, mp: pytest.MonkeyPatch, redis: str | None = None) 
     from platform_assets.resources.deployment import resources_for
     from platform_assets.governance.workflow import open_store
     from platform_assets.tenancy.catalog import load_all
-    from platform_assets.tenancy.location_defs import pipeline_job_name, tenant_parts
+    from platform_assets.composition.locations import pipeline_job_name, tenant_parts
     from platform_assets.resources.feature_store import FeastResource
 
     root = base / "defs"

@@ -10,7 +10,7 @@ import pytest
 from dagster.components.testing.utils import create_defs_folder_sandbox
 
 from platform_assets.tenancy.catalog import PlatformConfigError, load_all
-from platform_assets.tenancy.location_defs import (
+from platform_assets.composition.locations import (
     all_locations,
     platform_parts,
     platform_wide,
@@ -95,7 +95,7 @@ def test_the_defs_root_component_cannot_be_swapped(tmp_path):
         load_all(root)
     assert str(excinfo.value) == (
         f"{root / 'defs.yaml'}: type: the defs root's defs.yaml must be exactly "
-        "`type: platform_assets.tenancy.component.Tenants`"
+        "`type: platform_assets.composition.component.Tenants`"
     )
 
 

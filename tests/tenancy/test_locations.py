@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from platform_assets.tenancy.catalog import PlatformConfigError
-from platform_assets.tenancy.location_defs import (
+from platform_assets.composition.locations import (
     platform_location,
     tenant_location,
 )
@@ -232,7 +232,7 @@ def test_broken_tenant_fails_only_its_own_location(defs_root):
     assert {"platform/cost/showback", "payments/cost", "ridehail/cost"} <= set(keys)
     # Budgets are the platform's (limits.yaml), so its budget sensor checks every tenant, the
     # broken one included, without parsing any tenant folder.
-    from platform_assets.sensors.budget import budget_sensor
+    from platform_assets.cost.sensors import budget_sensor
 
     with dg.instance_for_test() as instance, dg.build_sensor_context(instance=instance) as ctx:
         skip = budget_sensor(ctx)

@@ -9,7 +9,7 @@ from platform_assets.cost.assets import tenant_cost_asset
 from platform_assets.resources.pricing import PricingResource
 from platform_assets.tenancy.catalog import load_all
 from platform_assets.tenancy.isolation import IsolationError
-from platform_assets.tenancy.location_defs import location_definitions
+from platform_assets.composition.locations import location_definitions
 from platform_assets.tenancy.runs import run_tenant
 from platform_assets.resources.lake import LakeResource
 

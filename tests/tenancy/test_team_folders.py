@@ -24,7 +24,7 @@ from platform_assets.tenancy.catalog import (
 )
 from platform_assets.tenancy.isolation import IsolationError
 from platform_assets.tenancy.limits import grant, read_limits
-from platform_assets.tenancy.location_defs import all_locations, tenant_location
+from platform_assets.composition.locations import all_locations, tenant_location
 from platform_assets.tenancy.locations import location_named
 from platform_assets.tenancy.specs import LIMITS_FILE
 from platform_assets.tenancy.strict_yaml import MAX_FILE_BYTES

@@ -11,7 +11,7 @@ from platform_assets.tenancy.catalog import (
     load_all,
     load_tenant,
 )
-from platform_assets.tenancy.location_defs import all_locations, tenant_location
+from platform_assets.composition.locations import all_locations, tenant_location
 from platform_assets.tenancy.locations import location_named
 from tests.platform_sandbox import sandbox, write_component
 

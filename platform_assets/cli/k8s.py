@@ -8,6 +8,15 @@ from pathlib import Path
 import typer
 import yaml
 
+from platform_assets.composition.locations import k8s_pipeline_jobs
+from platform_assets.k8s.gatekeeper import gatekeeper_manifests
+from platform_assets.k8s.render import ToolMissing, render_all
+from platform_assets.k8s.schemas import check_chart_values
+from platform_assets.k8s.team_policy import check_team_specs
+from platform_assets.k8s.values import chart_version, dagster_values, user_deployments_values
+from platform_assets.tenancy.catalog import PlatformConfigError, load_all
+from platform_assets.tenancy.locations import code_locations
+
 k8s_app = typer.Typer(
     help="Kubernetes: Helm values, tenant resources and the Jobs Dagster submits."
 )
@@ -17,8 +26,6 @@ OUT = typer.Option(..., "--out", help="Folder to write into (replaced whole).")
 
 
 def _refuse_bad_specs() -> dict:
-    from platform_assets.k8s.team_policy import check_team_specs
-    from platform_assets.tenancy.catalog import PlatformConfigError, load_all
 
     try:
         catalogs = load_all()
@@ -37,9 +44,6 @@ def _refuse_bad_specs() -> dict:
 def values(out: Path = OUT) -> None:
     """Helm values for the official Dagster chart (and one user-deployments release per code
     location), checked against the chart's schemas."""
-    from platform_assets.k8s.schemas import check_chart_values
-    from platform_assets.k8s.values import chart_version, dagster_values, user_deployments_values
-    from platform_assets.tenancy.locations import code_locations
 
     catalogs = _refuse_bad_specs()
     tenants = {name: c.tenant for name, c in catalogs.items()}
@@ -77,11 +81,10 @@ def _report(rendered) -> None:
 def render(out: Path = OUT) -> None:
     """Tenant resources (our chart through helm), the Dagster chart's values and every Job
     Dagster would submit, all checked against the schemas and the pod policies."""
-    from platform_assets.k8s.render import ToolMissing, render_all
 
     catalogs = _refuse_bad_specs()
     try:
-        rendered = render_all(out, catalogs)
+        rendered = render_all(out, catalogs, k8s_pipeline_jobs(catalogs))
     except ToolMissing as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
@@ -93,18 +96,16 @@ def render(out: Path = OUT) -> None:
 def check() -> None:
     """Run every policy: the team-spec policies on every tenant's YAML, the pod policies on
     every rendered workload; names each violation with its file or manifest."""
-    from platform_assets.k8s.render import render_all
 
     catalogs = _refuse_bad_specs()
     with tempfile.TemporaryDirectory() as tmp:
-        _report(render_all(Path(tmp) / "rendered", catalogs))
+        _report(render_all(Path(tmp) / "rendered", catalogs, k8s_pipeline_jobs(catalogs)))
     typer.echo(f"ok: {len(catalogs)} tenants and their workloads pass every policy")
 
 
 @policy_app.command("gatekeeper")
 def gatekeeper(out: Path = OUT) -> None:
     """The pod policies as Gatekeeper ConstraintTemplates and Constraints (the same Rego)."""
-    from platform_assets.k8s.gatekeeper import gatekeeper_manifests
 
     catalogs = _refuse_bad_specs()
     manifests = gatekeeper_manifests({name: c.tenant for name, c in catalogs.items()})

@@ -10,6 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from platform_assets.cli.governance import governance, verification
+from platform_assets.env import data_root
+from platform_assets.governance.demo_idp import LocalIdP
+from platform_assets.governance.identity import verify_token
 from platform_assets.governance.rbac import Refused
 
 DEMO_OUTSIDER = "mallory@example.com"
@@ -25,10 +29,6 @@ def _approvers(catalog, request: dict, already: list[str]) -> list[str]:
 
 
 def walk(console: Any) -> list[str]:
-    from platform_assets.env import data_root
-    from platform_assets.governance.cli import governance, verification
-    from platform_assets.governance.demo_idp import LocalIdP
-    from platform_assets.governance.identity import verify_token
 
     idp = LocalIdP(data_root() / "demo_idp")
 

@@ -7,6 +7,11 @@ from typing import Annotated
 
 import typer
 
+from platform_assets.env import deployment
+from platform_assets.models.manifest import ReproduceError, load
+from platform_assets.models.manifest import reproduce as rebuild
+from platform_assets.resources.deployment import resources_for
+
 app = typer.Typer(help="Training sets: manifests and exact rebuilds.", no_args_is_help=True)
 
 
@@ -18,10 +23,6 @@ def reproduce(
     """Rebuild the training set model version N was trained on, from the lake snapshots its
     manifest names, and check its content hash against the manifest's."""
     from mlflow.exceptions import MlflowException
-
-    from platform_assets.env import deployment
-    from platform_assets.resources.deployment import resources_for
-    from platform_assets.models.manifest import ReproduceError, load, reproduce
 
     tenant, _, name = model.partition("/")
     if not tenant or not name or "/" in name:
@@ -40,7 +41,7 @@ def reproduce(
         # The model version was registered right after its training set was built.
         registered_at = datetime.fromtimestamp(model_version.creation_timestamp / 1000, UTC)
         manifest = load(lake, tenant, name, trained_on, registered_at)  # type: ignore[arg-type]
-        result = reproduce(lake, manifest)  # type: ignore[arg-type]
+        result = rebuild(lake, manifest)  # type: ignore[arg-type]
     except ReproduceError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import typer
 
+from platform_assets.serving.app import ServeSettings, create_app, service_from_env
+
 
 def serve(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
@@ -22,8 +24,6 @@ def serve(
     import logging
 
     import uvicorn
-
-    from platform_assets.serving.app import ServeSettings, create_app, service_from_env
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     service = service_from_env(ServeSettings(champion_ttl, log_rows, log_seconds))

@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import typer
 
-from platform_assets.cost import cli as cost_cli
-from platform_assets.governance import cli as governance_cli
-from platform_assets.k8s import cli as k8s_cli
-from platform_assets.models import cli as models_cli
-from platform_assets.observability import cli as observability_cli
-from platform_assets.services import cli as services_cli
-from platform_assets.serving import cli as serving_cli
+from platform_assets.cli import cost as cost_cli
+from platform_assets.cli import governance as governance_cli
+from platform_assets.cli import k8s as k8s_cli
+from platform_assets.cli import models as models_cli
+from platform_assets.cli import observability as observability_cli
+from platform_assets.cli import services as services_cli
+from platform_assets.cli import serving as serving_cli
+from platform_assets.demo import main
+from platform_assets.env import dagster_home
+from platform_assets.features.component import dry_run
+from platform_assets.governance.codeowners import repo_codeowners
+from platform_assets.k8s.team_policy import check_team_specs
+from platform_assets.tenancy.catalog import PlatformConfigError, check_model_refs, load_all
+from platform_assets.tenancy.limits import capped, limits_for, load_limits
+from platform_assets.tenancy.locations import WORKSPACE_FILE, render_workspace
 
 app = typer.Typer(
     help=(
@@ -27,15 +35,12 @@ def _defaults() -> None:
     """Commands run against the repository's embedded instance unless DAGSTER_HOME says else."""
     import os
 
-    from platform_assets.env import dagster_home
-
     os.environ.setdefault("DAGSTER_HOME", str(dagster_home()))
 
 
 @app.command()
 def demo() -> None:
     """Run every tenant's pipeline on the embedded instance, promote, and print a summary."""
-    from platform_assets.demo import main
 
     main()
 
@@ -45,9 +50,6 @@ def tenants() -> None:
     """List tenants with their owners, budget (limits.yaml), namespace and models."""
     from rich.console import Console
     from rich.table import Table
-
-    from platform_assets.tenancy.catalog import load_all
-    from platform_assets.tenancy.limits import limits_for
 
     table = Table(title="tenants")
     for col in ("tenant", "owners", "budget USD/month", "namespace", "features", "models"):
@@ -70,10 +72,6 @@ def validate() -> None:
     """Load every tenant's YAML, cross-check references, dry-run each feature set's SQL in the
     sandbox and run the team-spec policies (policies/specs/); exit 1 naming the bad file (and
     the policy). Requests the platform caps are warnings."""
-    from platform_assets.features.component import dry_run
-    from platform_assets.k8s.team_policy import check_team_specs
-    from platform_assets.tenancy.catalog import PlatformConfigError, check_model_refs, load_all
-    from platform_assets.tenancy.limits import capped, load_limits
 
     try:
         catalogs = load_all()
@@ -112,7 +110,6 @@ codeowners_app = typer.Typer(
 @codeowners_app.command("write")
 def codeowners_write() -> None:
     """Rewrite .github/CODEOWNERS from the tenant folders' owners and limits.yaml."""
-    from platform_assets.tenancy.codeowners import repo_codeowners
 
     path, text = repo_codeowners()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -123,7 +120,6 @@ def codeowners_write() -> None:
 @codeowners_app.command("show")
 def codeowners_show() -> None:
     """Print what `write` would write."""
-    from platform_assets.tenancy.codeowners import repo_codeowners
 
     typer.echo(repo_codeowners()[1], nl=False)
 
@@ -139,7 +135,6 @@ def workspace_write(
     check: bool = typer.Option(False, "--check", help="Exit 1 if the file is out of date."),
 ) -> None:
     """Render workspace.yaml from the tenant folders: `platform` and one location per tenant."""
-    from platform_assets.tenancy.locations import WORKSPACE_FILE, render_workspace
 
     text = render_workspace()
     current = WORKSPACE_FILE.read_text() if WORKSPACE_FILE.exists() else ""

@@ -15,7 +15,11 @@ import json
 
 import dagster as dg
 
+from platform_assets.cost.budget import filter_run_requests
+from platform_assets.governance.identity import SENSOR_IDENTITY, sensor_proof
 from platform_assets.governance.promotion import promote_model
+from platform_assets.governance.workflow import governance_for
+from platform_assets.models.metrics import HIGHER_IS_BETTER
 from platform_assets.resources.mlflow import MlflowResource
 
 PER_KEY_LIMIT = 100
@@ -70,7 +74,6 @@ def _usable(record, key: dg.AssetKey) -> tuple[str, int] | str:
 
 
 def _metric(record, gov, name: str) -> float:
-    from platform_assets.models.metrics import HIGHER_IS_BETTER
 
     _, spec = gov.locate(name)
     metric = spec.evaluation.primary_metric
@@ -108,7 +111,6 @@ def _ranked(gov, key: dg.AssetKey, records, submitted, reasons: list[str]):
 
 
 def _request(gov, key: dg.AssetKey, name: str, version: int, why: str) -> dg.RunRequest:
-    from platform_assets.governance.identity import SENSOR_IDENTITY, sensor_proof
 
     config = {
         "registered_model": name,
@@ -209,8 +211,6 @@ def candidates(
     description="Submit evaluated models that meet their promotion policy for approval.",
 )
 def promotion_sensor(context: dg.SensorEvaluationContext, mlflow: MlflowResource):
-    from platform_assets.cost.budget import filter_run_requests
-    from platform_assets.governance.workflow import governance_for
 
     gov = governance_for(mlflow, context.instance)
     try:

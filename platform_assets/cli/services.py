@@ -6,30 +6,31 @@ import json
 
 import typer
 
+from platform_assets.services import stack
+from platform_assets.services.demo import main
+
 app = typer.Typer(help="The services deployment (S3, MLflow server, Dagster on Postgres).")
 
 
 @app.command()
 def up() -> None:
     """Start what the services deployment needs that is not running; wait until healthy."""
-    from platform_assets.services.stack import status, up
 
-    stack = up(report=typer.echo)
-    for name, info in status(stack.folder).items():
+    started = stack.up(report=typer.echo)
+    for name, info in stack.status(started.folder).items():
         where = "started here" if info["started_here"] else "already running"
         typer.echo(
             f"{name:10} {info['url']}  ({where}, {'healthy' if info['healthy'] else 'DOWN'})"
         )
-    typer.echo(f"environment: {stack.env_file} (source it to use the deployment)")
+    typer.echo(f"environment: {started.env_file} (source it to use the deployment)")
 
 
 @app.command("status")
 def status_(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
     """Each component's URL and health; exit 1 when one is unhealthy."""
-    from platform_assets.services.stack import status
 
     try:
-        report = status()
+        report = stack.status()
     except FileNotFoundError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
@@ -47,7 +48,6 @@ def demo(
     log: str = typer.Option("", help="Full log file (default: .services/demo.log)."),
 ) -> None:
     """Every tenant's pipeline through the webserver's run queue, promotion under the daemon."""
-    from platform_assets.services.demo import main
 
     main(log or None)
 
@@ -55,6 +55,5 @@ def demo(
 @app.command()
 def down() -> None:
     """Stop exactly the processes `up` started, by pid, and drop the databases it created."""
-    from platform_assets.services.stack import down
 
-    down(report=typer.echo)
+    stack.down(report=typer.echo)

@@ -8,6 +8,13 @@ from typing import Annotated
 
 import typer
 
+from platform_assets.cost.quotas import BEGIN, apply_pool_limits, render_block, write_quotas
+from platform_assets.cost.rollup import ledger_between, month_bounds, read_ledger
+from platform_assets.env import deployment, repo_root
+from platform_assets.resources.deployment import resources_for
+from platform_assets.tenancy.catalog import load_all
+from platform_assets.tenancy.limits import limits_for
+
 quotas_app = typer.Typer(help="Run quotas per tenant and shared pools.", no_args_is_help=True)
 
 
@@ -29,12 +36,6 @@ def costs(
     import dagster as dg
     from rich.console import Console
     from rich.table import Table
-
-    from platform_assets.cost.rollup import ledger_between, month_bounds, read_ledger
-    from platform_assets.env import deployment
-    from platform_assets.resources.deployment import resources_for
-    from platform_assets.tenancy.catalog import load_all
-    from platform_assets.tenancy.limits import limits_for
 
     month = month or datetime.now(UTC).strftime("%Y-%m")
     try:
@@ -88,9 +89,6 @@ def quotas_write(
     ] = None,
 ) -> None:
     """Rewrite the `# BEGIN mlplat quotas` block of dagster.yaml from limits.yaml."""
-    from platform_assets.cost.quotas import BEGIN, write_quotas
-    from platform_assets.env import repo_root
-    from platform_assets.tenancy.catalog import load_all
 
     path = path or repo_root() / "dagster.yaml"
     try:
@@ -104,8 +102,6 @@ def quotas_write(
 @quotas_app.command("show")
 def quotas_show() -> None:
     """Print the quota block that `write` would write."""
-    from platform_assets.cost.quotas import render_block
-    from platform_assets.tenancy.catalog import load_all
 
     typer.echo(render_block(load_all()), nl=False)
 
@@ -114,8 +110,6 @@ def quotas_show() -> None:
 def quotas_pools() -> None:
     """Set the shared pools' slots (e.g. gpu) on the instance at DAGSTER_HOME."""
     import dagster as dg
-
-    from platform_assets.cost.quotas import apply_pool_limits
 
     with dg.DagsterInstance.get() as instance:
         for pool, slots in apply_pool_limits(instance).items():

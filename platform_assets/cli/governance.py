@@ -16,6 +16,20 @@ from typing import Annotated, Any
 
 import typer
 
+from platform_assets.env import dagster_home, deployment
+from platform_assets.governance.heads import head_file, published_heads
+from platform_assets.governance.identity import IdentityRefused, cli_identity, unverified_claim
+from platform_assets.governance.rbac import Refused
+from platform_assets.governance.store import StateTampered
+from platform_assets.governance.workflow import (
+    PLATFORM_AUDIT_KEY,
+    MoveFailed,
+    governance_for,
+    open_store,
+)
+from platform_assets.resources.deployment import resources_for
+from platform_assets.tenancy.catalog import load_all
+
 app = typer.Typer(no_args_is_help=True, add_completion=False)
 audit_app = typer.Typer(
     help="The tamper-evident audit trail of every governance action (and refused attempt).",
@@ -53,9 +67,6 @@ def reflow(fn):
 
 def governance():
     """The deployment's Governance, with audit records also reported to the Dagster instance."""
-    from platform_assets.env import deployment
-    from platform_assets.resources.deployment import resources_for
-    from platform_assets.governance.workflow import governance_for
 
     instance = dagster_instance()
     mlflow = resources_for(deployment())["mlflow"]
@@ -74,14 +85,6 @@ def _act(
     message, an identity that cannot be established exits 2. An identity refused for what the
     caller presented (a token, --as, MLPLAT_USER) is recorded in the audit trail; a call that
     presented nothing is not (there is nothing to record but the attempt's absence)."""
-    from platform_assets.governance.identity import (
-        IdentityRefused,
-        cli_identity,
-        unverified_claim,
-    )
-    from platform_assets.governance.rbac import Refused
-    from platform_assets.governance.store import StateTampered
-    from platform_assets.governance.workflow import MoveFailed
 
     try:
         identity = cli_identity(claimed, token)
@@ -206,7 +209,6 @@ def rollback(
 @reflow
 def pending(tenant: Annotated[str, typer.Option(help="Only this tenant.")] = "") -> None:
     """List versions waiting for approval."""
-    from platform_assets.governance.workflow import open_store
 
     rows = open_store().pending(tenant or None)
     for r in rows:
@@ -252,8 +254,6 @@ def audit_show(
     from rich.console import Console
     from rich.table import Table
 
-    from platform_assets.governance.workflow import open_store
-
     records = open_store().records(model or None, tenant or None, limit)
     if as_json:
         for r in records:
@@ -280,8 +280,6 @@ def audit_show(
 def dagster_instance():
     import dagster as dg
 
-    from platform_assets.env import dagster_home
-
     os.environ.setdefault("DAGSTER_HOME", str(dagster_home()))
     return dg.DagsterInstance.get()
 
@@ -289,10 +287,6 @@ def dagster_instance():
 def verification():
     """The platform DB's chains checked against the heads published in Dagster and the file."""
     import dagster as dg
-
-    from platform_assets.governance.heads import head_file, published_heads
-    from platform_assets.governance.workflow import PLATFORM_AUDIT_KEY, open_store
-    from platform_assets.tenancy.catalog import load_all
 
     keys = [
         dg.AssetKey([tenant, "models", model])

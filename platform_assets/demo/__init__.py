@@ -18,7 +18,14 @@ import dagster as dg
 from rich.console import Console
 from rich.table import Table
 
+from platform_assets.composition.locations import location_definitions
+from platform_assets.definitions import defs
+from platform_assets.demo.approvals import walk
 from platform_assets.env import dagster_home
+from platform_assets.governance.reconcile import champion_of
+from platform_assets.governance.sensors import promotion_sensor
+from platform_assets.tenancy.locations import code_locations
+from platform_assets.tenancy.runs import pipeline_job_name
 
 SENSOR_CURSOR_KEY = "mlplat/demo/promotion_sensor_cursor"
 # Runs in this process log to the console at WARNING: their events are in the instance (the UI
@@ -39,8 +46,6 @@ def _dagster(*args: str, console: Console) -> None:
 
 def run_pipelines(console: Console) -> None:
     """Each tenant's pipeline job, from its own code location, as the UI would launch it."""
-    from platform_assets.tenancy.location_defs import pipeline_job_name
-    from platform_assets.tenancy.locations import code_locations
 
     for location in code_locations()[1:]:
         for tenant in location.tenants:
@@ -127,7 +132,6 @@ def evaluate_promotion(
     """Ticks of the promotion sensor, launched the way the daemon would: cursor kept in the
     instance, runs deduplicated by run key, each a real run recorded in the instance. A tick
     leaves models it had no time for to the next one, so tick until one submits nothing."""
-    from platform_assets.sensors.promotion import promotion_sensor
 
     console.rule("Evaluating the promotion sensor")
     repo = definitions.get_repository_def()
@@ -173,7 +177,6 @@ def launch(definitions: dg.Definitions, instance: dg.DagsterInstance, sensor, re
 
 
 def summary(definitions: dg.Definitions, instance: dg.DagsterInstance) -> Table:
-    from platform_assets.governance.reconcile import champion_of
 
     graph = definitions.get_repository_def().asset_graph
     table = Table(title="mlplat demo summary")
@@ -240,21 +243,14 @@ def main() -> None:
     os.environ["DAGSTER_HOME"] = str(home)
     started = time.perf_counter()
     run_pipelines(console)
-    from platform_assets.definitions import defs
-    from platform_assets.tenancy.location_defs import location_definitions
 
     definitions = defs()  # every location's definitions, once, for the cost runs and summary
     with dg.DagsterInstance.get() as instance:
         run_costs(definitions, instance, console)
         evaluate_promotion(location_definitions("platform"), instance, console)
-        try:
-            from platform_assets.governance.demo import walk
-        except ImportError:
-            walk = None
-        if walk is not None:
-            console.rule("Approval workflow")
-            for line in walk(console):
-                console.print(f"  {line}")
+        console.rule("Approval workflow")
+        for line in walk(console):
+            console.print(f"  {line}")
         run_monitoring(definitions, instance, console)
         console.print(summary(definitions, instance))
     console.print(

@@ -14,6 +14,9 @@ from dataclasses import asdict
 import dagster as dg
 
 from platform_assets.cost.budget import BudgetStatus, budget_status, over_budget_skip
+from platform_assets.tenancy.catalog import defs_root
+from platform_assets.tenancy.locations import tenant_folders
+from platform_assets.tenancy.runs import pipeline_job_name
 from platform_assets.tenancy.specs import TenantSpec
 
 WEBHOOK_ENV = "MLPLAT_ALERT_WEBHOOK"
@@ -49,8 +52,6 @@ def post_alert(url: str, status: BudgetStatus, timeout: float = 5.0) -> int:
     description="Warn when a tenant reaches its budget's warning threshold or spends all of it.",
 )
 def budget_sensor(context: dg.SensorEvaluationContext):
-    from platform_assets.tenancy.catalog import defs_root
-    from platform_assets.tenancy.locations import tenant_folders
 
     alerted: dict[str, str] = json.loads(context.cursor or "{}")
     webhook = os.environ.get(WEBHOOK_ENV)
@@ -91,7 +92,7 @@ def tenant_schedule(tenant: TenantSpec, cron: str = "0 3 * * *") -> dg.ScheduleD
     @dg.schedule(
         name=f"{tenant.name}_nightly",
         cron_schedule=cron,
-        job_name=f"{tenant.name}_pipeline",
+        job_name=pipeline_job_name(tenant.name),
         default_status=dg.DefaultScheduleStatus.STOPPED,
         description=f"Nightly run of {tenant.name}'s pipeline unless it is over budget.",
         tags={"tenant": tenant.name},

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import typer
 
+from platform_assets.env import deployment
+from platform_assets.observability.dashboards import rendered
+from platform_assets.observability.exporter import PlatformState, Tenants, serve
+from platform_assets.resources.deployment import resources_for
+
 app = typer.Typer(
     help="The platform's Prometheus exporter, and its generated alerting rules and dashboard.",
     invoke_without_command=True,
@@ -25,10 +30,6 @@ def metrics(
         return
     import dagster as dg
 
-    from platform_assets.env import deployment
-    from platform_assets.resources.deployment import resources_for
-    from platform_assets.observability.exporter import PlatformState, Tenants, serve
-
     instance = dg.DagsterInstance.get()
     state = PlatformState(
         instance, Tenants.load(), resources_for(deployment())["lake"], history_days=history_days
@@ -47,7 +48,6 @@ def write(
 ) -> None:
     """Write the Prometheus alerting rules and the Grafana dashboard (deploy/observability/)
     from the exporter's series and the tenants' SLOs."""
-    from platform_assets.observability.dashboards import rendered
 
     stale = []
     for path, text in rendered().items():

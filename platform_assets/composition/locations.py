@@ -1,5 +1,9 @@
 """The Definitions of one code location: a tenant's (or a platform group's) or the platform's.
 
+Each capability says what it adds for one tenant's catalog (`tenant_definitions`) and, where it
+has any, platform-wide (`platform_definitions`); this module only merges them, with the
+deployment's resources, executors and step placement (the pod of each step on `k8s`).
+
 A tenant location is built from its own folders only; the shared feature views of other tenants
 it reads appear as external `AssetSpec`s, so lineage crosses locations in the UI while only the
 owner's location materializes them. The platform location parses no tenant's YAML: it names
@@ -9,12 +13,27 @@ sensors and the showback report a tenant whose folder does not load, and carry o
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 
 import dagster as dg
 
-from platform_assets.env import Deployment
+from platform_assets.composition.executors import executor_for
+from platform_assets.cost import definitions as cost
+from platform_assets.cost.sensors import tenant_schedule
+from platform_assets.env import Deployment, deployment
+from platform_assets.features import definitions as features
+from platform_assets.governance import definitions as governance
+from platform_assets.k8s.steps import k8s_placement
+from platform_assets.models import definitions as models
+from platform_assets.monitoring import definitions as monitoring
+from platform_assets.observability import definitions as observability
+from platform_assets.resources.deployment import resources_for
+from platform_assets.serving import definitions as serving
+from platform_assets.sources import definitions as sources
+from platform_assets.storage import definitions as storage
+from platform_assets.tenancy.assets import Placement
 from platform_assets.tenancy.catalog import (
     TenantCatalog,
     check_model_refs,
@@ -24,19 +43,47 @@ from platform_assets.tenancy.catalog import (
     shared_tenant,
 )
 from platform_assets.tenancy.isolation import PLATFORM, check_isolation
-from platform_assets.tenancy.locations import CodeLocation, location_named, tenant_folders
+from platform_assets.tenancy.locations import (
+    CodeLocation,
+    code_locations,
+    location_named,
+    tenant_folders,
+)
+from platform_assets.tenancy.runs import (
+    automation_sensor_name,
+    pipeline_job_name,
+    pipeline_selection,
+)
+
+TenantDefinitions = Callable[[TenantCatalog, Placement | None], dg.Definitions]
+# What each capability adds for one tenant, in lineage order.
+TENANT_CAPABILITIES: tuple[TenantDefinitions, ...] = (
+    cost.tenant_definitions,
+    sources.tenant_definitions,
+    features.tenant_definitions,
+    serving.tenant_definitions,
+    models.tenant_definitions,
+    monitoring.tenant_definitions,
+    governance.tenant_definitions,
+)
 
 
-def pipeline_job_name(tenant: str) -> str:
-    return f"{tenant}_pipeline"
+def placement_for(env: Deployment) -> Placement | None:
+    """What each tenant step carries for the deployment: its pod on `k8s`, nothing else."""
+    return k8s_placement if env == "k8s" else None
 
 
-def pipeline_selection(tenant: str) -> dg.AssetSelection:
-    return dg.AssetSelection.groups(tenant) - dg.AssetSelection.tag("asset_type", "cost")
+def tenant_definitions(catalog: TenantCatalog, env: Deployment | None = None) -> dg.Definitions:
+    """Everything the capabilities add for one tenant: assets, checks and their sensors."""
+    placement = placement_for(env or deployment())
+    return dg.Definitions.merge(*(add(catalog, placement) for add in TENANT_CAPABILITIES))
 
 
-def automation_sensor_name(tenant: str) -> str:
-    return f"{tenant}_automation"
+def tenant_assets(catalog: TenantCatalog) -> list[dg.AssetsDefinition]:
+    """One tenant's assets as its code location builds them (the SLOs read their freshness)."""
+    return [
+        a for a in tenant_definitions(catalog).assets or [] if isinstance(a, dg.AssetsDefinition)
+    ]
 
 
 def automation_sensor(tenant: str) -> dg.AutomationConditionSensorDefinition:
@@ -72,26 +119,20 @@ def shared_view_specs(catalogs: dict[str, TenantCatalog]) -> list[dg.AssetSpec]:
     return list(specs.values())
 
 
-def tenant_parts(catalogs: dict[str, TenantCatalog]) -> dg.Definitions:
-    """Assets, jobs, schedules and automation of these tenants, without resources."""
-    from platform_assets.tenancy.loader import tenant_assets
-
-    assets = dg.Definitions(assets=[a for c in catalogs.values() for a in tenant_assets(c)])
-    return dg.Definitions.merge(assets, tenant_runs(catalogs))
-
-
-def tenant_runs(
+def tenant_parts(
     catalogs: dict[str, TenantCatalog], env: Deployment | None = None
 ) -> dg.Definitions:
-    """What launches these tenants' runs: pipeline jobs, nightly schedules, automation and
-    retraining on drift; `env` defaults to MLPLAT_ENV's (`mlplat k8s render` asks for the `k8s`
-    jobs)."""
-    from platform_assets.env import deployment
-    from platform_assets.composition.executors import executor_for
-    from platform_assets.monitoring.sensors import tenant_retrain_sensors
-    from platform_assets.sensors.budget import tenant_schedule
-
+    """Assets, jobs, schedules and sensors of these tenants, without resources; `env` defaults
+    to MLPLAT_ENV's (`mlplat k8s render` asks for the `k8s` ones)."""
     env = env or deployment()
+    return dg.Definitions.merge(
+        *(tenant_definitions(c, env) for c in catalogs.values()), tenant_runs(catalogs, env)
+    )
+
+
+def tenant_runs(catalogs: dict[str, TenantCatalog], env: Deployment) -> dg.Definitions:
+    """What launches these tenants' pipelines: a job each, its nightly schedule and the
+    automation sensor."""
     return dg.Definitions(
         jobs=[
             dg.define_asset_job(
@@ -104,46 +145,44 @@ def tenant_runs(
             for name, catalog in catalogs.items()
         ],
         schedules=[tenant_schedule(c.tenant) for c in catalogs.values()],
-        sensors=[
-            *(automation_sensor(name) for name in catalogs),
-            *(s for c in catalogs.values() for s in tenant_retrain_sensors(c)),
-        ],
+        sensors=[automation_sensor(name) for name in catalogs],
     )
 
 
 def platform_parts(tenants: list[str]) -> dg.Definitions:
     """What spans tenants: showback, the SLO report, budget, promotion and champion-alias
     sensors, governance jobs, and the lake's snapshot retention."""
-    from platform_assets.cost.assets import showback_asset
-    from platform_assets.governance.promotion import promote_model, rollback_model
-    from platform_assets.governance.reconcile import champion_alias_reconciliation
-    from platform_assets.observability.slo import (
-        slo_report_asset,
-        slo_report_job,
-        slo_report_schedule,
-    )
-    from platform_assets.sensors.budget import budget_sensor
-    from platform_assets.sensors.promotion import promotion_sensor
-    from platform_assets.storage.retention import lake_retention, lake_retention_schedule
-
-    return dg.Definitions(
-        assets=[showback_asset(tenants), slo_report_asset(tenants)],
-        jobs=[promote_model, rollback_model, lake_retention, slo_report_job],
-        schedules=[lake_retention_schedule, slo_report_schedule],
-        sensors=[promotion_sensor, budget_sensor, champion_alias_reconciliation],
+    return dg.Definitions.merge(
+        cost.platform_definitions(tenants),
+        observability.platform_definitions(tenants, tenant_assets),
+        governance.platform_definitions(),
+        storage.platform_definitions(),
     )
 
 
 def platform_wide(parts: dg.Definitions) -> dg.Definitions:
     """Add the deployment's resources and default executor."""
-    from platform_assets.env import deployment
-    from platform_assets.composition.executors import executor_for
-    from platform_assets.resources.deployment import resources_for
-
     env = deployment()
     return dg.Definitions.merge(
         parts, dg.Definitions(resources=resources_for(env), executor=executor_for(env))
     )
+
+
+def k8s_pipeline_jobs(
+    catalogs: dict[str, TenantCatalog],
+) -> dict[str, tuple[dg.JobDefinition, CodeLocation]]:
+    """Each tenant's pipeline as the `k8s` deployment defines it, with its code location (what
+    `mlplat k8s render` captures the Jobs of)."""
+    # Resources only satisfy the assets' requirements here; they shape no Job.
+    defs = dg.Definitions.merge(
+        tenant_parts(catalogs, env="k8s"), dg.Definitions(resources=resources_for("local"))
+    )
+    repo = defs.get_repository_def()
+    location_of = {t: loc for loc in code_locations() for t in loc.tenants}
+    return {
+        pipeline_job_name(name): (repo.get_job(pipeline_job_name(name)), location_of[name])
+        for name in catalogs
+    }
 
 
 def tenant_location(location: CodeLocation, root: Path | None = None) -> dg.Definitions:

@@ -1,1 +1,0 @@
-"""Sensors: promotion of evaluated models, and later budget and quality signals."""
