@@ -22,13 +22,13 @@ from feast.types import Int64
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from platform_assets.features import offline_store
 from platform_assets.features.offline_store import (
     AsofOfflineStore,
     feature_store_yaml,
     layout_for_join,
     write_feature_table,
 )
+from platform_assets.features.offline_store import store as offline_store
 
 T0 = datetime(2024, 3, 1)
 SLOT = timedelta(minutes=30)
