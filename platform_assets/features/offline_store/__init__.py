@@ -1,20 +1,23 @@
-"""The exact point-in-time Feast offline store on DuckDB and Arrow (docs/point_in_time.md).
+"""A Feast offline store that does exact point-in-time joins with DuckDB's ASOF JOIN over parquet.
 
-Feast finds it as `platform_assets.features.offline_store.AsofOfflineStore`; these are the names
-the rest of the platform imports. Importing it loads feast, duckdb and pyarrow: steps only.
+Select it in `feature_store.yaml` with
+`offline_store: {type: platform_assets.features.offline_store.AsofOfflineStore}`; the exact
+semantics are in docs/point_in_time.md. This package must not import dagster: Feast imports it.
+Importing it loads feast, duckdb and pyarrow, so the platform imports it inside steps only.
 """
 
-from platform_assets.features.offline_store.store import (
-    LAYOUT_KEY,
-    LAYOUT_ROW_GROUP_ROWS,
+from platform_assets.features.offline_store.config import (
     STORE_TYPE,
-    AsofOfflineStore,
-    AsofOfflineStoreConfig,
     OfflineStoreInputError,
     feature_store_yaml,
+)
+from platform_assets.features.offline_store.layout import (
+    LAYOUT_KEY,
+    LAYOUT_ROW_GROUP_ROWS,
     layout_for_join,
     write_feature_table,
 )
+from platform_assets.features.offline_store.store import AsofOfflineStore, AsofOfflineStoreConfig
 
 __all__ = [
     "LAYOUT_KEY",
