@@ -5,13 +5,13 @@
 #   PYTHON: an interpreter with this project and Feast's test dependencies installed
 #           (pytest, pytest-env, pytest-timeout, pytest-asyncio, minio, testcontainers).
 set -euo pipefail
-here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 feast_sdk="$(cd "$1/sdk/python" && pwd)"
 shift
 cd "$feast_sdk"
-export FULL_REPO_CONFIGS_MODULE=asof_repo_configs
+# The store's repo configuration, imported from the project installed in $PYTHON.
+export FULL_REPO_CONFIGS_MODULE=platform_assets.features.offline_store.repo_configuration
 export FEAST_IS_LOCAL_TEST=True
-export PYTHONPATH="$feast_sdk:$here"
+export PYTHONPATH="$feast_sdk"
 exec "${PYTHON:-python}" -m pytest -p no:cacheprovider \
   tests/integration/offline_store/test_universal_historical_retrieval.py \
   tests/integration/offline_store/test_universal_materialization.py \

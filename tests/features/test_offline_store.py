@@ -19,6 +19,9 @@ from platform_assets.features.offline_store import (
     AsofOfflineStore,
     OfflineStoreInputError,
     feature_store_yaml,
+    join,
+    sorted_match,
+    sources,
 )
 
 T0 = datetime(2024, 1, 1)
@@ -159,9 +162,9 @@ def test_values_come_from_the_matched_rows_of_a_source_with_many_row_groups(
     # the right values, whether the feature rows were cut by a semi-join or not, and whether
     # the groups are read at once or (over the byte budget) one batch at a time.
     if semi_join:
-        monkeypatch.setattr(offline_store, "_SEMI_JOIN_MAX_KEY_FRACTION", 1.0)
+        monkeypatch.setattr(join, "_SEMI_JOIN_MAX_KEY_FRACTION", 1.0)
     if batched:
-        monkeypatch.setattr(offline_store, "_VALUES_BATCH_BYTES", 1)
+        monkeypatch.setattr(sources, "_VALUES_BATCH_BYTES", 1)
     data = rows(*[(k // 5, (k // 5) * 24 + k % 5, 0, k) for k in range(200)])
     data["name"] = [f"n{k}" if k % 7 else None for k in range(200)]
     path = repo.root / "stats.parquet"
@@ -514,13 +517,13 @@ def test_feature_table_written_for_the_join_is_sorted_marked_and_row_grouped(
     assert back.equals(back.sort_values(["driver_id", "event_timestamp", "created"], kind="stable"))
     repo.view(None, path=str(path))
     groups_read: list[list[int]] = []
-    real = offline_store._groups_in_key_range
+    real = sorted_match._groups_in_key_range
 
     def spy(*args):
         groups_read.append(real(*args))
         return groups_read[-1]
 
-    monkeypatch.setattr(offline_store, "_groups_in_key_range", spy)
+    monkeypatch.setattr(sorted_match, "_groups_in_key_range", spy)
     entity_df = entities((3, 20), (4, 49.5), (3, 0))
     out = repo.get(entity_df, ["stats:value"])
     # Only the two drivers' row groups are read for the join (drivers 3 and 4 are groups 3, 4).

@@ -22,10 +22,10 @@ from feast.types import Int64
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from platform_assets.features import offline_store
 from platform_assets.features.offline_store import (
     AsofOfflineStore,
     feature_store_yaml,
+    join,
     layout_for_join,
     write_feature_table,
 )
@@ -207,13 +207,13 @@ def test_store_matches_brute_force_reference(
             sorted_joins.append(plan.name)
         return match
 
-    real_sorted_match = offline_store._sorted_match
+    real_sorted_match = join._sorted_match
     with (
-        mock.patch.object(offline_store, "_sorted_match", sorted_match),
-        mock.patch.object(offline_store, "_MAX_OFFSET_BITS", limits[0]),
-        mock.patch.object(offline_store, "_MAX_SCALED_BITS", limits[1]),
-        mock.patch.object(offline_store, "_MAX_RANK_BITS", limits[2]),
-        mock.patch.object(offline_store, "_SAMPLE_ROWS", limits[3]),
+        mock.patch.object(join, "_sorted_match", sorted_match),
+        mock.patch.object(join, "_MAX_OFFSET_BITS", limits[0]),
+        mock.patch.object(join, "_MAX_SCALED_BITS", limits[1]),
+        mock.patch.object(join, "_MAX_RANK_BITS", limits[2]),
+        mock.patch.object(join, "_SAMPLE_ROWS", limits[3]),
     ):
         out = feature_store.get_historical_features(
             entity_df=entity_df,
