@@ -74,6 +74,7 @@ def _act(
     message, an identity that cannot be established exits 2. An identity refused for what the
     caller presented (a token, --as, MLPLAT_USER) is recorded in the audit trail; a call that
     presented nothing is not (there is nothing to record but the attempt's absence)."""
+    from platform_assets.governance.effects import MoveFailed
     from platform_assets.governance.identity import (
         IdentityRefused,
         cli_identity,
@@ -81,7 +82,6 @@ def _act(
     )
     from platform_assets.governance.rbac import Refused
     from platform_assets.governance.store import StateTampered
-    from platform_assets.governance.workflow import MoveFailed
 
     try:
         identity = cli_identity(claimed, token)
@@ -290,8 +290,9 @@ def verification():
     """The platform DB's chains checked against the heads published in Dagster and the file."""
     import dagster as dg
 
+    from platform_assets.governance.audit import PLATFORM_AUDIT_KEY
     from platform_assets.governance.heads import head_file, published_heads
-    from platform_assets.governance.workflow import PLATFORM_AUDIT_KEY, open_store
+    from platform_assets.governance.workflow import open_store
     from platform_assets.tenancy.catalog import load_all
 
     keys = [

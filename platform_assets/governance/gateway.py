@@ -332,7 +332,7 @@ def role_workspace_context(instance, target, catalogs=None, admins=None, locatio
     from dagster._core.workspace.context import WorkspaceProcessContext, WorkspaceRequestContext
 
     from platform_assets.governance import rbac
-    from platform_assets.governance.workflow import TenantCatalogs
+    from platform_assets.governance.catalogs import TenantCatalogs
     from platform_assets.tenancy.locations import code_locations
 
     catalogs = catalogs if catalogs is not None else TenantCatalogs()

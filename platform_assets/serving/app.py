@@ -522,8 +522,9 @@ def service_from_env(settings: ServeSettings, resources: dict[str, Any] | None =
     `services`/`k8s`, the caller's verified identity on every request."""
     from platform_assets.execution.env import deployment
     from platform_assets.execution.resources import resources_for
+    from platform_assets.governance.catalogs import TenantCatalogs
     from platform_assets.governance.rbac import platform_admins
-    from platform_assets.governance.workflow import TenantCatalogs, open_store
+    from platform_assets.governance.workflow import open_store
 
     env = deployment()
     resources = resources or resources_for(env)
