@@ -171,8 +171,8 @@ def main() -> None:
 
 
 def run(tmp_path: Path, root: Path, args, rng) -> dict:
-    from platform_assets.resources.deployment import resources_for
     from platform_assets.observability.exporter import PlatformState, Tenants, serve
+    from platform_assets.resources.deployment import resources_for
     from platform_assets.services.stack import free_port
 
     (tmp_path / "dagster_home").mkdir()

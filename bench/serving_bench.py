@@ -50,8 +50,8 @@ def serve_ours(port: int, redis: str) -> None:
     import uvicorn
 
     from platform_assets.resources.deployment import resources_for
-    from platform_assets.serving.app import ServeSettings, create_app, service_from_env
     from platform_assets.resources.feature_store import FeastResource
+    from platform_assets.serving.app import ServeSettings, create_app, service_from_env
 
     resources = resources_for("local")
     resources["feast"] = FeastResource(root=resources["feast"].root, redis=redis)

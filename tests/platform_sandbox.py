@@ -12,8 +12,8 @@ import pytest
 import yaml
 from dagster.components.testing.utils import create_defs_folder_sandbox
 
-from platform_assets.tenancy.catalog import load_all
 from platform_assets.composition.locations import platform_parts, platform_wide, tenant_runs
+from platform_assets.tenancy.catalog import load_all
 
 DEMO_DEFS = Path(__file__).resolve().parents[1] / "platform_assets" / "defs"
 

@@ -190,8 +190,8 @@ def _instance(dev: Dev) -> dg.DagsterInstance:
 
 def _materialize_trips(dev: Dev, monkeypatch) -> dg.ExecuteInProcessResult:
     """One run of the trips source on the daemon's instance, built from the same folders."""
-    from platform_assets.tenancy import catalog
     from platform_assets.composition.locations import tenant_location
+    from platform_assets.tenancy import catalog
     from platform_assets.tenancy.locations import location_named
 
     for key in ("DAGSTER_HOME", "MLPLAT_ENV", "MLPLAT_DATA", "MLPLAT_DEFS_ROOT"):

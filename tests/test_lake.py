@@ -10,8 +10,8 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 
-from platform_assets.tenancy.isolation import IsolationError
 from platform_assets.resources.lake import POINTER, LakeResource
+from platform_assets.tenancy.isolation import IsolationError
 
 T1 = pa.table({"id": [1, 2, 3], "x": [0.1, 0.2, 0.3]})
 T2 = pa.table({"id": [4, 5], "x": [0.4, 0.5]})

@@ -49,6 +49,10 @@ class Identity:
         return self.source != "unverified"
 
 
+# The promotion sensor as the workflow sees it: it submits candidates without an operator role.
+SENSOR = Identity(SENSOR_IDENTITY, "platform")
+
+
 class IdentityRefused(Refused):
     """A credential or claim that does not establish who is acting."""
 
@@ -65,6 +69,13 @@ def claimable(name: str, where: str) -> str:
             f"{name!r} in {where} is reserved for the platform's own sensors and cannot be claimed",
         )
     return name
+
+
+def as_identity(actor: Identity | str) -> Identity:
+    """A bare string is a self-asserted identity: never a reserved one, always unverified."""
+    if isinstance(actor, Identity):
+        return actor
+    return Identity(claimable(actor, "the caller's identity"), "unverified")
 
 
 # --- OIDC ID tokens --------------------------------------------------------------------------

@@ -11,62 +11,47 @@ aliases are put back, the state rows are restored and the failure is recorded.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 
-from platform_assets.governance import rbac
-from platform_assets.governance.evidence import EvidenceError, EvidenceReader
-from platform_assets.governance.identity import (
-    LAUNCHED_BY_TAG,
-    SENSOR_IDENTITY,
-    Identity,
-    claimable,
+from platform_assets.env import data_root, platform_db_url
+from platform_assets.governance import policy, rbac
+from platform_assets.governance.audit import (
+    PLATFORM_AUDIT_KEY,
+    PLATFORM_CHAIN,
+    append_refusal,
+    model_key,
+    publish_records,
 )
+from platform_assets.governance.catalogs import TenantCatalogs
+from platform_assets.governance.effects import (
+    Effects,
+    MoveFailed,
+    apply_effects,
+    challenger_of,
+    current_aliases,
+    manifest_path,
+    render_manifest,
+    restore_aliases,
+)
+from platform_assets.governance.evidence import EvidenceReader
+from platform_assets.governance.heads import head_file
+from platform_assets.governance.identity import LAUNCHED_BY_TAG, SENSOR, Identity, as_identity
+from platform_assets.governance.policy import Assessment, PolicyRejected
 from platform_assets.governance.store import AuditRecord, GovernanceStore, now_iso
-from platform_assets.tenancy.catalog import (
-    TenantCatalog,
-    defs_root,
-    load_tenant,
-)
-from platform_assets.tenancy.isolation import PLATFORM
+from platform_assets.tenancy.catalog import TenantCatalog
 from platform_assets.tenancy.specs import ModelSpec
 
-__all__ = ["SENSOR_IDENTITY", "LAUNCHED_BY_TAG", "Governance", "governance_for", "open_store"]
+__all__ = ["Governance", "governance_for", "open_store"]
 
-# Refusals of callers whose identity could not be established and who named no model of a known
-# tenant go to the platform's own chain; their heads are published on this asset.
-PLATFORM_CHAIN = PLATFORM
-PLATFORM_AUDIT_KEY = dg.AssetKey([PLATFORM, "audit_trail"])
-UNIDENTIFIED = "unidentified"  # the actor of an identity refusal: the claim is not believed
 # Staging approvals gate `challenger` (what staging serves); production approvals gate `champion`.
 ENV_ALIAS = {"staging": "challenger", "production": "champion"}
-ALIASES = ("champion", "previous", "challenger")
 # Who may submit a candidate or roll back, beyond platform admins.
 OPERATOR_ROLES = ["approver", "admin"]
-SENSOR = Identity(SENSOR_IDENTITY, "platform")
-
-
-class PolicyRejected(rbac.Refused):
-    """A candidate that does not meet its model's promotion policy."""
-
-    def __init__(self, message: str, evidence: dict[str, Any]):
-        super().__init__("promotion-policy", message)
-        self.evidence = evidence
-
-
-class MoveFailed(RuntimeError):
-    """MLflow could not mirror a committed move; it was undone and the failure recorded."""
-
-
-@dataclass
-class Assessment:
-    ok: bool
-    why: str
-    evidence: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -78,63 +63,13 @@ class Outcome:
     champion: int | None = None
 
 
-@dataclass
-class Effects:
-    """What to do outside the database once it has committed: alias moves, tags, manifests."""
-
-    aliases: dict[str, int | None] = field(default_factory=dict)  # alias -> version (None: drop)
-    tags: list[tuple[int, str, str]] = field(default_factory=list)
-    manifest: tuple[Any, int, dict] | None = None  # (tenant spec, version, rendered manifest)
-
-
 def registered_name(tenant: str, model: str) -> str:
     return f"{tenant}.{model}"
 
 
 def open_store() -> GovernanceStore:
-    from platform_assets.env import platform_db_url
 
     return GovernanceStore(platform_db_url())
-
-
-class TenantCatalogs(Mapping[str, TenantCatalog]):
-    """Tenant folders parsed on first use. A folder that does not load raises only when its own
-    tenant is asked for, and is left out when iterating, so a broken tenant never stops the
-    governance of another (its own code location shows the error). Each tenant is looked up once
-    per object: `governance_for` builds one per sensor tick, job step or command."""
-
-    def __init__(self, root: Path | None = None):
-        self.root = (root or defs_root()).resolve()
-        self._found: dict[str, TenantCatalog] = {}
-
-    def __getitem__(self, name: str) -> TenantCatalog:
-        from platform_assets.tenancy.locations import tenant_folders
-
-        if name not in self._found:
-            if name not in tenant_folders(self.root):
-                raise KeyError(name)
-            self._found[name] = load_tenant(self.root / name)
-        return self._found[name]
-
-    def __iter__(self) -> Iterator[str]:
-        from platform_assets.tenancy.locations import tenant_folders
-
-        for name in tenant_folders(self.root):
-            try:
-                load_tenant(self.root / name)
-            except (ValueError, OSError):
-                continue
-            yield name
-
-    def __len__(self) -> int:
-        return sum(1 for _ in self)
-
-
-def as_identity(actor: Identity | str) -> Identity:
-    """A bare string is a self-asserted identity: never a reserved one, always unverified."""
-    if isinstance(actor, Identity):
-        return actor
-    return Identity(claimable(actor, "the caller's identity"), "unverified")
 
 
 class Governance:
@@ -184,61 +119,9 @@ class Governance:
         champion: int | None,
         record: dg.EventLogRecord | None = None,
     ) -> Assessment:
-        """Does `version` meet its policy against the given champion version? Judged only on
-        the platform's own records (see evidence.py); `record` is the evaluation report event
-        when the caller already holds it."""
-        from platform_assets.models.metrics import HIGHER_IS_BETTER, failed_thresholds
-
+        """Does `version` meet its policy against the given champion version? (see policy.py)"""
         catalog, spec = self.locate(name)
-        if self.evidence is None:
-            return Assessment(False, "no Dagster instance to read evidence from")
-        try:
-            found = self.evidence.gather(catalog, spec, version, record)
-        except EvidenceError as exc:
-            return Assessment(False, f"no evidence: {exc}", {"evidence_error": str(exc)})
-        evidence = {**found.as_dict(), "champion_before": champion}
-        metrics = found.metrics
-        if found.problems:
-            return Assessment(False, f"evidence incomplete: {'; '.join(found.problems)}", evidence)
-        metric = spec.evaluation.primary_metric
-        if metric not in metrics:
-            return Assessment(False, f"v{version} has no evaluation ({metric} missing)", evidence)
-        failed = failed_thresholds(metrics, spec.evaluation.thresholds)
-        if failed:
-            return Assessment(False, f"fails thresholds: {', '.join(failed)}", evidence)
-        bad = [n for n, c in found.checks.items() if not c["passed"]]
-        if bad:
-            return Assessment(
-                False, f"required checks not passed: {', '.join(sorted(bad))}", evidence
-            )
-        value = metrics[metric]
-        if champion is None:
-            return Assessment(
-                True, f"first version to meet policy ({metric}={value:.4f})", evidence
-            )
-        if champion == version:
-            return Assessment(False, f"v{version} is already champion", evidence)
-        try:
-            champ = self.evidence.gather(catalog, spec, champion).metrics.get(metric)
-        except EvidenceError:
-            champ = None
-        if champ is None:
-            return Assessment(True, f"champion v{champion} has no recorded {metric}", evidence)
-        gain = value - champ if HIGHER_IS_BETTER[metric] else champ - value
-        needed = spec.promotion.min_improvement
-        evidence["improvement"] = round(gain, 6)
-        if gain <= needed:
-            return Assessment(
-                False,
-                f"{metric}={value:.4f} does not beat champion v{champion} ({champ:.4f}) "
-                f"by more than {needed}",
-                evidence,
-            )
-        return Assessment(
-            True,
-            f"{metric}={value:.4f} beats champion v{champion} ({champ:.4f}) by {gain:.4f}",
-            evidence,
-        )
+        return policy.assess(self.evidence, catalog, spec, version, champion, record)
 
     def submitted(self, name: str, version: int) -> bool:
         with self.store.engine.connect() as conn:
@@ -256,7 +139,7 @@ class Governance:
 
         A refusal is audited and committed before it is raised; any other failure inside the
         transaction undoes the action and is recorded as `failed`. MLflow is changed only after
-        the commit (see `_apply`).
+        the commit (see `effects.apply_effects`).
         """
         catalog, _ = self.locate_or_refuse(name)
         tenant = catalog.tenant.name
@@ -293,8 +176,8 @@ class Governance:
             aliases_before: dict[str, int] | None = None
             try:
                 if effects.aliases:
-                    aliases_before = self._aliases(name)
-                self._apply(name, effects)
+                    aliases_before = current_aliases(self.mlflow, name)
+                apply_effects(self.mlflow, self.deploy_dir, name, effects)
             except Exception as exc:  # noqa: BLE001 - undone and recorded, then re-raised
                 failure = self._undo(
                     catalog, name, actor, action, version, before, aliases_before, exc, records
@@ -304,38 +187,12 @@ class Governance:
             raise failure
         return outcome
 
-    def _aliases(self, name: str) -> dict[str, int]:
-        model = self.mlflow.client().get_registered_model(name)
-        return {a: int(v) for a, v in model.aliases.items() if a in ALIASES}
-
-    def _set_aliases(self, name: str, target: dict[str, int | None]) -> None:
-        client = self.mlflow.client()
-        for alias, version in target.items():
-            if version is None:
-                if alias in self._aliases(name):
-                    client.delete_registered_model_alias(name, alias)
-            else:
-                client.set_registered_model_alias(name, alias, str(version))
-
-    def _apply(self, name: str, effects: Effects) -> None:
-        """Mirror a committed move in MLflow and the deployment manifest."""
-        if effects.aliases:
-            self._set_aliases(name, effects.aliases)
-        client = self.mlflow.client() if effects.tags else None
-        for version, key, value in effects.tags:
-            client.set_model_version_tag(name, str(version), key, value)
-        if effects.manifest is not None and self.deploy_dir is not None:
-            from platform_assets.governance.deploy import write_manifest
-
-            tenant, version, manifest = effects.manifest
-            write_manifest(tenant, name, manifest, self.deploy_dir)
-
     def _undo(
         self, catalog, name, actor, action, version, before, restored, exc, records
     ) -> MoveFailed:
         """Put the aliases back, restore the state rows and record the failure."""
         if restored is not None:
-            self._set_aliases(name, {a: restored.get(a) for a in ALIASES})
+            restore_aliases(self.mlflow, name, restored)
         tenant = catalog.tenant.name
         with self.store.transaction(tenant) as conn:
             self.store.restore(conn, name, before)
@@ -385,27 +242,16 @@ class Governance:
         except KeyError:
             catalog = None
         chain = catalog.tenant.name if catalog is not None else PLATFORM_CHAIN
-        evidence = {"rule": exc.rule, "via": via, "claimed": claimed, **(details or {})}
-        if model:
-            evidence["model"] = model
-        with self.store.transaction(chain) as conn:
-            record = self.store.append(
-                conn,
-                tenant=chain,
-                actor=UNIDENTIFIED,
-                identity="refused",
-                action=action,
-                outcome="refused",
-                version=version,
-                reason=str(exc),
-                evidence=evidence,
-            )
-        self._publish_records(
-            dg.AssetKey([chain, "models", model.partition(".")[2]])
-            if catalog is not None
-            else PLATFORM_AUDIT_KEY,
+        record = append_refusal(
+            self.store, chain, exc, action, via=via, model=model, version=version,
+            claimed=claimed, details=details,
+        )  # fmt: skip
+        publish_records(
+            model_key(chain, model) if catalog is not None else PLATFORM_AUDIT_KEY,
             model,
             [record],
+            head_file=self.head_file,
+            emit=self.emit,
         )
         return record
 
@@ -547,7 +393,7 @@ class Governance:
             action="promote", reason=why, evidence={"previous_champion": expected},
             conflict=f"the champion of {name} changed while promoting v{version}; retry",
         )  # fmt: skip
-        if self._challenger(name) == version:
+        if challenger_of(self.mlflow, name) == version:
             effects.aliases["challenger"] = None
         return Outcome(f"{name} v{version} is champion (previous: {expected})", records, version)
 
@@ -558,7 +404,7 @@ class Governance:
         """Make `version` the champion if `expected` still is (`previous` becomes the previous
         one): its manifest rendered and validated first, the aliases and manifest to follow the
         transaction, and the audit record."""
-        manifest = self._render(catalog, name, version)
+        manifest = render_manifest(self.mlflow, self.deploy_dir, catalog, name, version)
         if not self.store.set_champion(conn, name, version, expected, previous):
             raise rbac.Refused("concurrent-change", conflict)
         effects.aliases.update(champion=version, previous=previous)
@@ -566,34 +412,8 @@ class Governance:
         self._log(
             conn, records, catalog, name, actor=actor, action=action, outcome="champion",
             version=version, environment="production", reason=reason,
-            evidence={**evidence, "manifest": self._manifest_path(catalog, name)},
+            evidence={**evidence, "manifest": manifest_path(self.deploy_dir, catalog, name)},
         )  # fmt: skip
-
-    def _challenger(self, name: str) -> int | None:
-        mv = self.mlflow.version_by_alias(name, "challenger")
-        return int(mv.version) if mv is not None else None
-
-    def _render(self, catalog: TenantCatalog, name: str, version: int):
-        """The deployment manifest, rendered and validated before anything moves."""
-        if self.deploy_dir is None:
-            return None
-        from platform_assets.governance.deploy import render_inferenceservice
-
-        uri = self.mlflow.client().get_model_version_download_uri(name, str(version))
-        try:
-            manifest = render_inferenceservice(catalog.tenant, name, version, uri)
-        except ValueError as exc:
-            raise rbac.Refused(
-                "deployment-manifest",
-                f"{name} v{version} cannot be deployed: {exc} (from tenant "
-                f"{catalog.tenant.name}'s resources)",
-            ) from exc
-        return (catalog.tenant, version, manifest)
-
-    def _manifest_path(self, catalog: TenantCatalog, name: str) -> str | None:
-        if self.deploy_dir is None:
-            return None
-        return str(self.deploy_dir / catalog.tenant.name / f"{name.partition('.')[2]}.yaml")
 
     def approve(self, name: str, version: int, actor: Identity | str, comment: str = "") -> Outcome:
         actor = as_identity(actor)
@@ -683,7 +503,7 @@ class Governance:
                 .values(status="rejected", reason=reason)
             )
             effects.tags.append((version, "mlplat.rejected_reason", reason))
-            if self._challenger(name) == version:
+            if challenger_of(self.mlflow, name) == version:
                 effects.aliases["challenger"] = None
             self._log(
                 conn,
@@ -741,39 +561,14 @@ class Governance:
     # --- publishing ---------------------------------------------------------------------------
 
     def _publish(self, catalog: TenantCatalog, name: str, records: list[AuditRecord]) -> None:
-        """Each record lands on the model asset (the UI's history); the last one is the chain
-        head, also appended to the external head file when one is configured."""
-        model = name.partition(".")[2]
-        self._publish_records(dg.AssetKey([catalog.tenant.name, "models", model]), name, records)
-
-    def _publish_records(self, key: dg.AssetKey, name: str, records: list[AuditRecord]) -> None:
-        from platform_assets.governance.heads import append_head
-
-        if not records:
-            return
-        if self.head_file is not None:
-            append_head(self.head_file, records[-1])
-        if self.emit is None:
-            return
-        for record in records:
-            self.emit(
-                dg.AssetObservation(
-                    asset_key=key,
-                    metadata={
-                        "event": f"{record.action}:{record.outcome}",
-                        "registered_model": name,
-                        "version": record.version if record.version is not None else 0,
-                        "environment": record.environment,
-                        "actor": record.actor,
-                        "identity": record.identity,
-                        "reason": record.reason,
-                        "audit_chain": record.tenant,
-                        "audit_seq": record.seq,
-                        "audit_hash": record.hash,
-                        "evidence": dg.MetadataValue.json(record.evidence),
-                    },
-                )
-            )
+        """Each record lands on the model asset (see audit.py)."""
+        publish_records(
+            model_key(catalog.tenant.name, name),
+            name,
+            records,
+            head_file=self.head_file,
+            emit=self.emit,
+        )
 
 
 def governance_for(
@@ -782,8 +577,6 @@ def governance_for(
     emit: Callable[[dg.AssetObservation], None] | None = None,
 ) -> Governance:
     """The deployment's Governance: platform DB, team YAML, manifests under <data_root>/deploy."""
-    from platform_assets.env import data_root
-    from platform_assets.governance.heads import head_file
 
     return Governance(
         open_store(),

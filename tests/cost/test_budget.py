@@ -10,8 +10,8 @@ import dagster as dg
 import pytest
 
 from platform_assets.cost.budget import budget_status, filter_run_requests
-from platform_assets.resources.pricing import PricingResource
 from platform_assets.cost.sensors import budget_sensor, tenant_schedule
+from platform_assets.resources.pricing import PricingResource
 from tests.cost.conftest import grant_override, metered_asset, record_step
 
 

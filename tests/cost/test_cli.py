@@ -42,8 +42,8 @@ def test_costs_from_the_ledger_equal_the_event_log(instance, platform_home, tena
     import dagster as dg
 
     from platform_assets.cost.assets import tenant_cost_asset
-    from platform_assets.resources.pricing import PricingResource
     from platform_assets.resources.lake import LakeResource
+    from platform_assets.resources.pricing import PricingResource
 
     for usd in (0.5, 0.25):
         record_step(instance, "payments", usd)

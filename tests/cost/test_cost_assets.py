@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 
 from platform_assets.cost.assets import showback_asset, tenant_cost_asset
-from platform_assets.resources.pricing import PricingResource
 from platform_assets.cost.rollup import read_ledger
 from platform_assets.resources.lake import LakeResource
+from platform_assets.resources.pricing import PricingResource
 from tests.cost.conftest import record_step
 
 pytestmark = pytest.mark.materialize

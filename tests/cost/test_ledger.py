@@ -13,8 +13,8 @@ import pytest
 from platform_assets.cost.budget import budget_status
 from platform_assets.cost.ledger import ledger_engine, month_to_date, refresh
 from platform_assets.cost.metering import meter
-from platform_assets.resources.pricing import PricingResource
 from platform_assets.cost.rollup import month_bounds, tenant_steps
+from platform_assets.resources.pricing import PricingResource
 from platform_assets.tenancy.specs import ComputeResources
 from tests.cost.conftest import record_step
 

@@ -19,8 +19,8 @@ import pytest
 from platform_assets.governance.identity import SENSOR_IDENTITY, Identity
 from platform_assets.governance.store import GovernanceStore
 from platform_assets.governance.workflow import Governance
-from platform_assets.tenancy.catalog import TenantCatalog, load_all
 from platform_assets.resources.mlflow import MlflowResource
+from platform_assets.tenancy.catalog import TenantCatalog, load_all
 
 MODEL = "payments.fraud_detector"
 SENSOR = Identity(SENSOR_IDENTITY, "platform")

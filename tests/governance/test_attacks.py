@@ -16,8 +16,8 @@ import pytest
 from typer.testing import CliRunner
 
 from platform_assets.governance import cli
+from platform_assets.governance.effects import MoveFailed
 from platform_assets.governance.rbac import Refused
-from platform_assets.governance.workflow import MoveFailed
 from tests.governance.conftest import APPROVER, APPROVER2, MODEL, SENSOR, report_checks
 
 runner = CliRunner()

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from typer.testing import CliRunner
 
 from platform_assets.governance import cli
-from platform_assets.governance.workflow import SENSOR_IDENTITY
+from platform_assets.governance.identity import SENSOR_IDENTITY
 from tests.governance.conftest import ADMIN, APPROVER, MODEL, OTHER_TENANT, SENSOR, VIEWER
 
 runner = CliRunner()

@@ -236,7 +236,8 @@ def test_an_approver_may_report_a_check_on_their_tenants_asset(server):
 
 
 def test_a_header_from_an_untrusted_address_is_refused_and_audited(server, monkeypatch):
-    from platform_assets.governance.workflow import UNIDENTIFIED, open_store
+    from platform_assets.governance.audit import UNIDENTIFIED
+    from platform_assets.governance.workflow import open_store
 
     with server.http("127.0.0.2") as http:
         response = http.post(

@@ -11,9 +11,9 @@ import pytest
 from typer.testing import CliRunner
 
 from platform_assets.governance import cli
+from platform_assets.governance.audit import PLATFORM_AUDIT_KEY, UNIDENTIFIED
 from platform_assets.governance.demo_idp import LocalIdP
 from platform_assets.governance.heads import published_heads
-from platform_assets.governance.workflow import PLATFORM_AUDIT_KEY, UNIDENTIFIED
 from tests.governance.conftest import APPROVER, MODEL, SENSOR
 
 runner = CliRunner()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
+from platform_assets.governance.identity import SENSOR_IDENTITY
 from platform_assets.governance.rbac import Refused
-from platform_assets.governance.workflow import SENSOR_IDENTITY
 from tests.governance.conftest import (
     ADMIN,
     APPROVER,

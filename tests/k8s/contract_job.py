@@ -140,12 +140,13 @@ def contract_executor(init_context: dg.InitExecutorContext):
 def ridehail_pipeline() -> dg.JobDefinition:
     """Tenant ridehail's pipeline as the platform builds it, on the contract executor with the
     tenant's k8s executor config (namespace, service account, labels)."""
-    from platform_assets.env import deployment
-    from platform_assets.composition.executors import executor_for
-    from platform_assets.resources.deployment import resources_for
-    from platform_assets.k8s.config import platform
-    from platform_assets.tenancy.catalog import load_all
     from platform_assets.tenancy.loader import catalog_definitions
+
+    from platform_assets.composition.executors import executor_for
+    from platform_assets.env import deployment
+    from platform_assets.k8s.config import platform
+    from platform_assets.resources.deployment import resources_for
+    from platform_assets.tenancy.catalog import load_all
     from platform_assets.tenancy.runs import pipeline_selection
 
     catalog = load_all()[TENANT]

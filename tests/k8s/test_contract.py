@@ -30,8 +30,8 @@ from platform_assets.k8s.jobs import KUBECONFIG, launcher_instance_config
 from platform_assets.k8s.policy import PolicySet
 from platform_assets.k8s.render import helm_template, pod_parameters, tenant_chart_values
 from platform_assets.k8s.schemas import check_manifest
-from platform_assets.tenancy.catalog import load_all
 from platform_assets.resources.feature_store import FeastResource
+from platform_assets.tenancy.catalog import load_all
 
 pytestmark = [pytest.mark.slow, pytest.mark.services, pytest.mark.materialize]
 JOB_FILE = Path(__file__).with_name("contract_job.py")

@@ -12,8 +12,8 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from platform_assets.tenancy.catalog import check_model_refs
 from platform_assets.resources.lake import LakeResource
+from platform_assets.tenancy.catalog import check_model_refs
 from tests.governance.conftest import MODEL, Sandbox, gov_sandbox, session_mlflow  # noqa: F401
 
 FEATURES = {

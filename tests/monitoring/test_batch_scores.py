@@ -10,9 +10,9 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from platform_assets.resources.pricing import PricingResource
 from platform_assets.governance.deploy import batch_scores_asset
 from platform_assets.resources.feature_store import FeastResource
+from platform_assets.resources.pricing import PricingResource
 from tests.governance.conftest import MODEL
 from tests.monitoring.conftest import FEATURES, feature_frame
 

@@ -10,8 +10,8 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from platform_assets.resources.pricing import PricingResource
 from platform_assets.monitoring.assets import PREDICTION_CHECK, drift_asset
+from platform_assets.resources.pricing import PricingResource
 from platform_assets.tenancy.specs import Monitoring
 from tests.monitoring.conftest import FEATURES, Monitored, feature_frame
 
@@ -121,8 +121,8 @@ def test_without_enough_logged_requests_the_batch_scores_stand_in(monitored):
 
 
 def test_no_champion_no_drift(gov_sandbox):
-    from platform_assets.tenancy.catalog import check_model_refs
     from platform_assets.resources.lake import LakeResource
+    from platform_assets.tenancy.catalog import check_model_refs
 
     catalog = gov_sandbox.catalogs["payments"]
     spec = catalog.models["fraud_detector"]

@@ -7,8 +7,8 @@ import dagster as dg
 import numpy as np
 import pytest
 
-from platform_assets.monitoring.sensors import REASON_TAG
 from platform_assets.composition.locations import tenant_location
+from platform_assets.monitoring.sensors import REASON_TAG
 from platform_assets.tenancy.locations import location_named
 from tests.monitoring.conftest import feature_frame
 from tests.monitoring.test_drift_asset import run

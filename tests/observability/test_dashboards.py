@@ -13,10 +13,10 @@ from pydantic import ValidationError
 from typer.testing import CliRunner
 
 from platform_assets.cli.main import app
-from platform_assets.resources.deployment import resources_for
 from platform_assets.observability import dashboards
 from platform_assets.observability import series as S
 from platform_assets.observability.exporter import PlatformState, Tenants, serve
+from platform_assets.resources.deployment import resources_for
 from platform_assets.services.stack import free_port
 
 

@@ -9,6 +9,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from platform_assets.composition.locations import tenant_location
 from platform_assets.observability.slo import (
     SLO_REPORT_KEY,
     freshness_policies,
@@ -16,7 +17,6 @@ from platform_assets.observability.slo import (
     stale_seconds,
 )
 from platform_assets.tenancy.catalog import PlatformConfigError, load_all, load_tenant
-from platform_assets.composition.locations import tenant_location
 from platform_assets.tenancy.locations import location_named
 from tests.observability.conftest import LABELS, TRIPS, materialize
 from tests.platform_sandbox import sandbox

@@ -10,10 +10,10 @@ import pyarrow as pa
 import pytest
 
 from platform_assets.composition.executors import executor_for
+from platform_assets.resources.lake import LakeResource
 from platform_assets.tenancy.assets import asset_kwargs, yaml_reference
 from platform_assets.tenancy.catalog import load_all
 from platform_assets.tenancy.isolation import IsolationError, check_isolation, check_write
-from platform_assets.resources.lake import LakeResource
 
 DEMO_DEFS = Path(__file__).resolve().parents[2] / "platform_assets" / "defs"
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from platform_assets.tenancy.catalog import PlatformConfigError, load_all
 from platform_assets.governance.codeowners import render, repo_codeowners
+from platform_assets.tenancy.catalog import PlatformConfigError, load_all
 from platform_assets.tenancy.limits import (
     LIMITS_ENV,
     LIMITS_PATH,

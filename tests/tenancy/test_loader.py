@@ -9,13 +9,13 @@ import dagster as dg
 import pytest
 from dagster.components.testing.utils import create_defs_folder_sandbox
 
-from platform_assets.tenancy.catalog import PlatformConfigError, load_all
 from platform_assets.composition.locations import (
     all_locations,
     platform_parts,
     platform_wide,
     tenant_runs,
 )
+from platform_assets.tenancy.catalog import PlatformConfigError, load_all
 from tests.platform_sandbox import sandbox
 
 DEMO_DEFS = Path(__file__).resolve().parents[2] / "platform_assets" / "defs"

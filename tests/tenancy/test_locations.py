@@ -12,11 +12,11 @@ import dagster as dg
 import pytest
 import yaml
 
-from platform_assets.tenancy.catalog import PlatformConfigError
 from platform_assets.composition.locations import (
     platform_location,
     tenant_location,
 )
+from platform_assets.tenancy.catalog import PlatformConfigError
 from platform_assets.tenancy.locations import (
     WORKSPACE_FILE,
     CodeLocation,

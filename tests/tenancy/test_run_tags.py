@@ -5,13 +5,13 @@ from __future__ import annotations
 import dagster as dg
 import pytest
 
+from platform_assets.composition.locations import location_definitions
 from platform_assets.cost.assets import tenant_cost_asset
+from platform_assets.resources.lake import LakeResource
 from platform_assets.resources.pricing import PricingResource
 from platform_assets.tenancy.catalog import load_all
 from platform_assets.tenancy.isolation import IsolationError
-from platform_assets.composition.locations import location_definitions
 from platform_assets.tenancy.runs import run_tenant
-from platform_assets.resources.lake import LakeResource
 
 DAY = "2026-11-03"
 

@@ -15,6 +15,7 @@ import yaml
 from typer.testing import CliRunner
 
 from platform_assets import cli
+from platform_assets.composition.locations import all_locations, tenant_location
 from platform_assets.sources.component import source_file
 from platform_assets.tenancy.catalog import (
     PlatformConfigError,
@@ -24,7 +25,6 @@ from platform_assets.tenancy.catalog import (
 )
 from platform_assets.tenancy.isolation import IsolationError
 from platform_assets.tenancy.limits import grant, read_limits
-from platform_assets.composition.locations import all_locations, tenant_location
 from platform_assets.tenancy.locations import location_named
 from platform_assets.tenancy.specs import LIMITS_FILE
 from platform_assets.tenancy.strict_yaml import MAX_FILE_BYTES

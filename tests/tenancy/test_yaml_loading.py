@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 import yaml
 
+from platform_assets.composition.locations import all_locations, tenant_location
 from platform_assets.tenancy.catalog import (
     PlatformConfigError,
     check_model_refs,
     load_all,
     load_tenant,
 )
-from platform_assets.composition.locations import all_locations, tenant_location
 from platform_assets.tenancy.locations import location_named
 from tests.platform_sandbox import sandbox, write_component
 
