@@ -171,6 +171,7 @@ def main() -> None:
 
 
 def run(tmp_path: Path, root: Path, args, rng) -> dict:
+    from platform_assets.composition.locations import tenant_assets
     from platform_assets.observability.exporter import PlatformState, Tenants, serve
     from platform_assets.resources.deployment import resources_for
     from platform_assets.services.stack import free_port
@@ -187,7 +188,7 @@ def run(tmp_path: Path, root: Path, args, rng) -> dict:
                 instance.report_runless_asset_event(dg.AssetMaterialization([tenant, kind, name]))
 
         started = time.perf_counter()
-        loaded = Tenants.load(root)
+        loaded = Tenants.load(tenant_assets, root)
         load_s = time.perf_counter() - started
         state = PlatformState(instance, loaded, lake, lake_interval=0)
         started = time.perf_counter()

@@ -12,8 +12,7 @@ import pytest
 import yaml
 from dagster.components.testing.utils import create_defs_folder_sandbox
 
-from platform_assets.composition.locations import platform_parts, platform_wide, tenant_runs
-from platform_assets.tenancy.catalog import load_all
+from platform_assets.composition.locations import all_locations
 
 DEMO_DEFS = Path(__file__).resolve().parents[1] / "platform_assets" / "defs"
 
@@ -30,17 +29,13 @@ def sandbox(
     monkeypatch: pytest.MonkeyPatch, tenants: tuple[str, ...] = ("ridehail",)
 ) -> Iterator[tuple[Path, callable]]:
     """Copy demo tenants into a sandbox defs folder; yields (defs folder, build) where build()
-    loads the folder through Dagster's component loader and adds the platform definitions."""
+    builds the folder as production does: every location's definitions, merged."""
     with create_defs_folder_sandbox() as box:
         for tenant in tenants:
             shutil.copytree(DEMO_DEFS / tenant, box.defs_folder_path / tenant)
         monkeypatch.setenv("MLPLAT_DEFS_ROOT", str(box.defs_folder_path))
 
         def build() -> dg.Definitions:
-            with box.build_component_tree() as tree:
-                tenant_defs = tree.build_defs()
-            catalogs = load_all(box.defs_folder_path)
-            parts = [tenant_defs, tenant_runs(catalogs), platform_parts(sorted(catalogs))]
-            return platform_wide(dg.Definitions.merge(*parts))
+            return all_locations(box.defs_folder_path)
 
         yield box.defs_folder_path, build

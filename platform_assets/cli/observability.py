@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from platform_assets.composition.locations import tenant_assets
 from platform_assets.env import deployment
 from platform_assets.observability.dashboards import rendered
 from platform_assets.observability.exporter import PlatformState, Tenants, serve
@@ -32,7 +33,10 @@ def metrics(
 
     instance = dg.DagsterInstance.get()
     state = PlatformState(
-        instance, Tenants.load(), resources_for(deployment())["lake"], history_days=history_days
+        instance,
+        Tenants.load(tenant_assets),
+        resources_for(deployment())["lake"],
+        history_days=history_days,
     )
     server, thread = serve(state, host, port)
     typer.echo(f"serving http://{host}:{server.server_port}/metrics (Ctrl-C stops)")

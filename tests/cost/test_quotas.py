@@ -18,6 +18,7 @@ from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import (
     QueuedRunCoordinatorDaemon,
 )
 
+from platform_assets.composition.locations import tenant_definitions
 from platform_assets.cost.quotas import BEGIN, END, apply_pool_limits, quota_config, write_quotas
 from platform_assets.tenancy.assets import GPU_POOL
 from platform_assets.tenancy.catalog import load_all
@@ -137,10 +138,11 @@ def test_a_gpu_request_of_a_tenant_without_gpus_is_capped_and_said(monkeypatch):
         doc["attributes"]["resources"] = {"cpu": 64, "memory_gib": 16, "gpu": 1}
         path.write_text(yaml.safe_dump(doc, sort_keys=False))
         # keyed by their assets: the model's champion_alias check is a separate,
-        # check-only definition with no asset key of its own
+        # check-only definition with no asset key of its own; as the k8s deployment builds
+        # them, the only one whose steps carry a pod
         assets = {
             key.to_user_string(): a
-            for a in build().assets
+            for a in tenant_definitions(load_all(root)["ridehail"], "k8s").assets
             if isinstance(a, dg.AssetsDefinition)
             for key in a.keys
         }

@@ -140,9 +140,8 @@ def contract_executor(init_context: dg.InitExecutorContext):
 def ridehail_pipeline() -> dg.JobDefinition:
     """Tenant ridehail's pipeline as the platform builds it, on the contract executor with the
     tenant's k8s executor config (namespace, service account, labels)."""
-    from platform_assets.tenancy.loader import catalog_definitions
-
     from platform_assets.composition.executors import executor_for
+    from platform_assets.composition.locations import tenant_definitions
     from platform_assets.env import deployment
     from platform_assets.k8s.config import platform
     from platform_assets.resources.deployment import resources_for
@@ -164,7 +163,7 @@ def ridehail_pipeline() -> dg.JobDefinition:
         tags={"tenant": TENANT},
     )
     defs = dg.Definitions.merge(
-        catalog_definitions({TENANT: catalog}),
+        tenant_definitions(catalog, "k8s"),
         # MLPLAT_ENV=k8s: every service setting comes from the environment, which in a step
         # process is only what its Job manifest carries.
         dg.Definitions(jobs=[job], resources=resources_for(deployment())),

@@ -10,7 +10,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from platform_assets.governance.deploy import batch_scores_asset
+from platform_assets.monitoring.batch_scores import batch_scores_asset
 from platform_assets.resources.feature_store import FeastResource
 from platform_assets.resources.pricing import PricingResource
 from tests.governance.conftest import MODEL

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from typer.testing import CliRunner
 
 from platform_assets.cli.main import app
+from platform_assets.composition.locations import tenant_assets
 from platform_assets.observability import dashboards
 from platform_assets.observability import series as S
 from platform_assets.observability.exporter import PlatformState, Tenants, serve
@@ -24,7 +25,9 @@ from platform_assets.services.stack import free_port
 def served(platform_home, instance) -> dict[str, str]:
     """{sample name: family type} a real scrape of the exporter announces, on an empty
     instance with the demo tenants (families without samples still say their name and type)."""
-    state = PlatformState(instance, Tenants.load(), resources_for("local")["lake"], lake_interval=0)
+    state = PlatformState(
+        instance, Tenants.load(tenant_assets), resources_for("local")["lake"], lake_interval=0
+    )
     server, thread = serve(state, "127.0.0.1", free_port())
     try:
         url = f"http://127.0.0.1:{server.server_port}/metrics"

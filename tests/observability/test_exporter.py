@@ -12,6 +12,7 @@ import pyarrow as pa
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from platform_assets.composition.locations import tenant_assets
 from platform_assets.cost.ledger import month_to_date
 from platform_assets.observability import series as S
 from platform_assets.observability.exporter import PlatformState, Tenants, serve
@@ -104,7 +105,9 @@ def test_scrape_shows_runs_steps_checks_freshness_cost_and_serving(ridehail, ins
     # A run from before the exporter started: counted from the history (runs only).
     assert materialize(defs, instance, LABELS)
     now = time.time()
-    state = PlatformState(instance, Tenants.load(root), lake, lake_interval=0, clock=lambda: now)
+    state = PlatformState(
+        instance, Tenants.load(tenant_assets, root), lake, lake_interval=0, clock=lambda: now
+    )
     server, thread = serve(state, "127.0.0.1", free_port())
     assert materialize(defs, instance, LABELS)
     assert not materialize(defs, instance, TRIPS)  # its expectations check fails
@@ -222,7 +225,7 @@ def test_a_changed_tenant_folder_is_read_again_without_a_restart(monkeypatch, in
     now = [time.time()]
     with sandbox(monkeypatch) as (root, _):
         state = PlatformState(
-            instance, Tenants.load(root), tenants_interval=30, clock=lambda: now[0]
+            instance, Tenants.load(tenant_assets, root), tenants_interval=30, clock=lambda: now[0]
         )
         registry = registry_for(state)
         target = S.SLO_TARGET.name

@@ -9,7 +9,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from platform_assets.composition.locations import tenant_location
+from platform_assets.composition.locations import tenant_assets, tenant_location
 from platform_assets.observability.slo import (
     SLO_REPORT_KEY,
     freshness_policies,
@@ -105,7 +105,7 @@ def test_tenant_yaml_without_slos_keeps_loading(monkeypatch):
         catalog = load_tenant((root / "ridehail").resolve())
     assert catalog.tenant.slos.run_success.target == 0.95
     assert catalog.tenant.slos.freshness == {}
-    assert freshness_policies(catalog) == {}
+    assert freshness_policies(catalog, tenant_assets) == {}
 
 
 def test_freshness_slos_are_dagster_freshness_policies_on_the_assets():
@@ -125,7 +125,7 @@ def test_freshness_slos_are_dagster_freshness_policies_on_the_assets():
     assert feature.warn_window.to_timedelta().total_seconds() == 24 * 3600
     assert policies["ridehail/models/driver_churn"].warn_window is None
     # The exporter and the report read the same policies from the same definitions.
-    found = freshness_policies(load_all()["ridehail"])
+    found = freshness_policies(load_all()["ridehail"], tenant_assets)
     assert {k.to_user_string() for k in found} == set(policies)
 
 
@@ -159,7 +159,7 @@ def test_slo_report_computes_attainment_and_error_budget(ridehail, instance):
     assert materialize(defs, instance, LABELS)
     assert not materialize(defs, instance, TRIPS)
     assert materialize(defs, instance, LABELS)
-    result = dg.materialize([slo_report_asset(["ridehail"])], instance=instance)
+    result = dg.materialize([slo_report_asset(["ridehail"], tenant_assets)], instance=instance)
     assert result.success
     [event] = result.get_asset_materialization_events()
     assert event.asset_key == SLO_REPORT_KEY
@@ -189,7 +189,7 @@ def test_slo_report_reports_a_tenant_whose_yaml_does_not_load(ridehail, instance
     path = root / FILE
     path.write_text(path.read_text().replace("target: 0.95", "target: 1.5"))
     load_tenant.cache_clear()  # the catalog is read once per process; this one changed since
-    result = dg.materialize([slo_report_asset(["ridehail"])], instance=instance)
+    result = dg.materialize([slo_report_asset(["ridehail"], tenant_assets)], instance=instance)
     [event] = result.get_asset_materialization_events()
     md = event.materialization.metadata
     assert "ridehail: " in md["tenants_not_loaded"].value

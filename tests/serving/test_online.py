@@ -23,8 +23,7 @@ ONLINE = dg.AssetKey(["ridehail", "online", "driver_stats"])
 def materialize(defs: dg.Definitions, instance, keys: list[dg.AssetKey], **kw):
     """`dg.materialize` of the tenant's own asset definitions (unbound: `defs` holds them bound
     to its resources), selecting `keys`."""
-    from platform_assets.tenancy.loader import tenant_assets
-
+    from platform_assets.composition.locations import tenant_assets
     from platform_assets.tenancy.catalog import load_all
 
     return dg.materialize(

@@ -10,6 +10,7 @@ import pyarrow as pa
 import pytest
 
 from platform_assets.composition.executors import executor_for
+from platform_assets.k8s.steps import k8s_placement
 from platform_assets.resources.lake import LakeResource
 from platform_assets.tenancy.assets import asset_kwargs, yaml_reference
 from platform_assets.tenancy.catalog import load_all
@@ -196,7 +197,10 @@ def test_tenant_steps_run_in_its_namespace_with_its_service_account(tenants):
         assert config["service_account_name"] == spec.runner_service_account == f"{name}-runner"
         assert config["labels"] == {"mlplat/tenant": name}
         assert config["env_secrets"] == [f"{name}-services"]
-        op_tags = asset_kwargs(spec, "source", ["sources", "s"], "d", {"python"})["op_tags"]
+        kwargs = asset_kwargs(
+            spec, "source", ["sources", "s"], "d", {"python"}, placement=k8s_placement
+        )
+        op_tags = kwargs["op_tags"]
         k8s = json.loads(op_tags["dagster-k8s/config"])
         # The service account comes with the namespace, from the executor, never from a step.
         assert "service_account_name" not in k8s["pod_spec_config"]

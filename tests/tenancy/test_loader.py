@@ -11,12 +11,8 @@ from dagster.components.testing.utils import create_defs_folder_sandbox
 
 from platform_assets.composition.locations import (
     all_locations,
-    platform_parts,
-    platform_wide,
-    tenant_runs,
 )
 from platform_assets.tenancy.catalog import PlatformConfigError, load_all
-from tests.platform_sandbox import sandbox
 
 DEMO_DEFS = Path(__file__).resolve().parents[2] / "platform_assets" / "defs"
 
@@ -48,24 +44,30 @@ def _describe(defs: dg.Definitions) -> dict:
     return out
 
 
-def test_catalog_loader_builds_what_the_component_tree_builds(monkeypatch):
-    # Each tenant file loaded on its own as a Dagster component (the per-file path the team
-    # components keep), against the catalog's one pass over the same folders.
-    with sandbox(monkeypatch, tenants=("ridehail", "payments", "growth")) as (_, build):
-        from_tree = _describe(build())
-        from_catalog = _describe(all_locations())
-    assert from_catalog.keys() == from_tree.keys()
-    for key in from_tree:
-        assert from_catalog[key] == from_tree[key], key
+def test_a_team_file_is_never_built_on_its_own(monkeypatch):
+    # One build path: a tenant folder loaded without the defs root's `Tenants` component
+    # (Dagster's loader walking it file by file) is refused, naming the file.
+    with create_defs_folder_sandbox() as box:
+        shutil.copytree(DEMO_DEFS / "ridehail", box.defs_folder_path / "ridehail")
+        monkeypatch.setenv("MLPLAT_DEFS_ROOT", str(box.defs_folder_path))
+        with pytest.raises(Exception) as excinfo, box.build_component_tree() as tree:
+            tree.build_defs()
+    chain, exc = [], excinfo.value
+    while exc is not None:
+        chain.append(str(exc))
+        exc = exc.__cause__ or exc.__context__
+    tenant_file = box.defs_folder_path / "ridehail" / "tenant" / "defs.yaml"
+    assert (
+        f"{tenant_file}: team files are built by the defs root's `Tenants` component from the "
+        "tenant catalog, not one by one"
+    ) in "\n".join(chain)
 
 
 def test_dg_loads_the_repository_defs_through_the_catalog():
-    """What `dg check defs` and `dg list defs` load: the defs root's `Tenants` component."""
+    """What `dg check defs` and `dg list defs` load: the defs root's `Tenants` component, which
+    builds what the code locations build."""
     tree = dg.load_from_defs_folder(path_within_project=DEMO_DEFS.parent)
-    catalogs = load_all()
-    runs, platform = tenant_runs(catalogs), platform_parts(sorted(catalogs))
-    from_tree = _describe(platform_wide(dg.Definitions.merge(tree, runs, platform)))
-    assert from_tree == _describe(all_locations())
+    assert _describe(tree) == _describe(all_locations())
 
 
 def test_dg_never_imports_a_python_file_in_a_tenant_folder(tmp_path, monkeypatch):
