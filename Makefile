@@ -52,14 +52,15 @@ test: install
 test-fast: install
 	$(BIN)/pytest -q -m "not materialize and not slow and not services"
 
+# ruff's format and lint, and the import layers (pyproject.toml [tool.importlinter]).
 lint: install
-	$(BIN)/ruff format --check . && $(BIN)/ruff check .
+	$(BIN)/ruff format --check . && $(BIN)/ruff check . && $(BIN)/lint-imports
 
 format: install
 	$(BIN)/ruff format . && $(BIN)/ruff check --fix .
 
 snapshot: install
-	MLPLAT_UPDATE_SNAPSHOT=1 $(BIN)/pytest -q tests/test_graph_snapshot.py
+	$(BIN)/pytest -q tests/test_graph_snapshot.py --snapshot-update
 
 bench: install
 	$(BIN)/python -m bench.pit_bench

@@ -1,18 +1,15 @@
 """The whole resolved asset graph as reviewed JSON: every pull request shows its graph change.
 
-Update with `make snapshot` and review the diff of tests/snapshots/asset_graph.json.
+Update with `make snapshot` (syrupy's `--snapshot-update`) and review the diff of
+tests/__snapshots__/test_graph_snapshot/test_asset_graph_matches_snapshot.json.
 """
 
 from __future__ import annotations
 
-import difflib
-import json
-import os
-from pathlib import Path
+import pytest
+from syrupy.extensions.json import JSONSnapshotExtension
 
 from platform_assets.definitions import defs
-
-SNAPSHOT = Path(__file__).parent / "snapshots" / "asset_graph.json"
 
 
 def graph_snapshot() -> dict:
@@ -41,15 +38,10 @@ def graph_snapshot() -> dict:
     }
 
 
-def test_asset_graph_matches_snapshot():
-    current = json.dumps(graph_snapshot(), indent=2, sort_keys=False) + "\n"
-    if os.environ.get("MLPLAT_UPDATE_SNAPSHOT") == "1":
-        SNAPSHOT.parent.mkdir(exist_ok=True)
-        SNAPSHOT.write_text(current)
-    expected = SNAPSHOT.read_text() if SNAPSHOT.exists() else ""
-    diff = "".join(
-        difflib.unified_diff(
-            expected.splitlines(True), current.splitlines(True), "snapshot", "current", n=2
-        )
-    )
-    assert not diff, f"asset graph changed; review and run `make snapshot`:\n{diff}"
+@pytest.fixture
+def snapshot_json(snapshot):
+    return snapshot.use_extension(JSONSnapshotExtension)
+
+
+def test_asset_graph_matches_snapshot(snapshot_json):
+    assert graph_snapshot() == snapshot_json

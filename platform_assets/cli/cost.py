@@ -89,7 +89,6 @@ def quotas_write(
     ] = None,
 ) -> None:
     """Rewrite the `# BEGIN mlplat quotas` block of dagster.yaml from limits.yaml."""
-
     path = path or repo_root() / "dagster.yaml"
     try:
         write_quotas(path, load_all())
@@ -102,7 +101,6 @@ def quotas_write(
 @quotas_app.command("show")
 def quotas_show() -> None:
     """Print the quota block that `write` would write."""
-
     typer.echo(render_block(load_all()), nl=False)
 
 

@@ -9,26 +9,20 @@ from __future__ import annotations
 
 import inspect
 import json
-import os
 import re
 from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
 
-from platform_assets.env import dagster_home, deployment
-from platform_assets.governance.heads import head_file, published_heads
+from platform_assets.governance import service
 from platform_assets.governance.identity import IdentityRefused, cli_identity, unverified_claim
 from platform_assets.governance.rbac import Refused
 from platform_assets.governance.store import StateTampered
 from platform_assets.governance.workflow import (
-    PLATFORM_AUDIT_KEY,
     MoveFailed,
-    governance_for,
     open_store,
 )
-from platform_assets.resources.deployment import resources_for
-from platform_assets.tenancy.catalog import load_all
 
 app = typer.Typer(no_args_is_help=True, add_completion=False)
 audit_app = typer.Typer(
@@ -65,14 +59,6 @@ def reflow(fn):
     return fn
 
 
-def governance():
-    """The deployment's Governance, with audit records also reported to the Dagster instance."""
-
-    instance = dagster_instance()
-    mlflow = resources_for(deployment())["mlflow"]
-    return governance_for(mlflow, instance, emit=instance.report_runless_asset_event)
-
-
 def _act(
     verb: str,
     model: str,
@@ -85,7 +71,6 @@ def _act(
     message, an identity that cannot be established exits 2. An identity refused for what the
     caller presented (a token, --as, MLPLAT_USER) is recorded in the audit trail; a call that
     presented nothing is not (there is nothing to record but the attempt's absence)."""
-
     try:
         identity = cli_identity(claimed, token)
     except IdentityRefused as exc:
@@ -94,7 +79,7 @@ def _act(
             said = {"as": claimed} if claimed else {}
             if token:
                 said["token"] = unverified_claim(token)
-            gov = governance()
+            gov = service.deployment_governance()
             try:
                 gov.refuse_identity(
                     exc,
@@ -108,7 +93,7 @@ def _act(
                 gov.close()
         raise typer.Exit(2) from exc
     try:
-        outcome = action(governance(), identity)
+        outcome = action(service.deployment_governance(), identity)
     except Refused as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
@@ -209,7 +194,6 @@ def rollback(
 @reflow
 def pending(tenant: Annotated[str, typer.Option(help="Only this tenant.")] = "") -> None:
     """List versions waiting for approval."""
-
     rows = open_store().pending(tenant or None)
     for r in rows:
         typer.echo(
@@ -277,37 +261,13 @@ def audit_show(
     Console(width=200).print(table)
 
 
-def dagster_instance():
-    import dagster as dg
-
-    os.environ.setdefault("DAGSTER_HOME", str(dagster_home()))
-    return dg.DagsterInstance.get()
-
-
-def verification():
-    """The platform DB's chains checked against the heads published in Dagster and the file."""
-    import dagster as dg
-
-    keys = [
-        dg.AssetKey([tenant, "models", model])
-        for tenant, catalog in load_all().items()
-        for model in catalog.models
-    ] + [PLATFORM_AUDIT_KEY]  # the platform chain: refusals naming no tenant's model
-    heads = published_heads(dagster_instance(), keys, head_file())
-    store = open_store()
-    try:
-        return store.verify(heads)
-    finally:
-        store.dispose()
-
-
 @audit_app.command("verify")
 @reflow
 def audit_verify() -> None:
     """Check every tenant's chain (HMAC under the audit key), compare it with the chain heads
     published in Dagster's event log and the head file, and check the champion, request and
     approval rows against the records that cover them; exit 1 naming the first bad record."""
-    result = verification()
+    result = service.verification()
     for problem in result.problems:
         typer.echo(f"error: audit chain broken at {problem}", err=True)
     if result.problems:

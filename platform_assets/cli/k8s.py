@@ -44,7 +44,6 @@ def _refuse_bad_specs() -> dict:
 def values(out: Path = OUT) -> None:
     """Helm values for the official Dagster chart (and one user-deployments release per code
     location), checked against the chart's schemas."""
-
     catalogs = _refuse_bad_specs()
     tenants = {name: c.tenant for name, c in catalogs.items()}
     locations = code_locations()
@@ -81,7 +80,6 @@ def _report(rendered) -> None:
 def render(out: Path = OUT) -> None:
     """Tenant resources (our chart through helm), the Dagster chart's values and every Job
     Dagster would submit, all checked against the schemas and the pod policies."""
-
     catalogs = _refuse_bad_specs()
     try:
         rendered = render_all(out, catalogs, k8s_pipeline_jobs(catalogs))
@@ -96,7 +94,6 @@ def render(out: Path = OUT) -> None:
 def check() -> None:
     """Run every policy: the team-spec policies on every tenant's YAML, the pod policies on
     every rendered workload; names each violation with its file or manifest."""
-
     catalogs = _refuse_bad_specs()
     with tempfile.TemporaryDirectory() as tmp:
         _report(render_all(Path(tmp) / "rendered", catalogs, k8s_pipeline_jobs(catalogs)))
@@ -106,7 +103,6 @@ def check() -> None:
 @policy_app.command("gatekeeper")
 def gatekeeper(out: Path = OUT) -> None:
     """The pod policies as Gatekeeper ConstraintTemplates and Constraints (the same Rego)."""
-
     catalogs = _refuse_bad_specs()
     manifests = gatekeeper_manifests({name: c.tenant for name, c in catalogs.items()})
     out.mkdir(parents=True, exist_ok=True)

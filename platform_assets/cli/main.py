@@ -41,7 +41,6 @@ def _defaults() -> None:
 @app.command()
 def demo() -> None:
     """Run every tenant's pipeline on the embedded instance, promote, and print a summary."""
-
     main()
 
 
@@ -72,7 +71,6 @@ def validate() -> None:
     """Load every tenant's YAML, cross-check references, dry-run each feature set's SQL in the
     sandbox and run the team-spec policies (policies/specs/); exit 1 naming the bad file (and
     the policy). Requests the platform caps are warnings."""
-
     try:
         catalogs = load_all()
         for cat in catalogs.values():
@@ -110,7 +108,6 @@ codeowners_app = typer.Typer(
 @codeowners_app.command("write")
 def codeowners_write() -> None:
     """Rewrite .github/CODEOWNERS from the tenant folders' owners and limits.yaml."""
-
     path, text = repo_codeowners()
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
@@ -120,7 +117,6 @@ def codeowners_write() -> None:
 @codeowners_app.command("show")
 def codeowners_show() -> None:
     """Print what `write` would write."""
-
     typer.echo(repo_codeowners()[1], nl=False)
 
 
@@ -135,7 +131,6 @@ def workspace_write(
     check: bool = typer.Option(False, "--check", help="Exit 1 if the file is out of date."),
 ) -> None:
     """Render workspace.yaml from the tenant folders: `platform` and one location per tenant."""
-
     text = render_workspace()
     current = WORKSPACE_FILE.read_text() if WORKSPACE_FILE.exists() else ""
     if check:

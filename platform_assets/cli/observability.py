@@ -52,7 +52,6 @@ def write(
 ) -> None:
     """Write the Prometheus alerting rules and the Grafana dashboard (deploy/observability/)
     from the exporter's series and the tenants' SLOs."""
-
     stale = []
     for path, text in rendered().items():
         current = path.read_text() if path.exists() else ""

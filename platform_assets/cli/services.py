@@ -15,7 +15,6 @@ app = typer.Typer(help="The services deployment (S3, MLflow server, Dagster on P
 @app.command()
 def up() -> None:
     """Start what the services deployment needs that is not running; wait until healthy."""
-
     started = stack.up(report=typer.echo)
     for name, info in stack.status(started.folder).items():
         where = "started here" if info["started_here"] else "already running"
@@ -28,7 +27,6 @@ def up() -> None:
 @app.command("status")
 def status_(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
     """Each component's URL and health; exit 1 when one is unhealthy."""
-
     try:
         report = stack.status()
     except FileNotFoundError as exc:
@@ -48,12 +46,10 @@ def demo(
     log: str = typer.Option("", help="Full log file (default: .services/demo.log)."),
 ) -> None:
     """Every tenant's pipeline through the webserver's run queue, promotion under the daemon."""
-
     main(log or None)
 
 
 @app.command()
 def down() -> None:
     """Stop exactly the processes `up` started, by pid, and drop the databases it created."""
-
     stack.down(report=typer.echo)

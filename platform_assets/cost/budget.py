@@ -74,7 +74,6 @@ def budget_status(
     now: datetime | None = None,
 ) -> BudgetStatus:
     """Month-to-date spend of `tenant` (UTC month of `now`, up to `now`) vs its budget."""
-
     budget = (limits or limits_for(tenant)).budget
     month = (now or datetime.now(UTC)).strftime("%Y-%m")
     spent = month_to_date(instance, tenant, month, before=now.timestamp() if now else None)

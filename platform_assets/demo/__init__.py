@@ -46,7 +46,6 @@ def _dagster(*args: str, console: Console) -> None:
 
 def run_pipelines(console: Console) -> None:
     """Each tenant's pipeline job, from its own code location, as the UI would launch it."""
-
     for location in code_locations()[1:]:
         for tenant in location.tenants:
             console.rule(
@@ -132,7 +131,6 @@ def evaluate_promotion(
     """Ticks of the promotion sensor, launched the way the daemon would: cursor kept in the
     instance, runs deduplicated by run key, each a real run recorded in the instance. A tick
     leaves models it had no time for to the next one, so tick until one submits nothing."""
-
     console.rule("Evaluating the promotion sensor")
     repo = definitions.get_repository_def()
     lines: list[str] = []

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from platform_assets.cli.governance import governance, verification
 from platform_assets.env import data_root
+from platform_assets.governance import service
 from platform_assets.governance.demo_idp import LocalIdP
 from platform_assets.governance.identity import verify_token
 from platform_assets.governance.rbac import Refused
@@ -35,7 +35,7 @@ def walk(console: Any) -> list[str]:
     def signed_in(person: str):
         return verify_token(idp.issue(person), idp.settings)
 
-    gov = governance()
+    gov = service.deployment_governance()
     lines: list[str] = [
         f"identities: ID tokens issued by the demo's own IdP ({idp.issuer}, key "
         f"{idp.kid}) and verified against its JWKS"
@@ -78,7 +78,7 @@ def walk(console: Any) -> list[str]:
     if len(lines) == 1:
         lines.append("no pending approval requests: nothing new to promote")
     gov.close()
-    result = verification()
+    result = service.verification()
     lines.append(
         f"audit chains: {result.checked} records in {len(result.chains)} chains, "
         + (

@@ -47,7 +47,6 @@ def render(
 
 def repo_codeowners() -> tuple[Path, str]:
     """The repository's CODEOWNERS path and what it should say, from its own folders."""
-
     root = repo_root()
     defs = root / "platform_assets" / "defs"
     team = read_limits(LIMITS_PATH).platform

@@ -37,7 +37,6 @@ def _validator():
 @cache
 def _pod_policies() -> "PolicySet":
     """The pod policies, loaded once per process, not on every champion change."""
-
     return PolicySet("pods")
 
 
@@ -100,7 +99,6 @@ def render_inferenceservice(
 ) -> dict[str, Any]:
     """The champion's InferenceService, schema-valid and passing every pod policy, or a
     ValueError saying why not."""
-
     model = registered.partition(".")[2]
     storage_uri, not_deployable = model_storage_uri(storage_uri)
     res = effective_resources(tenant.name, tenant.resources)

@@ -24,9 +24,8 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from platform_assets.cli.governance import dagster_instance
 from platform_assets.env import repo_root
-from platform_assets.governance import rbac
+from platform_assets.governance import rbac, service
 from platform_assets.governance.heads import head_file
 from platform_assets.governance.identity import (
     RESERVED_PREFIX,
@@ -315,7 +314,6 @@ def write_access(
     admins may do anything; others may change only the locations all of whose tenants give them
     a write role. The platform's own location (sensors, governance jobs) is its admins' alone;
     tenants' approvers act on their models through `mlplat promote|approve|rollback`."""
-
     if identity is None:
         return True, {}
     if identity.name in admins:
@@ -363,8 +361,7 @@ def role_workspace_context(instance, target, catalogs=None, admins=None, locatio
 
 def record_refusal(exc: IdentityRefused, claimed: str, details: dict[str, Any]) -> None:
     """A refused credential, into the platform's audit chain (the gateway knows no model)."""
-
-    instance = dagster_instance()
+    instance = service.dagster_instance()
     gov = Governance(
         open_store(),
         None,

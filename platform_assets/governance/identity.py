@@ -177,7 +177,6 @@ def unverified_claim(token: str, claim: str = "email") -> str:
 
 def cli_identity(claimed: str, token: str) -> Identity:
     """Who runs a CLI command: a verified ID token, or `--as`/MLPLAT_USER only locally."""
-
     if token:
         identity = verify_token(token, OidcSettings.from_env())
         if claimed and claimed != identity.name:
@@ -269,7 +268,6 @@ def _launch(job: str, run_config: Mapping[str, Any], parent_run_id: str) -> tupl
     parent of a re-execution. Dagster copies a parent's tags onto its re-executions, proof
     included, and that proof (job and config) never verifies on a run with a parent: whoever
     re-executes must be signed for it, or the run has no verified launcher."""
-
     if parent_run_id:
         return ("reexecution", parent_run_id)
     return (job, canonical_json(run_config))
@@ -309,7 +307,6 @@ def run_launcher(
     """Who launched a Dagster run, from its record (`parent_run_id`: the run's, if it is a
     re-execution): verified if its proof checks out; in local the bare tag is accepted as
     unverified. None when no person launched it (automation)."""
-
     name = tags.get(LAUNCHED_BY_TAG)
     if not name:
         return None
@@ -355,7 +352,6 @@ def job_identity(
     launcher (by the gateway's proof), or locally `acting_as` / the launch tag, unverified.
     A re-execution (`parent_run_id`) acts as whoever re-executed it, never as its parent's
     launcher, and never as the sensor."""
-
     if acting_as:
         claimable(acting_as, "the job config's acting_as")
     parent_run_id = parent_run_id or tags.get(PARENT_RUN_TAG, "")

@@ -58,7 +58,6 @@ def key_id(secret: bytes) -> str:
 
 def audit_keys() -> AuditKeys:
     """The deployment's keys: MLPLAT_AUDIT_KEY / MLPLAT_AUDIT_KEY_FILE, or a local generated one."""
-
     if os.environ.get("MLPLAT_AUDIT_KEY"):
         return AuditKeys.from_secrets([os.environ["MLPLAT_AUDIT_KEY"]])
     path = os.environ.get("MLPLAT_AUDIT_KEY_FILE")

@@ -41,7 +41,6 @@ def assess(
     """Does `version` meet its policy against the given champion version? Judged only on
     the platform's own records (see evidence.py); `record` is the evaluation report event
     when the caller already holds it."""
-
     if reader is None:
         return Assessment(False, "no Dagster instance to read evidence from")
     try:

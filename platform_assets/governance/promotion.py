@@ -19,7 +19,6 @@ LAUNCHED_BY = "mlplat/launched_by"
 
 def _actor(context: dg.OpExecutionContext, config, gov, action: str, model: str, version=None):
     """The run's verified identity; a refusal is recorded in the audit trail, then raised."""
-
     try:
         return job_identity(
             audit_keys(),

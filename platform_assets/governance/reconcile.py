@@ -26,7 +26,6 @@ CHECK = "champion_alias"
 
 def champion_of(name: str) -> int | None:
     """The champion version of `name` in the platform's state."""
-
     store = open_store()
     try:
         return store.champions_all().get(name)
@@ -79,7 +78,6 @@ def alias_check(
 def reconcile(gov, mlflow: MlflowResource, seen: dict[str, str], report) -> tuple[dict, list]:
     """Compare every model; record new drift and resolutions. Returns the new seen-drift map and
     what was found, one line per model that drifted or recovered."""
-
     reconciler = Identity(RECONCILER_IDENTITY, "platform")
     champions = gov.store.champions_all()
     now, lines = {}, []

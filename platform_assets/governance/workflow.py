@@ -577,7 +577,6 @@ def governance_for(
     emit: Callable[[dg.AssetObservation], None] | None = None,
 ) -> Governance:
     """The deployment's Governance: platform DB, team YAML, manifests under <data_root>/deploy."""
-
     return Governance(
         open_store(),
         mlflow,

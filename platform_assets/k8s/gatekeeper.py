@@ -20,7 +20,6 @@ def gatekeeper_manifests(tenants: dict[str, TenantSpec]) -> list[dict[str, Any]]
     """A ConstraintTemplate and a Constraint per pod policy (Gatekeeper 3.15+: OPA understands
     `import rego.v1`). Constraints match Pods, Jobs and KServe InferenceServices (the champions'
     manifests a GitOps repository applies) in namespaces labelled mlplat/tenant."""
-
     root = policy_root()
     libs = [p.read_text() for p in sorted((root / "lib").glob("*.rego"))]
     parameters = pod_parameters(tenants)

@@ -121,7 +121,6 @@ def run_coordinator(tenants: dict[str, TenantSpec]) -> dict[str, Any]:
     that tags each run with its tenant and refuses an over-budget tenant's run before it
     starts), through the chart's `CustomRunCoordinator`, with each tenant's platform-owned
     `max_concurrent_runs` as its tag concurrency limits (the `services` instance's queue)."""
-
     limits = tenant_run_limits(tenants)
     return {
         "enabled": True,

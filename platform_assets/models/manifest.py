@@ -80,7 +80,6 @@ def assemble(
 ) -> pd.DataFrame:
     """The training set: features of `service` joined point-in-time onto the entity frame,
     in event-time order, with its train/test split column."""
-
     df = store.get_historical_features(entity_df=entity_df, features=service).to_df()
     df = df.sort_values("event_timestamp", kind="stable").reset_index(drop=True)
     df["split"] = time_split(df, test_fraction)

@@ -89,7 +89,6 @@ def retrain_sensor(
 
 def tenant_retrain_sensors(catalog) -> list[dg.SensorDefinition]:
     """The tenant's retrain sensor, when any of its models retrains on drift."""
-
     models = {
         spec.name: drift_check_keys(
             catalog.tenant.name, spec, list(model_features(spec, check_model_refs(catalog, spec)))

@@ -230,7 +230,6 @@ def workspace_config() -> dict:
 
 def dagster_yaml() -> str:
     """The services instance config with the tenants' run quotas rendered in."""
-
     text = TEMPLATE.read_text()
     head, rest = text.split("# BEGIN mlplat quotas", 1)
     tail = rest.split("# END mlplat quotas", 1)[1].removeprefix("\n")
@@ -473,7 +472,6 @@ def _start(stack: Stack, report: Callable[[str], None], dagster: bool = True) ->
 def mlflow_users(stack: Stack, url: str, admin_password: str) -> str:
     """As MLflow's admin: the governance user and one user per tenant, with their permissions;
     the tenants' passwords go to 0600 files. Returns the governance user's password."""
-
     catalogs = load_all()
     tenants = {name: secrets.token_urlsafe(18) for name in sorted(catalogs)}
     governance_password = secrets.token_urlsafe(18)
@@ -485,7 +483,6 @@ def mlflow_users(stack: Stack, url: str, admin_password: str) -> str:
 
 def audit_key(folder: Path) -> Path:
     """The audit chain's HMAC key, outside the platform database: a 0600 file of the stack."""
-
     path = folder / "audit.key"
     if not path.exists():
         write_private(path, secrets.token_hex(32) + "\n")

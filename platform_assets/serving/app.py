@@ -518,7 +518,6 @@ class ServeSettings:
 def service_from_env(settings: ServeSettings, resources: dict[str, Any] | None = None) -> Service:
     """The service of this deployment (MLPLAT_ENV): its resources, governance database and, in
     `services`/`k8s`, the caller's verified identity on every request."""
-
     env = deployment()
     resources = resources or resources_for(env)
 

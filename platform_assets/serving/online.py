@@ -80,7 +80,6 @@ def online_assets(
     catalog: TenantCatalog, spec: FeatureSetSpec, placement: Placement | None = None
 ) -> list[dg.AssetsDefinition]:
     """`<tenant>/online/<name>`: new rows of the feature view, into the online store."""
-
     tenant = catalog.tenant
     upstream = dg.AssetKey([tenant.name, "features", spec.name])
     store_kind = "sqlite" if deployment() == "local" else "redis"

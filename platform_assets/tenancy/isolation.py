@@ -79,7 +79,6 @@ def _folder_of(file: str, root: str) -> str:
     in a tenant folder, so a file's normalized absolute path is its real one and the folder is
     read from the path alone; any other path is resolved on disk (and refused if outside).
     """
-
     prefix = root.rstrip(os.sep) + os.sep
     absolute = os.path.abspath(file)
     rest = absolute[len(prefix) :] if absolute.startswith(prefix) else ""

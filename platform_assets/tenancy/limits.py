@@ -89,7 +89,6 @@ def limits_path() -> Path:
 @cache
 def read_limits(path: Path) -> LimitsFile:
     """The whole limits file (cached per path); a bad file names its field."""
-
     try:
         document = read_document(path)
         limits = LimitsFile.model_validate(document or {})
@@ -122,7 +121,6 @@ def read_limits(path: Path) -> LimitsFile:
 def namespace_for(tenant: str) -> str:
     """The Kubernetes namespace the platform assigns `tenant`; raises when its name gives no
     valid default and limits.yaml assigns none."""
-
     path = limits_path()
     entry = read_limits(path).tenants.get(tenant)
     if entry is not None and entry.namespace is not None:

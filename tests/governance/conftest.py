@@ -246,9 +246,9 @@ def idp(tmp_path, monkeypatch):
 @pytest.fixture
 def cli_sandbox(gov_sandbox, monkeypatch) -> Sandbox:
     """The sandbox behind the `mlplat` governance commands."""
-    from platform_assets.governance import cli
+    from platform_assets.governance import service
 
-    monkeypatch.setattr(cli, "governance", gov_sandbox.governance)
-    monkeypatch.setattr(cli, "dagster_instance", lambda: gov_sandbox.instance)
+    monkeypatch.setattr(service, "deployment_governance", gov_sandbox.governance)
+    monkeypatch.setattr(service, "dagster_instance", lambda: gov_sandbox.instance)
     monkeypatch.delenv("MLPLAT_USER", raising=False)
     return gov_sandbox

@@ -15,7 +15,7 @@ import mlflow
 import pytest
 from typer.testing import CliRunner
 
-from platform_assets.governance import cli
+from platform_assets.cli import governance as cli
 from platform_assets.governance.effects import MoveFailed
 from platform_assets.governance.rbac import Refused
 from tests.governance.conftest import APPROVER, APPROVER2, MODEL, SENSOR, report_checks

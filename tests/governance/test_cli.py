@@ -8,7 +8,7 @@ import pytest
 import sqlalchemy as sa
 from typer.testing import CliRunner
 
-from platform_assets.governance import cli
+from platform_assets.cli import governance as cli
 from platform_assets.governance.identity import SENSOR_IDENTITY
 from tests.governance.conftest import ADMIN, APPROVER, MODEL, OTHER_TENANT, SENSOR, VIEWER
 

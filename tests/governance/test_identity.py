@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
-from platform_assets.governance import cli, deploy
+from platform_assets.cli import governance as cli
+from platform_assets.governance import deploy
 from platform_assets.governance.demo_idp import LocalIdP
 from platform_assets.governance.identity import (
     Identity,

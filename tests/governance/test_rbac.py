@@ -5,6 +5,7 @@ from __future__ import annotations
 import dagster as dg
 import pytest
 
+from platform_assets.governance import service
 from platform_assets.governance.rbac import platform_admins
 from platform_assets.tenancy.catalog import PlatformConfigError
 
@@ -32,9 +33,7 @@ def test_bad_platform_admins_file_fails_naming_file_field_and_reason(tmp_path, t
 
 
 def test_cli_governance_uses_the_deployment_db_mlflow_instance_and_deploy_dir(platform_home):
-    from platform_assets.governance import cli
-
-    gov = cli.governance()
+    gov = service.deployment_governance()
     data = platform_home / "data"
     assert gov.store.url == f"sqlite:///{data / 'platform.db'}"
     assert gov.deploy_dir == data / "deploy"

@@ -10,7 +10,7 @@ import jwt
 import pytest
 from typer.testing import CliRunner
 
-from platform_assets.governance import cli
+from platform_assets.cli import governance as cli
 from platform_assets.governance.audit import PLATFORM_AUDIT_KEY, UNIDENTIFIED
 from platform_assets.governance.demo_idp import LocalIdP
 from platform_assets.governance.heads import published_heads

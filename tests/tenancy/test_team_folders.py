@@ -14,7 +14,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from platform_assets import cli
+from platform_assets.cli import main as cli
 from platform_assets.composition.locations import all_locations, tenant_location
 from platform_assets.sources.component import source_file
 from platform_assets.tenancy.catalog import (

@@ -14,6 +14,8 @@ import json
 import sqlalchemy as sa
 from alembic import context, op
 
+from platform_assets.governance.store import GENESIS, GovernanceStore, canonical_json, tables
+
 revision = "0002"
 down_revision = "0001"
 branch_labels = None
@@ -26,14 +28,12 @@ OLD_FIELDS = (
 
 
 def _old_hash(row: dict, evidence: dict) -> str:
-    from platform_assets.governance.store import canonical_json
 
     fields = {k: row[k] for k in OLD_FIELDS} | {"evidence": evidence}
     return hashlib.sha256((canonical_json(fields) + row["prev_hash"]).encode()).hexdigest()
 
 
 def upgrade() -> None:
-    from platform_assets.governance.store import GENESIS, GovernanceStore, tables
 
     attrs = context.config.attributes
     schema, keys = attrs.get("schema"), attrs["keys"]

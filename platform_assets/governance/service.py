@@ -1,0 +1,43 @@
+"""The deployment's governance outside Dagster runs: what the CLI, the gateway and the demo act
+through, and the audit chains checked against the heads published in Dagster."""
+
+from __future__ import annotations
+
+import os
+
+import dagster as dg
+
+from platform_assets.env import dagster_home, deployment
+from platform_assets.governance.audit import PLATFORM_AUDIT_KEY
+from platform_assets.governance.heads import head_file, published_heads
+from platform_assets.governance.workflow import Governance, governance_for, open_store
+from platform_assets.resources.deployment import resources_for
+from platform_assets.tenancy.catalog import load_all
+
+
+def dagster_instance() -> dg.DagsterInstance:
+    os.environ.setdefault("DAGSTER_HOME", str(dagster_home()))
+    return dg.DagsterInstance.get()
+
+
+def deployment_governance() -> Governance:
+    """The deployment's Governance, with audit records also reported to the Dagster instance."""
+
+    instance = dagster_instance()
+    mlflow = resources_for(deployment())["mlflow"]
+    return governance_for(mlflow, instance, emit=instance.report_runless_asset_event)
+
+
+def verification():
+    """The platform DB's chains checked against the heads published in Dagster and the file."""
+    keys = [
+        dg.AssetKey([tenant, "models", model])
+        for tenant, catalog in load_all().items()
+        for model in catalog.models
+    ] + [PLATFORM_AUDIT_KEY]  # the platform chain: refusals naming no tenant's model
+    heads = published_heads(dagster_instance(), keys, head_file())
+    store = open_store()
+    try:
+        return store.verify(heads)
+    finally:
+        store.dispose()
