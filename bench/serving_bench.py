@@ -164,7 +164,7 @@ def run(base: Path, db: int) -> dict:
     import pytest
     import redis as redis_lib
 
-    from tests.serving.tenant import MODEL, REGISTERED, TENANT, served_tenant
+    from bench.served_tenant import MODEL, REGISTERED, TENANT, served_tenant
 
     started = time.perf_counter()
     procs: list[subprocess.Popen] = []

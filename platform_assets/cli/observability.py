@@ -6,7 +6,7 @@ import typer
 
 from platform_assets.composition.locations import tenant_assets
 from platform_assets.env import deployment
-from platform_assets.observability.dashboards import rendered
+from platform_assets.observability import dashboards
 from platform_assets.observability.exporter import PlatformState, Tenants, serve
 from platform_assets.resources.deployment import resources_for
 
@@ -53,7 +53,7 @@ def write(
     """Write the Prometheus alerting rules and the Grafana dashboard (deploy/observability/)
     from the exporter's series and the tenants' SLOs."""
     stale = []
-    for path, text in rendered().items():
+    for path, text in dashboards.rendered().items():
         current = path.read_text() if path.exists() else ""
         if current == text:
             continue

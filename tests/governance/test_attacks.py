@@ -16,6 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from platform_assets.cli import governance as cli
+from platform_assets.governance import service
 from platform_assets.governance.effects import MoveFailed
 from platform_assets.governance.rbac import Refused
 from tests.governance.conftest import APPROVER, APPROVER2, MODEL, SENSOR, report_checks
@@ -30,7 +31,7 @@ def aliases(sb) -> dict[str, int]:
 def test_mlplat_user_outside_local_is_refused_and_unverified_locally(gov_sandbox, monkeypatch):
     """`MLPLAT_USER=raj mlplat approve ...` run by rita made her model champion as raj."""
     sb = gov_sandbox
-    monkeypatch.setattr(cli, "governance", sb.governance)
+    monkeypatch.setattr(service, "deployment_governance", sb.governance)
     v1 = sb.register(0.30, launched_by=APPROVER)  # "rita" trained it
     sb.governance().propose(MODEL, v1, SENSOR)
     monkeypatch.setenv("MLPLAT_ENV", "services")

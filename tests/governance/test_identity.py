@@ -7,7 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from platform_assets.cli import governance as cli
-from platform_assets.governance import deploy
+from platform_assets.governance import deploy, service
 from platform_assets.governance.demo_idp import LocalIdP
 from platform_assets.governance.identity import (
     Identity,
@@ -86,7 +86,7 @@ def test_reserved_identities_cannot_be_claimed_by_token_or_flag(idp):
 
 def test_cli_token_outside_local_records_a_verified_identity(gov_sandbox, idp, monkeypatch):
     sb = gov_sandbox
-    monkeypatch.setattr(cli, "governance", sb.governance)
+    monkeypatch.setattr(service, "deployment_governance", sb.governance)
     v1 = sb.register(0.30)
     sb.governance().propose(MODEL, v1, SENSOR)
     monkeypatch.setenv("MLPLAT_ENV", "services")

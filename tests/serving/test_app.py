@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
+from bench.served_tenant import MODEL, REGISTERED, TENANT, Served, served_tenant
 from platform_assets.serving.app import Service, create_app
 from platform_assets.serving.requestlog import RequestLog
-from tests.serving.tenant import MODEL, REGISTERED, TENANT, Served, served_tenant
 
 pytestmark = pytest.mark.materialize
 URL = f"/v1/models/{REGISTERED}:predict"

@@ -1,4 +1,4 @@
-"""A served tenant for the serving tests and benchmark: ridehail's real pipeline run in a temp
+"""A served tenant for the serving benchmark and tests: ridehail's real pipeline run in a temp
 dir (lake, Feast, MLflow, Dagster home), its online store filled, and a champion set."""
 
 from __future__ import annotations
@@ -46,11 +46,12 @@ class Served:
 @contextmanager
 def served_tenant(base: Path, mp: pytest.MonkeyPatch, redis: str | None = None) -> Iterator[Served]:
     """`redis`: Feast's connection string of a Redis online store (else SQLite)."""
-    from platform_assets.composition.locations import pipeline_job_name, tenant_parts
+    from platform_assets.composition.locations import tenant_parts
     from platform_assets.governance.workflow import open_store
     from platform_assets.resources.deployment import resources_for
     from platform_assets.resources.feature_store import FeastResource
     from platform_assets.tenancy.catalog import load_all
+    from platform_assets.tenancy.runs import pipeline_job_name
 
     root = base / "defs"
     shutil.copytree(DEMO_DEFS / TENANT, root / TENANT)
