@@ -27,8 +27,9 @@ TARGET_MS = 50.0
 
 def _fill_ledger(engine, ledger: str, tenants: list[str], steps: int, month: str) -> None:
     """`steps` billed steps spread over the tenants, and their month totals, in bulk."""
-    from platform_assets.cost.ledger import steps as table
-    from platform_assets.cost.ledger import totals
+    from platform_assets.cost.ledger import schema
+
+    table, totals = schema().steps, schema().totals
 
     rng = random.Random(7)
     start = datetime.strptime(month, "%Y-%m").replace(tzinfo=UTC).timestamp()

@@ -18,12 +18,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dagster as dg
-import sqlalchemy as sa
 
 from platform_assets.cost.rollup import COST_EVENTS, COST_KEY, billed_event
 from platform_assets.env import platform_db_url
+
+if TYPE_CHECKING:  # loaded in the steps, not with the code location
+    import sqlalchemy as sa
 
 LEDGER_ID_KEY = "mlplat/cost/ledger_id"
 # Ids below the cursor re-read on Postgres, where concurrent inserts may commit an older id after
@@ -32,39 +35,56 @@ LOOKBACK_IDS = {"postgresql": 20}
 PAGE = 5000
 SEEN = "event_log"  # cursor row: the event log's newest id at the last refresh
 
-metadata = sa.MetaData()
-steps = sa.Table(
-    "cost_ledger_steps",
-    metadata,
-    sa.Column("ledger", sa.String(36), primary_key=True),
-    sa.Column("storage_id", sa.BigInteger, primary_key=True),
-    sa.Column("tenant", sa.String(200), nullable=False),
-    sa.Column("month", sa.String(7), nullable=False),
-    sa.Column("timestamp", sa.Float, nullable=False),
-    sa.Column("asset_key", sa.String(1000), nullable=False),
-    sa.Column("run_id", sa.String(64), nullable=False),
-    sa.Column("step_key", sa.String(1000), nullable=False),
-    sa.Column("usd", sa.Float, nullable=False),
-    sa.Column("failed", sa.Boolean, nullable=False),
-    sa.Index("cost_ledger_steps_tenant_month_ts", "ledger", "tenant", "month", "timestamp"),
-)
-totals = sa.Table(
-    "cost_ledger_totals",
-    metadata,
-    sa.Column("ledger", sa.String(36), primary_key=True),
-    sa.Column("tenant", sa.String(200), primary_key=True),
-    sa.Column("month", sa.String(7), primary_key=True),
-    sa.Column("usd", sa.Float, nullable=False),
-    sa.Column("steps", sa.BigInteger, nullable=False),
-)
-lock = sa.Table("cost_ledger_lock", metadata, sa.Column("id", sa.Integer, primary_key=True))
-cursors = sa.Table(
-    "cost_ledger_cursors",
-    metadata,
-    sa.Column("ledger", sa.String(36), primary_key=True),
-    sa.Column("event_type", sa.String(64), primary_key=True),
-    sa.Column("storage_id", sa.BigInteger, nullable=False),
-)
+
+@dataclass(frozen=True)
+class Schema:
+    metadata: sa.MetaData
+    steps: sa.Table
+    totals: sa.Table
+    lock: sa.Table
+    cursors: sa.Table
+
+
+@cache
+def schema() -> Schema:
+    """The ledger's tables, built on first use: SQLAlchemy loads with the first step or sensor
+    that reads the ledger, not with the code locations that import the budget rules."""
+    import sqlalchemy as sa
+
+    metadata = sa.MetaData()
+    steps = sa.Table(
+        "cost_ledger_steps",
+        metadata,
+        sa.Column("ledger", sa.String(36), primary_key=True),
+        sa.Column("storage_id", sa.BigInteger, primary_key=True),
+        sa.Column("tenant", sa.String(200), nullable=False),
+        sa.Column("month", sa.String(7), nullable=False),
+        sa.Column("timestamp", sa.Float, nullable=False),
+        sa.Column("asset_key", sa.String(1000), nullable=False),
+        sa.Column("run_id", sa.String(64), nullable=False),
+        sa.Column("step_key", sa.String(1000), nullable=False),
+        sa.Column("usd", sa.Float, nullable=False),
+        sa.Column("failed", sa.Boolean, nullable=False),
+        sa.Index("cost_ledger_steps_tenant_month_ts", "ledger", "tenant", "month", "timestamp"),
+    )
+    totals = sa.Table(
+        "cost_ledger_totals",
+        metadata,
+        sa.Column("ledger", sa.String(36), primary_key=True),
+        sa.Column("tenant", sa.String(200), primary_key=True),
+        sa.Column("month", sa.String(7), primary_key=True),
+        sa.Column("usd", sa.Float, nullable=False),
+        sa.Column("steps", sa.BigInteger, nullable=False),
+    )
+    lock = sa.Table("cost_ledger_lock", metadata, sa.Column("id", sa.Integer, primary_key=True))
+    cursors = sa.Table(
+        "cost_ledger_cursors",
+        metadata,
+        sa.Column("ledger", sa.String(36), primary_key=True),
+        sa.Column("event_type", sa.String(64), primary_key=True),
+        sa.Column("storage_id", sa.BigInteger, nullable=False),
+    )
+    return Schema(metadata, steps, totals, lock, cursors)
 
 
 @dataclass(frozen=True)
@@ -102,6 +122,9 @@ def billable(record: dg.EventLogRecord) -> BilledStep | None:
 
 @cache
 def _engine(url: str) -> sa.Engine:
+    import sqlalchemy as sa
+
+    t = schema()
     parsed = sa.engine.make_url(url)
     if parsed.get_backend_name() == "sqlite" and parsed.database:
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
@@ -112,9 +135,9 @@ def _engine(url: str) -> sa.Engine:
         # under an advisory lock and the others then find them.
         if conn.dialect.name == "postgresql":
             _write_lock(conn)
-            metadata.create_all(conn)
+            t.metadata.create_all(conn)
         else:
-            for table in metadata.sorted_tables:
+            for table in t.metadata.sorted_tables:
                 conn.execute(sa.schema.CreateTable(table, if_not_exists=True))
                 for index in table.indexes:
                     conn.execute(sa.schema.CreateIndex(index, if_not_exists=True))
@@ -152,10 +175,13 @@ def ledger_id(instance: dg.DagsterInstance, engine: sa.Engine | None = None) -> 
 
 def _write_lock(conn: sa.Connection) -> None:
     """Hold the ledger database's write lock until the transaction ends."""
+    import sqlalchemy as sa
+
+    t = schema()
     if conn.dialect.name == "postgresql":
         conn.execute(sa.text("select pg_advisory_xact_lock(4242002)"))
     else:  # SQLite serialises writers: writing a row takes the database's write lock
-        conn.execute(_insert(conn, lock).values(id=1).on_conflict_do_nothing())
+        conn.execute(_insert(conn, t.lock).values(id=1).on_conflict_do_nothing())
 
 
 def _insert(conn: sa.Connection, table: sa.Table):
@@ -168,14 +194,17 @@ def _insert(conn: sa.Connection, table: sa.Table):
 
 def refresh(instance: dg.DagsterInstance, engine: sa.Engine | None = None) -> int:
     """Bill the steps recorded since the last refresh; returns how many rows were added."""
+    import sqlalchemy as sa
+
+    t = schema()
     engine = engine or ledger_engine()
     ledger = ledger_id(instance, engine)
     added = 0
     with engine.begin() as conn:
         known = dict(
             conn.execute(
-                sa.select(cursors.c.event_type, cursors.c.storage_id).where(
-                    cursors.c.ledger == ledger
+                sa.select(t.cursors.c.event_type, t.cursors.c.storage_id).where(
+                    t.cursors.c.ledger == ledger
                 )
             ).all()
         )
@@ -207,25 +236,29 @@ def refresh(instance: dg.DagsterInstance, engine: sa.Engine | None = None) -> in
 
 
 def _set_cursor(conn: sa.Connection, ledger: str, name: str, storage_id: int) -> None:
+    import sqlalchemy as sa
+
+    t = schema()
     greatest = sa.func.max if conn.dialect.name == "sqlite" else sa.func.greatest
-    stmt = _insert(conn, cursors).values(ledger=ledger, event_type=name, storage_id=storage_id)
+    stmt = _insert(conn, t.cursors).values(ledger=ledger, event_type=name, storage_id=storage_id)
     conn.execute(
         stmt.on_conflict_do_update(
             index_elements=["ledger", "event_type"],
-            set_={"storage_id": greatest(cursors.c.storage_id, storage_id)},
+            set_={"storage_id": greatest(t.cursors.c.storage_id, storage_id)},
         )
     )
 
 
 def _add(conn: sa.Connection, ledger: str, billed: list[BilledStep]) -> int:
     """Insert the steps not yet in the ledger; add exactly those to the month totals."""
+    t = schema()
     if not billed:
         return 0
     rows = [{"ledger": ledger, **b.__dict__} for b in billed]
     inserted = conn.execute(
-        _insert(conn, steps)
+        _insert(conn, t.steps)
         .on_conflict_do_nothing(index_elements=["ledger", "storage_id"])
-        .returning(steps.c.tenant, steps.c.month, steps.c.usd),
+        .returning(t.steps.c.tenant, t.steps.c.month, t.steps.c.usd),
         rows,
     ).all()
     sums: dict[tuple[str, str], list[float]] = {}
@@ -234,13 +267,13 @@ def _add(conn: sa.Connection, ledger: str, billed: list[BilledStep]) -> int:
         acc[0] += usd
         acc[1] += 1
     for (tenant, month), (usd, count) in sums.items():
-        stmt = _insert(conn, totals).values(
+        stmt = _insert(conn, t.totals).values(
             ledger=ledger, tenant=tenant, month=month, usd=usd, steps=count
         )
         conn.execute(
             stmt.on_conflict_do_update(
                 index_elements=["ledger", "tenant", "month"],
-                set_={"usd": totals.c.usd + usd, "steps": totals.c.steps + count},
+                set_={"usd": t.totals.c.usd + usd, "steps": t.totals.c.steps + count},
             )
         )
     return len(inserted)
@@ -254,19 +287,22 @@ def month_to_date(
     engine: sa.Engine | None = None,
 ) -> float:
     """USD `tenant` spent in `month` (YYYY-MM), up to now or up to the timestamp `before`."""
+    import sqlalchemy as sa
+
+    t = schema()
     engine = engine or ledger_engine()
     refresh(instance, engine)
     ledger = ledger_id(instance)
     with engine.connect() as conn:
         if before is None:
-            query = sa.select(totals.c.usd).where(
-                totals.c.ledger == ledger, totals.c.tenant == tenant, totals.c.month == month
+            query = sa.select(t.totals.c.usd).where(
+                t.totals.c.ledger == ledger, t.totals.c.tenant == tenant, t.totals.c.month == month
             )
         else:
-            query = sa.select(sa.func.sum(steps.c.usd)).where(
-                steps.c.ledger == ledger,
-                steps.c.tenant == tenant,
-                steps.c.month == month,
-                steps.c.timestamp < before,
+            query = sa.select(sa.func.sum(t.steps.c.usd)).where(
+                t.steps.c.ledger == ledger,
+                t.steps.c.tenant == tenant,
+                t.steps.c.month == month,
+                t.steps.c.timestamp < before,
             )
         return float(conn.execute(query).scalar() or 0.0)

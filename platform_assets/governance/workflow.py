@@ -63,10 +63,6 @@ class Outcome:
     champion: int | None = None
 
 
-def registered_name(tenant: str, model: str) -> str:
-    return f"{tenant}.{model}"
-
-
 def open_store() -> GovernanceStore:
 
     return GovernanceStore(platform_db_url())

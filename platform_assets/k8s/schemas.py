@@ -32,10 +32,6 @@ ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
 LABEL_NAMED = {"Namespace", "Service", "Job"}
 
 
-class ManifestError(ValueError):
-    """A rendered manifest or values file the cluster (or the chart) would refuse."""
-
-
 def chart_schema_dir() -> Path:
     """The Dagster chart's schemas: MLPLAT_DAGSTER_HELM_SCHEMAS, else `shared/dagster-helm`
     beside the repository (or beside one of its parents)."""

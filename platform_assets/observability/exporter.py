@@ -450,7 +450,7 @@ class PlatformState:
         engine = self.engine or ledger.ledger_engine()
         ledger.refresh(self.instance, engine)
         month = datetime.fromtimestamp(self.clock(), UTC).strftime("%Y-%m")
-        totals = ledger.totals
+        totals = ledger.schema().totals
         with engine.connect() as conn:
             rows = conn.execute(
                 sa.select(totals.c.tenant, totals.c.usd).where(

@@ -23,10 +23,6 @@ WATERMARK = "watermark"
 NEWEST = "newest_event_timestamp"
 
 
-def online_key(tenant: str, feature_set: str) -> dg.AssetKey:
-    return dg.AssetKey([tenant, "online", feature_set])
-
-
 def previous_run(
     instance: dg.DagsterInstance, key: dg.AssetKey, view: "FeatureView"
 ) -> tuple[datetime, datetime | None]:

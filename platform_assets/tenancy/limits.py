@@ -147,10 +147,6 @@ def limits_for(tenant: str) -> TenantLimits:
     return read_limits(limits_path()).for_tenant(tenant)
 
 
-def platform_team() -> PlatformTeam:
-    return read_limits(limits_path()).platform
-
-
 def effective_resources(tenant: str, requested: ComputeResources) -> ComputeResources:
     """The request capped by the tenant's caps; no GPUs unless the tenant may use them."""
     return _granted(limits_for(tenant), requested)
