@@ -14,7 +14,7 @@ import pytest
 
 from platform_assets.tenancy.catalog import TenantCatalog
 
-DEMO_DEFS = Path(__file__).resolve().parents[2] / "platform_assets" / "defs"
+DEMO_DEFS = Path(__file__).resolve().parents[1] / "platform_assets" / "defs"
 TENANT, MODEL = "ridehail", "driver_churn"
 REGISTERED = f"{TENANT}.{MODEL}"
 
