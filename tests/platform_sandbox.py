@@ -39,3 +39,12 @@ def sandbox(
             return all_locations(box.defs_folder_path)
 
         yield box.defs_folder_path, build
+
+
+def error_chain(exc: BaseException | None) -> str:
+    """The messages of an exception and of every exception it was raised from."""
+    parts = []
+    while exc is not None:
+        parts.append(str(exc))
+        exc = exc.__cause__ or exc.__context__
+    return "\n".join(parts)

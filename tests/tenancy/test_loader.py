@@ -13,6 +13,7 @@ from platform_assets.composition.locations import (
     all_locations,
 )
 from platform_assets.tenancy.catalog import PlatformConfigError, load_all
+from tests.platform_sandbox import error_chain
 
 DEMO_DEFS = Path(__file__).resolve().parents[2] / "platform_assets" / "defs"
 
@@ -59,16 +60,12 @@ def test_a_team_file_is_never_built_on_its_own(monkeypatch):
         monkeypatch.setenv("MLPLAT_DEFS_ROOT", str(box.defs_folder_path))
         with pytest.raises(Exception) as excinfo, box.build_component_tree() as tree:
             tree.build_defs()
-    chain, exc = [], excinfo.value
-    while exc is not None:
-        chain.append(str(exc))
-        exc = exc.__cause__ or exc.__context__
     # Dagster loads a folder in name order: features/ first.
     first = box.defs_folder_path / "ridehail" / "features" / "driver_stats" / "defs.yaml"
     assert (
         f"{first}: team files are built by the defs root's `Tenants` component from the "
         "tenant catalog, not one by one"
-    ) in "\n".join(chain)
+    ) in error_chain(excinfo.value)
 
 
 def test_dg_loads_the_repository_defs_through_the_catalog():
@@ -89,11 +86,9 @@ def test_dg_never_imports_a_python_file_in_a_tenant_folder(tmp_path, monkeypatch
         monkeypatch.setenv("MLPLAT_DEFS_ROOT", str(box.defs_folder_path))
         with pytest.raises(Exception) as excinfo, box.build_component_tree() as tree:
             tree.build_defs()
-    chain, exc = [], excinfo.value
-    while exc is not None:
-        chain.append(str(exc))
-        exc = exc.__cause__ or exc.__context__
-    assert f"{evil}: <file>: Python files are not allowed in a tenant folder" in "\n".join(chain)
+    assert f"{evil}: <file>: Python files are not allowed in a tenant folder" in error_chain(
+        excinfo.value
+    )
     assert not marker.exists()
 
 

@@ -13,7 +13,7 @@ from platform_assets.tenancy.catalog import (
     load_tenant,
 )
 from platform_assets.tenancy.locations import location_named
-from tests.platform_sandbox import sandbox, write_component
+from tests.platform_sandbox import error_chain, sandbox, write_component
 
 MODEL = "platform_assets.models.component.Model"
 SOURCE = "platform_assets.sources.component.Source"
@@ -71,15 +71,7 @@ def _load_error(monkeypatch, attrs) -> str:
         with pytest.raises(PlatformConfigError) as merged_exc:
             all_locations()
         assert str(merged_exc.value) == str(catalog_exc.value)
-        return _chain(excinfo.value) + "\n" + str(catalog_exc.value)
-
-
-def _chain(exc: BaseException | None) -> str:
-    parts = []
-    while exc is not None:
-        parts.append(str(exc))
-        exc = exc.__cause__ or exc.__context__
-    return "\n".join(parts)
+        return error_chain(excinfo.value) + "\n" + str(catalog_exc.value)
 
 
 def test_unknown_field_is_refused(monkeypatch):
@@ -129,7 +121,7 @@ def test_feature_set_reading_unknown_source_is_refused(monkeypatch):
         path.write_text(yaml.safe_dump(doc))
         with pytest.raises(Exception) as excinfo:
             build()
-    message = _chain(excinfo.value)
+    message = error_chain(excinfo.value)
     assert "features/driver_stats/defs.yaml: attributes.sources[0]" in message
     assert "source 'tripz' does not exist" in message
 
