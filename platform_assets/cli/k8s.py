@@ -26,7 +26,6 @@ OUT = typer.Option(..., "--out", help="Folder to write into (replaced whole).")
 
 
 def _refuse_bad_specs() -> dict:
-
     try:
         catalogs = load_all()
     except PlatformConfigError as exc:

@@ -18,7 +18,6 @@ from platform_assets.tenancy.runs import TenantRunCoordinator, run_tenant
 
 class BudgetRunCoordinator(TenantRunCoordinator):
     def submit_run(self, context: SubmitRunContext) -> dg.DagsterRun:
-
         run = context.dagster_run
         if run.status == dg.DagsterRunStatus.NOT_STARTED:
             try:

@@ -145,7 +145,6 @@ def _engine(url: str) -> sa.Engine:
 
 
 def ledger_engine() -> sa.Engine:
-
     return _engine(platform_db_url())
 
 

@@ -52,7 +52,6 @@ def post_alert(url: str, status: BudgetStatus, timeout: float = 5.0) -> int:
     description="Warn when a tenant reaches its budget's warning threshold or spends all of it.",
 )
 def budget_sensor(context: dg.SensorEvaluationContext):
-
     alerted: dict[str, str] = json.loads(context.cursor or "{}")
     webhook = os.environ.get(WEBHOOK_ENV)
     lines = []

@@ -175,7 +175,6 @@ def launch(definitions: dg.Definitions, instance: dg.DagsterInstance, sensor, re
 
 
 def summary(definitions: dg.Definitions, instance: dg.DagsterInstance) -> Table:
-
     graph = definitions.get_repository_def().asset_graph
     table = Table(title="mlplat demo summary")
     for col in (

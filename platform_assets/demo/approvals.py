@@ -29,7 +29,6 @@ def _approvers(catalog, request: dict, already: list[str]) -> list[str]:
 
 
 def walk(console: Any) -> list[str]:
-
     idp = LocalIdP(data_root() / "demo_idp")
 
     def signed_in(person: str):

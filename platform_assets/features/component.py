@@ -140,7 +140,6 @@ def feature_assets(
         automation_condition=GATED,
     )
     def feature_asset(lake: LakeResource, feast: FeastResource, pricing: PricingResource):
-
         with meter(tenant.name, tenant.resources, pricing.catalog()) as usage:
             import pyarrow as pa
 

@@ -25,7 +25,6 @@ class TenantCatalogs(Mapping[str, TenantCatalog]):
         self._found: dict[str, TenantCatalog] = {}
 
     def __getitem__(self, name: str) -> TenantCatalog:
-
         if name not in self._found:
             if name not in tenant_folders(self.root):
                 raise KeyError(name)
@@ -33,7 +32,6 @@ class TenantCatalogs(Mapping[str, TenantCatalog]):
         return self._found[name]
 
     def __iter__(self) -> Iterator[str]:
-
         for name in tenant_folders(self.root):
             try:
                 load_tenant(self.root / name)

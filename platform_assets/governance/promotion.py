@@ -70,7 +70,6 @@ class RollbackConfig(dg.Config):
 def submit_candidate(
     context: dg.OpExecutionContext, config: PromoteConfig, mlflow: MlflowResource
 ) -> None:
-
     gov = governance_for(mlflow, context.instance, emit=context.log_event)
     try:
         actor = _actor(context, config, gov, "propose", config.registered_model, config.version)
@@ -82,7 +81,6 @@ def submit_candidate(
 
 @dg.op(description="Move `champion` back to the `previous` version.")
 def roll_back(context: dg.OpExecutionContext, config: RollbackConfig, mlflow: MlflowResource):
-
     gov = governance_for(mlflow, context.instance, emit=context.log_event)
     try:
         actor = _actor(context, config, gov, "rollback", config.registered_model)

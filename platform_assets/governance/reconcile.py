@@ -111,7 +111,6 @@ def reconcile(gov, mlflow: MlflowResource, seen: dict[str, str], report) -> tupl
     description="Flag MLflow champion aliases that drifted from the platform's champions.",
 )
 def champion_alias_reconciliation(context: dg.SensorEvaluationContext, mlflow: MlflowResource):
-
     gov = governance_for(mlflow, context.instance, emit=context.instance.report_runless_asset_event)
     try:
         seen, lines = reconcile(

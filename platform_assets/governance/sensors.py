@@ -74,7 +74,6 @@ def _usable(record, key: dg.AssetKey) -> tuple[str, int] | str:
 
 
 def _metric(record, gov, name: str) -> float:
-
     _, spec = gov.locate(name)
     metric = spec.evaluation.primary_metric
     value = record.asset_materialization.metadata["metrics"].value.get(metric)
@@ -111,7 +110,6 @@ def _ranked(gov, key: dg.AssetKey, records, submitted, reasons: list[str]):
 
 
 def _request(gov, key: dg.AssetKey, name: str, version: int, why: str) -> dg.RunRequest:
-
     config = {
         "registered_model": name,
         "version": version,
@@ -211,7 +209,6 @@ def candidates(
     description="Submit evaluated models that meet their promotion policy for approval.",
 )
 def promotion_sensor(context: dg.SensorEvaluationContext, mlflow: MlflowResource):
-
     gov = governance_for(mlflow, context.instance)
     try:
         found, reasons, cursor = candidates(

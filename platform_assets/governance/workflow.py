@@ -64,7 +64,6 @@ class Outcome:
 
 
 def open_store() -> GovernanceStore:
-
     return GovernanceStore(platform_db_url())
 
 

@@ -129,7 +129,6 @@ def model_assets(
         automation_condition=GATED,
     )
     def training_set(lake: LakeResource, feast: FeastResource, pricing: PricingResource):
-
         with meter(tenant.name, requested, pricing.catalog()) as usage:
             store = feast.store(tenant.name)
             # Each view reads the snapshot its feature asset committed last.

@@ -197,7 +197,6 @@ def _table(results: "list[Drift]") -> str:
 def _check_result(
     check: str, drift: "Drift | None", monitoring: Monitoring, absent: str, prediction: bool = False
 ) -> dg.AssetCheckResult:
-
     if drift is None:
         return dg.AssetCheckResult(
             check_name=check,
@@ -289,7 +288,6 @@ def drift_asset(
         mlflow: MlflowResource,
         pricing: PricingResource,
     ):
-
         champion = champion_of(registered)
         if champion is None:
             context.log.info(f"{registered} has no champion yet; no drift to watch")

@@ -23,7 +23,6 @@ REASON_TAG = "mlplat/reason"
 
 
 def drift_check_keys(tenant: str, spec: ModelSpec, features: list[str]) -> list[dg.AssetCheckKey]:
-
     key = dg.AssetKey([tenant, "drift", spec.name])
     names = [*(feature_check(f) for f in features), PREDICTION_CHECK]
     return [dg.AssetCheckKey(key, name) for name in names]
@@ -43,7 +42,6 @@ def retrain_sensor(
         "(monitoring.retrain_on_drift in their YAML).",
     )
     def drift_retrain(context: dg.SensorEvaluationContext):
-
         seen: dict[str, int] = json.loads(context.cursor or "{}")
         storage = context.instance.event_log_storage
         requests, latest = [], dict(seen)

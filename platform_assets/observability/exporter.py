@@ -558,7 +558,6 @@ class PlatformState:
         yield from (last, lag, fail, warn, state)
 
     def _cost_families(self, now: float) -> Iterator[Metric]:
-
         moment = datetime.fromtimestamp(now, UTC)
         month_start = moment.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
         next_month = (month_start + timedelta(days=32)).replace(day=1)

@@ -211,7 +211,6 @@ def slo_report_asset(tenants: list[str], tenant_assets: TenantAssets) -> dg.Asse
         ),
     )
     def slo_report(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
-
         claim_run("platform")
         now = datetime.now(UTC)
         root = defs_root().resolve()

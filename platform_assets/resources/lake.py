@@ -139,7 +139,6 @@ class LakeResource(dg.ConfigurableResource):
         return f"{self.root.partition('://')[0]}://{path}"
 
     def _folder(self, tenant: str, kind: str, name: str) -> str:
-
         fs, base = self.filesystem()
         folder = f"{base}/{tenant}/{kind}/{name}"
         check_write(self._uri(base), tenant, self._uri(folder))

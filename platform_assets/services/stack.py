@@ -148,7 +148,6 @@ class Stack:
 
 
 def _write_env(path: Path, env: dict[str, str]) -> None:
-
     lines = ["# mlplat services deployment: endpoints and credentials (0600; `services down`)"]
     write_private(path, "\n".join([*lines, *(f"{k}={v}" for k, v in env.items())]) + "\n")
 

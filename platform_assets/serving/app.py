@@ -127,7 +127,6 @@ class Route:
 
 
 def routes_from(catalogs: Mapping[str, "TenantCatalog"]) -> dict[str, Route]:
-
     routes = {}
     for tenant, catalog in sorted(catalogs.items()):
         for name, spec in sorted(catalog.models.items()):

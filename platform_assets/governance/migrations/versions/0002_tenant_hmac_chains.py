@@ -28,13 +28,11 @@ OLD_FIELDS = (
 
 
 def _old_hash(row: dict, evidence: dict) -> str:
-
     fields = {k: row[k] for k in OLD_FIELDS} | {"evidence": evidence}
     return hashlib.sha256((canonical_json(fields) + row["prev_hash"]).encode()).hexdigest()
 
 
 def upgrade() -> None:
-
     attrs = context.config.attributes
     schema, keys = attrs.get("schema"), attrs["keys"]
     conn = op.get_bind()
