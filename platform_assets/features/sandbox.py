@@ -64,8 +64,8 @@ class SandboxError(ValueError):
 class _Deadline:
     """Interrupts a connection from `seconds` after entry until the block ends."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, seconds: float, setting: str) -> None:
-        self._con, self._seconds, self._setting = con, seconds, setting
+    def __init__(self, con: duckdb.DuckDBPyConnection, seconds: float, limit: str) -> None:
+        self._con, self._seconds, self._limit = con, seconds, limit
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="sql-deadline", daemon=True)
         self._started = time.monotonic()
@@ -87,8 +87,7 @@ class _Deadline:
 
     def error(self) -> SandboxError:
         return SandboxError(
-            f"the SQL ran past the platform's {self._seconds:g} s limit "
-            f"(limits.yaml sql.{self._setting}) and was stopped"
+            f"the SQL ran past the platform's {self._seconds:g} s {self._limit} and was stopped"
         )
 
     def _run(self) -> None:
@@ -143,9 +142,13 @@ def sandbox(
             con.execute("SET enable_external_access = false")
             con.execute("SET lock_configuration = true")
             if dry_run:
-                deadline = _Deadline(con, limits.dry_run_timeout_s, "dry_run_timeout_s")
+                limit = (
+                    "limit for `mlplat validate` over empty tables "
+                    "(limits.yaml sql.dry_run_timeout_s)"
+                )
+                deadline = _Deadline(con, limits.dry_run_timeout_s, limit)
             else:
-                deadline = _Deadline(con, limits.timeout_s, "timeout_s")
+                deadline = _Deadline(con, limits.timeout_s, "limit (limits.yaml sql.timeout_s)")
             try:
                 with deadline:
                     yield Sandbox(con, deadline)
