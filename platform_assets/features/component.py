@@ -7,7 +7,7 @@ import dagster as dg
 
 from platform_assets.cost.metering import meter
 from platform_assets.features.feast_objects import feature_view
-from platform_assets.features.sandbox import SandboxError, run_query, sandbox
+from platform_assets.features.sandbox import SandboxError, sandbox
 from platform_assets.quality.checks import expectation_check
 from platform_assets.resources.feature_store import FeastResource
 from platform_assets.resources.lake import LakeResource
@@ -25,6 +25,7 @@ from platform_assets.tenancy.catalog import (
     TenantCatalog,
     check_source_refs,
 )
+from platform_assets.tenancy.limits import SqlLimits, sql_limits
 from platform_assets.tenancy.specs import FeatureSetSpec
 
 if TYPE_CHECKING:  # pandas and pyarrow load in the steps, not with the code location
@@ -35,47 +36,52 @@ _DUCKDB_TYPES = {"int64": "BIGINT", "float64": "DOUBLE", "string": "VARCHAR", "b
 
 
 def compute_feature_table(
-    spec: FeatureSetSpec, sources: "Mapping[str, pa.Table]", where: str, tenant: str
+    spec: FeatureSetSpec,
+    sources: "Mapping[str, pa.Table]",
+    where: str,
+    tenant: str,
+    limits: SqlLimits,
+    *,
+    dry_run: bool = False,
 ) -> "pd.DataFrame":
     """Run the team's SQL in the sandbox over its declared sources; cast to declared types.
 
     `sources` are the tables the platform read for it (exactly `spec.sources`); the SQL sees
-    nothing else (see features/sandbox.py). Column names are identifiers (specs.Identifier), so
-    quoting them in the platform's own SQL below is safe.
+    nothing else, and the whole of it, the fetch of the result included, runs within `limits`
+    (see features/sandbox.py). Column names are identifiers (specs.Identifier), so quoting them
+    in the platform's own SQL below is safe.
     """
-    import duckdb
 
     def refuse(reason: str) -> PlatformConfigError:
         return PlatformConfigError(
             where, "attributes.sql", f"feature set '{tenant}/{spec.name}': {reason}"
         )
 
-    con = sandbox({name: sources[name] for name in spec.sources})
-    try:
-        relation = run_query(con, spec.sql)
-    except SandboxError as exc:
-        raise refuse(str(exc)) from exc
     required = [spec.entity.join_key, spec.timestamp_field]
     if spec.created_timestamp_field:
         required.append(spec.created_timestamp_field)
-    missing = [c for c in [*required, *spec.features] if c not in relation.columns]
-    if missing:
-        raise refuse(
-            f"the query does not return column(s) {', '.join(missing)} "
-            f"(it returns {', '.join(relation.columns)})"
-        )
     casts = ", ".join(
         f'cast("{n}" as {_DUCKDB_TYPES[t]}) as "{n}"' for n, t in spec.features.items()
     )
     keys = ", ".join(f'"{c}"' for c in required)
-    con.register("computed", relation)
     try:
-        return con.sql(
-            f'select {keys}, {casts}, cast("{spec.timestamp_field}" as timestamp) '
-            f'as "{spec.timestamp_feature}" from computed'
-        ).df()
-    except duckdb.Error as exc:
-        raise refuse(f"DuckDB failed running the SQL: {exc}") from exc
+        tables = {name: sources[name] for name in spec.sources}
+        with sandbox(tables, limits, dry_run=dry_run) as box:
+            relation = box.query(spec.sql)
+            missing = [c for c in [*required, *spec.features] if c not in relation.columns]
+            if missing:
+                raise refuse(
+                    f"the query does not return column(s) {', '.join(missing)} "
+                    f"(it returns {', '.join(relation.columns)})"
+                )
+            # A projection of the relation, not a query over it: DuckDB plans the team's SQL
+            # once more only, to fetch it, not once per call.
+            return relation.project(
+                f'{keys}, {casts}, cast("{spec.timestamp_field}" as timestamp) '
+                f'as "{spec.timestamp_feature}"'
+            ).df()
+    except SandboxError as exc:
+        raise refuse(str(exc)) from exc
 
 
 _ARROW_TYPES = {
@@ -89,7 +95,8 @@ _ARROW_TYPES = {
 
 def dry_run(catalog: TenantCatalog, spec: FeatureSetSpec) -> None:
     """Run a feature set's SQL in the sandbox over empty tables shaped like its declared sources:
-    what `mlplat validate` does, so a refused query fails before any run."""
+    what `mlplat validate` does, so a refused query fails before any run, and one that does not
+    end gives up at limits.yaml's `sql.dry_run_timeout_s`."""
     import pyarrow as pa
 
     check_source_refs(catalog, spec)
@@ -104,7 +111,9 @@ def dry_run(catalog: TenantCatalog, spec: FeatureSetSpec) -> None:
         for name in spec.sources
     }
     where = str(catalog.file_of("feature_set", spec.name))
-    compute_feature_table(spec, tables, where, catalog.tenant.name)
+    tenant = catalog.tenant
+    limits = sql_limits(tenant.name, tenant.resources)
+    compute_feature_table(spec, tables, where, tenant.name, limits, dry_run=True)
 
 
 def feature_assets(
@@ -147,7 +156,8 @@ def feature_assets(
 
             # The platform reads the declared sources, from this tenant's prefix only.
             sources = {s: lake.read(tenant.name, "sources", s) for s in spec.sources}
-            df = compute_feature_table(spec, sources, str(where), tenant.name)
+            limits = sql_limits(tenant.name, tenant.resources)
+            df = compute_feature_table(spec, sources, str(where), tenant.name, limits)
             # Sorted by key and event time, and marked so, for the store's sort-free join.
             table = layout_for_join(
                 pa.Table.from_pandas(df, preserve_index=False),

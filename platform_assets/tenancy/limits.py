@@ -1,4 +1,5 @@
-"""Platform-owned limits per tenant: budget, run quota, resource caps and GPU permission.
+"""Platform-owned limits per tenant: budget, run quota, resource caps, GPU permission and the
+time and memory its feature SQL may use.
 
 They live in `platform_assets/limits/limits.yaml`, which only the platform team may change
 (.github/CODEOWNERS), never in a tenant's own YAML: a tenant can ask for resources, the platform
@@ -7,6 +8,7 @@ decides what it gets (`effective_resources`) and what it may spend.
 
 from __future__ import annotations
 
+import math
 import os
 from functools import cache
 from pathlib import Path
@@ -33,11 +35,42 @@ LIMITS_PATH = Path(__file__).resolve().parents[1] / "limits" / "limits.yaml"
 LIMITS_ENV = "MLPLAT_LIMITS"
 
 
+class SqlLimits(dg.Model):
+    """What one feature set's SQL may use in the DuckDB sandbox (features/sandbox.py).
+
+    DuckDB's `memory_limit` counts its own buffers only, so a step gets at most half its granted
+    memory for them (`sql_limits`): the rest is for Python and the result's conversion.
+    """
+
+    timeout_s: float = Field(
+        default=300, gt=0, le=86400, allow_inf_nan=False, description="Wall time per feature set"
+    )
+    dry_run_timeout_s: float = Field(
+        default=10,
+        gt=0,
+        le=3600,
+        allow_inf_nan=False,
+        description="Wall time per feature set in `mlplat validate`, over empty tables",
+    )
+    memory_limit_gib: float = Field(
+        default=2, gt=0, le=16384, allow_inf_nan=False, description="DuckDB's memory_limit"
+    )
+    threads: StrictInt = Field(default=2, ge=1, le=1024, description="DuckDB's threads")
+    spill_gib: float = Field(
+        default=10,
+        ge=0,
+        le=16384,
+        allow_inf_nan=False,
+        description="DuckDB's max_temp_directory_size, in the connection's private temp folder",
+    )
+
+
 class TenantLimits(dg.Model):
     budget: Budget
     max_concurrent_runs: StrictInt = Field(ge=1, le=10000)
     caps: ComputeResources = Field(description="The most one step of the tenant may request")
     gpu_allowed: StrictBool
+    sql: SqlLimits = Field(default_factory=SqlLimits)
 
 
 # Every tenant's Kubernetes namespace is `tenant-<name>` (`_` as `-`: tenant names have no `-`,
@@ -58,6 +91,9 @@ class _Overrides(dg.Model):
     max_concurrent_runs: StrictInt | None = Field(default=None, ge=1, le=10000)
     caps: ComputeResources | None = None
     gpu_allowed: StrictBool | None = None
+    sql: SqlLimits | None = Field(
+        default=None, description="Fields left out come from `defaults.sql`, one by one"
+    )
     namespace: Annotated[str, AfterValidator(check_namespace)] | None = Field(
         default=None, description=f"Its Kubernetes namespace, when not `{NAMESPACE_PREFIX}<name>`"
     )
@@ -78,6 +114,9 @@ class LimitsFile(dg.Model):
         if entry is None:
             return self.defaults
         update = {k: getattr(entry, k) for k in entry.model_fields_set}
+        if entry.sql is not None:
+            sql = entry.sql.model_dump(exclude_unset=True)
+            update["sql"] = self.defaults.sql.model_copy(update=sql)
         return self.defaults.model_copy(update={k: v for k, v in update.items() if v is not None})
 
 
@@ -115,7 +154,40 @@ def read_limits(path: Path) -> LimitsFile:
                 path, where, f"{namespace!r} is already assigned to tenant {assigned[namespace]!r}"
             )
         assigned[namespace] = name
+    _check_sql_fits_caps(path, limits)
     return limits
+
+
+def _check_sql_fits_caps(path: Path, limits: LimitsFile) -> None:
+    """An `sql` group the file sets must fit the caps of the tenants it applies to."""
+    in_defaults = "sql" in limits.defaults.model_fields_set
+    entries = [("defaults", limits.defaults, in_defaults)]
+    entries += [
+        (f"tenants.{name}", limits.for_tenant(name), in_defaults or entry.sql is not None)
+        for name, entry in limits.tenants.items()
+    ]
+    for where, tenant, set_here in entries:
+        if not set_here:
+            continue
+        sql, caps = tenant.sql, tenant.caps
+        if sql.memory_limit_gib > caps.memory_gib / 2:
+            raise PlatformConfigError(
+                path,
+                f"{where}.sql.memory_limit_gib",
+                f"{sql.memory_limit_gib:g} GiB is more than half the memory cap "
+                f"({caps.memory_gib:g} GiB): DuckDB counts only its own buffers, and the step "
+                "needs the rest",
+            )
+        if sql.threads > _threads_for(caps.cpu):
+            raise PlatformConfigError(
+                path,
+                f"{where}.sql.threads",
+                f"{sql.threads} threads are more than the CPU cap ({caps.cpu:g} vCPU) allows",
+            )
+
+
+def _threads_for(cpu: float) -> int:
+    return max(1, math.ceil(cpu))
 
 
 def namespace_for(tenant: str) -> str:
@@ -191,3 +263,18 @@ def grant(tenant: str, requested: ComputeResources) -> tuple[ComputeResources, s
 def capped(tenant: str, requested: ComputeResources) -> str | None:
     """What the platform cut from a request, in words; None when it granted all of it."""
     return grant(tenant, requested)[1]
+
+
+def sql_limits(tenant: str, requested: ComputeResources) -> SqlLimits:
+    """The limits of one feature set's SQL in a step that asked for `requested`: limits.yaml's
+    `sql`, with memory at most half of what the platform grants the step and no more threads
+    than its vCPUs."""
+    limits = limits_for(tenant)
+    granted = _granted(limits, requested)
+    sql = limits.sql
+    return sql.model_copy(
+        update={
+            "memory_limit_gib": min(sql.memory_limit_gib, granted.memory_gib / 2),
+            "threads": min(sql.threads, _threads_for(granted.cpu)),
+        }
+    )

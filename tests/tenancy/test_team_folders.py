@@ -7,6 +7,7 @@ reason, by the catalog the code location builds from and by `mlplat validate`.
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 
 import dagster as dg
@@ -24,7 +25,7 @@ from platform_assets.tenancy.catalog import (
     load_tenant,
 )
 from platform_assets.tenancy.isolation import IsolationError
-from platform_assets.tenancy.limits import grant, read_limits
+from platform_assets.tenancy.limits import LIMITS_ENV, LIMITS_PATH, grant, read_limits
 from platform_assets.tenancy.locations import location_named
 from platform_assets.tenancy.specs import LIMITS_FILE
 from platform_assets.tenancy.strict_yaml import MAX_FILE_BYTES
@@ -510,6 +511,41 @@ def test_validate_dry_runs_feature_sql_in_the_sandbox(root, tmp_path, sql, reaso
         f"error: {root / FEATURE_FILE}: attributes.sql: feature set 'ridehail/driver_stats': "
     ) in result.output
     assert reason in result.output
+
+
+@pytest.mark.parametrize(
+    "spin",
+    [
+        "(select count(*) from range(1e11::bigint))",
+        "(with recursive r(n) as (select 1 union all select n + 1 from r) select count(*) from r)",
+    ],
+    ids=["range", "recursive"],
+)
+def test_validate_gives_up_on_feature_sql_that_never_ends(root, tmp_path, monkeypatch, spin):
+    """Over empty tables too: `mlplat validate` stops at limits.yaml's `sql.dry_run_timeout_s`
+    and names the feature set, instead of hanging (issue #21)."""
+    limits = yaml.safe_load(LIMITS_PATH.read_text())
+    limits["defaults"]["sql"]["dry_run_timeout_s"] = 1
+    path = tmp_path / "limits.yaml"
+    path.write_text(yaml.safe_dump(limits))
+    monkeypatch.setenv(LIMITS_ENV, str(path))
+    edit(
+        root / FEATURE_FILE,
+        sql=(
+            "select driver_id, event_ts as event_timestamp, ingested_at as created_timestamp, "
+            "1 as trips_7d, 1.0 as avg_rating_7d, 0.0 as cancel_rate_7d from trips "
+            f"union all select null, null, null, n, null, null from {spin} as s(n) where n < 0"
+        ),
+    )
+    started = time.monotonic()
+    result = CliRunner().invoke(cli.app, ["validate"])
+    assert time.monotonic() - started < 30
+    assert result.exit_code == 1
+    assert (
+        f"error: {root / FEATURE_FILE}: attributes.sql: feature set 'ridehail/driver_stats': the "
+        "SQL ran past the platform's 1 s limit for `mlplat validate` over empty tables "
+        "(limits.yaml sql.dry_run_timeout_s) and was stopped"
+    ) in result.output
 
 
 def test_validate_refuses_a_request_above_the_caps_that_the_platform_still_caps(root):
