@@ -22,6 +22,8 @@ from platform_assets.tenancy.specs import (
     ModelSpec,
     SourceSpec,
     TenantSpec,
+    check_name,
+    check_tenant_name,
 )
 from platform_assets.tenancy.strict_yaml import PlatformConfigError, YamlError, read_document
 
@@ -135,6 +137,35 @@ def team_files(folder: Path) -> list[Path]:
     return sorted(found)
 
 
+# Written by Python when a tool imports the defs package; never read, never a tenant.
+PYCACHE = "__pycache__"
+
+
+def folder_name_problem(name: str) -> str | None:
+    """Why a folder under the defs root names no tenant, or None when it does.
+
+    A folder's name is its tenant's name before any YAML is read: the platform location makes
+    it the asset-key prefix, group, sensor, job and code location names of the tenant.
+    """
+    try:
+        check_tenant_name(check_name(name))
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def check_folder_name(folder: Path) -> None:
+    """Refuse a tenant folder whose name is no tenant name, naming the folder and why."""
+    problem = folder_name_problem(folder.name)
+    if problem is not None:
+        raise PlatformConfigError(
+            folder,
+            "<folder>",
+            f"the folder name is not a tenant name ({problem}); a tenant folder is named as "
+            "its tenant: rename it",
+        )
+
+
 _KIND = {
     TenantSpec: "tenant",
     SourceSpec: "source",
@@ -146,6 +177,7 @@ _KIND = {
 @cache
 def load_tenant(folder: Path) -> TenantCatalog:
     """Parse one tenant folder. Cached: files are read once per process."""
+    check_folder_name(folder)
     tenants: list[tuple[Path, TenantSpec]] = []
     others: list[tuple[Path, BaseModel]] = []
     files = team_files(folder)
@@ -231,11 +263,12 @@ def check_root_component(path: Path) -> None:
 
 
 def tenant_folders(root: Path) -> list[Path]:
-    """The tenant folders of a defs root; a file or a symlink at the root is refused."""
+    """The tenant folders of a defs root; a file, a symlink or a folder whose name is no
+    tenant name at the root is refused."""
     folders = []
     for p in sorted(root.iterdir()):
-        if p.name == "__pycache__":
-            continue  # written by Python when a tool imports the defs package, never read
+        if p.name == PYCACHE:
+            continue
         if p.name == "defs.yaml" and not p.is_symlink():
             check_root_component(p)
             continue
@@ -243,6 +276,7 @@ def tenant_folders(root: Path) -> list[Path]:
             raise PlatformConfigError(
                 p, "<file>", f"the defs root {root} holds only tenant folders (no files, no links)"
             )
+        check_folder_name(p)
         folders.append(p)
     return folders
 

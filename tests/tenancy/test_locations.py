@@ -239,6 +239,35 @@ def test_broken_tenant_fails_only_its_own_location(defs_root):
     assert skip.skip_message == "every tenant is within its budget"
 
 
+def test_a_folder_named_as_no_tenant_is_skipped_by_the_platform_location(defs_root, caplog):
+    """`defs/a b/tenant` once failed the platform location ("a b_cost" is not a valid name),
+    and with it every tenant's sensors, showback, SLO report and governance jobs."""
+    bad = defs_root / "a b"
+    shutil.copytree(defs_root / "growth", bad)
+    problem = (
+        "'a b' is not a valid name: use lower-case letters, digits and underscores, starting "
+        "with a letter (at most 63 characters)"
+    )
+    with caplog.at_level("WARNING"):
+        defs = platform_location()
+    keys = _keys(defs)
+    assert {"platform/cost/showback", "platform/slo/report", "growth/cost", "ridehail/cost"} <= (
+        set(keys)
+    )
+    assert not [k for k in keys if k.startswith("a b")]
+    assert {s.name for s in defs.sensors or []} >= {"budget_sensor", "promotion_sensor"}
+    assert defs.metadata["platform/skipped_folders"].data == {str(bad): problem}
+    assert f"platform location: skipped {bad}, which names no tenant: {problem}" in caplog.text
+    # The workspace lists no location for it; asked for by name, it says why.
+    assert "a b" not in {loc.name for loc in code_locations()}
+    with pytest.raises(PlatformConfigError) as err:
+        location_named("a b")
+    assert str(err.value) == (
+        f"{defs_root / 'a b'}: <folder>: the folder name is not a tenant name ({problem}); a "
+        "tenant folder is named as its tenant: rename it"
+    )
+
+
 def test_renamed_tenant_folder_names_the_missing_folder(defs_root):
     assert "ridehail/sources/trips" in _keys(tenant_location(location_named("ridehail")))
     (defs_root / "ridehail").rename(defs_root / "rides")

@@ -348,12 +348,35 @@ def test_a_symlink_in_the_inbox_cannot_reach_another_tenant(tmp_path):
 
 
 def test_a_tenant_named_platform_is_refused(root):
-    (root / "ridehail").rename(root / "platform")
-    path = root / "platform" / "tenant" / "defs.yaml"
+    path = root / TENANT_FILE
     path.write_text(path.read_text().replace("name: ridehail", "name: platform"))
     assert refused(root) == (
         f"{path}: attributes.name: tenant name 'platform' is reserved by the platform "
         "(reserved: dagster, default, ml, mlplat, platform)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("folder", "problem"),
+    [
+        (
+            "a b",
+            "'a b' is not a valid name: use lower-case letters, digits and underscores, "
+            "starting with a letter (at most 63 characters)",
+        ),
+        (
+            "platform",
+            "tenant name 'platform' is reserved by the platform "
+            "(reserved: dagster, default, ml, mlplat, platform)",
+        ),
+    ],
+    ids=["space", "reserved"],
+)
+def test_a_folder_named_as_no_tenant_is_refused_naming_it(root, folder, problem):
+    shutil.copytree(root / "growth", root / folder)
+    assert refused(root) == (
+        f"{root / folder}: <folder>: the folder name is not a tenant name ({problem}); a tenant "
+        "folder is named as its tenant: rename it"
     )
 
 
