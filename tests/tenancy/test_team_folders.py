@@ -262,6 +262,62 @@ def test_non_finite_numbers_are_refused(root, file, old, new, field):
     assert refused(root) == f"{path}: {field} is not a finite number"
 
 
+def test_a_template_hidden_in_binary_is_refused_by_its_tag(root):
+    path = root / FEATURE_FILE
+    text = path.read_text()
+    line = 1 + next(i for i, row in enumerate(text.splitlines()) if "description:" in row)
+    hidden = "e3sgZW52KCdEQUdTVEVSX1BHX1BBU1NXT1JEJykgfX0="  # {{ env('DAGSTER_PG_PASSWORD') }}
+    path.write_text(
+        "\n".join(
+            f"  description: !!binary {hidden}" if i == line else row
+            for i, row in enumerate(text.splitlines(), 1)
+        )
+        + "\n"
+    )
+    assert refused(root) == (
+        f"{path}: line {line}: the YAML tag '!!binary' is not allowed in team YAML: only the "
+        "core schema's (!!str, !!int, !!float, !!bool, !!null, !!map, !!seq)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "tag"),
+    [
+        ("version: 1", "version: !custom 1", "!custom"),
+        ("version: 1", "version: !!python/object:os.system 1", "!!python/object:os.system"),
+        ("version: 1", "version: ! 1", "!"),
+        ("type: ", "%TAG !! tag:example.com,2000:\n---\ntype: ", "tag:example.com,2000:str"),
+    ],
+    ids=["local", "python", "non-specific", "renamed-core"],
+)
+def test_a_tag_outside_the_core_schema_is_refused(root, old, new, tag):
+    path = root / MODEL_FILE
+    text = path.read_text().replace(old, new, 1)
+    if "%TAG" in new:
+        text = text.replace("version: 1", "version: !!str 1")
+    path.write_text(text)
+    line = 1 + next(i for i, row in enumerate(text.splitlines()) if "version:" in row)
+    assert refused(root) == (
+        f"{path}: line {line}: the YAML tag {tag!r} is not allowed in team YAML: only the core "
+        "schema's (!!str, !!int, !!float, !!bool, !!null, !!map, !!seq)"
+    )
+
+
+def test_a_core_tag_on_a_value_it_cannot_hold_names_the_line(root):
+    path = root / MODEL_FILE
+    path.write_text(path.read_text().replace("version: 1", "version: !!int one"))
+    assert refused(root) == f"{path}: line 5: 'one' is not a valid int"
+
+
+def test_an_oversized_integer_names_file_and_field(root):
+    path = root / MODEL_FILE
+    path.write_text(path.read_text().replace("version: 1", "version: " + "9" * 250_000))
+    assert refused(root) == (
+        f"{path}: attributes.version: an integer of 250000 digits (line 5) is too large: at "
+        "most 4300 digits"
+    )
+
+
 def test_a_float_where_an_integer_is_meant_is_refused(root):
     edit(root / MODEL_FILE, version=2.0)
     assert refused(root) == f"{root / MODEL_FILE}: attributes.version: must be an integer, not 2.0"
