@@ -353,7 +353,7 @@ class SourceSpec(dg.Model, dg.Resolvable):
     @field_validator("path")
     @classmethod
     def _inside_inbox(cls, path: str | None) -> str | None:
-        """Lexically inside the inbox; the step checks again after resolving symlinks."""
+        """Lexically inside the inbox; the step opens it following no symlink."""
         if path is None:
             return None
         if (

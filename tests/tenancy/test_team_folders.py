@@ -6,17 +6,19 @@ reason, by the catalog the code location builds from and by `mlplat validate`.
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
 import dagster as dg
+import pandas as pd
 import pytest
 import yaml
 from typer.testing import CliRunner
 
 from platform_assets.cli import main as cli
 from platform_assets.composition.locations import all_locations, tenant_location
-from platform_assets.sources.component import source_file
+from platform_assets.sources.component import load_source
 from platform_assets.tenancy.catalog import (
     PlatformConfigError,
     check_model_refs,
@@ -377,27 +379,55 @@ def test_a_source_path_outside_the_inbox_is_refused(root, path):
     )
 
 
-def test_a_symlink_in_the_inbox_cannot_reach_another_tenant(tmp_path):
+def _file_source(path: str):
+    """ridehail's `trips` Source, reading `path` in its inbox."""
+    trips = load_all(DEMO_DEFS)["ridehail"].sources["trips"]
+    return trips.model_copy(update={"generator": None, "path": path})
+
+
+@pytest.mark.parametrize(
+    ("link", "to", "path"),
+    [
+        ("ridehail/inbox/trips.parquet", "payments/inbox/transactions.parquet", "trips.parquet"),
+        ("ridehail/inbox", "payments/inbox", "transactions.parquet"),
+        ("ridehail", "payments", "transactions.parquet"),
+        ("ridehail/inbox/drop", "payments/inbox", "drop/transactions.parquet"),
+    ],
+    ids=["file", "inbox", "tenant", "folder-in-inbox"],
+)
+def test_a_symlink_in_the_inbox_cannot_reach_another_tenant(tmp_path, link, to, path):
     lake = tmp_path / "lake"
-    target = lake / "payments" / "sources" / "transactions.parquet"
-    target.parent.mkdir(parents=True)
-    target.write_bytes(b"PAR1")
-    inbox = lake / "ridehail" / "inbox"
-    inbox.mkdir(parents=True)
-    (inbox / "trips.parquet").symlink_to(target)
-    spec = (
-        load_all(DEMO_DEFS)["ridehail"]
-        .sources["trips"]
-        .model_copy(update={"generator": None, "path": "trips.parquet"})
-    )
+    payments = lake / "payments" / "inbox" / "transactions.parquet"
+    payments.parent.mkdir(parents=True)
+    pd.DataFrame({"amount": [9.99]}).to_parquet(payments)
+    (lake / link).parent.mkdir(parents=True, exist_ok=True)
+    (lake / link).symlink_to(lake / to)
+    spec = _file_source(path)
     with pytest.raises(IsolationError) as excinfo:
-        source_file(str(lake), "ridehail", spec)
+        load_source(str(lake), "ridehail", spec)
     assert str(excinfo.value) == (
-        f"source ridehail/trips: 'trips.parquet' resolves to {target}, outside tenant "
-        f"'ridehail''s inbox {inbox}"
+        f"source ridehail/trips: {lake / link} is a symlink: the platform follows no link in "
+        "tenant 'ridehail''s inbox (it could lead into another tenant's files); copy the file "
+        "there instead"
     )
-    (inbox / "trips.parquet").unlink()
-    assert source_file(str(lake), "ridehail", spec) == str(inbox / "trips.parquet")
+    # The same file copied into ridehail's own inbox is read.
+    (lake / link).unlink()
+    own = lake / "ridehail" / "inbox" / path
+    own.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(payments, own)
+    assert load_source(str(lake), "ridehail", spec).to_dict("list") == {"amount": [9.99]}
+
+
+def test_a_fifo_in_the_inbox_is_refused_without_hanging(tmp_path):
+    inbox = tmp_path / "lake" / "ridehail" / "inbox"
+    inbox.mkdir(parents=True)
+    os.mkfifo(inbox / "trips.csv")
+    spec = _file_source("trips.csv")
+    with pytest.raises(IsolationError) as excinfo:
+        load_source(str(tmp_path / "lake"), "ridehail", spec)
+    assert str(excinfo.value) == (
+        "source ridehail/trips: 'trips.csv' is not a regular file in tenant 'ridehail''s inbox"
+    )
 
 
 # Tenants and what the platform owns
