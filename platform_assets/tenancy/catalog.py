@@ -14,7 +14,11 @@ from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 
-from platform_assets.tenancy.limits import NAMESPACE_PREFIX, namespace_for
+from platform_assets.tenancy.limits import (
+    NAMESPACE_PREFIX,
+    check_promotion_minimums,
+    namespace_for,
+)
 from platform_assets.tenancy.specs import (
     LIMITS_FILE,
     NAME_RE,
@@ -230,6 +234,8 @@ def load_tenant(folder: Path) -> TenantCatalog:
                 "attributes.name",
                 f"{kind} {name!r} is already defined in {catalog.files[(kind, name)]}",
             )
+        if isinstance(spec, ModelSpec):
+            check_promotion_minimums(spec, path)
         buckets[kind][name] = spec  # type: ignore[index]
         catalog.files[(kind, name)] = path
     return catalog

@@ -445,6 +445,10 @@ class Environments(dg.Model, dg.Resolvable):
     production: Approvals = Field(default_factory=lambda: Approvals(count=1))
 
 
+# The blocking checks a promotion can require to have passed (governance/evidence.py).
+RequiredCheck = Literal["feature_views", "training_set", "leakage"]
+
+
 class PromotionPolicy(dg.Model, dg.Resolvable):
     min_improvement: float = Field(
         default=0.0,
@@ -453,7 +457,7 @@ class PromotionPolicy(dg.Model, dg.Resolvable):
         allow_inf_nan=False,
         description="Primary metric gain over the champion needed to promote",
     )
-    required_checks: list[Literal["feature_views", "training_set", "leakage"]] = Field(
+    required_checks: list[RequiredCheck] = Field(
         default_factory=lambda: ["feature_views", "training_set", "leakage"]
     )
     environments: Environments = Field(default_factory=Environments)

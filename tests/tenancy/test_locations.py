@@ -186,6 +186,7 @@ def _read_merchant_risk(defs_root: Path) -> None:
                 "label_column": "churned",
             },
             "algorithm": "logistic_regression",
+            "evaluation": {"thresholds": {"roc_auc": 0.6}},
         },
     )
 

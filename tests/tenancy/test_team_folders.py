@@ -579,6 +579,7 @@ def test_a_model_reading_a_view_that_was_unshared_is_refused(root):
                 "label_column": "churned",
             },
             "algorithm": "logistic_regression",
+            "evaluation": {"thresholds": {"roc_auc": 0.6}},
         },
     )
     assert CliRunner().invoke(cli.app, ["validate"]).exit_code == 0
