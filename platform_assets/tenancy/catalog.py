@@ -22,6 +22,7 @@ from platform_assets.tenancy.limits import (
 from platform_assets.tenancy.specs import (
     LIMITS_FILE,
     NAME_RE,
+    ROLES,
     FeatureSetSpec,
     ModelSpec,
     SourceSpec,
@@ -288,9 +289,58 @@ def tenant_folders(root: Path) -> list[Path]:
 
 
 def load_all(root: Path | None = None) -> dict[str, TenantCatalog]:
-    """Every tenant folder, parsed (each checks its own namespace: see `load_tenant`)."""
+    """Every tenant folder, parsed (each checks its own namespace: see `load_tenant`), and
+    checked against the others (`check_across_tenants`)."""
     root = root or defs_root()
-    return {p.name: load_tenant(p.resolve()) for p in tenant_folders(root)}
+    catalogs = {p.name: load_tenant(p.resolve()) for p in tenant_folders(root)}
+    check_across_tenants(catalogs)
+    return catalogs
+
+
+def check_across_tenants(catalogs: dict[str, TenantCatalog]) -> None:
+    """What no tenant folder can check alone, so `mlplat validate` and `dg check defs` refuse
+    it before it merges (a tenant's own location reads no other folder, so another tenant's
+    removal never fails it):
+
+    - a share names only existing tenants: one to a name no tenant has yet would be inherited
+      by whichever tenant is created under that name;
+    - a person (an e-mail owner, or an identity in `roles`) belongs to one tenant: a tenant may
+      not give roles to another tenant's people.
+    """
+    people: dict[str, tuple[str, str]] = {}  # identity, case-folded -> (tenant, field)
+    for name in sorted(catalogs):
+        tenant, path = catalogs[name].tenant, catalogs[name].file_of("tenant", name)
+        for i, share in enumerate(tenant.shares):
+            for j, reader in enumerate(share.tenants):
+                if reader not in catalogs:
+                    raise PlatformConfigError(
+                        path,
+                        f"attributes.shares[{i}].tenants[{j}]",
+                        f"tenant {reader!r} does not exist (tenants: {', '.join(sorted(catalogs))})"
+                        ": a share names only existing tenants, or a tenant created later under "
+                        "that name would inherit it",
+                    )
+        for field_name, person in people_of(tenant):
+            owner, where = people.setdefault(person.casefold(), (name, field_name))
+            if owner != name:
+                raise PlatformConfigError(
+                    path,
+                    field_name,
+                    f"{person!r} is a person of tenant {owner!r} ({where} in "
+                    f"{catalogs[owner].file_of('tenant', owner)}): a tenant names only its own "
+                    "people",
+                )
+
+
+def people_of(tenant: TenantSpec) -> list[tuple[str, str]]:
+    """(field, identity) of every person a tenant's YAML names: e-mail owners and roles."""
+    found = [(f"attributes.owners[{i}]", o) for i, o in enumerate(tenant.owners) if "@" in o]
+    for role in ROLES:
+        found += [
+            (f"attributes.roles.{role}[{i}]", who)
+            for i, who in enumerate(getattr(tenant.roles, role))
+        ]
+    return found
 
 
 def resolve_feature_set(

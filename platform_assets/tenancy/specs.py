@@ -100,9 +100,23 @@ def check_owner(value: str) -> str:
     return value
 
 
+# The platform's own identities (its sensors, reconciler, migrations) and tags: no person and
+# no caller may be one (governance/identity.py), so no tenant YAML may give one a role.
+RESERVED_IDENTITY_PREFIX = "mlplat/"
+
+
+def is_reserved_identity(name: str) -> bool:
+    return name.strip().lower().startswith(RESERVED_IDENTITY_PREFIX)
+
+
 def check_identity(value: str) -> str:
     if not re.fullmatch(r"[^\s]{1,254}", value):
         raise ValueError(f"{value!r} is not an identity: one word as the SSO proxy reports it")
+    if is_reserved_identity(value):
+        raise ValueError(
+            f"{value!r} is a reserved platform identity ({RESERVED_IDENTITY_PREFIX}...): only "
+            "people hold a tenant's roles"
+        )
     return value
 
 

@@ -466,6 +466,50 @@ def test_a_folder_named_as_no_tenant_is_refused_naming_it(root, folder, problem)
     )
 
 
+def test_a_share_to_a_tenant_that_does_not_exist_is_refused(root):
+    path = root / "payments" / "tenant" / "defs.yaml"
+    path.write_text(path.read_text().replace("tenants: [growth]", "tenants: [growth, partners]"))
+    assert refused(root) == (
+        f"{path}: attributes.shares[0].tenants[1]: tenant 'partners' does not exist (tenants: "
+        "growth, payments, ridehail): a share names only existing tenants, or a tenant created "
+        "later under that name would inherit it"
+    )
+
+
+@pytest.mark.parametrize("identity", ["mlplat/promotion_sensor", "MLPlat/reconciler"])
+def test_a_role_for_a_reserved_platform_identity_is_refused(root, identity):
+    path = root / TENANT_FILE
+    path.write_text(path.read_text().replace("admin: [alice@", f"admin: [{identity}, alice@"))
+    assert refused(root) == (
+        f"{path}: attributes.roles.admin.0: {identity!r} is a reserved platform identity "
+        "(mlplat/...): only people hold a tenant's roles"
+    )
+
+
+@pytest.mark.parametrize(
+    ("field", "person", "theirs"),
+    [
+        ("roles.approver", "Paul@Payments.example", "roles.approver[0]"),
+        ("owners", "priya@payments.example", "owners[1]"),
+    ],
+    ids=["role", "owner"],
+)
+def test_naming_another_tenants_person_is_refused(root, field, person, theirs):
+    path = root / TENANT_FILE
+    doc = yaml.safe_load(path.read_text())
+    holder = doc["attributes"]
+    *parents, last = field.split(".")
+    for key in parents:
+        holder = holder[key]
+    holder[last].insert(0, person)
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    assert refused(root) == (
+        f"{path}: attributes.{field}[0]: {person!r} is a person of tenant 'payments' "
+        f"(attributes.{theirs} in {(root / 'payments' / 'tenant' / 'defs.yaml').resolve()}): a "
+        "tenant names only its own people"
+    )
+
+
 @pytest.mark.parametrize(
     "line", ["budget: {monthly_usd: 400, override: true}", "budget: {monthly_usd: .inf}"]
 )
