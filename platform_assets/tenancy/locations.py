@@ -75,6 +75,9 @@ def location_groups(path: Path = GROUPS_FILE) -> dict[str, tuple[str, ...]]:
     for name, tenants in groups.items():
         if name == PLATFORM:
             raise PlatformConfigError(path, f"groups.{name}", "the name is the platform's own")
+        problem = folder_name_problem(str(name))
+        if problem is not None:  # it becomes a code location (and module attribute) name
+            raise PlatformConfigError(path, f"groups.{name}", problem)
         if not isinstance(tenants, list) or not tenants:
             raise PlatformConfigError(path, f"groups.{name}", "must be a non-empty tenant list")
         for tenant in tenants:

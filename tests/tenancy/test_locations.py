@@ -116,6 +116,17 @@ def test_location_named_answers_as_the_full_list_does(tmp_path):
     assert str(err.value).startswith(f"{groups}: groups.consumer: no tenant folder for 'ridehial'")
 
 
+def test_a_group_name_that_is_no_valid_name_is_refused(tmp_path):
+    groups = tmp_path / "locations.yaml"
+    groups.write_text('groups:\n  "small teams": [growth, ridehail]\n')
+    with pytest.raises(PlatformConfigError) as err:
+        code_locations(DEMO_DEFS, groups)
+    assert str(err.value) == (
+        f"{groups}: groups.small teams: 'small teams' is not a valid name: use lower-case "
+        "letters, digits and underscores, starting with a letter (at most 63 characters)"
+    )
+
+
 def test_group_naming_a_missing_tenant_is_refused(tmp_path):
     groups = tmp_path / "locations.yaml"
     groups.write_text("groups:\n  consumer: [growth, ridehial]\n")
