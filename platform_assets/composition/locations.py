@@ -13,6 +13,7 @@ sensors and the showback report a tenant whose folder does not load, and carry o
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from functools import cache
 from pathlib import Path
@@ -47,6 +48,7 @@ from platform_assets.tenancy.locations import (
     CodeLocation,
     code_locations,
     location_named,
+    skipped_folders,
     tenant_folders,
 )
 from platform_assets.tenancy.runs import (
@@ -54,6 +56,8 @@ from platform_assets.tenancy.runs import (
     pipeline_job_name,
     pipeline_selection,
 )
+
+log = logging.getLogger(__name__)
 
 TenantDefinitions = Callable[[TenantCatalog, Placement | None], dg.Definitions]
 # What each capability adds for one tenant, in lineage order.
@@ -200,8 +204,22 @@ def tenant_location(location: CodeLocation, root: Path | None = None) -> dg.Defi
 
 def platform_location(root: Path | None = None) -> dg.Definitions:
     """Names tenants by their folders and their assets by key, parsing no tenant's YAML: it
-    loads whatever a tenant folder holds, and as fast as a plain `Definitions` of its assets."""
-    return platform_wide(platform_parts(tenant_folders(root)))
+    loads whatever a tenant folder holds, and as fast as a plain `Definitions` of its assets.
+
+    A folder whose name is no tenant name is skipped, with a warning in the code server's log
+    and in the location's metadata (`platform/skipped_folders`), so it cannot fail every
+    tenant's sensors and reports; `mlplat validate` and `dg check defs` refuse it.
+    """
+    root = root or defs_root()
+    defs = platform_wide(platform_parts(tenant_folders(root)))
+    skipped = {str(root / name): reason for name, reason in skipped_folders(root).items()}
+    if not skipped:
+        return defs
+    for folder, reason in skipped.items():
+        log.warning("platform location: skipped %s, which names no tenant: %s", folder, reason)
+    return dg.Definitions.merge(
+        defs, dg.Definitions(metadata={"platform/skipped_folders": dg.MetadataValue.json(skipped)})
+    )
 
 
 @cache

@@ -25,8 +25,9 @@ from typing import Any
 from platform_assets.env import deployment
 from platform_assets.governance.rbac import Refused
 from platform_assets.governance.store import canonical_json
+from platform_assets.tenancy.specs import RESERVED_IDENTITY_PREFIX, is_reserved_identity
 
-RESERVED_PREFIX = "mlplat/"
+RESERVED_PREFIX = RESERVED_IDENTITY_PREFIX  # the platform's identities and its tags
 SENSOR_IDENTITY = "mlplat/promotion_sensor"
 RECONCILER_IDENTITY = "mlplat/reconciler"
 LAUNCHED_BY_TAG = "mlplat/launched_by"
@@ -57,13 +58,9 @@ class IdentityRefused(Refused):
     """A credential or claim that does not establish who is acting."""
 
 
-def is_reserved(name: str) -> bool:
-    return name.strip().lower().startswith(RESERVED_PREFIX)
-
-
 def claimable(name: str, where: str) -> str:
     """`name` if a caller may claim it; reserved platform identities never are."""
-    if is_reserved(name):
+    if is_reserved_identity(name):
         raise IdentityRefused(
             "reserved-identity",
             f"{name!r} in {where} is reserved for the platform's own sensors and cannot be claimed",

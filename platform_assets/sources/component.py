@@ -1,7 +1,10 @@
 """The `Source` component: snapshots raw data into the lake and checks it before anyone reads it."""
 
+import errno
+import os
+import stat
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 import dagster as dg
 
@@ -28,48 +31,95 @@ if TYPE_CHECKING:  # pandas loads in the steps, not with the code location
 def inbox(lake_root: str, tenant: str) -> str:
     """Where a tenant's source files land: `<lake root>/<tenant>/inbox/`, under its own prefix.
 
-    A Source's `path` is relative to it (the catalog refuses absolute paths, URIs and `..`), so
-    a tenant can only point at files delivered to its own inbox.
+    A Source's `path` is relative to it (the catalog refuses absolute paths, URIs and `..`, and
+    `open_inbox_file` every link), so a tenant can only read files delivered to its own inbox.
     """
     return f"{lake_root.rstrip('/')}/{tenant}/inbox"
 
 
-def source_file(lake_root: str, tenant: str, spec: SourceSpec) -> str:
-    """The file a Source reads; a local path must still be inside the inbox once symlinks are
-    resolved (a link dropped into the inbox cannot point elsewhere)."""
-    base = inbox(lake_root, tenant)
-    target = f"{base}/{spec.path}"
-    if "://" not in base:
-        resolved, prefix = Path(target).resolve(), Path(base).resolve()
-        if not resolved.is_relative_to(prefix):
+def open_inbox_file(lake_root: str, tenant: str, spec: SourceSpec) -> BinaryIO:
+    """The file a Source reads, opened from the tenant's inbox without following any link.
+
+    Each component below the (platform-owned) lake root, `<tenant>`, `inbox` and the parts of
+    the Source's `path`, is opened relative to its parent with O_NOFOLLOW: a symlink anywhere,
+    the inbox itself included, is refused, and no link swapped in between a check and the
+    read can redirect it (the read is of the descriptor opened here).
+    """
+    parts = [tenant, "inbox", *str(spec.path).split("/")]
+    fd = os.open(Path(lake_root).resolve(), os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            # O_NONBLOCK: a FIFO dropped into the inbox cannot hang the open.
+            flags = os.O_RDONLY | os.O_NOFOLLOW | (os.O_NONBLOCK if last else os.O_DIRECTORY)
+            try:
+                child = os.open(part, flags, dir_fd=fd)
+            except OSError as exc:
+                raise _inbox_error(lake_root, tenant, spec, parts[: i + 1], exc) from exc
+            os.close(fd)
+            fd = child
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise IsolationError(
-                f"source {tenant}/{spec.name}: {spec.path!r} resolves to {resolved}, outside "
-                f"tenant {tenant!r}'s inbox {prefix}"
+                f"source {tenant}/{spec.name}: {spec.path!r} is not a regular file in tenant "
+                f"{tenant!r}'s inbox"
             )
-        target = str(resolved)
-    return target
+        file = os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+    return file
 
 
-def read_source(spec: SourceSpec, path: str | None = None) -> "pd.DataFrame":
-    """A generated dataset, or the file at `path` (see `source_file`)."""
+def _inbox_error(
+    lake_root: str, tenant: str, spec: SourceSpec, parts: list[str], exc: OSError
+) -> Exception:
+    where = "/".join([lake_root.rstrip("/"), *parts])
+    if exc.errno in (errno.ELOOP, errno.ENOTDIR) and os.path.islink(where):
+        return IsolationError(
+            f"source {tenant}/{spec.name}: {where} is a symlink: the platform follows no link "
+            f"in tenant {tenant!r}'s inbox (it could lead into another tenant's files); copy "
+            "the file there instead"
+        )
+    return RuntimeError(f"source {tenant}/{spec.name}: cannot open {where}: {exc.strerror}")
+
+
+def read_source(
+    spec: SourceSpec, file: str | BinaryIO | None = None, name: str | None = None
+) -> "pd.DataFrame":
+    """A generated dataset, or the file read from `file`: a URI, or one `open_inbox_file`
+    opened (`name` says which in errors)."""
     import pandas as pd
     import pyarrow as pa
 
     if spec.generator:
         return generate(spec.generator)
-    if path is None:
+    if file is None:
         raise ValueError(f"source {spec.name!r} reads a file: pass its path in the inbox")
+    name = name or str(file)
     try:
-        if path.endswith(".csv"):
+        if str(spec.path).endswith(".csv"):
             timestamps = [c for c, t in spec.columns.items() if t == "timestamp"]
-            df = pd.read_csv(path, dtype={c: "string" for c in timestamps})
+            df = pd.read_csv(file, dtype={c: "string" for c in timestamps})
             for column in timestamps:
                 if column in df:
                     df[column] = _parse_timestamps(df[column], column)
             return df
-        return pd.read_parquet(path)
+        return pd.read_parquet(file)
     except (OSError, ValueError, pa.ArrowException) as exc:
-        raise RuntimeError(f"source {spec.name!r}: cannot read {path}: {exc}") from exc
+        raise RuntimeError(f"source {spec.name!r}: cannot read {name}: {exc}") from exc
+
+
+def load_source(lake_root: str, tenant: str, spec: SourceSpec) -> "pd.DataFrame":
+    """A Source's rows: generated, read from a URI under the tenant's inbox, or from a local
+    inbox file opened without following links (`open_inbox_file`)."""
+    if not spec.path:
+        return read_source(spec)
+    lake_root = lake_root.removeprefix("file://")  # a local path, opened as one
+    base = inbox(lake_root, tenant)
+    if "://" in base:
+        return read_source(spec, f"{base}/{spec.path}")
+    with open_inbox_file(lake_root, tenant, spec) as file:
+        return read_source(spec, file, f"{base}/{spec.path}")
 
 
 def _parse_timestamps(values: "pd.Series", column: str) -> "pd.Series":
@@ -128,7 +178,7 @@ def source_assets(
         import pyarrow as pa
 
         with meter(tenant.name, tenant.resources, pricing.catalog()) as usage:
-            df = read_source(spec, source_file(lake.root, tenant.name, spec) if spec.path else None)
+            df = load_source(lake.root, tenant.name, spec)
             schema = schema_check(df, spec.columns)
             present = [c for c in spec.columns if c in df.columns]
             extra = [c for c in df.columns if c not in spec.columns]

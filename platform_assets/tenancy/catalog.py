@@ -14,14 +14,21 @@ from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 
-from platform_assets.tenancy.limits import NAMESPACE_PREFIX, namespace_for
+from platform_assets.tenancy.limits import (
+    NAMESPACE_PREFIX,
+    check_promotion_minimums,
+    namespace_for,
+)
 from platform_assets.tenancy.specs import (
     LIMITS_FILE,
     NAME_RE,
+    ROLES,
     FeatureSetSpec,
     ModelSpec,
     SourceSpec,
     TenantSpec,
+    check_name,
+    check_tenant_name,
 )
 from platform_assets.tenancy.strict_yaml import PlatformConfigError, YamlError, read_document
 
@@ -135,6 +142,35 @@ def team_files(folder: Path) -> list[Path]:
     return sorted(found)
 
 
+# Written by Python when a tool imports the defs package; never read, never a tenant.
+PYCACHE = "__pycache__"
+
+
+def folder_name_problem(name: str) -> str | None:
+    """Why a folder under the defs root names no tenant, or None when it does.
+
+    A folder's name is its tenant's name before any YAML is read: the platform location makes
+    it the asset-key prefix, group, sensor, job and code location names of the tenant.
+    """
+    try:
+        check_tenant_name(check_name(name))
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def check_folder_name(folder: Path) -> None:
+    """Refuse a tenant folder whose name is no tenant name, naming the folder and why."""
+    problem = folder_name_problem(folder.name)
+    if problem is not None:
+        raise PlatformConfigError(
+            folder,
+            "<folder>",
+            f"the folder name is not a tenant name ({problem}); a tenant folder is named as "
+            "its tenant: rename it",
+        )
+
+
 _KIND = {
     TenantSpec: "tenant",
     SourceSpec: "source",
@@ -146,6 +182,7 @@ _KIND = {
 @cache
 def load_tenant(folder: Path) -> TenantCatalog:
     """Parse one tenant folder. Cached: files are read once per process."""
+    check_folder_name(folder)
     tenants: list[tuple[Path, TenantSpec]] = []
     others: list[tuple[Path, BaseModel]] = []
     files = team_files(folder)
@@ -198,6 +235,8 @@ def load_tenant(folder: Path) -> TenantCatalog:
                 "attributes.name",
                 f"{kind} {name!r} is already defined in {catalog.files[(kind, name)]}",
             )
+        if isinstance(spec, ModelSpec):
+            check_promotion_minimums(spec, path)
         buckets[kind][name] = spec  # type: ignore[index]
         catalog.files[(kind, name)] = path
     return catalog
@@ -231,11 +270,12 @@ def check_root_component(path: Path) -> None:
 
 
 def tenant_folders(root: Path) -> list[Path]:
-    """The tenant folders of a defs root; a file or a symlink at the root is refused."""
+    """The tenant folders of a defs root; a file, a symlink or a folder whose name is no
+    tenant name at the root is refused."""
     folders = []
     for p in sorted(root.iterdir()):
-        if p.name == "__pycache__":
-            continue  # written by Python when a tool imports the defs package, never read
+        if p.name == PYCACHE:
+            continue
         if p.name == "defs.yaml" and not p.is_symlink():
             check_root_component(p)
             continue
@@ -243,14 +283,64 @@ def tenant_folders(root: Path) -> list[Path]:
             raise PlatformConfigError(
                 p, "<file>", f"the defs root {root} holds only tenant folders (no files, no links)"
             )
+        check_folder_name(p)
         folders.append(p)
     return folders
 
 
 def load_all(root: Path | None = None) -> dict[str, TenantCatalog]:
-    """Every tenant folder, parsed (each checks its own namespace: see `load_tenant`)."""
+    """Every tenant folder, parsed (each checks its own namespace: see `load_tenant`), and
+    checked against the others (`check_across_tenants`)."""
     root = root or defs_root()
-    return {p.name: load_tenant(p.resolve()) for p in tenant_folders(root)}
+    catalogs = {p.name: load_tenant(p.resolve()) for p in tenant_folders(root)}
+    check_across_tenants(catalogs)
+    return catalogs
+
+
+def check_across_tenants(catalogs: dict[str, TenantCatalog]) -> None:
+    """What no tenant folder can check alone, so `mlplat validate` and `dg check defs` refuse
+    it before it merges (a tenant's own location reads no other folder, so another tenant's
+    removal never fails it):
+
+    - a share names only existing tenants: one to a name no tenant has yet would be inherited
+      by whichever tenant is created under that name;
+    - a person (an e-mail owner, or an identity in `roles`) belongs to one tenant: a tenant may
+      not give roles to another tenant's people.
+    """
+    people: dict[str, tuple[str, str]] = {}  # identity, case-folded -> (tenant, field)
+    for name in sorted(catalogs):
+        tenant, path = catalogs[name].tenant, catalogs[name].file_of("tenant", name)
+        for i, share in enumerate(tenant.shares):
+            for j, reader in enumerate(share.tenants):
+                if reader not in catalogs:
+                    raise PlatformConfigError(
+                        path,
+                        f"attributes.shares[{i}].tenants[{j}]",
+                        f"tenant {reader!r} does not exist (tenants: {', '.join(sorted(catalogs))})"
+                        ": a share names only existing tenants, or a tenant created later under "
+                        "that name would inherit it",
+                    )
+        for field_name, person in people_of(tenant):
+            owner, where = people.setdefault(person.casefold(), (name, field_name))
+            if owner != name:
+                raise PlatformConfigError(
+                    path,
+                    field_name,
+                    f"{person!r} is a person of tenant {owner!r} ({where} in "
+                    f"{catalogs[owner].file_of('tenant', owner)}): a tenant names only its own "
+                    "people",
+                )
+
+
+def people_of(tenant: TenantSpec) -> list[tuple[str, str]]:
+    """(field, identity) of every person a tenant's YAML names: e-mail owners and roles."""
+    found = [(f"attributes.owners[{i}]", o) for i, o in enumerate(tenant.owners) if "@" in o]
+    for role in ROLES:
+        found += [
+            (f"attributes.roles.{role}[{i}]", who)
+            for i, who in enumerate(getattr(tenant.roles, role))
+        ]
+    return found
 
 
 def resolve_feature_set(

@@ -18,11 +18,14 @@ import dagster as dg
 from pydantic import AfterValidator, Field, ValidationError
 
 from platform_assets.tenancy.specs import (
+    LIMITS_FILE,
     NAMESPACE_RE,
     Budget,
     ComputeResources,
+    ModelSpec,
     Name,
     Owner,
+    RequiredCheck,
     StrictBool,
     StrictInt,
     check_namespace,
@@ -104,10 +107,23 @@ class PlatformTeam(dg.Model):
     github_org: Name = Field(description="`team:<x>` owners are `@<github_org>/<x>` on GitHub")
 
 
+class PromotionMinimums(dg.Model):
+    """The least every model's promotion policy asks for; a model YAML asking less is refused
+    at load (`check_promotion_minimums`). Defaults hold when limits.yaml sets none."""
+
+    staging_approvals: StrictInt = Field(default=0, ge=0, le=100)
+    production_approvals: StrictInt = Field(default=1, ge=0, le=100)
+    required_checks: list[RequiredCheck] = Field(default_factory=lambda: ["leakage"])
+    primary_metric_threshold: StrictBool = Field(
+        default=True, description="`evaluation.thresholds` must bound the primary metric"
+    )
+
+
 class LimitsFile(dg.Model):
     platform: PlatformTeam
     defaults: TenantLimits
     tenants: dict[Name, _Overrides] = Field(default_factory=dict)
+    promotion_minimums: PromotionMinimums = Field(default_factory=PromotionMinimums)
 
     def for_tenant(self, tenant: str) -> TenantLimits:
         entry = self.tenants.get(tenant)
@@ -278,3 +294,35 @@ def sql_limits(tenant: str, requested: ComputeResources) -> SqlLimits:
             "threads": min(sql.threads, _threads_for(granted.cpu)),
         }
     )
+
+
+def check_promotion_minimums(model: ModelSpec, path: Path) -> None:
+    """Refuse a model whose promotion policy asks less than the platform's minimums, naming
+    the model's file and field and the minimum it is below."""
+    minimums = read_limits(limits_path()).promotion_minimums
+    environments = model.promotion.environments
+    for env in ("staging", "production"):
+        count, least = getattr(environments, env).count, getattr(minimums, f"{env}_approvals")
+        if count < least:
+            raise PlatformConfigError(
+                path,
+                f"attributes.promotion.environments.{env}.count",
+                f"{count} approval(s) is below the platform's minimum of {least} for {env} "
+                f"({LIMITS_FILE}: promotion_minimums.{env}_approvals)",
+            )
+    missing = [c for c in minimums.required_checks if c not in model.promotion.required_checks]
+    if missing:
+        raise PlatformConfigError(
+            path,
+            "attributes.promotion.required_checks",
+            f"must include {', '.join(map(repr, missing))}: the platform requires it of every "
+            f"promotion ({LIMITS_FILE}: promotion_minimums.required_checks)",
+        )
+    metric = model.evaluation.primary_metric
+    if minimums.primary_metric_threshold and metric not in model.evaluation.thresholds:
+        raise PlatformConfigError(
+            path,
+            "attributes.evaluation.thresholds",
+            f"must set a threshold for the primary metric {metric!r}: the platform promotes no "
+            f"model without one ({LIMITS_FILE}: promotion_minimums.primary_metric_threshold)",
+        )

@@ -13,7 +13,12 @@ from pathlib import Path
 
 import yaml
 
-from platform_assets.tenancy.catalog import defs_root
+from platform_assets.tenancy.catalog import (
+    PYCACHE,
+    check_folder_name,
+    defs_root,
+    folder_name_problem,
+)
 from platform_assets.tenancy.isolation import PLATFORM
 from platform_assets.tenancy.strict_yaml import PlatformConfigError, YamlError, read_document
 
@@ -39,11 +44,21 @@ class CodeLocation:
 
 
 def tenant_folders(root: Path | None = None) -> list[str]:
-    """Tenant names as the folders under the defs root say, without parsing any of them."""
+    """Tenant names as the folders under the defs root say, without parsing any of them; a
+    folder whose name is no tenant name is left out (`skipped_folders` says why)."""
+    return sorted(name for name in _folder_names(root) if folder_name_problem(name) is None)
+
+
+def skipped_folders(root: Path | None = None) -> dict[str, str]:
+    """Folders under the defs root that name no tenant -> why. The platform location loads
+    without them (and says so); `mlplat validate` and `dg check defs` refuse them."""
+    problems = {name: folder_name_problem(name) for name in _folder_names(root)}
+    return {name: problem for name, problem in sorted(problems.items()) if problem is not None}
+
+
+def _folder_names(root: Path | None) -> list[str]:
     root = root or defs_root()
-    return sorted(
-        p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))
-    )
+    return [p.name for p in root.iterdir() if p.is_dir() and p.name != PYCACHE]
 
 
 def location_groups(path: Path = GROUPS_FILE) -> dict[str, tuple[str, ...]]:
@@ -60,6 +75,9 @@ def location_groups(path: Path = GROUPS_FILE) -> dict[str, tuple[str, ...]]:
     for name, tenants in groups.items():
         if name == PLATFORM:
             raise PlatformConfigError(path, f"groups.{name}", "the name is the platform's own")
+        problem = folder_name_problem(str(name))
+        if problem is not None:  # it becomes a code location (and module attribute) name
+            raise PlatformConfigError(path, f"groups.{name}", problem)
         if not isinstance(tenants, list) or not tenants:
             raise PlatformConfigError(path, f"groups.{name}", "must be a non-empty tenant list")
         for tenant in tenants:
@@ -145,6 +163,8 @@ def location_named(
     grouped = {t for members in groups.values() for t in members}
     if name not in grouped and _is_tenant_folder(root, name):
         return CodeLocation(name, (name,))
+    if "/" not in name and (root / name).is_dir():
+        check_folder_name(root / name)  # a folder, but no tenant's: say why
     root = root.resolve()
     # A location the workspace declares whose folder is gone fails with the reason, which the
     # UI shows; any other name is just not an attribute of `platform_assets.locations`.
@@ -160,7 +180,7 @@ def location_named(
 
 def _is_tenant_folder(root: Path, name: str) -> bool:
     """What `tenant_folders` would list, asked of one name."""
-    return not name.startswith((".", "_")) and "/" not in name and (root / name).is_dir()
+    return folder_name_problem(name) is None and (root / name).is_dir()
 
 
 def render_workspace(root: Path | None = None) -> str:

@@ -100,9 +100,23 @@ def check_owner(value: str) -> str:
     return value
 
 
+# The platform's own identities (its sensors, reconciler, migrations) and tags: no person and
+# no caller may be one (governance/identity.py), so no tenant YAML may give one a role.
+RESERVED_IDENTITY_PREFIX = "mlplat/"
+
+
+def is_reserved_identity(name: str) -> bool:
+    return name.strip().lower().startswith(RESERVED_IDENTITY_PREFIX)
+
+
 def check_identity(value: str) -> str:
     if not re.fullmatch(r"[^\s]{1,254}", value):
         raise ValueError(f"{value!r} is not an identity: one word as the SSO proxy reports it")
+    if is_reserved_identity(value):
+        raise ValueError(
+            f"{value!r} is a reserved platform identity ({RESERVED_IDENTITY_PREFIX}...): only "
+            "people hold a tenant's roles"
+        )
     return value
 
 
@@ -353,7 +367,7 @@ class SourceSpec(dg.Model, dg.Resolvable):
     @field_validator("path")
     @classmethod
     def _inside_inbox(cls, path: str | None) -> str | None:
-        """Lexically inside the inbox; the step checks again after resolving symlinks."""
+        """Lexically inside the inbox; the step opens it following no symlink."""
         if path is None:
             return None
         if (
@@ -445,6 +459,10 @@ class Environments(dg.Model, dg.Resolvable):
     production: Approvals = Field(default_factory=lambda: Approvals(count=1))
 
 
+# The blocking checks a promotion can require to have passed (governance/evidence.py).
+RequiredCheck = Literal["feature_views", "training_set", "leakage"]
+
+
 class PromotionPolicy(dg.Model, dg.Resolvable):
     min_improvement: float = Field(
         default=0.0,
@@ -453,7 +471,7 @@ class PromotionPolicy(dg.Model, dg.Resolvable):
         allow_inf_nan=False,
         description="Primary metric gain over the champion needed to promote",
     )
-    required_checks: list[Literal["feature_views", "training_set", "leakage"]] = Field(
+    required_checks: list[RequiredCheck] = Field(
         default_factory=lambda: ["feature_views", "training_set", "leakage"]
     )
     environments: Environments = Field(default_factory=Environments)

@@ -2,15 +2,17 @@
 
 PyYAML's safe loader constructs no objects, but it still accepts what a platform must not: any
 encoding error surfaces as a bare UnicodeDecodeError, duplicate keys silently keep the last
-value, and anchors/aliases let a few hundred bytes expand into billions of nodes ("billion
-laughs"). `read_document` refuses all of these, and every non-finite number, before a spec sees
-the data; the messages name the line.
+value, anchors/aliases let a few hundred bytes expand into billions of nodes ("billion
+laughs"), tags such as `!!binary` turn text into values no check reads, and an integer of more
+digits than Python converts is a bare ValueError. `read_document` refuses all of these, and
+every non-finite number, before a spec sees the data; the messages name the line or the field.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,13 @@ MAX_FILE_BYTES = 256 * 1024
 # libyaml's parser when PyYAML was built with it (its wheels are): ~10x faster than pure Python.
 # Only the parser is C; the constructor (where duplicate keys are caught) is Python either way.
 _Base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+# The YAML core schema's tags: what `!!str` and friends name. Any other tag (`!!binary`,
+# `!!timestamp`, `!!set`, `!custom`, `!`, or `!!str` under a `%TAG` that renames `!!`) is refused.
+_CORE = "tag:yaml.org,2002:"
+CORE_TAGS = frozenset(
+    _CORE + kind for kind in ("str", "int", "float", "bool", "null", "map", "seq")
+)
 
 
 class PlatformConfigError(ValueError):
@@ -58,13 +67,56 @@ class _StrictLoader(_Base):  # type: ignore[misc, valid-type]
         return super().construct_mapping(node, deep=deep)
 
 
-def _refuse_anchors(text: str) -> None:
-    """Anchors and aliases are refused before anything is composed.
+# Python's own limit for int(<text>): more digits is a ValueError naming neither file nor field.
+_MAX_DIGITS = sys.get_int_max_str_digits() or 4300
 
-    Every alias needs an anchor and every anchor starts with `&`, so a file without `&` has
-    neither; only files that do are scanned, event by event (linear in the capped file size).
+
+class _TooLong:
+    """An integer literal too long to convert, kept until its field is known (`_check_values`)."""
+
+    def __init__(self, digits: int, line: int):
+        self.digits, self.line = digits, line
+
+    def reason(self) -> str:
+        return (
+            f"an integer of {self.digits} digits (line {self.line}) is too large: at most "
+            f"{_MAX_DIGITS} digits"
+        )
+
+
+def _checked(kind: str):
+    """The safe loader's constructor for a core scalar type, refusing what that type cannot
+    hold with the line (`!!int abc`, `!!bool maybe`) rather than a bare ValueError or KeyError."""
+    construct = yaml.SafeLoader.yaml_constructors[_CORE + kind]
+
+    def construct_checked(loader: _StrictLoader, node: yaml.ScalarNode) -> Any:
+        if kind == "int":
+            digits = sum(c.isdigit() for c in node.value)
+            if digits > _MAX_DIGITS:
+                return _TooLong(digits, node.start_mark.line + 1)
+        try:
+            return construct(loader, node)
+        except (ValueError, KeyError) as exc:
+            raise YamlError(
+                f"line {node.start_mark.line + 1}", f"{node.value[:40]!r} is not a valid {kind}"
+            ) from exc
+
+    return construct_checked
+
+
+for _kind in ("int", "float", "bool", "null"):
+    _StrictLoader.add_constructor(_CORE + _kind, _checked(_kind))
+
+
+def _refuse_anchors_and_tags(text: str) -> None:
+    """Anchors, aliases and tags other than the core schema's are refused before anything is
+    composed (a `!!binary` value is bytes, which no later check reads as text).
+
+    Every alias needs an anchor, every anchor starts with `&` and every tag with `!`, so a file
+    with neither character has none; only files that do are scanned, event by event (linear in
+    the capped file size).
     """
-    if "&" not in text:
+    if "&" not in text and "!" not in text:
         return
     try:
         for event in yaml.parse(text, Loader=_Base):
@@ -74,18 +126,29 @@ def _refuse_anchors(text: str) -> None:
                     "YAML anchors and aliases (&name, *name) are not allowed in team YAML; "
                     "write the value out",
                 )
+            tag = getattr(event, "tag", None)
+            if tag is not None and tag not in CORE_TAGS:
+                raise YamlError(
+                    f"line {event.start_mark.line + 1}",
+                    f"the YAML tag {tag.replace(_CORE, '!!', 1)!r} is not allowed in team YAML: "
+                    "only the core schema's (!!str, !!int, !!float, !!bool, !!null, !!map, !!seq)",
+                )
     except yaml.YAMLError as exc:
         raise YamlError("<yaml>", str(exc)) from exc
 
 
 def _check_values(value: Any, where: str) -> None:
-    """No non-finite numbers and no templates anywhere in the document."""
+    """No non-finite numbers, oversized integers or templates anywhere in the document."""
     if isinstance(value, dict):
         for key, item in value.items():
+            if isinstance(key, _TooLong):
+                raise YamlError(where or "<file>", f"a key is {key.reason()}")
             _check_values(item, f"{where}.{key}" if where else str(key))
     elif isinstance(value, list):
         for i, item in enumerate(value):
             _check_values(item, f"{where}[{i}]")
+    elif isinstance(value, _TooLong):
+        raise YamlError(where or "<file>", value.reason())
     elif isinstance(value, float) and not math.isfinite(value):
         raise YamlError(where, f"{value!r} is not a finite number")
     elif isinstance(value, str) and ("{{" in value or "{%" in value or "{#" in value):
@@ -113,7 +176,7 @@ def read_document(path: Path) -> Any:
             f"line {line}",
             f"not UTF-8: byte 0x{data[exc.start]:02x} at offset {exc.start} ({exc.reason})",
         ) from exc
-    _refuse_anchors(text)
+    _refuse_anchors_and_tags(text)
     loader = _StrictLoader(text)
     try:
         document = loader.get_single_data()

@@ -116,6 +116,17 @@ def test_location_named_answers_as_the_full_list_does(tmp_path):
     assert str(err.value).startswith(f"{groups}: groups.consumer: no tenant folder for 'ridehial'")
 
 
+def test_a_group_name_that_is_no_valid_name_is_refused(tmp_path):
+    groups = tmp_path / "locations.yaml"
+    groups.write_text('groups:\n  "small teams": [growth, ridehail]\n')
+    with pytest.raises(PlatformConfigError) as err:
+        code_locations(DEMO_DEFS, groups)
+    assert str(err.value) == (
+        f"{groups}: groups.small teams: 'small teams' is not a valid name: use lower-case "
+        "letters, digits and underscores, starting with a letter (at most 63 characters)"
+    )
+
+
 def test_group_naming_a_missing_tenant_is_refused(tmp_path):
     groups = tmp_path / "locations.yaml"
     groups.write_text("groups:\n  consumer: [growth, ridehial]\n")
@@ -186,6 +197,7 @@ def _read_merchant_risk(defs_root: Path) -> None:
                 "label_column": "churned",
             },
             "algorithm": "logistic_regression",
+            "evaluation": {"thresholds": {"roc_auc": 0.6}},
         },
     )
 
@@ -237,6 +249,35 @@ def test_broken_tenant_fails_only_its_own_location(defs_root):
     with dg.instance_for_test() as instance, dg.build_sensor_context(instance=instance) as ctx:
         skip = budget_sensor(ctx)
     assert skip.skip_message == "every tenant is within its budget"
+
+
+def test_a_folder_named_as_no_tenant_is_skipped_by_the_platform_location(defs_root, caplog):
+    """`defs/a b/tenant` once failed the platform location ("a b_cost" is not a valid name),
+    and with it every tenant's sensors, showback, SLO report and governance jobs."""
+    bad = defs_root / "a b"
+    shutil.copytree(defs_root / "growth", bad)
+    problem = (
+        "'a b' is not a valid name: use lower-case letters, digits and underscores, starting "
+        "with a letter (at most 63 characters)"
+    )
+    with caplog.at_level("WARNING"):
+        defs = platform_location()
+    keys = _keys(defs)
+    assert {"platform/cost/showback", "platform/slo/report", "growth/cost", "ridehail/cost"} <= (
+        set(keys)
+    )
+    assert not [k for k in keys if k.startswith("a b")]
+    assert {s.name for s in defs.sensors or []} >= {"budget_sensor", "promotion_sensor"}
+    assert defs.metadata["platform/skipped_folders"].data == {str(bad): problem}
+    assert f"platform location: skipped {bad}, which names no tenant: {problem}" in caplog.text
+    # The workspace lists no location for it; asked for by name, it says why.
+    assert "a b" not in {loc.name for loc in code_locations()}
+    with pytest.raises(PlatformConfigError) as err:
+        location_named("a b")
+    assert str(err.value) == (
+        f"{defs_root / 'a b'}: <folder>: the folder name is not a tenant name ({problem}); a "
+        "tenant folder is named as its tenant: rename it"
+    )
 
 
 def test_renamed_tenant_folder_names_the_missing_folder(defs_root):

@@ -6,18 +6,20 @@ reason, by the catalog the code location builds from and by `mlplat validate`.
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from pathlib import Path
 
 import dagster as dg
+import pandas as pd
 import pytest
 import yaml
 from typer.testing import CliRunner
 
 from platform_assets.cli import main as cli
 from platform_assets.composition.locations import all_locations, tenant_location
-from platform_assets.sources.component import source_file
+from platform_assets.sources.component import load_source
 from platform_assets.tenancy.catalog import (
     PlatformConfigError,
     check_model_refs,
@@ -263,6 +265,62 @@ def test_non_finite_numbers_are_refused(root, file, old, new, field):
     assert refused(root) == f"{path}: {field} is not a finite number"
 
 
+def test_a_template_hidden_in_binary_is_refused_by_its_tag(root):
+    path = root / FEATURE_FILE
+    text = path.read_text()
+    line = 1 + next(i for i, row in enumerate(text.splitlines()) if "description:" in row)
+    hidden = "e3sgZW52KCdEQUdTVEVSX1BHX1BBU1NXT1JEJykgfX0="  # {{ env('DAGSTER_PG_PASSWORD') }}
+    path.write_text(
+        "\n".join(
+            f"  description: !!binary {hidden}" if i == line else row
+            for i, row in enumerate(text.splitlines(), 1)
+        )
+        + "\n"
+    )
+    assert refused(root) == (
+        f"{path}: line {line}: the YAML tag '!!binary' is not allowed in team YAML: only the "
+        "core schema's (!!str, !!int, !!float, !!bool, !!null, !!map, !!seq)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "tag"),
+    [
+        ("version: 1", "version: !custom 1", "!custom"),
+        ("version: 1", "version: !!python/object:os.system 1", "!!python/object:os.system"),
+        ("version: 1", "version: ! 1", "!"),
+        ("type: ", "%TAG !! tag:example.com,2000:\n---\ntype: ", "tag:example.com,2000:str"),
+    ],
+    ids=["local", "python", "non-specific", "renamed-core"],
+)
+def test_a_tag_outside_the_core_schema_is_refused(root, old, new, tag):
+    path = root / MODEL_FILE
+    text = path.read_text().replace(old, new, 1)
+    if "%TAG" in new:
+        text = text.replace("version: 1", "version: !!str 1")
+    path.write_text(text)
+    line = 1 + next(i for i, row in enumerate(text.splitlines()) if "version:" in row)
+    assert refused(root) == (
+        f"{path}: line {line}: the YAML tag {tag!r} is not allowed in team YAML: only the core "
+        "schema's (!!str, !!int, !!float, !!bool, !!null, !!map, !!seq)"
+    )
+
+
+def test_a_core_tag_on_a_value_it_cannot_hold_names_the_line(root):
+    path = root / MODEL_FILE
+    path.write_text(path.read_text().replace("version: 1", "version: !!int one"))
+    assert refused(root) == f"{path}: line 5: 'one' is not a valid int"
+
+
+def test_an_oversized_integer_names_file_and_field(root):
+    path = root / MODEL_FILE
+    path.write_text(path.read_text().replace("version: 1", "version: " + "9" * 250_000))
+    assert refused(root) == (
+        f"{path}: attributes.version: an integer of 250000 digits (line 5) is too large: at "
+        "most 4300 digits"
+    )
+
+
 def test_a_float_where_an_integer_is_meant_is_refused(root):
     edit(root / MODEL_FILE, version=2.0)
     assert refused(root) == f"{root / MODEL_FILE}: attributes.version: must be an integer, not 2.0"
@@ -322,39 +380,134 @@ def test_a_source_path_outside_the_inbox_is_refused(root, path):
     )
 
 
-def test_a_symlink_in_the_inbox_cannot_reach_another_tenant(tmp_path):
+def _file_source(path: str):
+    """ridehail's `trips` Source, reading `path` in its inbox."""
+    trips = load_all(DEMO_DEFS)["ridehail"].sources["trips"]
+    return trips.model_copy(update={"generator": None, "path": path})
+
+
+@pytest.mark.parametrize(
+    ("link", "to", "path"),
+    [
+        ("ridehail/inbox/trips.parquet", "payments/inbox/transactions.parquet", "trips.parquet"),
+        ("ridehail/inbox", "payments/inbox", "transactions.parquet"),
+        ("ridehail", "payments", "transactions.parquet"),
+        ("ridehail/inbox/drop", "payments/inbox", "drop/transactions.parquet"),
+    ],
+    ids=["file", "inbox", "tenant", "folder-in-inbox"],
+)
+def test_a_symlink_in_the_inbox_cannot_reach_another_tenant(tmp_path, link, to, path):
     lake = tmp_path / "lake"
-    target = lake / "payments" / "sources" / "transactions.parquet"
-    target.parent.mkdir(parents=True)
-    target.write_bytes(b"PAR1")
-    inbox = lake / "ridehail" / "inbox"
-    inbox.mkdir(parents=True)
-    (inbox / "trips.parquet").symlink_to(target)
-    spec = (
-        load_all(DEMO_DEFS)["ridehail"]
-        .sources["trips"]
-        .model_copy(update={"generator": None, "path": "trips.parquet"})
-    )
+    payments = lake / "payments" / "inbox" / "transactions.parquet"
+    payments.parent.mkdir(parents=True)
+    pd.DataFrame({"amount": [9.99]}).to_parquet(payments)
+    (lake / link).parent.mkdir(parents=True, exist_ok=True)
+    (lake / link).symlink_to(lake / to)
+    spec = _file_source(path)
     with pytest.raises(IsolationError) as excinfo:
-        source_file(str(lake), "ridehail", spec)
+        load_source(str(lake), "ridehail", spec)
     assert str(excinfo.value) == (
-        f"source ridehail/trips: 'trips.parquet' resolves to {target}, outside tenant "
-        f"'ridehail''s inbox {inbox}"
+        f"source ridehail/trips: {lake / link} is a symlink: the platform follows no link in "
+        "tenant 'ridehail''s inbox (it could lead into another tenant's files); copy the file "
+        "there instead"
     )
-    (inbox / "trips.parquet").unlink()
-    assert source_file(str(lake), "ridehail", spec) == str(inbox / "trips.parquet")
+    # The same file copied into ridehail's own inbox is read.
+    (lake / link).unlink()
+    own = lake / "ridehail" / "inbox" / path
+    own.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(payments, own)
+    assert load_source(str(lake), "ridehail", spec).to_dict("list") == {"amount": [9.99]}
+
+
+def test_a_fifo_in_the_inbox_is_refused_without_hanging(tmp_path):
+    inbox = tmp_path / "lake" / "ridehail" / "inbox"
+    inbox.mkdir(parents=True)
+    os.mkfifo(inbox / "trips.csv")
+    spec = _file_source("trips.csv")
+    with pytest.raises(IsolationError) as excinfo:
+        load_source(str(tmp_path / "lake"), "ridehail", spec)
+    assert str(excinfo.value) == (
+        "source ridehail/trips: 'trips.csv' is not a regular file in tenant 'ridehail''s inbox"
+    )
 
 
 # Tenants and what the platform owns
 
 
 def test_a_tenant_named_platform_is_refused(root):
-    (root / "ridehail").rename(root / "platform")
-    path = root / "platform" / "tenant" / "defs.yaml"
+    path = root / TENANT_FILE
     path.write_text(path.read_text().replace("name: ridehail", "name: platform"))
     assert refused(root) == (
         f"{path}: attributes.name: tenant name 'platform' is reserved by the platform "
         "(reserved: dagster, default, ml, mlplat, platform)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("folder", "problem"),
+    [
+        (
+            "a b",
+            "'a b' is not a valid name: use lower-case letters, digits and underscores, "
+            "starting with a letter (at most 63 characters)",
+        ),
+        (
+            "platform",
+            "tenant name 'platform' is reserved by the platform "
+            "(reserved: dagster, default, ml, mlplat, platform)",
+        ),
+    ],
+    ids=["space", "reserved"],
+)
+def test_a_folder_named_as_no_tenant_is_refused_naming_it(root, folder, problem):
+    shutil.copytree(root / "growth", root / folder)
+    assert refused(root) == (
+        f"{root / folder}: <folder>: the folder name is not a tenant name ({problem}); a tenant "
+        "folder is named as its tenant: rename it"
+    )
+
+
+def test_a_share_to_a_tenant_that_does_not_exist_is_refused(root):
+    path = root / "payments" / "tenant" / "defs.yaml"
+    path.write_text(path.read_text().replace("tenants: [growth]", "tenants: [growth, partners]"))
+    assert refused(root) == (
+        f"{path}: attributes.shares[0].tenants[1]: tenant 'partners' does not exist (tenants: "
+        "growth, payments, ridehail): a share names only existing tenants, or a tenant created "
+        "later under that name would inherit it"
+    )
+
+
+@pytest.mark.parametrize("identity", ["mlplat/promotion_sensor", "MLPlat/reconciler"])
+def test_a_role_for_a_reserved_platform_identity_is_refused(root, identity):
+    path = root / TENANT_FILE
+    path.write_text(path.read_text().replace("admin: [alice@", f"admin: [{identity}, alice@"))
+    assert refused(root) == (
+        f"{path}: attributes.roles.admin.0: {identity!r} is a reserved platform identity "
+        "(mlplat/...): only people hold a tenant's roles"
+    )
+
+
+@pytest.mark.parametrize(
+    ("field", "person", "theirs"),
+    [
+        ("roles.approver", "Paul@Payments.example", "roles.approver[0]"),
+        ("owners", "priya@payments.example", "owners[1]"),
+    ],
+    ids=["role", "owner"],
+)
+def test_naming_another_tenants_person_is_refused(root, field, person, theirs):
+    path = root / TENANT_FILE
+    doc = yaml.safe_load(path.read_text())
+    holder = doc["attributes"]
+    *parents, last = field.split(".")
+    for key in parents:
+        holder = holder[key]
+    holder[last].insert(0, person)
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    assert refused(root) == (
+        f"{path}: attributes.{field}[0]: {person!r} is a person of tenant 'payments' "
+        f"(attributes.{theirs} in {(root / 'payments' / 'tenant' / 'defs.yaml').resolve()}): a "
+        "tenant names only its own people"
     )
 
 
@@ -471,6 +624,7 @@ def test_a_model_reading_a_view_that_was_unshared_is_refused(root):
                 "label_column": "churned",
             },
             "algorithm": "logistic_regression",
+            "evaluation": {"thresholds": {"roc_auc": 0.6}},
         },
     )
     assert CliRunner().invoke(cli.app, ["validate"]).exit_code == 0

@@ -12,6 +12,7 @@ from platform_assets.tenancy.catalog import (
     load_all,
     load_tenant,
 )
+from platform_assets.tenancy.limits import LIMITS_ENV, LIMITS_PATH, read_limits
 from platform_assets.tenancy.locations import location_named
 from tests.platform_sandbox import error_chain, sandbox, write_component
 
@@ -31,6 +32,7 @@ def _model_attrs(**overrides):
             "label_column": "churned",
         },
         "algorithm": "logistic_regression",
+        "evaluation": {"thresholds": {"roc_auc": 0.6}},
     }
     attrs.update(overrides)
     return attrs
@@ -177,3 +179,60 @@ def test_unshared_cross_tenant_feature_set_is_refused(monkeypatch):
         "tenant 'ridehail' may not read 'payments''s asset 'payments/features/card_activity'"
         in str(excinfo.value)
     )
+
+
+# The platform's promotion minimums (limits.yaml `promotion_minimums`)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field", "reason"),
+    [
+        (
+            {"promotion": {"environments": {"production": {"count": 0}}}},
+            "attributes.promotion.environments.production.count",
+            "0 approval(s) is below the platform's minimum of 1 for production "
+            "(platform_assets/limits/limits.yaml: promotion_minimums.production_approvals)",
+        ),
+        (
+            {"promotion": {"required_checks": []}},
+            "attributes.promotion.required_checks",
+            "must include 'leakage': the platform requires it of every promotion "
+            "(platform_assets/limits/limits.yaml: promotion_minimums.required_checks)",
+        ),
+        (
+            {"evaluation": {"thresholds": {}}},
+            "attributes.evaluation.thresholds",
+            "must set a threshold for the primary metric 'roc_auc': the platform promotes no "
+            "model without one (platform_assets/limits/limits.yaml: "
+            "promotion_minimums.primary_metric_threshold)",
+        ),
+    ],
+    ids=["no-approval", "no-leakage-check", "no-threshold"],
+)
+def test_a_model_below_the_promotion_minimums_is_refused(monkeypatch, overrides, field, reason):
+    message = _load_error(monkeypatch, _model_attrs(name="bad", **overrides))
+    assert f"models/bad/defs.yaml: {field}: {reason}" in message
+
+
+def test_the_platform_sets_the_promotion_minimums_in_limits_yaml(monkeypatch, tmp_path):
+    limits = tmp_path / "limits.yaml"
+    limits.write_text(
+        LIMITS_PATH.read_text().replace("  staging_approvals: 0", "  staging_approvals: 1")
+    )
+    monkeypatch.setenv(LIMITS_ENV, str(limits))
+    message = _load_error(monkeypatch, _model_attrs(name="bad"))
+    assert (
+        "models/bad/defs.yaml: attributes.promotion.environments.staging.count: 0 approval(s) "
+        "is below the platform's minimum of 1 for staging "
+        "(platform_assets/limits/limits.yaml: promotion_minimums.staging_approvals)"
+    ) in message
+
+
+def test_promotion_minimums_naming_an_unknown_check_are_refused(tmp_path):
+    limits = tmp_path / "limits.yaml"
+    limits.write_text(
+        LIMITS_PATH.read_text().replace("required_checks: [leakage]", "required_checks: [vibes]")
+    )
+    with pytest.raises(PlatformConfigError) as err:
+        read_limits(limits)
+    assert str(err.value).startswith(f"{limits}: promotion_minimums.required_checks.0: Input ")
