@@ -36,7 +36,12 @@ from platform_assets.k8s.config import (
 from platform_assets.k8s.jobs import capture_jobs
 from platform_assets.k8s.policy import PolicySet, Violation
 from platform_assets.k8s.schemas import check_chart_values, check_manifest
-from platform_assets.k8s.steps import resources_block
+from platform_assets.k8s.steps import (
+    DEFAULT_TOLERATIONS,
+    ENTRYPOINTS,
+    pod_allowances,
+    resources_block,
+)
 from platform_assets.k8s.values import (
     CODE_SERVER,
     DAGSTER_HOME,
@@ -201,14 +206,21 @@ def pod_parameters(tenants: dict[str, TenantSpec]) -> dict[str, Any]:
             "namespace": t.namespace,
             "service_account": t.runner_service_account,
             "serving_service_account": t.serving_service_account,
+            **pod_allowances(t.name),
         }
         for t in tenants.values()
     }
-    places[PLATFORM] = {"namespace": platform().namespace, "service_account": PLATFORM_RUNNER}
+    places[PLATFORM] = {
+        "namespace": platform().namespace,
+        "service_account": PLATFORM_RUNNER,
+        **pod_allowances(PLATFORM),
+    }
     return {
         "tenants": places,
         "registries": platform().allowed_registries,
         "writable_root_containers": [],
+        "entrypoints": [list(argv) for argv in ENTRYPOINTS],
+        "default_tolerations": list(DEFAULT_TOLERATIONS),
     }
 
 
