@@ -14,7 +14,7 @@ from platform_assets.composition.executors import executor_for
 from platform_assets.features.sandbox import sandbox
 from platform_assets.k8s.jobs import capture_jobs
 from platform_assets.k8s.policy import PolicySet
-from platform_assets.k8s.render import pod_parameters
+from platform_assets.k8s.render import pod_parameters, tenant_chart_values
 from platform_assets.k8s.schemas import check_manifest
 from platform_assets.k8s.steps import step_k8s_config
 from platform_assets.tenancy import limits
@@ -113,6 +113,15 @@ def test_a_node_pool_brings_its_selector_tolerations_and_priority_class(gpu_limi
     assert pod["node_selector"] == {"mlplat/pool": "batch", "mlplat/accelerator": "nvidia-t4"}
     assert pod["tolerations"] == [BATCH, T4]
     assert pod["priority_class_name"] == "mlplat-batch"
+
+
+def test_the_quota_gives_gpus_only_of_the_allowed_accelerator_classes(gpu_limits):
+    tenants = {n: c.tenant for n, c in load_all().items()}
+    hard = tenant_chart_values("payments", tenants["payments"])["quota"]["hard"]
+    # 2 concurrent runs x 2 steps per run x 2 GPUs; amd.com/gpu is catalogued, not allowed.
+    assert (hard["requests.nvidia.com/gpu"], "requests.amd.com/gpu" in hard) == ("8", False)
+    growth = tenant_chart_values("growth", tenants["growth"])["quota"]["hard"]
+    assert growth["requests.nvidia.com/gpu"] == "0"
 
 
 def test_the_pod_is_the_platforms_template_whatever_the_tenant_yaml_says(gpu_limits):
