@@ -174,7 +174,8 @@ def meter(
 
     Before the block runs, a tenant that was over its monthly budget when the run started (and
     has no override) is refused with `dg.Failure` naming the budget. The step is billed on what
-    the platform grants (`effective_resources`); a request it capped is logged in the step. When
+    the platform grants (`tenancy.limits.grant`, from which the `k8s` deployment renders the
+    step's pod too: the bill and the pod agree); a request it capped is logged in the step. When
     the block raises, the usage up to then is billed (`prices`, default the platform catalog)
     with the failure.
     """

@@ -128,6 +128,8 @@ def render_inferenceservice(
         "spec": {
             "predictor": {
                 "serviceAccountName": tenant.serving_service_account,
+                # A model server talks to no Kubernetes API (pods/service_account_token).
+                "automountServiceAccountToken": False,
                 "minReplicas": 1,
                 "maxReplicas": 3,
                 # No UID: the serving runtime's image (MLServer) names its own non-root user.

@@ -58,7 +58,6 @@ class Platform(BaseModel, extra="forbid"):
     postgres: Postgres
     egress: dict[str, Egress]
     mlflow: Mlflow
-    gpu_toleration: dict[str, str]
     run_worker: ComputeResources
     steps_per_run: int = Field(ge=1)
 

@@ -36,7 +36,12 @@ from platform_assets.k8s.config import (
 from platform_assets.k8s.jobs import capture_jobs
 from platform_assets.k8s.policy import PolicySet, Violation
 from platform_assets.k8s.schemas import check_chart_values, check_manifest
-from platform_assets.k8s.steps import resources_block
+from platform_assets.k8s.steps import (
+    DEFAULT_TOLERATIONS,
+    ENTRYPOINTS,
+    pod_allowances,
+    resources_block,
+)
 from platform_assets.k8s.values import (
     CODE_SERVER,
     DAGSTER_HOME,
@@ -47,7 +52,7 @@ from platform_assets.k8s.values import (
 )
 from platform_assets.tenancy.catalog import TenantCatalog
 from platform_assets.tenancy.isolation import PLATFORM
-from platform_assets.tenancy.limits import effective_resources, limits_for
+from platform_assets.tenancy.limits import allowed_placements, effective_resources, limits_for
 from platform_assets.tenancy.locations import CodeLocation, code_locations
 from platform_assets.tenancy.specs import TenantSpec
 
@@ -131,9 +136,12 @@ def tenant_chart_values(name: str, spec: TenantSpec | None) -> dict[str, Any]:
         "limits.cpu": quantity(cpu),
         "requests.memory": quantity(memory, "Gi"),
         "limits.memory": quantity(memory, "Gi"),
-        "requests.nvidia.com/gpu": str(gpus),
         "pods": str(runs * (steps + 1) + 1),
     }
+    # GPUs only as the resources of the accelerator classes it may use (nvidia's 0 otherwise).
+    allowed = {a.resource for a in allowed_placements(spec.name)[0]}
+    for resource in sorted({"nvidia.com/gpu", *allowed}):
+        hard[f"requests.{resource}"] = str(gpus if resource in allowed else 0)
     largest = {
         "cpu": quantity(max(caps.cpu, worker.cpu, CODE_SERVER.cpu)),
         "memory": quantity(max(caps.memory_gib, worker.memory_gib, CODE_SERVER.memory_gib), "Gi"),
@@ -201,14 +209,21 @@ def pod_parameters(tenants: dict[str, TenantSpec]) -> dict[str, Any]:
             "namespace": t.namespace,
             "service_account": t.runner_service_account,
             "serving_service_account": t.serving_service_account,
+            **pod_allowances(t.name),
         }
         for t in tenants.values()
     }
-    places[PLATFORM] = {"namespace": platform().namespace, "service_account": PLATFORM_RUNNER}
+    places[PLATFORM] = {
+        "namespace": platform().namespace,
+        "service_account": PLATFORM_RUNNER,
+        **pod_allowances(PLATFORM),
+    }
     return {
         "tenants": places,
         "registries": platform().allowed_registries,
         "writable_root_containers": [],
+        "entrypoints": [list(argv) for argv in ENTRYPOINTS],
+        "default_tolerations": list(DEFAULT_TOLERATIONS),
     }
 
 

@@ -1,5 +1,6 @@
 """The team-spec policies (`policies/specs/`) over every tenant's YAML, as `mlplat validate` and
-`mlplat policy check` run them: caps, GPUs, owners, descriptions, Kubernetes names, overrides."""
+`mlplat policy check` run them: caps, GPUs, accelerator classes and node pools, owners,
+descriptions, Kubernetes names."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 from platform_assets.k8s.config import RESERVED_NAMESPACES, k8s_name, platform
 from platform_assets.k8s.policy import PolicySet, Violation
 from platform_assets.tenancy.catalog import TenantCatalog
+from platform_assets.tenancy.limits import catalog as placement_catalog
 from platform_assets.tenancy.limits import limits_for
 
 
@@ -44,10 +46,12 @@ def spec_document(catalog: TenantCatalog, catalogs: dict[str, TenantCatalog]) ->
             "k8s_name": k8s_name(tenant.name),
             "owners": tenant.owners,
             "namespace": tenant.namespace,
-            "service_account": tenant.runner_service_account,
-            "k8s": tenant.k8s.model_dump(),
         },
         "limits": limits_for(tenant.name).model_dump(),
+        "catalog": {
+            "accelerators": sorted(placement_catalog().accelerators),
+            "node_pools": sorted(placement_catalog().node_pools),
+        },
         "requests": [{**r, "resources": r["resources"].model_dump()} for r in requests],
         "objects": [{**o, "file": files[(o["kind"], o["name"])]} for o in objects],
         "platform": {"reserved_namespaces": sorted(RESERVED_NAMESPACES | {platform().namespace})},

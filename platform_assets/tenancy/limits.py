@@ -1,5 +1,6 @@
-"""Platform-owned limits per tenant: budget, run quota, resource caps, GPU permission and the
-time and memory its feature SQL may use.
+"""Platform-owned limits per tenant: budget, run quota, resource caps, GPU permission, the
+time and memory its feature SQL may use, and the catalog of accelerator classes and node
+pools a tenant's steps may ask for.
 
 They live in `platform_assets/limits/limits.yaml`, which only the platform team may change
 (.github/CODEOWNERS), never in a tenant's own YAML: a tenant can ask for resources, the platform
@@ -12,7 +13,7 @@ import math
 import os
 from functools import cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import dagster as dg
 from pydantic import AfterValidator, Field, ValidationError
@@ -26,8 +27,10 @@ from platform_assets.tenancy.specs import (
     Name,
     Owner,
     RequiredCheck,
+    StepResources,
     StrictBool,
     StrictInt,
+    check_k8s_name,
     check_namespace,
 )
 from platform_assets.tenancy.strict_yaml import PlatformConfigError, YamlError, read_document
@@ -68,12 +71,59 @@ class SqlLimits(dg.Model):
     )
 
 
+# A Kubernetes label key (optional DNS prefix and `/`) or value; the catalog's node selectors
+# and tolerations use them.
+LABEL_KEY = r"([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
+LABEL_VALUE = r"([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?"
+LabelKey = Annotated[str, Field(pattern=f"^{LABEL_KEY}$", max_length=316)]
+LabelValue = Annotated[str, Field(pattern=f"^{LABEL_VALUE}$")]
+
+
+class Toleration(dg.Model):
+    """A taint the platform's nodes carry, tolerated by the steps placed on them."""
+
+    key: LabelKey
+    operator: Literal["Exists", "Equal"] = "Equal"
+    value: LabelValue | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"]
+
+
+class Accelerator(dg.Model):
+    """An accelerator class: the extended resource its GPUs are requested as and where the
+    nodes that have them are."""
+
+    description: str
+    resource: str = Field(pattern=f"^{LABEL_KEY}$", description="e.g. nvidia.com/gpu")
+    node_selector: dict[LabelKey, LabelValue] = Field(default_factory=dict)
+    tolerations: list[Toleration] = Field(default_factory=list)
+
+
+class NodePool(dg.Model):
+    """A pool of nodes steps may be placed on, with the priority class its steps run at."""
+
+    description: str
+    node_selector: dict[LabelKey, LabelValue] = Field(min_length=1)
+    tolerations: list[Toleration] = Field(default_factory=list)
+    priority_class: Annotated[str, AfterValidator(check_k8s_name)] | None = None
+
+
+class Catalog(dg.Model):
+    accelerators: dict[Name, Accelerator] = Field(default_factory=dict)
+    node_pools: dict[Name, NodePool] = Field(default_factory=dict)
+
+
 class TenantLimits(dg.Model):
     budget: Budget
     max_concurrent_runs: StrictInt = Field(ge=1, le=10000)
     caps: ComputeResources = Field(description="The most one step of the tenant may request")
     gpu_allowed: StrictBool
     sql: SqlLimits = Field(default_factory=SqlLimits)
+    allowed_accelerators: list[Name] = Field(
+        default_factory=list, description="Accelerator classes (catalog) its GPU steps may use"
+    )
+    allowed_node_pools: list[Name] = Field(
+        default_factory=list, description="Node pools (catalog) its steps may ask for"
+    )
 
 
 # Every tenant's Kubernetes namespace is `tenant-<name>` (`_` as `-`: tenant names have no `-`,
@@ -97,6 +147,8 @@ class _Overrides(dg.Model):
     sql: SqlLimits | None = Field(
         default=None, description="Fields left out come from `defaults.sql`, one by one"
     )
+    allowed_accelerators: list[Name] | None = None
+    allowed_node_pools: list[Name] | None = None
     namespace: Annotated[str, AfterValidator(check_namespace)] | None = Field(
         default=None, description=f"Its Kubernetes namespace, when not `{NAMESPACE_PREFIX}<name>`"
     )
@@ -124,6 +176,7 @@ class LimitsFile(dg.Model):
     defaults: TenantLimits
     tenants: dict[Name, _Overrides] = Field(default_factory=dict)
     promotion_minimums: PromotionMinimums = Field(default_factory=PromotionMinimums)
+    catalog: Catalog = Field(default_factory=Catalog)
 
     def for_tenant(self, tenant: str) -> TenantLimits:
         entry = self.tenants.get(tenant)
@@ -171,6 +224,7 @@ def read_limits(path: Path) -> LimitsFile:
             )
         assigned[namespace] = name
     _check_sql_fits_caps(path, limits)
+    _check_catalog(path, limits)
     return limits
 
 
@@ -242,22 +296,33 @@ def effective_resources(tenant: str, requested: ComputeResources) -> ComputeReso
 
 def _granted(limits: TenantLimits, requested: ComputeResources) -> ComputeResources:
     caps = limits.caps
-    if (
-        requested.cpu <= caps.cpu
-        and requested.memory_gib <= caps.memory_gib
-        and (requested.gpu == 0 or (limits.gpu_allowed and requested.gpu <= caps.gpu))
-    ):
-        return requested
-    return ComputeResources(
-        cpu=min(requested.cpu, caps.cpu),
-        memory_gib=min(requested.memory_gib, caps.memory_gib),
-        gpu=min(requested.gpu, caps.gpu) if limits.gpu_allowed else 0,
-    )
+    gpu = min(requested.gpu, caps.gpu) if limits.gpu_allowed else 0
+    amounts = {
+        "cpu": min(requested.cpu, caps.cpu),
+        "memory_gib": min(requested.memory_gib, caps.memory_gib),
+        "gpu": gpu,
+    }
+    if isinstance(requested, StepResources):
+        # GPUs only of a class the tenant may use; a pool only if the tenant may use it.
+        accelerator = (
+            requested.accelerator if requested.accelerator in limits.allowed_accelerators else None
+        )
+        granted: ComputeResources = StepResources(
+            **{**amounts, "gpu": gpu if accelerator else 0},
+            accelerator=accelerator if gpu else None,
+            node_pool=requested.node_pool
+            if requested.node_pool in limits.allowed_node_pools
+            else None,
+        )
+    else:
+        granted = ComputeResources(**amounts)
+    return requested if granted == requested else granted
 
 
 def grant(tenant: str, requested: ComputeResources) -> tuple[ComputeResources, str | None]:
     """What the platform grants a request, and what it cut from it in words (asset metadata,
-    step log, `validate`), or None when it granted all of it."""
+    step log, `validate`), or None when it granted all of it. The step's pod
+    (k8s/steps.py) and its bill (cost/metering.py) both take what this returns."""
     limits = limits_for(tenant)
     effective = _granted(limits, requested)
     if effective is requested:
@@ -269,8 +334,16 @@ def grant(tenant: str, requested: ComputeResources) -> tuple[ComputeResources, s
     ]
     if requested.gpu and not limits.gpu_allowed:
         notes.append(f"gpu {requested.gpu} refused (tenant {tenant!r} may not use GPUs)")
+    elif requested.gpu and not effective.gpu:
+        notes.append(
+            f"gpu {requested.gpu} refused (tenant {tenant!r} may not use accelerator "
+            f"{getattr(requested, 'accelerator', None)!r})"
+        )
     elif effective.gpu < requested.gpu:
         notes.append(f"gpu {requested.gpu} capped to {effective.gpu}")
+    pool = getattr(requested, "node_pool", None)
+    if pool is not None and getattr(effective, "node_pool", None) is None:
+        notes.append(f"node_pool {pool!r} refused (tenant {tenant!r} may not use it)")
     return effective, (
         f"requested resources capped by the platform's limits.yaml: {'; '.join(notes)}"
     )
@@ -326,3 +399,48 @@ def check_promotion_minimums(model: ModelSpec, path: Path) -> None:
             f"must set a threshold for the primary metric {metric!r}: the platform promotes no "
             f"model without one ({LIMITS_FILE}: promotion_minimums.primary_metric_threshold)",
         )
+
+
+def _check_catalog(path: Path, limits: LimitsFile) -> None:
+    """Every accelerator class and node pool a tenant is allowed is in the catalog."""
+    entries = [("defaults", limits.defaults)] + [
+        (f"tenants.{name}", entry) for name, entry in limits.tenants.items()
+    ]
+    for where, entry in entries:
+        for field, known in (
+            ("allowed_accelerators", limits.catalog.accelerators),
+            ("allowed_node_pools", limits.catalog.node_pools),
+        ):
+            for name in getattr(entry, field) or []:
+                if name not in known:
+                    raise PlatformConfigError(
+                        path,
+                        f"{where}.{field}",
+                        f"{name!r} is not in catalog.{field.removeprefix('allowed_')} "
+                        f"(known: {', '.join(sorted(known)) or 'none'})",
+                    )
+
+
+def catalog() -> Catalog:
+    """The platform's accelerator classes and node pools."""
+    return read_limits(limits_path()).catalog
+
+
+def placement(granted: ComputeResources) -> tuple[Accelerator | None, NodePool | None]:
+    """The catalog entries a granted request (`grant`) places its step with."""
+    entries = catalog()
+    accelerator = getattr(granted, "accelerator", None)
+    pool = getattr(granted, "node_pool", None)
+    return (
+        entries.accelerators[accelerator] if accelerator else None,
+        entries.node_pools[pool] if pool else None,
+    )
+
+
+def allowed_placements(tenant: str) -> tuple[list[Accelerator], list[NodePool]]:
+    """The catalog entries `tenant` may be placed with (the pod policies' allow-list)."""
+    limits, entries = limits_for(tenant), catalog()
+    return (
+        [entries.accelerators[a] for a in limits.allowed_accelerators],
+        [entries.node_pools[p] for p in limits.allowed_node_pools],
+    )

@@ -38,6 +38,16 @@ RESERVED_TENANT_NAMES = frozenset({"platform", "default", "ml", "dagster", "mlpl
 # Where limits live; named in the error a tenant gets for setting one in its YAML.
 LIMITS_FILE = "platform_assets/limits/limits.yaml"
 PLATFORM_OWNED = ("budget", "max_concurrent_runs", "caps", "gpu_allowed", "override")
+# Tenant YAML fields that are gone, and what a tenant uses instead (named in the error).
+REMOVED_POD_FIELDS = {
+    "k8s": (
+        "ask for `resources` (cpu, memory_gib, gpu) and, where the platform allows it, "
+        f"`resources.accelerator` and `resources.node_pool` from the catalog in {LIMITS_FILE}"
+    ),
+    "service_account": (
+        "steps always run as the platform's `<tenant>-runner` account; remove the field"
+    ),
+}
 ASSET_TYPES = (
     "source",
     "feature_view",
@@ -190,6 +200,31 @@ class ComputeResources(dg.Model, dg.Resolvable):
     gpu: StrictInt = Field(default=0, ge=0, le=64, description="GPUs requested per step")
 
 
+class StepResources(ComputeResources):
+    """What a tenant's YAML asks for per step: amounts within its caps and, where limits.yaml
+    allows the tenant, an accelerator class and a node pool from the platform's catalog there.
+    The platform renders the pod from these; nothing else about the pod is the tenant's."""
+
+    accelerator: Name | None = Field(
+        default=None,
+        description="Accelerator class (limits.yaml `catalog.accelerators`) the GPUs are of",
+    )
+    node_pool: Name | None = Field(
+        default=None, description="Node pool (limits.yaml `catalog.node_pools`) steps run on"
+    )
+
+    @model_validator(mode="after")
+    def _gpus_of_a_class(self) -> StepResources:
+        if self.gpu and self.accelerator is None:
+            raise ValueError(
+                f"gpu: {self.gpu} GPUs need an accelerator class: set `accelerator` to one "
+                f"limits.yaml's `catalog.accelerators` lists and allows the tenant"
+            )
+        if self.accelerator is not None and not self.gpu:
+            raise ValueError(f"accelerator {self.accelerator!r} needs `gpu` of at least 1")
+        return self
+
+
 class Budget(dg.Model, dg.Resolvable):
     """A tenant's monthly budget; set by the platform in limits.yaml, never in tenant YAML."""
 
@@ -226,14 +261,6 @@ def check_tenant_name(value: str) -> str:
             f"(reserved: {', '.join(sorted(RESERVED_TENANT_NAMES))})"
         )
     return value
-
-
-class PodOverrides(dg.Model, dg.Resolvable):
-    """Extra Kubernetes settings merged into the tenant's step pods (dagster-k8s config keys);
-    the platform's pod policies (policies/) decide what is allowed."""
-
-    pod_spec_config: dict[str, Any] = Field(default_factory=dict)
-    container_config: dict[str, Any] = Field(default_factory=dict)
 
 
 # Asset types a freshness SLO may name: the ones a pipeline refreshes on a cadence.
@@ -312,12 +339,8 @@ class TenantSpec(dg.Model, dg.Resolvable):
     namespace: Annotated[str, AfterValidator(check_namespace)] = Field(
         description="Kubernetes namespace its steps run in"
     )
-    service_account: Annotated[str, AfterValidator(check_k8s_name)] | None = Field(
-        default=None, description="Kubernetes service account; defaults to '<tenant>-runner'"
-    )
-    k8s: PodOverrides = Field(default_factory=PodOverrides)
-    resources: ComputeResources = Field(
-        default_factory=ComputeResources,
+    resources: StepResources = Field(
+        default_factory=StepResources,
         description="Requested per step; the platform caps it (limits.yaml)",
     )
     shares: list[Share] = Field(default_factory=list)
@@ -334,10 +357,21 @@ class TenantSpec(dg.Model, dg.Resolvable):
             )
         return data
 
+    @model_validator(mode="before")
+    @classmethod
+    def _no_pod_configuration(cls, data: Any) -> Any:
+        """Fields tenant YAML once had: the platform renders every pod from its own template
+        and runs it as the tenant's runner account."""
+        for key, use in REMOVED_POD_FIELDS.items():
+            if isinstance(data, dict) and key in data:
+                raise ValueError(f"{key}: tenant YAML carries no pod configuration; {use}")
+        return data
+
     @property
     def runner_service_account(self) -> str:
-        # Kubernetes names cannot contain `_` (tenant names cannot contain `-`: one-to-one).
-        return self.service_account or f"{self.name.replace('_', '-')}-runner"
+        """Always the platform's `<tenant>-runner` (Kubernetes names cannot contain `_`, tenant
+        names cannot contain `-`: one-to-one)."""
+        return f"{self.name.replace('_', '-')}-runner"
 
     @property
     def serving_service_account(self) -> str:
@@ -572,7 +606,7 @@ class ModelSpec(dg.Model, dg.Resolvable):
     expectations: list[Expectation] = Field(
         default_factory=list, description="Expectations on the training set"
     )
-    resources: ComputeResources | None = None
+    resources: StepResources | None = None
     monitoring: Monitoring = Field(default_factory=Monitoring)
 
     @field_validator("features")

@@ -57,3 +57,14 @@ is_pod(obj) if pod_spec(obj)
 is_serving(obj) if obj.kind == "InferenceService"
 
 is_serving(obj) if pod_labels(obj)["serving.kserve.io/inferenceservice"]
+
+# Dagster's run worker: the one pod that talks to the Kubernetes API (it creates its steps'
+# Jobs), so the only one that mounts a service-account token.
+is_run_worker(obj) if pod_labels(obj)["app.kubernetes.io/component"] == "run_worker"
+
+pod_tenant(obj) := pod_labels(obj)["mlplat/tenant"]
+
+# What the platform allows the pod's tenant (`parameters.tenants[<tenant>]`), or {}.
+tenant_parameters(inp) := object.get(inp, ["parameters", "tenants", tenant], {}) if {
+	tenant := pod_tenant(inp.review.object)
+} else := {}

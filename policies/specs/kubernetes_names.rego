@@ -1,6 +1,6 @@
 # A tenant's Kubernetes names are valid and its own: its name (with `_` as `-`) and namespace
-# are DNS-1123 labels, its service account a DNS-1123 subdomain, and its namespace is neither
-# the cluster's, the platform's nor another tenant's.
+# are DNS-1123 labels (its accounts, `<name>-runner` and `<name>-serving`, follow from the name),
+# and its namespace is neither the cluster's, the platform's nor another tenant's.
 package mlplat.specs.kubernetes_names
 
 import rego.v1
@@ -9,19 +9,12 @@ violation contains v if some v in violations(input)
 
 label_re := `^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
 
-subdomain_re := `^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
-
 label(value) if {
 	count(value) <= 63
 	regex.match(label_re, value)
 }
 
-subdomain(value) if {
-	count(value) <= 253
-	regex.match(subdomain_re, value)
-}
-
-violations(inp) := name(inp) | namespace(inp) | account(inp) | taken(inp)
+violations(inp) := name(inp) | namespace(inp) | taken(inp)
 
 name(inp) := {{"msg": msg, "file": inp.file} |
 	not label(inp.tenant.k8s_name)
@@ -31,11 +24,6 @@ name(inp) := {{"msg": msg, "file": inp.file} |
 namespace(inp) := {{"msg": msg, "file": inp.file} |
 	not label(inp.tenant.namespace)
 	msg := sprintf("namespace '%v' is not a DNS-1123 label (lower-case letters, digits and '-', starting and ending with a letter or digit, at most 63 characters)", [inp.tenant.namespace])
-}
-
-account(inp) := {{"msg": msg, "file": inp.file} |
-	not subdomain(inp.tenant.service_account)
-	msg := sprintf("service account '%v' is not a DNS-1123 subdomain", [inp.tenant.service_account])
 }
 
 taken(inp) := reserved(inp) | shared(inp)

@@ -5,7 +5,7 @@ import rego.v1
 
 spec := {
 	"file": "t.yaml",
-	"tenant": {"name": "fraud_ops", "k8s_name": "fraud-ops", "namespace": "tenant-fraud-ops", "service_account": "fraud-ops-runner"},
+	"tenant": {"name": "fraud_ops", "k8s_name": "fraud-ops", "namespace": "tenant-fraud-ops"},
 	"platform": {"reserved_namespaces": ["default", "kube-system", "mlplat"]},
 	"other_tenants_namespaces": {"growth": "tenant-growth"},
 }
@@ -32,9 +32,4 @@ test_platform_namespace_is_refused if {
 test_another_tenants_namespace_is_refused if {
 	bad := json.patch(spec, [{"op": "replace", "path": "/tenant/namespace", "value": "tenant-growth"}])
 	kubernetes_names.violations(bad) == {{"file": "t.yaml", "msg": "namespace 'tenant-growth' is already tenant 'growth''s: each tenant has its own"}}
-}
-
-test_bad_service_account_is_refused if {
-	bad := json.patch(spec, [{"op": "replace", "path": "/tenant/service_account", "value": "Fraud_Runner"}])
-	count(kubernetes_names.violations(bad)) == 1
 }

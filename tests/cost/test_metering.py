@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -9,8 +10,11 @@ import dagster as dg
 import pytest
 
 from platform_assets.cost.metering import bill, meter
+from platform_assets.k8s.steps import k8s_placement, resources_block
 from platform_assets.resources.pricing import PriceCatalog, PricingResource
-from platform_assets.tenancy.specs import ComputeResources
+from platform_assets.tenancy.assets import asset_kwargs
+from platform_assets.tenancy.catalog import load_all
+from platform_assets.tenancy.specs import ComputeResources, StepResources
 from tests.cost.conftest import GPU_GRANT, metered_asset, use_limits
 
 pytestmark = pytest.mark.materialize
@@ -78,6 +82,36 @@ def test_a_request_over_the_caps_is_billed_and_logged_as_capped(instance):
         "requested resources capped by the platform's limits.yaml: cpu 64 capped to 4; "
         "gpu 2 refused (tenant 'payments' may not use GPUs)"
     ) in logs
+
+
+@pytest.mark.materialize
+def test_the_bill_and_the_rendered_pod_agree_on_a_request_over_the_caps(instance):
+    """The issue-21 request (64 vCPU, 512 GiB, 8 GPUs against 4 vCPU, 16 GiB, none): the step's
+    pod on `k8s` requests the capped amounts, and the step is billed on exactly those."""
+    tenant = load_all()["payments"].tenant
+    asked = StepResources(cpu=64, memory_gib=512, gpu=8, accelerator="nvidia_t4")
+    kwargs = asset_kwargs(
+        tenant, "source", ["sources", "big"], "d", {"python"}, asked, placement=k8s_placement
+    )
+
+    @dg.asset(**kwargs)
+    def big(pricing: PricingResource):
+        with meter(tenant.name, asked) as usage:
+            sum(i * i for i in range(100_000))
+        return dg.MaterializeResult(metadata=usage.metadata(pricing.catalog()))
+
+    result = dg.materialize([big], instance=instance, resources={"pricing": PricingResource()})
+    [event] = result.get_asset_materialization_events()
+    md = {k: v.value for k, v in event.materialization.metadata.items()}
+    billed = ComputeResources(
+        cpu=md["cost/requested_cpu"],
+        memory_gib=md["cost/requested_memory_gib"],
+        gpu=md["cost/requested_gpu"],
+    )
+    assert billed == ComputeResources(cpu=4, memory_gib=16, gpu=0)
+    pod = json.loads(big.op.tags["dagster-k8s/config"])
+    assert pod["container_config"]["resources"] == resources_block(billed)
+    assert "tolerations" not in pod["pod_spec_config"]  # no GPUs, so no accelerator placement
 
 
 def test_billing_uses_max_of_requested_and_used():

@@ -92,6 +92,20 @@ def validate() -> tuple[int, str]:
     return result.exit_code, result.output
 
 
+CHURN = "ridehail/models/driver_churn/defs.yaml"
+
+
+def refused(tmp_path, monkeypatch, file: str, **update) -> str:
+    """`mlplat validate` on the demo tenants with `update` in one file's attributes: it must
+    fail; its output, with the file's path."""
+    root = tenant_tree(
+        tmp_path, monkeypatch, lambda r: edit_yaml(r / file, lambda a: a.update(update))
+    )
+    code, out = validate()
+    assert code == 1, out
+    return out.replace(str(root / file), "FILE")
+
+
 def test_demo_tenants_pass_validate():
     code, out = validate()
     assert code == 0, out
@@ -133,7 +147,9 @@ def test_model_asking_for_gpus_its_tenant_may_not_have(tmp_path, monkeypatch):
     root = tenant_tree(
         tmp_path,
         monkeypatch,
-        lambda r: edit_yaml(r / model, lambda a: a.update(resources={"gpu": 1})),
+        lambda r: edit_yaml(
+            r / model, lambda a: a.update(resources={"gpu": 1, "accelerator": "nvidia_t4"})
+        ),
     )
     code, out = validate()
     assert code == 1
@@ -143,36 +159,50 @@ def test_model_asking_for_gpus_its_tenant_may_not_have(tmp_path, monkeypatch):
     ) in out
 
 
-def test_pod_override_asking_for_privileged(tmp_path, monkeypatch):
-    tenant = "growth/tenant/defs.yaml"
-    override = {"container_config": {"security_context": {"privileged": True}}}
-    root = tenant_tree(
-        tmp_path, monkeypatch, lambda r: edit_yaml(r / tenant, lambda a: a.update(k8s=override))
-    )
-    code, out = validate()
-    assert code == 1
+def test_old_k8s_overrides_are_refused_naming_what_to_use(tmp_path, monkeypatch):
+    override = {"container_config": {"command": ["/bin/sh", "-c", "id"]}}
+    out = refused(tmp_path, monkeypatch, "growth/tenant/defs.yaml", k8s=override)
     assert (
-        f"{root / tenant}: policy specs/pod_overrides: "
-        "k8s.container_config.security_context.privileged: true is not allowed"
+        "error: FILE: attributes: k8s: tenant YAML carries no pod configuration; ask for "
+        "`resources` (cpu, memory_gib, gpu) and, where the platform allows it, "
+        "`resources.accelerator` and `resources.node_pool` from the catalog in "
+        "platform_assets/limits/limits.yaml"
     ) in out
 
 
-def test_pod_override_asking_for_host_access(tmp_path, monkeypatch):
-    tenant = "payments/tenant/defs.yaml"
-    override = {
-        "pod_spec_config": {
-            "host_network": True,
-            "volumes": [{"name": "root", "host_path": {"path": "/"}}],
-        }
-    }
-    root = tenant_tree(
-        tmp_path, monkeypatch, lambda r: edit_yaml(r / tenant, lambda a: a.update(k8s=override))
+def test_a_tenant_chosen_service_account_is_refused(tmp_path, monkeypatch):
+    out = refused(tmp_path, monkeypatch, "payments/tenant/defs.yaml", service_account="x-runner")
+    assert (
+        "error: FILE: attributes: service_account: tenant YAML carries no pod configuration; "
+        "steps always run as the platform's `<tenant>-runner` account; remove the field"
+    ) in out
+
+
+def test_gpus_without_an_accelerator_class_are_refused(tmp_path, monkeypatch):
+    out = refused(tmp_path, monkeypatch, CHURN, resources={"gpu": 8})
+    assert (
+        "error: FILE: attributes.resources: gpu: 8 GPUs need an accelerator class: set "
+        "`accelerator` to one limits.yaml's `catalog.accelerators` lists and allows the tenant"
+    ) in out
+
+
+def test_an_accelerator_its_tenant_may_not_use(tmp_path, monkeypatch):
+    """The demo limits.yaml catalogs `nvidia_t4` but allows it no tenant."""
+    out = refused(tmp_path, monkeypatch, CHURN, resources={"gpu": 1, "accelerator": "nvidia_t4"})
+    assert (
+        "FILE: policy specs/placement: model 'driver_churn' asks for accelerator 'nvidia_t4'; "
+        "tenant 'ridehail' may use only [] (limits.yaml allowed_accelerators)"
+    ) in out
+
+
+def test_a_node_pool_the_catalog_does_not_list(tmp_path, monkeypatch):
+    out = refused(
+        tmp_path, monkeypatch, "growth/tenant/defs.yaml", resources={"node_pool": "control"}
     )
-    code, out = validate()
-    assert code == 1
-    where = f"{root / tenant}: policy specs/pod_overrides: "
-    assert f"{where}k8s.pod_spec_config.host_network asks for host networking" in out
-    assert f"{where}k8s.pod_spec_config.volumes: volume 'root' asks for a host path" in out
+    assert (
+        "FILE: policy specs/placement: tenant 'growth' asks for node_pool 'control', which the "
+        'platform\'s catalog does not list (limits.yaml catalog.node_pools: ["batch"])'
+    ) in out
 
 
 def test_namespace_that_is_not_a_kubernetes_name(tmp_path, monkeypatch):
@@ -308,4 +338,9 @@ def test_gatekeeper_templates_carry_the_same_rego_unchanged(tmp_path):
             "namespace": "tenant-ridehail",
             "service_account": "ridehail-runner",
             "serving_service_account": "ridehail-serving",
+            "env_from": ["ridehail-services"],
+            "secret_keys": {"dagster-postgresql-secret": ["postgresql-password"]},
+            "tolerations": [],
+            "node_labels": {},
+            "priority_classes": [],
         }

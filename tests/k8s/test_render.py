@@ -204,6 +204,33 @@ BAD_PODS = {
         "container 'dagster' uses image 'docker.io/library/python:3.11', not from "
         f"{json.dumps(platform().allowed_registries)}",
     ),
+    "pods/restricted": (
+        lambda j, p, c: c["securityContext"].update(procMount="Unmasked"),
+        "container 'dagster' sets procMount 'Unmasked', not Default",
+    ),
+    "pods/pod_template": (
+        lambda j, p, c: p.update(shareProcessNamespace=True),
+        "pod sets shareProcessNamespace, which the platform's pod template does not have",
+    ),
+    "pods/service_account_token": (
+        lambda j, p, c: p.update(automountServiceAccountToken=True),
+        "pod does not set automountServiceAccountToken: false",
+    ),
+    "pods/scheduling": (
+        lambda j, p, c: p.update(priorityClassName="system-node-critical"),
+        "pod uses priority class 'system-node-critical', not one the platform allows its "
+        "tenant ([])",
+    ),
+    "pods/secrets": (
+        lambda j, p, c: c["envFrom"].append({"secretRef": {"name": "payments-services"}}),
+        "container 'dagster' reads Secret 'payments-services' (envFrom), not one of its "
+        'tenant\'s ["ridehail-services"]',
+    ),
+    "pods/entrypoint": (
+        lambda j, p, c: c.update(command=["/bin/sh", "-c"], args=["id"]),
+        'container \'dagster\' runs ["/bin/sh", "-c", "id"], not one of the platform\'s '
+        "entry points",
+    ),
     "pods/cost_labels": (
         lambda j, p, c: j["spec"]["template"]["metadata"]["labels"].pop("mlplat/asset"),
         "pod has no cost-attribution label 'mlplat/asset'",
@@ -283,11 +310,14 @@ def test_policy_check_names_the_file_and_policy_of_a_bad_spec(tmp_path, monkeypa
     defs = tmp_path / "defs"
     shutil.copytree(load_all()["growth"].folder.parent, defs)
     tenant = defs / "growth/tenant/defs.yaml"
-    tenant.write_text(tenant.read_text() + "  k8s: {pod_spec_config: {host_pid: true}}\n")
+    text = tenant.read_text().replace(
+        "resources: {cpu: 1,", "resources: {node_pool: batch, cpu: 1,"
+    )
+    tenant.write_text(text)
     monkeypatch.setenv("MLPLAT_DEFS_ROOT", str(defs))
     result = CliRunner().invoke(app, ["policy", "check"])
     assert result.exit_code == 1
     assert (
-        f"error: {tenant}: policy specs/pod_overrides: k8s.pod_spec_config.host_pid asks for "
-        "the host's PID namespace"
+        f"error: {tenant}: policy specs/placement: tenant 'growth' asks for node_pool 'batch'; "
+        "tenant 'growth' may use only [] (limits.yaml allowed_node_pools)"
     ) in result.output

@@ -104,3 +104,28 @@ def test_codeowners_maps_tenant_folders_to_owners_and_limits_to_the_platform():
     assert lines["/platform_assets/defs/ridehail/"] == "@org/ridehail-ml alice@ridehail.example"
     assert lines["/platform_assets/limits/"] == "@org/ml-platform ada@x.example"
     assert lines["*"] == lines["/.github/CODEOWNERS"] == lines["/platform_assets/limits/"]
+
+
+@pytest.mark.parametrize(
+    ("tenants", "field", "reason"),
+    [
+        (
+            {"payments": {"allowed_accelerators": ["tpu_v5"]}},
+            "tenants.payments.allowed_accelerators",
+            "'tpu_v5' is not in catalog.accelerators (known: nvidia_t4)",
+        ),
+        (
+            {"payments": {"allowed_node_pools": ["control_plane"]}},
+            "tenants.payments.allowed_node_pools",
+            "'control_plane' is not in catalog.node_pools (known: batch)",
+        ),
+    ],
+    ids=["unknown-accelerator", "unknown-node-pool"],
+)
+def test_a_tenant_may_be_allowed_only_catalogued_placements(
+    tmp_path, monkeypatch, tenants, field, reason
+):
+    path = _limits_file(tmp_path, monkeypatch, tenants=tenants)
+    with pytest.raises(PlatformConfigError) as excinfo:
+        limits_for("payments")
+    assert str(excinfo.value) == f"{path.resolve()}: {field}: {reason}"
