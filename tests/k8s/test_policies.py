@@ -247,6 +247,8 @@ def test_tenant_name_that_gives_no_kubernetes_name(tmp_path, monkeypatch):
             root / "growth_/tenant/defs.yaml",
             lambda a: a.update(name="growth_", namespace="growth-team"),
         )
+        payments = root / "payments/tenant/defs.yaml"
+        payments.write_text(payments.read_text().replace("[growth]", "[growth_]"))
 
     root = tenant_tree(tmp_path, monkeypatch, rename)
     code, out = validate()

@@ -11,7 +11,7 @@ import dagster as dg
 import pytest
 
 from platform_assets.composition.executors import executor_for
-from platform_assets.features.sandbox import sandbox
+from platform_assets.features.sandbox import SandboxError, sandbox
 from platform_assets.k8s.jobs import capture_jobs
 from platform_assets.k8s.policy import PolicySet
 from platform_assets.k8s.render import pod_parameters, tenant_chart_values
@@ -234,8 +234,6 @@ def test_a_grouped_tenants_pods_carry_the_groups_code_location(consumer_group):
 def test_team_sql_cannot_read_the_step_pods_environment(monkeypatch, sql, refusal):
     """A step pod holds Dagster's storage password (docs/kubernetes.md); the only tenant input
     that runs in it, feature SQL, runs where no environment or file can be read."""
-    import duckdb
-
     monkeypatch.setenv("DAGSTER_PG_PASSWORD", "s3cret")
-    with pytest.raises(duckdb.Error, match=refusal):
-        sandbox({}).execute(sql)
+    with pytest.raises(SandboxError, match=refusal), sandbox({}, limits.SqlLimits()) as box:
+        box.query(sql).fetchall()
