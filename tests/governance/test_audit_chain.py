@@ -472,11 +472,9 @@ def test_a_deleted_tenant_chain_is_checked_against_its_heads_published_in_dagste
     empty = tmp_path / "defs"
     empty.mkdir()
     monkeypatch.setenv("MLPLAT_DEFS_ROOT", str(empty))
-    for table in ("gov_audit", "gov_champions", "gov_requests", "gov_approvals"):
-        execute(
-            sb.store,
-            f"DELETE FROM {table} WHERE {'tenant' if table == 'gov_audit' else 'model'} LIKE 'payments%'",
-        )
+    execute(sb.store, "DELETE FROM {t} WHERE tenant = 'payments'")
+    for table in ("gov_champions", "gov_requests", "gov_approvals"):
+        execute(sb.store, f"DELETE FROM {table} WHERE model LIKE 'payments.%'")
     result = service.verification()
     assert result.chains == {"payments": 0}
     assert str(result.first) == (
