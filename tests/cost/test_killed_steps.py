@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -159,3 +160,32 @@ def test_a_started_row_of_a_deleted_run_is_closed_naming_it(instance):
         f"step work of run {'0' * 36}: the run was deleted, nothing observed to bill from"
     ]
     assert reconcile(instance).refused == []  # closed: said once
+
+
+@pytest.mark.services
+def test_started_rows_are_recorded_and_reconciled_on_postgres(instance, postgres_url, monkeypatch):
+    """The ledger's started rows on Postgres (the services and k8s platform database), in a
+    schema of this test's own: a reopened retry, a killed step billed to its run's end."""
+    schema = f"mlplat_started_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(postgres_url)
+    with admin.begin() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    monkeypatch.setenv("MLPLAT_DB_URL", f"{postgres_url}?options=-csearch_path%3D{schema}")
+    try:
+        run = create_run_for_test(
+            instance, job_name="ridehail_pipeline", status=dg.DagsterRunStatus.STARTED
+        )
+        _started(instance, run.run_id)
+        retried = _started(instance, run.run_id)  # the step's second attempt: one row, reopened
+        instance.report_run_failed(instance.get_run_by_id(run.run_id), "node lost")
+        [step] = reconcile(instance).billed
+        assert (step.tenant, step.started, step.ended_by) == ("ridehail", retried, "its run's end")
+        month = datetime.now(UTC).strftime("%Y-%m")
+        assert ledger.month_to_date(instance, "ridehail", month) == pytest.approx(step.usd)
+        with ledger.ledger_engine().connect() as conn:
+            assert conn.execute(sa.text("select current_schema()")).scalar() == schema
+    finally:
+        ledger.ledger_engine().dispose()
+        with admin.begin() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
