@@ -66,7 +66,8 @@ def insert_runs(instance: dg.DagsterInstance, tenants: list[str], count: int, rn
             job_name=f"{tenant}_pipeline",
             run_id=str(uuid.uuid4()),
             status=status,
-            tags={"tenant": tenant},
+            # As Dagster tags a run launched from the tenant's code location.
+            tags={"tenant": tenant, "dagster/code_location": tenant},
         )
         created = now - timedelta(seconds=rng.uniform(60, 6.5 * 86400))
         start = created + timedelta(seconds=rng.expovariate(1 / 20))

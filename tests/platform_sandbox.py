@@ -10,9 +10,18 @@ from pathlib import Path
 import dagster as dg
 import pytest
 import yaml
+from dagster._core.definitions.job_base import InMemoryJob
+from dagster._core.execution.api import execute_run
+from dagster._core.remote_origin import (
+    InProcessCodeLocationOrigin,
+    RemoteJobOrigin,
+    RemoteRepositoryOrigin,
+)
+from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 from dagster.components.testing.utils import create_defs_folder_sandbox
 
 from platform_assets.composition.locations import all_locations
+from platform_assets.tenancy.locations import MODULE
 
 DEMO_DEFS = Path(__file__).resolve().parents[1] / "platform_assets" / "defs"
 
@@ -48,3 +57,33 @@ def error_chain(exc: BaseException | None) -> str:
         parts.append(str(exc))
         exc = exc.__cause__ or exc.__context__
     return "\n".join(parts)
+
+
+def location_origin(location: str, job_name: str) -> RemoteJobOrigin:
+    """The origin the webserver gives a run of `job_name` launched from code location
+    `location` of the workspace."""
+    target = LoadableTargetOrigin(module_name=MODULE, attribute=location)
+    return RemoteJobOrigin(
+        RemoteRepositoryOrigin(InProcessCodeLocationOrigin(target, location_name=location), "x"),
+        job_name,
+    )
+
+
+def launch_from(
+    location: str,
+    assets: list[dg.AssetsDefinition],
+    instance: dg.DagsterInstance,
+    resources: dict | None = None,
+    tags: dict[str, str] | None = None,
+) -> dg.DagsterRun:
+    """Run `assets` as the webserver launches a run from code location `location`: created with
+    the location's remote origin (Dagster then sets `dagster/code_location`), executed in this
+    process. Returns the finished run."""
+    job = dg.Definitions(
+        assets=assets, resources=resources, executor=dg.in_process_executor
+    ).resolve_implicit_global_asset_job_def()
+    run = instance.create_run_for_job(
+        job, remote_job_origin=location_origin(location, job.name), tags=tags or {}
+    )
+    execute_run(InMemoryJob(job), run, instance)
+    return instance.get_run_by_id(run.run_id)

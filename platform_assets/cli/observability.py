@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import typer
 
-from platform_assets.composition.locations import tenant_assets
+from platform_assets.composition.locations import platform_parts, tenant_assets
 from platform_assets.env import deployment
 from platform_assets.observability import dashboards
 from platform_assets.observability.exporter import PlatformState, Tenants, serve
 from platform_assets.resources.deployment import resources_for
+from platform_assets.tenancy.locations import tenant_folders
 
 app = typer.Typer(
     help="The platform's Prometheus exporter, and its generated alerting rules and dashboard.",
@@ -32,9 +33,11 @@ def metrics(
     import dagster as dg
 
     instance = dg.DagsterInstance.get()
+    # The platform location's jobs are the only platform job names a metric label may take.
+    platform_jobs = [job.name for job in platform_parts(tenant_folders()).jobs or ()]
     state = PlatformState(
         instance,
-        Tenants.load(tenant_assets),
+        Tenants.load(tenant_assets, platform_jobs=platform_jobs),
         resources_for(deployment())["lake"],
         history_days=history_days,
     )

@@ -8,6 +8,11 @@ totals only grow by the rows actually inserted. A budget check is then a refresh
 events plus one primary-key read, however many steps the month holds.
 
 What counts is `rollup.billed_event`'s rule, the same as the showback's.
+
+Every metered step also leaves a *started* row here when it begins (`record_start`): who it bills,
+when it started and the resources the platform granted it. A step whose process dies without a
+bill (SIGKILL, the OOM killer, a pod eviction) leaves that row open; `cost/reconcile.py` closes it
+with a bill from what the platform observed.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import dagster as dg
 
 from platform_assets.cost.rollup import COST_EVENTS, COST_KEY, billed_event
 from platform_assets.env import platform_db_url
+from platform_assets.tenancy.specs import ComputeResources
 
 if TYPE_CHECKING:  # loaded in the steps, not with the code location
     import sqlalchemy as sa
@@ -43,6 +49,7 @@ class Schema:
     totals: sa.Table
     lock: sa.Table
     cursors: sa.Table
+    started: sa.Table
 
 
 @cache
@@ -84,7 +91,24 @@ def schema() -> Schema:
         sa.Column("event_type", sa.String(64), primary_key=True),
         sa.Column("storage_id", sa.BigInteger, nullable=False),
     )
-    return Schema(metadata, steps, totals, lock, cursors)
+    started = sa.Table(
+        "cost_ledger_started",
+        metadata,
+        sa.Column("ledger", sa.String(36), primary_key=True),
+        sa.Column("run_id", sa.String(64), primary_key=True),
+        sa.Column("step_key", sa.String(1000), primary_key=True),
+        sa.Column("tenant", sa.String(200), nullable=False),
+        sa.Column("asset_key", sa.String(1000), nullable=False),
+        sa.Column("started_at", sa.Float, nullable=False),
+        sa.Column("cpu", sa.Float, nullable=False),
+        sa.Column("memory_gib", sa.Float, nullable=False),
+        sa.Column("gpu", sa.Integer, nullable=False),
+        # Null while the step may still be running or owes its bill; then when it was closed.
+        sa.Column("closed_at", sa.Float, nullable=True),
+        sa.Column("outcome", sa.String(200), nullable=True),
+        sa.Index("cost_ledger_started_open", "ledger", "closed_at"),
+    )
+    return Schema(metadata, steps, totals, lock, cursors, started)
 
 
 @dataclass(frozen=True)
@@ -134,7 +158,7 @@ def _engine(url: str) -> sa.Engine:
         # and the table (on Postgres even with IF NOT EXISTS): there the first creates them
         # under an advisory lock and the others then find them.
         if conn.dialect.name == "postgresql":
-            _write_lock(conn)
+            write_lock(conn)
             t.metadata.create_all(conn)
         else:
             for table in t.metadata.sorted_tables:
@@ -163,7 +187,7 @@ def ledger_id(instance: dg.DagsterInstance, engine: sa.Engine | None = None) -> 
     value = storage.get_cursor_values({LEDGER_ID_KEY}).get(LEDGER_ID_KEY)
     if value is None:
         with (engine or ledger_engine()).begin() as conn:
-            _write_lock(conn)
+            write_lock(conn)
             value = storage.get_cursor_values({LEDGER_ID_KEY}).get(LEDGER_ID_KEY)
             if value is None:
                 value = str(uuid.uuid4())
@@ -172,7 +196,42 @@ def ledger_id(instance: dg.DagsterInstance, engine: sa.Engine | None = None) -> 
     return value
 
 
-def _write_lock(conn: sa.Connection) -> None:
+def record_start(
+    instance: dg.DagsterInstance,
+    run_id: str,
+    step_key: str,
+    tenant: str,
+    asset_key: str,
+    granted: ComputeResources,
+    started_at: float,
+    engine: sa.Engine | None = None,
+) -> None:
+    """The step `step_key` of `run_id` started, billing `tenant` for `granted`: the row the
+    reconciler bills from if the step's process dies before it bills itself. A retried step
+    starts again: its row is reopened with the new start."""
+    t = schema()
+    engine = engine or ledger_engine()
+    values = {
+        "tenant": tenant,
+        "asset_key": asset_key,
+        "started_at": started_at,
+        "cpu": granted.cpu,
+        "memory_gib": granted.memory_gib,
+        "gpu": granted.gpu,
+        "closed_at": None,
+        "outcome": None,
+    }
+    ledger = ledger_id(instance, engine)
+    with engine.begin() as conn:
+        stmt = _insert(conn, t.started).values(
+            ledger=ledger, run_id=run_id, step_key=step_key, **values
+        )
+        conn.execute(
+            stmt.on_conflict_do_update(index_elements=["ledger", "run_id", "step_key"], set_=values)
+        )
+
+
+def write_lock(conn: sa.Connection) -> None:
     """Hold the ledger database's write lock until the transaction ends."""
     import sqlalchemy as sa
 

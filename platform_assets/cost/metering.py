@@ -19,6 +19,7 @@ import dagster as dg
 import psutil
 
 from platform_assets.cost.budget import run_start_status
+from platform_assets.cost.ledger import record_start
 from platform_assets.resources.pricing import PriceCatalog
 from platform_assets.tenancy.limits import grant
 from platform_assets.tenancy.specs import ComputeResources
@@ -150,17 +151,39 @@ def _refuse_over_budget(tenant: str) -> None:
         raise dg.Failure(description=status.message, allow_retries=False)
 
 
+def _billed_key(context: dg.OpExecutionContext) -> dg.AssetKey | None:
+    """The asset a step's bill is recorded on: one step, one bill (platform steps produce one
+    asset)."""
+    return next(iter(context.selected_asset_keys), None)
+
+
+def _record_start(context: dg.OpExecutionContext, tenant: str, granted: ComputeResources) -> None:
+    """Leave the ledger's started row: what bills this step if its process dies unbilled."""
+    key = _billed_key(context)
+    if key is None:
+        return
+    step_key = context.get_step_execution_context().step.key
+    record_start(
+        context.instance,
+        context.run_id,
+        step_key,
+        tenant,
+        key.to_user_string(),
+        granted,
+        time.time(),
+    )
+
+
 def _bill_failure(usage: Usage, prices: PriceCatalog, error: BaseException) -> None:
     """A failed step is billed too: an observation of the step's asset carrying its cost and the
     failure, recorded by the step itself (the ledger counts it like a materialization)."""
-    try:
-        context = dg.OpExecutionContext.get()
-    except dg.DagsterInvariantViolationError:
+    context = _step_context()
+    if context is None:
         return  # not in a step: nothing was billed, nothing to record
     metadata = {**usage.metadata(prices), "cost/failed": f"{type(error).__name__}: {error}"[:500]}
-    for key in context.selected_asset_keys:
+    key = _billed_key(context)
+    if key is not None:
         context.log_event(dg.AssetObservation(asset_key=key, metadata=metadata))
-        break  # one step, one bill (platform steps produce one asset)
 
 
 @contextmanager
@@ -171,6 +194,9 @@ def meter(
     cgroup_root: Path = CGROUP_ROOT,
 ) -> Iterator[Usage]:
     """Measure the enclosed block. Measurement problems are recorded on the usage, never raised.
+
+    In a step, the ledger first gets the step's started row (`ledger.record_start`), so a step
+    whose process is killed before it bills itself is billed by `cost/reconcile.py`.
 
     Before the block runs, a tenant that was over its monthly budget when the run started (and
     has no override) is refused with `dg.Failure` naming the budget. The step is billed on what
@@ -184,6 +210,8 @@ def meter(
     context = _step_context()
     if note and context is not None:
         context.log.warning(note)
+    if context is not None:
+        _record_start(context, tenant, granted)
     usage = Usage(tenant=tenant, requested=granted)
     cgroup, cgroup_cpu = None, 0.0
     if in_kubernetes():

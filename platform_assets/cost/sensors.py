@@ -4,6 +4,9 @@
 line on the tick, an observation on `<tenant>/cost` in the UI, and a JSON post to
 MLPLAT_ALERT_WEBHOOK when that is set. The tenant schedules skip with the budget message when
 the tenant is over budget without an override.
+
+Each tick first bills the steps whose process was killed before it billed itself
+(`reconcile.py`), so a tenant's spend includes them before its budget is judged.
 """
 
 import json
@@ -14,6 +17,7 @@ from dataclasses import asdict
 import dagster as dg
 
 from platform_assets.cost.budget import BudgetStatus, budget_status, over_budget_skip
+from platform_assets.cost.reconcile import reconcile
 from platform_assets.tenancy.catalog import defs_root
 from platform_assets.tenancy.locations import tenant_folders
 from platform_assets.tenancy.runs import pipeline_job_name
@@ -49,9 +53,20 @@ def post_alert(url: str, status: BudgetStatus, timeout: float = 5.0) -> int:
 @dg.sensor(
     minimum_interval_seconds=300,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Warn when a tenant reaches its budget's warning threshold or spends all of it.",
+    description=(
+        "Bill steps killed before they billed themselves, then warn when a tenant reaches its "
+        "budget's warning threshold or spends all of it."
+    ),
 )
 def budget_sensor(context: dg.SensorEvaluationContext):
+    reconciled = reconcile(context.instance)
+    for step in reconciled.billed:
+        context.log.warning(
+            f"billed killed step {step.step_key} of run {step.run_id} to tenant {step.tenant}: "
+            f"{step.wall_seconds:.1f} s to {step.ended_by}, ${step.usd:.6f}"
+        )
+    for reason in reconciled.refused:
+        context.log.warning(f"killed step not billed: {reason}")
     alerted: dict[str, str] = json.loads(context.cursor or "{}")
     webhook = os.environ.get(WEBHOOK_ENV)
     lines = []

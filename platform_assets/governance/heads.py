@@ -54,6 +54,17 @@ def file_heads(path: Path) -> list[Head]:
     return list(newest.values())
 
 
+def audit_asset_keys(instance: dg.DagsterInstance) -> list[dg.AssetKey]:
+    """Every asset the event log knows that audit heads are published on: each model asset
+    (`<tenant>/models/<name>`) and the platform chain's. Read from Dagster, never from the defs
+    folders, so a tenant whose folder (or a model of it) is gone keeps its published heads."""
+    keys = instance.get_asset_keys()
+    return sorted(
+        (k for k in keys if len(k.path) == 3 and k.path[1] == "models"),
+        key=lambda k: k.path,
+    )
+
+
 def dagster_heads(instance: dg.DagsterInstance, model_keys: list[dg.AssetKey]) -> list[Head]:
     """The newest head per tenant among the audit observations on the model assets."""
     newest: dict[str, Head] = {}

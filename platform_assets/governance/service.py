@@ -9,10 +9,9 @@ import dagster as dg
 
 from platform_assets.env import dagster_home, deployment
 from platform_assets.governance.audit import PLATFORM_AUDIT_KEY
-from platform_assets.governance.heads import head_file, published_heads
+from platform_assets.governance.heads import audit_asset_keys, head_file, published_heads
 from platform_assets.governance.workflow import Governance, governance_for, open_store
 from platform_assets.resources.deployment import resources_for
-from platform_assets.tenancy.catalog import load_all
 
 
 def dagster_instance() -> dg.DagsterInstance:
@@ -30,12 +29,11 @@ def deployment_governance() -> Governance:
 
 def verification():
     """The platform DB's chains checked against the heads published in Dagster and the file."""
-    keys = [
-        dg.AssetKey([tenant, "models", model])
-        for tenant, catalog in load_all().items()
-        for model in catalog.models
-    ] + [PLATFORM_AUDIT_KEY]  # the platform chain: refusals naming no tenant's model
-    heads = published_heads(dagster_instance(), keys, head_file())
+    instance = dagster_instance()
+    # The tenants are those whose heads Dagster holds (the platform's own records), not the
+    # folders there are today: a deleted tenant's chain is still checked against its heads.
+    keys = [*audit_asset_keys(instance), PLATFORM_AUDIT_KEY]
+    heads = published_heads(instance, keys, head_file())
     store = open_store()
     try:
         return store.verify(heads)

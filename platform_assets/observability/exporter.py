@@ -7,6 +7,12 @@ each finished run's step and check events once, materializations after a storage
 request-log batches not read yet; everything is aggregated in memory. Run counters count from
 `history_days` before the exporter started; step and check counters from its start
 (Prometheus' `rate` and `increase` handle the reset at a restart).
+
+Label values come only from what the platform defines. A run counts for the tenant of the code
+location that launched it (`tenancy.runs.attributed_tenant`), never for its `tenant` tag; a run
+no location launched is `unknown`; a tenant, job or asset the tenants' YAML and the platform's
+jobs do not define is `other`. Every folded value is counted in `mlplat_exporter_folded_labels`,
+so a free-form tag can neither grow the series without bound nor vanish unseen.
 """
 
 from __future__ import annotations
@@ -41,8 +47,16 @@ from platform_assets.tenancy.catalog import (
     defs_root,
     load_tenant,
 )
+from platform_assets.tenancy.isolation import PLATFORM
 from platform_assets.tenancy.limits import limits_for
 from platform_assets.tenancy.locations import tenant_folders
+from platform_assets.tenancy.runs import (
+    LOCATION_TAG,
+    TAG,
+    location_tenant,
+    pipeline_job_name,
+    run_location,
+)
 from platform_assets.tenancy.specs import FreshnessSlo
 
 if TYPE_CHECKING:
@@ -52,7 +66,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-UNKNOWN_TENANT = "unknown"
+UNKNOWN_TENANT = "unknown"  # a run no code location launched
+OTHER = "other"  # a value the platform does not define
+# The job Dagster runs a UI or automation materialization in, in every location.
+IMPLICIT_ASSET_JOB = "__ASSET_JOB"
 OUTCOMES = {
     dg.DagsterRunStatus.SUCCESS: "success",
     dg.DagsterRunStatus.FAILURE: "failure",
@@ -138,6 +155,7 @@ class Tenants:
 
     tenant_assets: TenantAssets
     names: list[str] = field(default_factory=list)
+    platform_jobs: frozenset[str] = frozenset()
     config_ok: dict[str, bool] = field(default_factory=dict)
     models: dict[str, list[str]] = field(default_factory=dict)
     freshness: dict[dg.AssetKey, FreshnessSlo] = field(default_factory=dict)
@@ -149,12 +167,33 @@ class Tenants:
     def changed(self) -> bool:
         return self.root is not None and folder_stamp(self.root) != self.stamp
 
+    @property
+    def labelled(self) -> set[str]:
+        """The tenant label values: every tenant folder, and the platform."""
+        return {*self.names, PLATFORM}
+
+    @property
+    def jobs(self) -> set[str]:
+        """The job label values: each tenant's pipeline, the implicit asset job, the platform's."""
+        return {IMPLICIT_ASSET_JOB, *self.platform_jobs, *map(pipeline_job_name, self.names)}
+
     @classmethod
-    def load(cls, tenant_assets: TenantAssets, root: Path | None = None) -> Tenants:
-        """`tenant_assets` builds one tenant's assets, whose freshness policies are its SLOs."""
+    def load(
+        cls,
+        tenant_assets: TenantAssets,
+        root: Path | None = None,
+        platform_jobs: Iterable[str] = (),
+    ) -> Tenants:
+        """`tenant_assets` builds one tenant's assets, whose freshness policies are its SLOs;
+        `platform_jobs` names the platform location's jobs (the composition root knows them)."""
         root = (root or defs_root()).resolve()
         # Stamped before reading: a file changed while it is read is read again next time.
-        tenants = cls(tenant_assets, root=root, stamp=folder_stamp(root))
+        tenants = cls(
+            tenant_assets,
+            root=root,
+            stamp=folder_stamp(root),
+            platform_jobs=frozenset(platform_jobs),
+        )
         load_tenant.cache_clear()  # this process's parsed folders may be stale
         for name in tenant_folders(root):
             tenants.names.append(name)
@@ -236,6 +275,8 @@ class PlatformState:
         self.step_duration = Histograms(S.LONG_BUCKETS)  # (tenant, job, step)
         self.step_failures: Counter = Counter()  # (tenant, job, step)
         self.checks: Counter = Counter()  # (tenant, asset, check, severity, passed)
+        self.folded: Counter = Counter()  # label name -> values folded into other/unknown
+        self.dropped_cost: set[str] = set()  # ledger tenants that are no tenant folder
         self.cursors: dict[dg.DagsterEventType, int | None] = {}
         self.to_read: list[str] = []  # runs finished since the last refresh
         self.last_materialized: dict[dg.AssetKey, float] = {}
@@ -280,7 +321,9 @@ class PlatformState:
         self.tenants_checked_at = now
         if not self.tenants.changed():
             return
-        self.tenants = Tenants.load(self.tenants.tenant_assets, self.tenants.root)
+        self.tenants = Tenants.load(
+            self.tenants.tenant_assets, self.tenants.root, self.tenants.platform_jobs
+        )
         log.info("tenant YAML changed: %d tenant(s) read again", len(self.tenants.names))
         self._bootstrap_materializations()
         self.read_once = False  # the freshness state of the new policies, this refresh
@@ -290,7 +333,7 @@ class PlatformState:
         bodies to deserialize): `status IN (...)` lets the storage's (status, update_timestamp)
         index find them, however many runs it holds."""
         import sqlalchemy as sa
-        from dagster._core.storage.runs.schema import RunsTable, RunTagsTable
+        from dagster._core.storage.runs.schema import RunsTable
 
         columns = [
             RunsTable.c.run_id,
@@ -315,22 +358,11 @@ class PlatformState:
                     .limit(limit)
                 ).all()
                 fresh = [r for r in rows if self.run_seen.get(r.run_id) != r.update_timestamp]
-                # The tenant tags of this page, by run id (a join lets SQLite's planner scan
-                # the tag table per run).
-                tenants = (
-                    dict(
-                        conn.execute(
-                            sa.select(RunTagsTable.c.run_id, RunTagsTable.c.value).where(
-                                RunTagsTable.c.run_id.in_([r.run_id for r in fresh]),
-                                RunTagsTable.c.key == "tenant",
-                            )
-                        ).all()
-                    )
-                    if fresh
-                    else {}
-                )
+                # What launched a run does not change: its labels are read once.
+                new = [r.run_id for r in fresh if r.run_id not in self.runs]
+                owners = self._run_tenants(conn, new) if new else {}
                 for row in fresh:
-                    self._observe_run(row, tenants.get(row.run_id))
+                    self._observe_run(row, owners.get(row.run_id))
                 if rows:
                     # Never past the exporter's clock: a run stamped in its future (skew)
                     # would otherwise hide every run stamped before it from later reads.
@@ -346,17 +378,51 @@ class PlatformState:
                 # are read again (and skipped as seen).
                 after = rows[-1].update_timestamp - timedelta(microseconds=1)
 
+    def _run_tenants(self, conn, run_ids: list[str]) -> dict[str, str | None]:
+        """The tenant each run counts for (`attributed_tenant`), by run id. Dagster's
+        `dagster/code_location` tag, which it writes from a run's remote origin over whatever
+        the launcher gave, is read with the tenant tags (a join lets SQLite's planner scan the
+        tag table per run); only a run without it (`dagster job execute`, or executed in a
+        process holding the instance) is read whole, for the code it loaded."""
+        import sqlalchemy as sa
+        from dagster._core.storage.runs.schema import RunTagsTable
+
+        tags: dict[str, dict[str, str]] = {run_id: {} for run_id in run_ids}
+        for run_id, key, value in conn.execute(
+            sa.select(RunTagsTable.c.run_id, RunTagsTable.c.key, RunTagsTable.c.value).where(
+                RunTagsTable.c.run_id.in_(run_ids),
+                RunTagsTable.c.key.in_([TAG, LOCATION_TAG]),
+            )
+        ):
+            tags[run_id][key] = value
+        locations = {run_id: t.get(LOCATION_TAG) for run_id, t in tags.items()}
+        unlabelled = [run_id for run_id, location in locations.items() if location is None]
+        if unlabelled:
+            for run in self.instance.get_runs(dg.RunsFilter(run_ids=unlabelled)):
+                locations[run.run_id] = run_location(run)
+        return {
+            run_id: location_tenant(locations[run_id], tags[run_id].get(TAG)) for run_id in run_ids
+        }
+
+    def _label(self, name: str, value: str | None, known: set[str]) -> str:
+        """`value` when the platform defines it, else `unknown` (None) or `other`, counted."""
+        if value in known:
+            return value
+        self.folded[(PLATFORM, name)] += 1
+        return UNKNOWN_TENANT if value is None else OTHER
+
     def _observe_run(self, row, tenant: str | None) -> None:
         self.run_seen[row.run_id] = row.update_timestamp
-        tenant = tenant or UNKNOWN_TENANT
         status = dg.DagsterRunStatus(row.status)
-        job = row.pipeline_name
         state = self.runs.get(row.run_id)
         if state is None:
+            tenant = self._label("tenant", tenant, self.tenants.labelled)
+            job = self._label("job", row.pipeline_name, self.tenants.jobs)
             state = self.runs[row.run_id] = RunState(tenant, job, status)
         elif state.status in OUTCOMES:
             return  # counted once; later updates (tags) change nothing here
-        state.tenant, state.status = tenant, status
+        tenant, job = state.tenant, state.job
+        state.status = status
         if row.start_time is not None and not state.started:
             state.started = True
             created = row.create_timestamp.replace(tzinfo=UTC).timestamp()
@@ -403,20 +469,37 @@ class PlatformState:
         finished, self.to_read = self.to_read, []
         for run_id in finished:
             run = self.runs[run_id]
+            # Step keys and assets come from the definitions of the location that launched the
+            # run: named only for a run of a tenant and job the platform defines.
+            named = run.tenant in self.tenants.labelled and run.job in self.tenants.jobs
             records = self.instance.get_records_for_run(run_id, of_type=STEP_EVENTS).records
             for record in records:
                 entry = record.event_log_entry
                 event = entry.dagster_event
-                if event.event_type == dg.DagsterEventType.STEP_SUCCESS:
-                    seconds = event.event_specific_data.duration_ms / 1000
-                    self.step_duration[(run.tenant, run.job, entry.step_key or "")].observe(seconds)
-                elif event.event_type == dg.DagsterEventType.STEP_FAILURE:
-                    self.step_failures[(run.tenant, run.job, entry.step_key or "")] += 1
+                if event.event_type in (
+                    dg.DagsterEventType.STEP_SUCCESS,
+                    dg.DagsterEventType.STEP_FAILURE,
+                ):
+                    if named:
+                        step = entry.step_key or ""
+                    else:
+                        self.folded[(PLATFORM, "step")] += 1
+                        step = OTHER
+                    labels = (run.tenant, run.job, step)
+                    if event.event_type == dg.DagsterEventType.STEP_SUCCESS:
+                        seconds = event.event_specific_data.duration_ms / 1000
+                        self.step_duration[labels].observe(seconds)
+                    else:
+                        self.step_failures[labels] += 1
                 else:
                     evaluation = event.event_specific_data
                     key = evaluation.asset_key
                     outcome = "true" if evaluation.passed else "false"
-                    labels = (key.path[0], key.to_user_string(), evaluation.check_name)
+                    if named and key.path[0] == run.tenant:
+                        labels = (run.tenant, key.to_user_string(), evaluation.check_name)
+                    else:
+                        self.folded[(PLATFORM, "asset")] += 1
+                        labels = (run.tenant, OTHER, OTHER)
                     self.checks[(*labels, evaluation.severity.value, outcome)] += 1
 
     def _refresh_materializations(self) -> None:
@@ -502,6 +585,7 @@ class PlatformState:
         yield from self._freshness_families(now)
         yield from self._cost_families(now)
         yield from self._serving_families()
+        yield _counter(S.FOLDED_LABELS, self.folded)
         ok = _gauge(S.TENANT_CONFIG_OK)
         for tenant, loaded in sorted(self.tenants.config_ok.items()):
             ok.add_metric([tenant], 1.0 if loaded else 0.0)
@@ -564,7 +648,11 @@ class PlatformState:
         elapsed = (moment - month_start) / (next_month - month_start)
         mtd, budget, warn = _gauge(S.COST_MTD), _gauge(S.BUDGET), _gauge(S.BUDGET_WARN)
         burn, projected = _gauge(S.BURN_RATE), _gauge(S.COST_PROJECTED)
-        for tenant in sorted({*self.tenants.names, *self.cost} - {"platform"}):
+        for tenant in sorted(set(self.cost) - set(self.tenants.names) - self.dropped_cost):
+            # A ledger tenant that is no tenant folder (removed since): no budget to show.
+            self.dropped_cost.add(tenant)
+            self.folded[(PLATFORM, "tenant")] += 1
+        for tenant in sorted(self.tenants.names):
             spent = self.cost.get(tenant, 0.0)
             limit = limits_for(tenant).budget
             mtd.add_metric([tenant], spent)

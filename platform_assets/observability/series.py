@@ -109,6 +109,13 @@ SERVING_LATENCY = _s(
 TENANT_CONFIG_OK = _s(
     "tenant_config_ok", "gauge", "1 when the tenant's YAML loaded at the exporter's start"
 )
+FOLDED_LABELS = _s(
+    "exporter_folded_labels",
+    "counter",
+    "Label values replaced by `other` (not a tenant, job or asset the platform defines) or "
+    "`unknown` (a run no code location launched), by label; tenant is `platform`",
+    "label",
+)
 REFRESH_SECONDS = _s(
     "exporter_refresh_seconds", "gauge", "How long the last scrape's incremental read took"
 )
@@ -138,6 +145,7 @@ ALL: tuple[Series, ...] = (
     SERVING_PREDICTIONS,
     SERVING_LATENCY,
     TENANT_CONFIG_OK,
+    FOLDED_LABELS,
     REFRESH_SECONDS,
 )
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import dagster as dg
 
 from platform_assets.tenancy.catalog import PlatformConfigError, defs_root, load_tenant
-from platform_assets.tenancy.runs import claim_run
+from platform_assets.tenancy.runs import attributed_tenant, claim_run
 from platform_assets.tenancy.specs import FreshnessSlo
 
 if TYPE_CHECKING:
@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 # `tenant_assets`): freshness policies are read from the definitions themselves.
 TenantAssets = Callable[["TenantCatalog"], Iterable[dg.AssetsDefinition]]
 SLO_REPORT_KEY = dg.AssetKey(["platform", "slo", "report"])
+PAGE = 1000  # run records read at a time
 slo_report_job = dg.define_asset_job(
     "slo_report", selection=[SLO_REPORT_KEY], tags={"tenant": "platform"}
 )
@@ -87,16 +88,52 @@ class SloResult:
         return None if self.attainment is None else self.attainment >= self.target
 
 
-def run_success(instance: dg.DagsterInstance, catalog: "TenantCatalog", now: datetime) -> SloResult:
+@dataclass(frozen=True)
+class FinishedRun:
+    tenant: str | None  # `attributed_tenant`: None when no code location launched it
+    status: dg.DagsterRunStatus
+    updated: datetime
+
+
+def finished_runs(instance: dg.DagsterInstance, since: datetime) -> list[FinishedRun]:
+    """Runs that succeeded or failed since `since`, each with the tenant it counts for: the
+    tenant of the code location that launched it, never its `tenant` tag (a launcher's claim)."""
+    out: list[FinishedRun] = []
+    cursor = None
+    while True:
+        records = instance.get_run_records(
+            dg.RunsFilter(
+                statuses=[dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE],
+                updated_after=since,
+            ),
+            limit=PAGE,
+            cursor=cursor,
+        )
+        for record in records:
+            run = record.dagster_run
+            updated = record.update_timestamp.replace(tzinfo=UTC)
+            out.append(FinishedRun(attributed_tenant(run), run.status, updated))
+        if len(records) < PAGE:
+            return out
+        cursor = records[-1].dagster_run.run_id
+
+
+def run_success(
+    instance: dg.DagsterInstance,
+    catalog: "TenantCatalog",
+    now: datetime,
+    runs: list[FinishedRun] | None = None,
+) -> SloResult:
+    """The share of the tenant's finished runs in its window that succeeded. `runs` (from
+    `finished_runs`, reaching at least as far back) saves reading them once per tenant."""
     slo = catalog.tenant.slos.run_success
     since = now - timedelta(days=slo.window_days)
-    counts = {}
-    for status in (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE):
-        counts[status] = instance.get_runs_count(
-            dg.RunsFilter(
-                tags={"tenant": catalog.tenant.name}, statuses=[status], updated_after=since
-            )
-        )
+    if runs is None:
+        runs = finished_runs(instance, since)
+    counts = {dg.DagsterRunStatus.SUCCESS: 0, dg.DagsterRunStatus.FAILURE: 0}
+    for run in runs:
+        if run.tenant == catalog.tenant.name and run.updated > since:
+            counts[run.status] += 1
     ok, failed = counts[dg.DagsterRunStatus.SUCCESS], counts[dg.DagsterRunStatus.FAILURE]
     return SloResult(
         tenant=catalog.tenant.name,
@@ -147,9 +184,13 @@ def freshness(
 
 
 def tenant_slos(
-    instance: dg.DagsterInstance, catalog: "TenantCatalog", now: datetime, assets: TenantAssets
+    instance: dg.DagsterInstance,
+    catalog: "TenantCatalog",
+    now: datetime,
+    assets: TenantAssets,
+    runs: list[FinishedRun] | None = None,
 ):
-    yield run_success(instance, catalog, now)
+    yield run_success(instance, catalog, now, runs)
     for key, slo in freshness_policies(catalog, assets).items():
         yield freshness(instance, catalog.tenant.name, key, slo, now)
 
@@ -216,14 +257,18 @@ def slo_report_asset(tenants: list[str], tenant_assets: TenantAssets) -> dg.Asse
         root = defs_root().resolve()
         results: list[SloResult] = []
         unloaded: list[str] = []
+        catalogs = []
         for name in sorted(tenants):
             try:
-                catalog = load_tenant(root / name)
+                catalogs.append(load_tenant(root / name))
             except PlatformConfigError as exc:
                 context.log.warning(f"SLOs of tenant {name} not reported: {exc}")
                 unloaded.append(f"{name}: {exc}")
-                continue
-            results.extend(tenant_slos(context.instance, catalog, now, tenant_assets))
+        # One read of the finished runs, as far back as the longest window.
+        days = max((c.tenant.slos.run_success.window_days for c in catalogs), default=0)
+        runs = finished_runs(context.instance, now - timedelta(days=days))
+        for catalog in catalogs:
+            results.extend(tenant_slos(context.instance, catalog, now, tenant_assets, runs))
         missed = [r for r in results if r.met is False]
         metadata: dict = {
             "slos": len(results),

@@ -9,6 +9,8 @@ from datetime import UTC, datetime
 
 import dagster as dg
 import pytest
+from dagster._core.run_coordinator import SubmitRunContext
+from dagster._core.test_utils import create_run_for_test
 
 from platform_assets.cost.budget import budget_status
 from platform_assets.cost.ledger import ledger_engine, month_to_date, refresh
@@ -17,6 +19,7 @@ from platform_assets.cost.rollup import month_bounds, tenant_steps
 from platform_assets.resources.pricing import PricingResource
 from platform_assets.tenancy.specs import ComputeResources
 from tests.cost.conftest import record_step
+from tests.platform_sandbox import location_origin
 
 
 def _month() -> str:
@@ -140,28 +143,16 @@ def _coordinated(instance_dir) -> dg.DagsterInstance:
 
 
 def _submit(instance: dg.DagsterInstance, tags: dict, selection=None) -> dg.DagsterRun:
-    """What `instance.submit_run` hands the coordinator for every launch (UI, sensor, ...)."""
-    from dagster._core.remote_origin import (
-        InProcessCodeLocationOrigin,
-        RemoteJobOrigin,
-        RemoteRepositoryOrigin,
-    )
-    from dagster._core.run_coordinator import SubmitRunContext
-    from dagster._core.test_utils import create_run_for_test
-    from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
-
-    location = InProcessCodeLocationOrigin(
-        LoadableTargetOrigin(module_name="platform_assets.definitions")
-    )
-    origin = RemoteJobOrigin(
-        RemoteRepositoryOrigin(location, "__repository__"), "payments_pipeline"
-    )
+    """What `instance.submit_run` hands the coordinator for every launch (UI, sensor, ...): a
+    run of the tenant's pipeline from the tenant's own code location."""
+    tenant = tags.get("tenant") or next(iter(selection)).path[0]
+    job_name = f"{tenant}_pipeline"
     run = create_run_for_test(
         instance,
-        job_name="payments_pipeline",
+        job_name=job_name,
         tags=tags,
         asset_selection=selection,
-        remote_job_origin=origin,
+        remote_job_origin=location_origin(tenant, job_name),
     )
     return instance.run_coordinator.submit_run(SubmitRunContext(run, workspace=None))
 

@@ -452,3 +452,32 @@ def test_rotating_the_key_keeps_old_records_verifiable(tmp_path):
     )
     for s in (old, new, only_new):
         s.dispose()
+
+
+def test_a_deleted_tenant_chain_is_checked_against_its_heads_published_in_dagster(
+    cli_sandbox, tmp_path, monkeypatch
+):
+    """A tenant's folder removed, then its chain and state rows deleted: verification still finds
+    the tenant from the heads Dagster holds and names the deletion."""
+    from platform_assets.governance import service
+
+    sb = cli_sandbox
+    gov = sb.governance()
+    v1 = sb.register(0.30)
+    gov.propose(MODEL, v1, SENSOR)
+    gov.approve(MODEL, v1, APPROVER)
+    published = len(sb.store.records())
+    assert service.verification().first is None
+    # The folder is gone: the defs root now holds no tenant at all.
+    empty = tmp_path / "defs"
+    empty.mkdir()
+    monkeypatch.setenv("MLPLAT_DEFS_ROOT", str(empty))
+    execute(sb.store, "DELETE FROM {t} WHERE tenant = 'payments'")
+    for table in ("gov_champions", "gov_requests", "gov_approvals"):
+        execute(sb.store, f"DELETE FROM {table} WHERE model LIKE 'payments.%'")
+    result = service.verification()
+    assert result.chains == {"payments": 0}
+    assert str(result.first) == (
+        f"record payments#{published}: all records deleted: the head published in the Dagster "
+        f"event log is record payments#{published} but the database holds no record of payments"
+    )

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from platform_assets.data.generator import generate
-from tests.platform_sandbox import sandbox
+from tests.platform_sandbox import launch_from, sandbox
 
 LABELS = dg.AssetKey(["ridehail", "sources", "driver_churn_labels"])
 TRIPS = dg.AssetKey(["ridehail", "sources", "trips"])
@@ -44,10 +44,6 @@ def ridehail(monkeypatch, platform_home, instance) -> Iterator[tuple[Path, dg.De
 
 
 def materialize(defs: dg.Definitions, instance, key: dg.AssetKey) -> bool:
-    result = dg.materialize(
-        [defs.get_assets_def(key)],
-        instance=instance,
-        resources=defs.resources,
-        raise_on_error=False,
-    )
-    return result.success
+    """Materialize `key` in a run launched from its tenant's code location, as the UI would."""
+    run = launch_from(key.path[0], [defs.get_assets_def(key)], instance, defs.resources)
+    return run.status == dg.DagsterRunStatus.SUCCESS

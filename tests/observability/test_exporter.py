@@ -8,8 +8,10 @@ import urllib.request
 import uuid
 from datetime import UTC, datetime, timedelta
 
+import dagster as dg
 import pyarrow as pa
 import pytest
+from dagster._core.test_utils import create_run_for_test
 from prometheus_client.parser import text_string_to_metric_families
 
 from platform_assets.composition.locations import tenant_assets
@@ -19,6 +21,7 @@ from platform_assets.observability.exporter import PlatformState, Tenants, serve
 from platform_assets.services.stack import free_port
 from platform_assets.tenancy.limits import limits_for
 from tests.observability.conftest import LABELS, TRIPS, materialize
+from tests.platform_sandbox import launch_from
 
 pytestmark = pytest.mark.materialize
 
@@ -240,3 +243,55 @@ def test_a_changed_tenant_folder_is_read_again_without_a_restart(monkeypatch, in
         assert _value(samples, target, tenant="ridehail", slo="run_success") == 0.99
         assert _value(samples, target, tenant="payments", slo="run_success") > 0
         assert state.tenants.names == ["payments", "ridehail"]
+
+
+def test_free_form_tags_never_become_label_values(ridehail, instance):
+    """A 10,000-character tenant tag and 300 distinct tenant tags and job names: every label
+    value is a tenant, job or asset the platform defines, or `other`/`unknown`, counted."""
+    from prometheus_client import generate_latest
+
+    from platform_assets.observability.exporter import registry_for
+
+    root, defs = ridehail
+    huge = "x" * 10_000
+    # ridehail's location launches a run claiming the huge tenant: its step refuses; the run
+    # counts for ridehail, the location's tenant.
+    run = launch_from(
+        "ridehail", [defs.get_assets_def(LABELS)], instance, defs.resources, {"tenant": huge}
+    )
+    assert run.status == dg.DagsterRunStatus.FAILURE
+    # Runs no location launched (a process holding the instance), with free-form tags and job
+    # names, one also forging Dagster's location tag.
+    for i in range(300):
+        tags = {"tenant": f"tenant-{i}-{uuid.uuid4().hex}", "dagster/code_location": huge}
+        create_run_for_test(
+            instance,
+            job_name=f"job_{i}_{uuid.uuid4().hex}",
+            status=dg.DagsterRunStatus.SUCCESS,
+            tags=tags if i == 0 else {"tenant": tags["tenant"]},
+        )
+    state = PlatformState(instance, Tenants.load(tenant_assets, root))
+    text = generate_latest(registry_for(state)).decode()
+    values: dict[str, set[str]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            for label, value in sample.labels.items():
+                values.setdefault(label, set()).add(value)
+    assert values["tenant"] <= {"ridehail", "platform", "unknown", "other"}
+    assert values["job"] <= {"__ASSET_JOB", "ridehail_pipeline", "other"}
+    assert max(len(v) for vs in values.values() for v in vs) < 100
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+    runs = S.RUNS.samples[0]
+    failed = (("job", "__ASSET_JOB"), ("outcome", "failure"), ("tenant", "ridehail"))
+    assert samples[(runs, failed)] == 1
+    unknown = (("job", "other"), ("outcome", "success"), ("tenant", "unknown"))
+    assert samples[(runs, unknown)] == 299
+    # The forged location tag names no tenant folder: `other`.
+    assert samples[(runs, (("job", "other"), ("outcome", "success"), ("tenant", "other")))] == 1
+    folded = S.FOLDED_LABELS.samples[0]
+    assert samples[(folded, (("label", "tenant"), ("tenant", "platform")))] == 300
+    assert samples[(folded, (("label", "job"), ("tenant", "platform")))] == 300

@@ -19,7 +19,7 @@ from platform_assets.observability.slo import (
 from platform_assets.tenancy.catalog import PlatformConfigError, load_all, load_tenant
 from platform_assets.tenancy.locations import location_named
 from tests.observability.conftest import LABELS, TRIPS, materialize
-from tests.platform_sandbox import sandbox
+from tests.platform_sandbox import launch_from, sandbox
 
 FILE = "ridehail/tenant/defs.yaml"
 
@@ -196,3 +196,37 @@ def test_slo_report_reports_a_tenant_whose_yaml_does_not_load(ridehail, instance
     assert "attributes.slos.run_success.target" in md["tenants_not_loaded"].value
     assert md["slos"].value == 0
     assert "plot" not in md
+
+
+def _run_success_row(report: str, tenant: str) -> str:
+    return next(
+        line for line in report.splitlines() if line.startswith(f"| {tenant} | run_success")
+    )
+
+
+@pytest.mark.materialize
+def test_a_run_tagged_for_ridehail_from_growths_location_counts_for_growth(
+    monkeypatch, platform_home, instance
+):
+    """growth's location launches a run claiming `tenant=ridehail`: its step refuses, and the
+    failed run counts against growth's SLO, the location's tenant, never ridehail's."""
+    with sandbox(monkeypatch, ("growth", "ridehail")) as (_, build):
+        defs = build()
+        events = defs.get_assets_def(dg.AssetKey(["growth", "sources", "events"]))
+        run = launch_from("growth", [events], instance, defs.resources, {"tenant": "ridehail"})
+        assert run.status == dg.DagsterRunStatus.FAILURE
+        assert run.tags["dagster/code_location"] == "growth"
+        [failure] = instance.get_records_for_run(
+            run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE
+        ).records
+        message = failure.event_log_entry.dagster_event.step_failure_data.error.cause.message
+        assert "is tenant 'ridehail''s; a step of tenant 'growth'" in message
+        # A run no location launched (this process holding the instance) counts for no one.
+        labels = defs.get_assets_def(LABELS)
+        assert dg.materialize([labels], instance=instance, resources=defs.resources).success
+        result = dg.materialize(
+            [slo_report_asset(["growth", "ridehail"], tenant_assets)], instance=instance
+        )
+        report = result.get_asset_materialization_events()[0].materialization.metadata["report"]
+        assert "| 0 succeeded, 1 failed |" in _run_success_row(report.value, "growth")
+        assert "| n/a | n/a | 0 succeeded, 0 failed |" in _run_success_row(report.value, "ridehail")

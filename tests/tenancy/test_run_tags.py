@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import sys
+
 import dagster as dg
 import pytest
+from dagster._core.code_pointer import ModuleCodePointer
+from dagster._core.origin import JobPythonOrigin, RepositoryPythonOrigin
 
 from platform_assets.composition.locations import location_definitions
 from platform_assets.cost.assets import tenant_cost_asset
@@ -11,7 +15,9 @@ from platform_assets.resources.lake import LakeResource
 from platform_assets.resources.pricing import PricingResource
 from platform_assets.tenancy.catalog import load_all
 from platform_assets.tenancy.isolation import IsolationError
-from platform_assets.tenancy.runs import run_tenant
+from platform_assets.tenancy.locations import MODULE
+from platform_assets.tenancy.runs import attributed_tenant, run_location, run_tenant
+from tests.platform_sandbox import location_origin
 
 DAY = "2026-11-03"
 
@@ -108,3 +114,43 @@ def test_run_spanning_tenants_is_refused_before_it_queues():
     )
     with pytest.raises(IsolationError, match="selects assets of tenants payments, ridehail"):
         run_tenant(spanning)
+
+
+def test_a_run_claiming_a_tenant_its_location_does_not_load_is_refused_before_it_queues(
+    instance,
+):
+    """The tag is the launcher's claim; the location is Dagster's record. A mismatch is refused
+    before the run takes a slot of ridehail's run quota or is checked against its budget."""
+    job = location_definitions("growth").resolve_job_def("growth_pipeline")
+    run = instance.create_run_for_job(
+        job,
+        remote_job_origin=location_origin("growth", job.name),
+        tags={"tenant": "ridehail"},
+    )
+    assert attributed_tenant(run) == "growth"
+    with pytest.raises(IsolationError) as refused:
+        run_tenant(run)
+    assert str(refused.value) == (
+        f"run {run.run_id} of growth_pipeline is tagged tenant 'ridehail' but was launched "
+        "from code location 'growth', which runs only tenant(s) growth: a run counts for the "
+        "tenant whose code location launched it"
+    )
+
+
+def test_a_run_is_attributed_to_the_location_dagster_recorded_never_to_its_tags():
+    # `dagster job execute -m platform_assets.locations -a payments` records the code it loaded.
+    pointer = ModuleCodePointer(MODULE, "payments", working_directory=None)
+    executed = dg.DagsterRun(
+        job_name="payments_pipeline",
+        run_id="r3",
+        tags={"tenant": "ridehail", "dagster/code_location": "ridehail"},
+        job_code_origin=JobPythonOrigin(
+            "payments_pipeline", RepositoryPythonOrigin(sys.executable, pointer)
+        ),
+    )
+    assert run_location(executed) == "payments"
+    assert attributed_tenant(executed) == "payments"
+    # A run executed in a process holding the instance: no location launched it.
+    in_process = dg.DagsterRun(job_name="__ASSET_JOB", run_id="r4", tags=executed.tags)
+    assert run_location(in_process) is None
+    assert attributed_tenant(in_process) is None
