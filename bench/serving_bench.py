@@ -47,18 +47,14 @@ def redis_string(db: int) -> str:
 
 def serve_ours(port: int, redis: str) -> None:
     """The `mlplat serve` app on the platform's resources, its Feast on the bench's Redis."""
-    import uvicorn
-
     from platform_assets.resources.deployment import resources_for
     from platform_assets.resources.feature_store import FeastResource
-    from platform_assets.serving.app import ServeSettings, create_app, service_from_env
+    from platform_assets.serving.app import ServeSettings, create_app, server, service_from_env
 
     resources = resources_for("local")
     resources["feast"] = FeastResource(root=resources["feast"].root, redis=redis)
     service = service_from_env(ServeSettings(), resources)
-    uvicorn.run(
-        create_app(service), host="127.0.0.1", port=port, access_log=False, log_level="warning"
-    )
+    server(create_app(service), "127.0.0.1", port, log_level="warning").run()
 
 
 def wait_http(url: str, proc: subprocess.Popen, timeout: float = 900.0) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from platform_assets.serving.app import ServeSettings, create_app, service_from_env
+from platform_assets.serving.app import ServeSettings, create_app, server, service_from_env
 
 
 def serve(
@@ -23,8 +23,6 @@ def serve(
     """Serve every tenant model's champion: POST /v1/models/<tenant>.<model>:predict."""
     import logging
 
-    import uvicorn
-
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     service = service_from_env(ServeSettings(champion_ttl, log_rows, log_seconds))
-    uvicorn.run(create_app(service), host=host, port=port, access_log=False, log_level="info")
+    server(create_app(service), host, port).run()

@@ -5,8 +5,12 @@ online store of each view's owner, straight from the online store (no SDK retrie
 scores with the platform's champion version (governance state, never MLflow's alias), which a
 background thread re-checks every few seconds; a champion whose artifact does not load leaves
 the previous one serving, and `/readyz` says so. A tree-ensemble champion scores through its
-trees compiled by Treelite once they agree with scikit-learn (serving/runtime.py). Every request
-is logged to the lake.
+trees compiled by Treelite once they agree with scikit-learn (serving/runtime.py).
+
+A request is admitted from its request line and headers alone (identity, model, declared size)
+before a byte of its body is read; the body is read as a stream up to a limit. Every admitted
+request is logged to its tenant's request log in the lake; a refused one only to the service's
+own log. No refusal repeats what the caller sent.
 """
 
 import json
@@ -30,7 +34,8 @@ from platform_assets.serving.runtime import scorer
 from platform_assets.tenancy.catalog import check_model_refs
 
 if TYPE_CHECKING:
-    from fastapi import FastAPI
+    import uvicorn
+    from fastapi import FastAPI, Request
 
     from platform_assets.governance.store import GovernanceStore
     from platform_assets.resources.feature_store import FeastResource
@@ -41,16 +46,76 @@ if TYPE_CHECKING:
 log = logging.getLogger("mlplat.serve")
 
 MAX_ENTITIES = 1000
+MAX_KEY_CHARS = 256  # an entity key value (a driver id, a zone id)
+# 1000 entities of a few keys at their longest fit with room to spare.
+MAX_BODY_BYTES = 1 << 20
+# The request line and headers together (h11's buffer for an incomplete event): an OIDC ID token
+# with many claims is a few KiB.
+MAX_HEADER_BYTES = 32 << 10
 _UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class ServingError(Exception):
-    """A request the service refuses: HTTP `status`, and `detail` naming the field."""
+    """A request the service refuses: HTTP `status`, and `detail` naming the field and the
+    limit, never the value the caller sent."""
 
     def __init__(self, status: int, detail: str):
         super().__init__(detail)
         self.status = status
         self.detail = detail
+
+
+class NotAdmitted(ServingError):
+    """Refused from the request line and headers, before the body is read. `reason` is what
+    the service's own log says: the platform's words, with nothing the caller chose."""
+
+    def __init__(self, status: int, detail: str, reason: str):
+        super().__init__(status, detail)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Call:
+    """One predict request as it arrives."""
+
+    request_id: str
+    received: datetime
+    started: float  # perf_counter
+
+    @classmethod
+    def now(cls) -> "Call":
+        return cls(uuid.uuid4().hex, datetime.now(UTC), time.perf_counter())
+
+    def latency_ms(self) -> float:
+        return (time.perf_counter() - self.started) * 1000
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who calls, as the service verified it, and the tenants whose models they may call
+    (None: every tenant; locally, where no one authenticates, and for platform admins)."""
+
+    name: str | None
+    tenants: frozenset[str] | None
+
+    def may_call(self, route: "Route") -> bool:
+        return self.tenants is None or route.tenant in self.tenants
+
+
+async def read_body(request: "Request", limit: int = MAX_BODY_BYTES) -> bytes:
+    """The body, read as it streams in and abandoned as soon as it passes `limit`: a declared
+    Content-Length over the limit is refused before anything is read, a chunked body when its
+    chunks pass it."""
+    too_large = ServingError(413, f"body: larger than the limit of {limit} bytes")
+    declared = request.headers.get("content-length")
+    if declared is not None and int(declared) > limit:  # h11 has checked it is a number
+        raise too_large
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise too_large
+    return bytes(body)
 
 
 @dataclass
@@ -299,31 +364,58 @@ class Service:
 
     # --- requests ------------------------------------------------------------------------
 
-    def authorize(self, route: Route, authorization: str | None) -> None:
-        """In `services`, the caller proves who they are with an OIDC ID token and must hold a
-        role in the model's tenant (or be a platform admin)."""
+    def caller(self, authorization: str | None) -> Caller:
+        """Who calls, from the Authorization header alone. In `services`, an OIDC ID token of
+        someone with a role in a tenant (or a platform admin); locally, anyone, for every model."""
         if not self.require_identity:
-            return
-
+            return Caller(None, None)
         scheme, _, token = (authorization or "").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            raise ServingError(401, "Authorization: a bearer OIDC ID token is required")
+            raise NotAdmitted(
+                401, "Authorization: a bearer OIDC ID token is required", "no bearer token"
+            )
         try:
             identity = verify_token(token.strip(), OidcSettings.from_env())
         except IdentityRefused as exc:
-            raise ServingError(401, str(exc)) from exc
-        catalog = self.catalogs[route.tenant]
-        if identity.name in self.admins or roles_of(identity.name, catalog):
-            return
-        raise ServingError(
-            403, f"{identity.name} does not belong to tenant {route.tenant} (model {route.name})"
-        )
+            # Named by its kind only: PyJWT's messages may quote the token (its key id).
+            kind = type(exc.__cause__).__name__ if exc.__cause__ else exc.rule
+            raise NotAdmitted(
+                401, f"Authorization: the ID token was refused ({kind})", f"token refused ({kind})"
+            ) from exc
+        if identity.name in self.admins:
+            return Caller(identity.name, None)
+        member = frozenset(t for t, c in self.catalogs.items() if roles_of(identity.name, c))
+        return Caller(identity.name, member)
+
+    def admit(self, name: str, authorization: str | None, call: Call) -> Route:
+        """The route of a request its caller may make, decided before its body is read. An
+        unknown model and another tenant's model get the same 404, which lists only the models
+        the caller may call; anonymous callers learn nothing. Refusals go to the service's log,
+        never to a tenant's request log."""
+        try:
+            caller = self.caller(authorization)
+            route = self.routes.get(name)
+            if route is None or not caller.may_call(route):
+                yours = [r.name for r in self.routes.values() if caller.may_call(r)]
+                raise NotAdmitted(
+                    404,
+                    "model: no such model among those you may call"
+                    + (f" ({', '.join(yours)})" if yours else ""),
+                    f"{'an unknown model' if route is None else route.name} for "
+                    f"{(caller.name or 'a local caller')[:200]}",
+                )
+        except NotAdmitted as exc:
+            log.warning(f"request {call.request_id}: refused {exc.status}, {exc.reason}")
+            raise
+        return route
 
     def parse(self, route: Route, body: bytes) -> list[dict[str, str]]:
         try:
             payload = json.loads(body)
         except ValueError as exc:
             raise ServingError(400, f"body: not JSON ({exc})") from exc
+        except RecursionError as exc:
+            raise ServingError(400, "body: not JSON (nested too deeply)") from exc
         if not isinstance(payload, dict) or "entities" not in payload:
             raise ServingError(422, 'body: expected {"entities": [{...}, ...]}')
         entities = payload["entities"]
@@ -331,22 +423,25 @@ class Service:
             raise ServingError(422, "entities: expected a non-empty list of objects")
         if len(entities) > MAX_ENTITIES:
             raise ServingError(422, f"entities: at most {MAX_ENTITIES} per request")
+        takes = f"model {route.name} takes {', '.join(route.entity_columns)}"
         for i, entity in enumerate(entities):
             if not isinstance(entity, dict):
                 raise ServingError(422, f"entities[{i}]: expected an object")
             for key in route.entity_columns:
                 if key not in entity:
-                    raise ServingError(
-                        422,
-                        f"entities[{i}].{key}: missing (model {route.name} needs "
-                        f"{', '.join(route.entity_columns)})",
-                    )
+                    raise ServingError(422, f"entities[{i}].{key}: missing ({takes})")
                 if not isinstance(entity[key], str):
                     raise ServingError(
                         422,
-                        f"entities[{i}].{key}: expected a string, got "
-                        f"{type(entity[key]).__name__} {entity[key]!r}",
+                        f"entities[{i}].{key}: expected a string, got {type(entity[key]).__name__}",
                     )
+                if len(entity[key]) > MAX_KEY_CHARS:
+                    raise ServingError(
+                        422, f"entities[{i}].{key}: longer than {MAX_KEY_CHARS} characters"
+                    )
+            if len(entity) > len(route.entity_columns):
+                extra = len(entity) - len(route.entity_columns)
+                raise ServingError(422, f"entities[{i}]: {extra} field(s) too many ({takes})")
         return entities
 
     def features(
@@ -360,8 +455,8 @@ class Service:
                 if values is None:
                     raise ServingError(
                         404,
-                        f"entities[{i}].{view.join_key}: {keys[i]!r} is not in the online store "
-                        f"of feature view {view.owner}/{view.name}",
+                        f"entities[{i}].{view.join_key}: not in the online store of feature "
+                        f"view {view.owner}/{view.name}",
                     )
                 for feature in view.features:
                     value = values.get(feature)
@@ -369,7 +464,7 @@ class Service:
                         raise ServingError(
                             409,
                             f"feature {view.name}:{feature} is missing from the online store "
-                            f"for {view.join_key}={keys[i]!r} (materialize "
+                            f"for entities[{i}].{view.join_key} (materialize "
                             f"{view.owner}/online/{view.name})",
                         )
                     rows[i][feature] = as_float(value)
@@ -377,24 +472,13 @@ class Service:
                     as_of[i] = ts
         return rows, as_of
 
-    def predict(
-        self, name: str, body: bytes, authorization: str | None
-    ) -> tuple[int, dict[str, Any]]:
-        """(status, JSON body) of one predict request; logs it."""
+    def predict(self, route: Route, body: bytes, call: Call) -> tuple[int, dict[str, Any]]:
+        """(status, JSON body) of an admitted request; logs it to its tenant's request log."""
         import numpy as np
 
-        started, received = time.perf_counter(), datetime.now(UTC)
-        request_id = uuid.uuid4().hex
-        route = self.routes.get(name)
-        if route is None:
-            served = ", ".join(self.routes) or "none"
-            detail = f"model: unknown model {name!r} (served: {served})"
-            log.warning(f"request {request_id}: 404 {detail}")
-            return 404, {"detail": detail}
         champion = None
         entities: list[dict[str, str]] = []
         try:
-            self.authorize(route, authorization)
             entities = self.parse(route, body)
             champion = route.serving
             if champion is None:
@@ -406,19 +490,19 @@ class Service:
             matrix = np.array([[r[c] for c in champion.columns] for r in rows], dtype=np.float64)
             scores = champion.scorer.predict(matrix).tolist()
         except ServingError as exc:
-            self._log_error(route, request_id, received, started, champion, exc)
+            self.log_error(route, call, exc, champion)
             return exc.status, {"detail": exc.detail}
         known = [t for t in as_of if t is not None]
         oldest = min(known) if known else None
         request = {
-            "request_id": request_id,
-            "ts": received,
+            "request_id": call.request_id,
+            "ts": call.received,
             "tenant": route.tenant,
             "model": route.model,
             "model_version": champion.version,
             "status": 200,
             "error": None,
-            "latency_ms": (time.perf_counter() - started) * 1000,
+            "latency_ms": call.latency_ms(),
         }
         self.request_log.record(
             route.schema,
@@ -439,33 +523,43 @@ class Service:
             "features_as_of": oldest.isoformat() if oldest else None,
         }
 
-    def _log_error(self, route, request_id, received, started, champion, exc: ServingError):
-        """One row for a request refused before scoring: no prediction, the error."""
-        log.warning(f"request {request_id} to {route.name}: {exc.status} {exc.detail}")
+    def log_error(
+        self, route: Route, call: Call, exc: ServingError, champion: Champion | None = None
+    ) -> None:
+        """One row for an admitted request refused before scoring: no prediction, the error."""
+        log.warning(f"request {call.request_id} to {route.name}: {exc.status} {exc.detail}")
         row = {
-            "request_id": request_id,
-            "ts": received,
+            "request_id": call.request_id,
+            "ts": call.received,
             "tenant": route.tenant,
             "model": route.model,
             "model_version": champion.version if champion else None,
             "status": exc.status,
             "error": exc.detail,
-            "latency_ms": (time.perf_counter() - started) * 1000,
+            "latency_ms": call.latency_ms(),
         }
         self.request_log.record(route.schema, [row])
 
-    def readiness(self) -> tuple[int, dict[str, Any]]:
-        models = {name: route.status() for name, route in self.routes.items()}
-        problems = [r.problem for r in self.routes.values() if r.problem]
-        if self.refresh_error:
-            problems.append(f"champion refresh failed: {self.refresh_error}")
-        if self.request_log.last_error:
-            problems.append(f"request log: {self.request_log.last_error}")
+    def readiness(self, authorization: str | None) -> tuple[int, dict[str, Any]]:
+        """Ready or not for anyone (a kubelet's probe carries no token); the models' states
+        only for the models the caller may call, the platform's own problems only for callers
+        of every model (locally, platform admins)."""
+        try:
+            caller: Caller | None = self.caller(authorization)
+        except NotAdmitted:
+            caller = None
+        visible = [r for r in self.routes.values() if caller is not None and caller.may_call(r)]
+        problems = [r.problem for r in visible if r.problem]
+        if caller is not None and caller.tenants is None:
+            if self.refresh_error:
+                problems.append(f"champion refresh failed: {self.refresh_error}")
+            if self.request_log.last_error:
+                problems.append(f"request log: {self.request_log.last_error}")
         ready = self.refreshed_at is not None
         body = {
             "ready": ready,
             "champions_checked_at": self.refreshed_at.isoformat() if self.refreshed_at else None,
-            "models": models,
+            "models": {r.name: r.status() for r in visible},
             "problems": problems,
         }
         return (200 if ready else 503), body
@@ -489,10 +583,26 @@ def create_app(service: Service) -> "FastAPI":
 
     # `async def` on purpose: the online read and the prediction take well under a millisecond,
     # less than a hop to the thread pool would cost.
+    # A refusal before the whole body is read closes the connection, so the server reads no
+    # more of it (on a kept-alive connection it would read the rest to find the next request).
+    def refused(exc: ServingError) -> JSONResponse:
+        return JSONResponse(
+            {"detail": exc.detail}, status_code=exc.status, headers={"connection": "close"}
+        )
+
     @app.post("/v1/models/{name}:predict")
     async def predict(name: str, request: Request) -> JSONResponse:
-        body = await request.body()
-        status, payload = service.predict(name, body, request.headers.get("authorization"))
+        call = Call.now()
+        try:
+            route = service.admit(name, request.headers.get("authorization"), call)
+        except NotAdmitted as exc:
+            return refused(exc)
+        try:
+            body = await read_body(request)
+        except ServingError as exc:
+            service.log_error(route, call, exc)
+            return refused(exc)
+        status, payload = service.predict(route, body, call)
         return JSONResponse(payload, status_code=status)
 
     @app.get("/healthz")
@@ -500,11 +610,61 @@ def create_app(service: Service) -> "FastAPI":
         return {"status": "ok"}
 
     @app.get("/readyz")
-    async def readyz() -> JSONResponse:
-        status, body = service.readiness()
+    async def readyz(request: Request) -> JSONResponse:
+        status, body = service.readiness(request.headers.get("authorization"))
         return JSONResponse(body, status_code=status)
 
     return app
+
+
+def head_capped_httptools() -> type:
+    """uvicorn's httptools protocol with a cap on the request line and headers. httptools
+    buffers a head of any size (a 150 MB header is 150 MB of memory); h11, whose buffer uvicorn
+    caps (`h11_max_incomplete_event_size`), costs about half a millisecond more per request here.
+    A head still incomplete after `MAX_HEADER_BYTES` gets uvicorn's own 400 and the connection
+    is closed: the server holds at most the cap and one read of the socket."""
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    class HeadCappedHttpTools(HttpToolsProtocol):
+        in_head = False
+        head_bytes = 0
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self.in_head, self.head_bytes = True, 0
+
+        def on_headers_complete(self) -> None:
+            self.in_head = False
+            super().on_headers_complete()
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if not self.in_head or self.transport.is_closing():
+                return
+            # Still in the head after this read: all of it was head (or, on a pipelined
+            # connection, the end of the previous request: counted too, to be safe).
+            self.head_bytes += len(data)
+            if self.head_bytes > MAX_HEADER_BYTES:
+                self.send_400_response(
+                    f"request line and headers: larger than the limit of {MAX_HEADER_BYTES} bytes"
+                )
+
+    return HeadCappedHttpTools
+
+
+def server(app: "FastAPI", host: str, port: int, log_level: str = "info") -> "uvicorn.Server":
+    """uvicorn serving `app` as `mlplat serve` does: httptools with the head capped."""
+    import uvicorn
+
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        http=head_capped_httptools(),
+        access_log=False,
+        log_level=log_level,
+    )
+    return uvicorn.Server(config)
 
 
 @dataclass

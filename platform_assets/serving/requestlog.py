@@ -1,5 +1,6 @@
-"""The serving request log: one row per scored entity (or per failed request), written to the
-lake as `<tenant>/serving/<model>` batches by a background thread, off the request path.
+"""The serving request log: one row per scored entity (or per admitted request that failed),
+written to the lake as `<tenant>/serving/<model>` batches by a background thread, off the request
+path. Requests refused before they are admitted never reach it (see serving/app.py).
 
 The columns are the ones agreed with the drift and metrics readers (see docs/serving.md).
 """

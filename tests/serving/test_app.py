@@ -1,20 +1,32 @@
 """`mlplat serve` against a real tenant: ridehail's pipeline run once (real Feast online store,
-MLflow registry, governance database in a temp dir), the app through FastAPI's TestClient."""
+MLflow registry, governance database in a temp dir), the app through FastAPI's TestClient, and
+under uvicorn on loopback where the server's own handling of the connection is what is tested
+(bodies refused before or while they are read)."""
 
 from __future__ import annotations
 
+import json
+import logging
 import math
+import os
+import select
+import socket
 import sqlite3
+import threading
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
+import httpx
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
 from bench.served_tenant import MODEL, REGISTERED, TENANT, Served, served_tenant
 from platform_assets.serving.app import Service, create_app
+from platform_assets.serving.app import server as serve_app
 from platform_assets.serving.requestlog import RequestLog
 
 pytestmark = pytest.mark.materialize
@@ -33,12 +45,11 @@ def champion_v1(served: Served):
     yield
 
 
-@contextmanager
-def client(served: Served, **kw) -> Iterator[tuple[TestClient, Service]]:
+def make_service(served: Served, **kw) -> Service:
     from platform_assets.governance.workflow import open_store
 
     log = RequestLog(served.resources["lake"], kw.pop("log_rows", 1000), kw.pop("log_seconds", 60))
-    service = Service(
+    return Service(
         served.catalogs,
         kw.pop("feast", served.resources["feast"]),
         served.resources["mlflow"],
@@ -47,6 +58,11 @@ def client(served: Served, **kw) -> Iterator[tuple[TestClient, Service]]:
         champion_ttl=kw.pop("ttl", 60.0),
         **kw,
     )
+
+
+@contextmanager
+def client(served: Served, **kw) -> Iterator[tuple[TestClient, Service]]:
+    service = make_service(served, **kw)
     with TestClient(create_app(service)) as c:
         yield c, service
 
@@ -166,7 +182,9 @@ def test_predict_reads_a_redis_online_store(served: Served, redis_feast):
         assert response.json()["predictions"] == pytest.approx(expected, abs=1e-9)
         response = c.post(URL, json={"entities": [{**entities[0], "zone_id": "nowhere"}]})
         assert response.status_code == 404
-        assert "'nowhere' is not in the online store" in response.json()["detail"]
+        assert response.json()["detail"] == (
+            "entities[0].zone_id: not in the online store of feature view ridehail/zone_demand"
+        )
 
 
 def test_follows_the_champion_and_keeps_the_previous_on_a_broken_artifact(served: Served):
@@ -212,31 +230,57 @@ BAD = [
         "/v1/models/ridehail.nope:predict",
         lambda e: {"entities": e},
         404,
-        "model: unknown model 'ridehail.nope' (served: ridehail.driver_churn)",
+        "model: no such model among those you may call (ridehail.driver_churn)",
     ),
     (
         "missing entity key",
         URL,
         lambda e: {"entities": [{"driver_id": e[0]["driver_id"]}]},
         422,
-        "entities[0].zone_id: missing (model ridehail.driver_churn needs driver_id, zone_id)",
+        "entities[0].zone_id: missing (model ridehail.driver_churn takes driver_id, zone_id)",
     ),
     (
         "wrong type",
         URL,
         lambda e: {"entities": [{**e[0], "driver_id": 5}]},
         422,
-        "entities[0].driver_id: expected a string, got int 5",
+        "entities[0].driver_id: expected a string, got int",
+    ),
+    (
+        "key too long",
+        URL,
+        lambda e: {"entities": [{**e[0], "driver_id": "d" * 257}]},
+        422,
+        "entities[0].driver_id: longer than 256 characters",
+    ),
+    (
+        "a field the model does not take",
+        URL,
+        lambda e: {"entities": [e[0], {**e[0], "note": "x"}]},
+        422,
+        "entities[1]: 1 field(s) too many (model ridehail.driver_churn takes driver_id, zone_id)",
+    ),
+    (
+        "too many entities",
+        URL,
+        lambda e: {"entities": e * 1001},
+        422,
+        "entities: at most 1000 per request",
     ),
     (
         "unknown entity",
         URL,
         lambda e: {"entities": [e[0], {**e[0], "driver_id": "nobody"}]},
         404,
-        "entities[1].driver_id: 'nobody' is not in the online store of feature view "
-        "ridehail/driver_stats",
+        "entities[1].driver_id: not in the online store of feature view ridehail/driver_stats",
     ),
-    ("no entities", URL, lambda e: {"entities": []}, 422, "entities: expected a non-empty list"),
+    (
+        "no entities",
+        URL,
+        lambda e: {"entities": []},
+        422,
+        "entities: expected a non-empty list of objects",
+    ),
     ("not an object", URL, lambda e: [1], 422, 'body: expected {"entities": [{...}, ...]}'),
 ]
 
@@ -249,15 +293,23 @@ def test_bad_request_is_a_clear_4xx_and_the_service_keeps_serving(
     with client(served) as (c, _):
         response = c.post(url, json=body(entities))
         assert response.status_code == status
-        assert response.json()["detail"].startswith(detail)
+        assert response.json()["detail"] == detail
         assert c.post(URL, json={"entities": entities}).status_code == 200
 
 
-def test_not_json_is_a_400(served: Served):
+@pytest.mark.parametrize(
+    ("body", "detail"),
+    [
+        (b"{nope", "body: not JSON (Expecting property name enclosed in double quotes"),
+        (b"[" * 200_000, "body: not JSON (nested too deeply)"),
+    ],
+    ids=["not json", "nested too deeply"],
+)
+def test_not_json_is_a_400(served: Served, body: bytes, detail: str):
     with client(served) as (c, _):
-        response = c.post(URL, content=b"{nope", headers={"content-type": "application/json"})
+        response = c.post(URL, content=body, headers={"content-type": "application/json"})
         assert response.status_code == 400
-        assert response.json()["detail"].startswith("body: not JSON")
+        assert response.json()["detail"].startswith(detail)
 
 
 def test_a_feature_missing_from_the_online_store_is_named(served: Served):
@@ -283,8 +335,8 @@ def test_a_feature_missing_from_the_online_store_is_named(served: Served):
             response = c.post(URL, json={"entities": [entity]})
             assert response.status_code == 409
             assert response.json()["detail"] == (
-                f"feature zone_demand:zone_avg_fare_7d is missing from the online store for "
-                f"zone_id={entity['zone_id']!r} (materialize ridehail/online/zone_demand)"
+                "feature zone_demand:zone_avg_fare_7d is missing from the online store for "
+                "entities[0].zone_id (materialize ridehail/online/zone_demand)"
             )
             other = [e for e in served.entities(20) if e["zone_id"] != entity["zone_id"]][:1]
             assert c.post(URL, json={"entities": other}).status_code == 200
@@ -294,31 +346,68 @@ def test_a_feature_missing_from_the_online_store_is_named(served: Served):
         )
 
 
-def test_services_needs_a_token_of_a_member_of_the_tenant(served: Served, tmp_path, monkeypatch):
+@pytest.fixture
+def idp(tmp_path, monkeypatch):
     from platform_assets.governance.demo_idp import LocalIdP
 
     idp = LocalIdP(tmp_path / "idp")
     for k, v in idp.env().items():
         monkeypatch.setenv(k, v)
-    entities = served.entities(1)
-    body = {"entities": entities}
+    return idp
+
+
+def bearer(idp, who: str, **kw) -> dict[str, str]:
+    return {"authorization": f"Bearer {idp.issue(who, **kw)}"}
+
+
+def logged_since(served: Served, seen: int) -> pd.DataFrame:
+    """The request-log rows of the served model written after the first `seen`."""
+    log = served.resources["lake"].batches(TENANT, "serving", MODEL)
+    return log.to_pandas().iloc[seen:] if log is not None else pd.DataFrame()
+
+
+def logged(served: Served) -> int:
+    return len(logged_since(served, 0))
+
+
+def test_services_needs_a_token_of_a_member_of_the_tenant(served: Served, idp):
+    body = {"entities": served.entities(1)}
+    unknown = "/v1/models/ridehail.nope:predict"
+    seen = logged(served)
     with client(served, require_identity=True, admins=["ada@platform.example"]) as (c, _):
-        response = c.post(URL, json=body)
-        assert response.status_code == 401
-        assert response.json()["detail"] == "Authorization: a bearer OIDC ID token is required"
-        outsider = {"authorization": f"Bearer {idp.issue('grace@growth.example')}"}
-        response = c.post(URL, json=body, headers=outsider)
-        assert response.status_code == 403
-        assert response.json()["detail"] == (
-            "grace@growth.example does not belong to tenant ridehail (model ridehail.driver_churn)"
-        )
-        expired = {"authorization": f"Bearer {idp.issue('victor@ridehail.example', ttl=-120)}"}
+        # Anonymous: the same 401 whether the model exists or not.
+        for url in (URL, unknown):
+            response = c.post(url, json=body)
+            assert response.status_code == 401
+            assert response.json()["detail"] == "Authorization: a bearer OIDC ID token is required"
+        expired = bearer(idp, "victor@ridehail.example", ttl=-120)
         response = c.post(URL, json=body, headers=expired)
         assert response.status_code == 401
-        assert "Signature has expired" in response.json()["detail"]
-        for member in ("victor@ridehail.example", "ada@platform.example"):
-            headers = {"authorization": f"Bearer {idp.issue(member)}"}
-            assert c.post(URL, json=body, headers=headers).status_code == 200
+        assert response.json()["detail"] == (
+            "Authorization: the ID token was refused (ExpiredSignatureError)"
+        )
+        # Another tenant's model is answered as an unknown one: nothing says it exists.
+        outsider = bearer(idp, "grace@growth.example")
+        for url in (URL, unknown):
+            response = c.post(url, json=body, headers=outsider)
+            assert response.status_code == 404
+            assert response.json()["detail"] == "model: no such model among those you may call"
+        member = bearer(idp, "victor@ridehail.example")
+        response = c.post(unknown, json=body, headers=member)
+        assert response.status_code == 404
+        assert response.json()["detail"] == (
+            "model: no such model among those you may call (ridehail.driver_churn)"
+        )
+        for who in ("victor@ridehail.example", "ada@platform.example"):
+            assert c.post(URL, json=body, headers=bearer(idp, who)).status_code == 200
+        # Readiness for anyone; which models, and how they are, only for their callers.
+        anonymous = c.get("/readyz")
+        assert anonymous.status_code == 200
+        assert anonymous.json()["models"] == {} and anonymous.json()["problems"] == []
+        assert list(c.get("/readyz", headers=outsider).json()["models"]) == []
+        assert list(c.get("/readyz", headers=member).json()["models"]) == [REGISTERED]
+    # Only the admitted calls reached the tenant's request log: the two predictions.
+    assert list(logged_since(served, seen)["status"]) == [200, 200]
 
 
 def test_request_log_batches_land_in_the_lake_with_the_agreed_columns(served: Served):
@@ -368,3 +457,177 @@ def test_request_log_batches_land_in_the_lake_with_the_agreed_columns(served: Se
     [error] = rows[rows["status"] == 422].itertuples()
     assert error.error.startswith("entities[0].zone_id: missing")
     assert math.isnan(error.prediction) and error.tenant == TENANT and error.model == MODEL
+
+
+# --- against a real server on loopback, as `mlplat serve` runs it ---------------------------
+
+HUGE = 150 * 2**20  # the size of the attack: 150 MB
+
+
+@contextmanager
+def live_server(served: Served, **kw) -> Iterator[tuple[int, Service]]:
+    """The app under uvicorn as `mlplat serve` runs it (`serving.app.server`), in a thread, on a
+    free loopback port; the request log is flushed when it stops."""
+    service = make_service(served, **kw)
+    server = serve_app(create_app(service), "127.0.0.1", 0)
+    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
+    thread.start()
+    assert wait_for(lambda: server.started or not thread.is_alive(), 120) and server.started
+    try:
+        yield server.servers[0].sockets[0].getsockname()[1], service
+    finally:
+        server.should_exit = True
+        thread.join()
+
+
+def head(path: str, headers: dict[str, str]) -> bytes:
+    lines = [f"POST {path} HTTP/1.1", "host: 127.0.0.1", *(f"{k}: {v}" for k, v in headers.items())]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def chunked(total: int, size: int = 16 * 2**10, fill: bytes = b"x") -> Iterator[bytes]:
+    """`total` bytes of body in chunked transfer coding, one `size` chunk at a time."""
+    for _ in range(total // size):
+        yield b"%x\r\n" % size + fill * size + b"\r\n"
+    yield b"0\r\n\r\n"
+
+
+@dataclass
+class Exchange:
+    status: int | None  # None: the server cut the connection before its answer could be read
+    head: str
+    body: bytes
+    sent: int  # bytes of `rest` the client got to send before the server answered
+
+
+def exchange(port: int, first: bytes, rest: Iterable[bytes] = ()) -> Exchange:
+    """Send `first` (a request's head), then `rest` for as long as the server has not answered,
+    over a raw socket; then read the answer until the server closes the connection."""
+    sent = 0
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
+        sock.sendall(first)
+        for part in rest:
+            if select.select([sock], [], [], 0)[0]:
+                break  # the server has answered
+            try:
+                sock.sendall(part)
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            sent += len(part)
+        response = b""
+        try:
+            while data := sock.recv(2**16):
+                response += data
+        except ConnectionResetError:
+            # Closing with unread data sends a reset, which can overtake the answer.
+            pass
+    top, _, body = response.partition(b"\r\n\r\n")
+    return Exchange(int(top.split()[1]) if top else None, top.decode(), body, sent)
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def test_an_anonymous_call_is_refused_from_its_headers_without_reading_the_body(
+    served: Served, idp, caplog
+):
+    caplog.set_level(logging.INFO)
+    seen = logged(served)
+    member = bearer(idp, "victor@ridehail.example")
+    entities = served.entities(1)
+    with live_server(served, require_identity=True) as (port, _):
+        ok = httpx.post(
+            f"http://127.0.0.1:{port}{URL}", json={"entities": entities}, headers=member
+        )
+        assert ok.status_code == 200, ok.text
+        before = rss_mb()
+        for path in (URL, "/v1/models/ridehail.nope:predict"):
+            # 150 MB announced, nothing sent, and the client waits to be asked for it (Expect):
+            # the answer comes from the headers alone, and no `100 Continue` is ever sent.
+            declared = exchange(
+                port, head(path, {"content-length": str(HUGE), "expect": "100-continue"})
+            )
+            assert declared.status == 401 and "100 Continue" not in declared.head
+            assert json.loads(declared.body) == {
+                "detail": "Authorization: a bearer OIDC ID token is required"
+            }
+            assert "connection: close" in declared.head
+        # ... and streamed as it goes, without a length: refused, the connection closed.
+        streamed = exchange(port, head(URL, {"transfer-encoding": "chunked"}), chunked(HUGE))
+        assert streamed.status == 401 and streamed.sent < HUGE
+        outsider = exchange(
+            port, head(URL, {"content-length": str(HUGE), **bearer(idp, "grace@growth.example")})
+        )
+        assert outsider.status == 404
+        assert json.loads(outsider.body) == {
+            "detail": "model: no such model among those you may call"
+        }
+        assert rss_mb() - before < 50, "the server held the refused bodies in memory"
+    assert list(logged_since(served, seen)["status"]) == [200]
+    refusals = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert sum("refused 401, no bearer token" in m for m in refusals) == 3
+    assert any(
+        m.endswith("refused 404, ridehail.driver_churn for grace@growth.example") for m in refusals
+    )
+
+
+def test_a_body_over_the_limit_is_refused_as_it_streams(served: Served, caplog):
+    caplog.set_level(logging.INFO)
+    seen = logged(served)
+    limit = "body: larger than the limit of 1048576 bytes"
+    with live_server(served) as (port, _):
+        httpx.post(f"http://127.0.0.1:{port}{URL}", json={"entities": served.entities(1)})
+        before = rss_mb()
+        declared = exchange(port, head(URL, {"content-length": str(HUGE)}))
+        assert declared.status == 413 and declared.sent == 0
+        assert json.loads(declared.body) == {"detail": limit}
+        # Chunked, no Content-Length: refused once the chunks pass the limit.
+        streamed = exchange(port, head(URL, {"transfer-encoding": "chunked"}), chunked(HUGE))
+        assert streamed.status == 413 and streamed.sent < HUGE
+        assert json.loads(streamed.body) == {"detail": limit}
+        assert rss_mb() - before < 50, "the server held the oversized body in memory"
+        # The request line and headers have their own cap: past it, a 400 that says nothing of
+        # the request, and a 150 MB header is cut off long before its end.
+        long_header = exchange(port, head(URL, {"x-key": "k" * 40 * 2**10})[:-4])
+        assert long_header.status == 400
+        assert long_header.body == b"request line and headers: larger than the limit of 32768 bytes"
+        huge_header = exchange(
+            port, head(URL, {"x-key": ""})[:-4], (b"k" * 2**16 for _ in range(2400))
+        )
+        assert huge_header.status in (400, None) and huge_header.sent < HUGE
+    rows = logged_since(served, seen)
+    assert list(rows["status"]) == [200, 413, 413]
+    assert list(rows["error"].iloc[1:]) == [limit, limit]
+
+
+def test_an_oversized_key_is_named_and_never_echoed(served: Served, idp, caplog, capfd):
+    caplog.set_level(logging.INFO)
+    seen = logged(served)
+    [entity] = served.entities(1)
+    key = f"oversized-{uuid.uuid4().hex}-" + "k" * 100_000
+    member = bearer(idp, "victor@ridehail.example")
+    with live_server(served, require_identity=True) as (port, _):
+        response = httpx.post(
+            f"http://127.0.0.1:{port}{URL}",
+            json={"entities": [{**entity, "driver_id": key}]},
+            headers=member,
+        )
+        assert response.status_code == 422
+        assert response.json() == {"detail": "entities[0].driver_id: longer than 256 characters"}
+        # Where the key is a well-formed path: not echoed in the 404 either.
+        response = httpx.post(
+            f"http://127.0.0.1:{port}/v1/models/{key[:4000]}:predict", json={}, headers=member
+        )
+        assert response.status_code == 404
+    marker = key[:40]
+    assert marker not in response.text
+    # The server's log (the test's own HTTP client logs the URL it calls: not the server's).
+    server_log = [r.getMessage() for r in caplog.records if not r.name.startswith("httpx")]
+    assert any("422 entities[0].driver_id: longer than 256" in m for m in server_log)
+    assert not any(marker in m for m in server_log)
+    assert marker not in capfd.readouterr().err
+    rows = logged_since(served, seen)
+    assert list(rows["status"]) == [422]
+    assert not rows.astype(str).apply(lambda c: c.str.contains(marker)).any().any()
