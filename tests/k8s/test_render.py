@@ -34,9 +34,10 @@ def load(path):
     return yaml.safe_load(path.read_text())
 
 
-def test_everything_rendered_passes_schemas_and_policies(rendered):
+def test_everything_rendered_passes_schemas_and_policies(rendered, chart_schemas):
     # The command exits 0 only when every file passed every check.
     files = len(list(rendered.out.rglob("*.yaml")))
+    assert f"chart schemas: {chart_schemas.source}" in rendered.output
     assert f"ok: {files} files in {rendered.out}, every one checked" in rendered.output
     for name in TENANTS:
         folder = rendered.out / "tenants" / name

@@ -22,12 +22,14 @@ TENANTS = {name: c.tenant for name, c in load_all().items()}
 def test_values_command_writes_values_that_pass_the_charts_schemas(chart_schemas, tmp_path):
     result = CliRunner().invoke(app, ["k8s", "values", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
+    assert f"chart schemas: {chart_schemas.source}\n" in result.output
     assert "ok: values for chart dagster 1.13.27 and 4 locations" in result.output
+    assert result.output.rstrip().endswith("every one checked")
     values = yaml.safe_load((tmp_path / "dagster.values.yaml").read_text())
-    assert check_chart_values(values, "dagster", "v") == []
+    assert check_chart_values(values, "dagster", "v", chart_schemas) == []
     for loc in code_locations():
         ud = yaml.safe_load((tmp_path / "user-deployments" / f"{loc.name}.yaml").read_text())
-        assert check_chart_values(ud, "dagster-user-deployments", loc.name) == []
+        assert check_chart_values(ud, "dagster-user-deployments", loc.name, chart_schemas) == []
 
 
 def test_chart_version_is_our_dagster_version():
@@ -88,7 +90,7 @@ def test_one_user_deployment_per_location_in_its_tenants_namespace():
 def test_bad_values_fail_naming_the_field(chart_schemas):
     values = dagster_values(TENANTS, code_locations())
     values["dagsterDaemon"]["runCoordinator"]["type"] = "FifoRunCoordinator"
-    [problem] = check_chart_values(values, "dagster", "dagster.values.yaml")
+    [problem] = check_chart_values(values, "dagster", "dagster.values.yaml", chart_schemas)
     assert problem == (
         "dagster.values.yaml: chart dagster schema: dagsterDaemon.runCoordinator.type: "
         "'FifoRunCoordinator' is not one of ['QueuedRunCoordinator', 'CustomRunCoordinator']"
@@ -100,7 +102,7 @@ def test_kubernetes_definitions_behind_remote_refs_are_checked(chart_schemas):
     kubernetes-validate's definitions, so a wrong type inside it is caught."""
     values = dagster_values(TENANTS, code_locations())
     values["dagsterWebserver"]["podSecurityContext"]["runAsUser"] = "root"
-    [problem] = check_chart_values(values, "dagster", "v.yaml")
+    [problem] = check_chart_values(values, "dagster", "v.yaml", chart_schemas)
     assert "dagsterWebserver.podSecurityContext.runAsUser: 'root' is not of type" in problem
 
 
@@ -108,7 +110,7 @@ def test_a_user_deployment_missing_a_required_field_fails(chart_schemas):
     """Lists replace the chart's defaults whole, so entries must be complete."""
     ud = user_deployments_values(code_locations()[1], TENANTS)
     del ud["deployments"][0]["port"]
-    [problem] = check_chart_values(ud, "dagster-user-deployments", "ud.yaml")
+    [problem] = check_chart_values(ud, "dagster-user-deployments", "ud.yaml", chart_schemas)
     assert problem == (
         "ud.yaml: chart dagster-user-deployments schema: deployments.0: 'port' is a required "
         "property"
