@@ -38,10 +38,11 @@ def _helm(*args: str) -> subprocess.CompletedProcess:
 def repository_chart(chart: str, version: str) -> str:
     """`<repo>/<chart>` at `version` in the repositories the user added (from helm's local
     index cache: `helm repo update` refreshes it), e.g. `dagster/dagster`."""
-    out = _helm("search", "repo", "--regexp", f"/{chart}$", "--version", version, "-o", "json")
-    if out.returncode != 0:
+    out = _helm("search", "repo", chart, "--version", version, "-o", "json")
+    if out.returncode != 0 and "no repositories configured" not in out.stderr:
         raise ChartNotPulled(f"`helm search repo` failed: {out.stderr.strip()}")
-    found = sorted(entry["name"] for entry in json.loads(out.stdout or "[]"))
+    entries = json.loads(out.stdout or "[]") if out.returncode == 0 else []
+    found = sorted(e["name"] for e in entries if e["name"].split("/", 1)[1] == chart)
     if not found:
         raise ChartNotPulled(
             f"no chart repository you added (`helm repo list`) has chart {chart!r} at version "
@@ -50,13 +51,10 @@ def repository_chart(chart: str, version: str) -> str:
     return found[0]
 
 
-def pull_chart(reference: str, version: str | None, into: Path) -> Path:
-    """`helm pull --untar` a chart (`repo/chart`, a URL or a packaged `.tgz`) into `into`;
-    the chart's folder."""
-    args = ["pull", reference, "--untar", "--untardir", str(into)]
-    if version:
-        args += ["--version", version]
-    out = _helm(*args)
+def pull_chart(reference: str, version: str, into: Path) -> Path:
+    """`helm pull --untar` a chart (`repo/chart` or a URL) at `version` into `into`; the
+    chart's folder."""
+    out = _helm("pull", reference, "--version", version, "--untar", "--untardir", str(into))
     if out.returncode != 0:
         raise ChartNotPulled(f"`helm pull {reference}` failed: {out.stderr.strip()}")
     [folder] = [p for p in into.iterdir() if p.is_dir()]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import tarfile
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -91,7 +92,7 @@ def _named_chart(chart: str, into: Path) -> ChartSchemas:
     elif path.is_file() or not CHART_REFERENCE.match(chart):
         if not path.is_file():
             raise ChartSchemasMissing(f"the Dagster chart {chart!r}: no such folder or file")
-        found = schemas_in(pull_chart(str(path), None, into), f"packaged chart {path}")
+        found = schemas_in(_unpacked(path, into), f"packaged chart {path}")
     else:
         try:
             folder = pull_chart(chart, version, into)
@@ -104,6 +105,17 @@ def _named_chart(chart: str, into: Path) -> ChartSchemas:
             "charts/dagster-user-deployments/values.schema.json beside it"
         )
     return found
+
+
+def _unpacked(package: Path, into: Path) -> Path:
+    """A packaged chart (`helm package`'s .tgz: one folder, the chart) unpacked into `into`."""
+    try:
+        with tarfile.open(package) as archive:
+            archive.extractall(into, filter="data")  # no links or paths out of `into`
+    except (tarfile.TarError, OSError) as exc:
+        raise ChartSchemasMissing(f"the Dagster chart {str(package)!r}: {exc}") from exc
+    folders = [p for p in into.iterdir() if p.is_dir()]
+    return folders[0] if len(folders) == 1 else into
 
 
 def _repository_chart(into: Path) -> ChartSchemas:
