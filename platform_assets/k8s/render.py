@@ -3,17 +3,18 @@
     DIR/helm/dagster.values.yaml                 the Dagster chart's values
     DIR/helm/user-deployments/<location>.yaml    each location's user-deployments values
     DIR/platform/*.yaml, DIR/tenants/<t>/*.yaml  our chart (deploy/helm/mlplat-tenant) rendered
-                                                 by `helm template`, per namespace
+                                                 by `helm template`, per namespace, with the
+                                                 ConfigMaps of the tenant folders there
     DIR/jobs/<t>/<job>/<step>.yaml               the Jobs dagster-k8s submits (run.yaml: the
                                                  run worker)
 
 Every manifest is checked against the Kubernetes schemas and what they miss, every workload
-against the pod policies, every values file against the chart's schema.
+against the pod policies, every values file against the Dagster chart's schema where the user
+has the chart (`schemas.dagster_chart_schemas`; without it that check is skipped, saying so).
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import tempfile
@@ -33,9 +34,11 @@ from platform_assets.k8s.config import (
     quantity,
     services_secret,
 )
+from platform_assets.k8s.defs_configmaps import CHECKSUM_ANNOTATION, location_configmaps
+from platform_assets.k8s.helm import helm_binary
 from platform_assets.k8s.jobs import capture_jobs
 from platform_assets.k8s.policy import PolicySet, Violation
-from platform_assets.k8s.schemas import check_chart_values, check_manifest
+from platform_assets.k8s.schemas import ChartSchemas, check_chart_values, check_manifest
 from platform_assets.k8s.steps import (
     DEFAULT_TOLERATIONS,
     ENTRYPOINTS,
@@ -53,7 +56,7 @@ from platform_assets.k8s.values import (
 from platform_assets.tenancy.catalog import TenantCatalog
 from platform_assets.tenancy.isolation import PLATFORM
 from platform_assets.tenancy.limits import allowed_placements, effective_resources, limits_for
-from platform_assets.tenancy.locations import CodeLocation, code_locations
+from platform_assets.tenancy.locations import CodeLocation, code_locations, location_named
 from platform_assets.tenancy.specs import TenantSpec
 
 CHART = repo_root() / "deploy" / "helm" / "mlplat-tenant"
@@ -69,21 +72,6 @@ POD_KINDS = (
     "ReplicaSet",
     "InferenceService",
 )
-
-
-class ToolMissing(RuntimeError):
-    """A tool rendering needs is not installed; the message says how to get it."""
-
-
-def helm_binary() -> str:
-    """MLPLAT_HELM, else the one `make install` puts in .tools/bin, else helm on PATH."""
-    for candidate in (os.environ.get("MLPLAT_HELM"), str(repo_root() / ".tools/bin/helm")):
-        if candidate and Path(candidate).is_file():
-            return candidate
-    found = shutil.which("helm")
-    if found:
-        return found
-    raise ToolMissing("helm is not installed: `make install` puts it in .tools/bin/helm")
 
 
 def tenant_chart_values(name: str, spec: TenantSpec | None) -> dict[str, Any]:
@@ -112,6 +100,8 @@ def tenant_chart_values(name: str, spec: TenantSpec | None) -> dict[str, Any]:
             "DAGSTER_K8S_PIPELINE_RUN_ENV_CONFIGMAP": f"{RELEASE}-pipeline-env",
         },
         "secrets": secrets,
+        "definitions": [m.chart_values() for m in location_configmaps(location_named(name))],
+        "definitionsChecksumAnnotation": CHECKSUM_ANNOTATION,
         "quota": {"enabled": False, "hard": {}},
         "limitRange": {"enabled": False, "max": {}, "default": {}, "defaultRequest": {}},
         "networkPolicy": {
@@ -233,6 +223,7 @@ class Rendered:
     files: list[Path] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     violations: list[Violation] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # checks not run, each saying why
 
     def write(self, relative: str, document: dict[str, Any]) -> Path:
         path = self.out / relative
@@ -246,25 +237,48 @@ class Rendered:
         return not self.problems and not self.violations
 
 
+def write_values(
+    result: Rendered,
+    tenants: dict[str, TenantSpec],
+    locations: list[CodeLocation],
+    schemas: ChartSchemas,
+    folder: str = "",
+) -> None:
+    """The Dagster chart's values and each location's user-deployments values, under `folder`,
+    checked against the chart's schemas when the chart was found (else that check is skipped,
+    saying so)."""
+    documents = [(f"{folder}dagster.values.yaml", "dagster", dagster_values(tenants, locations))]
+    documents += [
+        (
+            f"{folder}user-deployments/{location.name}.yaml",
+            "dagster-user-deployments",
+            user_deployments_values(location, tenants),
+        )
+        for location in locations
+    ]
+    for relative, chart, document in documents:
+        where = result.write(relative, document)
+        if schemas.found:
+            result.problems += check_chart_values(document, chart, str(where), schemas)
+    if not schemas.found:
+        result.skipped.append(schemas.skipped)
+
+
 def render_all(
     out: Path,
     catalogs: dict[str, TenantCatalog],
     pipelines: dict[str, tuple[dg.JobDefinition, CodeLocation]],
+    schemas: ChartSchemas,
 ) -> Rendered:
     """Render and check everything into `out` (replaced whole). `pipelines`: each tenant's
-    pipeline job as the `k8s` deployment defines it, with its code location."""
+    pipeline job as the `k8s` deployment defines it, with its code location; `schemas`: the
+    Dagster chart's (the values check is skipped, saying so, when none were found)."""
     tenants = {name: c.tenant for name, c in catalogs.items()}
     if out.exists():
         shutil.rmtree(out)
     result = Rendered(out)
     locations = code_locations()
-    values = dagster_values(tenants, locations)
-    where = result.write("helm/dagster.values.yaml", values)
-    result.problems += check_chart_values(values, "dagster", str(where))
-    for location in locations:
-        ud = user_deployments_values(location, tenants)
-        where = result.write(f"helm/user-deployments/{location.name}.yaml", ud)
-        result.problems += check_chart_values(ud, "dagster-user-deployments", str(where))
+    write_values(result, tenants, locations, schemas, "helm/")
     manifests: list[tuple[Path, dict[str, Any]]] = []
     for location in locations:
         spec = tenants[location.name] if location.name in tenants else None

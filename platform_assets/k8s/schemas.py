@@ -1,26 +1,29 @@
-"""Checks on everything rendered for Kubernetes: the Dagster chart's own values schemas (their
-remote Kubernetes `$ref`s resolved offline), the Kubernetes OpenAPI schemas (strict, oldest and
-newest version we support) and what those schemas cannot say (names, quantities, restart
-policy, references between fields)."""
+"""Checks on everything rendered for Kubernetes: the Dagster chart's own values schemas (from
+where the user has the chart, their remote Kubernetes `$ref`s resolved offline), the Kubernetes
+OpenAPI schemas (strict, oldest and newest version we support) and what those schemas cannot
+say (names, quantities, restart policy, references between fields)."""
 
 from __future__ import annotations
 
 import json
 import os
 import re
+import tarfile
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 from platform_assets.env import repo_root
+from platform_assets.k8s.helm import ChartNotPulled, ToolMissing, pull_chart, repository_chart
+from platform_assets.k8s.values import chart_version
 
 # 1.25: Pod Security Admission (the Namespace labels) is GA; 1.37: the newest kubernetes-validate
 # ships. Both are checked, strictly (no unknown fields).
 SUPPORTED_KUBERNETES = ("1.25", "1.37")
-CHART_SCHEMAS = {
-    "dagster": "values.schema.json",
-    "dagster-user-deployments": "dagster-user-deployments.values.schema.json",
-}
 REMOTE_DEFINITIONS = re.compile(r"^https://kubernetesjsonschema\.dev/v[\d.]+/_definitions\.json$")
 LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -32,20 +35,118 @@ ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
 LABEL_NAMED = {"Namespace", "Service", "Job"}
 
 
-def chart_schema_dir() -> Path:
-    """The Dagster chart's schemas: MLPLAT_DAGSTER_HELM_SCHEMAS, else `shared/dagster-helm`
-    beside the repository (or beside one of its parents)."""
-    override = os.environ.get("MLPLAT_DAGSTER_HELM_SCHEMAS")
-    if override:
-        return Path(override)
-    for parent in repo_root().parents:
-        candidate = parent / "shared" / "dagster-helm"
-        if candidate.is_dir():
-            return candidate
-    raise FileNotFoundError(
-        "the Dagster chart's values schemas (shared/dagster-helm beside the repository) are "
-        "missing; set MLPLAT_DAGSTER_HELM_SCHEMAS to their folder"
+CHART_ENV = "MLPLAT_DAGSTER_CHART"
+# `helm repo add` name and chart: Dagster's published repository, for the hint.
+ADD_REPO_HINT = "helm repo add dagster https://dagster-io.github.io/helm"
+# A chart reference helm pulls (`repo/chart`, or a URL), as opposed to a local path.
+CHART_REFERENCE = re.compile(r"^([A-Za-z0-9][\w.-]*/[\w.-]+|(https?|oci)://.+)$")
+
+
+class ChartSchemasMissing(LookupError):
+    """The chart the user named has no values schemas where they said."""
+
+
+@dataclass(frozen=True)
+class ChartSchemas:
+    """The Dagster chart's values schemas, with where they came from; `files` empty when none
+    were found (`source` then says why, and the chart-schema check is skipped)."""
+
+    source: str
+    files: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def found(self) -> bool:
+        return bool(self.files)
+
+    @property
+    def skipped(self) -> str:
+        """The line saying which check was skipped and how to run it."""
+        return (
+            "skipped: the Dagster chart's values-schema check of the Helm values ("
+            f"{self.source}); point --dagster-chart or {CHART_ENV} at the chart (a folder, a "
+            f"packaged .tgz or `repo/chart`), or `{ADD_REPO_HINT}`"
+        )
+
+
+def schemas_in(folder: Path, source: str) -> ChartSchemas | None:
+    """The schemas in a folder: the chart's own layout (`values.schema.json`, and its subchart's
+    in `charts/dagster-user-deployments/`) or the flat one of `shared/dagster-helm`."""
+    layouts = (
+        {"dagster-user-deployments": "charts/dagster-user-deployments/values.schema.json"},
+        {"dagster-user-deployments": "dagster-user-deployments.values.schema.json"},
     )
+    for layout in layouts:
+        files = {"dagster": folder / "values.schema.json"}
+        files |= {chart: folder / path for chart, path in layout.items()}
+        if all(path.is_file() for path in files.values()):
+            return ChartSchemas(source, files)
+    return None
+
+
+def _named_chart(chart: str, into: Path) -> ChartSchemas:
+    """The chart the user named: a folder, a packaged `.tgz`, or a reference helm pulls."""
+    version = chart_version()
+    path = Path(chart).expanduser()
+    if path.is_dir():
+        found = schemas_in(path, f"chart folder {path}")
+    elif path.is_file() or not CHART_REFERENCE.match(chart):
+        if not path.is_file():
+            raise ChartSchemasMissing(f"the Dagster chart {chart!r}: no such folder or file")
+        found = schemas_in(_unpacked(path, into), f"packaged chart {path}")
+    else:
+        try:
+            folder = pull_chart(chart, version, into)
+        except (ChartNotPulled, ToolMissing) as exc:
+            raise ChartSchemasMissing(f"the Dagster chart {chart!r}: {exc}") from exc
+        found = schemas_in(folder, f"chart {chart} {version}, pulled by helm")
+    if found is None:
+        raise ChartSchemasMissing(
+            f"the Dagster chart {chart!r} has no values.schema.json with "
+            "charts/dagster-user-deployments/values.schema.json beside it"
+        )
+    return found
+
+
+def _unpacked(package: Path, into: Path) -> Path:
+    """A packaged chart (`helm package`'s .tgz: one folder, the chart) unpacked into `into`."""
+    try:
+        with tarfile.open(package) as archive:
+            archive.extractall(into, filter="data")  # no links or paths out of `into`
+    except (tarfile.TarError, OSError) as exc:
+        raise ChartSchemasMissing(f"the Dagster chart {str(package)!r}: {exc}") from exc
+    folders = [p for p in into.iterdir() if p.is_dir()]
+    return folders[0] if len(folders) == 1 else into
+
+
+def _repository_chart(into: Path) -> ChartSchemas:
+    version = chart_version()
+    try:
+        reference = repository_chart("dagster", version)
+        folder = pull_chart(reference, version, into)
+    except (ChartNotPulled, ToolMissing) as exc:
+        return ChartSchemas(f"none found: not beside the repository, and {exc}")
+    found = schemas_in(folder, f"chart {reference} {version}, pulled by helm")
+    return found or ChartSchemas(f"chart {reference} {version} has no values schemas")
+
+
+@contextmanager
+def dagster_chart_schemas(chart: str | None = None) -> Iterator[ChartSchemas]:
+    """The Dagster chart's values schemas, from where the user has the chart: `chart` (or
+    MLPLAT_DAGSTER_CHART), else `shared/dagster-helm` beside the repository (CI's layout), else
+    the `dagster` chart at our Dagster version in a chart repository the user added. A chart
+    helm pulls lives in a temporary folder for the duration of the `with`."""
+    chart = chart or os.environ.get(CHART_ENV)
+    with tempfile.TemporaryDirectory(prefix="dagster-chart-") as tmp:
+        if chart:
+            yield _named_chart(chart, Path(tmp))
+            return
+        for parent in repo_root().parents:
+            beside = parent / "shared" / "dagster-helm"
+            found = schemas_in(beside, f"{beside}") if beside.is_dir() else None
+            if found:
+                yield found
+                return
+        yield _repository_chart(Path(tmp))
 
 
 def _kubernetes_definitions() -> dict[str, Any]:
@@ -62,13 +163,13 @@ def _kubernetes_definitions() -> dict[str, Any]:
 
 
 @cache
-def _chart_validator(chart: str):
+def _chart_validator(schema_file: Path):
     import jsonschema
     from referencing import Registry, Resource
     from referencing.exceptions import NoSuchResource
     from referencing.jsonschema import DRAFT7
 
-    schema = json.loads((chart_schema_dir() / CHART_SCHEMAS[chart]).read_text())
+    schema = json.loads(schema_file.read_text())
     definitions = Resource.from_contents(_kubernetes_definitions(), default_specification=DRAFT7)
 
     def retrieve(uri: str):
@@ -102,13 +203,19 @@ def _real_errors(errors) -> list:
     return real
 
 
-def check_chart_values(values: dict[str, Any], chart: str, where: str) -> list[str]:
-    """Errors of a values file against the chart's schema, as `helm install` would see them
-    after merging it over the chart's defaults."""
+def check_chart_values(
+    values: dict[str, Any], chart: str, where: str, schemas: ChartSchemas
+) -> list[str]:
+    """Errors of a values file against the chart's schema (`chart`: `dagster` or
+    `dagster-user-deployments`), as `helm install` would see them after merging it over the
+    chart's defaults."""
     from jsonschema.exceptions import best_match
 
     # An `anyOf` error says little; its most relevant branch's error names the field.
-    errors = [best_match([e]) for e in _real_errors(_chart_validator(chart).iter_errors(values))]
+    errors = [
+        best_match([e])
+        for e in _real_errors(_chart_validator(schemas.files[chart]).iter_errors(values))
+    ]
     return [
         f"{where}: chart {chart} schema: {'.'.join(map(str, e.absolute_path)) or '<root>'}: "
         f"{e.message}"

@@ -15,6 +15,13 @@ from typing import Any
 
 from platform_assets.cost.quotas import tenant_run_limits
 from platform_assets.k8s.config import PLATFORM_RUNNER, k8s_name, platform, services_secret
+from platform_assets.k8s.defs_configmaps import (
+    CHECKSUM_ANNOTATION,
+    DEFS_MOUNT,
+    defs_checksum,
+    defs_volume,
+    location_configmaps,
+)
 from platform_assets.k8s.steps import RUN_AS_USER, resources_block
 from platform_assets.tenancy.isolation import PLATFORM
 from platform_assets.tenancy.locations import CodeLocation
@@ -66,8 +73,16 @@ def placement(location: CodeLocation, tenants: dict[str, TenantSpec]) -> tuple[s
 
 
 def user_deployment(location: CodeLocation, tenants: dict[str, TenantSpec]) -> dict[str, Any]:
-    """One entry of `deployments` for the location's `dagster-user-deployments` release."""
+    """One entry of `deployments` for the location's `dagster-user-deployments` release.
+
+    Its definitions come from the ConfigMaps of its tenants' folders (`defs_configmaps`),
+    mounted at the defs root; runs and steps inherit the mount. A tenant location carries their
+    checksum as an annotation, so a change to its files rolls it (and no other); the platform
+    location carries none: the kubelet updates its files in place (see docs/kubernetes.md)."""
     _, _, tenant = placement(location, tenants)
+    maps = location_configmaps(location)
+    defs, defs_mount = defs_volume(maps)
+    annotations = {} if location.name == PLATFORM else {CHECKSUM_ANNOTATION: defs_checksum(maps)}
     return {
         "name": k8s_name(location.name),
         "image": image(),
@@ -82,14 +97,18 @@ def user_deployment(location: CodeLocation, tenants: dict[str, TenantSpec]) -> d
         "port": GRPC_PORT,
         # Runs and steps inherit the namespace, service account, env and labels below.
         "includeConfigInLaunchedRuns": {"enabled": True},
-        "env": [{"name": "MLPLAT_ENV", "value": "k8s"}],
+        "env": [
+            {"name": "MLPLAT_ENV", "value": "k8s"},
+            {"name": "MLPLAT_DEFS_ROOT", "value": DEFS_MOUNT},
+        ],
         "envSecrets": [{"name": services_secret(tenant)}],
         "labels": {"mlplat/tenant": tenant, "mlplat/code-location": location.name},
+        "annotations": annotations,
         "podSecurityContext": pod_security_context(),
         "securityContext": container_security_context(),
         "resources": resources_block(CODE_SERVER),
-        "volumes": [{"name": "tmp", "emptyDir": {}}],
-        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+        "volumes": [{"name": "tmp", "emptyDir": {}}, defs],
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}, defs_mount],
     }
 
 

@@ -42,9 +42,15 @@ COMPONENT_SPECS: dict[str, type[BaseModel]] = {
 
 
 def defs_root() -> Path:
-    """The folder holding one sub-folder per tenant (overridable for tests and previews)."""
+    """The folder holding one sub-folder per tenant (overridable for tests and previews).
+
+    On Kubernetes it is a projected ConfigMap volume (k8s/defs_configmaps.py), whose files the
+    kubelet keeps behind `..data`, a link it swaps to a new folder on each update: the root is
+    then that link, so each call reads the current files and the links stay out of the tree."""
     override = os.environ.get("MLPLAT_DEFS_ROOT")
-    return Path(override) if override else Path(__file__).resolve().parents[1] / "defs"
+    root = Path(override) if override else Path(__file__).resolve().parents[1] / "defs"
+    kubelet_files = root / "..data"
+    return kubelet_files if kubelet_files.is_dir() else root
 
 
 @dataclass

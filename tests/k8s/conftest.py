@@ -19,7 +19,7 @@ def require(tool: str, reason: str) -> None:
 
 @pytest.fixture(scope="session")
 def helm() -> str:
-    from platform_assets.k8s.render import ToolMissing, helm_binary
+    from platform_assets.k8s.helm import ToolMissing, helm_binary
 
     try:
         return helm_binary()
@@ -28,13 +28,15 @@ def helm() -> str:
 
 
 @pytest.fixture(scope="session")
-def chart_schemas() -> Path:
-    from platform_assets.k8s.schemas import chart_schema_dir
+def chart_schemas():
+    """The Dagster chart's values schemas, found as `mlplat k8s values` finds them (CI has them
+    in shared/dagster-helm beside its clone)."""
+    from platform_assets.k8s.schemas import dagster_chart_schemas
 
-    try:
-        return chart_schema_dir()
-    except FileNotFoundError as exc:
-        require("the Dagster chart's schemas", str(exc))
+    with dagster_chart_schemas() as schemas:
+        if not schemas.found:
+            require("the Dagster chart's values schemas", schemas.source)
+        yield schemas
 
 
 @dataclass(frozen=True)
@@ -44,7 +46,7 @@ class Rendered:
 
 
 @pytest.fixture(scope="session")
-def rendered(helm, chart_schemas, tmp_path_factory) -> Rendered:
+def rendered(helm, tmp_path_factory) -> Rendered:
     """`mlplat k8s render --out DIR` for the demo tenants, once per test worker."""
     from typer.testing import CliRunner
 

@@ -5,15 +5,26 @@ manifest per policy and per check, refused with its message."""
 from __future__ import annotations
 
 import copy
+import functools
+import http.server
 import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
 
 import pytest
 import yaml
+from typer.testing import CliRunner
 
+from platform_assets.cli.main import app
 from platform_assets.k8s.config import PLATFORM_RUNNER, platform
 from platform_assets.k8s.policy import PolicySet
 from platform_assets.k8s.render import pod_parameters
-from platform_assets.k8s.schemas import SUPPORTED_KUBERNETES, check_manifest
+from platform_assets.k8s.schemas import CHART_ENV, SUPPORTED_KUBERNETES, check_manifest
+from platform_assets.k8s.values import chart_version
 from platform_assets.tenancy.catalog import load_all
 from platform_assets.tenancy.limits import effective_resources, limits_for
 
@@ -34,9 +45,10 @@ def load(path):
     return yaml.safe_load(path.read_text())
 
 
-def test_everything_rendered_passes_schemas_and_policies(rendered):
+def test_everything_rendered_passes_schemas_and_policies(rendered, chart_schemas):
     # The command exits 0 only when every file passed every check.
     files = len(list(rendered.out.rglob("*.yaml")))
+    assert f"chart schemas: {chart_schemas.source}" in rendered.output
     assert f"ok: {files} files in {rendered.out}, every one checked" in rendered.output
     for name in TENANTS:
         folder = rendered.out / "tenants" / name
@@ -149,6 +161,38 @@ def test_jobs_read_only_secrets_and_config_maps_their_namespace_declares(rendere
             # The pipeline env is ours; `<release>-<location>-user-env` is the user-deployments
             # release's own, in the same namespace.
             assert maps == {"dagster-pipeline-env", f"dagster-{name}-user-env"}, path
+
+
+def test_each_namespace_holds_the_configmaps_of_the_folders_its_location_reads(rendered):
+    """A tenant's namespace: its own folder's ConfigMap, which its location and its Jobs mount
+    (read-only, at the defs root); the platform's: every tenant's."""
+    for name in TENANTS:
+        [configmap] = [
+            load(p) for p in (rendered.out / "tenants" / name).glob("configmap-mlplat-defs-*")
+        ]
+        assert configmap["metadata"]["name"] == f"mlplat-defs-{name}"
+        keys = set(configmap["data"])
+        values = load(rendered.out / f"helm/user-deployments/{name}.yaml")
+        pods = [values["deployments"][0]]
+        pods += [
+            load(path)["spec"]["template"]["spec"]
+            for path in (rendered.out / "jobs" / name).rglob("*.yaml")
+        ]
+        for pod in pods:
+            [defs] = [v for v in pod["volumes"] if v["name"] == "defs"]
+            [source] = defs["projected"]["sources"]
+            assert source["configMap"]["name"] == f"mlplat-defs-{name}"
+            assert {i["key"] for i in source["configMap"]["items"]} == keys
+        for path in (rendered.out / "jobs" / name).rglob("*.yaml"):
+            [container] = load(path)["spec"]["template"]["spec"]["containers"]
+            assert {"name": "defs", "mountPath": "/etc/mlplat/defs", "readOnly": True} in (
+                container["volumeMounts"]
+            )
+    platform_maps = [load(p) for p in (rendered.out / "platform").glob("configmap-mlplat-defs-*")]
+    assert sorted(m["metadata"]["name"] for m in platform_maps) == [
+        f"mlplat-defs-{t}" for t in sorted(TENANTS)
+    ]
+    assert {m["metadata"]["namespace"] for m in platform_maps} == {platform().namespace}
 
 
 @pytest.fixture(scope="module")
@@ -321,3 +365,185 @@ def test_policy_check_names_the_file_and_policy_of_a_bad_spec(tmp_path, monkeypa
         f"error: {tenant}: policy specs/placement: tenant 'growth' asks for node_pool 'batch'; "
         "tenant 'growth' may use only [] (limits.yaml allowed_node_pools)"
     ) in result.output
+
+
+# Where the Dagster chart comes from: a folder, a packaged chart, a chart repository the user
+# added, or nowhere (then everything else still renders and the skipped check is named).
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def chart_folder(schemas, into: Path) -> Path:
+    """A chart folder in the official chart's layout, holding the schemas the suite found."""
+    chart = into / "dagster"
+    sub = chart / "charts" / "dagster-user-deployments"
+    sub.mkdir(parents=True)
+    for folder, name in ((chart, "dagster"), (sub, "dagster-user-deployments")):
+        meta = {"apiVersion": "v2", "name": name, "version": chart_version()}
+        (folder / "Chart.yaml").write_text(yaml.safe_dump(meta))
+        (folder / "values.yaml").write_text("{}\n")
+        shutil.copy(schemas.files[name], folder / "values.schema.json")
+    return chart
+
+
+def helm_run(helm: str, *args: str, env: dict | None = None) -> None:
+    out = subprocess.run([helm, *args], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def helm_home(tmp_path, monkeypatch) -> dict:
+    """A helm of its own: no repository the machine's user added."""
+    for var, name in (
+        ("HELM_CONFIG_HOME", "config"),
+        ("HELM_CACHE_HOME", "cache"),
+        ("HELM_DATA_HOME", "data"),
+        ("HELM_REPOSITORY_CONFIG", "config/repositories.yaml"),
+        ("HELM_REPOSITORY_CACHE", "cache/repository"),
+    ):
+        monkeypatch.setenv(var, str(tmp_path / "helm" / name))
+    monkeypatch.delenv(CHART_ENV, raising=False)
+    return dict(os.environ)
+
+
+@pytest.fixture
+def chart_repository(helm, chart_schemas, helm_home, tmp_path):
+    """The chart packaged, indexed and served over HTTP on loopback, added as `dagster`."""
+    served = tmp_path / "served"
+    served.mkdir()
+    helm_run(helm, "package", str(chart_folder(chart_schemas, tmp_path)), "-d", str(served))
+    helm_run(helm, "repo", "index", str(served))
+    handler = functools.partial(QuietHandler, directory=str(served))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        helm_run(helm, "repo", "add", "dagster", f"http://127.0.0.1:{server.server_port}")
+        yield served
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def values_output(tmp_path, *args: str) -> str:
+    result = CliRunner().invoke(app, ["k8s", "values", "--out", str(tmp_path / "v"), *args])
+    assert result.exit_code == 0, result.output
+    assert result.output.rstrip().endswith("every one checked"), result.output
+    return result.output
+
+
+def test_values_take_the_chart_from_a_folder(chart_schemas, tmp_path):
+    chart = chart_folder(chart_schemas, tmp_path)
+    output = values_output(tmp_path, "--dagster-chart", str(chart))
+    assert f"chart schemas: chart folder {chart}\n" in output
+
+
+def test_values_take_a_packaged_chart_from_the_environment(
+    helm, chart_schemas, helm_home, tmp_path, monkeypatch
+):
+    helm_run(helm, "package", str(chart_folder(chart_schemas, tmp_path)), "-d", str(tmp_path))
+    package = tmp_path / f"dagster-{chart_version()}.tgz"
+    monkeypatch.setenv(CHART_ENV, str(package))
+    assert f"chart schemas: packaged chart {package}\n" in values_output(tmp_path)
+
+
+def test_values_pull_a_named_chart_from_an_added_repository(chart_repository, tmp_path):
+    output = values_output(tmp_path, "--dagster-chart", "dagster/dagster")
+    assert f"chart schemas: chart dagster/dagster {chart_version()}, pulled by helm\n" in output
+
+
+@pytest.mark.parametrize(
+    ("chart", "message"),
+    [
+        ("/no/such/chart", "the Dagster chart '/no/such/chart': no such folder or file"),
+        ("{tmp}", "the Dagster chart '{tmp}' has no values.schema.json with "),
+        ("nowhere/dagster", "the Dagster chart 'nowhere/dagster': `helm pull nowhere/dagster` "),
+    ],
+)
+def test_a_chart_named_but_not_found_is_an_error_naming_it(
+    helm, helm_home, tmp_path, chart, message
+):
+    chart, message = chart.format(tmp=tmp_path), message.format(tmp=tmp_path)
+    result = CliRunner().invoke(
+        app, ["k8s", "values", "--out", str(tmp_path / "v"), "--dagster-chart", chart]
+    )
+    assert result.exit_code == 1
+    assert f"error: {message}" in result.output
+    assert "Traceback" not in result.output
+
+
+@pytest.fixture
+def fresh_clone(tmp_path) -> Path:
+    """The repository's files (tracked and new, not ignored) alone in a temporary folder:
+    no shared/ beside it, no .tools/, no .venv."""
+    listed = subprocess.run(
+        ["git", "-C", str(ROOT), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
+    clone = tmp_path / "clone" / "mlplat"
+    for name in filter(None, listed.split("\0")):
+        source = ROOT / name
+        if source.is_file():
+            (clone / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, clone / name)
+    return clone
+
+
+def mlplat(clone: Path, helm: str, *args: str) -> subprocess.CompletedProcess:
+    """`mlplat ARGS` run from the clone's own code (helm on PATH, as a user has it)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLPLAT_")}
+    env |= {"PYTHONPATH": str(clone), "MLPLAT_HELM": helm}
+    env["DAGSTER_HOME"] = str(clone / ".dagster_home")
+    return subprocess.run(
+        [sys.executable, "-m", "platform_assets.cli.main", *args],
+        cwd=clone,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+
+
+SKIPPED = (
+    "skipped: the Dagster chart's values-schema check of the Helm values (none found: not "
+    "beside the repository, and no chart repository you added (`helm repo list`) has chart "
+    f"'dagster' at version {chart_version()} (add Dagster's: `helm repo add dagster "
+    "https://dagster-io.github.io/helm`)); point --dagster-chart or MLPLAT_DAGSTER_CHART at "
+    "the chart"
+)
+
+
+@pytest.mark.slow
+def test_a_fresh_clone_renders_and_checks_policies_without_the_chart(
+    helm, helm_home, fresh_clone, tmp_path
+):
+    out = tmp_path / "out"
+    render = mlplat(fresh_clone, helm, "k8s", "render", "--out", str(out))
+    assert render.returncode == 0, render.stdout + render.stderr
+    assert SKIPPED in render.stdout
+    files = len(list(out.rglob("*.yaml")))
+    assert f"ok: {files} files in {out}, checked except the skipped check above" in render.stdout
+    check = mlplat(fresh_clone, helm, "policy", "check")
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert SKIPPED in check.stdout
+    assert (
+        f"ok: {len(TENANTS)} tenants and their workloads pass every policy (the chart-schema "
+        "check skipped: see above)"
+    ) in check.stdout
+    for run in (render, check):
+        assert "Traceback" not in run.stdout + run.stderr
+
+
+def test_a_fresh_clone_finds_the_chart_in_a_repository_the_user_added(
+    helm, chart_repository, fresh_clone, tmp_path
+):
+    values = mlplat(fresh_clone, helm, "k8s", "values", "--out", str(tmp_path / "v"))
+    assert values.returncode == 0, values.stdout + values.stderr
+    assert (
+        f"chart schemas: chart dagster/dagster {chart_version()}, pulled by helm\n" in values.stdout
+    )
+    assert values.stdout.rstrip().endswith("every one checked")
