@@ -15,6 +15,7 @@ from platform_assets.demo import main
 from platform_assets.env import dagster_home
 from platform_assets.features.component import dry_run
 from platform_assets.governance.codeowners import repo_codeowners
+from platform_assets.k8s.defs_configmaps import folder_configmap
 from platform_assets.k8s.team_policy import check_team_specs
 from platform_assets.tenancy.catalog import PlatformConfigError, check_model_refs, load_all
 from platform_assets.tenancy.limits import capped, limits_for, load_limits
@@ -74,6 +75,7 @@ def validate() -> None:
     try:
         catalogs = load_all()
         for cat in catalogs.values():
+            folder_configmap(cat.folder)  # what `k8s render` ships it in must hold it
             for fs in cat.feature_sets.values():
                 dry_run(cat, fs)
             for model in cat.models.values():

@@ -283,13 +283,17 @@ def test_changing_one_tenants_file_changes_only_its_checksum(odd_defs):
     assert defs_sources(user_deployment(code_locations(odd_defs)[0], TENANTS)) == platform_volume
 
 
-def test_a_tenant_folder_over_a_configmaps_size_is_refused_naming_it(odd_defs, tmp_path):
+@pytest.mark.parametrize("command", [["k8s", "values", "--out", "values"], ["validate"]])
+def test_a_tenant_folder_over_a_configmaps_size_is_refused_naming_it(
+    odd_defs, tmp_path, monkeypatch, command
+):
     # Each file within the 256 KiB a team file may have; together over the 1 MiB.
     files = sorted((odd_defs / "growth").rglob("defs.yaml"))
     for path in files:
         path.write_text(path.read_text() + f"# {'x' * (CONFIGMAP_BYTES // (len(files) - 1))}\n")
     load_tenant.cache_clear()
-    result = CliRunner().invoke(app, ["k8s", "values", "--out", str(tmp_path / "v")])
+    monkeypatch.chdir(tmp_path)  # `values` writes its folder here
+    result = CliRunner().invoke(app, command)
     assert result.exit_code == 1
     assert f"error: {odd_defs / 'growth'}: <folder>: the tenant folder holds " in result.output
     assert "more than the 1048576 (1 MiB) one Kubernetes ConfigMap can carry" in result.output
