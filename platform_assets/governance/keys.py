@@ -77,18 +77,17 @@ def audit_keys() -> AuditKeys:
 def _local_key(path: Path) -> list[str]:
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        # O_EXCL: two processes starting at once keep one key, never two.
+        # Written whole to a private file, then linked into place: the link fails if the key
+        # exists, so two processes starting at once keep one key, and no process ever reads a
+        # key file that is created but not yet written.
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32) + "\n")
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            os.link(tmp, path)
         except FileExistsError:
             pass
-        else:
-            with os.fdopen(fd, "w") as f:
-                f.write(secrets.token_hex(32) + "\n")
-    lines = path.read_text().splitlines()
-    if not lines:  # the other process has created it but not written it yet
-        import time
-
-        time.sleep(0.1)
-        lines = path.read_text().splitlines()
-    return lines
+        finally:
+            tmp.unlink()
+    return path.read_text().splitlines()

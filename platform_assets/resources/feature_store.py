@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 import dagster as dg
 import yaml
 
+from platform_assets.resources.first_use import creation_lock
+
 if TYPE_CHECKING:
     from feast import FeatureStore
 
@@ -45,7 +47,10 @@ class FeastResource(dg.ConfigurableResource):
             # each applies its own view; the file registry would lose concurrent updates.
             "registry": {
                 "registry_type": "sql",
-                "path": self.registry_url or f"sqlite:///{repo.resolve() / 'registry.db'}",
+                "path": self.registry_path(repo),
+                # The tables are made once by `create_registry_tables`, under a lock; a step's
+                # registry only checks that they are there.
+                "schema_mode": "verify",
                 "cache_ttl_seconds": 0,
                 "sqlalchemy_config_kwargs": {"pool_pre_ping": True},
             },
@@ -59,20 +64,33 @@ class FeastResource(dg.ConfigurableResource):
         write_private(repo / "feature_store.yaml", yaml.safe_dump(config, sort_keys=False))
         return repo
 
+    def registry_path(self, repo: Path) -> str:
+        return self.registry_url or f"sqlite:///{repo.resolve() / 'registry.db'}"
+
     def store(self, tenant: str) -> FeatureStore:
         from feast import FeatureStore
-        from sqlalchemy.exc import IntegrityError
 
-        repo = str(self.repo(tenant))
-        store = FeatureStore(repo_path=repo)
-        try:
-            store.registry  # noqa: B018 (creates the registry's tables on a new database)
-        except IntegrityError:
-            # Parallel steps on a new Postgres database: another one created the tables between
-            # SQLAlchemy's check and its CREATE TABLE. They exist now.
-            store = FeatureStore(repo_path=repo)
-            store.registry  # noqa: B018
-        return store
+        repo = self.repo(tenant)
+        create_registry_tables(self.registry_path(repo))
+        return FeatureStore(repo_path=str(repo))
+
+
+def create_registry_tables(url: str) -> None:
+    """Create Feast's SQL registry tables in the database at `url` unless they are all there:
+    what `feast registry create-schema` does, under the creation lock. Left to Feast, every
+    step of a run creates them on a new database (checking, then creating), and parallel steps
+    race: `table data_sources already exists`."""
+    import sqlalchemy as sa
+    from feast.infra.registry.sql import metadata
+    from sqlalchemy.pool import NullPool
+
+    engine = sa.create_engine(url, poolclass=NullPool)
+    try:
+        if set(metadata.tables) - set(sa.inspect(engine).get_table_names()):
+            with creation_lock(url, "feast registry"):
+                metadata.create_all(engine)  # checks again, under the lock
+    finally:
+        engine.dispose()
 
 
 def write_private(path: Path, text: str) -> None:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import dagster as dg
 
 from platform_assets.resources.feature_store import write_private
+from platform_assets.resources.first_use import creation_lock
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -82,14 +83,12 @@ class MlflowResource(dg.ConfigurableResource):
         """Parallel steps would otherwise race to create and migrate a new SQLite store (both
         the tracking and the registry store create tables on first use)."""
         import mlflow
-        from filelock import FileLock
 
         db = Path(self.tracking_uri.removeprefix("sqlite:///"))
         ready = db.with_name(f"{db.name}.ready")
         if ready.exists():
             return
-        db.parent.mkdir(parents=True, exist_ok=True)
-        with FileLock(f"{db}.lock"):
+        with creation_lock(self.tracking_uri, "mlflow store"):
             if ready.exists():
                 return
             client = mlflow.MlflowClient(
