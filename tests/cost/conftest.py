@@ -65,7 +65,11 @@ def limits():
 
 
 # What the platform grants a tenant that may use one GPU per step.
-GPU_GRANT = {"caps": {"cpu": 4, "memory_gib": 16, "gpu": 1}, "gpu_allowed": True}
+GPU_GRANT = {
+    "caps": {"cpu": 4, "memory_gib": 16, "gpu": 1},
+    "gpu_allowed": True,
+    "allowed_accelerators": ["nvidia_t4"],
+}
 
 
 def use_limits(monkeypatch: pytest.MonkeyPatch, path: Path, **tenants: dict) -> Path:

@@ -119,7 +119,12 @@ def test_steps_that_request_gpus_queue_in_the_gpu_pool(monkeypatch, tmp_path):
     with sandbox(monkeypatch) as (root, build):
         path = root / "ridehail" / "models" / "driver_churn" / "defs.yaml"
         doc = yaml.safe_load(path.read_text())
-        doc["attributes"]["resources"] = {"cpu": 4, "memory_gib": 16, "gpu": 1}
+        doc["attributes"]["resources"] = {
+            "cpu": 4,
+            "memory_gib": 16,
+            "gpu": 1,
+            "accelerator": "nvidia_t4",
+        }
         path.write_text(yaml.safe_dump(doc, sort_keys=False))
         pools = {
             key.to_user_string(): assets_def.op.pool
@@ -135,7 +140,12 @@ def test_a_gpu_request_of_a_tenant_without_gpus_is_capped_and_said(monkeypatch):
     with sandbox(monkeypatch) as (root, build):
         path = root / "ridehail" / "models" / "driver_churn" / "defs.yaml"
         doc = yaml.safe_load(path.read_text())
-        doc["attributes"]["resources"] = {"cpu": 64, "memory_gib": 16, "gpu": 1}
+        doc["attributes"]["resources"] = {
+            "cpu": 64,
+            "memory_gib": 16,
+            "gpu": 1,
+            "accelerator": "nvidia_t4",
+        }
         path.write_text(yaml.safe_dump(doc, sort_keys=False))
         # keyed by their assets: the model's champion_alias check is a separate,
         # check-only definition with no asset key of its own; as the k8s deployment builds
