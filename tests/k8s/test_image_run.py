@@ -14,6 +14,7 @@ can run; MLPLAT_REQUIRE_SERVICES=1 turns those skips into failures.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -39,6 +40,7 @@ from platform_assets.k8s.jobs import (
     launcher_instance_config,
     location_origin,
 )
+from platform_assets.k8s.render import helm_template, tenant_chart_values
 from platform_assets.k8s.values import DAGSTER_HOME, GRPC_PORT, dagster_values, user_deployment
 from platform_assets.tenancy.catalog import load_all
 from platform_assets.tenancy.locations import code_locations
@@ -53,6 +55,7 @@ IMAGE = "mlplat:image-test"
 TENANT = "ridehail"
 STEP = "ridehail__sources__trips"  # the pipeline's first step with a generator: no upstream
 PG_SOCKET_DIR = "/var/run/postgresql"
+DEFS_MOUNT = ["--mount", f"type=bind,source={DEFS},destination={DEFS_ROOT},readonly"]
 PG_PASSWORD = "unchecked: the socket trusts local users"
 TIMINGS = ROOT / ".tools" / "image-test" / "timings.json"
 
@@ -156,17 +159,41 @@ def test_the_host_ca_is_used_to_build_but_is_not_in_the_image_or_its_history(
                     assert not found, f"{member.name} in {layer.name} holds the host's CA"
 
 
+def kubelet_files(folder: Path, files: dict[str, bytes]) -> Path:
+    """A ConfigMap volume's folder as the kubelet writes it: the files in a timestamped folder,
+    `..data` a link to it, and each top-level entry a link through `..data`."""
+    stamp = folder / "..2026_01_01_00_00_00.000000000"
+    for path, content in files.items():
+        (stamp / path).parent.mkdir(parents=True, exist_ok=True)
+        (stamp / path).write_bytes(content)
+    (folder / "..data").symlink_to(stamp.name)
+    for top in {path.split("/")[0] for path in files}:
+        (folder / top).symlink_to(f"..data/{top}")
+    return folder
+
+
+def configmap_files(source: dict[str, Any], configmaps: dict[str, dict[str, bytes]]):
+    """{path: bytes} of one `configMap` volume or projected source (its `items`, or every key)."""
+    name = source["name"]
+    assert name in configmaps, f"ConfigMap {name} is not in the namespace (rendered charts)"
+    data = configmaps[name]
+    items = source.get("items") or [{"key": key, "path": key} for key in data]
+    return {item["path"]: data[item["key"]] for item in items}
+
+
 def run_args(
     pod_security: dict[str, Any],
     container: dict[str, Any],
     volumes: list[dict[str, Any]],
-    configmaps: dict[str, dict[str, str]],
+    configmaps: dict[str, dict[str, bytes]],
     files: Path,
 ) -> list[str]:
     """`docker run` options for a container as Kubernetes would start it from its spec: user,
     read-only root, capabilities and privilege escalation from the security contexts; emptyDir
-    volumes as tmpfs and ConfigMap volumes as read-only files. Anything else is refused, so a
-    new kind of mount in the values fails here instead of being left out."""
+    volumes as tmpfs, ConfigMap and projected ConfigMap volumes as read-only folders laid out as
+    the kubelet does. Anything else is refused, so a new kind of mount in the values fails here
+    instead of being left out. Tenant YAML comes from the declared mount at the defs root, or,
+    where the values declare none, from the repository's folder mounted there read-only."""
     security = container.get("securityContext") or {}
     args: list[str] = []
     user = security.get("runAsUser", pod_security.get("runAsUser"))
@@ -180,22 +207,48 @@ def run_args(
     if security.get("allowPrivilegeEscalation") is False:
         args += ["--security-opt", "no-new-privileges"]
     by_name = {v["name"]: v for v in volumes}
-    for mount in container.get("volumeMounts") or []:
+    mounts = container.get("volumeMounts") or []
+    for mount in mounts:
         volume = by_name[mount["name"]]
         target = mount["mountPath"]
+        folder = files / volume["name"]
         if "emptyDir" in volume:
             args += ["--mount", f"type=tmpfs,destination={target},tmpfs-mode=1777"]
-        elif "configMap" in volume:
-            data = configmaps[volume["configMap"]["name"]]
-            folder = files / volume["configMap"]["name"]
-            folder.mkdir(parents=True, exist_ok=True)
-            for key, text in data.items():
-                (folder / key).write_text(text)
-            source = folder / mount["subPath"] if mount.get("subPath") else folder
-            args += ["--mount", f"type=bind,source={source},destination={target},readonly"]
+            continue
+        if "configMap" in volume:
+            content = configmap_files(volume["configMap"], configmaps)
+        elif "projected" in volume:
+            sources = volume["projected"]["sources"]
+            assert all(set(s) == {"configMap"} for s in sources), f"{volume['name']}: {sources}"
+            content = {}
+            for source in sources:
+                content.update(configmap_files(source["configMap"], configmaps))
         else:
-            raise AssertionError(f"volume {volume['name']}: not an emptyDir or a ConfigMap")
+            raise AssertionError(f"volume {volume['name']}: not emptyDir, ConfigMap or projected")
+        folder.mkdir(parents=True)
+        kubelet_files(folder, content)
+        source = folder / mount["subPath"] if mount.get("subPath") else folder
+        args += ["--mount", f"type=bind,source={source},destination={target},readonly"]
+    if all(m["mountPath"] != DEFS_ROOT for m in mounts):
+        args += DEFS_MOUNT
     return args
+
+
+def rendered_configmaps(tenants: dict[str, Any]) -> dict[str, dict[str, bytes]]:
+    """Every ConfigMap our tenant chart renders for these tenants: what the namespaces hold."""
+    found: dict[str, dict[str, bytes]] = {}
+    for name, spec in tenants.items():
+        for manifest in helm_template(tenant_chart_values(name, spec)):
+            if manifest["kind"] == "ConfigMap":
+                data = {k: v.encode() for k, v in (manifest.get("data") or {}).items()}
+                binary = manifest.get("binaryData") or {}
+                data.update({k: base64.b64decode(v) for k, v in binary.items()})
+                found[manifest["metadata"]["name"]] = data
+    return found
+
+
+def text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def environment(container: dict[str, Any], objects: dict[str, dict[str, dict[str, str]]]):
@@ -203,18 +256,16 @@ def environment(container: dict[str, Any], objects: dict[str, dict[str, dict[str
     env: dict[str, str] = {}
     for source in container.get("envFrom") or []:
         kind, ref = next(iter(source.items()))
-        env.update(objects["configmaps" if kind == "configMapRef" else "secrets"][ref["name"]])
+        data = objects["configmaps" if kind == "configMapRef" else "secrets"][ref["name"]]
+        env.update({key: text(value) for key, value in data.items()})
     for var in container.get("env") or []:
         if "value" in var:
             env[var["name"]] = var["value"]
         else:
             kind, ref = next(iter(var["valueFrom"].items()))
             plural = "secrets" if kind == "secretKeyRef" else "configmaps"
-            env[var["name"]] = objects[plural][ref["name"]][ref["key"]]
+            env[var["name"]] = text(objects[plural][ref["name"]][ref["key"]])
     return [arg for name, value in env.items() for arg in ("--env", f"{name}={value}")]
-
-
-DEFS_MOUNT = ["--mount", f"type=bind,source={DEFS},destination={DEFS_ROOT},readonly"]
 
 
 def test_mlplat_validate_runs_in_the_image_on_the_mounted_tenant_yaml(engine, image):
@@ -258,7 +309,23 @@ def database(postgres_url) -> Iterator[str]:
         admin.close()
 
 
-def test_code_server_passes_its_health_check_on_a_read_only_root(engine, image, database, tmp_path):
+def namespace_objects(location, tenants, database: str, tmp: Path) -> dict[str, dict]:
+    """What the tenant's namespace holds for its pods: our chart's ConfigMaps as helm renders
+    them, the user-deployments chart's env ConfigMaps (empty: the values give env as a list),
+    and the Secrets the platform creates."""
+    env_maps = container_context(location, tenants)["k8s"]["env_config_maps"]
+    return {
+        "configmaps": {**dict.fromkeys(env_maps, {}), **rendered_configmaps(tenants)},
+        "secrets": {
+            platform().postgres.password_secret: {"postgresql-password": PG_PASSWORD},
+            services_secret(TENANT): services(tmp, database),
+        },
+    }
+
+
+def test_code_server_passes_its_health_check_on_a_read_only_root(
+    engine, image, helm, database, tmp_path
+):
     tenants = {n: c.tenant for n, c in load_all().items()}
     [location] = [loc for loc in code_locations() if loc.tenants == (TENANT,)]
     deployment = user_deployment(location, tenants)
@@ -277,14 +344,14 @@ def test_code_server_passes_its_health_check_on_a_read_only_root(engine, image, 
         "securityContext": deployment["securityContext"],
         "volumeMounts": deployment["volumeMounts"],
     }
-    secrets = {services_secret(TENANT): services(tmp_path, database)}
+    objects = namespace_objects(location, tenants, database, tmp_path)
     name = f"mlplat-code-server-{uuid.uuid4().hex[:8]}"
     started = time.monotonic()
     engine(
         "run", "--detach", "--name", name, "--network", "none",
-        *run_args(deployment["podSecurityContext"], container, deployment["volumes"], {}, tmp_path),
-        *environment(container, {"secrets": secrets, "configmaps": {}}),
-        *DEFS_MOUNT,
+        *run_args(deployment["podSecurityContext"], container, deployment["volumes"],
+                  objects["configmaps"], tmp_path / "volumes"),
+        *environment(container, objects),
         image, "dagster", "api", "grpc", "-h", "0.0.0.0", "-p", str(deployment["port"]),
         *deployment["dagsterApiGrpcArgs"],
     )  # fmt: skip
@@ -304,7 +371,9 @@ def test_code_server_passes_its_health_check_on_a_read_only_root(engine, image, 
         engine("rm", "--force", name, check=False)
 
 
-def test_a_pipeline_step_runs_from_its_k8s_job(engine, image, database, tmp_path, monkeypatch):
+def test_a_pipeline_step_runs_from_its_k8s_job(
+    engine, image, helm, database, tmp_path, monkeypatch
+):
     """The Job dagster-k8s's step handler submits for the step, run as the kubelet would: its
     command and args, env (with envFrom resolved from the ConfigMaps and Secrets the cluster
     holds), user and security context, and volumes (the instance ConfigMap at DAGSTER_HOME).
@@ -355,26 +424,15 @@ def test_a_pipeline_step_runs_from_its_k8s_job(engine, image, database, tmp_path
         data = tmp_path / "data"
         data.mkdir(mode=0o777)
         os.chmod(data, 0o777)  # the pod's user writes there, as to its bucket
-        objects = {
-            "configmaps": {
-                # The chart's env ConfigMaps; empty, as the values give env as a list.
-                **dict.fromkeys(container_context(location, tenants)["k8s"]["env_config_maps"], {}),
-                "dagster-pipeline-env": {},
-            },
-            "secrets": {
-                platform().postgres.password_secret: {"postgresql-password": PG_PASSWORD},
-                services_secret(TENANT): services(tmp_path, database),
-            },
-        }
+        objects = namespace_objects(location, tenants, database, tmp_path)
         assert set(objects["secrets"][services_secret(TENANT)]) == set(SERVICE_KEYS)
         started = time.monotonic()
         out = engine(
             "run", "--rm", "--network", "none",
             "--workdir", container.get("workingDir") or "/app",
             *run_args(pod.get("securityContext") or {}, container, pod.get("volumes") or [],
-                      objects["configmaps"], tmp_path / "configmaps"),
+                      objects["configmaps"], tmp_path / "volumes"),
             *environment(container, objects),
-            *DEFS_MOUNT,
             "--mount", f"type=bind,source={PG_SOCKET_DIR},destination={PG_SOCKET_DIR}",
             "--mount", f"type=bind,source={data},destination=/data",
             image, *container.get("command", []), *container.get("args", []),
