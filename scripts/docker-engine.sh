@@ -80,10 +80,9 @@ start() {
 }
 
 stop() {
-  [ -f "$DIR/dockerd.pid" ] || { say "not running"; return 0; }
   local pid
-  pid="$(cat "$DIR/dockerd.pid")"
-  if kill -0 "$pid" 2>/dev/null; then
+  pid="$(cat "$DIR/dockerd.pid" 2>/dev/null || true)"
+  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
     # Our containers first, then the engine (which stops the containerd it started).
     "$DOCKER" ps -q | xargs -r "$DOCKER" kill >/dev/null 2>&1 || true
     kill "$pid"
@@ -94,6 +93,8 @@ stop() {
     kill -0 "$pid" 2>/dev/null && kill -9 "$pid"
   fi
   rm -f "$DIR/dockerd.pid"
+  # dockerd bind-mounts its data root onto itself (private propagation) and leaves it mounted.
+  while mountpoint -q "$DIR/data"; do umount "$DIR/data"; done
   say "stopped"
 }
 

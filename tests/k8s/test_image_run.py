@@ -134,6 +134,7 @@ def pem_blocks(text: str) -> set[str]:
 def test_the_host_ca_is_used_to_build_but_is_not_in_the_image_or_its_history(
     engine, image, tmp_path
 ):
+    started = time.monotonic()
     host = pem_blocks(ca_bundle().read_text())
     inside = engine(
         "run", "--rm", "--network", "none", image, "cat", "/etc/ssl/certs/ca-certificates.crt"
@@ -157,6 +158,7 @@ def test_the_host_ca_is_used_to_build_but_is_not_in_the_image_or_its_history(
                     data = files.extractfile(member).read()
                     found = [n for n in needles if n in data]
                     assert not found, f"{member.name} in {layer.name} holds the host's CA"
+    engine.timed("ca_check_s", started)
 
 
 def kubelet_files(folder: Path, files: dict[str, bytes]) -> Path:
