@@ -1,4 +1,5 @@
-"""THE IMAGE, BUILT AND RUN (marker `image`, run by `make image-test`, not by `make test`).
+"""THE IMAGE, BUILT AND RUN (marker `image`, run by `make image-test`, not by `make test`;
+the unmarked tests at the end check, without an engine, how a pod spec becomes `docker run`).
 
 A private Docker engine (scripts/docker-engine.sh: its own socket, data root and exec root, no
 iptables, no bridge) builds the Dockerfile on a Debian bookworm base made with debootstrap (no
@@ -46,7 +47,6 @@ from platform_assets.tenancy.catalog import load_all
 from platform_assets.tenancy.locations import code_locations
 from tests.k8s.conftest import require
 
-pytestmark = pytest.mark.image
 ROOT = Path(__file__).resolve().parents[2]
 ENGINE_SCRIPT = ROOT / "scripts" / "docker-engine.sh"
 DEFS = ROOT / "platform_assets" / "defs"
@@ -131,6 +131,7 @@ def pem_blocks(text: str) -> set[str]:
     return {block.strip() + "\n" + marker for block in text.split(marker) if "BEGIN" in block}
 
 
+@pytest.mark.image
 def test_the_host_ca_is_used_to_build_but_is_not_in_the_image_or_its_history(
     engine, image, tmp_path
 ):
@@ -270,6 +271,7 @@ def environment(container: dict[str, Any], objects: dict[str, dict[str, dict[str
     return [arg for name, value in env.items() for arg in ("--env", f"{name}={value}")]
 
 
+@pytest.mark.image
 def test_mlplat_validate_runs_in_the_image_on_the_mounted_tenant_yaml(engine, image):
     started = time.monotonic()
     out = engine(
@@ -325,6 +327,7 @@ def namespace_objects(location, tenants, database: str, tmp: Path) -> dict[str, 
     }
 
 
+@pytest.mark.image
 def test_code_server_passes_its_health_check_on_a_read_only_root(
     engine, image, helm, database, tmp_path
 ):
@@ -373,6 +376,7 @@ def test_code_server_passes_its_health_check_on_a_read_only_root(
         engine("rm", "--force", name, check=False)
 
 
+@pytest.mark.image
 def test_a_pipeline_step_runs_from_its_k8s_job(
     engine, image, helm, database, tmp_path, monkeypatch
 ):
@@ -446,3 +450,67 @@ def test_a_pipeline_step_runs_from_its_k8s_job(
     succeeded = {e.step_key for e in events if e.dagster_event and e.dagster_event.is_step_success}
     assert succeeded == {STEP}
     assert any((data / "lake").rglob("*")), "the step wrote nothing to the lake"
+
+
+POD_SECURITY = {"runAsUser": 10001, "runAsGroup": 10001}
+
+
+def test_a_pod_spec_becomes_docker_run_options_with_configmaps_laid_out_as_the_kubelet_does(
+    tmp_path,
+):
+    container = {
+        "securityContext": {
+            "readOnlyRootFilesystem": True,
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        "volumeMounts": [
+            {"name": "tmp", "mountPath": "/tmp"},
+            {"name": "defs", "mountPath": DEFS_ROOT, "readOnly": True},
+        ],
+    }
+    volumes = [
+        {"name": "tmp", "emptyDir": {}},
+        {
+            "name": "defs",
+            "projected": {
+                "sources": [
+                    {
+                        "configMap": {
+                            "name": "mlplat-defs-ridehail",
+                            "items": [
+                                {"key": "tenant--defs.yaml", "path": "ridehail/tenant/defs.yaml"}
+                            ],
+                        }
+                    }
+                ]
+            },
+        },
+    ]
+    maps = {"mlplat-defs-ridehail": {"tenant--defs.yaml": b"type: x\n"}}
+    args = run_args(POD_SECURITY, container, volumes, maps, tmp_path)
+    folder = tmp_path / "defs"
+    assert args == [
+        "--user", "10001:10001", "--read-only", "--cap-drop", "ALL",
+        "--security-opt", "no-new-privileges",
+        "--mount", "type=tmpfs,destination=/tmp,tmpfs-mode=1777",
+        "--mount", f"type=bind,source={folder},destination={DEFS_ROOT},readonly",
+    ]  # fmt: skip
+    assert (folder / "..data").is_symlink() and (folder / "ridehail").is_symlink()
+    assert (folder / "ridehail" / "tenant" / "defs.yaml").read_bytes() == b"type: x\n"
+    # Without a declared mount at the defs root, the repository's folder stands in for it.
+    assert run_args({}, {}, [], {}, tmp_path)[-2:] == DEFS_MOUNT[-2:]
+
+
+def test_a_volume_kind_the_test_cannot_reproduce_is_refused(tmp_path):
+    container = {"volumeMounts": [{"name": "token", "mountPath": "/var/run/secrets"}]}
+    volumes = [{"name": "token", "hostPath": {"path": "/"}}]
+    with pytest.raises(AssertionError, match="volume token: not emptyDir, ConfigMap or projected"):
+        run_args({}, container, volumes, {}, tmp_path)
+
+
+def test_a_configmap_the_namespace_does_not_hold_is_named(tmp_path):
+    container = {"volumeMounts": [{"name": "cfg", "mountPath": "/etc/cfg"}]}
+    volumes = [{"name": "cfg", "configMap": {"name": "nowhere"}}]
+    with pytest.raises(AssertionError, match="ConfigMap nowhere is not in the namespace"):
+        run_args({}, container, volumes, {}, tmp_path)
