@@ -90,16 +90,20 @@ def engine() -> Iterator[Engine]:
     """The private engine, started here and stopped after the session (unless it was already
     running, e.g. started by hand with `scripts/docker-engine.sh start`)."""
     env = {**os.environ, "DOCKER": "/usr/bin/docker"}
-    env["DOCKER_HOST"] = f"unix://{ROOT / '.tools' / 'docker' / 'docker.sock'}"
-    was_running = subprocess.run(["/usr/bin/docker", "info"], env=env, capture_output=True)
-    if was_running.returncode != 0:
+    state = Path(os.environ.get("MLPLAT_ENGINE_DIR") or ROOT / ".tools" / "docker")
+    env["DOCKER_HOST"] = f"unix://{state / 'docker.sock'}"
+    # Debian's client, installed with the engine by the script when missing.
+    was_running = Path(env["DOCKER"]).exists() and (
+        subprocess.run([env["DOCKER"], "info"], env=env, capture_output=True).returncode == 0
+    )
+    if not was_running:
         started = subprocess.run(
             [str(ENGINE_SCRIPT), "start"], env=env, capture_output=True, text=True
         )
         if started.returncode != 0:
             require("a Docker engine", f"{ENGINE_SCRIPT.name} start: {started.stderr[-1500:]}")
-    yield Engine(env=env, docker="/usr/bin/docker")
-    if was_running.returncode != 0:
+    yield Engine(env=env, docker=env["DOCKER"])
+    if not was_running:
         subprocess.run([str(ENGINE_SCRIPT), "stop"], env=env, capture_output=True)
 
 
