@@ -222,6 +222,9 @@ def dagster_values(tenants: dict[str, TenantSpec], locations: list[CodeLocation]
             "postgresqlUsername": pg.username,
             "postgresqlDatabase": pg.database,
             "postgresqlParams": {"sslmode": "require"},
+            # dagster-postgres needs psycopg2: SQLAlchemy 2.1 maps a bare `postgresql://` to
+            # psycopg 3, on which the event log's `NOTIFY run_events, %s` fails.
+            "postgresqlScheme": "postgresql+psycopg2",
             "service": {"port": pg.port},
         },
         # The password lives in the platform-managed Secret, never in the values.

