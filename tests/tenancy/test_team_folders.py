@@ -419,6 +419,22 @@ def test_a_symlink_in_the_inbox_cannot_reach_another_tenant(tmp_path, link, to, 
     assert load_source(str(lake), "ridehail", spec).to_dict("list") == {"amount": [9.99]}
 
 
+def test_a_hard_link_to_another_tenants_file_is_refused(tmp_path):
+    lake = tmp_path / "lake"
+    payments = lake / "payments" / "inbox" / "transactions.parquet"
+    payments.parent.mkdir(parents=True)
+    pd.DataFrame({"amount": [9.99]}).to_parquet(payments)
+    (lake / "ridehail" / "inbox").mkdir(parents=True)
+    os.link(payments, lake / "ridehail" / "inbox" / "trips.parquet")
+    with pytest.raises(IsolationError) as excinfo:
+        load_source(str(lake), "ridehail", _file_source("trips.parquet"))
+    assert str(excinfo.value) == (
+        "source ridehail/trips: 'trips.parquet' has 2 hard links: the platform reads only files "
+        "with one name, so none can be another tenant's file linked into this inbox; copy the "
+        "file there instead"
+    )
+
+
 def test_a_fifo_in_the_inbox_is_refused_without_hanging(tmp_path):
     inbox = tmp_path / "lake" / "ridehail" / "inbox"
     inbox.mkdir(parents=True)
