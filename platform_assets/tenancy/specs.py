@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+import unicodedata
 from pathlib import PurePosixPath
 from typing import Annotated, Any, Literal
 
@@ -115,8 +116,14 @@ def check_owner(value: str) -> str:
 RESERVED_IDENTITY_PREFIX = "mlplat/"
 
 
+def identity_key(name: str) -> str:
+    """An identity as the platform compares it: NFKC-normalised and case-folded, so a
+    look-alike (`MLPlat／x`, with a full-width slash) is the identity it looks like."""
+    return unicodedata.normalize("NFKC", name).strip().casefold()
+
+
 def is_reserved_identity(name: str) -> bool:
-    return name.strip().lower().startswith(RESERVED_IDENTITY_PREFIX)
+    return identity_key(name).startswith(RESERVED_IDENTITY_PREFIX)
 
 
 def check_identity(value: str) -> str:

@@ -493,7 +493,9 @@ def test_a_share_to_a_tenant_that_does_not_exist_is_refused(root):
     )
 
 
-@pytest.mark.parametrize("identity", ["mlplat/promotion_sensor", "MLPlat/reconciler"])
+@pytest.mark.parametrize(
+    "identity", ["mlplat/promotion_sensor", "MLPlat/reconciler", "mlplat\uff0fsensor"]
+)
 def test_a_role_for_a_reserved_platform_identity_is_refused(root, identity):
     path = root / TENANT_FILE
     path.write_text(path.read_text().replace("admin: [alice@", f"admin: [{identity}, alice@"))
@@ -508,8 +510,9 @@ def test_a_role_for_a_reserved_platform_identity_is_refused(root, identity):
     [
         ("roles.approver", "Paul@Payments.example", "roles.approver[0]"),
         ("owners", "priya@payments.example", "owners[1]"),
+        ("owners", "team:payments-risk", "owners[0]"),
     ],
-    ids=["role", "owner"],
+    ids=["role", "owner", "team"],
 )
 def test_naming_another_tenants_person_is_refused(root, field, person, theirs):
     path = root / TENANT_FILE
