@@ -110,11 +110,16 @@ async def read_body(request: "Request", limit: int = MAX_BODY_BYTES) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and int(declared) > limit:  # h11 has checked it is a number
         raise too_large
+    from starlette.requests import ClientDisconnect
+
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise too_large
+    try:
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise too_large
+    except ClientDisconnect as exc:  # answered like any bad body, not as a server error
+        raise ServingError(400, "body: the client disconnected before sending all of it") from exc
     return bytes(body)
 
 
