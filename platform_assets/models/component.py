@@ -1,14 +1,12 @@
 """The `Model` component: training set -> model -> evaluation report for one team model."""
 
-from typing import TYPE_CHECKING
-
 import dagster as dg
 
 from platform_assets.cost.metering import meter
 from platform_assets.features.feast_objects import apply_current
 from platform_assets.models import manifest as manifests
+from platform_assets.models.flavors import effective_params, fit, load_model, log_model
 from platform_assets.models.training import (
-    build_pipeline,
     failed_thresholds,
     feature_columns,
     metrics,
@@ -34,23 +32,13 @@ from platform_assets.tenancy.catalog import (
 )
 from platform_assets.tenancy.specs import ModelSpec
 
-TRUSTED_TYPES = [
-    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
-    "numpy.dtype",
-]
-if TYPE_CHECKING:  # pandas loads in the steps, not with the code location
-    pass
+# Dagster's kind (the icon in the UI) of what trains each algorithm.
+TRAINED_BY = {"xgboost": "xgboost", "lightgbm": "lightgbm"}
 
 
 # Steps that talk to the MLflow tracking server outlive a short outage of it: each attempt fails
 # with MLflow's error naming the server, is billed, and the step is tried again.
 TRACKING_RETRY = dg.RetryPolicy(max_retries=3, delay=15, backoff=dg.Backoff.EXPONENTIAL)
-
-
-def serving_requirements() -> list[str]:
-    from importlib.metadata import version
-
-    return [f"{p}=={version(p)}" for p in ("scikit-learn", "skops", "pandas", "numpy", "mlflow")]
 
 
 def register_version(
@@ -191,7 +179,7 @@ def model_assets(
         "model",
         ["models", spec.name],
         f"{spec.description} ({spec.algorithm}; registered in MLflow as {registered}).",
-        {"scikitlearn", "mlflow"},
+        {TRAINED_BY.get(spec.algorithm, "scikitlearn"), "mlflow"},
         requested,
         source=source,
         metadata={
@@ -216,7 +204,6 @@ def model_assets(
         pricing: PricingResource,
     ):
         import mlflow as mlflow_lib
-        from mlflow.models import infer_signature
 
         with meter(tenant.name, requested, pricing.catalog()) as usage:
             version = lake.current(tenant.name, "training_sets", spec.name).version
@@ -227,8 +214,8 @@ def model_assets(
             # and MLflow's signature would reject NaN in a column it saw as integer.
             X = train[cols].astype("float64")
             y = train[labels.label_column].astype(int).to_numpy()
-            pipeline = build_pipeline(spec.algorithm, spec.params).fit(X, y)
-            train_metrics = metrics(y, pipeline.predict_proba(X)[:, 1])
+            trained = fit(spec.algorithm, spec.params, X, y)
+            train_metrics = metrics(y, trained.predict_proba(X)[:, 1])
             tags = {
                 "dagster_run_id": context.run_id,
                 "asset_key": model_key.to_user_string(),
@@ -241,20 +228,15 @@ def model_assets(
                 context, f"{tenant.name}/{spec.name}", {"tenant": tenant.name}, tenant.name
             ):
                 mlflow_lib.log_params(
-                    {"algorithm": spec.algorithm, **spec.params, "features": ",".join(cols)}
+                    {
+                        "algorithm": spec.algorithm,
+                        **effective_params(spec.algorithm, spec.params),
+                        "features": ",".join(cols),
+                    }
                 )
                 mlflow_lib.log_metrics({f"train_{k}": v for k, v in train_metrics.items()})
-                info = mlflow_lib.sklearn.log_model(
-                    pipeline,
-                    name="model",
-                    # skops, not pickle: loading cannot run arbitrary code. We trained the
-                    # trees in this step, so their node arrays are ours to trust.
-                    skops_trusted_types=TRUSTED_TYPES,
-                    # Pinned from what is installed: inferring them from the project costs
-                    # seconds per model and captures the whole platform's lock file.
-                    pip_requirements=serving_requirements(),
-                    signature=infer_signature(X.head(100), pipeline.predict_proba(X.head(100))),
-                )
+                # In the flavor's safe format: skops, XGBoost JSON or LightGBM text.
+                info = log_model(trained, X)
             run_id = info.run_id
             mv = register_version(mlflow, registered, info.model_id, run_id, tags)
         return dg.MaterializeResult(
@@ -306,7 +288,7 @@ def model_assets(
                 raise RuntimeError(f"{model_key.to_user_string()} has not been materialized")
             mv = int(event.asset_materialization.metadata["model_version"].value)
             client = mlflow.client()  # also points the mlflow module at our registry
-            pipeline = mlflow_lib.sklearn.load_model(f"models:/{registered}/{mv}")
+            pipeline = load_model(f"models:/{registered}/{mv}")
             # Held out from the very snapshot the model was trained on.
             model_version = client.get_model_version(registered, str(mv))
             trained_on = model_version.tags.get("training_set_version")
@@ -360,7 +342,8 @@ class Model(TeamComponent, ModelSpec):
 
     - `<tenant>/training_sets/<name>`: point-in-time join of the labels with the model's Feast
       FeatureService; blocking checks `expectations` and `leakage`.
-    - `<tenant>/models/<name>`: trained with scikit-learn, logged to MLflow, registered as
+    - `<tenant>/models/<name>`: trained with scikit-learn, XGBoost or LightGBM, logged to
+      MLflow in the flavor's safe format (skops, XGBoost JSON, LightGBM text), registered as
       `<tenant>.<name>` with the Dagster run id, asset key, tenant and data version as tags.
     - `<tenant>/evaluation_reports/<name>`: held-out metrics against thresholds, with ROC,
       precision-recall and calibration plots.

@@ -14,6 +14,7 @@ import dagster as dg
 
 from platform_assets.cost.metering import meter
 from platform_assets.governance.reconcile import champion_of
+from platform_assets.models.flavors import load_model
 from platform_assets.models.training import feature_columns, png_markdown
 from platform_assets.monitoring.drift import compare, compare_numeric, judge
 from platform_assets.resources.lake import LakeResource
@@ -292,7 +293,6 @@ def drift_asset(
         if champion is None:
             context.log.info(f"{registered} has no champion yet; no drift to watch")
             return
-        import mlflow as mlflow_lib
         import pyarrow as pa
 
         with meter(tenant.name, requested, pricing.catalog()) as usage:
@@ -312,7 +312,7 @@ def drift_asset(
             train = df[df["split"] == "train"]
             cols = feature_columns(df, spec.labels.entity_columns, spec.labels.label_column)
             mlflow.client()  # points the mlflow module at our registry
-            model = mlflow_lib.sklearn.load_model(f"models:/{registered}/{champion}")
+            model = load_model(f"models:/{registered}/{champion}")
             reference_scores = model.predict_proba(train[cols].astype("float64"))[:, 1]
 
             compared = {n: k for n, k in kinds.items() if n in cols}

@@ -28,6 +28,7 @@ from platform_assets.env import deployment
 from platform_assets.governance.identity import IdentityRefused, OidcSettings, verify_token
 from platform_assets.governance.rbac import platform_admins, roles_of
 from platform_assets.governance.workflow import TenantCatalogs, open_store
+from platform_assets.models.flavors import load_model
 from platform_assets.resources.deployment import resources_for
 from platform_assets.serving.requestlog import LogSchema, RequestLog
 from platform_assets.serving.runtime import scorer
@@ -286,12 +287,11 @@ class Service:
         return views
 
     def _load(self, route: Route, version: int) -> Champion:
-        import mlflow as mlflow_lib
         import numpy as np
         from threadpoolctl import threadpool_limits
 
         self.mlflow.client()  # points the mlflow module at the platform's registry
-        model = mlflow_lib.sklearn.load_model(f"models:/{route.name}/{version}")
+        model = load_model(f"models:/{route.name}/{version}")
         columns = [str(c) for c in getattr(model, "feature_names_in_", [])]
         available = {f for v in route.views or [] for f in v.features}
         missing = [c for c in columns if c not in available]

@@ -77,7 +77,7 @@ def monitored(gov_sandbox: Sandbox) -> Monitored:  # noqa: F811
     trained on it, registered with its training-set version, and champion in the platform."""
     import mlflow
 
-    from platform_assets.models.component import TRUSTED_TYPES
+    from platform_assets.models.flavors import TRUSTED_TYPES
     from platform_assets.models.training import build_pipeline
 
     sb = gov_sandbox

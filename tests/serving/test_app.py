@@ -92,7 +92,7 @@ def register_v2(served: Served) -> int:
     """Another real version: logistic regression on the same training set."""
     import mlflow
 
-    from platform_assets.models.component import TRUSTED_TYPES
+    from platform_assets.models.flavors import TRUSTED_TYPES
     from platform_assets.models.training import build_pipeline, feature_columns
 
     df = served.resources["lake"].read(TENANT, "training_sets", MODEL).to_pandas()
