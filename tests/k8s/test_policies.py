@@ -351,7 +351,11 @@ def test_gatekeeper_templates_carry_the_same_rego_unchanged(tmp_path):
             "tolerations": [],
             "node_labels": {},
             "priority_classes": [],
+            "caps": {"cpu": "4", "memory": "16Gi"},
+            "extended_resources": [],
+            "containers": ["dagster", "ridehail"],
         }
+        assert params["platform_pod_caps"] == {"cpu": "500m", "memory": "1Gi"}
 
 
 def test_a_policy_output_that_is_not_json_is_an_error_naming_the_policy(tmp_path):

@@ -193,9 +193,7 @@ def test_a_run_tagged_with_pod_configuration_is_refused_before_it_queues(coordin
     [tag] = tags
     run = _submit_pipeline(coordinated, {"tenant": "growth", **tags})
     assert run.status == dg.DagsterRunStatus.FAILURE
-    assert not coordinated.get_run_records(
-        dg.RunsFilter(statuses=[dg.DagsterRunStatus.QUEUED])
-    )
+    assert not coordinated.get_run_records(dg.RunsFilter(statuses=[dg.DagsterRunStatus.QUEUED]))
     [failure] = [
         e
         for e in coordinated.all_logs(run.run_id)
