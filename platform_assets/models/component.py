@@ -1,12 +1,11 @@
 """The `Model` component: training set -> model -> evaluation report for one team model."""
 
-from typing import TYPE_CHECKING
-
 import dagster as dg
 
 from platform_assets.cost.metering import meter
 from platform_assets.features.feast_objects import apply_current
 from platform_assets.models import manifest as manifests
+from platform_assets.models.artifacts import SKLEARN_TRUSTED_TYPES, load_verified, record_logged
 from platform_assets.models.training import (
     build_pipeline,
     failed_thresholds,
@@ -33,14 +32,6 @@ from platform_assets.tenancy.catalog import (
     check_model_refs,
 )
 from platform_assets.tenancy.specs import ModelSpec
-
-TRUSTED_TYPES = [
-    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
-    "numpy.dtype",
-]
-if TYPE_CHECKING:  # pandas loads in the steps, not with the code location
-    pass
-
 
 # Steps that talk to the MLflow tracking server outlive a short outage of it: each attempt fails
 # with MLflow's error naming the server, is billed, and the step is tried again.
@@ -247,15 +238,21 @@ def model_assets(
                 info = mlflow_lib.sklearn.log_model(
                     pipeline,
                     name="model",
-                    # skops, not pickle: loading cannot run arbitrary code. We trained the
-                    # trees in this step, so their node arrays are ours to trust.
-                    skops_trusted_types=TRUSTED_TYPES,
+                    # skops, not pickle: loading cannot run arbitrary code. Every loader
+                    # reads it with the platform's allow-list (models/artifacts.py).
+                    serialization_format="skops",
+                    skops_trusted_types=list(SKLEARN_TRUSTED_TYPES),
                     # Pinned from what is installed: inferring them from the project costs
                     # seconds per model and captures the whole platform's lock file.
                     pip_requirements=serving_requirements(),
                     signature=infer_signature(X.head(100), pipeline.predict_proba(X.head(100))),
                 )
             run_id = info.run_id
+            # Hashed before it is registered, and recorded in this materialization: the
+            # platform's own record, which promotion carries into the champion's evidence and
+            # every loader verifies against. The MLflow tag is for people, never read back.
+            digest = record_logged(mlflow, info.model_id, pipeline, X, f"{registered} ({run_id})")
+            tags["artifact_sha256"] = digest
             mv = register_version(mlflow, registered, info.model_id, run_id, tags)
         return dg.MaterializeResult(
             metadata={
@@ -263,6 +260,7 @@ def model_assets(
                 "model_version": int(mv),
                 "model_uri": f"models:/{registered}/{mv}",
                 "mlflow_run_id": run_id,
+                "artifact_sha256": digest,
                 "training_set_version": version,
                 "train_rows": len(train),
                 "features": dg.MetadataValue.json(cols),
@@ -304,9 +302,11 @@ def model_assets(
             event = context.instance.get_latest_materialization_event(model_key)
             if event is None or event.asset_materialization is None:
                 raise RuntimeError(f"{model_key.to_user_string()} has not been materialized")
-            mv = int(event.asset_materialization.metadata["model_version"].value)
+            md = event.asset_materialization.metadata
+            mv = int(md["model_version"].value)
             client = mlflow.client()  # also points the mlflow module at our registry
-            pipeline = mlflow_lib.sklearn.load_model(f"models:/{registered}/{mv}")
+            recorded = md["artifact_sha256"].value if "artifact_sha256" in md else None
+            pipeline = load_verified(mlflow, registered, mv, recorded)
             # Held out from the very snapshot the model was trained on.
             model_version = client.get_model_version(registered, str(mv))
             trained_on = model_version.tags.get("training_set_version")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import dagster as dg
@@ -19,6 +19,7 @@ import pytest
 from platform_assets.governance.identity import SENSOR_IDENTITY, Identity
 from platform_assets.governance.store import GovernanceStore
 from platform_assets.governance.workflow import Governance
+from platform_assets.models.artifacts import artifact_digest
 from platform_assets.resources.mlflow import MlflowResource
 from platform_assets.tenancy.catalog import TenantCatalog, load_all
 
@@ -103,8 +104,10 @@ def stand_ins(
             client.create_registered_model(name)
         experiment = mlflow.ensure_experiment(f"{tenant}/{model}")
         run = client.create_run(experiment)
-        source = Path(mlflow.artifact_root) / name
+        # Each version its own files, so each has its own content hash.
+        source = Path(mlflow.artifact_root) / name / run.info.run_id
         source.mkdir(parents=True, exist_ok=True)
+        (source / "MLmodel").write_text(f"run_id: {run.info.run_id}\n")
         mv = client.create_model_version(name, source.as_uri(), run_id=run.info.run_id)
         return dg.MaterializeResult(
             metadata={
@@ -112,6 +115,7 @@ def stand_ins(
                 "model_version": int(mv.version),
                 "mlflow_run_id": run.info.run_id,
                 "training_set_version": data_version,
+                "artifact_sha256": artifact_digest(source),
             }
         )
 
@@ -139,6 +143,8 @@ class Sandbox:
     deploy_dir: Path
     observations: list[dg.AssetObservation]
     last_run_id: str = ""
+    # version -> the artifact hash its model materialization recorded
+    artifacts: dict[int, str] = field(default_factory=dict)
 
     def emit(self, observation: dg.AssetObservation) -> None:
         """Observations go to the list (for assertions) and to the instance (published heads)."""
@@ -184,7 +190,9 @@ class Sandbox:
             for e in result.get_asset_materialization_events()
             if e.asset_key == model_key
         ]
-        return int(mat.metadata["model_version"].value)
+        version = int(mat.metadata["model_version"].value)
+        self.artifacts[version] = mat.metadata["artifact_sha256"].value
+        return version
 
     def with_policy(self, **environments) -> dict[str, TenantCatalog]:
         """The catalogs with fraud_detector's per-environment approvals replaced."""

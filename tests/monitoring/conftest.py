@@ -12,6 +12,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
+from bench.served_tenant import record_champion, register_sklearn
 from platform_assets.resources.lake import LakeResource
 from platform_assets.tenancy.catalog import check_model_refs
 from tests.governance.conftest import MODEL, Sandbox, gov_sandbox, session_mlflow  # noqa: F401
@@ -77,7 +78,6 @@ def monitored(gov_sandbox: Sandbox) -> Monitored:  # noqa: F811
     trained on it, registered with its training-set version, and champion in the platform."""
     import mlflow
 
-    from platform_assets.models.component import TRUSTED_TYPES
     from platform_assets.models.training import build_pipeline
 
     sb = gov_sandbox
@@ -104,20 +104,11 @@ def monitored(gov_sandbox: Sandbox) -> Monitored:  # noqa: F811
     # Created by the resource, so its artifacts land under the test's artifact root (MLflow's
     # own default is ./mlruns in the working directory).
     mlflow.set_experiment(experiment_id=sb.mlflow.ensure_experiment("payments-monitoring"))
-    with mlflow.start_run():
-        info = mlflow.sklearn.log_model(
-            model,
-            name="model",
-            registered_model_name=MODEL,
-            pip_requirements=["scikit-learn"],
-            skops_trusted_types=TRUSTED_TYPES,
-        )
-    champion = int(info.registered_model_version)
+    champion, digest = register_sklearn(sb.mlflow, MODEL, model, train[list(FEATURES)])
     sb.mlflow.client().set_model_version_tag(
         MODEL, str(champion), "training_set_version", snapshot.version
     )
-    with sb.store.transaction("payments") as conn:
-        sb.store.set_champion(conn, MODEL, champion, None, None)
+    record_champion(sb.store, MODEL, champion, digest)
     return Monitored(
         sb,
         lake,

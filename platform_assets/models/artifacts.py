@@ -1,0 +1,167 @@
+"""Model artifacts as the platform trusts them: a content hash recorded when a version is
+registered and checked wherever one is loaded, and loaders for safe formats only (skops with an
+allow-list of types; never a pickle).
+
+Every loader goes through `verified_download`: the version's files are downloaded from MLflow
+into a private temporary folder, hashed there, compared with the hash in the platform's own
+records, and only then handed to a flavor's loader, which reads that folder and nothing else.
+MLflow is storage here, not a source of truth: a tenant with write access to its runs could
+replace a logged artifact, and MLflow's own `MLmodel` file chooses how `mlflow.*.load_model`
+deserializes (pickle included).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+import tempfile
+import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from platform_assets.resources.mlflow import MlflowResource
+
+SKOPS_FILE = "model.skops"
+# The types outside skops' default trust that the platform's scikit-learn built-ins hold (a
+# test keeps this list equal to what each built-in needs): tree node arrays and dtypes. Not a
+# blanket `trusted=True`: a file naming any other type is refused before it is loaded.
+SKLEARN_TRUSTED_TYPES = (
+    "numpy.dtype",
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+    "sklearn.tree._tree.Tree",
+)
+HASH_PREFIX = 12  # hex digits of a hash in messages: enough to tell two apart
+
+
+class ArtifactRefused(RuntimeError):
+    """A model artifact the platform will not load; names the model, version and why."""
+
+
+def artifact_digest(folder: Path) -> str:
+    """SHA-256 over every file under `folder` in the order of their relative POSIX paths, each
+    as its path, its size and its bytes (lengths included, so no two trees hash alike by
+    moving bytes between names). A symlink or any other non-regular file is refused: what is
+    hashed must be exactly what a loader reads."""
+    digest = hashlib.sha256()
+    files = []
+    for path in folder.rglob("*"):
+        mode = path.lstat().st_mode
+        if stat.S_ISDIR(mode):
+            continue
+        if not stat.S_ISREG(mode):
+            raise ArtifactRefused(f"{path.relative_to(folder)}: not a regular file")
+        files.append((path.relative_to(folder).as_posix(), path))
+    for name, path in sorted(files):
+        data = path.read_bytes()
+        encoded = name.encode()
+        digest.update(len(encoded).to_bytes(8, "big") + encoded)
+        digest.update(len(data).to_bytes(8, "big") + data)
+    return digest.hexdigest()
+
+
+def storage_uri(mlflow: MlflowResource, registered: str, version: int) -> str:
+    """Where version `version`'s files are stored (the logged model's artifact location), read
+    there rather than through `models:/`, whose download adds a file of the client's own."""
+    client = mlflow.client()
+    uri = client.get_model_version_download_uri(registered, str(version))
+    if uri.startswith("models:/"):
+        return client.get_logged_model(uri.removeprefix("models:/")).artifact_location
+    return uri
+
+
+@contextmanager
+def downloaded(mlflow: MlflowResource, uri: str) -> Iterator[Path]:
+    """The artifacts stored at `uri` in a private temporary folder (0700, removed on exit), so
+    no other process can change them between the hash and the load."""
+    import mlflow as mlflow_lib
+
+    mlflow.client()  # points the mlflow module at the platform's registry
+    with tempfile.TemporaryDirectory(prefix="mlplat-artifact-") as tmp:
+        os.chmod(tmp, 0o700)
+        local = mlflow_lib.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp)
+        yield Path(local)
+
+
+@contextmanager
+def verified_download(
+    mlflow: MlflowResource, registered: str, version: int, expected: str | None
+) -> Iterator[Path]:
+    """Version `version` of `registered`, downloaded and verified against `expected`, the hash
+    the platform recorded when it registered the version. Refuses a version with no recorded
+    hash and one whose files hash differently, naming both hashes."""
+    what = f"{registered} v{version}"
+    if not expected:
+        raise ArtifactRefused(
+            f"{what}: the platform holds no artifact hash for this version (registered before "
+            "artifacts were hashed, or not by the platform); not loaded. Retrain and promote a "
+            "new version"
+        )
+    with downloaded(mlflow, storage_uri(mlflow, registered, version)) as folder:
+        actual = artifact_digest(folder)
+        if actual != expected:
+            raise ArtifactRefused(
+                f"{what}: artifact refused: its files hash to sha256 {actual[:HASH_PREFIX]}..., "
+                f"not the {expected[:HASH_PREFIX]}... the platform recorded when it registered "
+                "the version (changed in MLflow since); not loaded"
+            )
+        yield folder
+
+
+def load_sklearn(folder: Path, what: str) -> Any:
+    """The scikit-learn model in `folder`'s skops file, refusing any type outside skops' own
+    trust and `SKLEARN_TRUSTED_TYPES`. Reads nothing else: not MLflow's `MLmodel` (whose
+    `serialization_format` could say pickle), never a pickle."""
+    import skops.io
+
+    path = folder / SKOPS_FILE
+    if not path.is_file() or path.is_symlink():
+        found = ", ".join(sorted(p.name for p in folder.iterdir())) or "nothing"
+        raise ArtifactRefused(
+            f"{what}: no {SKOPS_FILE} in the artifact (it holds {found}); the platform loads "
+            "scikit-learn models from skops only, never a pickle"
+        )
+    try:
+        untrusted = skops.io.get_untrusted_types(file=path)
+    except (zipfile.BadZipFile, KeyError, ValueError) as exc:
+        raise ArtifactRefused(
+            f"{what}: {SKOPS_FILE} is not a skops file ({type(exc).__name__}: {exc})"
+        ) from exc
+    refused = sorted(set(untrusted) - set(SKLEARN_TRUSTED_TYPES))
+    if refused:
+        raise ArtifactRefused(
+            f"{what}: {SKOPS_FILE} holds type(s) the platform does not trust: "
+            f"{', '.join(refused)}; not loaded"
+        )
+    return skops.io.load(path, trusted=list(untrusted))
+
+
+def load_verified(
+    mlflow: MlflowResource, registered: str, version: int, expected: str | None
+) -> Any:
+    """Version `version` of `registered`, verified against `expected` and loaded from its safe
+    format: what evaluation, batch scoring, drift and serving call."""
+    with verified_download(mlflow, registered, version, expected) as folder:
+        return load_sklearn(folder, f"{registered} v{version}")
+
+
+def record_logged(mlflow: MlflowResource, model_id: str, trained: Any, X: Any, what: str) -> str:
+    """The content hash of logged model `model_id`, to be recorded before it is registered.
+
+    The files are read back from MLflow (what every later load will verify against) and loaded
+    as any loader would; their model must score every training row exactly as the model this
+    step trained, so an artifact replaced between logging and registering is not recorded."""
+    import numpy as np
+
+    location = mlflow.client().get_logged_model(model_id).artifact_location
+    with downloaded(mlflow, location) as folder:
+        digest = artifact_digest(folder)
+        stored = load_sklearn(folder, what)
+    if not np.array_equal(stored.predict_proba(X), trained.predict_proba(X)):
+        raise ArtifactRefused(
+            f"{what}: the artifact read back from MLflow does not score as the model this step "
+            "trained (replaced after logging?); not registered"
+        )
+    return digest
