@@ -12,7 +12,8 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from bench.served_tenant import record_champion, register_sklearn
+from bench.served_tenant import artifact_folder, record_champion, register_sklearn
+from platform_assets.models.artifacts import artifact_digest
 from platform_assets.resources.lake import LakeResource
 from platform_assets.tenancy.catalog import check_model_refs
 from tests.governance.conftest import MODEL, Sandbox, gov_sandbox, session_mlflow  # noqa: F401
@@ -41,6 +42,23 @@ class Monitored:
     model: object
     champion: int
     training_set_version: str
+    artifact_sha256: str  # the champion's, as the platform recorded it
+
+    def replace_artifact(self) -> str:
+        """The champion's model file in MLflow's artifact store overwritten with another
+        model's, behind the platform's back; returns the refusal every loader must give."""
+        import skops.io
+        from sklearn.dummy import DummyClassifier
+
+        folder = artifact_folder(self.sb.mlflow, MODEL, self.champion)
+        other = DummyClassifier(strategy="prior").fit(np.zeros((2, len(FEATURES))), [0, 1])
+        (folder / "model.skops").write_bytes(skops.io.dumps(other))
+        return (
+            f"{MODEL} v{self.champion}: artifact refused: its files hash to sha256 "
+            f"{artifact_digest(folder)[:12]}..., not the {self.artifact_sha256[:12]}... the "
+            "platform recorded when it registered the version (changed in MLflow since); not "
+            "loaded"
+        )
 
     def request_log(self, features: pd.DataFrame, predictions=None, version=None, ago_days=0.0):
         """Append one batch of logged requests, one row per entity, as serving writes them."""
@@ -118,4 +136,5 @@ def monitored(gov_sandbox: Sandbox) -> Monitored:  # noqa: F811
         model,
         champion,
         snapshot.version,
+        digest,
     )

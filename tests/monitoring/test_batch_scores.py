@@ -139,3 +139,27 @@ def test_champion_scores_current_entities_on_point_in_time_features(monitored, t
     assert scores["score"].to_numpy() == pytest.approx(
         m.model.predict_proba(scores[list(FEATURES)])[:, 1]
     )
+
+
+def test_a_champion_replaced_in_mlflow_is_refused_and_nothing_is_scored(monitored, tmp_path):
+    m = monitored
+    refusal = m.replace_artifact()
+    asset = batch_scores_asset(m.catalog.tenant, m.spec, m.resolved, m.catalog.tenant.resources)
+    result = dg.materialize(
+        [asset],
+        resources={
+            "lake": m.lake,
+            "feast": FeastResource(root=str(tmp_path / "feast")),
+            "mlflow": m.sb.mlflow,
+            "pricing": PricingResource(),
+        },
+        instance=m.sb.instance,
+        raise_on_error=False,
+    )
+    assert not result.success
+    (failure,) = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert failure.step_failure_data.error.cause.message == (
+        f"platform_assets.models.artifacts.ArtifactRefused: {refusal}\n"
+    )
+    with pytest.raises(FileNotFoundError):
+        m.lake.read("payments", "predictions", "fraud_detector")
