@@ -7,6 +7,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+import dagster as dg
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -15,6 +16,7 @@ import pytest
 from bench.served_tenant import artifact_folder, record_champion, register_sklearn
 from platform_assets.models.artifacts import artifact_digest
 from platform_assets.resources.lake import LakeResource
+from platform_assets.resources.pricing import PricingResource
 from platform_assets.tenancy.catalog import check_model_refs
 from tests.governance.conftest import MODEL, Sandbox, gov_sandbox, session_mlflow  # noqa: F401
 
@@ -59,6 +61,24 @@ class Monitored:
             "platform recorded when it registered the version (changed in MLflow since); not "
             "loaded"
         )
+
+    def refused(self, asset, **resources) -> str:
+        """Materialize `asset`, which must fail; the message of the error that failed it."""
+        result = dg.materialize(
+            [asset],
+            resources={
+                "lake": self.lake,
+                "mlflow": self.sb.mlflow,
+                "pricing": PricingResource(),
+                **resources,
+            },
+            instance=self.sb.instance,
+            raise_on_error=False,
+        )
+        assert not result.success
+        assert not result.get_asset_materialization_events()
+        (failure,) = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+        return failure.step_failure_data.error.cause.message
 
     def request_log(self, features: pd.DataFrame, predictions=None, version=None, ago_days=0.0):
         """Append one batch of logged requests, one row per entity, as serving writes them."""

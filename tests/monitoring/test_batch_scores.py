@@ -145,21 +145,7 @@ def test_a_champion_replaced_in_mlflow_is_refused_and_nothing_is_scored(monitore
     m = monitored
     refusal = m.replace_artifact()
     asset = batch_scores_asset(m.catalog.tenant, m.spec, m.resolved, m.catalog.tenant.resources)
-    result = dg.materialize(
-        [asset],
-        resources={
-            "lake": m.lake,
-            "feast": FeastResource(root=str(tmp_path / "feast")),
-            "mlflow": m.sb.mlflow,
-            "pricing": PricingResource(),
-        },
-        instance=m.sb.instance,
-        raise_on_error=False,
-    )
-    assert not result.success
-    (failure,) = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
-    assert failure.step_failure_data.error.cause.message == (
-        f"platform_assets.models.artifacts.ArtifactRefused: {refusal}\n"
-    )
+    message = m.refused(asset, feast=FeastResource(root=str(tmp_path / "feast")))
+    assert message == f"platform_assets.models.artifacts.ArtifactRefused: {refusal}\n"
     with pytest.raises(FileNotFoundError):
         m.lake.read("payments", "predictions", "fraud_detector")
