@@ -55,6 +55,7 @@ def stand_ins(
     name: str,
     metrics: dict[str, float],
     checks: dict[str, bool],
+    artifact: bool = True,
 ) -> list[dg.AssetsDefinition]:
     """The platform's assets of one model as the event log sees them: same keys, deps, checks
     and metadata; the model asset registers a real MLflow version."""
@@ -115,7 +116,7 @@ def stand_ins(
                 "model_version": int(mv.version),
                 "mlflow_run_id": run.info.run_id,
                 "training_set_version": data_version,
-                "artifact_sha256": artifact_digest(source),
+                **({"artifact_sha256": artifact_digest(source)} if artifact else {}),
             }
         )
 
@@ -170,15 +171,17 @@ class Sandbox:
         checks: dict[str, bool] | None = None,
         name: str = MODEL,
         tags: dict[str, str] | None = None,
+        artifact: bool = True,
     ) -> int:
         """A new version of `name`, trained and evaluated by one real Dagster run launched by
-        `launched_by`; `checks` fails some (`leakage`, `expectations`, a feature view name)."""
+        `launched_by`; `checks` fails some (`leakage`, `expectations`, a feature view name);
+        without `artifact`, the model materialization records no artifact hash."""
         metrics = {"average_precision": average_precision, "roc_auc": roc_auc}
         run_tags = dict(tags or {})
         if launched_by:
             run_tags["mlplat/launched_by"] = launched_by
         result = dg.materialize(
-            stand_ins(self.mlflow, name, metrics, checks or {}),
+            stand_ins(self.mlflow, name, metrics, checks or {}, artifact),
             instance=self.instance,
             tags=run_tags,
         )
@@ -191,7 +194,8 @@ class Sandbox:
             if e.asset_key == model_key
         ]
         version = int(mat.metadata["model_version"].value)
-        self.artifacts[version] = mat.metadata["artifact_sha256"].value
+        if artifact:
+            self.artifacts[version] = mat.metadata["artifact_sha256"].value
         return version
 
     def with_policy(self, **environments) -> dict[str, TenantCatalog]:

@@ -108,6 +108,18 @@ def test_failing_thresholds_or_checks_block_the_candidate(gov_sandbox):
         gov.propose(MODEL, ok, SENSOR)
 
 
+def test_a_version_without_a_recorded_artifact_hash_cannot_be_promoted(gov_sandbox):
+    sb, gov = gov_sandbox, gov_sandbox.governance()
+    version = sb.register(0.30, artifact=False)
+    with pytest.raises(
+        Refused,
+        match=rf"^refused by rule promotion-policy: {MODEL} v{version}: no evidence: "
+        r"model event \d+ has no artifact_sha256 metadata$",
+    ):
+        gov.propose(MODEL, version, SENSOR)
+    assert sb.store.champion_artifacts() == {}
+
+
 def test_pending_until_all_approvals_and_staging_gate(gov_sandbox):
     sb = gov_sandbox
     gov = sb.governance(sb.with_policy(staging={"count": 1}, production={"count": 2}))
