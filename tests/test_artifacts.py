@@ -108,6 +108,19 @@ def test_the_digest_covers_every_name_and_byte(tmp_path):
     assert artifact_digest(a) != artifact_digest(b)
 
 
+def test_mlflows_own_download_does_not_change_what_is_verified(mlflow, data):
+    """MLflow's loader writes `registered_model_meta` into the stored folder of a local store;
+    the champion must still verify afterwards."""
+    import mlflow as mlflow_lib
+
+    name, version, digest, pipeline = registered(mlflow, data)
+    mlflow_lib.sklearn.load_model(f"models:/{name}/{version}")
+    assert (artifact_folder(mlflow, name, version) / "registered_model_meta").exists()
+    X, _ = data
+    model = load_verified(mlflow, name, version, digest)
+    assert np.array_equal(model.predict_proba(X), pipeline.predict_proba(X))
+
+
 def test_a_symlink_in_an_artifact_is_refused(tmp_path):
     (tmp_path / "MLmodel").write_text("")
     os.symlink("/etc/passwd", tmp_path / SKOPS_FILE)

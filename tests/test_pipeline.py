@@ -147,6 +147,21 @@ def test_evaluation_refuses_a_version_replaced_in_mlflow(ridehail):
     )
     assert instance.fetch_materializations(eval_key, limit=10).records == reports
 
+    # A model event reported by hand (runless) naming the swapped files' hash vouches for nothing.
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization(model_key, metadata={"model_version": 1, "artifact_sha256": actual})
+    )
+    result = defs.resolve_job_def("ridehail_pipeline").execute_in_process(
+        instance=instance, asset_selection=[eval_key], raise_on_error=False
+    )
+    (failure,) = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert failure.step_failure_data.error.cause.message == (
+        "RuntimeError: the latest materialization of ridehail/models/driver_churn was reported "
+        "outside a run; only the model step's own materialization names what to evaluate "
+        "(materialize the model)\n"
+    )
+    assert instance.fetch_materializations(eval_key, limit=10).records == reports
+
 
 def expect_fares_below_5(root: Path) -> None:
     """Add an expectation that the generated trips (fares of 16 on average) always fail."""

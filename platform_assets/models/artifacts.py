@@ -34,6 +34,11 @@ SKLEARN_TRUSTED_TYPES = (
     "sklearn.tree._tree.Tree",
 )
 HASH_PREFIX = 12  # hex digits of a hash in messages: enough to tell two apart
+# MLflow's client writes this file (the model's name and version) into a version's folder
+# whenever it downloads one through `models:/`: on a local artifact store, into the stored
+# folder itself. No loader here reads it, so it is not part of what is verified; hashing it would
+# let anyone's `mlflow.sklearn.load_model` make the champion refuse to load.
+MLFLOW_CLIENT_FILES = frozenset({"registered_model_meta"})
 
 
 class ArtifactRefused(RuntimeError):
@@ -43,11 +48,14 @@ class ArtifactRefused(RuntimeError):
 def artifact_digest(folder: Path) -> str:
     """SHA-256 over every file under `folder` in the order of their relative POSIX paths, each
     as its path, its size and its bytes (lengths included, so no two trees hash alike by
-    moving bytes between names). A symlink or any other non-regular file is refused: what is
-    hashed must be exactly what a loader reads."""
+    moving bytes between names), except MLflow's own `registered_model_meta` at the top. A
+    symlink or any other non-regular file is refused: what is hashed must be exactly what a
+    loader reads."""
     digest = hashlib.sha256()
     files = []
     for path in folder.rglob("*"):
+        if path.parent == folder and path.name in MLFLOW_CLIENT_FILES:
+            continue
         mode = path.lstat().st_mode
         if stat.S_ISDIR(mode):
             continue

@@ -302,6 +302,13 @@ def model_assets(
             event = context.instance.get_latest_materialization_event(model_key)
             if event is None or event.asset_materialization is None:
                 raise RuntimeError(f"{model_key.to_user_string()} has not been materialized")
+            if not event.run_id:
+                # A runless event (the UI's "report event") could name any version and hash.
+                raise RuntimeError(
+                    f"the latest materialization of {model_key.to_user_string()} was reported "
+                    "outside a run; only the model step's own materialization names what to "
+                    "evaluate (materialize the model)"
+                )
             md = event.asset_materialization.metadata
             mv = int(md["model_version"].value)
             client = mlflow.client()  # also points the mlflow module at our registry
