@@ -43,10 +43,11 @@ RUN --mount=type=secret,id=ca,target=/run/secrets/ca.pem \
 # --- runtime: the same Python, the venv and the code; no uv, pip or compilers ---------------
 FROM ${PYTHON_IMAGE}
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
-# libatomic1: regopy's policy engine (a Rust/C++ shared library) links it; slim and minbase
-# images do not carry it. pip only where the base image has one (the official image does).
+# libatomic1: regopy's policy engine (a Rust/C++ shared library) links it; libgomp1: LightGBM's
+# wheel links the system's OpenMP (XGBoost's and scikit-learn's bring their own); slim and
+# minbase images carry neither. pip only where the base image has one (the official image does).
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends libatomic1=12.2.0-14+deb12u1 \
+    && apt-get install -y --no-install-recommends libatomic1=12.2.0-14+deb12u1 libgomp1=12.2.0-14+deb12u1 \
     && rm -rf /var/lib/apt/lists/* \
     && if python3 -m pip --version >/dev/null 2>&1; then \
         python3 -m pip uninstall --yes pip setuptools wheel; fi \

@@ -1,5 +1,6 @@
 """A served tenant for the serving benchmark and tests: ridehail's real pipeline run in a temp
-dir (lake, Feast, MLflow, Dagster home), its online store filled, and a champion set."""
+dir (lake, Feast, MLflow, Dagster home), its online store filled, and a champion set. The model
+may be trained with another built-in algorithm than the demo's (in the temp copy only)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+import yaml
 
 from platform_assets.tenancy.catalog import TenantCatalog
 
@@ -81,7 +83,7 @@ def register_sklearn(mlflow, registered: str, pipeline, X) -> tuple[int, str]:
     version of `registered`, with the content hash the model step would record for it."""
     import mlflow as mlflow_lib
 
-    from platform_assets.models.artifacts import SKLEARN_TRUSTED_TYPES, record_logged
+    from platform_assets.models.flavors import SKLEARN_TRUSTED_TYPES, record_logged
 
     tenant, model = registered.split(".")
     with mlflow_lib.start_run(experiment_id=mlflow.ensure_experiment(f"{tenant}/{model}")):
@@ -107,9 +109,23 @@ def artifact_folder(mlflow, registered: str, version: int) -> Path:
     return Path(urlparse(storage_uri(mlflow, registered, version)).path)
 
 
+def use_algorithm(root: Path, algorithm: str, params: dict) -> None:
+    """Train the tenant's copied model with `algorithm` and `params` instead of the demo's."""
+    path = root / TENANT / "models" / MODEL / "defs.yaml"
+    doc = yaml.safe_load(path.read_text())
+    doc["attributes"].update(algorithm=algorithm, params=params)
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+
+
 @contextmanager
-def served_tenant(base: Path, mp: pytest.MonkeyPatch, redis: str | None = None) -> Iterator[Served]:
-    """`redis`: Feast's connection string of a Redis online store (else SQLite)."""
+def served_tenant(
+    base: Path,
+    mp: pytest.MonkeyPatch,
+    redis: str | None = None,
+    algorithm: tuple[str, dict] | None = None,
+) -> Iterator[Served]:
+    """`redis`: Feast's connection string of a Redis online store (else SQLite). `algorithm`:
+    (name, params) the model is trained with instead of the demo's."""
     from platform_assets.composition.locations import tenant_parts
     from platform_assets.governance.workflow import open_store
     from platform_assets.resources.deployment import resources_for
@@ -119,6 +135,8 @@ def served_tenant(base: Path, mp: pytest.MonkeyPatch, redis: str | None = None) 
 
     root = base / "defs"
     shutil.copytree(DEMO_DEFS / TENANT, root / TENANT)
+    if algorithm is not None:
+        use_algorithm(root, *algorithm)
     (base / "home").mkdir()
     for name, value in {
         "MLPLAT_ENV": "local",

@@ -8,6 +8,12 @@ in its own process on loopback; the load comes from this process. Latency: seque
 on one keep-alive connection; throughput: CONCURRENCY clients for a fixed time. Targets (issue
 15): ours p99 <= 1.5x Feast's p99, >= 500 requests/s on 2 cores.
 
+Flavors (issue 22): the same training set also trains an XGBoost and a LightGBM version with the
+platform's own code; each in turn is made champion of the same running `mlplat serve`, and its
+predict latency is measured as above, interleaved over the rounds, against scikit-learn's
+gradient boosting (the demo's version 1). Beside it, the scorer alone (Treelite, or the library
+itself) on one row in this process, without HTTP and Redis.
+
 Writes JSON to bench/results/serving_bench.json.
 """
 
@@ -33,6 +39,12 @@ CONCURRENCY = 8
 THROUGHPUT_SECONDS = 5.0
 ROUNDS = 3
 P99_TARGET, RPS_TARGET = 1.5, 500
+# The flavors' versions, trained on the demo's training set with the demo model's own budget.
+FLAVORS = {
+    "xgboost": {"n_estimators": 150, "max_depth": 3, "learning_rate": 0.05},
+    "lightgbm": {"n_estimators": 150, "num_leaves": 8, "learning_rate": 0.05},
+}
+SCORER_CALLS = 5000
 
 
 def free_port() -> int:
@@ -156,6 +168,99 @@ def redis_caller(db: int, project: str, join_keys: list[str]):
     return make
 
 
+def register_flavors(served) -> dict[str, int]:
+    """A version of the served model per flavor, trained, logged and hashed as the model step
+    does (the hash kept in `served.artifacts`); {"gradient_boosting": 1, "xgboost": 2, ...}."""
+    import mlflow
+
+    from bench.served_tenant import MODEL, REGISTERED, TENANT
+    from platform_assets.models.component import register_version
+    from platform_assets.models.flavors import fit, log_model, record_logged
+    from platform_assets.models.training import feature_columns
+
+    lake, res = served.resources["lake"], served.resources["mlflow"]
+    snapshot = lake.current(TENANT, "training_sets", MODEL).version
+    df = lake.read(TENANT, "training_sets", MODEL, snapshot).to_pandas()
+    train = df[df["split"] == "train"]
+    cols = feature_columns(df, ["driver_id", "zone_id"], "churned")
+    X, y = train[cols].astype("float64"), train["churned"].astype(int).to_numpy()
+    versions = {"gradient_boosting": 1}
+    for algorithm, params in FLAVORS.items():
+        res.client()
+        trained = fit(algorithm, params, X, y)
+        with mlflow.start_run(experiment_id=res.ensure_experiment(f"{TENANT}/{MODEL}")):
+            info = log_model(trained, X)
+        digest = record_logged(res, info.model_id, trained, X, f"{REGISTERED} ({algorithm})")
+        tags = {"tenant": TENANT, "training_set_version": snapshot, "algorithm": algorithm}
+        tags["artifact_sha256"] = digest
+        version = register_version(res, REGISTERED, info.model_id, info.run_id, tags)
+        versions[algorithm] = version
+        served.artifacts[version] = digest
+    return versions
+
+
+def scorer_latency(served, versions: dict[str, int]) -> dict:
+    """Each version's scorer (as `mlplat serve` builds it) on one row, in this process: µs."""
+    import numpy as np
+    from threadpoolctl import threadpool_limits
+
+    from bench.served_tenant import REGISTERED
+    from platform_assets.models.flavors import load_verified
+    from platform_assets.serving.runtime import scorer
+
+    out = {}
+    for name, version in versions.items():
+        mlflow = served.resources["mlflow"]
+        model = load_verified(mlflow, REGISTERED, version, served.artifacts[version])
+        threadpool_limits(limits=1)
+        columns = [str(c) for c in model.feature_names_in_]
+        scoring = scorer(model, columns)
+        rows = np.random.default_rng(0).normal(size=(SCORER_CALLS, 1, len(columns)))
+        for row in rows[:WARMUP]:
+            scoring.predict(row)
+        times = []
+        for row in rows:
+            t = time.perf_counter()
+            scoring.predict(row)
+            times.append((time.perf_counter() - t) * 1e6)
+        out[name] = {
+            "runtime": scoring.runtime,
+            "p50_us": round(percentile(times, 50), 1),
+            "p99_us": round(percentile(times, 99), 1),
+        }
+    return out
+
+
+def flavor_latency(served, ours_url: str, versions: dict[str, int], entities: list[dict]):
+    """Each version in turn as the champion of the running server, its predict latency; the
+    flavors interleaved within every round, in a rotating order."""
+    import httpx
+
+    from bench.served_tenant import REGISTERED
+
+    make = http_caller(f"{ours_url}/v1/models/{REGISTERED}:predict", lambda e: {"entities": [e]})
+    rounds = []
+    names = list(versions)
+    for k in range(ROUNDS):
+        measured = {}
+        # Each round starts with another flavor, so none is always measured first or last.
+        for name in names[k % len(names) :] + names[: k % len(names)]:
+            version = versions[name]
+            served.set_champion(version)
+            deadline = time.monotonic() + 300
+            while True:
+                model = httpx.get(f"{ours_url}/readyz", timeout=10).json()["models"][REGISTERED]
+                if model["serving_version"] == version:
+                    break
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"v{version} ({name}) not served within 300 s: {model}")
+                time.sleep(0.5)
+            measured[name] = {**latency(make(), entities), "runtime": model["runtime"]}
+        rounds.append(measured)
+    served.set_champion(1)
+    return rounds
+
+
 def run(base: Path, db: int) -> dict:
     import pytest
     import redis as redis_lib
@@ -166,6 +271,7 @@ def run(base: Path, db: int) -> dict:
     procs: list[subprocess.Popen] = []
     with pytest.MonkeyPatch.context() as mp, served_tenant(base, mp, redis_string(db)) as served:
         setup_s = time.perf_counter() - started
+        versions = register_flavors(served)
         entities = served.entities(1000)
         random.Random(0).shuffle(entities)
         repo = served.resources["feast"].repo(TENANT)
@@ -240,6 +346,8 @@ def run(base: Path, db: int) -> dict:
                         for name, make in peers.items()
                     }
                 )
+            flavor_rounds = flavor_latency(served, ours_url, versions, entities)
+            one_row = scorer_latency(served, versions)
         finally:
             for proc in procs:
                 proc.terminate()
@@ -259,7 +367,24 @@ def run(base: Path, db: int) -> dict:
         }
         for name in peers
     }
-    return {"setup_s": round(setup_s, 1), "rounds": rounds, "medians": medians}
+    flavors = {
+        name: {
+            "runtime": flavor_rounds[-1][name]["runtime"],
+            **{
+                m: statistics.median(r[name][m] for r in flavor_rounds)
+                for m in ("p50_ms", "p99_ms")
+            },
+        }
+        for name in versions
+    }
+    return {
+        "setup_s": round(setup_s, 1),
+        "rounds": rounds,
+        "medians": medians,
+        "flavor_rounds": flavor_rounds,
+        "flavors": flavors,
+        "scorer_one_row": one_row,
+    }
 
 
 def main() -> None:
@@ -306,6 +431,14 @@ def main() -> None:
         f"{result['throughput_ratio_vs_feast']:.2f}x; ours/Redis p99 "
         f"{result['p99_ratio_vs_redis']:.2f}x; target met: {result['met']}"
     )
+    print(f"  the served model per flavor, median of {ROUNDS} interleaved rounds:")
+    for name, v in result["flavors"].items():
+        one = result["scorer_one_row"][name]
+        print(
+            f"  {name:28s} p50 {v['p50_ms']:7.3f} ms  p99 {v['p99_ms']:7.3f} ms  "
+            f"({v['runtime']}; scorer alone, one row: p50 {one['p50_us']:.1f} us, "
+            f"p99 {one['p99_us']:.1f} us)"
+        )
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2))
 

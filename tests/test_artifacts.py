@@ -15,11 +15,12 @@ import pandas as pd
 import pytest
 
 from bench.served_tenant import artifact_folder, register_sklearn
-from platform_assets.models.artifacts import (
+from platform_assets.models.artifacts import ArtifactRefused, artifact_digest
+from platform_assets.models.flavors import (
+    LOADERS,
     SKLEARN_TRUSTED_TYPES,
     SKOPS_FILE,
-    ArtifactRefused,
-    artifact_digest,
+    load_folder,
     load_sklearn,
     load_verified,
     record_logged,
@@ -195,10 +196,10 @@ def test_an_artifact_without_a_skops_file_is_refused(tmp_path):
     (tmp_path / "MLmodel").write_text("")
     (tmp_path / "model.pkl").write_bytes(b"")
     with pytest.raises(ArtifactRefused) as refused:
-        load_sklearn(tmp_path, "t.m v3")
+        load_folder(tmp_path, "t.m v3")
     assert str(refused.value) == (
-        f"t.m v3: no {SKOPS_FILE} in the artifact (it holds MLmodel, model.pkl); the platform "
-        "loads scikit-learn models from skops only, never a pickle"
+        "t.m v3: the artifact holds MLmodel, model.pkl; the platform loads exactly one of "
+        f"{', '.join(LOADERS)} (never a pickle)"
     )
 
 

@@ -28,7 +28,8 @@ def test_importing_definitions_does_not_import_heavy_libraries():
         "import sys, json, time; t = time.perf_counter();"
         "import platform_assets.definitions as d; d.defs();"
         "print(json.dumps({'seconds': time.perf_counter() - t, 'loaded': [m for m in "
-        "('mlflow', 'feast', 'great_expectations', 'sklearn', 'duckdb', 'matplotlib', 'pandas') "
+        "('mlflow', 'feast', 'great_expectations', 'sklearn', 'duckdb', 'matplotlib', 'pandas', "
+        "'xgboost', 'lightgbm', 'treelite') "
         "if m in sys.modules]}))"
     )
     out = subprocess.run(

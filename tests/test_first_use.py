@@ -26,7 +26,7 @@ from platform_assets.cost.ledger import ledger_engine, schema
 from platform_assets.features.feast_objects import feature_view
 from platform_assets.governance.keys import AuditKeys, audit_keys, key_id
 from platform_assets.governance.store import GovernanceStore
-from platform_assets.resources.feature_store import FeastResource
+from platform_assets.resources.feature_store import FeastResource, apply
 from platform_assets.resources.first_use import creation_lock
 from platform_assets.resources.mlflow import MlflowResource
 from platform_assets.tenancy.specs import FeatureSetSpec
@@ -59,7 +59,7 @@ def feast_step(where: str, url: str | None, i: int) -> None:
     """A feature-set step: open the tenant's store and apply its own view (one shared entity)."""
     store = FeastResource(root=where, registry_url=url).store(TENANT)
     entity, view = feature_view(TENANT, "team@example.com", view_spec(i), f"{where}/v{i}.parquet")
-    store.apply([entity, view])
+    apply(store, [entity, view])
 
 
 def feast_holds(where: str, url: str | None) -> list[str]:

@@ -9,7 +9,7 @@ from platform_assets.cost.metering import meter
 from platform_assets.features.feast_objects import feature_view
 from platform_assets.features.sandbox import SandboxError, sandbox
 from platform_assets.quality.checks import expectation_check
-from platform_assets.resources.feature_store import FeastResource
+from platform_assets.resources.feature_store import FeastResource, apply
 from platform_assets.resources.lake import LakeResource
 from platform_assets.resources.pricing import PricingResource
 from platform_assets.tenancy.assets import (
@@ -169,7 +169,7 @@ def feature_assets(
             entity, view = feature_view(
                 tenant.name, tenant.owners[0], spec, snapshot.uri, lake.s3_endpoint()
             )
-            feast.store(tenant.name).apply([entity, view])
+            apply(feast.store(tenant.name), [entity, view])
             quality = expectation_check(df, spec.expectations, f"{tenant.name}_{spec.name}")
         yield dg.MaterializeResult(
             data_version=dg.DataVersion(snapshot.version),

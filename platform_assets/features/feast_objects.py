@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
+from platform_assets.resources.feature_store import apply
 from platform_assets.tenancy.specs import FeatureSetSpec, ModelSpec
 
 if TYPE_CHECKING:  # loaded in the steps, not with the code location
@@ -98,5 +99,5 @@ def apply_current(lake, store, tenant: str, owner: str, model: ModelSpec, resolv
         if view_owner != tenant:
             objects += [entity, view]  # a shared view, read from its owner's prefix
     service = feature_service(tenant, owner, model, views)
-    store.apply([*objects, service])
+    apply(store, [*objects, service])
     return service, read

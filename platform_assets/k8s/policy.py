@@ -62,7 +62,12 @@ def _interpreter(files: list[Path]):
 
 
 def _query(rego, query: str) -> Any:
-    output = rego.query(f"x := {query}")
+    try:
+        # regopy parses rego-cpp's output itself, and that output is not always JSON (rego-cpp
+        # leaves quotes unescaped in some `sprintf` results).
+        output = rego.query(f"x := {query}")
+    except json.JSONDecodeError as exc:
+        raise PolicyError(f"{query}: its output is not JSON ({exc}): {exc.doc}") from exc
     text = str(output)
     if text == "undefined":
         return None
@@ -87,7 +92,10 @@ class PolicySet:
         package = PACKAGES[self.kind]
         # One query for all policies: rego-cpp compiles per query.
         query = "{" + ", ".join(f'"{n}": data.{package}.{n}.violation' for n in self.names) + "}"
-        results = _query(self._rego, query)
+        try:
+            results = _query(self._rego, query)
+        except PolicyError:
+            results = self._one_by_one(where)
         if results is None or set(results) != set(self.names):
             raise PolicyError(f"a policy in {self.root / self.kind} has no `violation` rule")
         found = [
@@ -96,6 +104,21 @@ class PolicySet:
             for item in results[name]
         ]
         return sorted(found, key=lambda v: (v.where, v.policy, v.message))
+
+    def _one_by_one(self, where: str) -> dict[str, Any]:
+        """Each policy on its own, after the joint query failed: the error names the policy."""
+        results = {}
+        for name in self.names:
+            try:
+                found = _query(self._rego, f"data.{PACKAGES[self.kind]}.{name}.violation")
+            except PolicyError as exc:
+                raise PolicyError(
+                    f"{where}: policy {self.kind}/{name} gave output mlplat cannot read: {exc}"
+                ) from exc
+            if found is None:
+                raise PolicyError(f"policy {self.kind}/{name} has no `violation` rule")
+            results[name] = found
+        return results
 
 
 def run_policy_tests(kind: Kind, root: Path | None = None) -> dict[str, bool]:

@@ -203,6 +203,7 @@ def pod_parameters(tenants: dict[str, TenantSpec]) -> dict[str, Any]:
         }
         for t in tenants.values()
     }
+    worker = platform().run_worker
     places[PLATFORM] = {
         "namespace": platform().namespace,
         "service_account": PLATFORM_RUNNER,
@@ -214,6 +215,11 @@ def pod_parameters(tenants: dict[str, TenantSpec]) -> dict[str, Any]:
         "writable_root_containers": [],
         "entrypoints": [list(argv) for argv in ENTRYPOINTS],
         "default_tolerations": list(DEFAULT_TOLERATIONS),
+        # Run workers and code servers: sized by the platform, not by any tenant's caps.
+        "platform_pod_caps": {
+            "cpu": quantity(max(worker.cpu, CODE_SERVER.cpu)),
+            "memory": quantity(max(worker.memory_gib, CODE_SERVER.memory_gib), "Gi"),
+        },
     }
 
 

@@ -16,11 +16,12 @@ import json
 import re
 from typing import Any
 
-from platform_assets.k8s.config import platform, quantity, services_secret
+from platform_assets.k8s.config import k8s_name, platform, quantity, services_secret
 from platform_assets.tenancy.limits import (
     Toleration,
     allowed_placements,
     effective_resources,
+    limits_for,
     placement,
 )
 from platform_assets.tenancy.locations import location_of
@@ -40,6 +41,9 @@ DEFAULT_TOLERATIONS = tuple(
     {"key": f"node.kubernetes.io/{taint}", "operator": "Exists", "effect": "NoExecute"}
     for taint in ("not-ready", "unreachable")
 )
+# The one container of a step or run worker pod (dagster-k8s names it so); a code server's is
+# named after its location (the Dagster chart's user deployments).
+STEP_CONTAINER = "dagster"
 # Dagster's storage password: the one key of a platform Secret a pod reads (DAGSTER_PG_PASSWORD;
 # docs/kubernetes.md says why a step needs it).
 PG_PASSWORD_KEY = "postgresql-password"
@@ -129,17 +133,25 @@ def k8s_placement(tenant: TenantSpec, granted: ComputeResources, path: list[str]
 
 def pod_allowances(tenant: str) -> dict[str, Any]:
     """What the pod policies allow `tenant`'s pods beyond the template (their `parameters`):
-    its own Secrets, and the scheduling of the catalog entries limits.yaml allows it."""
+    its own Secrets, the scheduling of the catalog entries limits.yaml allows it, its caps per
+    step pod (with GPUs only of its allowed accelerator classes) and its pods' container names."""
     accelerators, pools = allowed_placements(tenant)
+    limits = limits_for(tenant)
     entries = [*pools, *accelerators]
     labels: dict[str, list[str]] = {}
     for entry in entries:
         for key, value in entry.node_selector.items():
             labels.setdefault(key, []).append(value)
+    extended = sorted({a.resource for a in accelerators}) if limits.gpu_allowed else []
+    caps = {"cpu": quantity(limits.caps.cpu), "memory": quantity(limits.caps.memory_gib, "Gi")}
+    caps.update({resource: str(limits.caps.gpu) for resource in extended})
     return {
         "env_from": [services_secret(tenant)],
         "secret_keys": {platform().postgres.password_secret: [PG_PASSWORD_KEY]},
         "tolerations": [toleration(t) for e in entries for t in e.tolerations],
         "node_labels": labels,
         "priority_classes": sorted({p.priority_class for p in pools if p.priority_class}),
+        "caps": caps,
+        "extended_resources": extended,
+        "containers": [STEP_CONTAINER, k8s_name(location_of(tenant))],
     }

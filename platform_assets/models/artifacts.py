@@ -1,8 +1,8 @@
 """Model artifacts as the platform trusts them: a content hash recorded when a version is
-registered and checked wherever one is loaded, and loaders for safe formats only (skops with an
-allow-list of types; never a pickle).
+registered and checked wherever one is loaded. The loaders of each flavor's safe format are in
+`models/flavors.py`.
 
-Every loader goes through `verified_download`: the version's files are downloaded from MLflow
+Every load goes through `verified_download`: the version's files are downloaded from MLflow
 into a private temporary folder, hashed there, compared with the hash in the platform's own
 records, and only then handed to a flavor's loader, which reads that folder and nothing else.
 MLflow is storage here, not a source of truth: a tenant with write access to its runs could
@@ -16,23 +16,12 @@ import hashlib
 import os
 import stat
 import tempfile
-import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 from platform_assets.resources.mlflow import MlflowResource
 
-SKOPS_FILE = "model.skops"
-# The types outside skops' default trust that the platform's scikit-learn built-ins hold (a
-# test keeps this list equal to what each built-in needs): tree node arrays and dtypes. Not a
-# blanket `trusted=True`: a file naming any other type is refused before it is loaded.
-SKLEARN_TRUSTED_TYPES = (
-    "numpy.dtype",
-    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
-    "sklearn.tree._tree.Tree",
-)
 HASH_PREFIX = 12  # hex digits of a hash in messages: enough to tell two apart
 # MLflow's client writes this file (the model's name and version) into a version's folder
 # whenever it downloads one through `models:/`: on a local artifact store, into the stored
@@ -116,60 +105,3 @@ def verified_download(
                 "the version (changed in MLflow since); not loaded"
             )
         yield folder
-
-
-def load_sklearn(folder: Path, what: str) -> Any:
-    """The scikit-learn model in `folder`'s skops file, refusing any type outside skops' own
-    trust and `SKLEARN_TRUSTED_TYPES`. Reads nothing else: not MLflow's `MLmodel` (whose
-    `serialization_format` could say pickle), never a pickle."""
-    import skops.io
-
-    path = folder / SKOPS_FILE
-    if not path.is_file() or path.is_symlink():
-        found = ", ".join(sorted(p.name for p in folder.iterdir())) or "nothing"
-        raise ArtifactRefused(
-            f"{what}: no {SKOPS_FILE} in the artifact (it holds {found}); the platform loads "
-            "scikit-learn models from skops only, never a pickle"
-        )
-    try:
-        untrusted = skops.io.get_untrusted_types(file=path)
-    except (zipfile.BadZipFile, KeyError, ValueError) as exc:
-        raise ArtifactRefused(
-            f"{what}: {SKOPS_FILE} is not a skops file ({type(exc).__name__}: {exc})"
-        ) from exc
-    refused = sorted(set(untrusted) - set(SKLEARN_TRUSTED_TYPES))
-    if refused:
-        raise ArtifactRefused(
-            f"{what}: {SKOPS_FILE} holds type(s) the platform does not trust: "
-            f"{', '.join(refused)}; not loaded"
-        )
-    return skops.io.load(path, trusted=list(untrusted))
-
-
-def load_verified(
-    mlflow: MlflowResource, registered: str, version: int, expected: str | None
-) -> Any:
-    """Version `version` of `registered`, verified against `expected` and loaded from its safe
-    format: what evaluation, batch scoring, drift and serving call."""
-    with verified_download(mlflow, registered, version, expected) as folder:
-        return load_sklearn(folder, f"{registered} v{version}")
-
-
-def record_logged(mlflow: MlflowResource, model_id: str, trained: Any, X: Any, what: str) -> str:
-    """The content hash of logged model `model_id`, to be recorded before it is registered.
-
-    The files are read back from MLflow (what every later load will verify against) and loaded
-    as any loader would; their model must score every training row exactly as the model this
-    step trained, so an artifact replaced between logging and registering is not recorded."""
-    import numpy as np
-
-    location = mlflow.client().get_logged_model(model_id).artifact_location
-    with downloaded(mlflow, location) as folder:
-        digest = artifact_digest(folder)
-        stored = load_sklearn(folder, what)
-    if not np.array_equal(stored.predict_proba(X), trained.predict_proba(X)):
-        raise ArtifactRefused(
-            f"{what}: the artifact read back from MLflow does not score as the model this step "
-            "trained (replaced after logging?); not registered"
-        )
-    return digest

@@ -5,9 +5,14 @@ import dagster as dg
 from platform_assets.cost.metering import meter
 from platform_assets.features.feast_objects import apply_current
 from platform_assets.models import manifest as manifests
-from platform_assets.models.artifacts import SKLEARN_TRUSTED_TYPES, load_verified, record_logged
+from platform_assets.models.flavors import (
+    effective_params,
+    fit,
+    load_verified,
+    log_model,
+    record_logged,
+)
 from platform_assets.models.training import (
-    build_pipeline,
     failed_thresholds,
     feature_columns,
     metrics,
@@ -33,15 +38,13 @@ from platform_assets.tenancy.catalog import (
 )
 from platform_assets.tenancy.specs import ModelSpec
 
+# Dagster's kind (the icon in the UI) of what trains each algorithm.
+TRAINED_BY = {"xgboost": "xgboost", "lightgbm": "lightgbm"}
+
+
 # Steps that talk to the MLflow tracking server outlive a short outage of it: each attempt fails
 # with MLflow's error naming the server, is billed, and the step is tried again.
 TRACKING_RETRY = dg.RetryPolicy(max_retries=3, delay=15, backoff=dg.Backoff.EXPONENTIAL)
-
-
-def serving_requirements() -> list[str]:
-    from importlib.metadata import version
-
-    return [f"{p}=={version(p)}" for p in ("scikit-learn", "skops", "pandas", "numpy", "mlflow")]
 
 
 def register_version(
@@ -182,7 +185,7 @@ def model_assets(
         "model",
         ["models", spec.name],
         f"{spec.description} ({spec.algorithm}; registered in MLflow as {registered}).",
-        {"scikitlearn", "mlflow"},
+        {TRAINED_BY.get(spec.algorithm, "scikitlearn"), "mlflow"},
         requested,
         source=source,
         metadata={
@@ -207,7 +210,6 @@ def model_assets(
         pricing: PricingResource,
     ):
         import mlflow as mlflow_lib
-        from mlflow.models import infer_signature
 
         with meter(tenant.name, requested, pricing.catalog()) as usage:
             version = lake.current(tenant.name, "training_sets", spec.name).version
@@ -218,8 +220,8 @@ def model_assets(
             # and MLflow's signature would reject NaN in a column it saw as integer.
             X = train[cols].astype("float64")
             y = train[labels.label_column].astype(int).to_numpy()
-            pipeline = build_pipeline(spec.algorithm, spec.params).fit(X, y)
-            train_metrics = metrics(y, pipeline.predict_proba(X)[:, 1])
+            trained = fit(spec.algorithm, spec.params, X, y)
+            train_metrics = metrics(y, trained.predict_proba(X)[:, 1])
             tags = {
                 "dagster_run_id": context.run_id,
                 "asset_key": model_key.to_user_string(),
@@ -232,26 +234,21 @@ def model_assets(
                 context, f"{tenant.name}/{spec.name}", {"tenant": tenant.name}, tenant.name
             ):
                 mlflow_lib.log_params(
-                    {"algorithm": spec.algorithm, **spec.params, "features": ",".join(cols)}
+                    {
+                        "algorithm": spec.algorithm,
+                        **effective_params(spec.algorithm, spec.params),
+                        "features": ",".join(cols),
+                    }
                 )
                 mlflow_lib.log_metrics({f"train_{k}": v for k, v in train_metrics.items()})
-                info = mlflow_lib.sklearn.log_model(
-                    pipeline,
-                    name="model",
-                    # skops, not pickle: loading cannot run arbitrary code. Every loader
-                    # reads it with the platform's allow-list (models/artifacts.py).
-                    serialization_format="skops",
-                    skops_trusted_types=list(SKLEARN_TRUSTED_TYPES),
-                    # Pinned from what is installed: inferring them from the project costs
-                    # seconds per model and captures the whole platform's lock file.
-                    pip_requirements=serving_requirements(),
-                    signature=infer_signature(X.head(100), pipeline.predict_proba(X.head(100))),
-                )
+                # In the flavor's safe format: skops, XGBoost JSON or LightGBM text. Every
+                # loader reads it by the model file it holds (models/flavors.py).
+                info = log_model(trained, X)
             run_id = info.run_id
             # Hashed before it is registered, and recorded in this materialization: the
             # platform's own record, which promotion carries into the champion's evidence and
             # every loader verifies against. The MLflow tag is for people, never read back.
-            digest = record_logged(mlflow, info.model_id, pipeline, X, f"{registered} ({run_id})")
+            digest = record_logged(mlflow, info.model_id, trained, X, f"{registered} ({run_id})")
             tags["artifact_sha256"] = digest
             mv = register_version(mlflow, registered, info.model_id, run_id, tags)
         return dg.MaterializeResult(
@@ -367,7 +364,8 @@ class Model(TeamComponent, ModelSpec):
 
     - `<tenant>/training_sets/<name>`: point-in-time join of the labels with the model's Feast
       FeatureService; blocking checks `expectations` and `leakage`.
-    - `<tenant>/models/<name>`: trained with scikit-learn, logged to MLflow, registered as
+    - `<tenant>/models/<name>`: trained with scikit-learn, XGBoost or LightGBM, logged to
+      MLflow in the flavor's safe format (skops, XGBoost JSON, LightGBM text), registered as
       `<tenant>.<name>` with the Dagster run id, asset key, tenant and data version as tags.
     - `<tenant>/evaluation_reports/<name>`: held-out metrics against thresholds, with ROC,
       precision-recall and calibration plots.

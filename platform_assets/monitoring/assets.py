@@ -14,7 +14,7 @@ import dagster as dg
 
 from platform_assets.cost.metering import meter
 from platform_assets.governance.reconcile import champion_artifact
-from platform_assets.models.artifacts import load_verified
+from platform_assets.models.flavors import load_verified
 from platform_assets.models.training import feature_columns, png_markdown
 from platform_assets.monitoring.drift import compare, compare_numeric, judge
 from platform_assets.resources.lake import LakeResource

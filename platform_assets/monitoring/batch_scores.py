@@ -10,7 +10,7 @@ import dagster as dg
 from platform_assets.cost.metering import meter
 from platform_assets.features.feast_objects import apply_current
 from platform_assets.governance.reconcile import champion_artifact, drift
-from platform_assets.models.artifacts import load_verified
+from platform_assets.models.flavors import load_verified
 from platform_assets.models.training import feature_columns
 from platform_assets.resources.feature_store import FeastResource
 from platform_assets.resources.lake import LakeResource

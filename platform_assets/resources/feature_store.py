@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 import yaml
@@ -91,6 +91,15 @@ def create_registry_tables(url: str) -> None:
                 metadata.create_all(engine)  # checks again, under the lock
     finally:
         engine.dispose()
+
+
+def apply(store: FeatureStore, objects: list[Any]) -> None:
+    """`store.apply(objects)` under the registry's lock. Feast's SQL registry writes each object,
+    and a project's metadata on its first write, by checking and then inserting: two steps of a
+    run applying their views with the same entity race (`UNIQUE constraint failed`), so writes
+    to one registry take turns, as its creation does."""
+    with creation_lock(store.config.registry.path, "feast registry"):
+        store.apply(objects)
 
 
 def write_private(path: Path, text: str) -> None:

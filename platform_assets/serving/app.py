@@ -31,7 +31,8 @@ from platform_assets.env import deployment
 from platform_assets.governance.identity import IdentityRefused, OidcSettings, verify_token
 from platform_assets.governance.rbac import platform_admins, roles_of
 from platform_assets.governance.workflow import TenantCatalogs, open_store
-from platform_assets.models.artifacts import HASH_PREFIX, load_verified
+from platform_assets.models.artifacts import HASH_PREFIX
+from platform_assets.models.flavors import load_verified
 from platform_assets.resources.deployment import resources_for
 from platform_assets.serving.requestlog import LogSchema, RequestLog
 from platform_assets.serving.runtime import scorer
@@ -114,11 +115,16 @@ async def read_body(request: "Request", limit: int = MAX_BODY_BYTES) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and int(declared) > limit:  # h11 has checked it is a number
         raise too_large
+    from starlette.requests import ClientDisconnect
+
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise too_large
+    try:
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise too_large
+    except ClientDisconnect as exc:  # answered like any bad body, not as a server error
+        raise ServingError(400, "body: the client disconnected before sending all of it") from exc
     return bytes(body)
 
 
@@ -292,8 +298,9 @@ class Service:
         import numpy as np
         from threadpoolctl import threadpool_limits
 
-        # Its files verified against the hash it was promoted on, then read from skops only:
-        # once, here, never per request.
+        # Its files verified against the hash it was promoted on, then read from its safe format
+        # (skops, XGBoost JSON or LightGBM text, by the file the verified folder holds): once,
+        # here, never per request.
         model = load_verified(self.mlflow, route.name, version, recorded)
         columns = [str(c) for c in getattr(model, "feature_names_in_", [])]
         available = {f for v in route.views or [] for f in v.features}

@@ -1,4 +1,4 @@
-"""How a champion scores in `mlplat serve`: its trees compiled by Treelite, or scikit-learn.
+"""How a champion scores in `mlplat serve`: its trees compiled by Treelite, or natively.
 
 scikit-learn predicts a row of a gradient-boosted ensemble by calling every tree from Python
 (0.75 ms for 150 trees, most of a request's time). Treelite's GTIL walks the same trees in C++
@@ -7,7 +7,9 @@ ensemble is used only after it agreed with scikit-learn at load, within `TOLERAN
 built from every split of the model itself: each threshold, the floats on either side of it
 and a missing value, the only places where two runtimes can send a row down different
 branches. Anything else (a pipeline with preprocessing, a linear model, a disagreement) is
-scored by scikit-learn, and the service says which runtime each champion uses.
+scored by scikit-learn, and the service says which runtime each champion uses. XGBoost and
+LightGBM boosters are compiled the same way from their native models and checked against
+their own library's scores; one that disagrees is scored by that library.
 """
 
 from __future__ import annotations
@@ -22,11 +24,19 @@ from typing import Any
 
 import numpy as np
 
+from platform_assets.models.flavors import BoosterModel
+
 log = logging.getLogger("mlplat.serve")
 
 # Sums of the same leaves in another order differ in the last bits; a branch taken differently
 # moves a score by far more (float32 thresholds moved some by 0.04).
 TOLERANCE = 1e-12
+# XGBoost keeps thresholds and leaves in float32 and so does Treelite's import of it: scores
+# agree to a float32 rounding of the sum (1.2e-7 measured), branches exactly.
+BOOSTER_TOLERANCE = {"xgboost": 1e-6, "lightgbm": TOLERANCE}
+# LightGBM reads any value within this of zero (its kZeroThreshold, a float32 1e-35) as zero
+# before walking its trees; Treelite does not, so its input is given the same treatment.
+LIGHTGBM_ZERO = float(np.float32(1e-35))
 VERIFY_ROWS = 4096
 
 # Treelite writes an infinite threshold (a split that sends only missing values right) as
@@ -36,7 +46,7 @@ _EMPTY_THRESHOLD = re.compile(r'("threshold": ),')
 
 @dataclass(frozen=True)
 class Scorer:
-    runtime: str  # "treelite" or "scikit-learn"
+    runtime: str  # "treelite", or the model's own library: "scikit-learn", "xgboost", "lightgbm"
     note: str  # why this runtime
     predict: Callable[[np.ndarray], np.ndarray]  # rows x columns (float64) -> P(class 1)
 
@@ -91,29 +101,64 @@ def split_rows(compiled: Any, n_columns: int, rows: int = VERIFY_ROWS) -> np.nda
     return np.column_stack(columns).astype(np.float64)
 
 
+def _lightgbm_input(rows: np.ndarray) -> np.ndarray:
+    return np.where(np.abs(rows) <= LIGHTGBM_ZERO, 0.0, rows)
+
+
+def _verified(
+    compiled: Any,
+    own: Scorer,
+    n_columns: int,
+    tolerance: float,
+    what: str,
+    prepare: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> Scorer:
+    """Treelite's `compiled` model if it scores as the model's own library (`own`) does on the
+    model's split points, else `own`. `prepare` reads rows as the library does."""
+    import treelite.gtil
+
+    def predict(rows: np.ndarray) -> np.ndarray:
+        if prepare is not None:
+            rows = prepare(rows)
+        # (rows, targets, classes): one target, and for a binary model one class, P(class 1).
+        return treelite.gtil.predict(compiled, rows, nthread=1).reshape(len(rows), -1)[:, -1]
+
+    rows = split_rows(compiled, n_columns)
+    gap = float(np.max(np.abs(predict(rows) - own.predict(rows))))
+    if not gap <= tolerance:
+        note = (
+            f"Treelite's scores differ from {own.runtime}'s by up to {gap:.3g} on the model's "
+            f"split points (tolerance {tolerance:g}): scored by {own.runtime}"
+        )
+        log.warning(note)
+        return Scorer(own.runtime, note, own.predict)
+    return Scorer(
+        "treelite", f"{what} compiled; agrees with {own.runtime} within {gap:.1g}", predict
+    )
+
+
+def _booster(model: BoosterModel, columns: list[str]) -> Scorer:
+    """A booster compiled from its native model, checked against its library's own scores."""
+    import treelite
+
+    if model.flavor == "xgboost":
+        compiled, prepare = treelite.frontend.from_xgboost(model.booster), None
+    else:
+        compiled, prepare = treelite.frontend.from_lightgbm(model.booster), _lightgbm_input
+    own = Scorer(model.flavor, "", model.predict)
+    tolerance = BOOSTER_TOLERANCE[model.flavor]
+    return _verified(compiled, own, len(columns), tolerance, f"{model.flavor} booster", prepare)
+
+
 def scorer(model: Any, columns: list[str]) -> Scorer:
     """The fastest runtime that scores exactly as the champion does."""
+    if isinstance(model, BoosterModel):
+        return _booster(model, columns)
     estimator = _ensemble(model)
     if estimator is None:
         return _sklearn(model, columns, f"{type(model).__name__}: not a tree ensemble alone")
     import treelite
-    import treelite.gtil
 
     compiled = treelite.sklearn.import_model(estimator)
-
-    def predict(rows: np.ndarray) -> np.ndarray:
-        # (rows, targets, classes): one target, and for a binary model one class, P(class 1).
-        return treelite.gtil.predict(compiled, rows, nthread=1).reshape(len(rows), -1)[:, -1]
-
-    sklearn = _sklearn(model, columns, "")
-    rows = split_rows(compiled, len(columns))
-    gap = float(np.max(np.abs(predict(rows) - sklearn.predict(rows))))
-    if not gap <= TOLERANCE:
-        note = (
-            f"Treelite's scores differ from scikit-learn's by up to {gap:.3g} on the model's "
-            f"split points (tolerance {TOLERANCE:g}): scored by scikit-learn"
-        )
-        log.warning(note)
-        return _sklearn(model, columns, note)
-    note = f"{type(estimator).__name__} compiled; agrees with scikit-learn within {gap:.1g}"
-    return Scorer("treelite", note, predict)
+    own = _sklearn(model, columns, "")
+    return _verified(compiled, own, len(columns), TOLERANCE, type(estimator).__name__)

@@ -43,7 +43,8 @@ def open_inbox_file(lake_root: str, tenant: str, spec: SourceSpec) -> BinaryIO:
     Each component below the (platform-owned) lake root, `<tenant>`, `inbox` and the parts of
     the Source's `path`, is opened relative to its parent with O_NOFOLLOW: a symlink anywhere,
     the inbox itself included, is refused, and no link swapped in between a check and the
-    read can redirect it (the read is of the descriptor opened here).
+    read can redirect it (the read is of the descriptor opened here). A file with more than one
+    hard link is refused too.
     """
     parts = [tenant, "inbox", *str(spec.path).split("/")]
     fd = os.open(Path(lake_root).resolve(), os.O_RDONLY | os.O_DIRECTORY)
@@ -58,10 +59,19 @@ def open_inbox_file(lake_root: str, tenant: str, spec: SourceSpec) -> BinaryIO:
                 raise _inbox_error(lake_root, tenant, spec, parts[: i + 1], exc) from exc
             os.close(fd)
             fd = child
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
             raise IsolationError(
                 f"source {tenant}/{spec.name}: {spec.path!r} is not a regular file in tenant "
                 f"{tenant!r}'s inbox"
+            )
+        if info.st_nlink != 1:
+            # A hard link is a second name for a file that may live under another tenant's
+            # prefix; no path check can tell which name is the file's own.
+            raise IsolationError(
+                f"source {tenant}/{spec.name}: {spec.path!r} has {info.st_nlink} hard links: "
+                f"the platform reads only files with one name, so none can be another tenant's "
+                "file linked into this inbox; copy the file there instead"
             )
         file = os.fdopen(fd, "rb")
     except BaseException:

@@ -29,6 +29,7 @@ from platform_assets.tenancy.specs import (
     TenantSpec,
     check_name,
     check_tenant_name,
+    identity_key,
 )
 from platform_assets.tenancy.strict_yaml import PlatformConfigError, YamlError, read_document
 
@@ -310,10 +311,10 @@ def check_across_tenants(catalogs: dict[str, TenantCatalog]) -> None:
 
     - a share names only existing tenants: one to a name no tenant has yet would be inherited
       by whichever tenant is created under that name;
-    - a person (an e-mail owner, or an identity in `roles`) belongs to one tenant: a tenant may
-      not give roles to another tenant's people.
+    - a person or team (an owner, or an identity in `roles`) belongs to one tenant: a tenant
+      may not give roles or ownership to another tenant's people.
     """
-    people: dict[str, tuple[str, str]] = {}  # identity, case-folded -> (tenant, field)
+    people: dict[str, tuple[str, str]] = {}  # identity_key -> (tenant, field)
     for name in sorted(catalogs):
         tenant, path = catalogs[name].tenant, catalogs[name].file_of("tenant", name)
         for i, share in enumerate(tenant.shares):
@@ -327,7 +328,7 @@ def check_across_tenants(catalogs: dict[str, TenantCatalog]) -> None:
                         "that name would inherit it",
                     )
         for field_name, person in people_of(tenant):
-            owner, where = people.setdefault(person.casefold(), (name, field_name))
+            owner, where = people.setdefault(identity_key(person), (name, field_name))
             if owner != name:
                 raise PlatformConfigError(
                     path,
@@ -339,8 +340,8 @@ def check_across_tenants(catalogs: dict[str, TenantCatalog]) -> None:
 
 
 def people_of(tenant: TenantSpec) -> list[tuple[str, str]]:
-    """(field, identity) of every person a tenant's YAML names: e-mail owners and roles."""
-    found = [(f"attributes.owners[{i}]", o) for i, o in enumerate(tenant.owners) if "@" in o]
+    """(field, identity) of every person or team a tenant's YAML names: owners and roles."""
+    found = [(f"attributes.owners[{i}]", o) for i, o in enumerate(tenant.owners)]
     for role in ROLES:
         found += [
             (f"attributes.roles.{role}[{i}]", who)

@@ -33,6 +33,24 @@ TAG = "tenant"
 LOCATION_TAG = CODE_LOCATION_TAG
 
 
+# dagster-k8s reads pod configuration from run tags with this prefix (`dagster-k8s/config`,
+# `dagster-k8s/resource_requirements`) and merges it into the run worker's pod, the one that
+# holds a Kubernetes token. Pods are the platform's template; a launcher may not add to them.
+POD_CONFIG_TAG_PREFIX = "dagster-k8s/"
+
+
+def refuse_pod_config_tags(run: dg.DagsterRun) -> None:
+    """IsolationError when a launcher (the UI, GraphQL, a sensor) tagged `run` with pod
+    configuration. The platform sets its own as op tags in code, never as run tags."""
+    tags = sorted(t for t in run.tags if t.startswith(POD_CONFIG_TAG_PREFIX))
+    if tags:
+        raise IsolationError(
+            f"run {run.run_id} of {run.job_name} carries run tag(s) {', '.join(tags)}: pods are "
+            "the platform's template, and no run may add pod configuration; launch it without "
+            f"{POD_CONFIG_TAG_PREFIX}* tags"
+        )
+
+
 def run_location(run: dg.DagsterRun) -> str | None:
     """The code location that launched `run`, as Dagster recorded it: the remote origin of a run
     launched through a workspace, or the `platform_assets.locations` attribute a direct
@@ -133,11 +151,13 @@ def _selected_tenant(run: dg.DagsterRun, default: str | None = PLATFORM) -> str 
 
 
 class TenantRunCoordinator(QueuedRunCoordinator):
-    """`QueuedRunCoordinator` that tags each run with its tenant before it queues."""
+    """`QueuedRunCoordinator` that tags each run with its tenant before it queues, and refuses
+    a run that carries pod configuration as run tags."""
 
     def submit_run(self, context: SubmitRunContext) -> dg.DagsterRun:
         run = context.dagster_run
         try:
+            refuse_pod_config_tags(run)
             tenant = run_tenant(run)
         except IsolationError as exc:
             self._instance.report_run_failed(run, message=str(exc))

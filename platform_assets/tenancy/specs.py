@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+import unicodedata
 from pathlib import PurePosixPath
 from typing import Annotated, Any, Literal
 
@@ -17,6 +18,8 @@ from pydantic import (
     BeforeValidator,
     Field,
     StringConstraints,
+    ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -115,8 +118,14 @@ def check_owner(value: str) -> str:
 RESERVED_IDENTITY_PREFIX = "mlplat/"
 
 
+def identity_key(name: str) -> str:
+    """An identity as the platform compares it: NFKC-normalised and case-folded, so a
+    look-alike (`MLPlat／x`, with a full-width slash) is the identity it looks like."""
+    return unicodedata.normalize("NFKC", name).strip().casefold()
+
+
 def is_reserved_identity(name: str) -> bool:
-    return name.strip().lower().startswith(RESERVED_IDENTITY_PREFIX)
+    return identity_key(name).startswith(RESERVED_IDENTITY_PREFIX)
 
 
 def check_identity(value: str) -> str:
@@ -520,8 +529,76 @@ def check_params(params: dict[str, Any]) -> dict[str, Any]:
     return params
 
 
-Algorithm = Literal["logistic_regression", "gradient_boosting", "random_forest"]
+Algorithm = Literal[
+    "logistic_regression", "gradient_boosting", "random_forest", "xgboost", "lightgbm"
+]
 Severity = Literal["warn", "block"]
+
+
+def _number(value: Any) -> Any:
+    """An int or float as written, never a bool or a string that looks like one."""
+    if type(value) not in (int, float):
+        raise ValueError(f"must be a number, not {value!r}")
+    return value
+
+
+Number = Annotated[float, BeforeValidator(_number)]
+Fraction = Annotated[Number, Field(gt=0, le=1, allow_inf_nan=False)]
+Penalty = Annotated[Number, Field(ge=0, le=1e4, allow_inf_nan=False)]
+Rounds = Annotated[StrictInt, Field(ge=1, le=5000, description="Boosting rounds (trees)")]
+
+
+class XGBoostParams(dg.Model):
+    """The hyperparameters a YAML-only `xgboost` model may set, and their ranges. The platform
+    fixes the rest (binary logistic objective, `hist` trees, one thread, seed 0) so the same
+    training set always gives the same model."""
+
+    n_estimators: Rounds = 100
+    max_depth: StrictInt = Field(default=6, ge=1, le=16)
+    learning_rate: Fraction = 0.3
+    subsample: Fraction = 1.0
+    colsample_bytree: Fraction = 1.0
+    min_child_weight: Penalty = 1.0
+    reg_lambda: Penalty = 1.0
+    reg_alpha: Penalty = 0.0
+
+
+class LightGBMParams(dg.Model):
+    """The hyperparameters a YAML-only `lightgbm` model may set, and their ranges. The platform
+    fixes the rest (binary objective, one thread, deterministic row-wise histograms, seed 0)."""
+
+    n_estimators: Rounds = 100
+    num_leaves: StrictInt = Field(default=31, ge=2, le=4096)
+    max_depth: StrictInt = Field(default=-1, ge=-1, le=64, description="-1 or 0: no limit")
+    learning_rate: Fraction = 0.1
+    min_child_samples: StrictInt = Field(default=20, ge=1, le=100000)
+    colsample_bytree: Fraction = 1.0
+    reg_lambda: Penalty = 0.0
+    reg_alpha: Penalty = 0.0
+
+
+# Algorithms whose params are an allow-list with ranges, checked when the YAML loads.
+BOUNDED_PARAMS: dict[str, type[dg.Model]] = {"xgboost": XGBoostParams, "lightgbm": LightGBMParams}
+
+
+def bounded_params(algorithm: str, params: dict[str, Any]) -> dict[str, Any]:
+    """Every hyperparameter of a bounded algorithm: the YAML's, checked, over the defaults.
+    Errors name the parameter, the algorithm and what it allows."""
+    schema = BOUNDED_PARAMS[algorithm]
+    try:
+        return schema.model_validate(params).model_dump()
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            raise ValueError(
+                f"{key!r} is not a parameter of the built-in {algorithm}: it takes "
+                f"{', '.join(schema.model_fields)}"
+            ) from None
+        reason = err["msg"].removeprefix("Value error, ")
+        raise ValueError(
+            f"{key}: {err['input']!r} is refused by the built-in {algorithm}: {reason}"
+        ) from None
 
 
 class DriftThresholds(dg.Model, dg.Resolvable):
@@ -598,7 +675,9 @@ class ModelSpec(dg.Model, dg.Resolvable):
     labels: Labels
     algorithm: Algorithm
     params: Annotated[dict[str, Any], AfterValidator(check_params)] = Field(
-        default_factory=dict, description="Estimator hyperparameters (scalars)"
+        default_factory=dict,
+        description="Estimator hyperparameters (scalars); for xgboost and lightgbm an allow-list "
+        "with ranges (XGBoostParams, LightGBMParams)",
     )
     split: Split = Field(default_factory=Split)
     evaluation: Evaluation = Field(default_factory=Evaluation)
@@ -608,6 +687,14 @@ class ModelSpec(dg.Model, dg.Resolvable):
     )
     resources: StepResources | None = None
     monitoring: Monitoring = Field(default_factory=Monitoring)
+
+    @field_validator("params")
+    @classmethod
+    def _bounded_params(cls, params: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        algorithm = info.data.get("algorithm")
+        if algorithm in BOUNDED_PARAMS:
+            bounded_params(algorithm, params)
+        return params
 
     @field_validator("features")
     @classmethod

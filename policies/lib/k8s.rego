@@ -68,3 +68,21 @@ pod_tenant(obj) := pod_labels(obj)["mlplat/tenant"]
 tenant_parameters(inp) := object.get(inp, ["parameters", "tenants", tenant], {}) if {
 	tenant := pod_tenant(inp.review.object)
 } else := {}
+
+# The annotations the pod gets (AppArmor and seccomp once lived there).
+pod_annotations(obj) := object.get(obj, ["metadata", "annotations"], {}) if obj.kind == "Pod"
+
+pod_annotations(obj) := object.get(obj, ["spec", "template", "metadata", "annotations"], {}) if {
+	obj.kind in templated
+}
+
+pod_annotations(obj) := object.get(obj, ["spec", "jobTemplate", "spec", "template", "metadata", "annotations"], {}) if {
+	obj.kind == "CronJob"
+}
+
+pod_annotations(obj) := object.union(
+	object.get(obj, ["metadata", "annotations"], {}),
+	object.get(obj, ["spec", "predictor", "annotations"], {}),
+) if {
+	obj.kind == "InferenceService"
+}

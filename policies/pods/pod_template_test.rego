@@ -3,7 +3,9 @@ package k8s.pods.pod_template_test
 import data.k8s.pods.pod_template
 import rego.v1
 
-job := {"review": {"object": {"kind": "Job", "spec": {"template": {"spec": {
+params := {"tenants": {"ridehail": {"containers": ["dagster", "ridehail"]}}}
+
+job := {"parameters": params, "review": {"object": {"kind": "Job", "spec": {"template": {"metadata": {"labels": {"mlplat/tenant": "ridehail"}}, "spec": {
 	"automountServiceAccountToken": false,
 	"serviceAccountName": "ridehail-runner",
 	"restartPolicy": "Never",
@@ -60,4 +62,55 @@ test_a_predictor_with_its_component_fields_passes if {
 
 test_model_fields_on_a_step_container_are_refused if {
 	pod_template.violations(json.patch(job, [{"op": "add", "path": "/review/object/spec/template/spec/containers/0/storageUri", "value": "s3://x"}])) == {{"msg": "container 'dagster' sets storageUri, which the platform's pod template does not have"}}
+}
+
+step_container := job.review.object.spec.template.spec.containers[0]
+
+test_a_second_container_running_the_entry_point_is_refused if {
+	second := object.union(step_container, {"name": "sidecar"})
+	pod_template.violations(json.patch(job, [{"op": "add", "path": "/review/object/spec/template/spec/containers/-", "value": second}])) == {
+		{"msg": "pod has 2 containers; the platform's pod template has exactly one"},
+		{"msg": "container 'sidecar' is not the platform's (its tenant's pods have one of [\"dagster\", \"ridehail\"])"},
+	}
+}
+
+test_a_code_server_named_after_its_location_passes if {
+	server := object.union(step_container, {"name": "ridehail"})
+	count(pod_template.violations(json.patch(job, [{"op": "replace", "path": "/review/object/spec/template/spec/containers/0", "value": server}]))) == 0
+}
+
+test_a_renamed_container_is_refused if {
+	renamed := object.union(step_container, {"name": "shell"})
+	pod_template.violations(json.patch(job, [{"op": "replace", "path": "/review/object/spec/template/spec/containers/0", "value": renamed}])) == {{"msg": "container 'shell' is not the platform's (its tenant's pods have one of [\"dagster\", \"ridehail\"])"}}
+}
+
+test_init_and_ephemeral_containers_on_dagster_pods_are_refused if {
+	pod_template.violations(json.patch(job, [
+		{"op": "add", "path": "/review/object/spec/template/spec/initContainers", "value": [step_container]},
+		{"op": "add", "path": "/review/object/spec/template/spec/ephemeralContainers", "value": [step_container]},
+	])) == {
+		{"msg": "pod sets initContainers, which the platform's pod template does not have"},
+		{"msg": "pod sets ephemeralContainers, which the platform's pod template does not have"},
+	}
+}
+
+test_a_predictor_container_beside_the_model_is_refused if {
+	pod_template.violations(json.patch(isvc, [{"op": "add", "path": "/review/object/spec/predictor/containers", "value": [{"name": "sidecar"}]}])) == {{"msg": "predictor adds container 'sidecar'; the platform serves only its model"}}
+}
+
+kserve_pod := {"review": {"object": {"kind": "Pod", "metadata": {"labels": {"serving.kserve.io/inferenceservice": "ridehail-churn"}}, "spec": {
+	"containers": [{"name": "kserve-container"}, {"name": "queue-proxy"}],
+	"initContainers": [{"name": "storage-initializer"}],
+}}}}
+
+test_the_pods_kserve_creates_pass if {
+	count(pod_template.violations(kserve_pod)) == 0
+}
+
+test_a_container_kserve_does_not_add_is_refused if {
+	pod_template.violations(json.patch(kserve_pod, [{"op": "add", "path": "/review/object/spec/initContainers/-", "value": {"name": "fetch"}}])) == {{"msg": "serving pod has container 'fetch', which KServe does not add"}}
+}
+
+test_a_kserve_container_twice_is_refused if {
+	pod_template.violations(json.patch(kserve_pod, [{"op": "add", "path": "/review/object/spec/containers/-", "value": {"name": "kserve-container"}}])) == {{"msg": "serving pod has container 'kserve-container' more than once"}}
 }

@@ -1,6 +1,7 @@
 # The Pod Security "restricted" profile, beyond what the other pod policies check: seccomp
-# RuntimeDefault, the default /proc mount, no SELinux type, user or role, no sysctls, no group 0,
-# every capability dropped, and only the volume types the profile allows.
+# RuntimeDefault (and no seccomp annotation saying otherwise), AppArmor only RuntimeDefault (field
+# or annotation), no Windows HostProcess, the default /proc mount, no SELinux type, user or role,
+# no sysctls, no group 0, every capability dropped, and only the volume types the profile allows.
 package k8s.pods.restricted
 
 import data.lib.k8s
@@ -8,7 +9,7 @@ import rego.v1
 
 violation contains v if some v in violations(input)
 
-violations(inp) := seccomp_violations(inp) | proc_mount_violations(inp) | selinux_violations(inp) | sysctl_violations(inp) | group_violations(inp) | capability_drop_violations(inp) | volume_type_violations(inp)
+violations(inp) := seccomp_violations(inp) | seccomp_annotation_violations(inp) | apparmor_violations(inp) | apparmor_annotation_violations(inp) | host_process_violations(inp) | proc_mount_violations(inp) | selinux_violations(inp) | sysctl_violations(inp) | group_violations(inp) | capability_drop_violations(inp) | volume_type_violations(inp)
 
 pod_security_ctx(inp) := object.get(k8s.pod_spec(inp.review.object), "securityContext", {})
 
@@ -29,6 +30,42 @@ seccomp_violations(inp) := {{"msg": msg} |
 	profile := item.ctx.seccompProfile.type
 	profile != "RuntimeDefault"
 	msg := sprintf("%v sets seccompProfile '%v', not RuntimeDefault", [item.what, profile])
+}
+
+# The annotations Kubernetes read before the fields (seccomp until 1.27, AppArmor until 1.30):
+# only the runtime's default profile.
+seccomp_annotation_violations(inp) := {{"msg": msg} |
+	annotations := k8s.pod_annotations(inp.review.object)
+	some key
+	value := annotations[key]
+	is_seccomp_annotation(key)
+	value != "runtime/default"
+	msg := sprintf("pod annotation %v is '%v', not runtime/default", [key, value])
+}
+
+is_seccomp_annotation(key) if key == "seccomp.security.alpha.kubernetes.io/pod"
+
+is_seccomp_annotation(key) if startswith(key, "container.seccomp.security.alpha.kubernetes.io/")
+
+apparmor_annotation_violations(inp) := {{"msg": msg} |
+	annotations := k8s.pod_annotations(inp.review.object)
+	some key
+	value := annotations[key]
+	startswith(key, "container.apparmor.security.beta.kubernetes.io/")
+	value != "runtime/default"
+	msg := sprintf("pod annotation %v is '%v', not runtime/default", [key, value])
+}
+
+apparmor_violations(inp) := {{"msg": msg} |
+	some item in security_contexts(inp)
+	profile := item.ctx.appArmorProfile.type
+	profile != "RuntimeDefault"
+	msg := sprintf("%v sets appArmorProfile '%v', not RuntimeDefault", [item.what, profile])
+}
+
+host_process_violations(inp) := {{"msg": sprintf("%v sets windowsOptions.hostProcess", [item.what])} |
+	some item in security_contexts(inp)
+	item.ctx.windowsOptions.hostProcess == true
 }
 
 proc_mount_violations(inp) := {{"msg": msg} |

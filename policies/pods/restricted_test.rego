@@ -80,3 +80,59 @@ test_allowed_volume_types_pass if {
 test_other_volume_types_are_refused if {
 	restricted.violations(json.patch(pod, [{"op": "add", "path": "/review/object/spec/volumes/-", "value": {"name": "nfs", "nfs": {"server": "10.0.0.1", "path": "/"}}}])) == {{"msg": "volume 'nfs' is a nfs volume, which the restricted profile does not allow"}}
 }
+
+test_apparmor_runtime_default_passes if {
+	annotated := json.patch(pod, [
+		{"op": "add", "path": "/review/object/spec/securityContext/appArmorProfile", "value": {"type": "RuntimeDefault"}},
+		{"op": "add", "path": "/review/object/metadata", "value": {"annotations": {"container.apparmor.security.beta.kubernetes.io/c": "runtime/default", "seccomp.security.alpha.kubernetes.io/pod": "runtime/default"}}},
+	])
+	count(restricted.violations(annotated)) == 0
+}
+
+test_apparmor_unconfined_is_refused_on_pod_and_container if {
+	unconfined := json.patch(pod, [
+		{"op": "add", "path": "/review/object/spec/securityContext/appArmorProfile", "value": {"type": "Unconfined"}},
+		{"op": "add", "path": "/review/object/spec/containers/0/securityContext/appArmorProfile", "value": {"type": "Unconfined"}},
+	])
+	restricted.violations(unconfined) == {
+		{"msg": "pod sets appArmorProfile 'Unconfined', not RuntimeDefault"},
+		{"msg": "container 'c' sets appArmorProfile 'Unconfined', not RuntimeDefault"},
+	}
+}
+
+test_apparmor_and_seccomp_annotations_other_than_the_default_are_refused if {
+	annotated := json.patch(pod, [{"op": "add", "path": "/review/object/metadata", "value": {"annotations": {
+		"container.apparmor.security.beta.kubernetes.io/c": "unconfined",
+		"seccomp.security.alpha.kubernetes.io/pod": "unconfined",
+		"container.seccomp.security.alpha.kubernetes.io/c": "localhost/any",
+	}}}])
+	restricted.violations(annotated) == {
+		{"msg": "pod annotation container.apparmor.security.beta.kubernetes.io/c is 'unconfined', not runtime/default"},
+		{"msg": "pod annotation seccomp.security.alpha.kubernetes.io/pod is 'unconfined', not runtime/default"},
+		{"msg": "pod annotation container.seccomp.security.alpha.kubernetes.io/c is 'localhost/any', not runtime/default"},
+	}
+}
+
+test_annotations_of_a_jobs_pod_template_are_judged if {
+	job := {"review": {"object": {"kind": "Job", "spec": {"template": {
+		"metadata": {"annotations": {"seccomp.security.alpha.kubernetes.io/pod": "unconfined"}},
+		"spec": pod.review.object.spec,
+	}}}}}
+	restricted.violations(job) == {{"msg": "pod annotation seccomp.security.alpha.kubernetes.io/pod is 'unconfined', not runtime/default"}}
+}
+
+test_host_process_is_refused if {
+	host := json.patch(pod, [
+		{"op": "add", "path": "/review/object/spec/securityContext/windowsOptions", "value": {"hostProcess": true}},
+		{"op": "add", "path": "/review/object/spec/containers/0/securityContext/windowsOptions", "value": {"hostProcess": true}},
+	])
+	restricted.violations(host) == {
+		{"msg": "pod sets windowsOptions.hostProcess"},
+		{"msg": "container 'c' sets windowsOptions.hostProcess"},
+	}
+}
+
+test_host_process_false_passes if {
+	not_host := json.patch(pod, [{"op": "add", "path": "/review/object/spec/securityContext/windowsOptions", "value": {"hostProcess": false}}])
+	count(restricted.violations(not_host)) == 0
+}

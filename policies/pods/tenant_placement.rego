@@ -38,9 +38,16 @@ namespace(inp) := {{"msg": msg} |
 account(inp) := {{"msg": msg} |
 	tenant := tenant_of(inp)
 	want := own_account(inp, tenant)
-	got := object.get(k8s.pod_spec(inp.review.object), "serviceAccountName", "default")
+	got := k8s.pod_spec(inp.review.object).serviceAccountName
 	got != want
 	msg := sprintf("pod of tenant '%v' uses service account '%v', not its own '%v'", [tenant, got, want])
+} | {{"msg": msg} |
+	# No literal default in the message: rego-cpp would print it with its quotes unescaped.
+	tenant := tenant_of(inp)
+	want := own_account(inp, tenant)
+	spec := k8s.pod_spec(inp.review.object)
+	not spec.serviceAccountName
+	msg := sprintf("pod of tenant '%v' names no service account (Kubernetes gives it the namespace's default), not its own '%v'", [tenant, want])
 }
 
 own_account(inp, tenant) := tenants(inp)[tenant].serving_service_account if {

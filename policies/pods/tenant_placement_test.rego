@@ -88,3 +88,8 @@ platform_isvc := {"parameters": params, "review": {"object": {
 test_a_tenant_without_a_serving_account_serves_nothing if {
 	tenant_placement.violations(platform_isvc) == {{"msg": "pod serves a model for 'platform', which has no serving service account"}}
 }
+
+test_no_service_account_is_refused if {
+	bare := json.patch(job, [{"op": "remove", "path": "/review/object/spec/template/spec/serviceAccountName"}])
+	tenant_placement.violations(bare) == {{"msg": "pod of tenant 'ridehail' names no service account (Kubernetes gives it the namespace's default), not its own 'ridehail-runner'"}}
+}

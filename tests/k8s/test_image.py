@@ -73,7 +73,7 @@ def test_image_is_multi_stage_locked_and_non_root():
         assert tool not in final_text, tool
     # The final stage installs shared libraries the venv's wheels load, and nothing else.
     installed = re.findall(r"apt-get install -y --no-install-recommends ([^\\&]+)", final_text)
-    assert [p.split("=")[0] for p in " ".join(installed).split()] == ["libatomic1"]
+    assert [p.split("=")[0] for p in " ".join(installed).split()] == ["libatomic1", "libgomp1"]
     assert "pip uninstall --yes pip setuptools wheel" in final_text
     # Pods run with a read-only root filesystem and an emptyDir on /tmp.
     assert "HOME=/tmp" in final_text and "MLPLAT_DATA=/tmp/mlplat" in final_text

@@ -12,7 +12,13 @@ import yaml
 from typer.testing import CliRunner
 
 from platform_assets.cli.main import app
-from platform_assets.k8s.policy import policy_names, policy_root, run_policy_tests
+from platform_assets.k8s.policy import (
+    PolicyError,
+    PolicySet,
+    policy_names,
+    policy_root,
+    run_policy_tests,
+)
 
 DEFS = Path(__file__).resolve().parents[2] / "platform_assets" / "defs"
 
@@ -345,4 +351,21 @@ def test_gatekeeper_templates_carry_the_same_rego_unchanged(tmp_path):
             "tolerations": [],
             "node_labels": {},
             "priority_classes": [],
+            "caps": {"cpu": "4", "memory": "16Gi"},
+            "extended_resources": [],
+            "containers": ["dagster", "ridehail"],
         }
+        assert params["platform_pod_caps"] == {"cpu": "500m", "memory": "1Gi"}
+
+
+def test_a_policy_output_that_is_not_json_is_an_error_naming_the_policy(tmp_path):
+    """rego-cpp prints a literal passed to a function with its quotes unescaped in `sprintf`;
+    regopy then fails to parse its own output. That is a bug in the policy, named as such."""
+    root = tmp_path / "policies"
+    shutil.copytree(policy_root(), root)
+    (root / "pods" / "quoted.rego").write_text(
+        "package k8s.pods.quoted\n\nimport rego.v1\n\n"
+        'violation contains {"msg": sprintf("uses \'%v\'", [object.get({}, "a", "default")])}\n'
+    )
+    with pytest.raises(PolicyError, match=r"^job.yaml: policy pods/quoted gave output mlplat "):
+        PolicySet("pods", root).evaluate({"review": {"object": {"kind": "Pod"}}}, "job.yaml")

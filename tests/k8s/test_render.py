@@ -282,6 +282,73 @@ BAD_PODS = {
 }
 
 
+def _second_container(job, pod, container):
+    pod["containers"].append({**copy.deepcopy(container), "name": "sidecar"})
+
+
+def _unconfined_by(annotation: str):
+    return (
+        "pods/restricted",
+        lambda j, p, c: j["spec"]["template"]["metadata"].update(
+            annotations={annotation: "unconfined"}
+        ),
+        f"pod annotation {annotation} is 'unconfined', not runtime/default",
+    )
+
+
+# The paths a reviewer found past the first set (one per path, beyond one per policy).
+MORE_BAD_PODS = {
+    "above the tenant's caps": (
+        "pods/requests_limits",
+        lambda j, p, c: c["resources"].update(
+            requests={"cpu": "64", "memory": "512Gi", "nvidia.com/gpu": "8"},
+            limits={"cpu": "64", "memory": "512Gi", "nvidia.com/gpu": "8"},
+        ),
+        "pod requests 512Gi of memory, more than the 16Gi it may have",
+    ),
+    "another vendor's GPUs": (
+        "pods/requests_limits",
+        lambda j, p, c: [c["resources"][k].update({"amd.com/gpu": "8"}) for k in c["resources"]],
+        "container 'dagster' asks for amd.com/gpu, which is not cpu, memory or the resource of "
+        "an accelerator class its tenant may use ([])",
+    ),
+    "limits above requests": (
+        "pods/requests_limits",
+        lambda j, p, c: c["resources"]["limits"].update(cpu="2"),
+        "container 'dagster' requests 1 cpu but is limited to 2: limits equal requests",
+    ),
+    "a second container": (
+        "pods/pod_template",
+        _second_container,
+        "pod has 2 containers; the platform's pod template has exactly one",
+    ),
+    "AppArmor unconfined": (
+        "pods/restricted",
+        lambda j, p, c: p["securityContext"].update(appArmorProfile={"type": "Unconfined"}),
+        "pod sets appArmorProfile 'Unconfined', not RuntimeDefault",
+    ),
+    "AppArmor annotation": _unconfined_by("container.apparmor.security.beta.kubernetes.io/dagster"),
+    "seccomp annotation": _unconfined_by("seccomp.security.alpha.kubernetes.io/pod"),
+    "Windows HostProcess": (
+        "pods/restricted",
+        lambda j, p, c: c["securityContext"].update(windowsOptions={"hostProcess": True}),
+        "container 'dagster' sets windowsOptions.hostProcess",
+    ),
+    "no service account": (
+        "pods/tenant_placement",
+        lambda j, p, c: p.pop("serviceAccountName"),
+        "pod of tenant 'ridehail' names no service account (Kubernetes gives it the namespace's "
+        "default), not its own 'ridehail-runner'",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MORE_BAD_PODS))
+def test_more_bad_pods_fail_with_their_policys_message(step_job, case):
+    policy, change, message = MORE_BAD_PODS[case]
+    assert (policy, message) in violations(mutate(step_job, change))
+
+
 def test_captured_step_job_passes_every_pod_policy(step_job):
     assert violations(step_job) == set()
 

@@ -677,6 +677,18 @@ def test_a_body_over_the_limit_is_refused_as_it_streams(served: Served, caplog):
     assert list(rows["error"].iloc[1:]) == [limit, limit]
 
 
+def test_a_client_that_leaves_mid_body_gets_a_400_not_a_server_error(served: Served, capfd):
+    seen = logged(served)
+    with live_server(served) as (port, _):
+        with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
+            sock.sendall(head(URL, {"content-length": "1000"}) + b'{"entities": [')
+        assert wait_for(lambda: logged_since(served, seen).shape[0] == 1, 60)
+    rows = logged_since(served, seen)
+    assert list(rows["status"]) == [400]
+    assert list(rows["error"]) == ["body: the client disconnected before sending all of it"]
+    assert "Exception in ASGI application" not in capfd.readouterr().err
+
+
 def test_an_oversized_key_is_named_and_never_echoed(served: Served, idp, caplog, capfd):
     caplog.set_level(logging.INFO)
     seen = logged(served)

@@ -8,6 +8,7 @@ import dagster as dg
 import pytest
 from dagster._core.code_pointer import ModuleCodePointer
 from dagster._core.origin import JobPythonOrigin, RepositoryPythonOrigin
+from dagster._core.run_coordinator import SubmitRunContext
 
 from platform_assets.composition.locations import location_definitions
 from platform_assets.cost.assets import tenant_cost_asset
@@ -154,3 +155,56 @@ def test_a_run_is_attributed_to_the_location_dagster_recorded_never_to_its_tags(
     in_process = dg.DagsterRun(job_name="__ASSET_JOB", run_id="r4", tags=executed.tags)
     assert run_location(in_process) is None
     assert attributed_tenant(in_process) is None
+
+
+@pytest.fixture
+def coordinated(platform_home):
+    """An instance whose run coordinator is the platform's (Helm values: BudgetRunCoordinator)."""
+    with dg.instance_for_test(
+        temp_dir=str(platform_home / "dagster_home"),
+        overrides={
+            "run_coordinator": {
+                "module": "platform_assets.cost.coordinator",
+                "class": "BudgetRunCoordinator",
+            }
+        },
+    ) as inst:
+        yield inst
+
+
+def _submit_pipeline(instance, tags: dict[str, str]) -> dg.DagsterRun:
+    """What the UI's launchpad or a GraphQL `launchRun` hands the coordinator."""
+    job = location_definitions("growth").resolve_job_def("growth_pipeline")
+    run = instance.create_run_for_job(
+        job, remote_job_origin=location_origin("growth", job.name), tags=tags
+    )
+    return instance.run_coordinator.submit_run(SubmitRunContext(run, workspace=None))
+
+
+@pytest.mark.parametrize(
+    "tags",
+    [
+        {"dagster-k8s/config": '{"container_config": {"command": ["/bin/sh", "-c", "id"]}}'},
+        {"dagster-k8s/resource_requirements": '{"requests": {"cpu": "64"}}'},
+    ],
+)
+def test_a_run_tagged_with_pod_configuration_is_refused_before_it_queues(coordinated, tags):
+    """dagster-k8s merges such run tags into the run worker's pod (`include_run_tags=True`)."""
+    [tag] = tags
+    run = _submit_pipeline(coordinated, {"tenant": "growth", **tags})
+    assert run.status == dg.DagsterRunStatus.FAILURE
+    assert not coordinated.get_run_records(dg.RunsFilter(statuses=[dg.DagsterRunStatus.QUEUED]))
+    [failure] = [
+        e
+        for e in coordinated.all_logs(run.run_id)
+        if e.dagster_event_type == dg.DagsterEventType.RUN_FAILURE
+    ]
+    assert (
+        f"run {run.run_id} of growth_pipeline carries run tag(s) {tag}: pods are the platform's "
+        "template, and no run may add pod configuration; launch it without dagster-k8s/* tags"
+    ) in failure.message
+
+
+def test_a_run_without_pod_configuration_tags_queues(coordinated):
+    run = _submit_pipeline(coordinated, {"tenant": "growth", "team/purpose": "backfill"})
+    assert run.status == dg.DagsterRunStatus.QUEUED

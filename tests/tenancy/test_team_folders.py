@@ -419,6 +419,22 @@ def test_a_symlink_in_the_inbox_cannot_reach_another_tenant(tmp_path, link, to, 
     assert load_source(str(lake), "ridehail", spec).to_dict("list") == {"amount": [9.99]}
 
 
+def test_a_hard_link_to_another_tenants_file_is_refused(tmp_path):
+    lake = tmp_path / "lake"
+    payments = lake / "payments" / "inbox" / "transactions.parquet"
+    payments.parent.mkdir(parents=True)
+    pd.DataFrame({"amount": [9.99]}).to_parquet(payments)
+    (lake / "ridehail" / "inbox").mkdir(parents=True)
+    os.link(payments, lake / "ridehail" / "inbox" / "trips.parquet")
+    with pytest.raises(IsolationError) as excinfo:
+        load_source(str(lake), "ridehail", _file_source("trips.parquet"))
+    assert str(excinfo.value) == (
+        "source ridehail/trips: 'trips.parquet' has 2 hard links: the platform reads only files "
+        "with one name, so none can be another tenant's file linked into this inbox; copy the "
+        "file there instead"
+    )
+
+
 def test_a_fifo_in_the_inbox_is_refused_without_hanging(tmp_path):
     inbox = tmp_path / "lake" / "ridehail" / "inbox"
     inbox.mkdir(parents=True)
@@ -477,7 +493,9 @@ def test_a_share_to_a_tenant_that_does_not_exist_is_refused(root):
     )
 
 
-@pytest.mark.parametrize("identity", ["mlplat/promotion_sensor", "MLPlat/reconciler"])
+@pytest.mark.parametrize(
+    "identity", ["mlplat/promotion_sensor", "MLPlat/reconciler", "mlplat\uff0fsensor"]
+)
 def test_a_role_for_a_reserved_platform_identity_is_refused(root, identity):
     path = root / TENANT_FILE
     path.write_text(path.read_text().replace("admin: [alice@", f"admin: [{identity}, alice@"))
@@ -492,8 +510,9 @@ def test_a_role_for_a_reserved_platform_identity_is_refused(root, identity):
     [
         ("roles.approver", "Paul@Payments.example", "roles.approver[0]"),
         ("owners", "priya@payments.example", "owners[1]"),
+        ("owners", "team:payments-risk", "owners[0]"),
     ],
-    ids=["role", "owner"],
+    ids=["role", "owner", "team"],
 )
 def test_naming_another_tenants_person_is_refused(root, field, person, theirs):
     path = root / TENANT_FILE

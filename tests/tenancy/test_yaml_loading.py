@@ -236,3 +236,47 @@ def test_promotion_minimums_naming_an_unknown_check_are_refused(tmp_path):
     with pytest.raises(PlatformConfigError) as err:
         read_limits(limits)
     assert str(err.value).startswith(f"{limits}: promotion_minimums.required_checks.0: Input ")
+
+
+# The built-in boosters' params: an allow-list with ranges
+
+
+@pytest.mark.parametrize("algorithm", ["xgboost", "lightgbm"])
+def test_a_booster_param_the_platform_does_not_offer_is_refused(monkeypatch, algorithm):
+    attrs = _model_attrs(name="bad", algorithm=algorithm, params={"objective": "reg:squarederror"})
+    message = _load_error(monkeypatch, attrs)
+    assert (
+        f"models/bad/defs.yaml: attributes.params: 'objective' is not a parameter of the "
+        f"built-in {algorithm}: it takes n_estimators, "
+    ) in message
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "params", "reason"),
+    [
+        (
+            "xgboost",
+            {"max_depth": 40},
+            "max_depth: 40 is refused by the built-in xgboost: "
+            "Input should be less than or equal to 16",
+        ),
+        (
+            "lightgbm",
+            {"num_leaves": 1},
+            "num_leaves: 1 is refused by the built-in lightgbm: "
+            "Input should be greater than or equal to 2",
+        ),
+    ],
+)
+def test_a_booster_param_out_of_range_is_refused(monkeypatch, algorithm, params, reason):
+    message = _load_error(monkeypatch, _model_attrs(name="bad", algorithm=algorithm, params=params))
+    assert f"models/bad/defs.yaml: attributes.params: {reason}" in message
+
+
+def test_a_booster_with_params_in_range_loads(monkeypatch):
+    with sandbox(monkeypatch) as (root, build):
+        params = {"n_estimators": 50, "max_depth": 3, "learning_rate": 0.1, "subsample": 0.8}
+        attrs = _model_attrs(algorithm="xgboost", params=params)
+        write_component(root / "ridehail" / "models" / "driver_retention", MODEL, attrs)
+        specs = {s.key.to_user_string(): s for s in build().resolve_all_asset_specs()}
+    assert specs["ridehail/models/driver_retention"].kinds == {"xgboost", "mlflow"}
