@@ -22,7 +22,7 @@ from platform_assets.governance.mlflow_auth import (
     configure_permissions,
     write_auth_config,
 )
-from platform_assets.models.artifacts import load_verified, record_logged
+from platform_assets.models.flavors import load_verified, record_logged
 from platform_assets.resources.mlflow import (
     MlflowAuthError,
     MlflowResource,

@@ -34,7 +34,8 @@ from bench.served_tenant import (
     register_sklearn,
     served_tenant,
 )
-from platform_assets.models.artifacts import artifact_digest, load_verified
+from platform_assets.models.artifacts import artifact_digest
+from platform_assets.models.flavors import load_verified
 from platform_assets.serving.app import Service, create_app
 from platform_assets.serving.app import server as serve_app
 from platform_assets.serving.requestlog import RequestLog
