@@ -279,6 +279,13 @@ def check_root_component(path: Path) -> None:
 def tenant_folders(root: Path) -> list[Path]:
     """The tenant folders of a defs root; a file, a symlink or a folder whose name is no
     tenant name at the root is refused."""
+    if not root.is_dir():
+        raise PlatformConfigError(
+            root,
+            "<folder>",
+            "the defs root (MLPLAT_DEFS_ROOT, or the package's defs/) is not a folder: on "
+            "Kubernetes, the tenants' ConfigMaps are mounted there",
+        )
     folders = []
     for p in sorted(root.iterdir()):
         if p.name == PYCACHE:

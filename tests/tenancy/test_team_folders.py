@@ -450,6 +450,15 @@ def test_a_fifo_in_the_inbox_is_refused_without_hanging(tmp_path):
 # Tenants and what the platform owns
 
 
+def test_a_defs_root_that_is_not_a_folder_is_refused_naming_it(tmp_path, monkeypatch):
+    missing = tmp_path / "defs"  # e.g. an image started without the tenants' ConfigMaps
+    monkeypatch.setenv("MLPLAT_DEFS_ROOT", str(missing))
+    assert refused(missing) == (
+        f"{missing}: <folder>: the defs root (MLPLAT_DEFS_ROOT, or the package's defs/) is not a "
+        "folder: on Kubernetes, the tenants' ConfigMaps are mounted there"
+    )
+
+
 def test_a_tenant_named_platform_is_refused(root):
     path = root / TENANT_FILE
     path.write_text(path.read_text().replace("name: ridehail", "name: platform"))
