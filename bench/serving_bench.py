@@ -169,13 +169,13 @@ def redis_caller(db: int, project: str, join_keys: list[str]):
 
 
 def register_flavors(served) -> dict[str, int]:
-    """A version of the served model per flavor, trained and logged as the model step does;
-    {"gradient_boosting": 1, "xgboost": 2, "lightgbm": 3}."""
+    """A version of the served model per flavor, trained, logged and hashed as the model step
+    does (the hash kept in `served.artifacts`); {"gradient_boosting": 1, "xgboost": 2, ...}."""
     import mlflow
 
     from bench.served_tenant import MODEL, REGISTERED, TENANT
     from platform_assets.models.component import register_version
-    from platform_assets.models.flavors import fit, log_model
+    from platform_assets.models.flavors import fit, log_model, record_logged
     from platform_assets.models.training import feature_columns
 
     lake, res = served.resources["lake"], served.resources["mlflow"]
@@ -187,25 +187,31 @@ def register_flavors(served) -> dict[str, int]:
     versions = {"gradient_boosting": 1}
     for algorithm, params in FLAVORS.items():
         res.client()
+        trained = fit(algorithm, params, X, y)
         with mlflow.start_run(experiment_id=res.ensure_experiment(f"{TENANT}/{MODEL}")):
-            info = log_model(fit(algorithm, params, X, y), X)
+            info = log_model(trained, X)
+        digest = record_logged(res, info.model_id, trained, X, f"{REGISTERED} ({algorithm})")
         tags = {"tenant": TENANT, "training_set_version": snapshot, "algorithm": algorithm}
-        versions[algorithm] = register_version(res, REGISTERED, info.model_id, info.run_id, tags)
+        tags["artifact_sha256"] = digest
+        version = register_version(res, REGISTERED, info.model_id, info.run_id, tags)
+        versions[algorithm] = version
+        served.artifacts[version] = digest
     return versions
 
 
-def scorer_latency(versions: dict[str, int]) -> dict:
+def scorer_latency(served, versions: dict[str, int]) -> dict:
     """Each version's scorer (as `mlplat serve` builds it) on one row, in this process: µs."""
     import numpy as np
     from threadpoolctl import threadpool_limits
 
     from bench.served_tenant import REGISTERED
-    from platform_assets.models.flavors import load_model
+    from platform_assets.models.flavors import load_verified
     from platform_assets.serving.runtime import scorer
 
     out = {}
     for name, version in versions.items():
-        model = load_model(f"models:/{REGISTERED}/{version}")
+        mlflow = served.resources["mlflow"]
+        model = load_verified(mlflow, REGISTERED, version, served.artifacts[version])
         threadpool_limits(limits=1)
         columns = [str(c) for c in model.feature_names_in_]
         scoring = scorer(model, columns)
@@ -341,7 +347,7 @@ def run(base: Path, db: int) -> dict:
                     }
                 )
             flavor_rounds = flavor_latency(served, ours_url, versions, entities)
-            one_row = scorer_latency(versions)
+            one_row = scorer_latency(served, versions)
         finally:
             for proc in procs:
                 proc.terminate()

@@ -7,6 +7,7 @@ import boto3
 import dagster as dg
 import pytest
 
+from bench.served_tenant import record_champion
 from platform_assets.governance.workflow import open_store
 from tests.platform_sandbox import sandbox
 
@@ -69,11 +70,18 @@ def test_tenant_pipeline_with_the_lake_and_artifacts_in_s3(
         assert any(k.endswith("evaluation/roc_curve.png") for k in artifacts), artifacts
 
         # Batch scores by the champion land in the bucket as well. The champion is the
-        # platform's (its governance store), mirrored to MLflow's alias.
+        # platform's (its governance store, with the artifact hash the model step recorded,
+        # verified against the files read back from the bucket), mirrored to MLflow's alias.
+        recorded = (
+            instance.get_latest_materialization_event(
+                dg.AssetKey(["ridehail", "models", "driver_churn"])
+            )
+            .asset_materialization.metadata["artifact_sha256"]
+            .value
+        )
         governance = open_store()
         try:
-            with governance.transaction("ridehail") as conn:
-                assert governance.set_champion(conn, "ridehail.driver_churn", 1, None, None)
+            record_champion(governance, "ridehail.driver_churn", 1, recorded)
         finally:
             governance.dispose()
         client.set_registered_model_alias("ridehail.driver_churn", "champion", "1")

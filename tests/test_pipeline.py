@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from platform_assets.data.generator import generate
+from platform_assets.models.artifacts import artifact_digest
 from tests.platform_sandbox import sandbox
 
 pytestmark = pytest.mark.materialize
@@ -106,6 +107,60 @@ def test_full_tenant_graph(ridehail, platform_home):
         key("ridehail/models/driver_churn")
         in graph.get(key("ridehail/evaluation_reports/driver_churn")).parent_keys
     )
+
+
+def test_evaluation_refuses_a_version_replaced_in_mlflow(ridehail):
+    """The model step records its artifact's hash; an artifact changed in MLflow afterwards
+    (here: another model's skops file over this version's) fails the evaluation step, naming
+    the version and both hashes, and no report is written."""
+    import skops.io
+    from sklearn.dummy import DummyClassifier
+
+    from bench.served_tenant import artifact_folder
+
+    _, build, instance = ridehail
+    defs = build()
+    model_key = dg.AssetKey(["ridehail", "models", "driver_churn"])
+    eval_key = dg.AssetKey(["ridehail", "evaluation_reports", "driver_churn"])
+    assert _run(defs, instance).success
+    recorded = (
+        instance.get_latest_materialization_event(model_key)
+        .asset_materialization.metadata["artifact_sha256"]
+        .value
+    )
+    folder = artifact_folder(defs.resources["mlflow"], "ridehail.driver_churn", 1)
+    (folder / "model.skops").write_bytes(
+        skops.io.dumps(DummyClassifier(strategy="prior").fit([[0.0]], [1]))
+    )
+    actual = artifact_digest(folder)
+    reports = instance.fetch_materializations(eval_key, limit=10).records
+    result = defs.resolve_job_def("ridehail_pipeline").execute_in_process(
+        instance=instance, asset_selection=[eval_key], raise_on_error=False
+    )
+    assert not result.success
+    (failure,) = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert failure.step_failure_data.error.cause.message == (
+        "platform_assets.models.artifacts.ArtifactRefused: ridehail.driver_churn v1: artifact "
+        f"refused: its files hash to sha256 {actual[:12]}..., not the {recorded[:12]}... the "
+        "platform recorded when it registered the version (changed in MLflow since); not "
+        "loaded\n"
+    )
+    assert instance.fetch_materializations(eval_key, limit=10).records == reports
+
+    # A model event reported by hand (runless) naming the swapped files' hash vouches for nothing.
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization(model_key, metadata={"model_version": 1, "artifact_sha256": actual})
+    )
+    result = defs.resolve_job_def("ridehail_pipeline").execute_in_process(
+        instance=instance, asset_selection=[eval_key], raise_on_error=False
+    )
+    (failure,) = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert failure.step_failure_data.error.cause.message == (
+        "RuntimeError: the latest materialization of ridehail/models/driver_churn was reported "
+        "outside a run; only the model step's own materialization names what to evaluate "
+        "(materialize the model)\n"
+    )
+    assert instance.fetch_materializations(eval_key, limit=10).records == reports
 
 
 def expect_fares_below_5(root: Path) -> None:

@@ -5,7 +5,7 @@ The chain, every link of it a record the platform wrote itself in the Dagster ev
     evaluation report materialization (made by a step of a run; metrics, model version,
       `model_run_id`)
     -> the model materialization of that version in run `model_run_id` (MLflow run id,
-       training-set data version)
+       training-set data version, the artifact's content hash)
     -> the Dagster run record of that run (who launched it)
     -> the training-set materialization the model step read (its input event pointer)
     -> the check evaluations of the run that built that training set, and of the runs that built
@@ -29,7 +29,13 @@ from platform_assets.tenancy.specs import ModelSpec
 
 # Metadata the evaluation report step writes and the evidence reader needs.
 EVALUATION_FIELDS = ("registered_model", "model_version", "metrics", "model_run_id")
-MODEL_FIELDS = ("registered_model", "model_version", "mlflow_run_id", "training_set_version")
+MODEL_FIELDS = (
+    "registered_model",
+    "model_version",
+    "mlflow_run_id",
+    "training_set_version",
+    "artifact_sha256",
+)
 POINTER_TAG = "dagster/input_event_pointer/"
 # Ids per batched query: well under SQLite's bound-parameter limit.
 BATCH = 500
@@ -47,6 +53,7 @@ class Evidence:
     evaluation: dict[str, Any]  # storage id and run id of the evaluation report materialization
     training_run_id: str
     mlflow_run_id: str
+    artifact_sha256: str  # the content hash the model step recorded; loaders verify against it
     training_set: dict[str, Any]
     checks: dict[str, dict[str, Any]]
     data_versions: dict[str, str]
@@ -60,6 +67,7 @@ class Evidence:
             "evaluation": self.evaluation,
             "dagster_run_id": self.training_run_id,
             "mlflow_run_id": self.mlflow_run_id,
+            "artifact_sha256": self.artifact_sha256,
             "model_version": self.model_version,
             "training_set_version": self.training_set.get("data_version"),
             "training_set": self.training_set,
@@ -343,6 +351,7 @@ class EvidenceReader:
             evaluation={"storage_id": record.storage_id, "run_id": record.run_id},
             training_run_id=model_run_id,
             mlflow_run_id=value(model_md, "mlflow_run_id"),
+            artifact_sha256=str(value(model_md, "artifact_sha256")),
             training_set=training_set,
             checks=checks,
             data_versions=data_versions,

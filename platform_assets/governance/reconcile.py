@@ -33,6 +33,16 @@ def champion_of(name: str) -> int | None:
         store.dispose()
 
 
+def champion_artifact(name: str) -> tuple[int, str | None] | None:
+    """The champion version of `name` in the platform's state and the artifact hash it was
+    promoted on (None when none was recorded), or None without a champion."""
+    store = open_store()
+    try:
+        return store.champion_artifacts().get(name)
+    finally:
+        store.dispose()
+
+
 def drift(mlflow: MlflowResource, name: str, platform: int | None) -> str | None:
     """Why MLflow's `champion` alias disagrees with the platform's champion, or None."""
     alias = mlflow.version_by_alias(name, "champion")

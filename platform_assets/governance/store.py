@@ -571,6 +571,36 @@ class GovernanceStore:
             rows = conn.execute(sa.select(self.champions.c.model, self.champions.c.version))
             return {r.model: r.version for r in rows}
 
+    def champion_artifacts(self) -> dict[str, tuple[int, str | None]]:
+        """Each champion's version and the artifact hash it was promoted on: the evidence of its
+        approved production request, read from the platform's model materialization when the
+        version was proposed (None for a champion promoted before artifacts were hashed). The
+        request rows are state the audit chain covers, so an edited hash shows in `mlplat audit
+        verify`."""
+        import sqlalchemy as sa
+
+        c, r = self.champions, self.requests
+        query = sa.select(c.c.model, c.c.version, r.c.evidence).select_from(
+            c.outerjoin(
+                r,
+                sa.and_(
+                    r.c.model == c.c.model,
+                    r.c.version == c.c.version,
+                    r.c.environment == "production",
+                    r.c.status == "approved",
+                ),
+            )
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return {
+            row.model: (
+                row.version,
+                json.loads(row.evidence).get("artifact_sha256") if row.evidence else None,
+            )
+            for row in rows
+        }
+
     def set_champion(
         self, conn, model: str, new: int, expected: int | None, previous: int | None
     ) -> bool:

@@ -5,7 +5,13 @@ import dagster as dg
 from platform_assets.cost.metering import meter
 from platform_assets.features.feast_objects import apply_current
 from platform_assets.models import manifest as manifests
-from platform_assets.models.flavors import effective_params, fit, load_model, log_model
+from platform_assets.models.flavors import (
+    effective_params,
+    fit,
+    load_verified,
+    log_model,
+    record_logged,
+)
 from platform_assets.models.training import (
     failed_thresholds,
     feature_columns,
@@ -235,9 +241,15 @@ def model_assets(
                     }
                 )
                 mlflow_lib.log_metrics({f"train_{k}": v for k, v in train_metrics.items()})
-                # In the flavor's safe format: skops, XGBoost JSON or LightGBM text.
+                # In the flavor's safe format: skops, XGBoost JSON or LightGBM text. Every
+                # loader reads it by the model file it holds (models/flavors.py).
                 info = log_model(trained, X)
             run_id = info.run_id
+            # Hashed before it is registered, and recorded in this materialization: the
+            # platform's own record, which promotion carries into the champion's evidence and
+            # every loader verifies against. The MLflow tag is for people, never read back.
+            digest = record_logged(mlflow, info.model_id, trained, X, f"{registered} ({run_id})")
+            tags["artifact_sha256"] = digest
             mv = register_version(mlflow, registered, info.model_id, run_id, tags)
         return dg.MaterializeResult(
             metadata={
@@ -245,6 +257,7 @@ def model_assets(
                 "model_version": int(mv),
                 "model_uri": f"models:/{registered}/{mv}",
                 "mlflow_run_id": run_id,
+                "artifact_sha256": digest,
                 "training_set_version": version,
                 "train_rows": len(train),
                 "features": dg.MetadataValue.json(cols),
@@ -286,9 +299,18 @@ def model_assets(
             event = context.instance.get_latest_materialization_event(model_key)
             if event is None or event.asset_materialization is None:
                 raise RuntimeError(f"{model_key.to_user_string()} has not been materialized")
-            mv = int(event.asset_materialization.metadata["model_version"].value)
+            if not event.run_id:
+                # A runless event (the UI's "report event") could name any version and hash.
+                raise RuntimeError(
+                    f"the latest materialization of {model_key.to_user_string()} was reported "
+                    "outside a run; only the model step's own materialization names what to "
+                    "evaluate (materialize the model)"
+                )
+            md = event.asset_materialization.metadata
+            mv = int(md["model_version"].value)
             client = mlflow.client()  # also points the mlflow module at our registry
-            pipeline = load_model(f"models:/{registered}/{mv}")
+            recorded = md["artifact_sha256"].value if "artifact_sha256" in md else None
+            pipeline = load_verified(mlflow, registered, mv, recorded)
             # Held out from the very snapshot the model was trained on.
             model_version = client.get_model_version(registered, str(mv))
             trained_on = model_version.tags.get("training_set_version")

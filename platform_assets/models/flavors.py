@@ -1,19 +1,29 @@
 """How each built-in algorithm's model is trained, logged to MLflow and loaded back: scikit-learn
 through skops, XGBoost as JSON and LightGBM as its text model. No flavor is ever pickled.
 
+Loading is only ever from a folder `models/artifacts.py` has verified against the hash the
+platform recorded (`load_verified`), by the model file that folder holds.
+
 XGBoost and LightGBM are imported inside the functions that use them: the code location must
 not load them.
 """
 
 from __future__ import annotations
 
-import tempfile
+import zipfile
 from dataclasses import dataclass
 from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from platform_assets.models.artifacts import (
+    ArtifactRefused,
+    artifact_digest,
+    downloaded,
+    verified_download,
+)
 from platform_assets.models.training import build_pipeline
+from platform_assets.resources.mlflow import MlflowResource
 from platform_assets.tenancy.specs import BOUNDED_PARAMS, bounded_params
 
 if TYPE_CHECKING:  # loaded in the steps, not with the code location
@@ -21,16 +31,18 @@ if TYPE_CHECKING:  # loaded in the steps, not with the code location
     import pandas as pd
     from mlflow.models.model import ModelInfo
 
-# skops loads only these types besides its safe defaults. We trained the trees in the model
-# step, so their node arrays are ours to trust.
-TRUSTED_TYPES = [
-    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+SKOPS_FILE = "model.skops"
+# The types outside skops' default trust that the platform's scikit-learn built-ins hold (a
+# test keeps this list equal to what each built-in needs): tree node arrays and dtypes. Not a
+# blanket `trusted=True`: a file naming any other type is refused before it is loaded.
+SKLEARN_TRUSTED_TYPES = (
     "numpy.dtype",
-]
-# What a logged booster's MLmodel must say, so a file swapped for a pickle is never unpickled
-# by MLflow's own loader: we read the native file ourselves.
-BOOSTER_CLASS = {"xgboost": "xgboost.core.Booster", "lightgbm": "lightgbm.basic.Booster"}
-XGBOOST_FORMATS = ("json", "ubj")
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+    "sklearn.tree._tree.Tree",
+)
+# The files MLflow writes for a booster: XGBoost as `model.<model_format>`, LightGBM as text.
+XGBOOST_FILES = ("model.json", "model.ubj")
+LIGHTGBM_FILE = "model.lgb"
 
 
 def requirements(*packages: str) -> list[str]:
@@ -130,8 +142,10 @@ def log_sklearn(model: Any, signature: Any) -> ModelInfo:
     return mlflow.sklearn.log_model(
         model,
         name="model",
-        # skops, not pickle: loading cannot run arbitrary code.
-        skops_trusted_types=TRUSTED_TYPES,
+        # skops, not pickle: loading cannot run arbitrary code. Every loader reads it with the
+        # same allow-list (`load_sklearn`).
+        serialization_format="skops",
+        skops_trusted_types=list(SKLEARN_TRUSTED_TYPES),
         pip_requirements=serving_requirements(),
         signature=signature,
     )
@@ -172,79 +186,112 @@ def log_model(model: Any, X: pd.DataFrame) -> ModelInfo:
     return log_sklearn(model, signature)
 
 
-# --- loading --------------------------------------------------------------------------------
+# --- loading (from a verified folder) ------------------------------------------------------
+# The loader is chosen by the one model file the verified folder holds, never by MLflow's
+# `MLmodel` (which a writer to the store could make name pickle) and never from a pickle.
 
 
-def _native_file(model_dir: Path, conf: dict[str, Any], flavor: str) -> Path:
-    """The booster file the MLmodel names, checked: the class MLflow wrote for a booster, and
-    a file inside the model's folder."""
-    if conf.get("model_class") != BOOSTER_CLASS[flavor]:
-        raise ValueError(
-            f"the {flavor} model is a {conf.get('model_class')!r}, not a "
-            f"{BOOSTER_CLASS[flavor]} saved in its native format: refused"
-        )
-    path = (model_dir / str(conf.get("data", ""))).resolve()
-    if not path.is_relative_to(model_dir.resolve()) or not path.is_file():
-        raise ValueError(f"the {flavor} model's data {conf.get('data')!r} is not a file in it")
+def _model_file(folder: Path, name: str, what: str) -> Path:
+    """`folder`'s top-level regular file `name`; refused when it is missing or a symlink."""
+    path = folder / name
+    if not path.is_file() or path.is_symlink():
+        raise ArtifactRefused(f"{what}: {name} is not a regular file in the artifact")
     return path
 
 
-def load_sklearn(model_dir: Path, conf: dict[str, Any]) -> Any:
-    import mlflow
+def load_sklearn(folder: Path, what: str) -> Any:
+    """The scikit-learn model in `folder`'s skops file, refusing any type outside skops' own
+    trust and `SKLEARN_TRUSTED_TYPES`."""
+    import skops.io
 
-    return mlflow.sklearn.load_model(str(model_dir))
+    path = _model_file(folder, SKOPS_FILE, what)
+    try:
+        untrusted = skops.io.get_untrusted_types(file=path)
+    except (zipfile.BadZipFile, KeyError, ValueError) as exc:
+        raise ArtifactRefused(
+            f"{what}: {SKOPS_FILE} is not a skops file ({type(exc).__name__}: {exc})"
+        ) from exc
+    refused = sorted(set(untrusted) - set(SKLEARN_TRUSTED_TYPES))
+    if refused:
+        raise ArtifactRefused(
+            f"{what}: {SKOPS_FILE} holds type(s) the platform does not trust: "
+            f"{', '.join(refused)}; not loaded"
+        )
+    return skops.io.load(path, trusted=list(untrusted))
 
 
-def load_xgboost(model_dir: Path, conf: dict[str, Any]) -> BoosterModel:
-    """XGBoost's JSON or UBJ, read by XGBoost itself (the format from the file's suffix)."""
+def load_xgboost(folder: Path, what: str) -> BoosterModel:
+    """XGBoost's JSON or UBJ model file, read by XGBoost itself (the format from its suffix)."""
     import xgboost as xgb
 
-    path = _native_file(model_dir, conf, "xgboost")
-    model_format = conf.get("model_format")
-    if model_format not in XGBOOST_FORMATS or path.suffix != f".{model_format}":
-        raise ValueError(
-            f"the xgboost model {path.name} is in format {model_format!r}, not one of "
-            f"{', '.join(XGBOOST_FORMATS)}: refused"
-        )
-    booster = xgb.Booster(model_file=str(path))
+    name = next((n for n in XGBOOST_FILES if (folder / n).exists()), XGBOOST_FILES[0])
+    path = _model_file(folder, name, what)
+    try:
+        booster = xgb.Booster(model_file=str(path))
+    except xgb.core.XGBoostError as exc:
+        raise ArtifactRefused(f"{what}: {name} is not an XGBoost model ({exc})") from exc
     booster.set_param({"nthread": 1})
     if not booster.feature_names:
-        raise ValueError(f"the xgboost model {path.name} records no feature names")
+        raise ArtifactRefused(f"{what}: the xgboost model {name} records no feature names")
     return BoosterModel("xgboost", booster, tuple(booster.feature_names))
 
 
-def load_lightgbm(model_dir: Path, conf: dict[str, Any]) -> BoosterModel:
+def load_lightgbm(folder: Path, what: str) -> BoosterModel:
     """LightGBM's text model, parsed by LightGBM."""
     import lightgbm as lgb
 
-    path = _native_file(model_dir, conf, "lightgbm")
-    booster = lgb.Booster(model_file=str(path))
+    path = _model_file(folder, LIGHTGBM_FILE, what)
+    try:
+        booster = lgb.Booster(model_file=str(path))
+    except lgb.basic.LightGBMError as exc:
+        raise ArtifactRefused(f"{what}: {LIGHTGBM_FILE} is not a LightGBM model ({exc})") from exc
     return BoosterModel("lightgbm", booster, tuple(booster.feature_name()))
 
 
-LOADERS = {"sklearn": load_sklearn, "xgboost": load_xgboost, "lightgbm": load_lightgbm}
+LOADERS = {
+    SKOPS_FILE: load_sklearn,
+    **{name: load_xgboost for name in XGBOOST_FILES},
+    LIGHTGBM_FILE: load_lightgbm,
+}
 
 
-def load_model_dir(model_dir: Path) -> Any:
-    """The model in a downloaded MLflow model folder, by the one built-in flavor its MLmodel
-    names."""
-    from mlflow.models import Model
-
-    flavors = Model.load(str(model_dir / "MLmodel")).flavors
-    found = [f for f in LOADERS if f in flavors]
+def load_folder(folder: Path, what: str) -> Any:
+    """The model in a verified folder, by the one model file it holds: `model.skops`
+    (scikit-learn), `model.json` or `model.ubj` (XGBoost) or `model.lgb` (LightGBM)."""
+    found = sorted(name for name in LOADERS if (folder / name).exists())
     if len(found) != 1:
-        raise ValueError(
-            f"the model has flavors {', '.join(sorted(flavors))}: the platform loads exactly "
-            f"one of {', '.join(LOADERS)}"
+        held = ", ".join(sorted(p.name for p in folder.iterdir())) or "nothing"
+        raise ArtifactRefused(
+            f"{what}: the artifact holds {held}; the platform loads exactly one of "
+            f"{', '.join(LOADERS)} (never a pickle)"
         )
-    return LOADERS[found[0]](model_dir, flavors[found[0]])
+    return LOADERS[found[0]](folder, what)
 
 
-def load_model(uri: str) -> Any:
-    """The model at `uri` (`models:/<name>/<version>`), loaded from its safe format: a
-    scikit-learn pipeline (skops) or a `BoosterModel`."""
-    import mlflow
+def load_verified(
+    mlflow: MlflowResource, registered: str, version: int, expected: str | None
+) -> Any:
+    """Version `version` of `registered`, verified against `expected` and loaded from its safe
+    format: what evaluation, batch scoring, drift and serving call."""
+    with verified_download(mlflow, registered, version, expected) as folder:
+        return load_folder(folder, f"{registered} v{version}")
 
-    with tempfile.TemporaryDirectory(prefix="mlplat-model-") as tmp:
-        model_dir = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp))
-        return load_model_dir(model_dir)
+
+def record_logged(mlflow: MlflowResource, model_id: str, trained: Any, X: Any, what: str) -> str:
+    """The content hash of logged model `model_id`, to be recorded before it is registered.
+
+    The files are read back from MLflow (what every later load will verify against) and loaded
+    as any loader would; their model must score every training row exactly as the model this
+    step trained, so an artifact replaced between logging and registering is not recorded."""
+    import numpy as np
+
+    location = mlflow.client().get_logged_model(model_id).artifact_location
+    with downloaded(mlflow, location) as folder:
+        digest = artifact_digest(folder)
+        stored = load_folder(folder, what)
+    if not np.array_equal(stored.predict_proba(X), trained.predict_proba(X)):
+        raise ArtifactRefused(
+            f"{what}: the artifact read back from MLflow does not score as the model this step "
+            "trained (replaced after logging?); not registered"
+        )
+    return digest

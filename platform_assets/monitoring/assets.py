@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING
 import dagster as dg
 
 from platform_assets.cost.metering import meter
-from platform_assets.governance.reconcile import champion_of
-from platform_assets.models.flavors import load_model
+from platform_assets.governance.reconcile import champion_artifact
+from platform_assets.models.flavors import load_verified
 from platform_assets.models.training import feature_columns, png_markdown
 from platform_assets.monitoring.drift import compare, compare_numeric, judge
 from platform_assets.resources.lake import LakeResource
@@ -289,10 +289,11 @@ def drift_asset(
         mlflow: MlflowResource,
         pricing: PricingResource,
     ):
-        champion = champion_of(registered)
-        if champion is None:
+        found = champion_artifact(registered)
+        if found is None:
             context.log.info(f"{registered} has no champion yet; no drift to watch")
             return
+        champion, recorded = found
         import pyarrow as pa
 
         with meter(tenant.name, requested, pricing.catalog()) as usage:
@@ -311,8 +312,7 @@ def drift_asset(
             df = lake.read(tenant.name, "training_sets", spec.name, version).to_pandas()
             train = df[df["split"] == "train"]
             cols = feature_columns(df, spec.labels.entity_columns, spec.labels.label_column)
-            mlflow.client()  # points the mlflow module at our registry
-            model = load_model(f"models:/{registered}/{champion}")
+            model = load_verified(mlflow, registered, champion, recorded)
             reference_scores = model.predict_proba(train[cols].astype("float64"))[:, 1]
 
             compared = {n: k for n, k in kinds.items() if n in cols}

@@ -9,8 +9,8 @@ import dagster as dg
 
 from platform_assets.cost.metering import meter
 from platform_assets.features.feast_objects import apply_current
-from platform_assets.governance.reconcile import champion_of, drift
-from platform_assets.models.flavors import load_model
+from platform_assets.governance.reconcile import champion_artifact, drift
+from platform_assets.models.flavors import load_verified
 from platform_assets.models.training import feature_columns
 from platform_assets.resources.feature_store import FeastResource
 from platform_assets.resources.lake import LakeResource
@@ -99,10 +99,11 @@ def batch_scores_asset(
         mlflow: MlflowResource,
         pricing: PricingResource,
     ):
-        champion = champion_of(registered)
-        if champion is None:
+        found = champion_artifact(registered)
+        if found is None:
             context.log.info(f"{registered} has no champion yet; nothing to score")
             return
+        champion, recorded = found
         drifted = drift(mlflow, registered, champion)
         if drifted:
             context.log.warning(drifted)
@@ -110,8 +111,8 @@ def batch_scores_asset(
 
         entity_columns = spec.labels.entity_columns
         with meter(tenant.name, requested, pricing.catalog()) as usage:
-            mlflow.client()  # points the mlflow module at our registry
-            model = load_model(f"models:/{registered}/{champion}")
+            # Verified against the hash the champion was promoted on before it is loaded.
+            model = load_verified(mlflow, registered, champion, recorded)
             store = feast.store(tenant.name)
             service, _ = apply_current(lake, store, tenant.name, tenant.owners[0], spec, resolved)
             training = lake.read(tenant.name, "training_sets", spec.name).to_pandas()

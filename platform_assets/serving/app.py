@@ -5,7 +5,10 @@ online store of each view's owner, straight from the online store (no SDK retrie
 scores with the platform's champion version (governance state, never MLflow's alias), which a
 background thread re-checks every few seconds; a champion whose artifact does not load leaves
 the previous one serving, and `/readyz` says so. A tree-ensemble champion scores through its
-trees compiled by Treelite once they agree with scikit-learn (serving/runtime.py).
+trees compiled by Treelite once they agree with scikit-learn (serving/runtime.py). A champion is
+loaded only from files that hash as the platform recorded when it registered the version, and
+only from a safe format (models/artifacts.py); one that does not verify is refused like any other
+that does not load.
 
 A request is admitted from its request line and headers alone (identity, model, declared size)
 before a byte of its body is read; the body is read as a stream up to a limit. Every admitted
@@ -28,7 +31,8 @@ from platform_assets.env import deployment
 from platform_assets.governance.identity import IdentityRefused, OidcSettings, verify_token
 from platform_assets.governance.rbac import platform_admins, roles_of
 from platform_assets.governance.workflow import TenantCatalogs, open_store
-from platform_assets.models.flavors import load_model
+from platform_assets.models.artifacts import HASH_PREFIX
+from platform_assets.models.flavors import load_verified
 from platform_assets.resources.deployment import resources_for
 from platform_assets.serving.requestlog import LogSchema, RequestLog
 from platform_assets.serving.runtime import scorer
@@ -157,6 +161,7 @@ class Champion:
     version: int
     scorer: "Scorer"  # how it scores (platform_assets/serving/runtime.py)
     columns: list[str]  # its feature columns, in training order
+    artifact_sha256: str  # the content hash its files were verified against
 
 
 @dataclass
@@ -193,6 +198,9 @@ class Route:
             "champion": self.champion,
             "serving_version": self.serving.version if self.serving else None,
             "runtime": self.serving.scorer.runtime if self.serving else None,
+            "artifact_sha256": (
+                self.serving.artifact_sha256[:HASH_PREFIX] if self.serving else None
+            ),
             "problem": self.problem,
         }
 
@@ -286,12 +294,14 @@ class Service:
             )
         return views
 
-    def _load(self, route: Route, version: int) -> Champion:
+    def _load(self, route: Route, version: int, recorded: str | None) -> Champion:
         import numpy as np
         from threadpoolctl import threadpool_limits
 
-        self.mlflow.client()  # points the mlflow module at the platform's registry
-        model = load_model(f"models:/{route.name}/{version}")
+        # Its files verified against the hash it was promoted on, then read from its safe format
+        # (skops, XGBoost JSON or LightGBM text, by the file the verified folder holds): once,
+        # here, never per request.
+        model = load_verified(self.mlflow, route.name, version, recorded)
         columns = [str(c) for c in getattr(model, "feature_names_in_", [])]
         available = {f for v in route.views or [] for f in v.features}
         missing = [c for c in columns if c not in available]
@@ -309,15 +319,15 @@ class Service:
         log.info(f"{route.name} v{version}: scored by {scoring.runtime} ({scoring.note})")
         # One prediction now, so the first request does not pay for lazy initialisation.
         scoring.predict(np.full((1, len(columns)), np.nan))
-        return Champion(version, scoring, columns)
+        return Champion(version, scoring, columns, recorded or "")
 
     def refresh(self) -> None:
         """Re-read the platform's champions; load any that changed. Never raises for one model:
         its problem is recorded on its route (and logged), and the others carry on."""
         with self._refresh_lock:
-            champions = self.governance.champions_all()
+            champions = self.governance.champion_artifacts()
             for route in self.routes.values():
-                route.champion = champions.get(route.name)
+                route.champion, recorded = champions.get(route.name, (None, None))
                 if route.champion is None:
                     continue
                 if route.serving is not None and route.serving.version == route.champion:
@@ -326,7 +336,7 @@ class Service:
                 try:
                     if route.views is None:
                         route.views = self._resolve_views(route)
-                    loaded = self._load(route, route.champion)
+                    loaded = self._load(route, route.champion, recorded)
                 except Exception as exc:  # noqa: BLE001 (one broken artifact must not stop the rest)
                     keeps = (
                         f"still serving v{route.serving.version}"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import dagster as dg
@@ -19,6 +19,7 @@ import pytest
 from platform_assets.governance.identity import SENSOR_IDENTITY, Identity
 from platform_assets.governance.store import GovernanceStore
 from platform_assets.governance.workflow import Governance
+from platform_assets.models.artifacts import artifact_digest
 from platform_assets.resources.mlflow import MlflowResource
 from platform_assets.tenancy.catalog import TenantCatalog, load_all
 
@@ -54,6 +55,7 @@ def stand_ins(
     name: str,
     metrics: dict[str, float],
     checks: dict[str, bool],
+    artifact: bool = True,
 ) -> list[dg.AssetsDefinition]:
     """The platform's assets of one model as the event log sees them: same keys, deps, checks
     and metadata; the model asset registers a real MLflow version."""
@@ -103,8 +105,10 @@ def stand_ins(
             client.create_registered_model(name)
         experiment = mlflow.ensure_experiment(f"{tenant}/{model}")
         run = client.create_run(experiment)
-        source = Path(mlflow.artifact_root) / name
+        # Each version its own files, so each has its own content hash.
+        source = Path(mlflow.artifact_root) / name / run.info.run_id
         source.mkdir(parents=True, exist_ok=True)
+        (source / "MLmodel").write_text(f"run_id: {run.info.run_id}\n")
         mv = client.create_model_version(name, source.as_uri(), run_id=run.info.run_id)
         return dg.MaterializeResult(
             metadata={
@@ -112,6 +116,7 @@ def stand_ins(
                 "model_version": int(mv.version),
                 "mlflow_run_id": run.info.run_id,
                 "training_set_version": data_version,
+                **({"artifact_sha256": artifact_digest(source)} if artifact else {}),
             }
         )
 
@@ -139,6 +144,8 @@ class Sandbox:
     deploy_dir: Path
     observations: list[dg.AssetObservation]
     last_run_id: str = ""
+    # version -> the artifact hash its model materialization recorded
+    artifacts: dict[int, str] = field(default_factory=dict)
 
     def emit(self, observation: dg.AssetObservation) -> None:
         """Observations go to the list (for assertions) and to the instance (published heads)."""
@@ -164,15 +171,17 @@ class Sandbox:
         checks: dict[str, bool] | None = None,
         name: str = MODEL,
         tags: dict[str, str] | None = None,
+        artifact: bool = True,
     ) -> int:
         """A new version of `name`, trained and evaluated by one real Dagster run launched by
-        `launched_by`; `checks` fails some (`leakage`, `expectations`, a feature view name)."""
+        `launched_by`; `checks` fails some (`leakage`, `expectations`, a feature view name);
+        without `artifact`, the model materialization records no artifact hash."""
         metrics = {"average_precision": average_precision, "roc_auc": roc_auc}
         run_tags = dict(tags or {})
         if launched_by:
             run_tags["mlplat/launched_by"] = launched_by
         result = dg.materialize(
-            stand_ins(self.mlflow, name, metrics, checks or {}),
+            stand_ins(self.mlflow, name, metrics, checks or {}, artifact),
             instance=self.instance,
             tags=run_tags,
         )
@@ -184,7 +193,10 @@ class Sandbox:
             for e in result.get_asset_materialization_events()
             if e.asset_key == model_key
         ]
-        return int(mat.metadata["model_version"].value)
+        version = int(mat.metadata["model_version"].value)
+        if artifact:
+            self.artifacts[version] = mat.metadata["artifact_sha256"].value
+        return version
 
     def with_policy(self, **environments) -> dict[str, TenantCatalog]:
         """The catalogs with fraud_detector's per-environment approvals replaced."""

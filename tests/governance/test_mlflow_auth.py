@@ -22,6 +22,7 @@ from platform_assets.governance.mlflow_auth import (
     configure_permissions,
     write_auth_config,
 )
+from platform_assets.models.flavors import load_verified, record_logged
 from platform_assets.resources.mlflow import (
     MlflowAuthError,
     MlflowResource,
@@ -156,6 +157,8 @@ def test_a_tenant_run_is_logged_as_the_tenant_and_registered_by_governance(
 
     from platform_assets.models.component import register_version
 
+    X = [[0.0], [1.0]]
+    model = LogisticRegression().fit(X, [0, 1])
     credentials = write_tenant_passwords(tmp_path / "tenants", TENANTS)
     monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", GOVERNANCE_USER)
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", GOVERNANCE_PASSWORD)
@@ -167,17 +170,24 @@ def test_a_tenant_run_is_logged_as_the_tenant_and_registered_by_governance(
             assert os.environ["MLFLOW_TRACKING_USERNAME"] == "payments"
             mlflow_lib.log_metric("train_roc_auc", 0.8)
             info = mlflow_lib.sklearn.log_model(
-                LogisticRegression().fit([[0.0], [1.0]], [0, 1]), name="model"
+                model, name="model", serialization_format="skops", pip_requirements=[]
             )
             with pytest.raises(MlflowException, match=DENIED):  # the tenant cannot register
                 mlflow.client().create_model_version(name, f"models:/{info.model_id}")
         assert os.environ["MLFLOW_TRACKING_USERNAME"] == GOVERNANCE_USER  # put back
+        # Read back through the server's artifact proxy, as the platform's identity.
+        digest = record_logged(mlflow, info.model_id, model, X, name)
         tags = {"dagster_run_id": context.run_id, "tenant": "payments"}
         first = register_version(mlflow, name, info.model_id, info.run_id, tags)
         # A retry of the same run replaces the version instead of orphaning it.
         again = register_version(mlflow, name, info.model_id, info.run_id, tags)
         return dg.MaterializeResult(
-            metadata={"mlflow_run_id": info.run_id, "first": first, "again": again}
+            metadata={
+                "mlflow_run_id": info.run_id,
+                "first": first,
+                "again": again,
+                "artifact_sha256": digest,
+            }
         )
 
     resource = MlflowResource(tracking_uri=server, tenant_credentials=str(credentials))
@@ -192,6 +202,8 @@ def test_a_tenant_run_is_logged_as_the_tenant_and_registered_by_governance(
         "tenant": "payments",
     }
     assert client.get_run(run_id).data.metrics == {"train_roc_auc": 0.8}
+    loaded = load_verified(resource, name, again, metadata["artifact_sha256"].value)
+    assert (loaded.predict_proba(X) == model.predict_proba(X)).all()
 
 
 def test_a_tenant_credential_file_readable_by_others_is_refused(tmp_path):

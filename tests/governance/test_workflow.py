@@ -56,6 +56,9 @@ def test_candidate_becomes_challenger_pending_then_champion_on_approval(gov_sand
     assert evidence["launched_by_identity"] == "unverified"  # a bare run tag, locally
     assert all(c["passed"] for c in evidence["checks"].values())
     assert len(evidence["checks"]) == 4
+    # The artifact hash the model step recorded is the champion's, for every loader to verify.
+    assert evidence["artifact_sha256"] == sb.artifacts[v1]
+    assert sb.store.champion_artifacts() == {MODEL: (v1, sb.artifacts[v1])}
     # The promotion is also an observation on the model asset, for the UI's history.
     events = [o.metadata["event"].value for o in sb.observations]
     assert events[-1] == "promote:champion"
@@ -103,6 +106,18 @@ def test_failing_thresholds_or_checks_block_the_candidate(gov_sandbox):
         Refused, match="required checks not passed: payments/training_sets/fraud_detector:leakage"
     ):
         gov.propose(MODEL, ok, SENSOR)
+
+
+def test_a_version_without_a_recorded_artifact_hash_cannot_be_promoted(gov_sandbox):
+    sb, gov = gov_sandbox, gov_sandbox.governance()
+    version = sb.register(0.30, artifact=False)
+    with pytest.raises(
+        Refused,
+        match=rf"^refused by rule promotion-policy: {MODEL} v{version}: no evidence: "
+        r"model event \d+ has no artifact_sha256 metadata$",
+    ):
+        gov.propose(MODEL, version, SENSOR)
+    assert sb.store.champion_artifacts() == {}
 
 
 def test_pending_until_all_approvals_and_staging_gate(gov_sandbox):
@@ -203,8 +218,11 @@ def test_rollback_moves_champion_back_to_previous(gov_sandbox):
         gov.approve(MODEL, v, APPROVER)
     with pytest.raises(Refused, match="role-required: vera@payments.example has role viewer"):
         gov.rollback(MODEL, VIEWER, "oops")
+    assert sb.store.champion_artifacts() == {MODEL: (v2, sb.artifacts[v2])}
     out = gov.rollback(MODEL, ADMIN, "v2 pages on-call: latency")
     assert out.champion == v1
+    assert sb.artifacts[v1] != sb.artifacts[v2]
+    assert sb.store.champion_artifacts() == {MODEL: (v1, sb.artifacts[v1])}
     assert aliases(sb) == {"champion": v1}
     with pytest.raises(Refused, match="no-previous-champion"):
         gov.rollback(MODEL, ADMIN, "again")

@@ -11,12 +11,14 @@ import pandas as pd
 import pytest
 import yaml
 
+from platform_assets.models.artifacts import ArtifactRefused
 from platform_assets.models.flavors import (
+    LOADERS,
     BoosterModel,
     fit,
-    load_model,
-    load_model_dir,
+    load_folder,
     log_model,
+    record_logged,
 )
 from platform_assets.resources.mlflow import MlflowResource
 from platform_assets.serving.runtime import BOOSTER_TOLERANCE, scorer, split_rows
@@ -43,14 +45,24 @@ def mlflow(tmp_path_factory) -> MlflowResource:
 
 
 def logged(mlflow: MlflowResource, model: BoosterModel, X: pd.DataFrame) -> str:
-    """Log `model` as the model step does; its `models:/` URI."""
+    """Log `model` as the model step does, its hash recorded as the step records it (which
+    loads it back and checks its scores); its `models:/` URI."""
     import mlflow as mlflow_lib
 
     mlflow.client()
     mlflow_lib.set_experiment(experiment_id=mlflow.ensure_experiment(f"flavors-{model.flavor}"))
     with mlflow_lib.start_run():
         info = log_model(model, X)
+    record_logged(mlflow, info.model_id, model, X, f"flavors-{model.flavor}")
     return f"models:/{info.model_id}"
+
+
+def local_copy(uri: str, tmp_path: Path) -> Path:
+    import mlflow as mlflow_lib
+
+    local = tmp_path / "model"
+    shutil.copytree(mlflow_lib.artifacts.download_artifacts(artifact_uri=uri), local)
+    return local
 
 
 @pytest.mark.parametrize("algorithm", BOOSTERS)
@@ -76,42 +88,62 @@ def test_logged_natively_and_loaded_without_pickle(algorithm, mlflow):
     assert not [f for f in files if f.endswith((".pkl", ".pickle", ".skops", ".joblib"))], files
     for path in local.rglob("*"):  # no file holds a pickle stream (protocol 2+ opcode)
         assert not (path.is_file() and path.read_bytes()[:1] == b"\x80"), path
-    loaded = load_model(uri)
+    loaded = load_folder(local, "t.m v1")
     assert isinstance(loaded, BoosterModel) and loaded.feature_names_in_ == tuple(COLUMNS)
     np.testing.assert_array_equal(loaded.predict_proba(X), model.predict_proba(X))
     assert native_bytes(loaded) == native_bytes(model)
 
 
 @pytest.mark.parametrize("algorithm", BOOSTERS)
-def test_an_mlmodel_naming_a_pickled_class_is_refused(algorithm, mlflow, tmp_path):
-    import mlflow as mlflow_lib
-
+def test_the_mlmodel_does_not_choose_the_loader(algorithm, mlflow, tmp_path):
     X, y = training_set(500)
-    uri = logged(mlflow, fit(algorithm, {"n_estimators": 5}, X, y), X)
-    local = tmp_path / "model"
-    shutil.copytree(mlflow_lib.artifacts.download_artifacts(artifact_uri=uri), local)
+    model = fit(algorithm, {"n_estimators": 5}, X, y)
+    local = local_copy(logged(mlflow, model, X), tmp_path)
+    # A writer to the store makes the MLmodel say "a pickled scikit-learn model": not read.
     mlmodel = yaml.safe_load((local / "MLmodel").read_text())
-    mlmodel["flavors"][algorithm]["model_class"] = "sklearn.pipeline.Pipeline"
+    mlmodel["flavors"] = {"sklearn": {"pickled_model": NATIVE_FILE[algorithm]}}
     (local / "MLmodel").write_text(yaml.safe_dump(mlmodel))
-    with pytest.raises(ValueError) as err:
-        load_model_dir(local)
-    assert str(err.value).startswith(
-        f"the {algorithm} model is a 'sklearn.pipeline.Pipeline', not a "
+    loaded = load_folder(local, "t.m v2")
+    assert isinstance(loaded, BoosterModel) and loaded.flavor == algorithm
+    np.testing.assert_array_equal(loaded.predict_proba(X), model.predict_proba(X))
+
+
+def test_a_folder_with_two_model_files_is_refused(mlflow, tmp_path):
+    X, y = training_set(500)
+    local = local_copy(logged(mlflow, fit("xgboost", {"n_estimators": 5}, X, y), X), tmp_path)
+    (local / "model.skops").write_bytes(b"")
+    held = ", ".join(sorted(p.name for p in local.iterdir()))
+    with pytest.raises(ArtifactRefused) as refused:
+        load_folder(local, "t.m v3")
+    assert str(refused.value) == (
+        f"t.m v3: the artifact holds {held}; the platform loads exactly one of "
+        f"{', '.join(LOADERS)} (never a pickle)"
     )
+    assert "model.json" in held and "model.skops" in held
 
 
 def test_an_xgboost_model_in_another_format_is_refused(mlflow, tmp_path):
-    import mlflow as mlflow_lib
-
     X, y = training_set(500)
-    uri = logged(mlflow, fit("xgboost", {"n_estimators": 5}, X, y), X)
-    local = tmp_path / "model"
-    shutil.copytree(mlflow_lib.artifacts.download_artifacts(artifact_uri=uri), local)
-    mlmodel = yaml.safe_load((local / "MLmodel").read_text())
-    mlmodel["flavors"]["xgboost"]["model_format"] = "deprecated"
-    (local / "MLmodel").write_text(yaml.safe_dump(mlmodel))
-    with pytest.raises(ValueError, match="in format 'deprecated', not one of json, ubj"):
-        load_model_dir(local)
+    local = local_copy(logged(mlflow, fit("xgboost", {"n_estimators": 5}, X, y), X), tmp_path)
+    (local / "model.json").rename(local / "model.xgb")  # XGBoost's deprecated binary format
+    held = ", ".join(sorted(p.name for p in local.iterdir()))
+    with pytest.raises(ArtifactRefused) as refused:
+        load_folder(local, "t.m v4")
+    assert str(refused.value) == (
+        f"t.m v4: the artifact holds {held}; the platform loads exactly one of "
+        "model.skops, model.json, model.ubj, model.lgb (never a pickle)"
+    )
+
+
+@pytest.mark.parametrize("algorithm", BOOSTERS)
+def test_a_booster_file_that_is_not_a_model_is_refused(algorithm, mlflow, tmp_path):
+    X, y = training_set(500)
+    local = local_copy(logged(mlflow, fit(algorithm, {"n_estimators": 5}, X, y), X), tmp_path)
+    (local / NATIVE_FILE[algorithm]).write_text("not a model")
+    with pytest.raises(ArtifactRefused) as refused:
+        load_folder(local, "t.m v5")
+    name = {"xgboost": "an XGBoost", "lightgbm": "a LightGBM"}[algorithm]
+    assert str(refused.value).startswith(f"t.m v5: {NATIVE_FILE[algorithm]} is not {name} model (")
 
 
 @pytest.mark.parametrize("algorithm", BOOSTERS)

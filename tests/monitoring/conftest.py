@@ -7,12 +7,16 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+import dagster as dg
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
 
+from bench.served_tenant import artifact_folder, record_champion, register_sklearn
+from platform_assets.models.artifacts import artifact_digest
 from platform_assets.resources.lake import LakeResource
+from platform_assets.resources.pricing import PricingResource
 from platform_assets.tenancy.catalog import check_model_refs
 from tests.governance.conftest import MODEL, Sandbox, gov_sandbox, session_mlflow  # noqa: F401
 
@@ -40,6 +44,41 @@ class Monitored:
     model: object
     champion: int
     training_set_version: str
+    artifact_sha256: str  # the champion's, as the platform recorded it
+
+    def replace_artifact(self) -> str:
+        """The champion's model file in MLflow's artifact store overwritten with another
+        model's, behind the platform's back; returns the refusal every loader must give."""
+        import skops.io
+        from sklearn.dummy import DummyClassifier
+
+        folder = artifact_folder(self.sb.mlflow, MODEL, self.champion)
+        other = DummyClassifier(strategy="prior").fit(np.zeros((2, len(FEATURES))), [0, 1])
+        (folder / "model.skops").write_bytes(skops.io.dumps(other))
+        return (
+            f"{MODEL} v{self.champion}: artifact refused: its files hash to sha256 "
+            f"{artifact_digest(folder)[:12]}..., not the {self.artifact_sha256[:12]}... the "
+            "platform recorded when it registered the version (changed in MLflow since); not "
+            "loaded"
+        )
+
+    def refused(self, asset, **resources) -> str:
+        """Materialize `asset`, which must fail; the message of the error that failed it."""
+        result = dg.materialize(
+            [asset],
+            resources={
+                "lake": self.lake,
+                "mlflow": self.sb.mlflow,
+                "pricing": PricingResource(),
+                **resources,
+            },
+            instance=self.sb.instance,
+            raise_on_error=False,
+        )
+        assert not result.success
+        assert not result.get_asset_materialization_events()
+        (failure,) = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+        return failure.step_failure_data.error.cause.message
 
     def request_log(self, features: pd.DataFrame, predictions=None, version=None, ago_days=0.0):
         """Append one batch of logged requests, one row per entity, as serving writes them."""
@@ -77,7 +116,6 @@ def monitored(gov_sandbox: Sandbox) -> Monitored:  # noqa: F811
     trained on it, registered with its training-set version, and champion in the platform."""
     import mlflow
 
-    from platform_assets.models.flavors import TRUSTED_TYPES
     from platform_assets.models.training import build_pipeline
 
     sb = gov_sandbox
@@ -104,20 +142,11 @@ def monitored(gov_sandbox: Sandbox) -> Monitored:  # noqa: F811
     # Created by the resource, so its artifacts land under the test's artifact root (MLflow's
     # own default is ./mlruns in the working directory).
     mlflow.set_experiment(experiment_id=sb.mlflow.ensure_experiment("payments-monitoring"))
-    with mlflow.start_run():
-        info = mlflow.sklearn.log_model(
-            model,
-            name="model",
-            registered_model_name=MODEL,
-            pip_requirements=["scikit-learn"],
-            skops_trusted_types=TRUSTED_TYPES,
-        )
-    champion = int(info.registered_model_version)
+    champion, digest = register_sklearn(sb.mlflow, MODEL, model, train[list(FEATURES)])
     sb.mlflow.client().set_model_version_tag(
         MODEL, str(champion), "training_set_version", snapshot.version
     )
-    with sb.store.transaction("payments") as conn:
-        sb.store.set_champion(conn, MODEL, champion, None, None)
+    record_champion(sb.store, MODEL, champion, digest)
     return Monitored(
         sb,
         lake,
@@ -127,4 +156,5 @@ def monitored(gov_sandbox: Sandbox) -> Monitored:  # noqa: F811
         model,
         champion,
         snapshot.version,
+        digest,
     )

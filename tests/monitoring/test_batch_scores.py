@@ -139,3 +139,13 @@ def test_champion_scores_current_entities_on_point_in_time_features(monitored, t
     assert scores["score"].to_numpy() == pytest.approx(
         m.model.predict_proba(scores[list(FEATURES)])[:, 1]
     )
+
+
+def test_a_champion_replaced_in_mlflow_is_refused_and_nothing_is_scored(monitored, tmp_path):
+    m = monitored
+    refusal = m.replace_artifact()
+    asset = batch_scores_asset(m.catalog.tenant, m.spec, m.resolved, m.catalog.tenant.resources)
+    message = m.refused(asset, feast=FeastResource(root=str(tmp_path / "feast")))
+    assert message == f"platform_assets.models.artifacts.ArtifactRefused: {refusal}\n"
+    with pytest.raises(FileNotFoundError):
+        m.lake.read("payments", "predictions", "fraud_detector")

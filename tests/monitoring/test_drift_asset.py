@@ -120,6 +120,15 @@ def test_without_enough_logged_requests_the_batch_scores_stand_in(monitored):
     assert "drift_card_avg_amount_7d" in failed(checks)
 
 
+def test_a_champion_replaced_in_mlflow_is_refused_and_no_drift_is_computed(monitored):
+    m = monitored
+    m.request_log(feature_frame(np.random.default_rng(1), 3000))
+    refusal = m.replace_artifact()
+    asset = drift_asset(m.catalog.tenant, m.spec, m.resolved, m.catalog.tenant.resources)
+    message = m.refused(asset)
+    assert message == f"platform_assets.models.artifacts.ArtifactRefused: {refusal}\n"
+
+
 def test_no_champion_no_drift(gov_sandbox):
     from platform_assets.resources.lake import LakeResource
     from platform_assets.tenancy.catalog import check_model_refs

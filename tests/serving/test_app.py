@@ -9,6 +9,7 @@ import json
 import logging
 import math
 import os
+import pickle
 import select
 import socket
 import sqlite3
@@ -24,7 +25,17 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
-from bench.served_tenant import MODEL, REGISTERED, TENANT, Served, served_tenant
+from bench.served_tenant import (
+    MODEL,
+    REGISTERED,
+    TENANT,
+    Served,
+    artifact_folder,
+    register_sklearn,
+    served_tenant,
+)
+from platform_assets.models.artifacts import artifact_digest
+from platform_assets.models.flavors import load_verified
 from platform_assets.serving.app import Service, create_app
 from platform_assets.serving.app import server as serve_app
 from platform_assets.serving.requestlog import RequestLog
@@ -68,10 +79,7 @@ def client(served: Served, **kw) -> Iterator[tuple[TestClient, Service]]:
 
 
 def load(served: Served, version: int):
-    import mlflow
-
-    served.resources["mlflow"].client()
-    return mlflow.sklearn.load_model(f"models:/{REGISTERED}/{version}")
+    return load_verified(served.resources["mlflow"], REGISTERED, version, served.artifacts[version])
 
 
 def sdk_features(served: Served, entities: list[dict], feast=None) -> pd.DataFrame:
@@ -89,35 +97,31 @@ def expected_scores(served: Served, version: int, entities: list[dict], feast=No
 
 
 def register_v2(served: Served) -> int:
-    """Another real version: logistic regression on the same training set."""
-    import mlflow
-
-    from platform_assets.models.flavors import TRUSTED_TYPES
+    """Another real version: logistic regression on the same training set, its hash recorded
+    as the model step records it."""
     from platform_assets.models.training import build_pipeline, feature_columns
 
     df = served.resources["lake"].read(TENANT, "training_sets", MODEL).to_pandas()
     cols = feature_columns(df, ["driver_id", "zone_id"], "churned")
     pipeline = build_pipeline("logistic_regression", {"C": 0.1, "max_iter": 300})
-    pipeline.fit(df[cols].astype("float64"), df["churned"].astype(int))
-    res = served.resources["mlflow"]
-    with mlflow.start_run(experiment_id=res.ensure_experiment(f"{TENANT}/{MODEL}")):
-        info = mlflow.sklearn.log_model(
-            pipeline,
-            name="model",
-            registered_model_name=REGISTERED,
-            skops_trusted_types=TRUSTED_TYPES,
-        )
-    return int(info.registered_model_version)
+    X = df[cols].astype("float64")
+    pipeline.fit(X, df["churned"].astype(int))
+    version, digest = register_sklearn(served.resources["mlflow"], REGISTERED, pipeline, X)
+    served.artifacts[version] = digest
+    return version
 
 
 def register_broken(served: Served) -> int:
-    """A version whose artifact is not a model (an empty folder)."""
+    """A version whose artifact is not a model (an empty folder), its hash recorded: it
+    verifies, and fails to load."""
     res = served.resources["mlflow"]
     client = res.client()
     run = client.create_run(res.ensure_experiment(f"{TENANT}/{MODEL}"))
     empty = served.root.parent / f"empty-artifact-{run.info.run_id}"
     empty.mkdir()
-    return int(client.create_model_version(REGISTERED, empty.as_uri(), run.info.run_id).version)
+    version = int(client.create_model_version(REGISTERED, empty.as_uri(), run.info.run_id).version)
+    served.artifacts[version] = artifact_digest(empty)
+    return version
 
 
 def wait_for(check, timeout: float = 20.0):
@@ -222,6 +226,78 @@ def test_no_loadable_champion_is_a_503_naming_why(served: Served):
         assert "could not be loaded" in response.json()["detail"]
         assert "nothing to serve" in response.json()["detail"]
         assert c.get("/readyz").json()["models"][REGISTERED]["status"] == "unavailable"
+
+
+@contextmanager
+def replaced(served: Served, version: int, files: dict[str, bytes]) -> Iterator[str]:
+    """Version `version`'s files in MLflow's artifact store changed behind the platform's back
+    (as anyone with write access to the store could), put back afterwards; yields their new
+    content hash."""
+    folder = artifact_folder(served.resources["mlflow"], REGISTERED, version)
+    saved = {p.name: p.read_bytes() for p in folder.iterdir()}
+    try:
+        for name, data in files.items():
+            (folder / name).write_bytes(data)
+        yield artifact_digest(folder)
+    finally:
+        for path in folder.iterdir():
+            if path.name not in saved:
+                path.unlink()
+        for name, data in saved.items():
+            (folder / name).write_bytes(data)
+
+
+def test_a_champion_replaced_in_mlflow_is_refused_and_readyz_says_so(served: Served):
+    import skops.io
+
+    from platform_assets.models.training import build_pipeline, feature_columns
+
+    df = served.resources["lake"].read(TENANT, "training_sets", MODEL).to_pandas()
+    cols = feature_columns(df, ["driver_id", "zone_id"], "churned")
+    swapped = build_pipeline("logistic_regression", {}).fit(
+        df[cols].astype("float64"), df["churned"].astype(int)
+    )
+    recorded = served.artifacts[1]
+    with replaced(served, 1, {"model.skops": skops.io.dumps(swapped)}) as actual:
+        with client(served) as (c, _):
+            ready = c.get("/readyz").json()
+            response = c.post(URL, json={"entities": served.entities(1)})
+    problem = (
+        f"champion v1 of {REGISTERED} could not be loaded (ArtifactRefused: {REGISTERED} v1: "
+        f"artifact refused: its files hash to sha256 {actual[:12]}..., not the "
+        f"{recorded[:12]}... the platform recorded when it registered the version (changed in "
+        "MLflow since); not loaded); nothing to serve"
+    )
+    assert ready["models"][REGISTERED]["status"] == "unavailable"
+    assert ready["models"][REGISTERED]["problem"] == problem
+    assert ready["problems"] == [problem]
+    assert (response.status_code, response.json()) == (503, {"detail": problem})
+    # Put back, the same champion verifies and serves.
+    with client(served) as (c, _):
+        status = c.get("/readyz").json()["models"][REGISTERED]
+        assert (status["status"], status["artifact_sha256"]) == ("serving", recorded[:12])
+
+
+class Bomb:
+    """A pickle that, when loaded, creates `marker`: proof that a load ran its bytes."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_pickle_in_place_of_the_champion_never_runs(served: Served, tmp_path):
+    marker = tmp_path / "the-pickle-ran"
+    bomb = pickle.dumps(Bomb(str(marker)))
+    with replaced(served, 1, {"model.skops": bomb, "model.pkl": bomb}):
+        with client(served) as (c, _):
+            problem = c.get("/readyz").json()["models"][REGISTERED]["problem"]
+    assert f"ArtifactRefused: {REGISTERED} v1: artifact refused: its files hash to" in problem
+    assert not marker.exists()
+    pickle.loads(bomb)  # the bomb is live: serving did not run it
+    assert marker.exists()
 
 
 BAD = [

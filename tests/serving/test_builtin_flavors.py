@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from bench.served_tenant import MODEL, REGISTERED, TENANT, Served, served_tenant
-from platform_assets.models.flavors import BoosterModel, load_model
+from platform_assets.models.flavors import BoosterModel, load_verified
 from platform_assets.monitoring.assets import PREDICTION, drift_asset
 from platform_assets.monitoring.batch_scores import batch_scores_asset
 from platform_assets.tenancy.catalog import check_model_refs
@@ -26,6 +26,11 @@ ALGORITHMS = {
 }
 NATIVE_FILE = {"xgboost": "model.json", "lightgbm": "model.lgb"}
 PICKLES = (".pkl", ".pickle", ".joblib", ".skops", ".cloudpickle")
+
+
+def champion(served: Served) -> BoosterModel:
+    """Version 1 as every platform load reads it: verified against the recorded hash."""
+    return load_verified(served.resources["mlflow"], REGISTERED, 1, served.artifacts[1])
 
 
 @pytest.fixture(scope="module", params=list(ALGORITHMS))
@@ -56,7 +61,7 @@ def test_registered_in_its_native_format_and_evaluated(booster):
     assert not [p for p in files if p.name.endswith(PICKLES)]
     # No file of any name holds a pickle stream (protocol 2 and later open with 0x80).
     assert not [p for p in files if p.read_bytes()[:1] == b"\x80"]
-    model = load_model(f"models:/{REGISTERED}/1")
+    model = champion(served)
     assert isinstance(model, BoosterModel) and model.flavor == algorithm
 
 
@@ -74,7 +79,7 @@ def test_batch_scores_and_drift_use_the_native_model(booster):
     assert result.success
     lake = served.resources["lake"]
     scores = lake.read(TENANT, "predictions", MODEL).to_pandas()
-    model = load_model(f"models:/{REGISTERED}/1")
+    model = champion(served)
     features = scores[list(model.feature_names_in_)]
     assert len(scores) > 0 and (scores["model_version"] == 1).all()
     np.testing.assert_array_equal(scores["score"], model.predict_proba(features)[:, 1])
@@ -86,7 +91,7 @@ def test_batch_scores_and_drift_use_the_native_model(booster):
 def test_served_through_treelite_with_the_boosters_scores(booster):
     algorithm, served = booster
     entities = served.entities(20)
-    model = load_model(f"models:/{REGISTERED}/1")
+    model = champion(served)
     features = sdk_features(served, entities)[list(model.feature_names_in_)]
     native = model.predict_proba(features.astype("float64"))[:, 1]
     with client(served) as (c, _):
