@@ -71,6 +71,25 @@ class SqlLimits(dg.Model):
     )
 
 
+class TrainerLimits(dg.Model):
+    """What a team's own training code may use in its sandbox or pod (models/trainers/), beside
+    the CPU and memory the platform grants its model step (`granted`)."""
+
+    timeout_s: float = Field(
+        default=900, gt=0, le=86400, allow_inf_nan=False, description="Wall time per training"
+    )
+    artifact_mib: float = Field(
+        default=64, gt=0, le=4096, allow_inf_nan=False, description="Size cap of the model file"
+    )
+    tmp_mib: float = Field(
+        default=512,
+        gt=0,
+        le=65536,
+        allow_inf_nan=False,
+        description="Scratch space (/tmp and the output folder), held in the sandbox's memory",
+    )
+
+
 # A Kubernetes label key (optional DNS prefix and `/`) or value; the catalog's node selectors
 # and tolerations use them.
 LABEL_KEY = r"([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
@@ -118,6 +137,7 @@ class TenantLimits(dg.Model):
     caps: ComputeResources = Field(description="The most one step of the tenant may request")
     gpu_allowed: StrictBool
     sql: SqlLimits = Field(default_factory=SqlLimits)
+    trainer: TrainerLimits = Field(default_factory=TrainerLimits)
     allowed_accelerators: list[Name] = Field(
         default_factory=list, description="Accelerator classes (catalog) its GPU steps may use"
     )
@@ -146,6 +166,9 @@ class _Overrides(dg.Model):
     gpu_allowed: StrictBool | None = None
     sql: SqlLimits | None = Field(
         default=None, description="Fields left out come from `defaults.sql`, one by one"
+    )
+    trainer: TrainerLimits | None = Field(
+        default=None, description="Fields left out come from `defaults.trainer`, one by one"
     )
     allowed_accelerators: list[Name] | None = None
     allowed_node_pools: list[Name] | None = None
@@ -186,6 +209,9 @@ class LimitsFile(dg.Model):
         if entry.sql is not None:
             sql = entry.sql.model_dump(exclude_unset=True)
             update["sql"] = self.defaults.sql.model_copy(update=sql)
+        if entry.trainer is not None:
+            trainer = entry.trainer.model_dump(exclude_unset=True)
+            update["trainer"] = self.defaults.trainer.model_copy(update=trainer)
         return self.defaults.model_copy(update={k: v for k, v in update.items() if v is not None})
 
 
@@ -367,6 +393,11 @@ def sql_limits(tenant: str, requested: ComputeResources) -> SqlLimits:
             "threads": min(sql.threads, _threads_for(granted.cpu)),
         }
     )
+
+
+def trainer_limits(tenant: str) -> TrainerLimits:
+    """limits.yaml's `trainer` for `tenant`; its CPU and memory are its step's `grant`."""
+    return limits_for(tenant).trainer
 
 
 def check_promotion_minimums(model: ModelSpec, path: Path) -> None:
