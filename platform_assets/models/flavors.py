@@ -10,6 +10,7 @@ not load them.
 
 from __future__ import annotations
 
+import tempfile
 import zipfile
 from dataclasses import dataclass
 from importlib.metadata import version as package_version
@@ -43,6 +44,9 @@ SKLEARN_TRUSTED_TYPES = (
 # The files MLflow writes for a booster: XGBoost as `model.<model_format>`, LightGBM as text.
 XGBOOST_FILES = ("model.json", "model.ubj")
 LIGHTGBM_FILE = "model.lgb"
+ONNX_FILE = "model.onnx"
+# The metadata property in which the platform records an ONNX model's feature names.
+ONNX_FEATURES = "mlplat_features"
 
 
 def requirements(*packages: str) -> list[str]:
@@ -63,13 +67,21 @@ class BoosterModel:
     flavor: Literal["xgboost", "lightgbm"]
     booster: Any
     feature_names_in_: tuple[str, ...]
+    # The booster predicts log-odds (a custom objective, or XGBoost's `binary:logitraw`): the
+    # logistic function turns them into P(class 1) (`binary_link`).
+    margin: bool = False
 
-    def predict(self, rows: np.ndarray) -> np.ndarray:
-        """P(class 1) of rows x features (float64, in `feature_names_in_` order), one thread."""
+    def raw(self, rows: np.ndarray) -> np.ndarray:
+        """What the booster itself predicts for rows x features (float64), one thread."""
         if self.flavor == "xgboost":
             # XGBoost reads features as float32 whatever it is given.
             return self.booster.inplace_predict(rows, validate_features=False).astype("float64")
         return self.booster.predict(rows, num_threads=1)
+
+    def predict(self, rows: np.ndarray) -> np.ndarray:
+        """P(class 1) of rows x features (float64, in `feature_names_in_` order), one thread."""
+        raw = self.raw(rows)
+        return expit(raw) if self.margin else raw
 
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
         import numpy as np
@@ -78,6 +90,78 @@ class BoosterModel:
             raise ValueError(
                 f"the {self.flavor} model was trained on features "
                 f"{', '.join(self.feature_names_in_)}, not {', '.join(map(str, X.columns))}"
+            )
+        p = self.predict(X.to_numpy(dtype="float64"))
+        return np.column_stack([1 - p, p])
+
+
+def expit(raw: np.ndarray) -> np.ndarray:
+    from scipy.special import expit as logistic
+
+    return logistic(raw)
+
+
+# The objectives of a binary classifier each booster's library turns into a probability
+# itself, and those whose predictions are log-odds. Any other objective (regression, ranking,
+# multi-class) is no binary classifier: a trainer's model with it is refused.
+PROBABILITY_OBJECTIVES = {
+    "xgboost": {"binary:logistic"},
+    "lightgbm": {"binary", "cross_entropy", "xentropy"},
+}
+MARGIN_OBJECTIVES = {"xgboost": {"binary:logitraw"}, "lightgbm": {"custom", "none"}}
+
+
+def booster_objective(flavor: str, booster: Any) -> str:
+    """The objective a booster's own model records (`binary`, `custom`, `binary:logistic`...)."""
+    import json
+
+    if flavor == "xgboost":
+        return json.loads(booster.save_config())["learner"]["objective"]["name"]
+    return str(booster.dump_model(num_iteration=0)["objective"]).split(" ")[0]
+
+
+def binary_link(flavor: str, booster: Any, what: str) -> bool:
+    """Whether the booster predicts log-odds (True) or probabilities (False); refused when its
+    objective is neither kind of binary classifier."""
+    objective = booster_objective(flavor, booster)
+    if objective in MARGIN_OBJECTIVES[flavor]:
+        return True
+    if objective in PROBABILITY_OBJECTIVES[flavor]:
+        return False
+    known = sorted(PROBABILITY_OBJECTIVES[flavor] | MARGIN_OBJECTIVES[flavor])
+    raise ArtifactRefused(
+        f"{what}: the {flavor} model's objective is {objective!r}; the platform serves binary "
+        f"classifiers: one of {', '.join(known)}"
+    )
+
+
+@dataclass(frozen=True)
+class OnnxModel:
+    """An ONNX binary classifier run by ONNX Runtime, with scikit-learn's scoring interface.
+    Its one input takes rows x features (float32); its output `probabilities` (or its only
+    output) is P(class 0), P(class 1) per row, or P(class 1) alone."""
+
+    session: Any
+    feature_names_in_: tuple[str, ...]
+    output: str
+    proto: Any  # the onnx.ModelProto, to log it
+
+    def predict(self, rows: np.ndarray) -> np.ndarray:
+        import numpy as np
+
+        name = self.session.get_inputs()[0].name
+        out = np.asarray(
+            self.session.run([self.output], {name: rows.astype("float32")})[0], dtype="float64"
+        )
+        return out.reshape(len(rows), -1)[:, -1]
+
+    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
+        import numpy as np
+
+        if tuple(X.columns) != self.feature_names_in_:
+            raise ValueError(
+                f"the onnx model was registered for features {', '.join(self.feature_names_in_)}"
+                f", not {', '.join(map(str, X.columns))}"
             )
         p = self.predict(X.to_numpy(dtype="float64"))
         return np.column_stack([1 - p, p])
@@ -175,11 +259,29 @@ def log_lightgbm(model: BoosterModel, signature: Any) -> ModelInfo:
     )
 
 
+def log_onnx(model: OnnxModel, signature: Any) -> ModelInfo:
+    import mlflow
+
+    proto = model.proto
+    del proto.metadata_props[:]  # only the platform's own record of the features
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = ONNX_FEATURES, ",".join(model.feature_names_in_)
+    return mlflow.onnx.log_model(
+        proto,
+        name="model",
+        save_as_external_data=False,
+        pip_requirements=requirements("onnx", "onnxruntime"),
+        signature=signature,
+    )
+
+
 def log_model(model: Any, X: pd.DataFrame) -> ModelInfo:
     """Log `model` as artifact `model` of the active MLflow run, in its flavor's safe format."""
     from mlflow.models import infer_signature
 
     signature = infer_signature(X.head(100), model.predict_proba(X.head(100)))
+    if isinstance(model, OnnxModel):
+        return log_onnx(model, signature)
     if isinstance(model, BoosterModel):
         log = log_xgboost if model.flavor == "xgboost" else log_lightgbm
         return log(model, signature)
@@ -232,8 +334,12 @@ def load_xgboost(folder: Path, what: str) -> BoosterModel:
         raise ArtifactRefused(f"{what}: {name} is not an XGBoost model ({exc})") from exc
     booster.set_param({"nthread": 1})
     if not booster.feature_names:
-        raise ArtifactRefused(f"{what}: the xgboost model {name} records no feature names")
-    return BoosterModel("xgboost", booster, tuple(booster.feature_names))
+        raise ArtifactRefused(
+            f"{what}: the xgboost model {name} records no feature names (train it on the "
+            "DataFrame, or set `feature_names`)"
+        )
+    margin = binary_link("xgboost", booster, what)
+    return BoosterModel("xgboost", booster, tuple(booster.feature_names), margin)
 
 
 def load_lightgbm(folder: Path, what: str) -> BoosterModel:
@@ -245,19 +351,63 @@ def load_lightgbm(folder: Path, what: str) -> BoosterModel:
         booster = lgb.Booster(model_file=str(path))
     except lgb.basic.LightGBMError as exc:
         raise ArtifactRefused(f"{what}: {LIGHTGBM_FILE} is not a LightGBM model ({exc})") from exc
-    return BoosterModel("lightgbm", booster, tuple(booster.feature_name()))
+    margin = binary_link("lightgbm", booster, what)
+    return BoosterModel("lightgbm", booster, tuple(booster.feature_name()), margin)
+
+
+def load_onnx(folder: Path, what: str) -> OnnxModel:
+    """An ONNX model, parsed by ONNX (a protobuf: no code in it) and run by ONNX Runtime on
+    one thread. Its feature names are the ones the platform wrote into it when it logged it
+    (`ONNX_FEATURES`), and must be as many as its input's width."""
+    import onnx
+    import onnxruntime as ort
+
+    path = _model_file(folder, ONNX_FILE, what)
+    try:
+        proto = onnx.load_model(str(path), load_external_data=False)
+        onnx.checker.check_model(proto)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = options.inter_op_num_threads = 1
+        session = ort.InferenceSession(
+            proto.SerializeToString(), options, providers=["CPUExecutionProvider"]
+        )
+    except Exception as exc:  # onnx and onnxruntime raise their own many kinds
+        raise ArtifactRefused(f"{what}: {ONNX_FILE} is not a usable ONNX model ({exc})") from exc
+    inputs, outputs = session.get_inputs(), [o.name for o in session.get_outputs()]
+    if len(inputs) != 1:
+        raise ArtifactRefused(
+            f"{what}: the ONNX model has {len(inputs)} inputs; the platform feeds it one "
+            "(rows x features)"
+        )
+    output = "probabilities" if "probabilities" in outputs else outputs[0]
+    if len(outputs) > 1 and output != "probabilities":
+        raise ArtifactRefused(
+            f"{what}: the ONNX model has outputs {', '.join(outputs)}; name the probabilities "
+            "`probabilities` (skl2onnx does, with options={'zipmap': False})"
+        )
+    props = {p.key: p.value for p in proto.metadata_props}
+    features = tuple(f for f in props.get(ONNX_FEATURES, "").split(",") if f)
+    width = inputs[0].shape[-1] if inputs[0].shape else None
+    if isinstance(width, int) and features and width != len(features):
+        raise ArtifactRefused(
+            f"{what}: the ONNX model's input takes {width} features, not the "
+            f"{len(features)} it is registered for"
+        )
+    return OnnxModel(session, features, output, proto)
 
 
 LOADERS = {
     SKOPS_FILE: load_sklearn,
     **{name: load_xgboost for name in XGBOOST_FILES},
     LIGHTGBM_FILE: load_lightgbm,
+    ONNX_FILE: load_onnx,
 }
 
 
 def load_folder(folder: Path, what: str) -> Any:
     """The model in a verified folder, by the one model file it holds: `model.skops`
-    (scikit-learn), `model.json` or `model.ubj` (XGBoost) or `model.lgb` (LightGBM)."""
+    (scikit-learn), `model.json` or `model.ubj` (XGBoost), `model.lgb` (LightGBM) or
+    `model.onnx` (ONNX)."""
     found = sorted(name for name in LOADERS if (folder / name).exists())
     if len(found) != 1:
         held = ", ".join(sorted(p.name for p in folder.iterdir())) or "nothing"
@@ -266,6 +416,46 @@ def load_folder(folder: Path, what: str) -> Any:
             f"{', '.join(LOADERS)} (never a pickle)"
         )
     return LOADERS[found[0]](folder, what)
+
+
+def accept_trained(artifact: Path, features: tuple[str, ...], X: pd.DataFrame, what: str) -> Any:
+    """The model a team's trainer returned (`artifact`, the one file of its flavor), loaded in
+    the platform's process from the safe format only, and checked to be a binary classifier
+    of exactly `features` that gives a probability for every row of `X`. The file's name, set
+    by the platform from the declared flavor, chooses the loader: a file of another kind fails
+    in that flavor's own parser."""
+    import numpy as np
+
+    with tempfile.TemporaryDirectory(prefix="mlplat-accept-") as tmp:
+        folder = Path(tmp)
+        (folder / artifact.name).write_bytes(artifact.read_bytes())
+        model = load_folder(folder, what)
+    if isinstance(model, OnnxModel):
+        width = model.session.get_inputs()[0].shape[-1]
+        if isinstance(width, int) and width != len(features):
+            raise ArtifactRefused(
+                f"{what}: the ONNX model's input takes {width} features; the training set has "
+                f"{len(features)} ({', '.join(features)})"
+            )
+        model = OnnxModel(model.session, features, model.output, model.proto)
+    elif not hasattr(model, "predict_proba"):
+        raise ArtifactRefused(f"{what}: a {type(model).__name__} has no predict_proba")
+    expected = tuple(getattr(model, "feature_names_in_", ()))
+    if expected != features:
+        raise ArtifactRefused(
+            f"{what}: the model expects features [{', '.join(map(str, expected))}], not the "
+            f"training set's [{', '.join(features)}]"
+        )
+    try:
+        proba = np.asarray(model.predict_proba(X), dtype="float64")
+    except Exception as exc:  # whatever the flavor's library raises on this input
+        raise ArtifactRefused(f"{what}: the model cannot score the training rows ({exc})") from exc
+    if proba.shape != (len(X), 2) or not np.all((proba >= 0) & (proba <= 1)):
+        raise ArtifactRefused(
+            f"{what}: the model is not a binary classifier: its predict_proba gave shape "
+            f"{proba.shape}, values outside [0, 1] or NaN; expected P(class 0), P(class 1)"
+        )
+    return model
 
 
 def load_verified(

@@ -106,12 +106,19 @@ def _parse(path: Path) -> BaseModel:
         raise PlatformConfigError(path, loc, err["msg"].removeprefix("Value error, ")) from exc
 
 
+# The one folder of a tenant that holds code: its Python project, run only in a trainer sandbox.
+TEAM_CODE = "code"
+
+
 def team_files(folder: Path) -> list[Path]:
     """Every `defs.yaml` in a tenant folder; anything else there is refused with its path.
 
     No symlinks (a linked file is a duplicate or reaches into another folder), no Python, no
-    other files: the platform builds every asset from these files itself. (`os.scandir`
-    answers "is it a link" from the directory listing, without a stat per entry.)
+    other files: the platform builds every asset from these files itself. The one exception is
+    the top-level `code/` folder, the team's own Python project (`TEAM_CODE`): it is not read
+    here, and no platform process imports it; only a trainer sandbox or pod runs it
+    (models/trainers/). (`os.scandir` answers "is it a link" from the directory listing,
+    without a stat per entry.)
     """
     if folder.is_symlink():
         raise PlatformConfigError(folder, "<folder>", "a tenant folder may not be a symlink")
@@ -127,7 +134,15 @@ def team_files(folder: Path) -> list[Path]:
                     "<file>",
                     "symlinks are not allowed in a tenant folder (copy the file instead)",
                 )
-            if entry.is_dir(follow_symlinks=False):
+            if entry.name == TEAM_CODE and directory == str(folder):
+                if not entry.is_dir(follow_symlinks=False):
+                    raise PlatformConfigError(
+                        Path(entry.path),
+                        "<file>",
+                        f"{TEAM_CODE} must be a folder: the team's Python project, with its "
+                        "pyproject.toml (docs/trainers.md)",
+                    )
+            elif entry.is_dir(follow_symlinks=False):
                 walk(entry.path)
             elif entry.name == "defs.yaml":
                 found.append(Path(entry.path))
@@ -135,8 +150,8 @@ def team_files(folder: Path) -> list[Path]:
                 raise PlatformConfigError(
                     Path(entry.path),
                     "<file>",
-                    "Python files are not allowed in a tenant folder: team folders hold data "
-                    "(defs.yaml), the platform holds the code",
+                    "Python files are not allowed in a tenant folder outside its code/ project: "
+                    "team code runs only as a model's trainer, from code/ (docs/trainers.md)",
                 )
             else:
                 raise PlatformConfigError(
@@ -244,9 +259,40 @@ def load_tenant(folder: Path) -> TenantCatalog:
             )
         if isinstance(spec, ModelSpec):
             check_promotion_minimums(spec, path)
+            if spec.trainer is not None:
+                check_trainer_code(folder, spec.trainer.entrypoint, path)
         buckets[kind][name] = spec  # type: ignore[index]
         catalog.files[(kind, name)] = path
     return catalog
+
+
+def code_source_root(code: Path) -> Path:
+    """Where a team project's modules live: `code/src` (the src layout) when it exists, else
+    `code/` itself."""
+    return code / "src" if (code / "src").is_dir() else code
+
+
+def check_trainer_code(folder: Path, entrypoint: str, path: Path) -> None:
+    """A model naming a trainer needs the tenant's `code/pyproject.toml` and the entrypoint's
+    module file in it: checked here by file name only, without importing anything (whether the
+    function exists is known only when the sandbox runs it)."""
+    code = folder / TEAM_CODE
+    if not (code / "pyproject.toml").is_file():
+        raise PlatformConfigError(
+            path,
+            "attributes.trainer.entrypoint",
+            f"the trainer needs the tenant's Python project: {code}/pyproject.toml does not "
+            "exist (docs/trainers.md)",
+        )
+    module = entrypoint.partition(":")[0].split(".")
+    base = code_source_root(code).joinpath(*module)
+    if not (base.with_suffix(".py").is_file() or (base / "__init__.py").is_file()):
+        raise PlatformConfigError(
+            path,
+            "attributes.trainer.entrypoint",
+            f"module {'.'.join(module)!r} is not in {code_source_root(code)} (looked for "
+            f"{base.relative_to(folder)}.py and {base.relative_to(folder)}/__init__.py)",
+        )
 
 
 def tenant_folder_of(path: Path) -> Path:

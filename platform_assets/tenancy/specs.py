@@ -534,6 +534,38 @@ Algorithm = Literal[
 ]
 Severity = Literal["warn", "block"]
 
+# `package.module:function` inside the tenant's `code/` project: dotted identifiers, no
+# relative imports, no attribute paths after the function.
+ENTRYPOINT_RE = re.compile(
+    r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*"
+)
+TrainerFlavor = Literal["xgboost", "lightgbm", "sklearn", "onnx"]
+
+
+class TrainerSpec(dg.Model, dg.Resolvable):
+    """The team's own training function, in the tenant's `code/` project (docs/trainers.md).
+
+    It runs in a sandbox (a pod on Kubernetes), never in a platform process, and returns a
+    model the platform loads from the flavor's safe format and evaluates itself."""
+
+    entrypoint: str = Field(
+        max_length=200, description="`package.module:function` inside the tenant's code/"
+    )
+    flavor: TrainerFlavor = Field(description="What the function returns, saved in its safe format")
+    params: Annotated[dict[str, Any], AfterValidator(check_params)] = Field(
+        default_factory=dict, max_length=64, description="Passed to the function as given"
+    )
+
+    @field_validator("entrypoint")
+    @classmethod
+    def _entrypoint(cls, entrypoint: str) -> str:
+        if not ENTRYPOINT_RE.fullmatch(entrypoint):
+            raise ValueError(
+                f"{entrypoint!r} must look like 'package.module:function' (a module inside the "
+                "tenant's code/ folder and a function in it)"
+            )
+        return entrypoint
+
 
 def _number(value: Any) -> Any:
     """An int or float as written, never a bool or a string that looks like one."""
@@ -673,11 +705,16 @@ class ModelSpec(dg.Model, dg.Resolvable):
         min_length=1, description="'<feature_set>:<feature>' or '<feature_set>:*'"
     )
     labels: Labels
-    algorithm: Algorithm
+    algorithm: Algorithm | None = Field(
+        default=None, description="A built-in algorithm; or `trainer`, the team's own code"
+    )
     params: Annotated[dict[str, Any], AfterValidator(check_params)] = Field(
         default_factory=dict,
         description="Estimator hyperparameters (scalars); for xgboost and lightgbm an allow-list "
         "with ranges (XGBoostParams, LightGBMParams)",
+    )
+    trainer: TrainerSpec | None = Field(
+        default=None, description="The team's own training code, instead of `algorithm`"
     )
     split: Split = Field(default_factory=Split)
     evaluation: Evaluation = Field(default_factory=Evaluation)
@@ -695,6 +732,24 @@ class ModelSpec(dg.Model, dg.Resolvable):
         if algorithm in BOUNDED_PARAMS:
             bounded_params(algorithm, params)
         return params
+
+    @model_validator(mode="after")
+    def _algorithm_or_trainer(self) -> ModelSpec:
+        if (self.algorithm is None) == (self.trainer is None):
+            raise ValueError(
+                "set exactly one of `algorithm` (a built-in) and `trainer` (the team's own code "
+                "in code/)"
+            )
+        if self.trainer is not None and self.params:
+            raise ValueError("`params` belong to `algorithm`; a trainer's go in `trainer.params`")
+        return self
+
+    @property
+    def trained_by(self) -> str:
+        """What trains it, in words: the algorithm, or the trainer's entrypoint and flavor."""
+        if self.trainer is not None:
+            return f"{self.trainer.entrypoint} ({self.trainer.flavor}, the team's own code)"
+        return str(self.algorithm)
 
     @field_validator("features")
     @classmethod

@@ -93,8 +93,8 @@ def test_a_python_file_is_refused(root):
     path.write_text("import dagster as dg\n\n@dg.asset(key=['payments', 'sources', 'x'])\n")
     message = refused(root)
     assert message == (
-        f"{path}: <file>: Python files are not allowed in a tenant folder: team folders hold "
-        "data (defs.yaml), the platform holds the code"
+        f"{path}: <file>: Python files are not allowed in a tenant folder outside its code/ "
+        "project: team code runs only as a model's trainer, from code/ (docs/trainers.md)"
     )
 
 
