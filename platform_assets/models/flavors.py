@@ -117,7 +117,8 @@ def booster_objective(flavor: str, booster: Any) -> str:
 
     if flavor == "xgboost":
         return json.loads(booster.save_config())["learner"]["objective"]["name"]
-    return str(booster.dump_model(num_iteration=0)["objective"]).split(" ")[0]
+    # A model trained with a custom objective (a Python function) records none.
+    return str(booster.dump_model(num_iteration=0).get("objective", "custom")).split(" ")[0]
 
 
 def binary_link(flavor: str, booster: Any, what: str) -> bool:
@@ -331,7 +332,9 @@ def load_xgboost(folder: Path, what: str) -> BoosterModel:
     try:
         booster = xgb.Booster(model_file=str(path))
     except xgb.core.XGBoostError as exc:
-        raise ArtifactRefused(f"{what}: {name} is not an XGBoost model ({exc})") from exc
+        # XGBoost's first line says why; the rest is its native stack trace.
+        reason = str(exc).splitlines()[0]
+        raise ArtifactRefused(f"{what}: {name} is not an XGBoost model ({reason})") from exc
     booster.set_param({"nthread": 1})
     if not booster.feature_names:
         raise ArtifactRefused(

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from platform_assets.models.flavors import BoosterModel
+from platform_assets.models.flavors import BoosterModel, OnnxModel, expit
 
 log = logging.getLogger("mlplat.serve")
 
@@ -46,7 +46,9 @@ _EMPTY_THRESHOLD = re.compile(r'("threshold": ),')
 
 @dataclass(frozen=True)
 class Scorer:
-    runtime: str  # "treelite", or the model's own library: "scikit-learn", "xgboost", "lightgbm"
+    # "treelite", or the model's own library: "scikit-learn", "xgboost", "lightgbm",
+    # "onnxruntime"
+    runtime: str
     note: str  # why this runtime
     predict: Callable[[np.ndarray], np.ndarray]  # rows x columns (float64) -> P(class 1)
 
@@ -112,16 +114,19 @@ def _verified(
     tolerance: float,
     what: str,
     prepare: Callable[[np.ndarray], np.ndarray] | None = None,
+    margin: bool = False,
 ) -> Scorer:
     """Treelite's `compiled` model if it scores as the model's own library (`own`) does on the
-    model's split points, else `own`. `prepare` reads rows as the library does."""
+    model's split points, else `own`. `prepare` reads rows as the library does; a `margin`
+    model's compiled log-odds go through the logistic function, as the library's do."""
     import treelite.gtil
 
     def predict(rows: np.ndarray) -> np.ndarray:
         if prepare is not None:
             rows = prepare(rows)
         # (rows, targets, classes): one target, and for a binary model one class, P(class 1).
-        return treelite.gtil.predict(compiled, rows, nthread=1).reshape(len(rows), -1)[:, -1]
+        out = treelite.gtil.predict(compiled, rows, nthread=1).reshape(len(rows), -1)[:, -1]
+        return expit(out) if margin else out
 
     rows = split_rows(compiled, n_columns)
     gap = float(np.max(np.abs(predict(rows) - own.predict(rows))))
@@ -147,13 +152,18 @@ def _booster(model: BoosterModel, columns: list[str]) -> Scorer:
         compiled, prepare = treelite.frontend.from_lightgbm(model.booster), _lightgbm_input
     own = Scorer(model.flavor, "", model.predict)
     tolerance = BOOSTER_TOLERANCE[model.flavor]
-    return _verified(compiled, own, len(columns), tolerance, f"{model.flavor} booster", prepare)
+    what = f"{model.flavor} booster"
+    return _verified(compiled, own, len(columns), tolerance, what, prepare, model.margin)
 
 
 def scorer(model: Any, columns: list[str]) -> Scorer:
     """The fastest runtime that scores exactly as the champion does."""
     if isinstance(model, BoosterModel):
         return _booster(model, columns)
+    if isinstance(model, OnnxModel):
+        return Scorer(
+            "onnxruntime", "an ONNX model, run by ONNX Runtime on one thread", model.predict
+        )
     estimator = _ensemble(model)
     if estimator is None:
         return _sklearn(model, columns, f"{type(model).__name__}: not a tree ensemble alone")
