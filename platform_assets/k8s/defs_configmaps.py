@@ -16,7 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from platform_assets.k8s.config import k8s_name
-from platform_assets.tenancy.catalog import TenantCatalog, check_model_refs, defs_root, load_tenant
+from platform_assets.tenancy.catalog import (
+    TEAM_CODE,
+    TenantCatalog,
+    check_model_refs,
+    defs_root,
+    load_tenant,
+)
 from platform_assets.tenancy.isolation import PLATFORM
 from platform_assets.tenancy.locations import CodeLocation, tenant_folders
 from platform_assets.tenancy.strict_yaml import PlatformConfigError
@@ -90,12 +96,15 @@ def folder_configmap(
     folder: Path, name: str | None = None, only: set[str] | None = None
 ) -> DefsConfigMap:
     """The ConfigMap of a tenant folder (`only`: just these paths below it); refused, naming
-    the folder, when it would exceed the 1 MiB a ConfigMap may hold."""
+    the folder, when it would exceed the 1 MiB a ConfigMap may hold. The team's `code/` is not
+    in it: it ships in the tenant's trainer image, and the code location never reads it."""
     tenant = folder.name
     files = {
         path.relative_to(folder).as_posix(): path.read_bytes()
         for path in sorted(folder.rglob("*"))
-        if path.is_file() and (only is None or path.relative_to(folder).as_posix() in only)
+        if path.is_file()
+        and path.relative_to(folder).parts[0] != TEAM_CODE
+        and (only is None or path.relative_to(folder).as_posix() in only)
     }
     size = sum(len(configmap_key(p)) + len(content) for p, content in files.items())
     if size > CONFIGMAP_BYTES:

@@ -12,6 +12,12 @@ from platform_assets.models.flavors import (
     log_model,
     record_logged,
 )
+from platform_assets.models.trainers.run import (
+    accept,
+    run_trainer,
+    trainer_job,
+    trainer_metadata,
+)
 from platform_assets.models.training import (
     failed_thresholds,
     feature_columns,
@@ -38,8 +44,13 @@ from platform_assets.tenancy.catalog import (
 )
 from platform_assets.tenancy.specs import ModelSpec
 
-# Dagster's kind (the icon in the UI) of what trains each algorithm.
-TRAINED_BY = {"xgboost": "xgboost", "lightgbm": "lightgbm"}
+# Dagster's kind (the icon in the UI) of what trains each algorithm or trainer flavor.
+TRAINED_BY = {"xgboost": "xgboost", "lightgbm": "lightgbm", "onnx": "onnx"}
+
+
+def trained_kind(spec: ModelSpec) -> str:
+    what = spec.trainer.flavor if spec.trainer is not None else str(spec.algorithm)
+    return TRAINED_BY.get(what, "scikitlearn")
 
 
 # Steps that talk to the MLflow tracking server outlive a short outage of it: each attempt fails
@@ -180,17 +191,25 @@ def model_assets(
             check_results=checks,
         )
 
+    trainer = spec.trainer
     model_kwargs = asset_kwargs(
         tenant,
         "model",
         ["models", spec.name],
-        f"{spec.description} ({spec.algorithm}; registered in MLflow as {registered}).",
-        {TRAINED_BY.get(spec.algorithm, "scikitlearn"), "mlflow"},
+        f"{spec.description} ({spec.trained_by}; registered in MLflow as {registered}).",
+        {trained_kind(spec), "mlflow"},
         requested,
         source=source,
         metadata={
-            "algorithm": spec.algorithm,
-            "params": dg.MetadataValue.json(spec.params),
+            **(
+                {"algorithm": spec.algorithm, "params": dg.MetadataValue.json(spec.params)}
+                if trainer is None
+                else {
+                    "trainer": trainer.entrypoint,
+                    "flavor": trainer.flavor,
+                    "params": dg.MetadataValue.json(trainer.params),
+                }
+            ),
             "registered_model": registered,
         },
         placement=placement,
@@ -220,7 +239,20 @@ def model_assets(
             # and MLflow's signature would reject NaN in a column it saw as integer.
             X = train[cols].astype("float64")
             y = train[labels.label_column].astype(int).to_numpy()
-            trained = fit(spec.algorithm, spec.params, X, y)
+            if trainer is None:
+                trained = fit(str(spec.algorithm), spec.params, X, y)
+                logged = {
+                    "algorithm": str(spec.algorithm),
+                    **effective_params(str(spec.algorithm), spec.params),
+                }
+                ran: dict[str, dg.RawMetadataValue] = {}
+            else:
+                # The team's code, in its sandbox or pod, sees this split and nothing else.
+                job = trainer_job(catalog, spec, requested, tuple(cols))
+                output = run_trainer(context, job, train[[*cols, labels.label_column]])
+                trained = accept(output, job, X)
+                logged = {"trainer": trainer.entrypoint, "flavor": trainer.flavor, **trainer.params}
+                ran = trainer_metadata(output)
             train_metrics = metrics(y, trained.predict_proba(X)[:, 1])
             tags = {
                 "dagster_run_id": context.run_id,
@@ -233,13 +265,7 @@ def model_assets(
             with mlflow.run(
                 context, f"{tenant.name}/{spec.name}", {"tenant": tenant.name}, tenant.name
             ):
-                mlflow_lib.log_params(
-                    {
-                        "algorithm": spec.algorithm,
-                        **effective_params(spec.algorithm, spec.params),
-                        "features": ",".join(cols),
-                    }
-                )
+                mlflow_lib.log_params({**logged, "features": ",".join(cols)})
                 mlflow_lib.log_metrics({f"train_{k}": v for k, v in train_metrics.items()})
                 # In the flavor's safe format: skops, XGBoost JSON or LightGBM text. Every
                 # loader reads it by the model file it holds (models/flavors.py).
@@ -264,6 +290,7 @@ def model_assets(
                 "train_metrics": dg.MetadataValue.json(
                     {k: round(v, 4) for k, v in train_metrics.items()}
                 ),
+                **ran,
                 **usage.metadata(pricing.catalog()),
             },
         )

@@ -1,0 +1,1 @@
+"""The ridehail team's models."""
