@@ -238,7 +238,9 @@ def test_broken_tenant_fails_only_its_own_location(defs_root):
     bad.write_text(bad.read_text().replace("algorithm:", "algorithmz:"))
     with pytest.raises(PlatformConfigError) as err:
         tenant_location(location_named("payments"))
-    assert str(err.value).startswith(f"{bad.resolve()}: attributes.algorithm: Field required")
+    assert str(err.value).startswith(
+        f"{bad.resolve()}: attributes.algorithmz: Extra inputs are not permitted"
+    )
     assert "ridehail/models/driver_churn" in _keys(tenant_location(location_named("ridehail")))
     keys = _keys(platform_location())  # the platform parses no tenant's YAML
     assert {"platform/cost/showback", "payments/cost", "ridehail/cost"} <= set(keys)
