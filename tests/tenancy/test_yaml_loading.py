@@ -91,9 +91,9 @@ def test_wrong_type_is_refused(monkeypatch):
 
 def test_missing_required_field_is_refused(monkeypatch):
     attrs = _model_attrs(name="bad")
-    del attrs["algorithm"]
+    del attrs["labels"]
     message = _load_error(monkeypatch, attrs)
-    assert "attributes.algorithm" in message
+    assert "attributes.labels" in message
     assert "Field required" in message
 
 
