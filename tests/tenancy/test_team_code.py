@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from platform_assets.tenancy.catalog import PlatformConfigError, load_all, load_tenant
+from platform_assets.tenancy.limits import LIMITS_PATH, read_limits
 from tests.tenancy.test_team_folders import DEMO_DEFS, MODEL_FILE, refused
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -194,4 +195,25 @@ def test_a_symlinked_code_folder_is_refused(root, tmp_path):
         load_all(root)
     assert str(exc.value) == (
         f"{code}: <file>: symlinks are not allowed in a tenant folder (copy the file instead)"
+    )
+
+
+def test_trainer_limits_fall_back_to_the_defaults_one_by_one(tmp_path):
+    doc = yaml.safe_load(LIMITS_PATH.read_text())
+    doc["tenants"]["ridehail"]["trainer"] = {"timeout_s": 60}
+    path = tmp_path / "limits.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    limits = read_limits(path).for_tenant("ridehail")
+    assert (limits.trainer.timeout_s, limits.trainer.artifact_mib) == (60, 64)
+
+
+def test_a_trainer_limit_out_of_range_is_refused(tmp_path):
+    doc = yaml.safe_load(LIMITS_PATH.read_text())
+    doc["defaults"]["trainer"]["artifact_mib"] = 100000
+    path = tmp_path / "limits.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    with pytest.raises(PlatformConfigError) as err:
+        read_limits(path)
+    assert str(err.value) == (
+        f"{path}: defaults.trainer.artifact_mib: Input should be less than or equal to 4096"
     )
