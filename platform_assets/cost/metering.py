@@ -57,11 +57,18 @@ class Usage:
     peak_memory_gib: float = 0.0
     measured_by: str = "os"
     errors: list[str] = field(default_factory=list)
+    # Other pods the step held while it ran (a team trainer's pod on Kubernetes): what each
+    # was granted and for how long. Billed as requested, like a GPU: reserved whole.
+    pods: list[tuple[ComputeResources, float]] = field(default_factory=list)
+
+    def reserve(self, granted: ComputeResources, wall_seconds: float) -> None:
+        self.pods.append((granted, wall_seconds))
 
     def cost(self, prices: PriceCatalog) -> float:
-        return bill(
+        own = bill(
             self.requested, self.wall_seconds, self.cpu_seconds, self.peak_memory_gib, prices
         )
+        return own + sum(bill(pod, wall, 0.0, 0.0, prices) for pod, wall in self.pods)
 
     def metadata(self, prices: PriceCatalog) -> dict[str, dg.RawMetadataValue]:
         md: dict[str, dg.RawMetadataValue] = {
@@ -75,6 +82,13 @@ class Usage:
             "cost/measured_by": self.measured_by,
             "cost/usd": round(self.cost(prices), 8),
         }
+        if self.pods:
+            md["cost/other_pods"] = dg.MetadataValue.json(
+                [
+                    {"cpu": p.cpu, "memory_gib": p.memory_gib, "wall_seconds": round(w, 3)}
+                    for p, w in self.pods
+                ]
+            )
         if self.errors:
             md["cost/measurement_errors"] = "; ".join(self.errors)
         return md

@@ -249,7 +249,7 @@ def model_assets(
             else:
                 # The team's code, in its sandbox or pod, sees this split and nothing else.
                 job = trainer_job(catalog, spec, requested, tuple(cols))
-                output = run_trainer(context, job, train[[*cols, labels.label_column]])
+                output = run_trainer(context, job, train[[*cols, labels.label_column]], usage)
                 trained = accept(output, job, X)
                 logged = {"trainer": trainer.entrypoint, "flavor": trainer.flavor, **trainer.params}
                 ran = trainer_metadata(output)

@@ -9,7 +9,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from platform_assets.cost.metering import bill, meter
+from platform_assets.cost.metering import Usage, bill, meter
 from platform_assets.k8s.steps import k8s_placement, resources_block
 from platform_assets.resources.pricing import PriceCatalog, PricingResource
 from platform_assets.tenancy.assets import asset_kwargs
@@ -122,6 +122,18 @@ def test_billing_uses_max_of_requested_and_used():
     # Used less than requested: billed on the request.
     big = ComputeResources(cpu=4, memory_gib=8, gpu=1)
     assert bill(big, 1800, 60, 0.5, prices) == pytest.approx(0.5 * (4 + 0.8 + 10))
+
+
+def test_another_pod_the_step_held_is_billed_as_reserved():
+    """A trainer pod on Kubernetes: its grant for as long as it ran, on top of the step's."""
+    prices = PriceCatalog(vcpu_hour=1.0, gib_hour=0.1, gpu_hour=10.0)
+    usage = Usage("ridehail", ComputeResources(cpu=1, memory_gib=2), wall_seconds=3600)
+    alone = usage.cost(prices)
+    usage.reserve(ComputeResources(cpu=2, memory_gib=4), 1800)
+    assert usage.cost(prices) == pytest.approx(alone + 0.5 * (2 + 0.4))
+    assert usage.metadata(prices)["cost/other_pods"].value == [
+        {"cpu": 2, "memory_gib": 4, "wall_seconds": 1800}
+    ]
 
 
 def _cgroup_v2(root: Path, usec: int, peak: int) -> None:

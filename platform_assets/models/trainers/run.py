@@ -8,14 +8,18 @@ same failure (the step's retry policy is for the tracking server's outages).
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 
+from platform_assets.cost.metering import Usage
 from platform_assets.env import deployment
 from platform_assets.models.artifacts import ArtifactRefused
 from platform_assets.models.flavors import accept_trained
 from platform_assets.models.trainers.job import TrainerFailed, TrainerJob, TrainerOutput
+from platform_assets.models.trainers.pod import run_in_pod
+from platform_assets.models.trainers.sandbox import run_in_sandbox
 from platform_assets.tenancy.catalog import TEAM_CODE, TenantCatalog
 from platform_assets.tenancy.limits import grant, trainer_limits
 from platform_assets.tenancy.specs import ComputeResources, ModelSpec
@@ -61,18 +65,23 @@ def failure(job: TrainerJob, message: str) -> dg.Failure:
 
 
 def run_trainer(
-    context: dg.AssetExecutionContext, job: TrainerJob, train: pd.DataFrame
+    context: dg.AssetExecutionContext, job: TrainerJob, train: pd.DataFrame, usage: Usage
 ) -> TrainerOutput:
     """Run the team's code on the training split (features and label only) where this
     deployment runs team code: a pod of the tenant's trainer image on Kubernetes, a bubblewrap
-    sandbox elsewhere. Never in this process, and never unsandboxed."""
+    sandbox elsewhere. Never in this process, and never unsandboxed.
+
+    The sandbox runs within the step's own grant and is measured with it (its CPU is the
+    step's children's). A trainer pod is a second reservation while the step waits for it: it
+    is added to the step's `usage` for as long as it ran, failed or not."""
     try:
         if deployment() == "k8s":
-            from platform_assets.models.trainers.pod import run_in_pod
-
-            return run_in_pod(context, job, train)
-        from platform_assets.models.trainers.sandbox import run_in_sandbox
-
+            started = time.perf_counter()
+            try:
+                return run_in_pod(context, job, train)
+            finally:
+                pod = ComputeResources(cpu=job.cpu, memory_gib=job.memory_gib)
+                usage.reserve(pod, time.perf_counter() - started)
         return run_in_sandbox(context, job, train)
     except TrainerFailed as exc:
         raise failure(job, str(exc)) from exc
