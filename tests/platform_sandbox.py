@@ -33,15 +33,26 @@ def write_component(folder: Path, type_name: str, attributes: dict) -> Path:
     return path
 
 
+# The demo's models trained by a team's own code, in a bubblewrap sandbox: left out of the
+# copied tenants unless a test asks for them (`trainers=True`), so the many tests of the rest
+# of a pipeline do not each build a trainer environment and train in a sandbox.
+TRAINER_MODELS = (Path("ridehail/models/driver_churn_lgbm"),)
+
+
 @contextmanager
 def sandbox(
-    monkeypatch: pytest.MonkeyPatch, tenants: tuple[str, ...] = ("ridehail",)
+    monkeypatch: pytest.MonkeyPatch,
+    tenants: tuple[str, ...] = ("ridehail",),
+    trainers: bool = False,
 ) -> Iterator[tuple[Path, callable]]:
     """Copy demo tenants into a sandbox defs folder; yields (defs folder, build) where build()
     builds the folder as production does: every location's definitions, merged."""
     with create_defs_folder_sandbox() as box:
         for tenant in tenants:
             shutil.copytree(DEMO_DEFS / tenant, box.defs_folder_path / tenant)
+        if not trainers:
+            for model in TRAINER_MODELS:
+                shutil.rmtree(box.defs_folder_path / model, ignore_errors=True)
         monkeypatch.setenv("MLPLAT_DEFS_ROOT", str(box.defs_folder_path))
 
         def build() -> dg.Definitions:
