@@ -83,6 +83,7 @@ bench: install
 	$(BIN)/python -m bench.serving_bench
 	$(BIN)/python -m bench.metrics_bench
 	$(BIN)/python -m bench.drift_bench
+	$(BIN)/python -m bench.trainer_bench
 
 quotas: install
 	$(BIN)/mlplat quotas write

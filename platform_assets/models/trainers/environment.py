@@ -66,6 +66,12 @@ def source_root(code_dir: Path) -> Path:
 def trainer_environment(job: TrainerJob) -> Path:
     """The virtualenv for `job`'s project, built now unless a step already built it."""
     pyproject = job.code_dir / "pyproject.toml"
+    if job.code_dir.is_symlink():
+        # It would bind another folder (another tenant's code) into the sandbox.
+        raise TrainerFailed(
+            f"{job.source}: trainer {job.entrypoint}: code/ is a symbolic link "
+            f"({job.code_dir} -> {os.readlink(job.code_dir)}); it must be a folder"
+        )
     if not pyproject.is_file():
         raise TrainerFailed(
             f"{job.source}: trainer {job.entrypoint}: code/pyproject.toml not found "

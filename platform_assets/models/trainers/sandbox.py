@@ -241,6 +241,9 @@ def _run(job: TrainerJob, argv: list[str], artifact: Path, reader: _TeamMessageR
             preexec_fn=limit,  # rlimits are set before bwrap starts
             process_group=0,
         )
+    except BaseException:
+        os.close(artifact_r)
+        raise
     finally:
         for fd in high:
             os.close(fd)

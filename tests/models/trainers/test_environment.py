@@ -105,3 +105,14 @@ def test_dynamic_dependencies(tmp_path: Path, data: Path) -> None:
     assert "code/pyproject.toml: [project] dependencies must be listed, not dynamic" in str(
         exc.value
     )
+
+
+def test_code_folder_that_is_a_link(tmp_path: Path, data: Path) -> None:
+    other = write_code(tmp_path / "other_tenant", "")
+    (tmp_path / "ridehail").mkdir()
+    (tmp_path / "ridehail" / "code").symlink_to(other)
+    with pytest.raises(TrainerFailed) as exc:
+        trainer_environment(make_job(tmp_path / "ridehail" / "code"))
+    assert f"code/ is a symbolic link ({tmp_path / 'ridehail' / 'code'} -> {other})" in str(
+        exc.value
+    )

@@ -5,6 +5,7 @@ must be refused and nothing it was after may reach what the platform keeps."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import sys
@@ -84,21 +85,24 @@ def test_cannot_read_the_platforms_environment(trainer, monkeypatch: pytest.Monk
         def attempt(target):
             if target == "environ":
                 return json.dumps(dict(os.environ))
-            found = []
+            if target == "/proc/1/environ":
+                return repr(open(target, "rb").read())
+            found = {}
             for pid in os.listdir("/proc"):
                 if pid.isdigit():
-                    found.append(open(f"/proc/{pid}/environ", "rb").read().decode())
+                    found[pid] = open(f"/proc/{pid}/environ", "rb").read().decode()
             return json.dumps(found)
         """,
-        ["environ", "/proc/*/environ"],
+        ["environ", "/proc/1/environ", "/proc/*/environ"],
     )
-    environ = eval(outcomes[0].removeprefix("allowed environ: "))
+    environ = json.loads(outcomes[0].removeprefix("allowed environ: "))
     # Pipes' two variables, and what bwrap (PWD) and Python (LC_CTYPE) set themselves.
     assert environ.keys() <= {"DAGSTER_PIPES_CONTEXT", "DAGSTER_PIPES_MESSAGES", "PWD", "LC_CTYPE"}
     assert {"DAGSTER_PIPES_CONTEXT", "DAGSTER_PIPES_MESSAGES"} <= environ.keys()
-    # The sandbox's PID 1 (bwrap) has an empty environment; no platform process is visible.
-    pid_environs = eval(outcomes[1].removeprefix("allowed /proc/*/environ: "))
-    assert pid_environs[0] == ""
+    # The sandbox's PID 1 (bwrap) has an empty environment.
+    assert outcomes[1] == "allowed /proc/1/environ: b''"
+    # Only the sandbox's own processes are visible: bwrap and the runner.
+    assert len(json.loads(outcomes[2].removeprefix("allowed /proc/*/environ: "))) == 2
     assert SECRET not in run.everything
 
 
