@@ -38,6 +38,8 @@ class Trained:
     output: TrainerOutput | None
     error: TrainerFailed | None
     logs: list[str] = field(default_factory=list)
+    # The metadata of every materialization and check result of the step.
+    recorded: list[dict] = field(default_factory=list)
 
     @property
     def everything(self) -> str:
@@ -139,8 +141,20 @@ def train_in_step(job: TrainerJob, train: pd.DataFrame | None = None) -> Trained
     with dg.instance_for_test() as instance:
         result = dg.materialize([trained], instance=instance)
         assert result.success
-        logs = [e.user_message for e in instance.all_logs(result.run_id)]
-    return Trained(box.get("output"), box.get("error"), logs)
+        entries = instance.all_logs(result.run_id)
+        logs = [e.user_message for e in entries]
+        recorded = [
+            dict(e.dagster_event.event_specific_data.materialization.metadata)
+            for e in entries
+            if e.dagster_event is not None and e.dagster_event.is_step_materialization
+        ]
+        recorded += [
+            {"check": e.dagster_event.event_specific_data.check_name}
+            for e in entries
+            if e.dagster_event is not None
+            and e.dagster_event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION
+        ]
+    return Trained(box.get("output"), box.get("error"), logs, recorded)
 
 
 @pytest.fixture

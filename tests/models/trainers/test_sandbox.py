@@ -42,6 +42,7 @@ def test_trains_and_marks_its_messages(trainer) -> None:
     assert "[ridehail trainer] dropped an asset check (a team's code reports no check results)" in (
         run.logs
     )
+    assert run.recorded == [{}], "the team's reports are no materialization or check result"
     assert run.output.wall_s > 0 and run.output.cpu_s > 0 and run.output.max_rss_bytes > 0
 
 
@@ -88,6 +89,8 @@ def test_trainer_raises(trainer) -> None:
     assert "Traceback (most recent call last)" in message
     assert 'retention.py", line 3, in train' in message
     assert "ValueError: label column is all zeros" in message
+    (output,) = [line for line in run.logs if line.startswith("[ridehail trainer] output")]
+    assert "ValueError: label column is all zeros" in output
 
 
 def test_time_limit(trainer) -> None:
