@@ -162,3 +162,31 @@ def test_tmp_is_capped(trainer) -> None:
         tmp_bytes=8 * 2**20,
     )
     assert "No space left on device" in str(run.error)
+
+
+def test_message_flood_is_bounded(trainer) -> None:
+    run = trainer(
+        """
+        from dagster_pipes import PipesContext
+
+        def train(df, *, label, features, params):
+            pipes = PipesContext.get()
+            for i in range(1500):
+                pipes.log.info(f"line {i}")
+            for i in range(300):
+                pipes.report_custom_message({"i": i, "pad": "x" * 100})
+            for _ in range(50):
+                pipes._message_channel.write_message({"method": "closed", "params": {}})
+                pipes._message_channel.write_message({"method": "bogus", "params": {}})
+            return b"model"
+        """,
+        flavor="onnx",
+    )
+    assert run.error is None, run.error
+    marked = [line for line in run.logs if line.startswith("[ridehail trainer] line ")]
+    assert len(marked) == 1000
+    assert run.logs.count("[ridehail trainer] dropped log messages past the first 1000") == 1
+    assert len(run.output.reported["custom_messages"]) == 100
+    assert run.logs.count("[ridehail trainer] dropped a repeated 'closed' message") == 1
+    assert run.logs.count("[ridehail trainer] dropped a message of no Pipes method") == 1
+    assert not [line for line in run.logs if "unexpected message received after closed" in line]
