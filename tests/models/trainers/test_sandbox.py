@@ -190,3 +190,17 @@ def test_message_flood_is_bounded(trainer) -> None:
     assert run.logs.count("[ridehail trainer] dropped a repeated 'closed' message") == 1
     assert run.logs.count("[ridehail trainer] dropped a message of no Pipes method") == 1
     assert not [line for line in run.logs if "unexpected message received after closed" in line]
+
+
+def test_cpu_time_limit(trainer) -> None:
+    # 0.05 CPU for 40 s: 3 s of CPU time (rounded up, plus one), reached well before the wall.
+    run = trainer(
+        """
+        def train(df, *, label, features, params):
+            while True:
+                pass
+        """,
+        cpu=0.05,
+        timeout_s=40.0,
+    )
+    assert "failed: it used more CPU time than its limit (0.05 CPU x 40 s)" in str(run.error)
