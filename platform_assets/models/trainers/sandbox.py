@@ -87,7 +87,8 @@ def run_in_sandbox(
     """Train `job`'s model on `train` (the training split only) in a sandbox.
 
     The returned artifact is in a new platform-private folder the caller removes once it has
-    read the file (`shutil.rmtree(output.artifact.parent)`).
+    read the file (`shutil.rmtree(output.artifact.parent)`). A step that calls this opens a
+    Pipes session, so Dagster requires it to return (or yield) a `MaterializeResult`.
     """
     check_sandbox()
     env = trainer_environment(job)
