@@ -57,12 +57,6 @@ def uv_bin() -> str:
     return uv.find_uv_bin()
 
 
-def source_root(code_dir: Path) -> Path:
-    """Where the team's packages are: `code/src` if it exists (the src layout), else `code/`."""
-    src = code_dir / "src"
-    return src if src.is_dir() else code_dir
-
-
 def trainer_environment(job: TrainerJob) -> Path:
     """The virtualenv for `job`'s project, built now unless a step already built it."""
     pyproject = job.code_dir / "pyproject.toml"

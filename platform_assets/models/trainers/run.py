@@ -8,6 +8,7 @@ same failure (the step's retry policy is for the tracking server's outages).
 
 from __future__ import annotations
 
+import shutil
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -88,11 +89,14 @@ def run_trainer(
 
 
 def accept(output: TrainerOutput, job: TrainerJob, X: pd.DataFrame) -> Any:
-    """The returned model, loaded here from its safe format and checked (`accept_trained`)."""
+    """The returned model, loaded here from its safe format and checked (`accept_trained`);
+    the backend's private folder holding the file is removed either way."""
     try:
         return accept_trained(output.artifact, job.features, X, "the returned model")
     except ArtifactRefused as exc:
         raise failure(job, str(exc)) from exc
+    finally:
+        shutil.rmtree(output.artifact.parent, ignore_errors=True)
 
 
 # Reported values shown per model materialization; more are cut, and say so.

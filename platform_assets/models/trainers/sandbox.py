@@ -43,10 +43,10 @@ import dagster as dg
 
 from platform_assets.models.trainers.environment import (
     base_python,
-    source_root,
     trainer_environment,
 )
 from platform_assets.models.trainers.job import TrainerFailed, TrainerJob, TrainerOutput
+from platform_assets.tenancy.catalog import code_source_root
 
 if TYPE_CHECKING:  # pandas and pyarrow load in the step, not with the code location
     import pandas as pd
@@ -98,7 +98,7 @@ def run_in_sandbox(
         _write_parquet(train, private / "train.parquet")
         extras = {
             "entrypoint": job.entrypoint,
-            "sys_path": [str(CODE_DIR / source_root(job.code_dir).relative_to(job.code_dir))],
+            "sys_path": [str(CODE_DIR / code_source_root(job.code_dir).relative_to(job.code_dir))],
             "flavor": job.flavor,
             "label": job.label,
             "features": list(job.features),
