@@ -135,6 +135,8 @@ def served_tenant(
 
     root = base / "defs"
     shutil.copytree(DEMO_DEFS / TENANT, root / TENANT)
+    # The model its own code trains (in a sandbox) is not the one served here.
+    shutil.rmtree(root / TENANT / "models" / "driver_churn_lgbm")
     if algorithm is not None:
         use_algorithm(root, *algorithm)
     (base / "home").mkdir()

@@ -30,6 +30,14 @@ def data_root() -> Path:
     return Path(os.environ.get("MLPLAT_DATA", repo_root() / ".data")).resolve()
 
 
+def trainer_envs_root() -> Path:
+    """Where team trainers' environments are built and cached (by their project's lock):
+    MLPLAT_TRAINER_ENVS, else `trainer-envs` in the data root. Shared safely by any number of
+    data roots on one machine: an environment is a pure function of its key."""
+    override = os.environ.get("MLPLAT_TRAINER_ENVS")
+    return Path(override).resolve() if override else data_root() / "trainer-envs"
+
+
 def dagster_home() -> Path:
     return Path(os.environ.get("DAGSTER_HOME", repo_root() / ".dagster_home")).resolve()
 

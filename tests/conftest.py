@@ -118,10 +118,17 @@ def s3_bucket(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
     return name
 
 
+@pytest.fixture(scope="session")
+def trainer_envs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Team trainers' environments, built once per test process (keyed by their lock)."""
+    return tmp_path_factory.mktemp("trainer-envs")
+
+
 @pytest.fixture
-def platform_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def platform_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, trainer_envs: Path) -> Path:
     """A fresh local deployment: lake, Feast repos, MLflow and Dagster home under tmp_path."""
     monkeypatch.setenv("MLPLAT_ENV", "local")
+    monkeypatch.setenv("MLPLAT_TRAINER_ENVS", str(trainer_envs))
     monkeypatch.setenv("MLPLAT_DATA", str(tmp_path / "data"))
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
     (tmp_path / "dagster_home").mkdir()

@@ -27,7 +27,7 @@ import tempfile
 import tomllib
 from pathlib import Path
 
-from platform_assets.env import data_root
+from platform_assets.env import trainer_envs_root
 from platform_assets.models.trainers.job import TrainerFailed, TrainerJob
 
 # The runner reads parquet with these; added unpinned when the team's project lacks them.
@@ -74,7 +74,7 @@ def trainer_environment(job: TrainerJob) -> Path:
         )
     lock = job.code_dir / "uv.lock"
     key = _cache_key(pyproject.read_bytes(), lock.read_bytes() if lock.is_file() else None)
-    root = data_root() / "trainer-envs" / job.tenant
+    root = trainer_envs_root() / job.tenant
     root.mkdir(parents=True, exist_ok=True)
     target = root / key
     with open(root / f"{key}.lock", "w") as lock_file:
