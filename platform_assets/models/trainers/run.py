@@ -59,10 +59,12 @@ def trainer_job(
 
 
 def failure(job: TrainerJob, message: str) -> dg.Failure:
-    return dg.Failure(
-        description=f"{job.source}: trainer {job.entrypoint} ({job.flavor}): {message}",
-        allow_retries=False,
-    )
+    """The step's failure, naming the model's file and the trainer (the backends' own messages
+    already start with them)."""
+    where = f"{job.source}: "
+    if not message.startswith(where):
+        message = f"{where}trainer {job.entrypoint} ({job.flavor}): {message}"
+    return dg.Failure(description=message, allow_retries=False)
 
 
 def run_trainer(
