@@ -531,3 +531,36 @@ def test_a_project_without_pyproject_is_refused_naming_the_model(cluster, instan
         "the tenant's code/ folder"
     )
     assert cluster.created == []
+
+
+def test_local_paths_pass_through_the_transfer_unchanged():
+    """The sandbox's extras (paths) are what the runner gets back: one runner for both."""
+    extras = {"input": "/input.parquet", "output": "/dev/fd/3", "flavor": "xgboost"}
+    with transfer.staged(extras) as staged:
+        assert staged is extras
+
+
+def test_a_split_the_store_does_not_have_fails_naming_it_without_the_signature(
+    s3_bucket, s3_endpoint
+):
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint)
+    url = s3.generate_presigned_url("get_object", Params={"Bucket": s3_bucket, "Key": "gone"})
+    extras = {"input": {"url": url}, "output": "/tmp/model"}
+    with pytest.raises(transfer.TransferError) as failed:
+        with transfer.staged(extras):
+            pytest.fail("the block runs only with the split fetched")
+    message = str(failed.value)
+    assert message.startswith("could not fetch the training split: the object store answered 404")
+    assert "X-Amz-Signature" not in message and url not in message
+
+
+def test_the_environment_key_follows_the_project_and_its_lock(team_code):
+    key = environment_key(team_code)
+    assert key == environment_key(team_code) and len(key) == 32
+    (team_code / "uv.lock").write_text("version = 1\n")
+    locked = environment_key(team_code)
+    assert locked != key
+    (team_code / "uv.lock").write_text("version = 1\n# changed\n")
+    assert environment_key(team_code) not in (key, locked)

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 
+from platform_assets.k8s.config import platform
 from platform_assets.k8s.steps import label_value, trainer_pod
 from platform_assets.models.trainers.job import TrainerFailed, TrainerJob, TrainerOutput
 from platform_assets.models.trainers.messages import TeamMessages, mark, new_reported
@@ -48,14 +49,19 @@ ERROR_TAIL_CHARS = 6000
 
 def environment_key(code_dir: Path) -> str:
     """The tag of the tenant's trainer image: a hash of what its environment is built from
-    (code/pyproject.toml and code/uv.lock), so a change to either names a new image."""
+    (code/pyproject.toml, code/uv.lock if any, and the platform's release, which fixes the
+    trainer base image and its runner), so a change to any of them names a new image."""
     pyproject = code_dir / "pyproject.toml"
     if not pyproject.is_file():
         raise FileNotFoundError(pyproject)
     lock = code_dir / "uv.lock"
     digest = hashlib.sha256()
-    digest.update(hashlib.sha256(pyproject.read_bytes()).digest())
-    digest.update(b"lock" + hashlib.sha256(lock.read_bytes()).digest() if lock.is_file() else b"")
+    for part in (
+        pyproject.read_bytes(),
+        b"\0lock\0" + lock.read_bytes() if lock.is_file() else b"\0no-lock",
+        platform().image.tag.encode(),
+    ):
+        digest.update(hashlib.sha256(part).digest())
     return digest.hexdigest()[:32]
 
 
