@@ -564,3 +564,55 @@ def test_the_environment_key_follows_the_project_and_its_lock(team_code):
     assert locked != key
     (team_code / "uv.lock").write_text("version = 1\n# changed\n")
     assert environment_key(team_code) not in (key, locked)
+
+
+class _Recorder:
+    """Dagster's handler (`handle_message`) and the step's log (`log.log`, `log.warning`), as
+    the team-message proxy sees them."""
+
+    def __init__(self):
+        self.handled, self.logged = [], []
+        self.log = self._Log(self.logged)
+
+    def handle_message(self, message):
+        self.handled.append(message)
+
+    class _Log:
+        def __init__(self, logged):
+            self.logged = logged
+
+        def log(self, level, message):
+            self.logged.append((level, message))
+
+        def warning(self, message):
+            self.logged.append(("warning", message))
+
+
+def test_team_messages_reach_dagster_only_as_marked_logs_and_one_open_and_close():
+    from platform_assets.models.trainers.messages import LOG_MESSAGES, TeamMessages, new_reported
+
+    dagster, reported = _Recorder(), new_reported()
+    team = TeamMessages(dagster, dagster, "ridehail", reported)
+    for message in [
+        {"method": "opened", "params": {"extras": {}}},
+        {"method": "opened", "params": {}},
+        {"method": "report_asset_materialization", "params": {"metadata": {"auc": 0.99}}},
+        {"method": "report_asset_check", "params": {"check_name": "x", "passed": True}},
+        *[{"method": "log", "params": {"message": f"line {i}"}} for i in range(LOG_MESSAGES + 5)],
+        {"method": "closed", "params": {"exception": {"message": "boom"}}},
+        {"method": "nonsense"},
+    ]:
+        team.handle_message(message)
+    assert dagster.handled == [
+        {"method": "opened", "params": {}},
+        {"method": "closed", "params": {}},
+    ]
+    assert reported == {"metadata": {"auc": 0.99}, "custom_messages": []}
+    infos = [m for level, m in dagster.logged if level == "info"]
+    assert len(infos) == LOG_MESSAGES and infos[0] == "[ridehail trainer] line 0"
+    assert [m for level, m in dagster.logged if level == "warning"] == [
+        "[ridehail trainer] dropped a repeated 'opened' message",
+        "[ridehail trainer] dropped an asset check (a team's code reports no check results)",
+        f"[ridehail trainer] dropped log messages past the first {LOG_MESSAGES}",
+        "[ridehail trainer] dropped a message of no Pipes method",
+    ]

@@ -9,8 +9,10 @@ import json
 from typing import Any
 
 LOG_MESSAGE_CHARS = 4000
+LOG_MESSAGES = 1000  # each is an event in the platform's event log, on its disk
 REPORTED_ENTRIES = 100
 REPORTED_BYTES = 64 * 1024
+KNOWN_METHODS = {"log_external_stream"}  # Pipes methods a trainer has no use for
 LOG_LEVELS = {"debug", "info", "warning", "error", "critical"}
 
 
@@ -31,19 +33,25 @@ class TeamMessages:
     def __init__(self, handler: Any, context: Any, tenant: str, reported: dict) -> None:
         self._handler, self._log, self._mark = handler, context.log, mark(tenant)
         self._reported = reported
-        self._size = 0
+        self._size = self._logged = 0
         self._warned: set[str] = set()
+        self._passed: set[str] = set()
 
     def handle_message(self, message: Any) -> None:
         method = message.get("method") if isinstance(message, dict) else None
         params = message.get("params") if isinstance(message, dict) else None
         params = params if isinstance(params, dict) else {}
-        if method == "opened":
-            self._handler.handle_message({"method": "opened", "params": {}})
-        elif method == "closed":
-            # Its exception, if any, is in the trainer's output, which the failure shows.
-            self._handler.handle_message({"method": "closed", "params": {}})
+        if method in ("opened", "closed") and method in self._passed:
+            self.drop(f"a repeated {method!r} message")
+        elif method in ("opened", "closed"):
+            # Once each: Dagster's handler warns, quoting it, of every message after `closed`.
+            # An exception in `closed` is in the trainer's output, which the failure shows.
+            self._passed.add(method)
+            self._handler.handle_message({"method": method, "params": {}})
+        elif method == "log" and self._logged >= LOG_MESSAGES:
+            self.drop(f"log messages past the first {LOG_MESSAGES}")
         elif method == "log":
+            self._logged += 1
             level = params.get("level") if params.get("level") in LOG_LEVELS else "info"
             self._log.log(level, self._mark + str(params.get("message"))[:LOG_MESSAGE_CHARS])
         elif method == "report_asset_materialization":
@@ -56,8 +64,10 @@ class TeamMessages:
             self._keep(None, params.get("payload"))
         elif method == "report_asset_check":
             self.drop("an asset check (a team's code reports no check results)")
-        else:
+        elif method in KNOWN_METHODS:
             self.drop(f"a {method!r} message")
+        else:
+            self.drop("a message of no Pipes method")
 
     def _keep(self, key: str | None, value: Any) -> None:
         size = len(json.dumps(value, default=str))
