@@ -253,9 +253,18 @@ def test_the_tenant_chart_renders_the_trainer_account_network_policy_and_launche
     # The step's launcher role: pods and their logs, nothing else; bound to the runner only.
     role = load(folder / "role-ridehail-trainer-launcher.yaml")
     assert role["rules"] == [
-        {"apiGroups": [""], "resources": ["pods"], "verbs": ["create", "get", "list", "delete"]},
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["create", "list", "delete"]},
         {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
     ]
+    # ... which are exactly the calls the fake API server below serves, and run_in_pod works
+    # against it (a call to anything else would fail there).
+    calls = {m for m in vars(FakeCoreApi) if "namespaced" in m}
+    assert calls == {
+        "create_namespaced_pod",
+        "list_namespaced_pod",
+        "delete_namespaced_pod",
+        "read_namespaced_pod_log",
+    }
     binding = load(folder / "rolebinding-ridehail-trainer-launcher.yaml")
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": "ridehail-runner", "namespace": NAMESPACE}
