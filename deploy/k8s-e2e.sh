@@ -110,11 +110,23 @@ as=system:serviceaccount:tenant-ridehail:ridehail-runner
   || fail "ridehail-runner cannot create Jobs in its own namespace"
 [ "$("$KUBECTL" auth can-i get pods/log --as="$as" -n tenant-ridehail)" = yes ] \
   || fail "ridehail-runner cannot read its pods' logs"
+# A model step with `trainer:` creates its trainer pod (Gatekeeper holds it to the template).
+[ "$("$KUBECTL" auth can-i create pods --as="$as" -n tenant-ridehail)" = yes ] \
+  || fail "ridehail-runner cannot create trainer pods in its own namespace"
 for denied in "create jobs -n tenant-payments" "get secrets -n tenant-ridehail" \
-              "create pods -n tenant-ridehail" "create jobs -n mlplat"; do
+              "create pods -n tenant-payments" "create jobs -n mlplat"; do
   # shellcheck disable=SC2086
   if [ "$("$KUBECTL" auth can-i $denied --as="$as" || true)" != no ]; then
     fail "ridehail-runner may $denied"
+  fi
+done
+# The account the team's own training code runs as may do nothing at all.
+trainer=system:serviceaccount:tenant-ridehail:ridehail-trainer
+for denied in "create pods -n tenant-ridehail" "get pods -n tenant-ridehail" \
+              "get secrets -n tenant-ridehail" "list configmaps -n tenant-ridehail"; do
+  # shellcheck disable=SC2086
+  if [ "$("$KUBECTL" auth can-i $denied --as="$trainer" || true)" != no ]; then
+    fail "ridehail-trainer may $denied"
   fi
 done
 

@@ -11,8 +11,7 @@ from platform_assets.env import deployment
 from platform_assets.k8s.config import quantity
 from platform_assets.k8s.policy import PolicySet
 from platform_assets.k8s.render import pod_parameters
-from platform_assets.k8s.steps import label_value
-from platform_assets.k8s.values import container_security_context
+from platform_assets.k8s.steps import container_security_context, label_value
 from platform_assets.tenancy.limits import effective_resources
 from platform_assets.tenancy.locations import location_of
 from platform_assets.tenancy.specs import TenantSpec

@@ -11,7 +11,7 @@ from functools import cache
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from platform_assets.tenancy.specs import ComputeResources
 
@@ -44,6 +44,11 @@ class Egress(BaseModel, extra="forbid"):
     port: int
 
 
+class TrainerNetwork(BaseModel, extra="forbid"):
+    egress: str  # the `egress` entry of the object store
+    dns: bool
+
+
 class Mlflow(BaseModel, extra="forbid"):
     namespace: str
     pod_labels: dict[str, str]
@@ -57,9 +62,19 @@ class Platform(BaseModel, extra="forbid"):
     allowed_registries: list[str] = Field(min_length=1)
     postgres: Postgres
     egress: dict[str, Egress]
+    trainer: TrainerNetwork
     mlflow: Mlflow
     run_worker: ComputeResources
     steps_per_run: int = Field(ge=1)
+
+    @model_validator(mode="after")
+    def _trainer_egress_is_listed(self) -> Platform:
+        if self.trainer.egress not in self.egress:
+            raise ValueError(
+                f"trainer.egress: '{self.trainer.egress}' is not one of the egress entries "
+                f"{sorted(self.egress)}"
+            )
+        return self
 
 
 def platform() -> Platform:

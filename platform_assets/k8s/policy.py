@@ -53,6 +53,12 @@ def policy_names(kind: Kind, root: Path | None = None) -> tuple[str, ...]:
 
 
 def _interpreter(files: list[Path]):
+    import pyarrow.fs as pafs
+
+    # pyarrow's AWS SDK aborts the process (`free(): invalid pointer`) when it first starts
+    # after rego-cpp's library is loaded; started first, both live in one process (a step that
+    # checks pods and reads an S3 lake).
+    pafs.ensure_s3_initialized()
     import regopy
 
     rego = regopy.Interpreter()

@@ -42,8 +42,14 @@ from platform_assets.k8s.schemas import ChartSchemas, check_chart_values, check_
 from platform_assets.k8s.steps import (
     DEFAULT_TOLERATIONS,
     ENTRYPOINTS,
+    ROLE_LABEL,
+    TRAINER_COMMAND,
+    TRAINER_CONTAINER,
+    TRAINER_ENV,
+    TRAINER_ROLE,
     pod_allowances,
     resources_block,
+    trainer_service_account,
 )
 from platform_assets.k8s.values import (
     CODE_SERVER,
@@ -90,6 +96,14 @@ def tenant_chart_values(name: str, spec: TenantSpec | None) -> dict[str, Any]:
         "codeLocation": name,
         "serviceAccount": account,
         "servingServiceAccount": spec.serving_service_account if spec else "",
+        # A team's trainer pods (models/trainers/pod.py): their account, bound to no role, and
+        # the label the NetworkPolicies tell them apart by. The platform's location has none.
+        "trainer": {
+            "serviceAccount": trainer_service_account(tenant) if spec else "",
+            "roleLabel": {ROLE_LABEL: TRAINER_ROLE},
+            "egress": None,
+            "dns": False,
+        },
         "launcher": {"name": plat.dagster_service_account, "namespace": plat.namespace},
         "dagsterRelease": RELEASE,
         "pipelineEnv": {
@@ -117,16 +131,17 @@ def tenant_chart_values(name: str, spec: TenantSpec | None) -> dict[str, Any]:
     limits = limits_for(spec.name)
     caps, worker, runs = limits.caps, plat.run_worker, limits.max_concurrent_runs
     steps = plat.steps_per_run
-    # Steps of every concurrent run at their largest, a run worker each, and the code server.
-    cpu = runs * (steps * caps.cpu + worker.cpu) + CODE_SERVER.cpu
-    memory = runs * (steps * caps.memory_gib + worker.memory_gib) + CODE_SERVER.memory_gib
+    # Steps of every concurrent run at their largest, each with the trainer pod a model step
+    # may launch (at most the step's own grant), a run worker each, and the code server.
+    cpu = runs * (2 * steps * caps.cpu + worker.cpu) + CODE_SERVER.cpu
+    memory = runs * (2 * steps * caps.memory_gib + worker.memory_gib) + CODE_SERVER.memory_gib
     gpus = runs * steps * caps.gpu if limits.gpu_allowed else 0
     hard = {
         "requests.cpu": quantity(cpu),
         "limits.cpu": quantity(cpu),
         "requests.memory": quantity(memory, "Gi"),
         "limits.memory": quantity(memory, "Gi"),
-        "pods": str(runs * (steps + 1) + 1),
+        "pods": str(runs * (2 * steps + 1) + 1),
     }
     # GPUs only as the resources of the accelerator classes it may use (nvidia's 0 otherwise).
     allowed = {a.resource for a in allowed_placements(spec.name)[0]}
@@ -146,6 +161,11 @@ def tenant_chart_values(name: str, spec: TenantSpec | None) -> dict[str, Any]:
         "defaultRequest": default,
     }
     egress = plat.egress
+    store = egress[plat.trainer.egress]
+    values["trainer"].update(
+        egress={"name": plat.trainer.egress, "cidr": store.cidr, "port": store.port},
+        dns=plat.trainer.dns,
+    )
     values["networkPolicy"].update(
         enabled=True,
         egressCidrs=[
@@ -214,6 +234,9 @@ def pod_parameters(tenants: dict[str, TenantSpec]) -> dict[str, Any]:
         "registries": platform().allowed_registries,
         "writable_root_containers": [],
         "entrypoints": [list(argv) for argv in ENTRYPOINTS],
+        "trainer_entrypoint": list(TRAINER_COMMAND),
+        "trainer_env": list(TRAINER_ENV),
+        "trainer_container": TRAINER_CONTAINER,
         "default_tolerations": list(DEFAULT_TOLERATIONS),
         # Run workers and code servers: sized by the platform, not by any tenant's caps.
         "platform_pod_caps": {

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from typing import Any
 
@@ -44,6 +45,18 @@ DEFAULT_TOLERATIONS = tuple(
 # The one container of a step or run worker pod (dagster-k8s names it so); a code server's is
 # named after its location (the Dagster chart's user deployments).
 STEP_CONTAINER = "dagster"
+# A team's trainer pod (models/trainers/pod.py): the label the platform marks it with (policies
+# and NetworkPolicies select on it), its one container, the exact command the trainer image runs
+# (deploy/trainer/Dockerfile: the platform's runner, no platform package inside) and the only env
+# it has, the Dagster Pipes bootstrap PipesK8sClient sets.
+ROLE_LABEL = "mlplat/role"
+TRAINER_ROLE = "trainer"
+TRAINER_CONTAINER = "trainer"
+TRAINER_COMMAND = ("python", "/opt/mlplat/runner.py")
+TRAINER_ENV = ("DAGSTER_PIPES_CONTEXT", "DAGSTER_PIPES_MESSAGES")
+# The label of a step pod that launches a trainer pod: the one kind of step that mounts its
+# service account's token (PipesK8sClient creates, watches and deletes the pod).
+LAUNCHES_LABEL = "mlplat/launches"
 # Dagster's storage password: the one key of a platform Secret a pod reads (DAGSTER_PG_PASSWORD;
 # docs/kubernetes.md says why a step needs it).
 PG_PASSWORD_KEY = "postgresql-password"
@@ -72,20 +85,38 @@ def toleration(entry: Toleration) -> dict[str, str]:
     return entry.model_dump(exclude_none=True)
 
 
-def step_k8s_config(tenant: TenantSpec, requested: ComputeResources, asset: str) -> dict[str, Any]:
-    """The `dagster-k8s/config` of one step of `tenant` materializing `asset`."""
+def pod_security_context() -> dict[str, Any]:
+    """The restricted pod security context of every pod the platform renders."""
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": RUN_AS_USER,
+        "runAsGroup": RUN_AS_USER,
+        "fsGroup": RUN_AS_USER,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def container_security_context() -> dict[str, Any]:
+    return {
+        "allowPrivilegeEscalation": False,
+        "privileged": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+
+
+def step_k8s_config(
+    tenant: TenantSpec, requested: ComputeResources, asset: str, *, launches_trainer: bool = False
+) -> dict[str, Any]:
+    """The `dagster-k8s/config` of one step of `tenant` materializing `asset`. A step that
+    `launches_trainer` (a model with `trainer:`) mounts its token: PipesK8sClient, in the step,
+    creates the trainer pod; every other step talks to no Kubernetes API."""
     granted = effective_resources(tenant.name, requested)
     accelerator, pool = placement(granted)
     pod_spec: dict[str, Any] = {
-        # Steps talk to no Kubernetes API; only the run worker needs a token.
-        "automount_service_account_token": False,
-        "security_context": {
-            "run_as_non_root": True,
-            "run_as_user": RUN_AS_USER,
-            "run_as_group": RUN_AS_USER,
-            "fs_group": RUN_AS_USER,
-            "seccomp_profile": {"type": "RuntimeDefault"},
-        },
+        "automount_service_account_token": launches_trainer,
+        "security_context": pod_security_context(),
         # The root filesystem is read-only; steps write temporary files here.
         "volumes": [{"name": "tmp", "empty_dir": {}}],
     }
@@ -102,13 +133,7 @@ def step_k8s_config(tenant: TenantSpec, requested: ComputeResources, asset: str)
     gpu_resource = accelerator.resource if accelerator else "nvidia.com/gpu"
     container: dict[str, Any] = {
         "resources": resources_block(granted, gpu_resource),
-        "security_context": {
-            "allow_privilege_escalation": False,
-            "privileged": False,
-            "read_only_root_filesystem": True,
-            "run_as_non_root": True,
-            "capabilities": {"drop": ["ALL"]},
-        },
+        "security_context": container_security_context(),
         "volume_mounts": [{"name": "tmp", "mount_path": "/tmp"}],
     }
     labels = {
@@ -116,6 +141,8 @@ def step_k8s_config(tenant: TenantSpec, requested: ComputeResources, asset: str)
         "mlplat/asset": label_value(asset),
         "mlplat/code-location": label_value(location_of(tenant.name)),
     }
+    if launches_trainer:
+        labels[LAUNCHES_LABEL] = TRAINER_ROLE
     return {
         "container_config": container,
         "pod_spec_config": pod_spec,
@@ -129,6 +156,77 @@ def k8s_placement(tenant: TenantSpec, granted: ComputeResources, path: list[str]
     dagster-k8s merges into the Job it submits."""
     asset = "/".join([tenant.name, *path])
     return {"dagster-k8s/config": json.dumps(step_k8s_config(tenant, granted, asset))}
+
+
+def k8s_trainer_placement(
+    tenant: TenantSpec, granted: ComputeResources, path: list[str]
+) -> dict[str, str]:
+    """`k8s_placement` of a model step whose model has `trainer:`: its pod launches the trainer
+    pod, so it mounts its service account's token (and is labelled so the policies allow it)."""
+    asset = "/".join([tenant.name, *path])
+    config = step_k8s_config(tenant, granted, asset, launches_trainer=True)
+    return {"dagster-k8s/config": json.dumps(config)}
+
+
+def trainer_service_account(tenant: str) -> str:
+    """The account a tenant's trainer pods run as: bound to no role, mounting no token."""
+    return f"{k8s_name(tenant)}-trainer"
+
+
+def trainer_repository(tenant: str) -> str:
+    """Where the tenant's trainer images are: beside the platform's image, one repository per
+    tenant (deploy/trainer/Dockerfile builds them), tagged by the environment key."""
+    registry = platform().image.repository.rpartition("/")[0]
+    return f"{registry}/mlplat-trainer-{k8s_name(tenant)}"
+
+
+def trainer_pod(
+    tenant: str,
+    asset: str,
+    *,
+    env_key: str,
+    cpu: float,
+    memory_gib: float,
+    tmp_mib: float,
+    timeout_s: float,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The pod a team's training code runs in, as PipesK8sClient's `base_pod_meta` and
+    `base_pod_spec`: the tenant's trainer image running the platform's runner as the tenant's
+    trainer account (no role, no token), no Secret and no env but the Pipes bootstrap
+    PipesK8sClient adds, the step's restricted security context, CPU and memory of the model
+    step's grant, a deadline and one size-limited scratch volume for /tmp (the split and the
+    model file pass through it). Nothing from the tenant's YAML but numbers the platform capped."""
+    scratch = quantity(tmp_mib / 1024, "Gi")
+    amounts = {
+        "cpu": quantity(cpu),
+        "memory": quantity(memory_gib, "Gi"),
+        "ephemeral-storage": scratch,
+    }
+    labels = {
+        "mlplat/tenant": label_value(tenant),
+        "mlplat/asset": label_value(asset),
+        "mlplat/code-location": label_value(location_of(tenant)),
+        ROLE_LABEL: TRAINER_ROLE,
+    }
+    container = {
+        "name": TRAINER_CONTAINER,
+        "image": f"{trainer_repository(tenant)}:{env_key}",
+        "command": list(TRAINER_COMMAND),
+        "resources": {"requests": dict(amounts), "limits": dict(amounts)},
+        "security_context": container_security_context(),
+        "volume_mounts": [{"name": "tmp", "mount_path": "/tmp"}],
+    }
+    spec = {
+        "service_account_name": trainer_service_account(tenant),
+        "automount_service_account_token": False,
+        "enable_service_links": False,
+        "restart_policy": "Never",
+        "active_deadline_seconds": max(1, math.ceil(timeout_s)),
+        "security_context": pod_security_context(),
+        "volumes": [{"name": "tmp", "empty_dir": {"size_limit": scratch}}],
+        "containers": [container],
+    }
+    return {"labels": labels}, spec
 
 
 def pod_allowances(tenant: str) -> dict[str, Any]:
@@ -154,4 +252,11 @@ def pod_allowances(tenant: str) -> dict[str, Any]:
         "caps": caps,
         "extended_resources": extended,
         "containers": [STEP_CONTAINER, k8s_name(location_of(tenant))],
+        # Its trainer pods: their account and image repository, and what one may take.
+        "trainer_service_account": trainer_service_account(tenant),
+        "trainer_image": f"{trainer_repository(tenant)}:",
+        "trainer_caps": {
+            **{k: v for k, v in caps.items() if k in ("cpu", "memory")},
+            "ephemeral-storage": quantity(limits.trainer.tmp_mib / 1024, "Gi"),
+        },
     }

@@ -22,7 +22,11 @@ from platform_assets.k8s.defs_configmaps import (
     defs_volume,
     location_configmaps,
 )
-from platform_assets.k8s.steps import RUN_AS_USER, resources_block
+from platform_assets.k8s.steps import (
+    container_security_context,
+    pod_security_context,
+    resources_block,
+)
 from platform_assets.tenancy.isolation import PLATFORM
 from platform_assets.tenancy.locations import CodeLocation
 from platform_assets.tenancy.specs import ComputeResources, TenantSpec
@@ -37,26 +41,6 @@ CODE_SERVER = ComputeResources(cpu=0.5, memory_gib=1)
 def chart_version() -> str:
     """The Dagster chart is released with Dagster's own version."""
     return version("dagster")
-
-
-def pod_security_context() -> dict[str, Any]:
-    return {
-        "runAsNonRoot": True,
-        "runAsUser": RUN_AS_USER,
-        "runAsGroup": RUN_AS_USER,
-        "fsGroup": RUN_AS_USER,
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
-
-
-def container_security_context() -> dict[str, Any]:
-    return {
-        "allowPrivilegeEscalation": False,
-        "privileged": False,
-        "readOnlyRootFilesystem": True,
-        "runAsNonRoot": True,
-        "capabilities": {"drop": ["ALL"]},
-    }
 
 
 def image() -> dict[str, Any]:

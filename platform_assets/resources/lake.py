@@ -132,6 +132,32 @@ class LakeResource(dg.ConfigurableResource):
             fs = pafs.PyFileSystem(pafs.FSSpecHandler(spec))
         return fs, path.rstrip("/")
 
+    def s3_client(self):
+        """boto3's S3 client on the endpoint, region and credentials of the lake's own filesystem:
+        what pre-signs the URLs a trainer pod reads its split from and posts its model to."""
+        if not self.root.startswith("s3://"):
+            raise ValueError(
+                f"lake root {self.root} is not on S3: a trainer pod exchanges files with the "
+                "platform through pre-signed URLs of an s3:// lake"
+            )
+        import boto3
+        from botocore.config import Config
+
+        kwargs = {
+            "endpoint_url": self.s3_endpoint(),
+            "region_name": self.region,
+            "aws_access_key_id": _secret(self.access_key_id),
+            "aws_secret_access_key": _secret(self.secret_access_key),
+        }
+        config = Config(signature_version="s3v4")
+        return boto3.client("s3", config=config, **{k: v for k, v in kwargs.items() if v})
+
+    def s3_folder(self, tenant: str, kind: str, name: str) -> tuple[str, str]:
+        """The bucket and key prefix (ending in `/`) of `<root>/<tenant>/<kind>/<name>/` in an
+        `s3://` lake, checked as every write of the tenant is."""
+        bucket, _, key = self._folder(tenant, kind, name).partition("/")
+        return bucket, f"{key}/"
+
     def _uri(self, path: str) -> str:
         """What a reader outside this resource opens: a local path or `<scheme>://...`."""
         if self.is_local:

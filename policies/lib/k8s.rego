@@ -62,6 +62,18 @@ is_serving(obj) if pod_labels(obj)["serving.kserve.io/inferenceservice"]
 # Jobs), so the only one that mounts a service-account token.
 is_run_worker(obj) if pod_labels(obj)["app.kubernetes.io/component"] == "run_worker"
 
+# A team's trainer pod (models/trainers/pod.py): the tenant's own training code in its trainer
+# image, as its trainer account (bound to no role), with no Secret, no token and no env but the
+# Dagster Pipes bootstrap.
+is_trainer(obj) if pod_labels(obj)["mlplat/role"] == "trainer"
+
+# A model step that launches a trainer pod (PipesK8sClient creates, watches and deletes it), so
+# it talks to the Kubernetes API too.
+launches_trainer(obj) if {
+	pod_labels(obj)["app.kubernetes.io/component"] == "step_worker"
+	pod_labels(obj)["mlplat/launches"] == "trainer"
+}
+
 pod_tenant(obj) := pod_labels(obj)["mlplat/tenant"]
 
 # What the platform allows the pod's tenant (`parameters.tenants[<tenant>]`), or {}.

@@ -1,6 +1,6 @@
 # Pods carry what a cluster cost tool attributes spend by. Dagster's pods: tenant, code location
-# and run id on every pod, and the asset on every step pod. Serving pods (KServe's, for a
-# champion) are no Dagster run: tenant, code location and the model they serve.
+# and run id on every pod, and the asset on every step and trainer pod. Serving pods (KServe's,
+# for a champion) are no Dagster run: tenant, code location and the model they serve.
 package k8s.pods.cost_labels
 
 import data.lib.k8s
@@ -16,6 +16,8 @@ required(obj, labels) := serving if {
 	k8s.is_serving(obj)
 } else := always | {"mlplat/asset"} if {
 	labels["app.kubernetes.io/component"] == "step_worker"
+} else := always | {"mlplat/asset"} if {
+	k8s.is_trainer(obj)
 } else := always
 
 violations(inp) := {{"msg": sprintf("pod has no cost-attribution label '%v'", [key])} |

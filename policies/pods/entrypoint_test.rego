@@ -32,3 +32,23 @@ test_a_predictor_runs_its_runtime if {
 test_a_predictor_with_a_command_is_refused if {
 	entrypoint.violations(isvc({"command": ["sh"]})) == {{"msg": "container 'kserve-container' runs [\"sh\"] instead of its serving runtime"}}
 }
+
+trainer_params := object.union(params, {"trainer_entrypoint": ["python", "/opt/mlplat/runner.py"]})
+
+trainer(container) := {"parameters": trainer_params, "review": {"object": {"kind": "Pod", "metadata": {"labels": {"mlplat/role": "trainer"}}, "spec": {"containers": [object.union({"name": "trainer"}, container)]}}}}
+
+test_a_trainer_runs_the_platforms_runner if {
+	count(entrypoint.violations(trainer({"command": ["python", "/opt/mlplat/runner.py"]}))) == 0
+}
+
+test_a_trainer_with_an_argument_more_is_refused if {
+	entrypoint.violations(trainer({"command": ["python", "/opt/mlplat/runner.py"], "args": ["-c", "x"]})) == {{"msg": "container 'trainer' runs [\"python\", \"/opt/mlplat/runner.py\", \"-c\", \"x\"], not the platform's trainer runner [\"python\", \"/opt/mlplat/runner.py\"]"}}
+}
+
+test_a_trainer_running_a_dagster_step_is_refused if {
+	count(entrypoint.violations(trainer({"args": ["dagster", "api", "execute_step"]}))) == 1
+}
+
+test_a_step_running_the_trainer_runner_is_refused if {
+	count(entrypoint.violations({"parameters": trainer_params, "review": {"object": {"kind": "Pod", "spec": {"containers": [{"name": "c", "command": ["python", "/opt/mlplat/runner.py"]}]}}}})) == 1
+}

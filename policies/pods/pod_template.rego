@@ -4,7 +4,8 @@
 # Its containers too: Dagster's pods (steps, run workers, code servers) have exactly one, named
 # as the platform names it (`parameters.tenants[<tenant>].containers`: `dagster` for steps and
 # run workers, the location's name for its code server) and no init containers; an
-# InferenceService only its `model`; the pods KServe creates for one only KServe's own.
+# InferenceService only its `model`; the pods KServe creates for one only KServe's own; a trainer
+# pod exactly one, named `parameters.trainer_container`.
 package k8s.pods.pod_template
 
 import data.lib.k8s
@@ -61,10 +62,14 @@ dagster_container_violations(inp) := {{"msg": msg} |
 	obj := inp.review.object
 	not k8s.is_serving(obj)
 	some c in object.get(k8s.pod_spec(obj), "containers", [])
-	names := object.get(k8s.tenant_parameters(inp), "containers", [])
+	names := container_names(inp)
 	not c.name in names
 	msg := sprintf("container '%v' is not the platform's (its tenant's pods have one of %v)", [c.name, names])
 }
+
+container_names(inp) := [object.get(inp, ["parameters", "trainer_container"], "")] if {
+	k8s.is_trainer(inp.review.object)
+} else := object.get(k8s.tenant_parameters(inp), "containers", [])
 
 serving_container_violations(inp) := {{"msg": msg} |
 	obj := inp.review.object

@@ -2,7 +2,8 @@
 # scheduler, the namespace's ResourceQuota and the cost tool all see what it takes and it cannot
 # take more. Only CPU, memory and the extended resources of the accelerator classes its tenant may
 # use (`parameters.tenants[<tenant>].extended_resources`), and no more than the caps: the
-# tenant's (`caps`, limits.yaml) for a step or serving pod, the platform's own
+# tenant's (`caps`, limits.yaml) for a step or serving pod, its `trainer_caps` (the same CPU and
+# memory, and limits.yaml's trainer scratch space) for a trainer pod, the platform's own
 # (`parameters.platform_pod_caps`) for its run workers and code servers. A pod takes the sum of
 # its containers, or its largest init container if that is more (as the scheduler counts).
 package k8s.pods.requests_limits
@@ -64,7 +65,10 @@ unequal(inp) := {{"msg": msg} |
 	msg := sprintf("container '%v' requests %v %v but is limited to %v: limits equal requests", [c.name, requested, name, limited])
 }
 
-allowed_resources(inp) := {"cpu", "memory"} | {r | some r in object.get(k8s.tenant_parameters(inp), "extended_resources", [])}
+# A trainer pod's scratch volume is bounded as ephemeral storage too; it has no GPUs.
+allowed_resources(inp) := {"cpu", "memory", "ephemeral-storage"} if {
+	k8s.is_trainer(inp.review.object)
+} else := {"cpu", "memory"} | {r | some r in object.get(k8s.tenant_parameters(inp), "extended_resources", [])}
 
 unknown_resources(inp) := {{"msg": msg} |
 	some c in k8s.containers(inp.review.object)
@@ -79,7 +83,9 @@ tenant_sized(obj) if k8s.is_serving(obj)
 
 tenant_sized(obj) if k8s.pod_labels(obj)["app.kubernetes.io/component"] == "step_worker"
 
-caps(inp) := object.get(k8s.tenant_parameters(inp), "caps", {}) if tenant_sized(inp.review.object)
+caps(inp) := object.get(k8s.tenant_parameters(inp), "trainer_caps", {}) if k8s.is_trainer(inp.review.object)
+
+else := object.get(k8s.tenant_parameters(inp), "caps", {}) if tenant_sized(inp.review.object)
 
 else := object.get(inp, ["parameters", "platform_pod_caps"], {})
 

@@ -6,7 +6,7 @@ import rego.v1
 full := {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"cpu": "1", "memory": "1Gi"}}
 
 params := {
-	"tenants": {"t": {"caps": {"cpu": "4", "memory": "16Gi", "nvidia.com/gpu": "1"}, "extended_resources": ["nvidia.com/gpu"]}},
+	"tenants": {"t": {"caps": {"cpu": "4", "memory": "16Gi", "nvidia.com/gpu": "1"}, "extended_resources": ["nvidia.com/gpu"], "trainer_caps": {"cpu": "4", "memory": "16Gi", "ephemeral-storage": "512Mi"}}},
 	"platform_pod_caps": {"cpu": "500m", "memory": "1Gi"},
 }
 
@@ -123,4 +123,28 @@ test_a_model_above_the_tenants_caps_is_refused if {
 test_predictor_containers_are_judged_too if {
 	sidecar := json.patch(isvc(full), [{"op": "add", "path": "/review/object/spec/predictor/containers", "value": [{"name": "sidecar"}]}])
 	count(requests_limits.violations(sidecar)) == 4
+}
+
+trainer_labels := {"mlplat/tenant": "t", "mlplat/role": "trainer"}
+
+trainer_sized := {"cpu": "2", "memory": "4Gi", "ephemeral-storage": "512Mi"}
+
+trainer_too_much_scratch := {"cpu": "2", "memory": "4Gi", "ephemeral-storage": "1Gi"}
+
+trainer_with_a_gpu := {"cpu": "2", "memory": "4Gi", "ephemeral-storage": "512Mi", "nvidia.com/gpu": "1"}
+
+test_a_trainer_gets_its_scratch_space_within_its_caps if {
+	count(requests_limits.violations(job_of([{"name": "trainer", "resources": both(trainer_sized)}], trainer_labels))) == 0
+}
+
+test_a_trainer_over_its_scratch_cap_is_refused if {
+	requests_limits.violations(job_of([{"name": "trainer", "resources": both(trainer_too_much_scratch)}], trainer_labels)) == {{"msg": "pod requests 1073741824 of ephemeral-storage, more than the 512Mi it may have"}}
+}
+
+test_a_trainer_has_no_gpu if {
+	count(requests_limits.violations(job_of([{"name": "trainer", "resources": both(trainer_with_a_gpu)}], trainer_labels))) > 0
+}
+
+test_a_step_asks_for_no_ephemeral_storage if {
+	count(requests_limits.violations(job(both(trainer_sized)))) > 0
 }

@@ -1,6 +1,6 @@
 # A pod reads only its own tenant's Secrets (`parameters.tenants[<tenant>]`): `env_from` the
 # Secrets it may read whole (envFrom, secret volumes), `secret_keys` the single keys it may read
-# as env (name -> keys), such as Dagster's storage password.
+# as env (name -> keys), such as Dagster's storage password. A trainer pod reads none.
 package k8s.pods.secrets
 
 import data.lib.k8s
@@ -10,7 +10,9 @@ violation contains v if some v in violations(input)
 
 violations(inp) := env_from_violations(inp) | env_key_violations(inp) | secret_volume_violations(inp)
 
-whole_secrets(inp) := object.get(k8s.tenant_parameters(inp), "env_from", [])
+whole_secrets(inp) := [] if k8s.is_trainer(inp.review.object)
+
+else := object.get(k8s.tenant_parameters(inp), "env_from", [])
 
 env_from_violations(inp) := {{"msg": msg} |
 	some c in k8s.containers(inp.review.object)
@@ -20,7 +22,10 @@ env_from_violations(inp) := {{"msg": msg} |
 	msg := sprintf("container '%v' reads Secret '%v' (envFrom), not one of its tenant's %v", [c.name, name, whole_secrets(inp)])
 }
 
-secret_key_allowed(inp, ref) if ref.key in object.get(k8s.tenant_parameters(inp), ["secret_keys", ref.name], [])
+secret_key_allowed(inp, ref) if {
+	not k8s.is_trainer(inp.review.object)
+	ref.key in object.get(k8s.tenant_parameters(inp), ["secret_keys", ref.name], [])
+}
 
 secret_key_allowed(inp, ref) if ref.name in whole_secrets(inp)
 

@@ -37,3 +37,17 @@ test_another_tenants_secret_volume_is_refused if {
 test_projected_secret_of_another_tenant_is_refused if {
 	count(secrets.violations(pod({}, [{"name": "p", "projected": {"sources": [{"secret": {"name": "payments-services"}}]}}]))) == 1
 }
+
+trainer(container, volumes) := json.patch(pod(container, volumes), [{"op": "add", "path": "/review/object/metadata/labels/mlplat~1role", "value": "trainer"}])
+
+test_a_trainer_reads_not_even_its_tenants_secrets if {
+	secrets.violations(trainer({"envFrom": [{"secretRef": {"name": "ridehail-services"}}]}, [])) == {{"msg": "container 'c' reads Secret 'ridehail-services' (envFrom), not one of its tenant's []"}}
+}
+
+test_a_trainer_reads_no_secret_key if {
+	count(secrets.violations(trainer({"env": [pg]}, []))) == 1
+}
+
+test_a_trainer_mounts_no_secret if {
+	count(secrets.violations(trainer({}, [{"name": "s", "secret": {"secretName": "ridehail-services"}}]))) == 1
+}

@@ -34,3 +34,23 @@ test_projected_config_map_passes if {
 	cfg := {"name": "cfg", "projected": {"sources": [{"configMap": {"name": "x"}}]}}
 	count(service_account_token.violations(job("step_worker", {"automountServiceAccountToken": false, "volumes": [cfg]}))) == 0
 }
+
+launcher(labels, spec) := {"review": {"object": {"kind": "Job", "spec": {"template": {
+	"metadata": {"labels": labels},
+	"spec": object.union({"containers": [{"name": "c"}]}, spec),
+}}}}}
+
+test_a_step_that_launches_a_trainer_mounts_its_token if {
+	labels := {"app.kubernetes.io/component": "step_worker", "mlplat/launches": "trainer"}
+	count(service_account_token.violations(launcher(labels, {"automountServiceAccountToken": true}))) == 0
+}
+
+test_a_trainer_pod_mounting_a_token_is_refused if {
+	labels := {"mlplat/role": "trainer", "mlplat/launches": "trainer"}
+	service_account_token.violations(launcher(labels, {"automountServiceAccountToken": true})) == {{"msg": "pod does not set automountServiceAccountToken: false"}}
+}
+
+test_a_trainer_pod_projecting_a_token_is_refused if {
+	labels := {"mlplat/role": "trainer"}
+	service_account_token.violations(launcher(labels, {"automountServiceAccountToken": false, "volumes": [token]})) == {{"msg": "volume 'token' projects a service account token"}}
+}

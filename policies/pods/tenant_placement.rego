@@ -1,7 +1,7 @@
 # A tenant's pod runs in that tenant's namespace with that tenant's service account: its runner
 # account for Dagster's pods, its serving account (bound to no role) for the pods that serve its
-# champions (`parameters.tenants`: tenant -> {namespace, service_account,
-# serving_service_account}).
+# champions, its trainer account (bound to no role) for its trainer pods (`parameters.tenants`:
+# tenant -> {namespace, service_account, serving_service_account, trainer_service_account}).
 package k8s.pods.tenant_placement
 
 import data.lib.k8s
@@ -52,8 +52,11 @@ account(inp) := {{"msg": msg} |
 
 own_account(inp, tenant) := tenants(inp)[tenant].serving_service_account if {
 	k8s.is_serving(inp.review.object)
+} else := tenants(inp)[tenant].trainer_service_account if {
+	k8s.is_trainer(inp.review.object)
 } else := tenants(inp)[tenant].service_account if {
 	not k8s.is_serving(inp.review.object)
+	not k8s.is_trainer(inp.review.object)
 }
 
 # A tenant the platform gave no serving account (the platform itself) serves no model.

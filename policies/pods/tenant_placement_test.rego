@@ -6,7 +6,7 @@ import rego.v1
 # Fixtures are whole literals: rego-cpp formats strings passed through function arguments
 # with their quotes in sprintf.
 params := {"tenants": {
-	"ridehail": {"namespace": "tenant-ridehail", "service_account": "ridehail-runner", "serving_service_account": "ridehail-serving"},
+	"ridehail": {"namespace": "tenant-ridehail", "service_account": "ridehail-runner", "serving_service_account": "ridehail-serving", "trainer_service_account": "ridehail-trainer"},
 	"platform": {"namespace": "mlplat", "service_account": "mlplat-runner"},
 }}
 
@@ -92,4 +92,24 @@ test_a_tenant_without_a_serving_account_serves_nothing if {
 test_no_service_account_is_refused if {
 	bare := json.patch(job, [{"op": "remove", "path": "/review/object/spec/template/spec/serviceAccountName"}])
 	tenant_placement.violations(bare) == {{"msg": "pod of tenant 'ridehail' names no service account (Kubernetes gives it the namespace's default), not its own 'ridehail-runner'"}}
+}
+
+trainer := json.patch(job, [
+	{"op": "add", "path": "/review/object/spec/template/metadata/labels/mlplat~1role", "value": "trainer"},
+	{"op": "replace", "path": "/review/object/spec/template/spec/serviceAccountName", "value": "ridehail-trainer"},
+])
+
+trainer_as_runner := json.patch(trainer, [{"op": "replace", "path": "/review/object/spec/template/spec/serviceAccountName", "value": "ridehail-runner"}])
+
+test_trainer_pod_as_the_trainer_account_passes if {
+	count(tenant_placement.violations(trainer)) == 0
+}
+
+test_trainer_pod_as_the_runner_is_refused if {
+	tenant_placement.violations(trainer_as_runner) == {{"msg": "pod of tenant 'ridehail' uses service account 'ridehail-runner', not its own 'ridehail-trainer'"}}
+}
+
+test_step_pod_as_the_trainer_account_is_refused if {
+	other := json.patch(job, [{"op": "replace", "path": "/review/object/spec/template/spec/serviceAccountName", "value": "ridehail-trainer"}])
+	tenant_placement.violations(other) == {{"msg": "pod of tenant 'ridehail' uses service account 'ridehail-trainer', not its own 'ridehail-runner'"}}
 }

@@ -102,3 +102,52 @@ def test_make_image_says_it_needs_a_docker_engine():
     out = subprocess.run(["make", "-s", "image"], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode != 0
     assert "make image needs a running Docker engine" in out.stdout
+
+
+TRAINER = ROOT / "deploy" / "trainer"
+
+
+@pytest.mark.parametrize("name", ["Dockerfile", "tenant.Dockerfile"])
+def test_trainer_dockerfiles_pass_hadolint(hadolint, name):
+    assert lint(hadolint, TRAINER / name) == []
+
+
+def test_the_trainer_base_holds_the_runner_at_its_fixed_path_and_no_platform_package():
+    from platform_assets.k8s.steps import TRAINER_COMMAND
+
+    text = (TRAINER / "Dockerfile").read_text()
+    copies = [line.split()[1:] for line in text.splitlines() if line.startswith("COPY ")]
+    assert copies == [
+        ["deploy/trainer/requirements.txt", "/opt/mlplat/requirements.txt"],
+        [
+            "platform_assets/models/trainers/runner.py",
+            "platform_assets/models/trainers/transfer.py",
+            "/opt/mlplat/",
+        ],
+    ]
+    assert f"CMD {json.dumps(list(TRAINER_COMMAND))}" in text
+    assert "USER 10001:10001" in text and "pip uninstall --yes pip setuptools" in text
+
+
+def test_the_trainer_base_pins_the_platforms_own_versions():
+    from importlib.metadata import version
+
+    pins = [
+        line.split("==")
+        for line in (TRAINER / "requirements.txt").read_text().splitlines()
+        if line and not line.startswith("#")
+    ]
+    assert pins and all(version(name) == pinned for name, pinned in pins)
+
+
+def test_a_tenant_image_installs_wheels_only_and_never_builds_the_project():
+    text = (TRAINER / "tenant.Dockerfile").read_text()
+    build = text[: text.index("# --- runtime")]
+    final = text[text.index("# --- runtime") :]
+    assert "--only-binary :all:" in build and "--no-emit-project" in build
+    for builds_the_project in ("uv sync", "pip install .", "pip install -e", "uv build"):
+        assert builds_the_project not in text, builds_the_project
+    # The runtime stage: the environment and the source copied in, as the trainer user.
+    instructions = [ln.split()[0] for ln in final.splitlines() if ln and not ln.startswith("#")]
+    assert instructions == ["FROM", "COPY", "COPY", "USER"]
+    assert final.rstrip().endswith("USER 10001:10001")

@@ -354,7 +354,11 @@ def test_gatekeeper_templates_carry_the_same_rego_unchanged(tmp_path):
             "caps": {"cpu": "4", "memory": "16Gi"},
             "extended_resources": [],
             "containers": ["dagster", "ridehail"],
+            "trainer_service_account": "ridehail-trainer",
+            "trainer_image": "registry.mlplat.example/mlplat-trainer-ridehail:",
+            "trainer_caps": {"cpu": "4", "memory": "16Gi", "ephemeral-storage": "512Mi"},
         }
+        assert params["trainer_entrypoint"] == ["python", "/opt/mlplat/runner.py"]
         assert params["platform_pod_caps"] == {"cpu": "500m", "memory": "1Gi"}
 
 

@@ -103,7 +103,8 @@ def test_quota_and_limit_range_come_from_the_platform_limits(rendered):
     quota = load(rendered.out / "tenants/payments/resourcequota-payments-quota.yaml")
     steps, worker = platform().steps_per_run, platform().run_worker
     runs = limits.max_concurrent_runs
-    expected_cpu = runs * (steps * limits.caps.cpu + worker.cpu) + 0.5
+    # Each step at its cap with the trainer pod a model step may launch, a run worker per run.
+    expected_cpu = runs * (2 * steps * limits.caps.cpu + worker.cpu) + 0.5
     assert quota["spec"]["hard"]["requests.cpu"] == f"{round(expected_cpu * 1000)}m"
     assert quota["spec"]["hard"]["requests.nvidia.com/gpu"] == "0"  # no GPUs for payments
     ranges = load(rendered.out / "tenants/payments/limitrange-payments-limits.yaml")
@@ -274,6 +275,15 @@ BAD_PODS = {
         lambda j, p, c: c.update(command=["/bin/sh", "-c"], args=["id"]),
         'container \'dagster\' runs ["/bin/sh", "-c", "id"], not one of the platform\'s '
         "entry points",
+    ),
+    "pods/trainer_pod": (
+        # A step made to pass for a trainer pod is held to the trainer template (the Dagster
+        # image is not its tenant's trainer image).
+        lambda j, p, c: j["spec"]["template"]["metadata"]["labels"].update(
+            {"mlplat/role": "trainer"}
+        ),
+        f"container 'dagster' uses image '{platform().image.ref}', not its tenant's trainer "
+        "image 'registry.mlplat.example/mlplat-trainer-ridehail:<env key>'",
     ),
     "pods/cost_labels": (
         lambda j, p, c: j["spec"]["template"]["metadata"]["labels"].pop("mlplat/asset"),
