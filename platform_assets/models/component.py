@@ -4,6 +4,7 @@ import dagster as dg
 
 from platform_assets.cost.metering import meter
 from platform_assets.features.feast_objects import apply_current
+from platform_assets.k8s.steps import k8s_placement, k8s_trainer_placement
 from platform_assets.models import manifest as manifests
 from platform_assets.models.flavors import (
     effective_params,
@@ -212,7 +213,9 @@ def model_assets(
             ),
             "registered_model": registered,
         },
-        placement=placement,
+        # On Kubernetes a trainer's model step launches the trainer's pod: its own pod mounts
+        # its account's token for that (and nothing else does).
+        placement=k8s_trainer_placement if trainer and placement is k8s_placement else placement,
     )
     model_key = model_kwargs["key"]
 
@@ -249,7 +252,8 @@ def model_assets(
             else:
                 # The team's code, in its sandbox or pod, sees this split and nothing else.
                 job = trainer_job(catalog, spec, requested, tuple(cols))
-                output = run_trainer(context, job, train[[*cols, labels.label_column]], usage)
+                split = train[[*cols, labels.label_column]]
+                output = run_trainer(context, job, split, usage, lake, tenant.namespace)
                 trained = accept(output, job, X)
                 logged = {"trainer": trainer.entrypoint, "flavor": trainer.flavor, **trainer.params}
                 ran = trainer_metadata(output)

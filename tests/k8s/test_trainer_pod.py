@@ -351,7 +351,8 @@ def cluster(tmp_path, monkeypatch):
         require("bubblewrap", f"{BWRAP} stands in for the kubelet")
     image = tmp_path / "image"
     image.mkdir()
-    shutil.copy(Path(__file__).with_name("trainer_runner.py"), image / "runner.py")
+    # The runner is copied, never imported here: it runs only in the sandbox or pod.
+    shutil.copy(Path(transfer.__file__).with_name("runner.py"), image / "runner.py")
     shutil.copy(transfer.__file__, image / "transfer.py")
     api = FakeCoreApi(
         image,

@@ -31,6 +31,7 @@ from platform_assets.k8s.steps import label_value, trainer_pod
 from platform_assets.models.trainers.job import TrainerFailed, TrainerJob, TrainerOutput
 from platform_assets.models.trainers.messages import TeamMessages, mark, new_reported
 from platform_assets.resources.lake import LakeResource
+from platform_assets.tenancy.catalog import code_source_root
 
 if TYPE_CHECKING:  # pandas and pyarrow load in the step, not with the code location
     import pandas as pd
@@ -150,7 +151,9 @@ def run_in_pod(
         meta["labels"]["dagster/run-id"] = label_value(context.run.run_id)
         extras = {
             "entrypoint": job.entrypoint,
-            "sys_path": [str(IMAGE_CODE / _source_root(job.code_dir))],
+            "sys_path": [
+                str(IMAGE_CODE / code_source_root(job.code_dir).relative_to(job.code_dir))
+            ],
             "flavor": job.flavor,
             "label": job.label,
             "features": list(job.features),
@@ -183,11 +186,6 @@ def run_in_pod(
         s3.delete_objects(
             Bucket=bucket, Delete={"Objects": [{"Key": split}, {"Key": model}], "Quiet": True}
         )
-
-
-def _source_root(code_dir: Path) -> str:
-    """Where the team's packages are inside code/: `src` (the src layout) or code/ itself."""
-    return "src" if (code_dir / "src").is_dir() else "."
 
 
 def _upload_split(s3: Any, bucket: str, key: str, train: pd.DataFrame | pa.Table) -> None:

@@ -21,6 +21,7 @@ from platform_assets.models.flavors import accept_trained
 from platform_assets.models.trainers.job import TrainerFailed, TrainerJob, TrainerOutput
 from platform_assets.models.trainers.pod import run_in_pod
 from platform_assets.models.trainers.sandbox import run_in_sandbox
+from platform_assets.resources.lake import LakeResource
 from platform_assets.tenancy.catalog import TEAM_CODE, TenantCatalog
 from platform_assets.tenancy.limits import grant, trainer_limits
 from platform_assets.tenancy.specs import ComputeResources, ModelSpec
@@ -68,11 +69,17 @@ def failure(job: TrainerJob, message: str) -> dg.Failure:
 
 
 def run_trainer(
-    context: dg.AssetExecutionContext, job: TrainerJob, train: pd.DataFrame, usage: Usage
+    context: dg.AssetExecutionContext,
+    job: TrainerJob,
+    train: pd.DataFrame,
+    usage: Usage,
+    lake: LakeResource,
+    namespace: str,
 ) -> TrainerOutput:
     """Run the team's code on the training split (features and label only) where this
     deployment runs team code: a pod of the tenant's trainer image on Kubernetes, a bubblewrap
-    sandbox elsewhere. Never in this process, and never unsandboxed.
+    sandbox elsewhere. Never in this process, and never unsandboxed. A pod gets its split and
+    returns its model through `lake` (an `s3://` lake), in the tenant's `namespace`.
 
     The sandbox runs within the step's own grant and is measured with it (its CPU is the
     step's children's). A trainer pod is a second reservation while the step waits for it: it
@@ -81,7 +88,7 @@ def run_trainer(
         if deployment() == "k8s":
             started = time.perf_counter()
             try:
-                return run_in_pod(context, job, train)
+                return run_in_pod(context, job, train, lake=lake, namespace=namespace)
             finally:
                 pod = ComputeResources(cpu=job.cpu, memory_gib=job.memory_gib)
                 usage.reserve(pod, time.perf_counter() - started)

@@ -31,6 +31,7 @@ refused (one `mlplat-trainer-error:` line on stderr says why).
 from __future__ import annotations
 
 import importlib
+import os
 import shutil
 import sys
 import tempfile
@@ -38,6 +39,10 @@ from pathlib import Path
 from typing import Any
 
 from dagster_pipes import open_dagster_pipes
+
+# `python -I` leaves the runner's own folder off sys.path; transfer.py is shipped beside it.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import transfer  # noqa: E402  (the runner's sibling, stdlib only: pre-signed URLs on a pod)
 
 ERROR_PREFIX = "mlplat-trainer-error: "
 
@@ -48,11 +53,12 @@ class RunnerError(Exception):
 
 def main() -> int:
     with open_dagster_pipes() as pipes:
-        extras = pipes.extras
         try:
-            model = train(extras)
-            write_model(model, extras["flavor"], extras["output"])
-        except RunnerError as exc:
+            # Paths in the sandbox; on a pod, pre-signed requests staged as local paths.
+            with transfer.staged(pipes.extras) as extras:
+                model = train(extras)
+                write_model(model, extras["flavor"], extras["output"])
+        except (RunnerError, transfer.TransferError) as exc:
             sys.stderr.write(f"{ERROR_PREFIX}{exc}\n")
             return 2
     return 0

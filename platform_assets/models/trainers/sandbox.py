@@ -46,6 +46,7 @@ from platform_assets.models.trainers.environment import (
     trainer_environment,
 )
 from platform_assets.models.trainers.job import TrainerFailed, TrainerJob, TrainerOutput
+from platform_assets.models.trainers.messages import TeamMessages, mark, new_reported
 from platform_assets.tenancy.catalog import code_source_root
 
 if TYPE_CHECKING:  # pandas and pyarrow load in the step, not with the code location
@@ -59,6 +60,8 @@ INSTALL_HINT = (
     "unprivileged user namespaces"
 )
 RUNNER = Path(__file__).with_name("runner.py")
+TRANSFER = Path(__file__).with_name("transfer.py")  # the runner imports it from its folder
+TRANSFER_PATH = "/runner/transfer.py"
 # Where things are inside the sandbox.
 ENV_DIR, RUNNER_PATH, INPUT_PATH = "/env", "/runner/runner.py", "/input.parquet"
 CODE_DIR = Path("/code")
@@ -69,12 +72,6 @@ ERROR_PREFIX = "mlplat-trainer-error: "  # runner.ERROR_PREFIX (the runner impor
 OUTPUT_TAIL_BYTES = 64 * 1024
 ERROR_TAIL_CHARS = 6000
 MESSAGE_LINE_BYTES = 64 * 1024
-LOG_MESSAGE_CHARS = 4000
-LOG_MESSAGES = 1000  # each is an event in the platform's event log, on its disk
-REPORTED_ENTRIES = 100
-REPORTED_BYTES = 64 * 1024
-KNOWN_METHODS = {"log_external_stream"}  # Pipes methods the sandbox has no use for
-LOG_LEVELS = {"debug", "info", "warning", "error", "critical"}
 # Signs in the output that the team's code hit the address-space cap.
 OUT_OF_MEMORY = ("MemoryError", "std::bad_alloc", "Unable to allocate", "Cannot allocate memory")
 
@@ -117,7 +114,7 @@ def run_in_sandbox(
             run = _run(job, argv, out_dir / job.artifact_file, reader)
         if run.output:
             context.log.info(
-                f"{_mark(job)}output (last {OUTPUT_TAIL_BYTES // 1024} KiB):\n{run.output}"
+                f"{mark(job.tenant)}output (last {OUTPUT_TAIL_BYTES // 1024} KiB):\n{run.output}"
             )
         _check(job, run)
         return TrainerOutput(
@@ -187,6 +184,7 @@ def _bwrap_argv(job: TrainerJob, env: Path, private: Path, pipes_env: dict[str, 
     argv += ["--ro-bind", str(prefix), str(prefix)]
     argv += ["--ro-bind", str(env), ENV_DIR, "--ro-bind", str(job.code_dir), str(CODE_DIR)]
     argv += ["--ro-bind", str(RUNNER), RUNNER_PATH]
+    argv += ["--ro-bind", str(TRANSFER), TRANSFER_PATH]
     argv += ["--ro-bind", str(private / "train.parquet"), INPUT_PATH]
     # The Pipes context file, at the path its bootstrap parameter names.
     context_file = private / "context.json"
@@ -311,10 +309,6 @@ def _read_artifact(fd: int, path: Path, cap: int, run: _Run) -> None:
             written += len(chunk)
 
 
-def _mark(job: TrainerJob) -> str:
-    return f"[{job.tenant} trainer] "
-
-
 def _check(job: TrainerJob, run: _Run) -> None:
     where = f"{job.source}: trainer {job.entrypoint}"
     output = run.output[-ERROR_TAIL_CHARS:]
@@ -357,12 +351,12 @@ def _write_parquet(train: pd.DataFrame | pa.Table, path: Path) -> None:
 
 class _TeamMessageReader(dg.PipesMessageReader):
     """Pipes messages from the sandbox over a pipe (fd 4 inside), read line by line with a cap
-    per line, each handed to `_TeamMessages` rather than to Dagster's handler directly."""
+    per line, each handed to `messages.TeamMessages` rather than to Dagster's handler directly."""
 
     def __init__(self, context: Any, job: TrainerJob) -> None:
         self._context, self._job = context, job
         self._write_end: int | None = None
-        self.reported: dict[str, Any] = {"metadata": {}, "custom_messages": []}
+        self.reported: dict[str, Any] = new_reported()
 
     def take_write_end(self) -> int:
         fd, self._write_end = self._write_end, None
@@ -372,7 +366,7 @@ class _TeamMessageReader(dg.PipesMessageReader):
     @contextmanager
     def read_messages(self, handler: Any) -> Iterator[dict[str, Any]]:
         read_end, self._write_end = os.pipe()
-        team = _TeamMessages(handler, self._context, self._job, self.reported)
+        team = TeamMessages(handler, self._context, self._job.tenant, self.reported)
         thread = threading.Thread(target=self._read, args=(read_end, team), daemon=True)
         thread.start()
         try:
@@ -383,7 +377,7 @@ class _TeamMessageReader(dg.PipesMessageReader):
                 self._write_end = None
             thread.join(timeout=30)
 
-    def _read(self, fd: int, team: _TeamMessages) -> None:
+    def _read(self, fd: int, team: TeamMessages) -> None:
         with open(fd, "rb", closefd=True) as pipe:
             while line := pipe.readline(MESSAGE_LINE_BYTES + 1):
                 if not line.endswith(b"\n") and len(line) > MESSAGE_LINE_BYTES:
@@ -404,70 +398,3 @@ class _TeamMessageReader(dg.PipesMessageReader):
 
     def no_messages_debug_text(self) -> str:
         return f"Attempted to read messages from the trainer sandbox's fd {MESSAGES_FD}."
-
-
-class _TeamMessages:
-    """What the team's code says through Pipes, marked as the team's: logs prefixed, metadata
-    kept (bounded) apart from the platform's, asset checks dropped; only `opened` and `closed`
-    reach Dagster's own handler."""
-
-    def __init__(self, handler: Any, context: Any, job: TrainerJob, reported: dict) -> None:
-        self._handler, self._log, self._mark = handler, context.log, _mark(job)
-        self._reported = reported
-        self._size = self._logged = 0
-        self._warned: set[str] = set()
-        self._passed: set[str] = set()
-
-    def handle_message(self, message: Any) -> None:
-        method = message.get("method") if isinstance(message, dict) else None
-        params = message.get("params") if isinstance(message, dict) else None
-        params = params if isinstance(params, dict) else {}
-        if method in ("opened", "closed") and method in self._passed:
-            self.drop(f"a repeated {method!r} message")
-        elif method in ("opened", "closed"):
-            # Once each: Dagster's handler warns, quoting it, of every message after `closed`.
-            # An exception in `closed` is in the sandbox's output, which the failure shows.
-            self._passed.add(method)
-            self._handler.handle_message({"method": method, "params": {}})
-        elif method == "log" and self._logged >= LOG_MESSAGES:
-            self.drop(f"log messages past the first {LOG_MESSAGES}")
-        elif method == "log":
-            self._logged += 1
-            level = params.get("level") if params.get("level") in LOG_LEVELS else "info"
-            self._log.log(level, self._mark + str(params.get("message"))[:LOG_MESSAGE_CHARS])
-        elif method == "report_asset_materialization":
-            metadata = params.get("metadata") or {}
-            if isinstance(metadata, dict):
-                for key, value in metadata.items():
-                    raw = value.get("raw_value") if isinstance(value, dict) else value
-                    self._keep(str(key), raw)
-        elif method == "report_custom_message":
-            self._keep(None, params.get("payload"))
-        elif method == "report_asset_check":
-            self.drop("an asset check (a team's code reports no check results)")
-        elif method in KNOWN_METHODS:
-            self.drop(f"a {method!r} message")
-        else:
-            self.drop("a message of no Pipes method")
-
-    def _keep(self, key: str | None, value: Any) -> None:
-        size = len(json.dumps(value, default=str))
-        entries = len(self._reported["metadata"]) + len(self._reported["custom_messages"])
-        if entries >= REPORTED_ENTRIES or self._size + size > REPORTED_BYTES:
-            self.drop(
-                f"reported data over {REPORTED_ENTRIES} entries or {REPORTED_BYTES // 1024} KiB"
-            )
-            return
-        self._size += size
-        if key is None:
-            self._reported["custom_messages"].append(value)
-        else:
-            self._reported["metadata"][key] = value
-
-    def drop(self, what: str) -> None:
-        if what not in self._warned:  # once per kind, so a flood does not flood the log
-            self._warned.add(what)
-            self._log.warning(f"{self._mark}dropped {what}")
-
-    def report_pipes_framework_exception(self, origin: str, exc_info: Any) -> None:
-        self._handler.report_pipes_framework_exception(origin, exc_info)
