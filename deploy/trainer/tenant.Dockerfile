@@ -14,7 +14,7 @@ ARG BASE=registry.mlplat.example/mlplat-trainer-base:0.1.0
 FROM ${BASE} AS build
 USER 0
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
-ENV UV_NO_CONFIG=1 UV_PYTHON_DOWNLOADS=never UV_NATIVE_TLS=1
+ENV UV_NO_CONFIG=1 UV_PYTHON_DOWNLOADS=never UV_SYSTEM_CERTS=1
 # uv in a venv of its own (the base has no pip: ensurepip brings one for this stage only).
 RUN --mount=type=secret,id=ca,target=/run/secrets/ca.pem \
     if [ -s /run/secrets/ca.pem ]; then export PIP_CERT=/run/secrets/ca.pem; fi \
@@ -22,8 +22,11 @@ RUN --mount=type=secret,id=ca,target=/run/secrets/ca.pem \
     && /opt/uv/bin/pip install --no-cache-dir uv==0.13.10
 WORKDIR /src
 COPY pyproject.toml uv.lock* ./
-# The lock's exact versions, else [project].dependencies (listed, never dynamic); the runner's
-# own requirements go in the same install so a team's pin cannot break them.
+# The lock's exact versions, else [project].dependencies (listed, never dynamic), into the
+# base's venv, as the sandbox's environments are built (models/trainers/environment.py): the
+# team's pandas and pyarrow replace the base's when it declares them (the runner reads parquet
+# with either), and dagster-pipes stays at the platform's version, in the same install so a
+# team's other pin of it fails the build, named by uv.
 RUN --mount=type=secret,id=ca,target=/run/secrets/ca.pem \
     if [ -s /run/secrets/ca.pem ]; then export SSL_CERT_FILE=/run/secrets/ca.pem; fi \
     && if [ -f uv.lock ]; then \
@@ -33,7 +36,7 @@ RUN --mount=type=secret,id=ca,target=/run/secrets/ca.pem \
         /opt/mlplat/venv/bin/python -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; assert "dependencies" not in p.get("dynamic", []), "dependencies must be listed, not dynamic"; print("\n".join(p.get("dependencies", [])))' > /tmp/requirements.txt; \
     fi \
     && /opt/uv/bin/uv pip install --python /opt/mlplat/venv/bin/python --only-binary :all: \
-        -r /tmp/requirements.txt -r /opt/mlplat/requirements.txt
+        -r /tmp/requirements.txt "$(grep '^dagster-pipes==' /opt/mlplat/requirements.txt)"
 USER 10001:10001
 
 # --- runtime: the base with the environment and the team's source, read-only ----------------
