@@ -110,12 +110,13 @@ image:
 	fi
 	DOCKER_BUILDKIT=1 docker build --secret id=ca,src=$(CA_BUNDLE) -t $(IMAGE) .
 
-# The image built and run (tests/k8s/test_image_run.py): a private Docker engine on its own
-# socket and data root (scripts/docker-engine.sh; apt-installs docker.io and debootstrap when
-# missing and root), a debootstrapped bookworm base cached in ~/.cache/mlplat-image, then
-# `mlplat validate`, a read-only code server and one pipeline step in containers.
+# The images built and run (tests/k8s/test_image_run.py, test_trainer_image_run.py): a private
+# Docker engine on its own socket and data root (scripts/docker-engine.sh; apt-installs
+# docker.io and debootstrap when missing and root), a debootstrapped bookworm base cached in
+# ~/.cache/mlplat-image, then `mlplat validate`, a read-only code server and one pipeline step
+# in containers of the platform image, and one training in ridehail's trainer image.
 image-test: install
-	$(BIN)/pytest -q -rs -m image tests/k8s/test_image_run.py
+	$(BIN)/pytest -q -rs -m image tests/k8s/
 	@cat .tools/image-test/timings.json 2>/dev/null || true
 
 # On the cluster KUBECONFIG points at (kind or minikube): install, run a pipeline, check

@@ -18,12 +18,10 @@ from __future__ import annotations
 import base64
 import json
 import os
-import subprocess
 import tarfile
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,98 +43,21 @@ from platform_assets.k8s.render import helm_template, tenant_chart_values
 from platform_assets.k8s.values import DAGSTER_HOME, GRPC_PORT, dagster_values, user_deployment
 from platform_assets.tenancy.catalog import load_all
 from platform_assets.tenancy.locations import code_locations
-from tests.k8s.conftest import require
+from tests.k8s.conftest import ROOT, Engine, ca_bundle, run_args
 
-ROOT = Path(__file__).resolve().parents[2]
-ENGINE_SCRIPT = ROOT / "scripts" / "docker-engine.sh"
 DEFS = ROOT / "platform_assets" / "defs"
 DEFS_ROOT = "/etc/mlplat/defs"  # the image's MLPLAT_DEFS_ROOT, where the ConfigMaps mount
 IMAGE = "mlplat:image-test"
-BUILDKIT_SESSION_LOST = "rpc error: code = Internal desc = unexpected EOF"
 TENANT = "ridehail"
 STEP = "ridehail__sources__trips"  # the pipeline's first step with a generator: no upstream
 PG_SOCKET_DIR = "/var/run/postgresql"
 DEFS_MOUNT = ["--mount", f"type=bind,source={DEFS},destination={DEFS_ROOT},readonly"]
 PG_PASSWORD = "unchecked: the socket trusts local users"
-TIMINGS = ROOT / ".tools" / "image-test" / "timings.json"
-
-
-def ca_bundle() -> Path:
-    """The CA bundle this host trusts (behind a TLS-intercepting proxy it has the proxy's CA)."""
-    return Path(os.environ.get("SSL_CERT_FILE") or "/etc/ssl/certs/ca-certificates.crt")
-
-
-@dataclass
-class Engine:
-    env: dict[str, str]
-    docker: str
-    timings: dict[str, float] = field(default_factory=dict)
-
-    def __call__(self, *args: str, timeout: float = 600, check: bool = True):
-        out = subprocess.run(
-            [self.docker, *args], env=self.env, capture_output=True, text=True, timeout=timeout
-        )
-        if check and out.returncode != 0:
-            pytest.fail(f"docker {' '.join(args[:3])} ... failed:\n{out.stdout}\n{out.stderr}")
-        return out
-
-    def timed(self, name: str, started: float) -> None:
-        self.timings[name] = round(time.monotonic() - started, 1)
-        TIMINGS.parent.mkdir(parents=True, exist_ok=True)
-        TIMINGS.write_text(json.dumps(self.timings, indent=2) + "\n")
 
 
 @pytest.fixture(scope="session")
-def engine() -> Iterator[Engine]:
-    """The private engine, started here and stopped after the session (unless it was already
-    running, e.g. started by hand with `scripts/docker-engine.sh start`)."""
-    env = {**os.environ, "DOCKER": "/usr/bin/docker"}
-    state = Path(os.environ.get("MLPLAT_ENGINE_DIR") or ROOT / ".tools" / "docker")
-    env["DOCKER_HOST"] = f"unix://{state / 'docker.sock'}"
-    # Debian's client, installed with the engine by the script when missing.
-    was_running = Path(env["DOCKER"]).exists() and (
-        subprocess.run([env["DOCKER"], "info"], env=env, capture_output=True).returncode == 0
-    )
-    if not was_running:
-        started = subprocess.run(
-            [str(ENGINE_SCRIPT), "start"], env=env, capture_output=True, text=True
-        )
-        if started.returncode != 0:
-            require("a Docker engine", f"{ENGINE_SCRIPT.name} start: {started.stderr[-1500:]}")
-    yield Engine(env=env, docker=env["DOCKER"])
-    if not was_running:
-        subprocess.run([str(ENGINE_SCRIPT), "stop"], env=env, capture_output=True)
-
-
-@pytest.fixture(scope="session")
-def image(engine: Engine) -> str:
-    started = time.monotonic()
-    base = subprocess.run(
-        [str(ENGINE_SCRIPT), "base"], env=engine.env, capture_output=True, text=True
-    )
-    assert base.returncode == 0, base.stderr
-    engine.timed("base_image_s", started)
-    started = time.monotonic()
-    engine.env["DOCKER_BUILDKIT"] = "1"  # for the build secret; Debian's engine has BuildKit
-    build = (
-        "build", "--network", "host",
-        "--secret", f"id=ca,src={ca_bundle()}",
-        "--build-arg", f"PYTHON_IMAGE={base.stdout.strip()}",
-        "--tag", IMAGE, str(ROOT),
-    )  # fmt: skip
-    out = engine(*build, timeout=1800, check=False)
-    if out.returncode and BUILDKIT_SESSION_LOST in out.stdout + out.stderr:
-        # Debian's engine (20.10) sometimes loses the build's session on the first build after
-        # it starts (seen once in CI-like runs: a secret-mounting RUN fails at once with this).
-        # That is the engine, not the Dockerfile: build again, once, and say so.
-        engine.timings["build_retried_after_session_loss"] = 1
-        out = engine(*build, timeout=1800, check=False)
-    if out.returncode:
-        pytest.fail(f"docker build failed:\n{out.stdout}\n{out.stderr}")
-    engine.timed("build_s", started)
-    size = engine("image", "inspect", IMAGE, "--format", "{{.Size}}").stdout
-    engine.timings["image_mb"] = round(int(size) / 1e6)
-    return IMAGE
+def image(engine: Engine, base_image: str) -> str:
+    return engine.build("image", IMAGE, ROOT, "--build-arg", f"PYTHON_IMAGE={base_image}")
 
 
 def pem_blocks(text: str) -> set[str]:
@@ -175,77 +96,12 @@ def test_the_host_ca_is_used_to_build_but_is_not_in_the_image_or_its_history(
     engine.timed("ca_check_s", started)
 
 
-def kubelet_files(folder: Path, files: dict[str, bytes]) -> Path:
-    """A ConfigMap volume's folder as the kubelet writes it: the files in a timestamped folder,
-    `..data` a link to it, and each top-level entry a link through `..data`."""
-    stamp = folder / "..2026_01_01_00_00_00.000000000"
-    for path, content in files.items():
-        (stamp / path).parent.mkdir(parents=True, exist_ok=True)
-        (stamp / path).write_bytes(content)
-    (folder / "..data").symlink_to(stamp.name)
-    for top in {path.split("/")[0] for path in files}:
-        (folder / top).symlink_to(f"..data/{top}")
-    return folder
-
-
-def configmap_files(source: dict[str, Any], configmaps: dict[str, dict[str, bytes]]):
-    """{path: bytes} of one `configMap` volume or projected source (its `items`, or every key)."""
-    name = source["name"]
-    assert name in configmaps, f"ConfigMap {name} is not in the namespace (rendered charts)"
-    data = configmaps[name]
-    items = source.get("items") or [{"key": key, "path": key} for key in data]
-    return {item["path"]: data[item["key"]] for item in items}
-
-
-def run_args(
-    pod_security: dict[str, Any],
-    container: dict[str, Any],
-    volumes: list[dict[str, Any]],
-    configmaps: dict[str, dict[str, bytes]],
-    files: Path,
-) -> list[str]:
-    """`docker run` options for a container as Kubernetes would start it from its spec: user,
-    read-only root, capabilities and privilege escalation from the security contexts; emptyDir
-    volumes as tmpfs, ConfigMap and projected ConfigMap volumes as read-only folders laid out as
-    the kubelet does. Anything else is refused, so a new kind of mount in the values fails here
-    instead of being left out. Tenant YAML comes from the declared mount at the defs root, or,
-    where the values declare none, from the repository's folder mounted there read-only."""
-    security = container.get("securityContext") or {}
-    args: list[str] = []
-    user = security.get("runAsUser", pod_security.get("runAsUser"))
-    group = security.get("runAsGroup", pod_security.get("runAsGroup"))
-    if user is not None:
-        args += ["--user", f"{user}:{group if group is not None else user}"]
-    if security.get("readOnlyRootFilesystem"):
-        args.append("--read-only")
-    for cap in (security.get("capabilities") or {}).get("drop") or []:
-        args += ["--cap-drop", cap]
-    if security.get("allowPrivilegeEscalation") is False:
-        args += ["--security-opt", "no-new-privileges"]
-    by_name = {v["name"]: v for v in volumes}
-    mounts = container.get("volumeMounts") or []
-    for mount in mounts:
-        volume = by_name[mount["name"]]
-        target = mount["mountPath"]
-        folder = files / volume["name"]
-        if "emptyDir" in volume:
-            args += ["--mount", f"type=tmpfs,destination={target},tmpfs-mode=1777"]
-            continue
-        if "configMap" in volume:
-            content = configmap_files(volume["configMap"], configmaps)
-        elif "projected" in volume:
-            sources = volume["projected"]["sources"]
-            assert all(set(s) == {"configMap"} for s in sources), f"{volume['name']}: {sources}"
-            content = {}
-            for source in sources:
-                content.update(configmap_files(source["configMap"], configmaps))
-        else:
-            raise AssertionError(f"volume {volume['name']}: not emptyDir, ConfigMap or projected")
-        folder.mkdir(parents=True)
-        kubelet_files(folder, content)
-        source = folder / mount["subPath"] if mount.get("subPath") else folder
-        args += ["--mount", f"type=bind,source={source},destination={target},readonly"]
-    if all(m["mountPath"] != DEFS_ROOT for m in mounts):
+def platform_run_args(*spec: Any) -> list[str]:
+    """`run_args(*spec)` for a platform container (`spec[1]`): its tenant YAML comes from the
+    declared mount at the defs root, or, where the values declare none, from the repository's
+    folder mounted there read-only."""
+    args = run_args(*spec)
+    if all(m["mountPath"] != DEFS_ROOT for m in spec[1].get("volumeMounts") or []):
         args += DEFS_MOUNT
     return args
 
@@ -367,7 +223,7 @@ def test_code_server_passes_its_health_check_on_a_read_only_root(
     started = time.monotonic()
     engine(
         "run", "--detach", "--name", name, "--network", "none",
-        *run_args(deployment["podSecurityContext"], container, deployment["volumes"],
+        *platform_run_args(deployment["podSecurityContext"], container, deployment["volumes"],
                   objects["configmaps"], tmp_path / "volumes"),
         *environment(container, objects),
         image, "dagster", "api", "grpc", "-h", "0.0.0.0", "-p", str(deployment["port"]),
@@ -449,8 +305,9 @@ def test_a_pipeline_step_runs_from_its_k8s_job(
         out = engine(
             "run", "--rm", "--network", "none",
             "--workdir", container.get("workingDir") or "/app",
-            *run_args(pod.get("securityContext") or {}, container, pod.get("volumes") or [],
-                      objects["configmaps"], tmp_path / "volumes"),
+            *platform_run_args(pod.get("securityContext") or {}, container,
+                               pod.get("volumes") or [], objects["configmaps"],
+                               tmp_path / "volumes"),
             *environment(container, objects),
             "--mount", f"type=bind,source={PG_SOCKET_DIR},destination={PG_SOCKET_DIR}",
             "--mount", f"type=bind,source={data},destination=/data",
@@ -501,7 +358,7 @@ def test_a_pod_spec_becomes_docker_run_options_with_configmaps_laid_out_as_the_k
         },
     ]
     maps = {"mlplat-defs-ridehail": {"tenant--defs.yaml": b"type: x\n"}}
-    args = run_args(POD_SECURITY, container, volumes, maps, tmp_path)
+    args = platform_run_args(POD_SECURITY, container, volumes, maps, tmp_path)
     folder = tmp_path / "defs"
     assert args == [
         "--user", "10001:10001", "--read-only", "--cap-drop", "ALL",
@@ -512,18 +369,18 @@ def test_a_pod_spec_becomes_docker_run_options_with_configmaps_laid_out_as_the_k
     assert (folder / "..data").is_symlink() and (folder / "ridehail").is_symlink()
     assert (folder / "ridehail" / "tenant" / "defs.yaml").read_bytes() == b"type: x\n"
     # Without a declared mount at the defs root, the repository's folder stands in for it.
-    assert run_args({}, {}, [], {}, tmp_path)[-2:] == DEFS_MOUNT[-2:]
+    assert platform_run_args({}, {}, [], {}, tmp_path)[-2:] == DEFS_MOUNT[-2:]
 
 
 def test_a_volume_kind_the_test_cannot_reproduce_is_refused(tmp_path):
     container = {"volumeMounts": [{"name": "token", "mountPath": "/var/run/secrets"}]}
     volumes = [{"name": "token", "hostPath": {"path": "/"}}]
     with pytest.raises(AssertionError, match="volume token: not emptyDir, ConfigMap or projected"):
-        run_args({}, container, volumes, {}, tmp_path)
+        platform_run_args({}, container, volumes, {}, tmp_path)
 
 
 def test_a_configmap_the_namespace_does_not_hold_is_named(tmp_path):
     container = {"volumeMounts": [{"name": "cfg", "mountPath": "/etc/cfg"}]}
     volumes = [{"name": "cfg", "configMap": {"name": "nowhere"}}]
     with pytest.raises(AssertionError, match="ConfigMap nowhere is not in the namespace"):
-        run_args({}, container, volumes, {}, tmp_path)
+        platform_run_args({}, container, volumes, {}, tmp_path)

@@ -66,7 +66,7 @@ def environment_key(code_dir: Path) -> str:
     return digest.hexdigest()[:32]
 
 
-def _team_pod_logs(context: Any, job: TrainerJob) -> Any:
+def team_pod_logs(context: Any, tenant: str) -> Any:
     """PipesK8sClient's reader of the pod's log, handing each message to `TeamMessages` rather
     than to Dagster's handler directly; what the team reported ends in its `reported`. (A class
     made here: dagster-k8s loads in the step, not with the code location.)"""
@@ -79,7 +79,7 @@ def _team_pod_logs(context: Any, job: TrainerJob) -> Any:
 
         @contextmanager
         def read_messages(self, handler: Any) -> Iterator[dict[str, Any]]:
-            team = TeamMessages(handler, context, job.tenant, self.reported)
+            team = TeamMessages(handler, context, tenant, self.reported)
             with super().read_messages(team) as params:  # type: ignore[arg-type]
                 yield params
 
@@ -117,7 +117,7 @@ def run_in_pod(
     from dagster_k8s import PipesK8sClient
     from dagster_k8s.client import DagsterK8sError
 
-    reader = _team_pod_logs(context, job)
+    reader = team_pod_logs(context, job.tenant)
     client = PipesK8sClient(
         message_reader=reader, kubeconfig_file=kubeconfig_file, poll_interval=poll_interval
     )
