@@ -17,6 +17,7 @@ from typing import Any
 
 from platform_assets.k8s.config import k8s_name
 from platform_assets.tenancy.catalog import (
+    CODE_MANIFEST,
     TEAM_CODE,
     TenantCatalog,
     check_model_refs,
@@ -92,18 +93,26 @@ class DefsConfigMap:
         return {"configMap": {"name": self.name, "items": items}}
 
 
+def _carried(relative: Path) -> bool:
+    """Whether a tenant folder's file goes into its ConfigMap: everything but the team's code."""
+    if relative.parts[0] != TEAM_CODE:
+        return True
+    return len(relative.parts) == 2 and relative.name in CODE_MANIFEST
+
+
 def folder_configmap(
     folder: Path, name: str | None = None, only: set[str] | None = None
 ) -> DefsConfigMap:
     """The ConfigMap of a tenant folder (`only`: just these paths below it); refused, naming
-    the folder, when it would exceed the 1 MiB a ConfigMap may hold. The team's `code/` is not
-    in it: it ships in the tenant's trainer image, and the code location never reads it."""
+    the folder, when it would exceed the 1 MiB a ConfigMap may hold. Of the team's `code/`
+    only its manifest is in it (`CODE_MANIFEST`, which names the tenant's trainer image): the
+    sources ship in that image, and the code location never reads them."""
     tenant = folder.name
     files = {
         path.relative_to(folder).as_posix(): path.read_bytes()
         for path in sorted(folder.rglob("*"))
         if path.is_file()
-        and path.relative_to(folder).parts[0] != TEAM_CODE
+        and _carried(path.relative_to(folder))
         and (only is None or path.relative_to(folder).as_posix() in only)
     }
     size = sum(len(configmap_key(p)) + len(content) for p, content in files.items())

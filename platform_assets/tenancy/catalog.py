@@ -108,6 +108,9 @@ def _parse(path: Path) -> BaseModel:
 
 # The one folder of a tenant that holds code: its Python project, run only in a trainer sandbox.
 TEAM_CODE = "code"
+# What of it the code location needs on Kubernetes (in the tenant's ConfigMap): the files its
+# trainer image is named after (models/trainers/pod.py, `environment_key`), data, not code.
+CODE_MANIFEST = ("pyproject.toml", "uv.lock")
 
 
 def team_files(folder: Path) -> list[Path]:
@@ -275,7 +278,9 @@ def code_source_root(code: Path) -> Path:
 def check_trainer_code(folder: Path, entrypoint: str, path: Path) -> None:
     """A model naming a trainer needs the tenant's `code/pyproject.toml` and the entrypoint's
     module file in it: checked here by file name only, without importing anything (whether the
-    function exists is known only when the sandbox runs it)."""
+    function exists is known only when the sandbox runs it). Where the folder holds only the
+    project's manifest (`CODE_MANIFEST`: a tenant's ConfigMap on Kubernetes, whose trainer
+    image holds the sources), there is no module file to look for."""
     code = folder / TEAM_CODE
     if not (code / "pyproject.toml").is_file():
         raise PlatformConfigError(
@@ -284,6 +289,8 @@ def check_trainer_code(folder: Path, entrypoint: str, path: Path) -> None:
             f"the trainer needs the tenant's Python project: {code}/pyproject.toml does not "
             "exist (docs/trainers.md)",
         )
+    if all(entry.name in CODE_MANIFEST for entry in code.iterdir()):
+        return
     module = entrypoint.partition(":")[0].split(".")
     base = code_source_root(code).joinpath(*module)
     if not (base.with_suffix(".py").is_file() or (base / "__init__.py").is_file()):

@@ -24,6 +24,7 @@ from platform_assets.k8s.defs_configmaps import (
     DEFS_MOUNT,
     VOLUME,
     configmap_key,
+    folder_configmap,
     location_configmaps,
 )
 from platform_assets.k8s.render import helm_template, tenant_chart_values
@@ -34,7 +35,7 @@ from platform_assets.k8s.values import (
     user_deployment,
     user_deployments_values,
 )
-from platform_assets.tenancy.catalog import defs_root, load_all, load_tenant
+from platform_assets.tenancy.catalog import CODE_MANIFEST, defs_root, load_all, load_tenant
 from platform_assets.tenancy.limits import limits_for
 from platform_assets.tenancy.locations import code_locations
 
@@ -252,7 +253,14 @@ def test_tenant_configmap_round_trips_the_folder_byte_for_byte(helm, odd_defs, t
     mount.mkdir()
     reconstruct(configmap, defs_sources(deployment)["mlplat-defs-ridehail"], mount)
     folder = odd_defs / "ridehail"
-    expected = {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    # Every file but the team's sources (its trainer image holds them; its manifest is here).
+    expected = {
+        rel: p.read_bytes()
+        for p in folder.rglob("*")
+        if p.is_file()
+        for rel in [p.relative_to(folder)]
+        if rel.parts[0] != "code" or rel.parts[1:] in [(name,) for name in CODE_MANIFEST]
+    }
     got = mount / "ridehail"
     assert {p.relative_to(got): p.read_bytes() for p in got.rglob("*") if p.is_file()} == expected
     # What a code location reads with MLPLAT_DEFS_ROOT at the mount: the same catalog.
@@ -336,3 +344,23 @@ def test_a_location_reading_a_shared_feature_set_gets_only_the_shared_files(odd_
     monkeypatch.setenv("MLPLAT_DEFS_ROOT", str(mount))
     keys = tenant_location(loc).resolve_asset_graph().get_all_asset_keys()
     assert dg.AssetKey(["payments", "features", "merchant_risk"]) in keys
+
+
+def test_a_tenants_configmap_carries_its_code_manifest_and_its_location_loads_from_it(tmp_path):
+    """Of ridehail's code/ the ConfigMap holds pyproject.toml and uv.lock (what names its
+    trainer image), never a source file; the tenant's catalog loads from exactly those files,
+    as its code location on the cluster does."""
+    folder = defs_root() / "ridehail"
+    files = folder_configmap(folder).files
+    code = sorted(path for path in files if path.startswith("code/"))
+    assert code == ["code/pyproject.toml", "code/uv.lock"]
+    mounted = tmp_path / "ridehail"
+    for path, content in files.items():
+        (mounted / path).parent.mkdir(parents=True, exist_ok=True)
+        (mounted / path).write_bytes(content)
+    load_tenant.cache_clear()
+    try:
+        catalog = load_tenant(mounted)
+    finally:
+        load_tenant.cache_clear()
+    assert catalog.models["driver_churn_lgbm"].trainer is not None

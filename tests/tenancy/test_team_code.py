@@ -1,5 +1,6 @@
 """A tenant's `code/` folder: its Python project, run only by a trainer sandbox or pod. No
-platform process opens its files: not the code locations, not `dg check defs`, not the CLI.
+platform process opens its sources: not the code locations, not `dg check defs`, not the CLI
+(they read its manifest, pyproject.toml and uv.lock, as data: it names the trainer image).
 Models naming a trainer are checked against it by file name at load."""
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ def _hook(event, args):
         path = str(args[1])
     else:
         return
-    if _MARK in path and os.sep + "defs" + os.sep in path and not path.endswith(_LOG):
+    manifest = os.path.basename(path) in ("pyproject.toml", "uv.lock")  # data: CODE_MANIFEST
+    if _MARK in path and os.sep + "defs" + os.sep in path and not manifest:
         with open(_LOG, "a") as log:
             log.write(f"{event} {path}\\n")
 
