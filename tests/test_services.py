@@ -57,9 +57,11 @@ def services_env(stack: services.Stack, monkeypatch: pytest.MonkeyPatch) -> dict
     return env
 
 
-def _pod_env(stack_env: dict[str, str], root: Path) -> dict[str, str]:
+def _pod_env(stack_env: dict[str, str], root: Path, trainer_envs: Path) -> dict[str, str]:
     """What a step pod gets: the services' endpoints and credentials, an empty home and temp
-    dir, and a data root that must stay unused (nothing may fall back to this machine's disk)."""
+    dir, and a data root that must stay unused (nothing may fall back to this machine's disk).
+    ridehail's trainer runs in a sandbox on this machine: its environments are cached in the
+    session's folder, and built (from PyPI) with this machine's CA bundle."""
     (root / "home").mkdir()
     home = root / "dagster_home"
     home.mkdir()
@@ -73,12 +75,14 @@ def _pod_env(stack_env: dict[str, str], root: Path) -> dict[str, str]:
         **stack_env,
         "DAGSTER_HOME": str(home),
         "MLPLAT_DATA": str(root / "must-not-exist"),
+        "MLPLAT_TRAINER_ENVS": str(trainer_envs),
+        **{k: os.environ[k] for k in ("SSL_CERT_FILE", "SSL_CERT_DIR") if k in os.environ},
     }
 
 
 @pytest.mark.slow
 def test_tenant_pipeline_runs_like_a_pod(
-    stack, services_env, tmp_path, monkeypatch, record_property
+    stack, services_env, tmp_path, monkeypatch, record_property, trainer_envs
 ):
     import boto3
     import redis
@@ -90,7 +94,7 @@ def test_tenant_pipeline_runs_like_a_pod(
     assert report["mlflow"]["url"].startswith("http://127.0.0.1:")
     work = tmp_path / "work"
     work.mkdir()
-    env = _pod_env(services_env, tmp_path)
+    env = _pod_env(services_env, tmp_path, trainer_envs)
     started = time.perf_counter()
     proc = subprocess.run(
         [str(BIN / "dagster"), "job", "execute", "-m", "platform_assets.definitions"]

@@ -131,7 +131,7 @@ def test_an_xgboost_model_in_another_format_is_refused(mlflow, tmp_path):
         load_folder(local, "t.m v4")
     assert str(refused.value) == (
         f"t.m v4: the artifact holds {held}; the platform loads exactly one of "
-        "model.skops, model.json, model.ubj, model.lgb (never a pickle)"
+        "model.skops, model.json, model.ubj, model.lgb, model.onnx (never a pickle)"
     )
 
 

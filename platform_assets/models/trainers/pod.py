@@ -121,7 +121,10 @@ def run_in_pod(
     client = PipesK8sClient(
         message_reader=reader, kubeconfig_file=kubeconfig_file, poll_interval=poll_interval
     )
-    s3 = lake.s3_client()
+    try:
+        s3 = lake.s3_client()
+    except ValueError as exc:  # the deployment's lake, not the team's code: not retried
+        raise TrainerFailed(f"{where}: {exc}") from None
     bucket, prefix = lake.s3_folder(
         job.tenant, EXCHANGE_KIND, f"{job.model}-{context.run.run_id[:8]}-{uuid.uuid4().hex[:8]}"
     )

@@ -71,7 +71,7 @@ def test_dependency_that_does_not_resolve(tmp_path: Path, data: Path) -> None:
     code = write_code(tmp_path, "", HOSTILE_BUILD.format(deps='"mlplat-no-such-package-xyz"'))
     with pytest.raises(TrainerFailed) as exc:
         trainer_environment(make_job(code))
-    message = str(exc.value)
+    message = " ".join(str(exc.value).split())  # uv wraps its lines at its terminal's width
     assert "code/pyproject.toml: the environment could not be built: uv pip said:" in message
     assert "mlplat-no-such-package-xyz was not found in the package registry" in message
     assert not list((data / "trainer-envs" / "ridehail").glob("*/")), "no half-built env kept"
