@@ -59,6 +59,20 @@ def serving_requirements() -> list[str]:
     return requirements("scikit-learn", "skops")
 
 
+def two_class_proba(model: BoosterModel | OnnxModel, X: pd.DataFrame, flavor: str) -> np.ndarray:
+    """scikit-learn's `predict_proba` for a model that predicts P(class 1) of rows: the columns
+    must be its features, in its order."""
+    import numpy as np
+
+    if tuple(X.columns) != model.feature_names_in_:
+        raise ValueError(
+            f"the {flavor} model was trained on features "
+            f"{', '.join(model.feature_names_in_)}, not {', '.join(map(str, X.columns))}"
+        )
+    p = model.predict(X.to_numpy(dtype="float64"))
+    return np.column_stack([1 - p, p])
+
+
 @dataclass(frozen=True)
 class BoosterModel:
     """An XGBoost or LightGBM booster with scikit-learn's scoring interface, so evaluation,
@@ -84,15 +98,7 @@ class BoosterModel:
         return expit(raw) if self.margin else raw
 
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
-        import numpy as np
-
-        if tuple(X.columns) != self.feature_names_in_:
-            raise ValueError(
-                f"the {self.flavor} model was trained on features "
-                f"{', '.join(self.feature_names_in_)}, not {', '.join(map(str, X.columns))}"
-            )
-        p = self.predict(X.to_numpy(dtype="float64"))
-        return np.column_stack([1 - p, p])
+        return two_class_proba(self, X, self.flavor)
 
 
 def expit(raw: np.ndarray) -> np.ndarray:
@@ -157,15 +163,7 @@ class OnnxModel:
         return out.reshape(len(rows), -1)[:, -1]
 
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
-        import numpy as np
-
-        if tuple(X.columns) != self.feature_names_in_:
-            raise ValueError(
-                f"the onnx model was registered for features {', '.join(self.feature_names_in_)}"
-                f", not {', '.join(map(str, X.columns))}"
-            )
-        p = self.predict(X.to_numpy(dtype="float64"))
-        return np.column_stack([1 - p, p])
+        return two_class_proba(self, X, "onnx")
 
 
 # --- training ------------------------------------------------------------------------------

@@ -53,15 +53,6 @@ def _fresh_catalog():
     load_tenant.cache_clear()
 
 
-@pytest.fixture
-def root(tmp_path, monkeypatch) -> Path:
-    root = tmp_path / "defs"
-    for tenant in ("ridehail", "payments", "growth"):
-        shutil.copytree(DEMO_DEFS / tenant, root / tenant)
-    monkeypatch.setenv("MLPLAT_DEFS_ROOT", str(root))
-    return root
-
-
 @pytest.mark.parametrize(
     "command",
     [

@@ -40,16 +40,6 @@ MODEL_FILE = Path("ridehail/models/driver_churn/defs.yaml")
 SOURCE_FILE = Path("ridehail/sources/trips/defs.yaml")
 
 
-@pytest.fixture
-def root(tmp_path, monkeypatch) -> Path:
-    """A defs root with copies of the demo tenants, as a pull request would change it."""
-    root = tmp_path / "defs"
-    for tenant in ("ridehail", "payments", "growth"):
-        shutil.copytree(DEMO_DEFS / tenant, root / tenant)
-    monkeypatch.setenv("MLPLAT_DEFS_ROOT", str(root))
-    return root
-
-
 def refused(root: Path) -> str:
     """The catalog's refusal; the code location and `mlplat validate` give the same one."""
     with pytest.raises(PlatformConfigError) as excinfo:
