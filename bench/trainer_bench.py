@@ -23,9 +23,10 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
-from platform_assets.models.trainers.environment import source_root, trainer_environment
+from platform_assets.models.trainers.environment import trainer_environment
 from platform_assets.models.trainers.job import TrainerJob
 from platform_assets.models.trainers.sandbox import RUNNER, run_in_sandbox
+from platform_assets.tenancy.catalog import code_source_root
 
 RESULTS = Path(__file__).parent / "results" / "trainer_bench.json"
 TRAINER = "def train(df, *, label, features, params):\n    return b'not a model'\n"
@@ -60,7 +61,7 @@ def _job(root: Path) -> TrainerJob:
 def _unsandboxed(context, job: TrainerJob, env: Path, train: Path, out: Path) -> float:
     extras = {
         "entrypoint": job.entrypoint,
-        "sys_path": [str(source_root(job.code_dir))],
+        "sys_path": [str(code_source_root(job.code_dir))],
         "flavor": job.flavor,
         "label": job.label,
         "features": list(job.features),
