@@ -6,6 +6,7 @@ its top)."""
 from __future__ import annotations
 
 import ast
+import importlib
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "platform_assets"
@@ -50,8 +51,6 @@ def test_a_local_project_import_is_found(tmp_path):
 
 def test_every_benchmark_module_imports():
     """`make bench` runs these only when asked: a name they import that moved fails here."""
-    import importlib
-
     bench = PACKAGE.parent / "bench"
     for path in sorted(bench.glob("*.py")):
         importlib.import_module(f"bench.{path.stem}")
