@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import tempfile
@@ -104,6 +105,7 @@ def main() -> None:
                 output = run_in_sandbox(context, job, frame)
                 times["sandbox_call"].append(time.monotonic() - started)
                 times["sandbox"].append(output.wall_s)
+                shutil.rmtree(output.artifact.parent)  # as the model step does
                 out = root / f"run{i}" / "model.onnx"
                 out.parent.mkdir()
                 times["unsandboxed"].append(

@@ -7,6 +7,7 @@ messages land in a real event log the tests read back.
 
 from __future__ import annotations
 
+import shutil
 import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -161,7 +162,14 @@ def train_in_step(job: TrainerJob, train: pd.DataFrame | None = None) -> Trained
 def trainer(trainer_home: Path) -> Iterator[Any]:
     """`trainer(module_source, **job_fields) -> Trained`: the module as the tenant's code."""
 
+    outputs: list[TrainerOutput] = []
+
     def run(module: str, **overrides: Any) -> Trained:
-        return train_in_step(make_job(write_code(trainer_home, module), **overrides))
+        trained = train_in_step(make_job(write_code(trainer_home, module), **overrides))
+        if trained.output is not None:
+            outputs.append(trained.output)
+        return trained
 
     yield run
+    for output in outputs:  # the caller removes the backend's private folder, as the step does
+        shutil.rmtree(output.artifact.parent, ignore_errors=True)
