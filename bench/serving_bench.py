@@ -211,8 +211,10 @@ def trainer_flavors(served, X, y) -> dict:
             ("lightgbm_custom_objective", "model.lgb", booster.model_to_string().encode()),
             ("onnx", "model.onnx", onnx.SerializeToString()),
         ]:
-            (Path(tmp) / file).write_bytes(data)
-            made[name] = accept_trained(Path(tmp) / file, features, X, f"bench {name}")
+            # Each alone in its folder, as a trainer backend returns it.
+            (Path(tmp) / name).mkdir()
+            (Path(tmp) / name / file).write_bytes(data)
+            made[name] = accept_trained(Path(tmp) / name / file, features, X, f"bench {name}")
     return made
 
 

@@ -10,7 +10,6 @@ not load them.
 
 from __future__ import annotations
 
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from importlib.metadata import version as package_version
@@ -427,10 +426,8 @@ def accept_trained(artifact: Path, features: tuple[str, ...], X: pd.DataFrame, w
     in that flavor's own parser."""
     import numpy as np
 
-    with tempfile.TemporaryDirectory(prefix="mlplat-accept-") as tmp:
-        folder = Path(tmp)
-        (folder / artifact.name).write_bytes(artifact.read_bytes())
-        model = load_folder(folder, what)
+    # The backends return it alone in a folder only the platform writes.
+    model = load_folder(artifact.parent, what)
     if isinstance(model, OnnxModel):
         width = model.session.get_inputs()[0].shape[-1]
         if isinstance(width, int) and width != len(features):
