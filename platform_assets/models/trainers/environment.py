@@ -84,16 +84,27 @@ def trainer_environment(job: TrainerJob) -> Path:
     return target
 
 
-def _cache_key(pyproject: bytes, lock: bytes | None) -> str:
+def project_key(pyproject: bytes, lock: bytes | None, *platform: str) -> str:
+    """A hash of what a tenant's environment is built from: its project's pyproject.toml and
+    uv.lock, and what the platform adds (`platform`). Names its cached environment here, and
+    its trainer image on Kubernetes (pod.py, `environment_key`)."""
     digest = hashlib.sha256()
     for part in (
         pyproject,
         b"\0no-lock" if lock is None else b"\0lock\0" + lock,
-        f"\0{sys.version}\0{base_python()}".encode(),
-        "\0".join(runner_requirements() + RUNNER_DATA_PACKAGES).encode(),
+        *(p.encode() for p in platform),
     ):
         digest.update(hashlib.sha256(part).digest())
     return digest.hexdigest()[:32]
+
+
+def _cache_key(pyproject: bytes, lock: bytes | None) -> str:
+    return project_key(
+        pyproject,
+        lock,
+        f"\0{sys.version}\0{base_python()}",
+        "\0".join(runner_requirements() + RUNNER_DATA_PACKAGES),
+    )
 
 
 def _build(job: TrainerJob, target: Path) -> None:

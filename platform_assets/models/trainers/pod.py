@@ -13,7 +13,6 @@ messages, handed to `TeamMessages` (the team's own, never a Dagster event).
 
 from __future__ import annotations
 
-import hashlib
 import math
 import shutil
 import tempfile
@@ -28,6 +27,7 @@ import dagster as dg
 
 from platform_assets.k8s.config import platform
 from platform_assets.k8s.steps import label_value, trainer_pod
+from platform_assets.models.trainers.environment import project_key
 from platform_assets.models.trainers.job import TrainerFailed, TrainerJob, TrainerOutput
 from platform_assets.models.trainers.messages import TeamMessages, mark, new_reported
 from platform_assets.resources.lake import LakeResource
@@ -56,14 +56,8 @@ def environment_key(code_dir: Path) -> str:
     if not pyproject.is_file():
         raise FileNotFoundError(pyproject)
     lock = code_dir / "uv.lock"
-    digest = hashlib.sha256()
-    for part in (
-        pyproject.read_bytes(),
-        b"\0lock\0" + lock.read_bytes() if lock.is_file() else b"\0no-lock",
-        platform().image.tag.encode(),
-    ):
-        digest.update(hashlib.sha256(part).digest())
-    return digest.hexdigest()[:32]
+    locked = lock.read_bytes() if lock.is_file() else None
+    return project_key(pyproject.read_bytes(), locked, platform().image.tag)
 
 
 def team_pod_logs(context: Any, tenant: str) -> Any:
