@@ -63,12 +63,12 @@ def trainer_environment(job: TrainerJob) -> Path:
     if job.code_dir.is_symlink():
         # It would bind another folder (another tenant's code) into the sandbox.
         raise TrainerFailed(
-            f"{job.source}: trainer {job.entrypoint}: code/ is a symbolic link "
+            f"{job.where}: code/ is a symbolic link "
             f"({job.code_dir} -> {os.readlink(job.code_dir)}); it must be a folder"
         )
     if not pyproject.is_file():
         raise TrainerFailed(
-            f"{job.source}: trainer {job.entrypoint}: code/pyproject.toml not found "
+            f"{job.where}: code/pyproject.toml not found "
             f"(looked in {job.code_dir}): a trainer is a Python project in the tenant's code/ "
             "folder"
         )
@@ -157,18 +157,18 @@ def _requirements(job: TrainerJob) -> list[str]:
         project = tomllib.loads((job.code_dir / "pyproject.toml").read_text())["project"]
     except (tomllib.TOMLDecodeError, KeyError, UnicodeDecodeError) as exc:
         raise TrainerFailed(
-            f"{job.source}: trainer {job.entrypoint}: code/pyproject.toml is not a Python "
+            f"{job.where}: code/pyproject.toml is not a Python "
             f"project ({type(exc).__name__}: {exc})"
         ) from exc
     if "dependencies" in project.get("dynamic", []):
         raise TrainerFailed(
-            f"{job.source}: trainer {job.entrypoint}: code/pyproject.toml: [project] "
+            f"{job.where}: code/pyproject.toml: [project] "
             "dependencies must be listed, not dynamic (the platform never builds the project)"
         )
     deps = project.get("dependencies", [])
     if not isinstance(deps, list) or not all(isinstance(d, str) for d in deps):
         raise TrainerFailed(
-            f"{job.source}: trainer {job.entrypoint}: code/pyproject.toml: [project] "
+            f"{job.where}: code/pyproject.toml: [project] "
             "dependencies must be a list of requirement strings"
         )
     return deps
@@ -198,7 +198,7 @@ def _uv(job: TrainerJob, blamed: str, *args: str, cwd: Path | None = None) -> st
                 "distribution cannot be used; pin a version that has a wheel)"
             )
         raise TrainerFailed(
-            f"{job.source}: trainer {job.entrypoint}: {blamed}: the environment could not be "
+            f"{job.where}: {blamed}: the environment could not be "
             f"built{hint}: uv {args[0]} said:\n{message}"
         )
     return proc.stdout

@@ -47,6 +47,11 @@ class TrainerJob:
     tmp_bytes: int
 
     @property
+    def where(self) -> str:
+        """What starts every message about this training: the model's file and the trainer."""
+        return f"{self.source}: trainer {self.entrypoint}"
+
+    @property
     def artifact_file(self) -> str:
         return ARTIFACT_FILES[self.flavor]
 

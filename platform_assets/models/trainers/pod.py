@@ -100,7 +100,7 @@ def run_in_pod(
 
     The returned artifact is in a new platform-private folder the caller removes once it has
     read the file (`shutil.rmtree(output.artifact.parent)`)."""
-    where = f"{job.source}: trainer {job.entrypoint}"
+    where = job.where
     try:
         env_key = environment_key(job.code_dir)
     except FileNotFoundError:

@@ -62,9 +62,8 @@ def trainer_job(
 def failure(job: TrainerJob, message: str) -> dg.Failure:
     """The step's failure, naming the model's file and the trainer (the backends' own messages
     already start with them)."""
-    where = f"{job.source}: "
-    if not message.startswith(where):
-        message = f"{where}trainer {job.entrypoint} ({job.flavor}): {message}"
+    if not message.startswith(job.where):
+        message = f"{job.where} ({job.flavor}): {message}"
     return dg.Failure(description=message, allow_retries=False)
 
 

@@ -310,7 +310,7 @@ def _read_artifact(fd: int, path: Path, cap: int, run: _Run) -> None:
 
 
 def _check(job: TrainerJob, run: _Run) -> None:
-    where = f"{job.source}: trainer {job.entrypoint}"
+    where = job.where
     output = run.output[-ERROR_TAIL_CHARS:]
     if run.timed_out:
         raise TrainerFailed(
