@@ -27,6 +27,8 @@ import tempfile
 import tomllib
 from pathlib import Path
 
+from packaging.requirements import InvalidRequirement, Requirement
+
 from platform_assets.env import trainer_envs_root
 from platform_assets.models.trainers.job import TrainerFailed, TrainerJob
 
@@ -110,7 +112,7 @@ def _cache_key(pyproject: bytes, lock: bytes | None) -> str:
 def _build(job: TrainerJob, target: Path) -> None:
     building = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
-        requirements = _requirements(job)
+        requirements = _from_the_index(job, _requirements(job))
         names = {_name(line) for line in requirements}
         extra = [p for p in RUNNER_DATA_PACKAGES if p not in names]
         req_file = building / "requirements.txt"
@@ -172,6 +174,25 @@ def _requirements(job: TrainerJob) -> list[str]:
             "dependencies must be a list of requirement strings"
         )
     return deps
+
+
+def _from_the_index(job: TrainerJob, requirements: list[str]) -> list[str]:
+    """The requirements, each a name and versions the platform's package index serves: a URL,
+    a path or an option line would have the build (outside the sandbox) fetch from wherever the
+    tenant says, a host on the platform's network or a file on its disk included."""
+    blamed = "code/uv.lock" if (job.code_dir / "uv.lock").is_file() else "code/pyproject.toml"
+    for line in requirements:
+        try:
+            parsed = Requirement(line)
+        except InvalidRequirement:
+            parsed = None
+        if parsed is None or parsed.url is not None:
+            raise TrainerFailed(
+                f"{job.where}: {blamed}: {line.strip()!r} is not a package of the platform's "
+                "index: a trainer's dependencies are names and versions (no URL, path, git "
+                "source or pip option)"
+            )
+    return requirements
 
 
 def _name(requirement: str) -> str:

@@ -116,3 +116,24 @@ def test_code_folder_that_is_a_link(tmp_path: Path, data: Path) -> None:
     assert f"code/ is a symbolic link ({tmp_path / 'ridehail' / 'code'} -> {other})" in str(
         exc.value
     )
+
+
+@pytest.mark.parametrize(
+    "dependency",
+    [
+        "lightgbm @ https://169.254.169.254/latest/meta-data/lightgbm.whl",
+        "secrets @ file:///work/main/.data/platform.db",
+        "mine @ git+https://example.com/mine.git",
+    ],
+)
+def test_a_dependency_from_a_url_or_path_is_refused(tmp_path: Path, data: Path, dependency):
+    """The build runs outside the sandbox, on the platform's network and disk: it fetches only
+    names and versions from the platform's index, never where the tenant points."""
+    code = write_code(tmp_path, "", HOSTILE_BUILD.format(deps=f'"{dependency}"'))
+    with pytest.raises(TrainerFailed) as exc:
+        trainer_environment(make_job(code))
+    assert str(exc.value).endswith(
+        f"code/pyproject.toml: {dependency!r} is not a package of the platform's index: a "
+        "trainer's dependencies are names and versions (no URL, path, git source or pip option)"
+    )
+    assert not list((data / "trainer-envs" / "ridehail").glob("*/")), "no half-built env kept"
