@@ -361,16 +361,26 @@ def load_onnx(folder: Path, what: str) -> OnnxModel:
     (`ONNX_FEATURES`), and must be as many as its input's width."""
     import onnx
     import onnxruntime as ort
+    from onnx.external_data_helper import _get_all_tensors, uses_external_data
 
     path = _model_file(folder, ONNX_FILE, what)
     try:
         proto = onnx.load_model(str(path), load_external_data=False)
+        external = [t.name for t in _get_all_tensors(proto) if uses_external_data(t)]
+        if external:
+            # Tensors kept in other files would be read from wherever they name.
+            raise ArtifactRefused(
+                f"{what}: the ONNX model keeps tensor(s) {', '.join(external)} in external "
+                "files; the platform accepts a model in one file"
+            )
         onnx.checker.check_model(proto)
         options = ort.SessionOptions()
         options.intra_op_num_threads = options.inter_op_num_threads = 1
         session = ort.InferenceSession(
             proto.SerializeToString(), options, providers=["CPUExecutionProvider"]
         )
+    except ArtifactRefused:
+        raise
     except Exception as exc:  # onnx and onnxruntime raise their own many kinds
         raise ArtifactRefused(f"{what}: {ONNX_FILE} is not a usable ONNX model ({exc})") from exc
     inputs, outputs = session.get_inputs(), [o.name for o in session.get_outputs()]

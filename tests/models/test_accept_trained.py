@@ -212,3 +212,24 @@ def test_an_onnx_model_is_logged_with_its_features_and_loaded_back(tmp_path, dat
     loaded = load_folder(folder, "onnx")
     assert loaded.feature_names_in_ == FEATURES
     np.testing.assert_allclose(loaded.predict_proba(X), model.predict_proba(X))
+
+
+def test_an_onnx_model_reading_tensors_from_other_files_is_refused(tmp_path, data):
+    """A tensor's data "in an external file" names a path: the platform's files never become
+    a model's weights (and so never its scores)."""
+    from onnx import TensorProto
+
+    X, _ = data
+    proto = logistic_onnx([1.0, 2.0, 3.0], 0.0)
+    weights = proto.graph.initializer[0]
+    weights.ClearField("float_data")
+    weights.data_location = TensorProto.EXTERNAL
+    entry = weights.external_data.add()
+    entry.key, entry.value = "location", "../../platform.db"
+    path = written(tmp_path, "onnx", proto.SerializeToString())
+    with pytest.raises(ArtifactRefused) as exc:
+        accept_trained(path, FEATURES, X, WHAT)
+    assert str(exc.value) == (
+        f"{WHAT}: the ONNX model keeps tensor(s) w in external files; the platform accepts a "
+        "model in one file"
+    )
