@@ -18,6 +18,7 @@ import dagster as dg
 import pytest
 import yaml
 
+from platform_assets.data.generator import generate
 from platform_assets.tenancy.locations import render_workspace
 
 pytestmark = [pytest.mark.slow, pytest.mark.materialize]
@@ -26,6 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 DEMO_DEFS = ROOT / "platform_assets" / "defs"
 TRIPS = dg.AssetKey(["ridehail", "sources", "trips"])
 DRIVER_STATS = dg.AssetKey(["ridehail", "features", "driver_stats"])
+EVENTS = dg.AssetKey(["growth", "sources", "events"])
+LABELS = dg.AssetKey(["growth", "sources", "subscription_labels"])
 
 LOCATIONS = """
 query {
@@ -188,20 +191,24 @@ def _instance(dev: Dev) -> dg.DagsterInstance:
     return dg.DagsterInstance.from_config(str(dev.home))
 
 
-def _materialize_trips(dev: Dev, monkeypatch) -> dg.ExecuteInProcessResult:
-    """One run of the trips source on the daemon's instance, built from the same folders."""
+def _materialize(dev: Dev, monkeypatch, key: dg.AssetKey) -> dg.ExecuteInProcessResult:
+    """One run of the source `key` on the daemon's instance, built from the same folders."""
     from platform_assets.composition.locations import tenant_location
     from platform_assets.tenancy import catalog
     from platform_assets.tenancy.locations import location_named
 
-    for key in ("DAGSTER_HOME", "MLPLAT_ENV", "MLPLAT_DATA", "MLPLAT_DEFS_ROOT"):
-        monkeypatch.setenv(key, dev.env[key])
+    for name in ("DAGSTER_HOME", "MLPLAT_ENV", "MLPLAT_DATA", "MLPLAT_DEFS_ROOT"):
+        monkeypatch.setenv(name, dev.env[name])
     catalog.load_tenant.cache_clear()
-    defs = tenant_location(location_named("ridehail"))
+    defs = tenant_location(location_named(key.path[0]))
     with _instance(dev) as instance:
         return defs.resolve_implicit_global_asset_job_def().execute_in_process(
-            instance=instance, asset_selection=[TRIPS], raise_on_error=False
+            instance=instance, asset_selection=[key], raise_on_error=False
         )
+
+
+def _materialize_trips(dev: Dev, monkeypatch) -> dg.ExecuteInProcessResult:
+    return _materialize(dev, monkeypatch, TRIPS)
 
 
 def _driver_stats_runs(dev: Dev) -> list[dg.DagsterRun]:
@@ -295,6 +302,63 @@ def test_a_backfill_launched_without_tags_runs_tagged_with_its_tenant(dev):
     (run,) = wait_for("the backfill's run", runs, 180)
     assert run.tags["tenant"] == "ridehail"
     assert run.asset_selection == frozenset({dg.AssetKey(["ridehail", "cost"])})
+
+
+def _sensor_runs(dev: Dev, sensor: str) -> list[dg.DagsterRun]:
+    with _instance(dev) as instance:
+        return instance.get_runs(dg.RunsFilter(tags={"dagster/sensor_name": sensor}))
+
+
+def test_a_new_file_in_the_inbox_starts_one_pipeline_run(dev, monkeypatch):
+    # growth's events now arrive as a file in its inbox, watched.
+    path = dev.defs / "growth" / "sources" / "events" / "defs.yaml"
+    doc = yaml.safe_load(path.read_text())
+    del doc["attributes"]["generator"]
+    doc["attributes"] |= {"path": "events.parquet", "on_new_file": True}
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    assert dev.reload("growth")["__typename"] == "RepositoryLocation"
+    # The training set downstream also reads the labels: their snapshot first.
+    assert _materialize(dev, monkeypatch, LABELS).success
+    wait_for(
+        "growth's inbox sensor to tick (running by default)",
+        lambda: dev.ticks("growth", "growth_inbox"),
+        180,
+    )
+
+    inbox = Path(dev.env["MLPLAT_DATA"]) / "lake" / "growth" / "inbox"
+    inbox.mkdir(parents=True)
+    events = generate("growth.events")
+    events.to_parquet(inbox / ".events.parquet.tmp")
+    os.replace(inbox / ".events.parquet.tmp", inbox / "events.parquet")
+
+    (run,) = wait_for("the inbox sensor's run", lambda: _sensor_runs(dev, "growth_inbox"), 300)
+    assert run.job_name == "growth_pipeline"
+    assert run.tags["tenant"] == "growth"
+    assert run.tags["mlplat/reason"] == "new file events.parquet in growth's inbox (source events)"
+    assert {
+        "growth/sources/events",
+        "growth/features/user_engagement",
+        "growth/training_sets/subscription_churn",
+        "growth/models/subscription_churn",
+        "growth/evaluation_reports/subscription_churn",
+    } <= {k.to_user_string() for k in run.asset_selection}
+    wait_for("the run to finish", lambda: _finished(_sensor_runs(dev, "growth_inbox")), 900)
+    ended = time.time()
+    with _instance(dev) as instance:
+        assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.SUCCESS
+        [record] = instance.fetch_materializations(EVENTS, limit=1).records
+    assert record.run_id == run.run_id
+    assert record.asset_materialization.metadata["dagster/row_count"].value == len(events)
+
+    # The same file: no second run over the next ticks.
+    wait_for(
+        "two inbox ticks after the run",
+        lambda: (
+            len([t for t in dev.ticks("growth", "growth_inbox") if t["timestamp"] > ended]) >= 2
+        ),
+        180,
+    )
+    assert len(_sensor_runs(dev, "growth_inbox")) == 1
 
 
 def test_a_renamed_tenant_folder_names_the_missing_folder_on_reload(dev):

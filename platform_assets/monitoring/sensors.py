@@ -16,10 +16,8 @@ import dagster as dg
 from platform_assets.cost.budget import over_budget_skip
 from platform_assets.monitoring.assets import PREDICTION_CHECK, feature_check, model_features
 from platform_assets.tenancy.catalog import check_model_refs
-from platform_assets.tenancy.runs import pipeline_job_name, pipeline_selection
+from platform_assets.tenancy.runs import REASON_TAG, pipeline_job_name, pipeline_selection
 from platform_assets.tenancy.specs import ModelSpec, TenantSpec
-
-REASON_TAG = "mlplat/reason"
 
 
 def drift_check_keys(tenant: str, spec: ModelSpec, features: list[str]) -> list[dg.AssetCheckKey]:

@@ -401,6 +401,11 @@ class SourceSpec(dg.Model, dg.Resolvable):
         default=None,
         description="A parquet or CSV file, relative to the tenant's inbox <lake>/<tenant>/inbox/",
     )
+    on_new_file: bool = Field(
+        default=False,
+        description="Run the tenant's pipeline from this source whenever a new version of its "
+        "file lands complete in the inbox",
+    )
     timestamp_column: Identifier
     columns: Annotated[dict[str, ColumnType], AfterValidator(check_identifier_keys)] = Field(
         min_length=1, description="Declared columns and types"
@@ -425,6 +430,16 @@ class SourceSpec(dg.Model, dg.Resolvable):
         if not path.endswith((".parquet", ".csv")):
             raise ValueError(f"{path!r} must be a .parquet or .csv file")
         return path
+
+    @field_validator("on_new_file")
+    @classmethod
+    def _watches_a_file(cls, on_new_file: bool, info: ValidationInfo) -> bool:
+        if on_new_file and info.data.get("generator") is not None:
+            raise ValueError(
+                "a source with a generator has no file to watch: on_new_file needs `path`, a "
+                "file in the tenant's inbox"
+            )
+        return on_new_file
 
     @model_validator(mode="after")
     def _one_origin(self) -> SourceSpec:
