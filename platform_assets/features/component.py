@@ -13,13 +13,13 @@ from platform_assets.resources.feature_store import FeastResource, apply
 from platform_assets.resources.lake import LakeResource
 from platform_assets.resources.pricing import PricingResource
 from platform_assets.tenancy.assets import (
-    GATED,
     Placement,
     TeamComponent,
     asset_kwargs,
     expectations_check,
     team_asset,
 )
+from platform_assets.tenancy.automation import scheduled_condition
 from platform_assets.tenancy.catalog import (
     PlatformConfigError,
     TenantCatalog,
@@ -137,6 +137,7 @@ def feature_assets(
             "features": dg.MetadataValue.json(spec.features),
         },
         placement=placement,
+        freshness=spec.freshness,
     )
     key = kwargs["key"]
 
@@ -146,7 +147,7 @@ def feature_assets(
         check_specs=[
             expectations_check(key),
         ],
-        automation_condition=GATED,
+        automation_condition=scheduled_condition(catalog, spec),
     )
     def feature_asset(lake: LakeResource, feast: FeastResource, pricing: PricingResource):
         with meter(tenant.name, tenant.resources, pricing.catalog()) as usage:

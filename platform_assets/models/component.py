@@ -39,6 +39,7 @@ from platform_assets.tenancy.assets import (
     expectations_check,
     team_asset,
 )
+from platform_assets.tenancy.automation import scheduled_condition
 from platform_assets.tenancy.catalog import (
     TenantCatalog,
     check_model_refs,
@@ -132,7 +133,8 @@ def model_assets(
                 description="No feature timestamp is later than its label",
             ),
         ],
-        automation_condition=GATED,
+        # A scheduled model's schedule holds its training set, the first asset only it has.
+        automation_condition=scheduled_condition(catalog, spec),
     )
     def training_set(lake: LakeResource, feast: FeastResource, pricing: PricingResource):
         with meter(tenant.name, requested, pricing.catalog()) as usage:
@@ -213,6 +215,7 @@ def model_assets(
             ),
             "registered_model": registered,
         },
+        freshness=spec.freshness,
         # On Kubernetes a trainer's model step launches the trainer's pod: its own pod mounts
         # its account's token for that (and nothing else does).
         placement=k8s_trainer_placement if trainer and placement is k8s_placement else placement,

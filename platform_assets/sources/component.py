@@ -21,6 +21,7 @@ from platform_assets.tenancy.assets import (
     expectations_check,
     team_asset,
 )
+from platform_assets.tenancy.automation import source_condition
 from platform_assets.tenancy.catalog import TenantCatalog
 from platform_assets.tenancy.isolation import IsolationError
 from platform_assets.tenancy.specs import SourceSpec
@@ -235,6 +236,8 @@ def source_assets(
             ),
             expectations_check(key),
         ],
+        # The schedules and freshness targets of what is built from it (tenancy/automation.py).
+        automation_condition=source_condition(catalog, spec.name),
     )
     def source_asset(
         context: dg.AssetExecutionContext, lake: LakeResource, pricing: PricingResource

@@ -9,10 +9,13 @@ from __future__ import annotations
 import math
 import re
 import unicodedata
+import zoneinfo
+from functools import cache
 from pathlib import PurePosixPath
 from typing import Annotated, Any, Literal
 
 import dagster as dg
+from dagster._utils.schedules import is_valid_cron_string
 from pydantic import (
     AfterValidator,
     BeforeValidator,
@@ -159,6 +162,32 @@ def check_identifier_keys(value: dict) -> dict:
     return value
 
 
+@cache
+def _time_zones() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones())
+
+
+def check_timezone(value: str) -> str:
+    """An IANA time zone name from the tz database, nothing that only looks like a path."""
+    if value not in _time_zones():
+        raise ValueError(
+            f"{value!r} is not an IANA time zone name (e.g. 'UTC', 'Europe/Berlin', "
+            "'America/New_York')"
+        )
+    return value
+
+
+def check_cron(value: str) -> str:
+    """A cron Dagster itself can run: the same parser `on_cron` and schedules use."""
+    if len(value) > 100 or not is_valid_cron_string(value):
+        raise ValueError(
+            f"{value!r} is not a cron Dagster can run: five fields (minute hour day-of-month "
+            "month day-of-week), e.g. '0 3 * * *' for 03:00 every day or '0 4 * * 1' for 04:00 "
+            "on Mondays"
+        )
+    return value
+
+
 def _exactly(kind: type, words: str):
     """Strict types as a validator: pydantic's `strict` cannot apply to the `T | str` union
     Dagster's component schema derives from each field."""
@@ -178,6 +207,8 @@ Identifier = Annotated[str, AfterValidator(check_identifier)]
 Owner = Annotated[str, AfterValidator(check_owner)]
 # An identity as the SSO proxy reports it: one token, no whitespace or control characters.
 Identity = Annotated[str, AfterValidator(check_identity)]
+Timezone = Annotated[str, AfterValidator(check_timezone)]
+Cron = Annotated[str, AfterValidator(check_cron)]
 Text = Annotated[str, StringConstraints(max_length=4000)]
 # Every number in team YAML is finite (no .inf or .nan) and bounded; integers are strict (no
 # 1.0, "1" or true where a count is meant).
@@ -322,6 +353,33 @@ def check_freshness_types(value: dict) -> dict:
     return value
 
 
+def schedule_or_freshness(freshness: FreshnessSlo | None, info: ValidationInfo) -> Any:
+    """One trigger per asset: a schedule rebuilds it at its cron's ticks, a freshness target
+    when it turns stale; both at once would rebuild it on either."""
+    if freshness is not None and info.data.get("schedule") is not None:
+        raise ValueError(
+            "set `schedule` or `freshness`, not both: a schedule rebuilds it at each tick of "
+            "its cron, a freshness target when it turns stale"
+        )
+    return freshness
+
+
+def schedule_field(what: str) -> Any:
+    return Field(
+        default=None,
+        description=f"Cron in the tenant's `timezone`: its sources refresh at each tick and {what}"
+        " is rebuilt then if its data changed",
+    )
+
+
+def freshness_field(what: str) -> Any:
+    return Field(
+        default=None,
+        description=f"How stale {what} may get: its Dagster freshness policy (instead of the "
+        "tenant's `slos.freshness` for its type); its sources refresh when it turns stale",
+    )
+
+
 class Slos(dg.Model, dg.Resolvable):
     """A tenant's service level objectives: run success and, per asset type, freshness."""
 
@@ -354,6 +412,10 @@ class TenantSpec(dg.Model, dg.Resolvable):
     )
     shares: list[Share] = Field(default_factory=list)
     slos: Slos = Field(default_factory=Slos, description="Service level objectives")
+    timezone: Timezone = Field(
+        default="UTC",
+        description="IANA time zone the `schedule` crons of its feature sets and models are in",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -478,6 +540,10 @@ class FeatureSetSpec(dg.Model, dg.Resolvable):
         min_length=1
     )
     expectations: list[Expectation] = Field(default_factory=list)
+    schedule: Cron | None = schedule_field("the feature view")
+    freshness: FreshnessSlo | None = freshness_field("the feature view")
+
+    _one_trigger = field_validator("freshness")(schedule_or_freshness)
 
     @property
     def timestamp_feature(self) -> str:
@@ -739,6 +805,10 @@ class ModelSpec(dg.Model, dg.Resolvable):
     )
     resources: StepResources | None = None
     monitoring: Monitoring = Field(default_factory=Monitoring)
+    schedule: Cron | None = schedule_field("the model")
+    freshness: FreshnessSlo | None = freshness_field("the model")
+
+    _one_trigger = field_validator("freshness")(schedule_or_freshness)
 
     @field_validator("params")
     @classmethod
