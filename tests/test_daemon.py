@@ -3,15 +3,9 @@ checks, and a broken or renamed tenant folder fails only its own code location."
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -19,40 +13,14 @@ import pytest
 import yaml
 
 from platform_assets.data.generator import generate
-from platform_assets.tenancy.locations import render_workspace
+from tests.dagster_dev import Dev, dagster_dev, error_text, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.materialize]
 
-ROOT = Path(__file__).resolve().parents[1]
-DEMO_DEFS = ROOT / "platform_assets" / "defs"
 TRIPS = dg.AssetKey(["ridehail", "sources", "trips"])
 DRIVER_STATS = dg.AssetKey(["ridehail", "features", "driver_stats"])
 EVENTS = dg.AssetKey(["growth", "sources", "events"])
 LABELS = dg.AssetKey(["growth", "sources", "subscription_labels"])
-
-LOCATIONS = """
-query {
-  workspaceOrError { ... on Workspace { locationEntries {
-    name
-    locationOrLoadError { __typename ... on PythonError { message causes { message } } }
-  } } }
-}"""
-RELOAD = """
-mutation($name: String!) {
-  reloadRepositoryLocation(repositoryLocationName: $name) {
-    __typename
-    ... on WorkspaceLocationEntry {
-      locationOrLoadError { __typename ... on PythonError { message causes { message } } }
-    }
-  }
-}"""
-TICKS = """
-query($selector: SensorSelector!) {
-  sensorOrError(sensorSelector: $selector) {
-    __typename
-    ... on Sensor { sensorState { status ticks(limit: 100) { id status timestamp } } }
-  }
-}"""
 
 BACKFILL = """
 mutation($params: LaunchBackfillParams!) {
@@ -64,127 +32,10 @@ mutation($params: LaunchBackfillParams!) {
 }"""
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Dev:
-    """A `dagster dev` process (webserver, daemon, one code server per location)."""
-
-    def __init__(self, tmp: Path):
-        self.defs = tmp / "defs"
-        shutil.copytree(DEMO_DEFS, self.defs)
-        self.home = tmp / "home"
-        self.home.mkdir()
-        shutil.copy(ROOT / "dagster.yaml", self.home / "dagster.yaml")
-        # Four code servers start at once on a 2-core machine: give each longer than Dagster's
-        # default to come up, so a slow start is not a load error.
-        with (self.home / "dagster.yaml").open("a") as f:
-            f.write("code_servers:\n  local_startup_timeout: 300\n")
-        workspace = tmp / "workspace.yaml"
-        workspace.write_text(render_workspace(self.defs))
-        self.env = {
-            **os.environ,
-            "DAGSTER_HOME": str(self.home),
-            "MLPLAT_ENV": "local",
-            "MLPLAT_DATA": str(tmp / "data"),
-            "MLPLAT_DEFS_ROOT": str(self.defs),
-        }
-        self.port = _free_port()
-        self.log = open(tmp / "dev.log", "w")  # noqa: SIM115 (closed in stop)
-        self.proc = subprocess.Popen(
-            [
-                str(Path(sys.executable).with_name("dagster")),
-                "dev",
-                "-w",
-                str(workspace),
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(self.port),
-            ],
-            cwd=ROOT,
-            env=self.env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    def graphql(self, query: str, **variables) -> dict:
-        body = json.dumps({"query": query, "variables": variables}).encode()
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{self.port}/graphql",
-            data=body,
-            headers={"Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=120) as response:
-            out = json.loads(response.read())
-        assert "errors" not in out, out
-        return out["data"]
-
-    def locations(self) -> dict[str, dict]:
-        data = self.graphql(LOCATIONS)["workspaceOrError"]
-        return {e["name"]: e["locationOrLoadError"] for e in data["locationEntries"]}
-
-    def reload(self, name: str) -> dict:
-        return self.graphql(RELOAD, name=name)["reloadRepositoryLocation"]["locationOrLoadError"]
-
-    def ticks(self, location: str, sensor: str) -> list[dict]:
-        selector = {
-            "repositoryLocationName": location,
-            "repositoryName": "__repository__",
-            "sensorName": sensor,
-        }
-        data = self.graphql(TICKS, selector=selector)["sensorOrError"]
-        assert data["__typename"] == "Sensor", data
-        return data["sensorState"]["ticks"]
-
-    def stop(self) -> None:
-        os.killpg(self.proc.pid, 15)
-        try:
-            self.proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, 9)
-            self.proc.wait()
-        self.log.close()
-
-
-def error_text(error: dict) -> str:
-    """The location error as the UI shows it: the message and its chain of causes."""
-    return "\n".join([error["message"], *(c["message"] for c in error.get("causes") or [])])
-
-
-def wait_for(what: str, condition: Callable[[], object], timeout: float = 300) -> object:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            value = condition()
-        except (OSError, urllib.error.URLError):
-            value = None  # the webserver is still starting
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(2)
-
-
 @pytest.fixture(scope="module")
 def dev(tmp_path_factory) -> Iterator[Dev]:
-    server = Dev(tmp_path_factory.mktemp("daemon"))
-    try:
-        wait_for(
-            "every location to load",
-            lambda: (
-                (locs := server.locations())
-                and len(locs) == 4
-                and all(v["__typename"] == "RepositoryLocation" for v in locs.values())
-            ),
-        )
+    with dagster_dev(tmp_path_factory.mktemp("daemon")) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def _instance(dev: Dev) -> dg.DagsterInstance:

@@ -213,6 +213,8 @@ Text = Annotated[str, StringConstraints(max_length=4000)]
 # Every number in team YAML is finite (no .inf or .nan) and bounded; integers are strict (no
 # 1.0, "1" or true where a count is meant).
 Finite = Annotated[float, Field(allow_inf_nan=False, ge=-1e9, le=1e9)]
+# A span of time in hours, up to a year (retrain cooldowns and the platform's bounds on them).
+Hours = Annotated[float, Field(ge=0, le=8760, allow_inf_nan=False)]
 
 
 class Expectation(dg.Model, dg.Resolvable):
@@ -772,7 +774,13 @@ class Monitoring(dg.Model, dg.Resolvable):
     thresholds: DriftThresholds = Field(default_factory=DriftThresholds)
     severity: DriftSeverity = Field(default_factory=DriftSeverity)
     retrain_on_drift: StrictBool = Field(
-        default=False, description="A failed drift check requests the tenant's pipeline run"
+        default=False,
+        description="A failed drift check retrains on data the champion has not seen",
+    )
+    retrain_cooldown_hours: Hours = Field(
+        default=24,
+        description="No drift retrain within this many hours of the last one; bounded by the "
+        f"platform ({LIMITS_FILE}: retrain)",
     )
 
 
