@@ -45,12 +45,21 @@ class TenantCatalogs(Mapping[str, TenantCatalog]):
     def __init__(self, root: Path | None = None):
         self.root = (root or defs_root()).resolve()
         self._found: dict[str, TenantCatalog] = {}
+        # A folder that failed to load, failed once per object: a tick asking about each of a
+        # broken tenant's evaluations does not parse its folder again for every one.
+        self._failed: dict[str, ValueError | OSError] = {}
 
     def __getitem__(self, name: str) -> TenantCatalog:
+        if name in self._failed:
+            raise self._failed[name]
         if name not in self._found:
             if name not in tenant_folders(self.root):
                 raise KeyError(name)
-            self._found[name] = current_tenant(self.root / name)
+            try:
+                self._found[name] = current_tenant(self.root / name)
+            except (ValueError, OSError) as exc:
+                self._failed[name] = exc
+                raise
         return self._found[name]
 
     def __iter__(self) -> Iterator[str]:
