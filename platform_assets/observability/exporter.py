@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import bisect
 import logging
-import os
 import threading
 import time
 from collections import Counter, defaultdict
@@ -45,6 +44,7 @@ from platform_assets.tenancy.catalog import (
     PlatformConfigError,
     TenantCatalog,
     defs_root,
+    folder_stamp,
     load_tenant,
 )
 from platform_assets.tenancy.isolation import PLATFORM
@@ -131,21 +131,6 @@ class RunState:
     job: str
     status: dg.DagsterRunStatus
     started: bool = False
-
-
-def folder_stamp(root: Path) -> tuple:
-    """Every file under `root` with its size and modification time: changes when a tenant
-    folder, file or YAML does (a few ms for 100 tenants' 800 files)."""
-    stamp = []
-    for folder, dirs, files in os.walk(root):
-        dirs.sort()
-        for name in sorted(files):
-            try:
-                st = os.stat(os.path.join(folder, name))
-            except FileNotFoundError:
-                continue  # removed while walking: the next look sees the rest
-            stamp.append((folder, name, st.st_size, st.st_mtime_ns))
-    return tuple(stamp)
 
 
 @dataclass

@@ -207,7 +207,29 @@ _KIND = {
 
 @cache
 def load_tenant(folder: Path) -> TenantCatalog:
-    """Parse one tenant folder. Cached: files are read once per process."""
+    """`read_tenant`, once per process: a code location builds its assets from its folders as
+    they were when it loaded (a deploy reloads the location)."""
+    return read_tenant(folder)
+
+
+def folder_stamp(root: Path) -> tuple:
+    """Every file under `root` with its size and modification time: changes when a tenant
+    folder, file or YAML does (a few ms for 100 tenants' 800 files). Long-lived readers compare
+    stamps to know when to read the folders again."""
+    stamp = []
+    for folder, dirs, files in os.walk(root):
+        dirs.sort()
+        for name in sorted(files):
+            try:
+                st = os.stat(os.path.join(folder, name))
+            except FileNotFoundError:
+                continue  # removed while walking: the next look sees the rest
+            stamp.append((folder, name, st.st_size, st.st_mtime_ns))
+    return tuple(stamp)
+
+
+def read_tenant(folder: Path) -> TenantCatalog:
+    """Parse one tenant folder as it is now."""
     check_folder_name(folder)
     tenants: list[tuple[Path, TenantSpec]] = []
     others: list[tuple[Path, BaseModel]] = []
