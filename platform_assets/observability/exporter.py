@@ -3,7 +3,7 @@ the cost ledger, the platform's limits and the serving request logs.
 
 Dagster OSS has no metrics endpoint, so this exporter reads its storage. A scrape reads only
 what changed since the last one: runs updated after a watermark (columns of the run storage),
-each finished run's step and check events once, materializations after a storage-id cursor,
+each finished run's step events once, materializations after a storage-id cursor,
 request-log batches not read yet, check executions above each check's last read id; everything is
 aggregated in memory. Run and check counters count from `history_days` before the exporter
 started; step counters from its start (Prometheus' `rate` and `increase` handle the reset at a
