@@ -96,17 +96,22 @@ class RequestLog:
         *,
         retry_seconds: float = 0.5,
         max_retry_seconds: float = 30.0,
+        close_seconds: float = 10.0,
     ):
         if max_rows < 1 or max_seconds <= 0:
             raise ValueError("the request log needs max_rows >= 1 and max_seconds > 0")
-        if not 0 < retry_seconds <= max_retry_seconds:
-            raise ValueError("the request log needs 0 < retry_seconds <= max_retry_seconds")
+        if not 0 < retry_seconds <= max_retry_seconds or close_seconds < 0:
+            raise ValueError(
+                "the request log needs 0 < retry_seconds <= max_retry_seconds and "
+                "close_seconds >= 0"
+            )
         self.lake = lake
         self.spool = spool
         self.max_rows = max_rows
         self.max_seconds = max_seconds
         self.retry_seconds = retry_seconds
         self.max_retry_seconds = max_retry_seconds
+        self.close_seconds = close_seconds
         self._rows: dict[LogSchema, list[dict[str, Any]]] = defaultdict(list)
         self._count = 0
         self._lock = threading.Lock()
@@ -188,7 +193,8 @@ class RequestLog:
                     timeout = retry_at - time.monotonic() if self.spool.pending() else None
                     self._flush_wake.wait(timeout)
                 stop = self._flush_stop
-            if self._send():
+            # The last pass is bounded: a lake that is down must not hold up the shutdown.
+            if self._send(time.monotonic() + self.close_seconds if stop else None):
                 delay, retry_at = self.retry_seconds, 0.0
             else:
                 retry_at = time.monotonic() + delay
@@ -196,13 +202,16 @@ class RequestLog:
             if stop:
                 return
 
-    def _send(self) -> bool:
+    def _send(self, deadline: float | None = None) -> bool:
         """One pass over the spool: each model's batches in order, a model stopping at its first
-        batch the lake refuses (the others go on). True when nothing was refused."""
+        batch the lake refuses (the others go on), all of them at `deadline` (monotonic time).
+        True when everything was sent."""
         with self._spool_lock:
             pending = self.spool.pending()
         refused: set[tuple[str, str]] = set()
         for batch in pending:
+            if deadline is not None and time.monotonic() > deadline:
+                return False
             model = (batch.tenant, batch.model)
             if model in refused:
                 continue
@@ -241,8 +250,9 @@ class RequestLog:
             )
 
     def close(self) -> None:
-        """Spool what is buffered, send what the lake takes, stop both threads and release the
-        spool (what is left there is sent by the next process on the same spool)."""
+        """Spool what is buffered, send what the lake takes within `close_seconds`, stop both
+        threads and release the spool (what is left there is sent by the next process on the
+        same spool)."""
         with self._lock:
             self._closed = True
             self._wake.notify()
