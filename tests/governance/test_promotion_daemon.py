@@ -1,4 +1,4 @@
-"""Under the real daemon (`dagster dev` on a generated workspace, tests/test_daemon.py's `Dev`):
+"""Under the real daemon (`dagster dev` on a generated workspace, tests/dagster_dev.py):
 a model added to a tenant of a running deployment reaches `mlplat pending` on its own, without
 the platform location (which runs the promotion sensor) being reloaded."""
 
@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -15,9 +16,7 @@ from platform_assets.composition.locations import tenant_location
 from platform_assets.governance.sensors import OUTCOME, REASON
 from platform_assets.tenancy.locations import location_named
 from platform_assets.tenancy.runs import automation_sensor_name
-
-# `dev`: a `dagster dev` of this module's own (a module-scoped fixture).
-from tests.test_daemon import Dev, dev, wait_for  # noqa: F401
+from tests.dagster_dev import Dev, dagster_dev, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.materialize]
 
@@ -88,7 +87,13 @@ def pending(server: Dev) -> str:
     return done.stdout
 
 
-def test_a_model_added_to_a_running_deployment_reaches_mlplat_pending(dev):  # noqa: F811
+@pytest.fixture(scope="module")
+def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dev]:
+    with dagster_dev(tmp_path_factory.mktemp("promotion")) as server:
+        yield server
+
+
+def test_a_model_added_to_a_running_deployment_reaches_mlplat_pending(dev):
     # Only the run below trains the new model: ridehail's automation would also retrain its
     # other models (one in a trainer sandbox) on the two cores this test has.
     stop_sensor(dev, "ridehail", automation_sensor_name("ridehail"))
