@@ -203,11 +203,13 @@ def tick_until_quiet(instance, defs: dg.Definitions, max_ticks: int = 20):
             result = promotion_sensor(context)
             times.append(time.perf_counter() - started)
             cursor = context.cursor
-        if isinstance(result, dg.SkipReason):
-            if result.skip_message == "no new evaluation reports":
+        for event in result.asset_events:  # the sensor's judgements, recorded as the daemon does
+            instance.report_runless_asset_event(event)
+        if result.skip_reason is not None:
+            if result.skip_reason.skip_message == "no new evaluation reports":
                 break
             continue
-        requests += result
+        requests += result.run_requests
     return times, requests
 
 

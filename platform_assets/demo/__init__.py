@@ -141,12 +141,14 @@ def evaluate_promotion(
         ) as context:
             result = promotion_sensor(context)
             new_cursor = context.cursor
+        for event in result.asset_events:  # its judgements, recorded as the daemon does
+            instance.report_runless_asset_event(event)
         if new_cursor is not None:
             instance.run_storage.set_cursor_values({SENSOR_CURSOR_KEY: new_cursor})
-        if isinstance(result, dg.SkipReason):
-            lines.append(f"sensor skipped: {result.skip_message}")
+        if result.skip_reason is not None:
+            lines.append(f"sensor skipped: {result.skip_reason.skip_message}")
             break
-        for request in result:
+        for request in result.run_requests:
             lines.append(launch(definitions, instance, promotion_sensor, request))
     for line in lines:
         console.print(f"  {line}")

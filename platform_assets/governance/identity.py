@@ -334,6 +334,17 @@ def check_sensor_proof(keys, proof: str, model: str, version: int) -> bool:
     return bool(proof) and hmac.compare_digest(proof, sensor_proof(keys, model, version))
 
 
+def judgement_proof(keys, asset: str, storage_id: int, outcome: str) -> str:
+    """The promotion sensor's signature on what it recorded about one evaluation event: anyone
+    may report an observation on an asset, only the sensor can sign this one."""
+    return _proof(keys, SENSOR_IDENTITY, "judgement", asset, str(storage_id), outcome)
+
+
+def check_judgement_proof(keys, proof: str, asset: str, storage_id: int, outcome: str) -> bool:
+    expected = judgement_proof(keys, asset, storage_id, outcome)
+    return bool(proof) and hmac.compare_digest(proof, expected)
+
+
 def job_identity(
     keys,
     tags: Mapping[str, str],

@@ -4,6 +4,7 @@ import dagster as dg
 
 from platform_assets.cost.metering import meter
 from platform_assets.features.feast_objects import apply_current
+from platform_assets.features.inputs import recorded_inputs
 from platform_assets.k8s.steps import k8s_placement, k8s_trainer_placement
 from platform_assets.models import manifest as manifests
 from platform_assets.models.flavors import (
@@ -165,6 +166,14 @@ def model_assets(
                 entity_df=entity_df,
                 training_set=table,
                 training_set_version=snapshot.version,
+                # What the tenant's own tables were computed from; a shared view's table is its
+                # owner's, and its version is what this training set saw of it.
+                view_sources={
+                    v.name: inputs
+                    for o, _, v, t in read
+                    if o == tenant.name
+                    and (inputs := recorded_inputs(lake, o, v.name, t)) is not None
+                },
             )
             manifest_uri = manifests.save(lake, snapshot, manifest)
             ts_cols = [f"{fs.name}_ts" for _, fs in resolved.values()]

@@ -213,6 +213,8 @@ Text = Annotated[str, StringConstraints(max_length=4000)]
 # Every number in team YAML is finite (no .inf or .nan) and bounded; integers are strict (no
 # 1.0, "1" or true where a count is meant).
 Finite = Annotated[float, Field(allow_inf_nan=False, ge=-1e9, le=1e9)]
+# A span of time in hours, up to a year (retrain cooldowns and the platform's bounds on them).
+Hours = Annotated[float, Field(ge=0, le=8760, allow_inf_nan=False)]
 
 
 class Expectation(dg.Model, dg.Resolvable):
@@ -463,6 +465,11 @@ class SourceSpec(dg.Model, dg.Resolvable):
         default=None,
         description="A parquet or CSV file, relative to the tenant's inbox <lake>/<tenant>/inbox/",
     )
+    on_new_file: bool = Field(
+        default=False,
+        description="Run the tenant's pipeline from this source whenever a new version of its "
+        "file lands complete in the inbox",
+    )
     timestamp_column: Identifier
     columns: Annotated[dict[str, ColumnType], AfterValidator(check_identifier_keys)] = Field(
         min_length=1, description="Declared columns and types"
@@ -487,6 +494,16 @@ class SourceSpec(dg.Model, dg.Resolvable):
         if not path.endswith((".parquet", ".csv")):
             raise ValueError(f"{path!r} must be a .parquet or .csv file")
         return path
+
+    @field_validator("on_new_file")
+    @classmethod
+    def _watches_a_file(cls, on_new_file: bool, info: ValidationInfo) -> bool:
+        if on_new_file and info.data.get("generator") is not None:
+            raise ValueError(
+                "a source with a generator has no file to watch: on_new_file needs `path`, a "
+                "file in the tenant's inbox"
+            )
+        return on_new_file
 
     @model_validator(mode="after")
     def _one_origin(self) -> SourceSpec:
@@ -757,7 +774,13 @@ class Monitoring(dg.Model, dg.Resolvable):
     thresholds: DriftThresholds = Field(default_factory=DriftThresholds)
     severity: DriftSeverity = Field(default_factory=DriftSeverity)
     retrain_on_drift: StrictBool = Field(
-        default=False, description="A failed drift check requests the tenant's pipeline run"
+        default=False,
+        description="A failed drift check retrains on data the champion has not seen",
+    )
+    retrain_cooldown_hours: Hours = Field(
+        default=24,
+        description="No drift retrain within this many hours of the last one; bounded by the "
+        f"platform ({LIMITS_FILE}: retrain)",
     )
 
 

@@ -17,6 +17,8 @@ import dagster as dg
 import pytest
 
 from platform_assets.governance.identity import SENSOR_IDENTITY, Identity
+from platform_assets.governance.promotion import promote_model, rollback_model
+from platform_assets.governance.sensors import EVENT, OUTCOME, REASON, promotion_sensor
 from platform_assets.governance.store import GovernanceStore
 from platform_assets.governance.workflow import Governance
 from platform_assets.models.artifacts import artifact_digest
@@ -24,6 +26,7 @@ from platform_assets.resources.mlflow import MlflowResource
 from platform_assets.tenancy.catalog import TenantCatalog, load_all
 
 MODEL = "payments.fraud_detector"
+REPORT = dg.AssetKey(["payments", "evaluation_reports", "fraud_detector"])
 SENSOR = Identity(SENSOR_IDENTITY, "platform")
 LAUNCHER = "lena@payments.example"  # trained the versions; no role
 APPROVER, APPROVER2 = "paul@payments.example", "pat@payments.example"
@@ -264,3 +267,39 @@ def cli_sandbox(gov_sandbox, monkeypatch) -> Sandbox:
     monkeypatch.setattr(service, "dagster_instance", lambda: gov_sandbox.instance)
     monkeypatch.delenv("MLPLAT_USER", raising=False)
     return gov_sandbox
+
+
+@pytest.fixture
+def defs(gov_sandbox) -> dg.Definitions:
+    """The promotion sensor and governance jobs, on the sandbox's MLflow."""
+    return dg.Definitions(
+        assets=[dg.AssetSpec(REPORT, tags={"asset_type": "evaluation_report"})],
+        jobs=[promote_model, rollback_model],
+        sensors=[promotion_sensor],
+        resources={"mlflow": gov_sandbox.mlflow},
+    )
+
+
+def tick(sb: Sandbox, defs: dg.Definitions, cursor: str | None):
+    """One tick: its SkipReason or run requests, and its cursor. The judgements it returns are
+    recorded on the instance, as the daemon records them."""
+    with dg.build_sensor_context(
+        instance=sb.instance,
+        cursor=cursor,
+        repository_def=defs.get_repository_def(),
+        resources=defs.resources,
+    ) as context:
+        result = promotion_sensor(context)
+        for event in result.asset_events:
+            sb.instance.report_runless_asset_event(event)
+        return result.skip_reason or result.run_requests, context.cursor
+
+
+def judgements(instance: dg.DagsterInstance, key: dg.AssetKey = REPORT) -> list[tuple]:
+    """(evaluation event, outcome, reason) of every judgement recorded on `key`, oldest first."""
+    records = instance.fetch_observations(key, limit=1000, ascending=True).records
+    return [
+        (md[EVENT].value, md[OUTCOME].value, md[REASON].value)
+        for md in (r.asset_observation.metadata for r in records)
+        if OUTCOME in md
+    ]

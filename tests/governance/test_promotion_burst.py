@@ -59,7 +59,7 @@ def test_one_models_burst_does_not_skip_another_models_records(tmp_path, monkeyp
             ) as context:
                 result = promotion_sensor(context)
                 cursor = context.cursor
-            per_tick.append([] if isinstance(result, dg.SkipReason) else result)
+            per_tick.append(result.run_requests or [])
         newest = {
             k.to_user_string(): instance.fetch_materializations(k, limit=1).records[0].storage_id
             for k in keys
