@@ -122,8 +122,9 @@ class Dev:
             start_new_session=True,
         )
 
-    def wait_until_loaded(self, timeout: float = 300) -> None:
-        """Every location of the workspace loaded (the tenants' and the platform's)."""
+    def wait_until_loaded(self, timeout: float = 600) -> None:
+        """Every location of the workspace loaded (the tenants' and the platform's). The machine
+        is shared: at a load average of 15-30 the four locations took 374 s to load."""
         expected = len([p for p in self.defs.iterdir() if p.is_dir()]) + 1
         wait_for(
             "every location to load",

@@ -4,16 +4,21 @@ checks, and a broken or renamed tenant folder fails only its own code location."
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
 import pytest
 import yaml
+from dagster._core.storage.tags import AUTOMATION_CONDITION_TAG
 
 from platform_assets.data.generator import generate
-from tests.dagster_dev import Dev, dagster_dev, error_text, wait_for
+from platform_assets.tenancy.limits import limits_for
+from tests.cost.conftest import record_step
+from tests.dagster_dev import DEMO_DEFS, Dev, dagster_dev, error_text, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.materialize]
 
@@ -72,7 +77,21 @@ def _finished(runs: list[dg.DagsterRun]) -> bool:
     return bool(runs) and all(r.is_finished for r in runs)
 
 
+def _schedule_driver_stats(dev: Dev, cron: str | None) -> None:
+    """Set (or, with None, remove) driver_stats' schedule and reload ridehail's location."""
+    path = dev.defs / "ridehail" / "features" / "driver_stats" / "defs.yaml"
+    doc = yaml.safe_load(path.read_text())
+    doc["attributes"].pop("schedule", None)
+    if cron is not None:
+        doc["attributes"]["schedule"] = cron
+    path.write_text(yaml.safe_dump(doc))
+    assert dev.reload("ridehail")["__typename"] == "RepositoryLocation"
+
+
 def test_automation_gates_on_a_failed_blocking_check(dev, monkeypatch):
+    # Unscheduled, driver_stats follows its source's new data at once (its demo schedule would
+    # also hold it to 02:00).
+    _schedule_driver_stats(dev, None)
     assert _materialize_trips(dev, monkeypatch).success
     # Passing checks: the ridehail automation sensor launches the feature views, tagged.
     runs = wait_for("automation to run driver_stats", lambda: _driver_stats_runs(dev), 300)
@@ -220,3 +239,66 @@ def test_a_renamed_tenant_folder_names_the_missing_folder_on_reload(dev):
     assert f"code location 'growth' has no tenant folder {missing}" in error_text(error)
     assert "`mlplat workspace write`" in error_text(error)
     assert dev.locations()["ridehail"]["__typename"] == "RepositoryLocation"
+
+
+def _trips_runs(dev: Dev, since: float) -> list[dg.DagsterRun]:
+    """Runs of the trips source that ridehail's automation sensor launched after `since`."""
+    with _instance(dev) as instance:
+        records = instance.get_run_records(
+            dg.RunsFilter(
+                tags={AUTOMATION_CONDITION_TAG: "true"},
+                created_after=datetime.fromtimestamp(since, UTC),
+            )
+        )
+    runs = [r.dagster_run for r in records]
+    return [r for r in runs if r.asset_selection and TRIPS in r.asset_selection]
+
+
+def test_a_yaml_schedule_runs_under_the_daemon_on_changed_data_only_and_within_budget(
+    dev, monkeypatch
+):
+    """Last in the module: it leaves ridehail over budget."""
+    # The first test's failing expectation goes; driver_stats is scheduled every minute.
+    trips_yaml = Path("ridehail/sources/trips/defs.yaml")
+    shutil.copy(DEMO_DEFS / trips_yaml, dev.defs / trips_yaml)
+    _schedule_driver_stats(dev, "* * * * *")
+    # Trips as the first test left them (or, run alone, their first snapshot, which driver_stats
+    # is then built from at the next tick).
+    assert _materialize_trips(dev, monkeypatch).success
+    wait_for("driver_stats to be built", lambda: _finished(_driver_stats_runs(dev)), 600)
+    started = time.time()
+    stats_before = len(_driver_stats_runs(dev))
+
+    # The sensor refreshes driver_stats' source at the ticks, in runs tagged with the tenant.
+    runs = wait_for(
+        "two scheduled runs of trips to succeed",
+        lambda: len(done := [r for r in _trips_runs(dev, started) if r.is_finished]) >= 2 and done,
+        420,
+    )
+    assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs), runs
+    assert all(r.tags["tenant"] == "ridehail" for r in runs)
+    assert all(r.asset_selection == frozenset({TRIPS}) for r in runs)
+    # The generator gives the same rows each time: driver_stats is not rebuilt on them.
+    assert len(_driver_stats_runs(dev)) == stats_before
+
+    # Over budget, the next tick's run is refused by the run coordinator before it starts.
+    for key in ("DAGSTER_HOME", "MLPLAT_ENV", "MLPLAT_DATA", "MLPLAT_DEFS_ROOT"):
+        monkeypatch.setenv(key, dev.env[key])
+    with _instance(dev) as instance:
+        record_step(instance, "ridehail", limits_for("ridehail").budget.monthly_usd + 1)
+    over = time.time()
+    (refused, *_) = wait_for(
+        "the next scheduled run to be refused",
+        lambda: [r for r in _trips_runs(dev, over) if r.is_finished],
+        180,
+    )
+    assert refused.status == dg.DagsterRunStatus.FAILURE
+    with _instance(dev) as instance:
+        events = [e.dagster_event_type for e in instance.all_logs(refused.run_id)]
+        [failure] = instance.get_records_for_run(
+            refused.run_id, of_type=dg.DagsterEventType.RUN_FAILURE
+        ).records
+    message = failure.event_log_entry.message
+    assert message.startswith("Refused before start: tenant 'ridehail' has spent $"), message
+    assert "over budget, new runs are not launched" in message
+    assert dg.DagsterEventType.STEP_START not in events
