@@ -73,7 +73,9 @@ def drift_check_keys(tenant: str, spec: ModelSpec, features: list[str]) -> list[
     return [dg.AssetCheckKey(key, name) for name in names]
 
 
-def lineage(tenant: str, spec: ModelSpec, resolved: dict[str, tuple[str, FeatureSetSpec]]):
+def lineage(
+    tenant: str, spec: ModelSpec, resolved: dict[str, tuple[str, FeatureSetSpec]]
+) -> list[Read]:
     """The snapshots whose new content a retrain would learn from: the label source, the
     sources of the tenant's own views, and a shared view's table (its owner's: this tenant's
     pipeline reads it, never its sources)."""
@@ -125,7 +127,7 @@ def _seen(lake: LakeResource, tenant: str, model: str, champion: int, ts_version
     return manifests.seen_snapshots(manifest), f"v{champion}'s training set @{ts_version}"
 
 
-def retrain_runs(instance: dg.DagsterInstance, tenant: str, registered: str) -> list:
+def retrain_runs(instance: dg.DagsterInstance, tenant: str, registered: str) -> list[dg.RunRecord]:
     """The drift retrains of `registered`, newest first: runs tagged with the model that the
     tenant's own code location launched (`attributed_tenant`: a tag alone is anyone's claim)."""
     records = instance.get_run_records(dg.RunsFilter(tags={MODEL_TAG: registered}))
