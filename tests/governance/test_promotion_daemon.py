@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -15,9 +16,7 @@ from platform_assets.composition.locations import tenant_location
 from platform_assets.governance.sensors import OUTCOME, REASON
 from platform_assets.tenancy.locations import location_named
 from platform_assets.tenancy.runs import automation_sensor_name
-
-# `dev`: a `dagster dev` of this module's own (a module-scoped fixture).
-from tests.test_daemon import Dev, dev, wait_for  # noqa: F401
+from tests.test_daemon import Dev, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.materialize]
 
@@ -59,22 +58,39 @@ mutation($params: ExecutionParams!) {
 }"""
 
 
+@pytest.fixture(scope="module")
+def server(tmp_path_factory) -> Iterator[Dev]:
+    """This module's own `dagster dev`. Its locations get longer to load than test_daemon's:
+    on two cores shared with other suites' daemons, four code servers took over 300 s."""
+    dev = Dev(tmp_path_factory.mktemp("promotion"))
+    try:
+        wait_for("the platform and ridehail locations to load", lambda: loaded(dev), 900)
+        yield dev
+    finally:
+        dev.stop()
+
+
+def loaded(server: Dev) -> bool:
+    locations = server.locations()
+    return all(
+        locations.get(name, {}).get("__typename") == "RepositoryLocation"
+        for name in ("platform", "ridehail")
+    )
+
+
 def stop_sensor(server: Dev, location: str, name: str) -> None:
-    selector = {
-        "repositoryLocationName": location,
-        "repositoryName": "__repository__",
-        "sensorName": name,
-    }
-    sensor = server.graphql(SENSOR, selector=selector)["sensorOrError"]
+    repository = {"repositoryLocationName": location, "repositoryName": "__repository__"}
+    sensor = server.graphql(SENSOR, selector={**repository, "sensorName": name})["sensorOrError"]
     assert sensor["__typename"] == "Sensor", sensor
     stopped = server.graphql(STOP_SENSOR, id=sensor["id"])["stopSensor"]
     assert stopped["instigationState"]["status"] == "STOPPED", stopped
 
 
-def lineage(server: Dev, key: dg.AssetKey) -> list[dg.AssetKey]:
+def lineage(server: Dev, key: dg.AssetKey, monkeypatch) -> list[dg.AssetKey]:
     """`key` and everything upstream of it in ridehail's location as its folder now is."""
-    root = server.defs
-    defs = tenant_location(location_named("ridehail", root=root), root=root)
+    for name in ("DAGSTER_HOME", "MLPLAT_ENV", "MLPLAT_DATA", "MLPLAT_DEFS_ROOT"):
+        monkeypatch.setenv(name, server.env[name])  # the components find their folders by it
+    defs = tenant_location(location_named("ridehail"))
     graph = defs.resolve_asset_graph()
     return sorted(dg.AssetSelection.assets(key).upstream().resolve(graph))
 
@@ -88,19 +104,19 @@ def pending(server: Dev) -> str:
     return done.stdout
 
 
-def test_a_model_added_to_a_running_deployment_reaches_mlplat_pending(dev):  # noqa: F811
+def test_a_model_added_to_a_running_deployment_reaches_mlplat_pending(server, monkeypatch):
     # Only the run below trains the new model: ridehail's automation would also retrain its
     # other models (one in a trainer sandbox) on the two cores this test has.
-    stop_sensor(dev, "ridehail", automation_sensor_name("ridehail"))
-    assert MODEL not in pending(dev)
+    stop_sensor(server, "ridehail", automation_sensor_name("ridehail"))
+    assert MODEL not in pending(server)
 
-    folder = dev.defs / "ridehail" / "models" / "driver_retention"
+    folder = server.defs / "ridehail" / "models" / "driver_retention"
     folder.mkdir()
     (folder / "defs.yaml").write_text(MODEL_YAML)
     # Deployed as a tenant's change is: its own location reloads; `platform` keeps running.
-    assert dev.reload("ridehail")["__typename"] == "RepositoryLocation"
+    assert server.reload("ridehail")["__typename"] == "RepositoryLocation"
 
-    keys = lineage(dev, REPORT)
+    keys = lineage(server, REPORT, monkeypatch)
     params = {
         "selector": {
             "repositoryLocationName": "ridehail",
@@ -110,27 +126,37 @@ def test_a_model_added_to_a_running_deployment_reaches_mlplat_pending(dev):  # n
         },
         "runConfigData": {},
     }
-    launched = dev.graphql(LAUNCH, params=params)["launchRun"]
+    launched = server.graphql(LAUNCH, params=params)["launchRun"]
     assert launched["__typename"] == "LaunchRunSuccess", launched
     run_id = launched["run"]["runId"]
 
     def finished() -> dg.DagsterRun | None:
-        with dg.DagsterInstance.from_config(str(dev.home)) as instance:
+        with dg.DagsterInstance.from_config(str(server.home)) as instance:
             run = instance.get_run_by_id(run_id)
             return run if run is not None and run.is_finished else None
 
-    run = wait_for("the new model's pipeline run", finished, 900)
-    assert run.status == dg.DagsterRunStatus.SUCCESS, (dev.home, run_id)
+    # Seven steps; 11 minutes on two cores that other test suites were also using.
+    run = wait_for("the new model's pipeline run", finished, 1800)
+    assert run.status == dg.DagsterRunStatus.SUCCESS, (server.home, run_id)
 
     listed = wait_for(
         "mlplat pending to list the new model",
-        lambda: next((line for line in pending(dev).splitlines() if MODEL in line), None),
+        lambda: next((line for line in pending(server).splitlines() if MODEL in line), None),
         300,
     )
     assert listed.startswith(f"{MODEL} v1 production: needs 1 from approver")
 
+    def promoted() -> list[dg.DagsterRun]:
+        with dg.DagsterInstance.from_config(str(server.home)) as instance:
+            runs = instance.get_runs(dg.RunsFilter(tags={"mlplat/model": MODEL}))
+        return runs if runs and all(r.is_finished for r in runs) else []
+
+    (promotion,) = wait_for("the sensor's promote_model run to finish", promoted, 300)
+    assert promotion.job_name == "promote_model"
+    assert promotion.status == dg.DagsterRunStatus.SUCCESS
+
     # The sensor's record of it, on the evaluation report's page.
-    with dg.DagsterInstance.from_config(str(dev.home)) as instance:
+    with dg.DagsterInstance.from_config(str(server.home)) as instance:
         records = instance.fetch_observations(REPORT, limit=10).records
     recorded = [r.asset_observation.metadata for r in records]
     assert [md[OUTCOME].value for md in recorded] == ["proposed"]
