@@ -72,10 +72,11 @@ def _drain(stream) -> None:
         pass
 
 
-def start_s3_server() -> tuple[subprocess.Popen, str]:
-    """moto's standalone S3 server in its own process on a free 127.0.0.1 port: (process, URL)."""
+def start_s3_server(port: int = 0) -> tuple[subprocess.Popen, str]:
+    """moto's standalone S3 server in its own process on 127.0.0.1:`port` (0: a free one):
+    (process, URL). It keeps its buckets in memory: a server started again starts empty."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", "0"],
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,

@@ -3,53 +3,29 @@ checks, and a broken or renamed tenant folder fails only its own code location."
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
 import pytest
 import yaml
+from dagster._core.storage.tags import AUTOMATION_CONDITION_TAG
 
-from platform_assets.tenancy.locations import render_workspace
+from platform_assets.data.generator import generate
+from platform_assets.tenancy.limits import limits_for
+from tests.cost.conftest import record_step
+from tests.dagster_dev import DEMO_DEFS, Dev, dagster_dev, error_text, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.materialize]
 
-ROOT = Path(__file__).resolve().parents[1]
-DEMO_DEFS = ROOT / "platform_assets" / "defs"
 TRIPS = dg.AssetKey(["ridehail", "sources", "trips"])
 DRIVER_STATS = dg.AssetKey(["ridehail", "features", "driver_stats"])
-
-LOCATIONS = """
-query {
-  workspaceOrError { ... on Workspace { locationEntries {
-    name
-    locationOrLoadError { __typename ... on PythonError { message causes { message } } }
-  } } }
-}"""
-RELOAD = """
-mutation($name: String!) {
-  reloadRepositoryLocation(repositoryLocationName: $name) {
-    __typename
-    ... on WorkspaceLocationEntry {
-      locationOrLoadError { __typename ... on PythonError { message causes { message } } }
-    }
-  }
-}"""
-TICKS = """
-query($selector: SensorSelector!) {
-  sensorOrError(sensorSelector: $selector) {
-    __typename
-    ... on Sensor { sensorState { status ticks(limit: 100) { id status timestamp } } }
-  }
-}"""
+EVENTS = dg.AssetKey(["growth", "sources", "events"])
+LABELS = dg.AssetKey(["growth", "sources", "subscription_labels"])
 
 BACKFILL = """
 mutation($params: LaunchBackfillParams!) {
@@ -61,147 +37,34 @@ mutation($params: LaunchBackfillParams!) {
 }"""
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Dev:
-    """A `dagster dev` process (webserver, daemon, one code server per location)."""
-
-    def __init__(self, tmp: Path):
-        self.defs = tmp / "defs"
-        shutil.copytree(DEMO_DEFS, self.defs)
-        self.home = tmp / "home"
-        self.home.mkdir()
-        shutil.copy(ROOT / "dagster.yaml", self.home / "dagster.yaml")
-        # Four code servers start at once on a 2-core machine: give each longer than Dagster's
-        # default to come up, so a slow start is not a load error.
-        with (self.home / "dagster.yaml").open("a") as f:
-            f.write("code_servers:\n  local_startup_timeout: 300\n")
-        workspace = tmp / "workspace.yaml"
-        workspace.write_text(render_workspace(self.defs))
-        self.env = {
-            **os.environ,
-            "DAGSTER_HOME": str(self.home),
-            "MLPLAT_ENV": "local",
-            "MLPLAT_DATA": str(tmp / "data"),
-            "MLPLAT_DEFS_ROOT": str(self.defs),
-        }
-        self.port = _free_port()
-        self.log = open(tmp / "dev.log", "w")  # noqa: SIM115 (closed in stop)
-        self.proc = subprocess.Popen(
-            [
-                str(Path(sys.executable).with_name("dagster")),
-                "dev",
-                "-w",
-                str(workspace),
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(self.port),
-            ],
-            cwd=ROOT,
-            env=self.env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    def graphql(self, query: str, **variables) -> dict:
-        body = json.dumps({"query": query, "variables": variables}).encode()
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{self.port}/graphql",
-            data=body,
-            headers={"Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=120) as response:
-            out = json.loads(response.read())
-        assert "errors" not in out, out
-        return out["data"]
-
-    def locations(self) -> dict[str, dict]:
-        data = self.graphql(LOCATIONS)["workspaceOrError"]
-        return {e["name"]: e["locationOrLoadError"] for e in data["locationEntries"]}
-
-    def reload(self, name: str) -> dict:
-        return self.graphql(RELOAD, name=name)["reloadRepositoryLocation"]["locationOrLoadError"]
-
-    def ticks(self, location: str, sensor: str) -> list[dict]:
-        selector = {
-            "repositoryLocationName": location,
-            "repositoryName": "__repository__",
-            "sensorName": sensor,
-        }
-        data = self.graphql(TICKS, selector=selector)["sensorOrError"]
-        assert data["__typename"] == "Sensor", data
-        return data["sensorState"]["ticks"]
-
-    def stop(self) -> None:
-        os.killpg(self.proc.pid, 15)
-        try:
-            self.proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, 9)
-            self.proc.wait()
-        self.log.close()
-
-
-def error_text(error: dict) -> str:
-    """The location error as the UI shows it: the message and its chain of causes."""
-    return "\n".join([error["message"], *(c["message"] for c in error.get("causes") or [])])
-
-
-def wait_for(what: str, condition: Callable[[], object], timeout: float = 300) -> object:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            value = condition()
-        except (OSError, urllib.error.URLError):
-            value = None  # the webserver is still starting
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(2)
-
-
 @pytest.fixture(scope="module")
 def dev(tmp_path_factory) -> Iterator[Dev]:
-    server = Dev(tmp_path_factory.mktemp("daemon"))
-    try:
-        wait_for(
-            "every location to load",
-            lambda: (
-                (locs := server.locations())
-                and len(locs) == 4
-                and all(v["__typename"] == "RepositoryLocation" for v in locs.values())
-            ),
-        )
+    with dagster_dev(tmp_path_factory.mktemp("daemon")) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def _instance(dev: Dev) -> dg.DagsterInstance:
     return dg.DagsterInstance.from_config(str(dev.home))
 
 
-def _materialize_trips(dev: Dev, monkeypatch) -> dg.ExecuteInProcessResult:
-    """One run of the trips source on the daemon's instance, built from the same folders."""
+def _materialize(dev: Dev, monkeypatch, key: dg.AssetKey) -> dg.ExecuteInProcessResult:
+    """One run of the source `key` on the daemon's instance, built from the same folders."""
     from platform_assets.composition.locations import tenant_location
     from platform_assets.tenancy import catalog
     from platform_assets.tenancy.locations import location_named
 
-    for key in ("DAGSTER_HOME", "MLPLAT_ENV", "MLPLAT_DATA", "MLPLAT_DEFS_ROOT"):
-        monkeypatch.setenv(key, dev.env[key])
+    for name in ("DAGSTER_HOME", "MLPLAT_ENV", "MLPLAT_DATA", "MLPLAT_DEFS_ROOT"):
+        monkeypatch.setenv(name, dev.env[name])
     catalog.load_tenant.cache_clear()
-    defs = tenant_location(location_named("ridehail"))
+    defs = tenant_location(location_named(key.path[0]))
     with _instance(dev) as instance:
         return defs.resolve_implicit_global_asset_job_def().execute_in_process(
-            instance=instance, asset_selection=[TRIPS], raise_on_error=False
+            instance=instance, asset_selection=[key], raise_on_error=False
         )
+
+
+def _materialize_trips(dev: Dev, monkeypatch) -> dg.ExecuteInProcessResult:
+    return _materialize(dev, monkeypatch, TRIPS)
 
 
 def _driver_stats_runs(dev: Dev) -> list[dg.DagsterRun]:
@@ -214,7 +77,21 @@ def _finished(runs: list[dg.DagsterRun]) -> bool:
     return bool(runs) and all(r.is_finished for r in runs)
 
 
+def _schedule_driver_stats(dev: Dev, cron: str | None) -> None:
+    """Set (or, with None, remove) driver_stats' schedule and reload ridehail's location."""
+    path = dev.defs / "ridehail" / "features" / "driver_stats" / "defs.yaml"
+    doc = yaml.safe_load(path.read_text())
+    doc["attributes"].pop("schedule", None)
+    if cron is not None:
+        doc["attributes"]["schedule"] = cron
+    path.write_text(yaml.safe_dump(doc))
+    assert dev.reload("ridehail")["__typename"] == "RepositoryLocation"
+
+
 def test_automation_gates_on_a_failed_blocking_check(dev, monkeypatch):
+    # Unscheduled, driver_stats follows its source's new data at once (its demo schedule would
+    # also hold it to 02:00).
+    _schedule_driver_stats(dev, None)
     assert _materialize_trips(dev, monkeypatch).success
     # Passing checks: the ridehail automation sensor launches the feature views, tagged.
     runs = wait_for("automation to run driver_stats", lambda: _driver_stats_runs(dev), 300)
@@ -297,6 +174,63 @@ def test_a_backfill_launched_without_tags_runs_tagged_with_its_tenant(dev):
     assert run.asset_selection == frozenset({dg.AssetKey(["ridehail", "cost"])})
 
 
+def _sensor_runs(dev: Dev, sensor: str) -> list[dg.DagsterRun]:
+    with _instance(dev) as instance:
+        return instance.get_runs(dg.RunsFilter(tags={"dagster/sensor_name": sensor}))
+
+
+def test_a_new_file_in_the_inbox_starts_one_pipeline_run(dev, monkeypatch):
+    # growth's events now arrive as a file in its inbox, watched.
+    path = dev.defs / "growth" / "sources" / "events" / "defs.yaml"
+    doc = yaml.safe_load(path.read_text())
+    del doc["attributes"]["generator"]
+    doc["attributes"] |= {"path": "events.parquet", "on_new_file": True}
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    assert dev.reload("growth")["__typename"] == "RepositoryLocation"
+    # The training set downstream also reads the labels: their snapshot first.
+    assert _materialize(dev, monkeypatch, LABELS).success
+    wait_for(
+        "growth's inbox sensor to tick (running by default)",
+        lambda: dev.ticks("growth", "growth_inbox"),
+        180,
+    )
+
+    inbox = Path(dev.env["MLPLAT_DATA"]) / "lake" / "growth" / "inbox"
+    inbox.mkdir(parents=True)
+    events = generate("growth.events")
+    events.to_parquet(inbox / ".events.parquet.tmp")
+    os.replace(inbox / ".events.parquet.tmp", inbox / "events.parquet")
+
+    (run,) = wait_for("the inbox sensor's run", lambda: _sensor_runs(dev, "growth_inbox"), 300)
+    assert run.job_name == "growth_pipeline"
+    assert run.tags["tenant"] == "growth"
+    assert run.tags["mlplat/reason"] == "new file events.parquet in growth's inbox (source events)"
+    assert {
+        "growth/sources/events",
+        "growth/features/user_engagement",
+        "growth/training_sets/subscription_churn",
+        "growth/models/subscription_churn",
+        "growth/evaluation_reports/subscription_churn",
+    } <= {k.to_user_string() for k in run.asset_selection}
+    wait_for("the run to finish", lambda: _finished(_sensor_runs(dev, "growth_inbox")), 900)
+    ended = time.time()
+    with _instance(dev) as instance:
+        assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.SUCCESS
+        [record] = instance.fetch_materializations(EVENTS, limit=1).records
+    assert record.run_id == run.run_id
+    assert record.asset_materialization.metadata["dagster/row_count"].value == len(events)
+
+    # The same file: no second run over the next ticks.
+    wait_for(
+        "two inbox ticks after the run",
+        lambda: (
+            len([t for t in dev.ticks("growth", "growth_inbox") if t["timestamp"] > ended]) >= 2
+        ),
+        180,
+    )
+    assert len(_sensor_runs(dev, "growth_inbox")) == 1
+
+
 def test_a_renamed_tenant_folder_names_the_missing_folder_on_reload(dev):
     (dev.defs / "growth").rename(dev.defs / "growth_team")
     error = dev.reload("growth")
@@ -305,3 +239,66 @@ def test_a_renamed_tenant_folder_names_the_missing_folder_on_reload(dev):
     assert f"code location 'growth' has no tenant folder {missing}" in error_text(error)
     assert "`mlplat workspace write`" in error_text(error)
     assert dev.locations()["ridehail"]["__typename"] == "RepositoryLocation"
+
+
+def _trips_runs(dev: Dev, since: float) -> list[dg.DagsterRun]:
+    """Runs of the trips source that ridehail's automation sensor launched after `since`."""
+    with _instance(dev) as instance:
+        records = instance.get_run_records(
+            dg.RunsFilter(
+                tags={AUTOMATION_CONDITION_TAG: "true"},
+                created_after=datetime.fromtimestamp(since, UTC),
+            )
+        )
+    runs = [r.dagster_run for r in records]
+    return [r for r in runs if r.asset_selection and TRIPS in r.asset_selection]
+
+
+def test_a_yaml_schedule_runs_under_the_daemon_on_changed_data_only_and_within_budget(
+    dev, monkeypatch
+):
+    """Last in the module: it leaves ridehail over budget."""
+    # The first test's failing expectation goes; driver_stats is scheduled every minute.
+    trips_yaml = Path("ridehail/sources/trips/defs.yaml")
+    shutil.copy(DEMO_DEFS / trips_yaml, dev.defs / trips_yaml)
+    _schedule_driver_stats(dev, "* * * * *")
+    # Trips as the first test left them (or, run alone, their first snapshot, which driver_stats
+    # is then built from at the next tick).
+    assert _materialize_trips(dev, monkeypatch).success
+    wait_for("driver_stats to be built", lambda: _finished(_driver_stats_runs(dev)), 600)
+    started = time.time()
+    stats_before = len(_driver_stats_runs(dev))
+
+    # The sensor refreshes driver_stats' source at the ticks, in runs tagged with the tenant.
+    runs = wait_for(
+        "two scheduled runs of trips to succeed",
+        lambda: len(done := [r for r in _trips_runs(dev, started) if r.is_finished]) >= 2 and done,
+        420,
+    )
+    assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs), runs
+    assert all(r.tags["tenant"] == "ridehail" for r in runs)
+    assert all(r.asset_selection == frozenset({TRIPS}) for r in runs)
+    # The generator gives the same rows each time: driver_stats is not rebuilt on them.
+    assert len(_driver_stats_runs(dev)) == stats_before
+
+    # Over budget, the next tick's run is refused by the run coordinator before it starts.
+    for key in ("DAGSTER_HOME", "MLPLAT_ENV", "MLPLAT_DATA", "MLPLAT_DEFS_ROOT"):
+        monkeypatch.setenv(key, dev.env[key])
+    with _instance(dev) as instance:
+        record_step(instance, "ridehail", limits_for("ridehail").budget.monthly_usd + 1)
+    over = time.time()
+    (refused, *_) = wait_for(
+        "the next scheduled run to be refused",
+        lambda: [r for r in _trips_runs(dev, over) if r.is_finished],
+        180,
+    )
+    assert refused.status == dg.DagsterRunStatus.FAILURE
+    with _instance(dev) as instance:
+        events = [e.dagster_event_type for e in instance.all_logs(refused.run_id)]
+        [failure] = instance.get_records_for_run(
+            refused.run_id, of_type=dg.DagsterEventType.RUN_FAILURE
+        ).records
+    message = failure.event_log_entry.message
+    assert message.startswith("Refused before start: tenant 'ridehail' has spent $"), message
+    assert "over budget, new runs are not launched" in message
+    assert dg.DagsterEventType.STEP_START not in events

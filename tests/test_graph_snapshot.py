@@ -25,7 +25,10 @@ def graph_snapshot() -> dict:
             "kinds": sorted(node.kinds),
             "deps": sorted(p.to_user_string() for p in node.parent_keys),
             "partitioned": node.partitions_def is not None,
-            "automation": node.automation_condition is not None,
+            # Its label names the YAML's schedule, so a pull request that changes one shows it.
+            "automation": node.automation_condition.get_label()
+            if node.automation_condition is not None
+            else None,
             "checks": sorted(
                 f"{c.name}{' (blocking)' if graph.get_check_spec(c).blocking else ''}"
                 for c in node.check_keys
@@ -34,6 +37,7 @@ def graph_snapshot() -> dict:
     return {
         "assets": assets,
         "jobs": sorted(j.name for j in repo.get_all_jobs() if not j.name.startswith("__")),
+        "schedules": sorted(s.name for s in repo.schedule_defs),
         "sensors": sorted(s.name for s in repo.sensor_defs),
     }
 

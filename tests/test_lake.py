@@ -242,3 +242,36 @@ def test_log_days_older_than_the_retention_period_are_pruned(lake):
 def test_append_refuses_another_tenants_prefix(lake):
     with pytest.raises(IsolationError, match="outside tenant 'ridehail''s prefix"):
         lake.append("ridehail", "serving", "../../payments/serving/x", T1)
+
+
+def test_a_batch_appended_again_is_the_same_object_and_logs_list_in_batch_time(lake):
+    """What makes a retried append exactly-once: a batch id and time name one object."""
+    early = datetime(2026, 3, 1, 10, 0, 0, 1, tzinfo=UTC)
+    late = early + timedelta(seconds=1)
+    # Landed out of order: a listing follows the batches' times, not when they landed.
+    first = lake.append("payments", "serving", "fraud_detector", T2, batch="b" * 12, at=late)
+    lake.append("payments", "serving", "fraud_detector", T1, batch="a" * 12, at=early)
+    again = lake.append("payments", "serving", "fraud_detector", T2, batch="b" * 12, at=late)
+    assert again == first
+    files = lake.log_files("payments", "serving", "fraud_detector")
+    assert [f.rsplit("/", 2)[-2:] for f in files] == [
+        ["2026-03-01", f"100000000001-{'a' * 12}.parquet"],
+        ["2026-03-01", f"100001000001-{'b' * 12}.parquet"],
+    ]
+    table = lake.batches("payments", "serving", "fraud_detector")
+    assert table.column("id").to_pylist() == [1, 2, 3, 4, 5]
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"batch": "../x"}, r"batch id '\.\./x' is not 12-32 hex"),
+        ({"batch": "ABCDEF012345"}, "is not 12-32 hex"),
+        ({"at": datetime(2026, 3, 1)}, "batch time 2026-03-01 00:00:00 has no time zone"),
+    ],
+)
+def test_append_refuses_a_bad_batch_name(tmp_path, kwargs, message):
+    lake = LakeResource(root=str(tmp_path / "lake"))
+    with pytest.raises(ValueError, match=message):
+        lake.append("payments", "serving", "fraud_detector", T1, **kwargs)
+    assert lake.log_files("payments", "serving", "fraud_detector") == []

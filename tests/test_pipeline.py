@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
@@ -194,9 +195,9 @@ def test_failed_expectation_stops_downstream(ridehail):
     assert "ridehail/models/driver_churn" not in materialized
 
 
-def test_source_missing_declared_column_keeps_downstream_intact(ridehail, platform_home):
-    root, build, instance = ridehail
-    # A file source reads from the tenant's inbox in the lake, by a path relative to it.
+def trips_from_inbox(root: Path, platform_home: Path) -> Path:
+    """ridehail's trips read from a parquet file of the generated rows in its inbox (a file
+    source reads from the tenant's inbox in the lake, by a path relative to it)."""
     trips = platform_home / "data" / "lake" / "ridehail" / "inbox" / "trips.parquet"
     trips.parent.mkdir(parents=True)
     generate("ridehail.trips").to_parquet(trips)
@@ -205,6 +206,12 @@ def test_source_missing_declared_column_keeps_downstream_intact(ridehail, platfo
     del doc["attributes"]["generator"]
     doc["attributes"]["path"] = "trips.parquet"
     path.write_text(yaml.safe_dump(doc))
+    return trips
+
+
+def test_source_missing_declared_column_keeps_downstream_intact(ridehail, platform_home):
+    root, build, instance = ridehail
+    trips = trips_from_inbox(root, platform_home)
     defs = build()
     assert _run(defs, instance).success
     lake = defs.resources["lake"]
@@ -258,18 +265,44 @@ def test_leaked_training_set_fails_leakage_check(ridehail, monkeypatch):
     assert "ridehail/models/driver_churn" not in _materialized(result)
 
 
-def test_automation_does_not_build_on_a_failed_blocking_check(ridehail):
+def test_automation_builds_only_on_changed_data_whose_blocking_checks_passed(
+    ridehail, platform_home
+):
     root, build, instance = ridehail
+    trips = trips_from_inbox(root, platform_home)
+    # Unscheduled, the feature view follows its source's changes (a schedule would also hold it
+    # to its cron's ticks: tests/tenancy/test_automation.py).
+    stats = root / "ridehail" / "features" / "driver_stats" / "defs.yaml"
+    doc = yaml.safe_load(stats.read_text())
+    del doc["attributes"]["schedule"]
+    stats.write_text(yaml.safe_dump(doc))
     defs = build()
     assert _run(defs, instance).success
     features = dg.AssetKey(["ridehail", "features", "driver_stats"])
-    first = dg.evaluate_automation_conditions(defs=defs, instance=instance)
+    # Every evaluation at one time, so no tick of the demo's schedules falls between two.
+    noon = datetime(2026, 1, 6, 12, tzinfo=UTC)
 
-    # A fresh source whose checks pass: eager automation requests the feature view.
-    defs.resolve_implicit_global_asset_job_def().execute_in_process(
-        instance=instance, asset_selection=[TRIPS]
-    )
-    passing = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=first.cursor)
+    def evaluate(defs: dg.Definitions, cursor=None):
+        return dg.evaluate_automation_conditions(
+            defs=defs, instance=instance, cursor=cursor, evaluation_time=noon
+        )
+
+    first = evaluate(defs)
+
+    def refresh_trips(defs: dg.Definitions) -> None:
+        defs.resolve_implicit_global_asset_job_def().execute_in_process(
+            instance=instance, asset_selection=[TRIPS], raise_on_error=False
+        )
+
+    # The same file read again: the same snapshot version, so nothing downstream rebuilds.
+    refresh_trips(defs)
+    same = evaluate(defs, first.cursor)
+    assert same.total_requested == 0
+
+    # New trips whose checks pass: the feature views are requested.
+    pd.read_parquet(trips).iloc[:-500].to_parquet(trips)
+    refresh_trips(defs)
+    passing = evaluate(defs, same.cursor)
     assert passing.get_num_requested(features) == 1
 
     # A fresh source whose blocking check fails: nothing downstream is requested.
@@ -278,12 +311,7 @@ def test_automation_does_not_build_on_a_failed_blocking_check(ridehail):
 
     catalog.load_tenant.cache_clear()
     failing_defs = build()
-    failing_defs.resolve_implicit_global_asset_job_def().execute_in_process(
-        instance=instance,
-        asset_selection=[TRIPS],
-        raise_on_error=False,
-    )
-    failing = dg.evaluate_automation_conditions(
-        defs=failing_defs, instance=instance, cursor=passing.cursor
-    )
+    pd.read_parquet(trips).iloc[:-500].to_parquet(trips)
+    refresh_trips(failing_defs)
+    failing = evaluate(failing_defs, passing.cursor)
     assert failing.get_num_requested(features) == 0

@@ -22,7 +22,6 @@ import dagster as dg
 
 from platform_assets.composition.executors import executor_for
 from platform_assets.cost import definitions as cost
-from platform_assets.cost.sensors import tenant_schedule
 from platform_assets.env import Deployment, deployment
 from platform_assets.features import definitions as features
 from platform_assets.governance import definitions as governance
@@ -135,8 +134,9 @@ def tenant_parts(
 
 
 def tenant_runs(catalogs: dict[str, TenantCatalog], env: Deployment) -> dg.Definitions:
-    """What launches these tenants' pipelines: a job each, its nightly schedule and the
-    automation sensor."""
+    """What launches these tenants' pipelines: a job each (a person's or a sensor's launch) and
+    the automation sensor, which runs the conditions the YAML's schedules and freshness targets
+    put on the assets (tenancy/automation.py)."""
     return dg.Definitions(
         jobs=[
             dg.define_asset_job(
@@ -148,7 +148,6 @@ def tenant_runs(catalogs: dict[str, TenantCatalog], env: Deployment) -> dg.Defin
             )
             for name, catalog in catalogs.items()
         ],
-        schedules=[tenant_schedule(c.tenant) for c in catalogs.values()],
         sensors=[automation_sensor(name) for name in catalogs],
     )
 

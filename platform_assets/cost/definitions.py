@@ -1,5 +1,6 @@
 """What cost adds: per tenant, its daily cost asset; platform-wide, the showback report and the
-budget sensor. (Each tenant's nightly schedule skips over budget: `sensors.tenant_schedule`.)"""
+budget sensor. (Over budget, the run coordinator refuses a tenant's runs, whatever launched them:
+`coordinator.py`.)"""
 
 import dagster as dg
 

@@ -1,9 +1,9 @@
-"""Budget alerts and budget-guarded tenant schedules.
+"""Budget alerts.
 
 `budget_sensor` warns once per tenant, month and level (80% warning, 100% over budget): a log
 line on the tick, an observation on `<tenant>/cost` in the UI, and a JSON post to
-MLPLAT_ALERT_WEBHOOK when that is set. The tenant schedules skip with the budget message when
-the tenant is over budget without an override.
+MLPLAT_ALERT_WEBHOOK when that is set. Runs of an over-budget tenant are refused by the run
+coordinator (coordinator.py), whatever launched them: automation, sensors, the UI.
 
 Each tick first bills the steps whose process was killed before it billed itself
 (`reconcile.py`), so a tenant's spend includes them before its budget is judged.
@@ -16,12 +16,10 @@ from dataclasses import asdict
 
 import dagster as dg
 
-from platform_assets.cost.budget import BudgetStatus, budget_status, over_budget_skip
+from platform_assets.cost.budget import BudgetStatus, budget_status
 from platform_assets.cost.reconcile import reconcile
 from platform_assets.tenancy.catalog import defs_root
 from platform_assets.tenancy.locations import tenant_folders
-from platform_assets.tenancy.runs import pipeline_job_name
-from platform_assets.tenancy.specs import TenantSpec
 
 WEBHOOK_ENV = "MLPLAT_ALERT_WEBHOOK"
 
@@ -98,23 +96,3 @@ def budget_sensor(context: dg.SensorEvaluationContext):
         alerted[name] = mark
         context.update_cursor(json.dumps(alerted))
     return dg.SkipReason("; ".join(lines) or "every tenant is within its budget")
-
-
-def tenant_schedule(tenant: TenantSpec, cron: str = "0 3 * * *") -> dg.ScheduleDefinition:
-    """The tenant's nightly pipeline run; skipped with the budget message when over budget."""
-
-    @dg.schedule(
-        name=f"{tenant.name}_nightly",
-        cron_schedule=cron,
-        job_name=pipeline_job_name(tenant.name),
-        default_status=dg.DefaultScheduleStatus.STOPPED,
-        description=f"Nightly run of {tenant.name}'s pipeline unless it is over budget.",
-        tags={"tenant": tenant.name},
-    )
-    def nightly(context: dg.ScheduleEvaluationContext):
-        skip = over_budget_skip(context.instance, tenant.name)
-        if skip is not None:
-            return skip
-        return dg.RunRequest(tags={"tenant": tenant.name})
-
-    return nightly

@@ -7,19 +7,20 @@ import dagster as dg
 
 from platform_assets.cost.metering import meter
 from platform_assets.features.feast_objects import feature_view
+from platform_assets.features.inputs import record_inputs
 from platform_assets.features.sandbox import SandboxError, sandbox
 from platform_assets.quality.checks import expectation_check
 from platform_assets.resources.feature_store import FeastResource, apply
 from platform_assets.resources.lake import LakeResource
 from platform_assets.resources.pricing import PricingResource
 from platform_assets.tenancy.assets import (
-    GATED,
     Placement,
     TeamComponent,
     asset_kwargs,
     expectations_check,
     team_asset,
 )
+from platform_assets.tenancy.automation import scheduled_condition
 from platform_assets.tenancy.catalog import (
     PlatformConfigError,
     TenantCatalog,
@@ -137,6 +138,7 @@ def feature_assets(
             "features": dg.MetadataValue.json(spec.features),
         },
         placement=placement,
+        freshness=spec.freshness,
     )
     key = kwargs["key"]
 
@@ -146,7 +148,7 @@ def feature_assets(
         check_specs=[
             expectations_check(key),
         ],
-        automation_condition=GATED,
+        automation_condition=scheduled_condition(catalog, spec),
     )
     def feature_asset(lake: LakeResource, feast: FeastResource, pricing: PricingResource):
         with meter(tenant.name, tenant.resources, pricing.catalog()) as usage:
@@ -154,8 +156,10 @@ def feature_assets(
 
             from platform_assets.features.offline_store import layout_for_join
 
-            # The platform reads the declared sources, from this tenant's prefix only.
-            sources = {s: lake.read(tenant.name, "sources", s) for s in spec.sources}
+            # The platform reads the declared sources, from this tenant's prefix only, by the
+            # version committed now, which it records beside the table.
+            read = {s: lake.current(tenant.name, "sources", s).version for s in spec.sources}
+            sources = {s: lake.read(tenant.name, "sources", s, v) for s, v in read.items()}
             limits = sql_limits(tenant.name, tenant.resources)
             df = compute_feature_table(spec, sources, str(where), tenant.name, limits)
             # Sorted by key and event time, and marked so, for the store's sort-free join.
@@ -165,7 +169,10 @@ def feature_assets(
                 spec.timestamp_field,
                 spec.created_timestamp_field,
             )
-            snapshot = lake.write(tenant.name, "features", spec.name, table)
+            # Committed only with its inputs beside it: no table without its lineage.
+            snapshot = lake.write(tenant.name, "features", spec.name, table, commit=False)
+            record_inputs(lake, snapshot, read)
+            lake.commit(snapshot)
             entity, view = feature_view(
                 tenant.name, tenant.owners[0], spec, snapshot.uri, lake.s3_endpoint()
             )
@@ -178,6 +185,7 @@ def feature_assets(
                 "uri": snapshot.uri,
                 "data_version": snapshot.version,
                 "entities": int(df[spec.entity.join_key].nunique()),
+                "source_versions": dg.MetadataValue.json(read),
                 "feast_project": tenant.name,
                 "feast_view": spec.name,
                 "null_fraction": dg.MetadataValue.json(

@@ -43,6 +43,22 @@ def champion_artifact(name: str) -> tuple[int, str | None] | None:
         store.dispose()
 
 
+def champion_training_set(name: str) -> tuple[int, str | None] | None:
+    """The champion version of `name` in the platform's state and the training-set snapshot it
+    was trained on, as its promotion evidence recorded it from the platform's model
+    materialization (None when no evidence names one), or None without a champion. Never
+    MLflow's `training_set_version` tag, which anyone with EDIT on the model could change."""
+    store = open_store()
+    try:
+        found = store.champion_evidence().get(name)
+    finally:
+        store.dispose()
+    if found is None:
+        return None
+    version, evidence = found
+    return version, evidence.get("training_set_version")
+
+
 def drift(mlflow: MlflowResource, name: str, platform: int | None) -> str | None:
     """Why MLflow's `champion` alias disagrees with the platform's champion, or None."""
     alias = mlflow.version_by_alias(name, "champion")

@@ -577,6 +577,14 @@ class GovernanceStore:
         version was proposed (None for a champion promoted before artifacts were hashed). The
         request rows are state the audit chain covers, so an edited hash shows in `mlplat audit
         verify`."""
+        return {
+            model: (version, evidence.get("artifact_sha256"))
+            for model, (version, evidence) in self.champion_evidence().items()
+        }
+
+    def champion_evidence(self) -> dict[str, tuple[int, dict[str, Any]]]:
+        """Each champion's version and the evidence it was promoted on (its approved production
+        request's; empty when there is none), e.g. its `training_set_version`."""
         import sqlalchemy as sa
 
         c, r = self.champions, self.requests
@@ -594,10 +602,7 @@ class GovernanceStore:
         with self.engine.connect() as conn:
             rows = conn.execute(query).all()
         return {
-            row.model: (
-                row.version,
-                json.loads(row.evidence).get("artifact_sha256") if row.evidence else None,
-            )
+            row.model: (row.version, json.loads(row.evidence) if row.evidence else {})
             for row in rows
         }
 

@@ -4,6 +4,7 @@ import dagster as dg
 
 from platform_assets.cost.metering import meter
 from platform_assets.features.feast_objects import apply_current
+from platform_assets.features.inputs import recorded_inputs
 from platform_assets.k8s.steps import k8s_placement, k8s_trainer_placement
 from platform_assets.models import manifest as manifests
 from platform_assets.models.flavors import (
@@ -39,6 +40,7 @@ from platform_assets.tenancy.assets import (
     expectations_check,
     team_asset,
 )
+from platform_assets.tenancy.automation import scheduled_condition
 from platform_assets.tenancy.catalog import (
     TenantCatalog,
     check_model_refs,
@@ -132,7 +134,8 @@ def model_assets(
                 description="No feature timestamp is later than its label",
             ),
         ],
-        automation_condition=GATED,
+        # A scheduled model's schedule holds its training set, the first asset only it has.
+        automation_condition=scheduled_condition(catalog, spec),
     )
     def training_set(lake: LakeResource, feast: FeastResource, pricing: PricingResource):
         with meter(tenant.name, requested, pricing.catalog()) as usage:
@@ -163,6 +166,14 @@ def model_assets(
                 entity_df=entity_df,
                 training_set=table,
                 training_set_version=snapshot.version,
+                # What the tenant's own tables were computed from; a shared view's table is its
+                # owner's, and its version is what this training set saw of it.
+                view_sources={
+                    v.name: inputs
+                    for o, _, v, t in read
+                    if o == tenant.name
+                    and (inputs := recorded_inputs(lake, o, v.name, t)) is not None
+                },
             )
             manifest_uri = manifests.save(lake, snapshot, manifest)
             ts_cols = [f"{fs.name}_ts" for _, fs in resolved.values()]
@@ -213,6 +224,7 @@ def model_assets(
             ),
             "registered_model": registered,
         },
+        freshness=spec.freshness,
         # On Kubernetes a trainer's model step launches the trainer's pod: its own pod mounts
         # its account's token for that (and nothing else does).
         placement=k8s_trainer_placement if trainer and placement is k8s_placement else placement,

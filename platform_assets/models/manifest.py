@@ -2,8 +2,9 @@
 
 The training-set asset records a manifest beside its lake snapshot (`<version>.json`): the
 FeatureService and each view with a hash of its definition (and the definition itself), the
-version of every lake snapshot it read (the label source and each feature table), the hash of
-the entity/label frame, the content hash of the result and the versions of the store, Feast and
+version of every lake snapshot it read (the label source and each feature table, and for the
+tenant's own views the source snapshots each table was computed from), the hash of the
+entity/label frame, the content hash of the result and the versions of the store, Feast and
 the engines. `reproduce` rebuilds the training set of a model version from those snapshots in a
 scratch Feast repo and proves it identical by content hash.
 """
@@ -31,7 +32,9 @@ if TYPE_CHECKING:
     from platform_assets.resources.lake import LakeResource
     from platform_assets.tenancy.specs import Labels
 
-MANIFEST_FORMAT = 1
+# 2: a tenant's own views record the source snapshots their tables were computed from
+# (`feature_views[].sources`). Format 1 manifests lack them and stay readable.
+MANIFEST_FORMAT = 2
 MANIFEST_EXPORT = "json"  # the manifest is the lake export `<training set version>.json`
 
 
@@ -107,9 +110,12 @@ def build(
     entity_df: pd.DataFrame,
     training_set: pa.Table,
     training_set_version: str,
+    view_sources: dict[str, dict[str, str]] | None = None,
 ) -> dict[str, Any]:
     """The manifest of one training set. `views` holds (owner tenant, entity, view, version
-    of the feature-table snapshot the view read)."""
+    of the feature-table snapshot the view read); `view_sources` maps an own view's name to
+    the source versions its table was computed from (`features.inputs`), where recorded."""
+    view_sources = view_sources or {}
     import pyarrow as pa
 
     return {
@@ -135,6 +141,16 @@ def build(
                 "table": {"tenant": owner, "kind": "features", "name": view.name, "version": v},
                 "proto": base64.b64encode(_proto_bytes(view)).decode(),
                 "entity_proto": base64.b64encode(_proto_bytes(entity)).decode(),
+                **(
+                    {
+                        "sources": [
+                            {"tenant": owner, "kind": "sources", "name": n, "version": sv}
+                            for n, sv in sorted(view_sources[view.name].items())
+                        ]
+                    }
+                    if view.name in view_sources
+                    else {}
+                ),
             }
             for owner, entity, view, v in views
         ],
@@ -154,6 +170,21 @@ def build(
         },
         "versions": versions(),
     }
+
+
+# What a snapshot was read for: the labels, or the feature view of that name.
+LABELS = "labels"
+
+
+def seen_snapshots(manifest: dict[str, Any]) -> dict[tuple[str, str, str, str], str]:
+    """Every lake snapshot a training set was built from, directly or through a feature table,
+    by what it was read for: (`LABELS` or view name, tenant, kind, name) -> version. A format 1
+    manifest names no view's sources."""
+    seen = {(LABELS, r["tenant"], r["kind"], r["name"]): r["version"] for r in manifest["sources"]}
+    for view in manifest["feature_views"]:
+        for r in [view["table"], *view.get("sources", [])]:
+            seen[(view["name"], r["tenant"], r["kind"], r["name"])] = r["version"]
+    return seen
 
 
 def for_display(manifest: dict[str, Any]) -> dict[str, Any]:

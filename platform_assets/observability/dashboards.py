@@ -182,6 +182,29 @@ def platform_rules() -> list[dict[str, Any]]:
             "30m",
         ),
         alert(
+            "MlplatRequestLogRowsDropped",
+            f"sum by (tenant, model) (increase({_c(S.SERVING_LOG_DROPPED)}[10m])) > 0",
+            "critical",
+            "{{ $labels.tenant }}.{{ $labels.model }}: request-log rows dropped (the serving "
+            "spool is full or its disk refuses writes); drift and metrics miss them",
+            None,
+        ),
+        alert(
+            "MlplatRequestLogNotReachingLake",
+            f"max by (instance) ({S.SERVING_LOG_OLDEST_SPOOLED.name}) > 900",
+            "warning",
+            "{{ $labels.instance }}: the lake has not taken request-log batches for 15 minutes; "
+            "they wait in the serving spool",
+        ),
+        alert(
+            "MlplatRequestLogSpoolFilling",
+            f"sum by (instance) ({S.SERVING_LOG_SPOOLED_BYTES.name}) / "
+            f"sum by (instance) ({S.SERVING_LOG_SPOOL_LIMIT.name}) > 0.8",
+            "warning",
+            "{{ $labels.instance }}: the serving spool is over 80% full; past it request-log "
+            "rows are dropped",
+        ),
+        alert(
             "MlplatTenantConfigBroken",
             f"{S.TENANT_CONFIG_OK.name} == 0",
             "warning",
@@ -626,7 +649,12 @@ def rendered(slos: dict[str, tuple[float, float]] | None = None) -> dict[Path, s
                 "job_name": "mlplat",
                 "scrape_timeout": "20s",
                 "static_configs": [{"targets": ["mlplat-metrics:9464"]}],
-            }
+            },
+            {
+                # Each `mlplat serve` process: its request log's spool (`--metrics-port`).
+                "job_name": "mlplat-serve",
+                "static_configs": [{"targets": ["mlplat-serve:9465"]}],
+            },
         ],
     }
     provider = {

@@ -3,10 +3,11 @@ the cost ledger, the platform's limits and the serving request logs.
 
 Dagster OSS has no metrics endpoint, so this exporter reads its storage. A scrape reads only
 what changed since the last one: runs updated after a watermark (columns of the run storage),
-each finished run's step and check events once, materializations after a storage-id cursor,
-request-log batches not read yet; everything is aggregated in memory. Run counters count from
-`history_days` before the exporter started; step and check counters from its start
-(Prometheus' `rate` and `increase` handle the reset at a restart).
+each finished run's step events once, materializations after a storage-id cursor,
+request-log batches not read yet, check executions above each check's last read id; everything is
+aggregated in memory. Run and check counters count from `history_days` before the exporter
+started; step counters from its start (Prometheus' `rate` and `increase` handle the reset at a
+restart).
 
 Label values come only from what the platform defines. A run counts for the tenant of the code
 location that launched it (`tenancy.runs.attributed_tenant`), never for its `tenant` tag; a run
@@ -89,11 +90,9 @@ STATUS_VALUES = [status.value for status in dg.DagsterRunStatus]
 RUN_OVERLAP = timedelta(seconds=5)
 # Event ids re-read before the cursor, for the same reason (as the cost ledger does).
 EVENT_LOOKBACK = {"postgresql": 20}
-STEP_EVENTS = {
-    dg.DagsterEventType.STEP_SUCCESS,
-    dg.DagsterEventType.STEP_FAILURE,
-    dg.DagsterEventType.ASSET_CHECK_EVALUATION,
-}
+STEP_EVENTS = {dg.DagsterEventType.STEP_SUCCESS, dg.DagsterEventType.STEP_FAILURE}
+# Check keys per query of the latest execution of each (an IN list of that many names).
+CHECK_KEYS_PER_QUERY = 500
 
 
 class Histogram:
@@ -144,6 +143,8 @@ class Tenants:
     config_ok: dict[str, bool] = field(default_factory=dict)
     models: dict[str, list[str]] = field(default_factory=dict)
     freshness: dict[dg.AssetKey, FreshnessSlo] = field(default_factory=dict)
+    # Every asset check a tenant's definitions declare on its own assets -> that tenant.
+    checks: dict[dg.AssetCheckKey, str] = field(default_factory=dict)
     # tenant -> (target, window seconds)
     run_success: dict[str, tuple[float, float]] = field(default_factory=dict)
     root: Path | None = None
@@ -191,7 +192,14 @@ class Tenants:
                 continue
             tenants.config_ok[name] = True
             tenants.models[name] = sorted(catalog.models)
-            tenants.freshness.update(freshness_policies(catalog, tenant_assets))
+            assets = list(tenant_assets(catalog))  # built once: the location's whole graph
+            tenants.freshness.update(freshness_policies(catalog, lambda _, a=assets: a))
+            tenants.checks.update(
+                (key, name)
+                for assets_def in assets
+                for key in assets_def.check_keys
+                if key.asset_key.path[0] == name
+            )
             tenants.run_success[name] = run_success_target(catalog)
         return tenants
 
@@ -212,6 +220,17 @@ def run_success_targets(root: Path | None = None) -> dict[str, tuple[float, floa
         except PlatformConfigError as exc:
             log.warning("tenant %s: YAML does not load (%s)", name, exc)
     return targets
+
+
+@dataclass
+class CheckReads:
+    """What has been read of one asset check's executions (Dagster's `asset_check_executions`
+    rows: one per planned check, completed in place, under the same id, when it is evaluated)."""
+
+    start: int | None = None  # the lowest id the next read reads (None: from history_start)
+    top: int = 0  # the highest id read
+    waiting: bool = False  # an execution at or below `top` is still in progress
+    counted: set[int] = field(default_factory=set)  # ids >= start already counted
 
 
 @dataclass
@@ -260,6 +279,7 @@ class PlatformState:
         self.step_duration = Histograms(S.LONG_BUCKETS)  # (tenant, job, step)
         self.step_failures: Counter = Counter()  # (tenant, job, step)
         self.checks: Counter = Counter()  # (tenant, asset, check, severity, passed)
+        self.check_reads: dict[dg.AssetCheckKey, CheckReads] = defaultdict(CheckReads)
         self.folded: Counter = Counter()  # label name -> values folded into other/unknown
         self.dropped_cost: set[str] = set()  # ledger tenants that are no tenant folder
         self.cursors: dict[dg.DagsterEventType, int | None] = {}
@@ -290,6 +310,7 @@ class PlatformState:
             if latest != self.seen_event_id or not self.read_once:
                 self._refresh_runs()
                 self._refresh_steps()
+                self._refresh_checks()
                 self._refresh_materializations()
                 self._refresh_cost()
                 self._refresh_freshness_state()
@@ -449,43 +470,114 @@ class PlatformState:
                 return
 
     def _refresh_steps(self) -> None:
-        """Steps and checks of the runs that finished since the last refresh: one read of each
-        run's own events (run-sharded SQLite has no cross-run cursor for step events)."""
+        """Steps of the runs that finished since the last refresh: one read of each run's own
+        events (run-sharded SQLite has no cross-run cursor for step events)."""
         finished, self.to_read = self.to_read, []
         for run_id in finished:
             run = self.runs[run_id]
-            # Step keys and assets come from the definitions of the location that launched the
-            # run: named only for a run of a tenant and job the platform defines.
+            # Step keys come from the definitions of the location that launched the run: named
+            # only for a run of a tenant and job the platform defines.
             named = run.tenant in self.tenants.labelled and run.job in self.tenants.jobs
             records = self.instance.get_records_for_run(run_id, of_type=STEP_EVENTS).records
             for record in records:
                 entry = record.event_log_entry
                 event = entry.dagster_event
-                if event.event_type in (
-                    dg.DagsterEventType.STEP_SUCCESS,
-                    dg.DagsterEventType.STEP_FAILURE,
-                ):
-                    if named:
-                        step = entry.step_key or ""
-                    else:
-                        self.folded[(PLATFORM, "step")] += 1
-                        step = OTHER
-                    labels = (run.tenant, run.job, step)
-                    if event.event_type == dg.DagsterEventType.STEP_SUCCESS:
-                        seconds = event.event_specific_data.duration_ms / 1000
-                        self.step_duration[labels].observe(seconds)
-                    else:
-                        self.step_failures[labels] += 1
+                if named:
+                    step = entry.step_key or ""
                 else:
-                    evaluation = event.event_specific_data
-                    key = evaluation.asset_key
+                    self.folded[(PLATFORM, "step")] += 1
+                    step = OTHER
+                labels = (run.tenant, run.job, step)
+                if event.event_type == dg.DagsterEventType.STEP_SUCCESS:
+                    seconds = event.event_specific_data.duration_ms / 1000
+                    self.step_duration[labels].observe(seconds)
+                else:
+                    self.step_failures[labels] += 1
+
+    def _refresh_checks(self) -> None:
+        """Evaluations of the checks the tenants declare, from Dagster's check execution
+        records (the index every storage keeps, SQLite's run shards included): one query for
+        the latest execution of every check, then the new executions of the checks whose
+        latest moved or that still have one in progress. A check's counts start at
+        `history_days`, whenever it was evaluated."""
+        storage = self.instance.event_log_storage
+        keys = list(self.tenants.checks)
+        latest: dict[dg.AssetCheckKey, int] = {}
+        for i in range(0, len(keys), CHECK_KEYS_PER_QUERY):
+            chunk = keys[i : i + CHECK_KEYS_PER_QUERY]
+            found = storage.get_latest_asset_check_execution_by_key(chunk)
+            latest.update((key, record.id) for key, record in found.items())
+        lookback = EVENT_LOOKBACK.get(self._dialect(), 0)
+        for key in keys:
+            reads = self.check_reads[key]
+            newest = latest.get(key)
+            if newest is not None and (newest > reads.top or reads.waiting):
+                self._read_check(key, reads, newest, lookback)
+
+    def _check_history(self, key: dg.AssetCheckKey, start: int | None) -> Iterator:
+        """The check's execution records, newest first, down to id `start` (None: to the
+        first created within the history)."""
+        cursor = None
+        while True:
+            page = self.instance.event_log_storage.get_asset_check_execution_history(
+                key, limit=PAGE, cursor=cursor
+            )
+            for record in page:
+                if (
+                    record.id < start
+                    if start is not None
+                    else record.create_timestamp < self.history_start.timestamp()
+                ):
+                    return
+                yield record
+            if len(page) < PAGE:
+                return
+            cursor = page[-1].id
+
+    def _read_check(
+        self, key: dg.AssetCheckKey, reads: CheckReads, newest: int, lookback: int
+    ) -> None:
+        from dagster._core.storage.asset_check_execution_record import (
+            COMPLETED_ASSET_CHECK_EXECUTION_RECORD_STATUSES as COMPLETED,
+        )
+        from dagster._core.storage.asset_check_execution_record import (
+            AssetCheckExecutionRecordStatus as Status,
+        )
+
+        records = list(self._check_history(key, reads.start))
+        tenant, asset = self.tenants.checks[key], key.asset_key.to_user_string()
+        waiting = []
+        for record in reversed(records):
+            if record.status in COMPLETED:
+                if record.id not in reads.counted:
+                    evaluation = record.event.dagster_event.event_specific_data
                     outcome = "true" if evaluation.passed else "false"
-                    if named and key.path[0] == run.tenant:
-                        labels = (run.tenant, key.to_user_string(), evaluation.check_name)
-                    else:
-                        self.folded[(PLATFORM, "asset")] += 1
-                        labels = (run.tenant, OTHER, OTHER)
-                    self.checks[(*labels, evaluation.severity.value, outcome)] += 1
+                    self.checks[(tenant, asset, key.name, evaluation.severity.value, outcome)] += 1
+                    reads.counted.add(record.id)
+            elif record.status == Status.PLANNED and self._running(record.run_id):
+                waiting.append(record.id)
+        # Read down from at least `newest`: what is not among the records is before the history.
+        reads.top = max(reads.top, newest, records[0].id if records else 0)
+        reads.waiting = bool(waiting)
+        if reads.start is None:  # never below the history's first id, lookback or not
+            reads.start = records[-1].id if records else reads.top + 1
+        # Settled up to the top, but for what a running run may still evaluate; on Postgres a
+        # row may also commit after a higher id was read, so a few ids below are read again.
+        floor = min(waiting) if waiting else reads.top + 1
+        reads.start = max(reads.start, floor - lookback)
+        reads.counted = {i for i in reads.counted if i >= reads.start}
+
+    def _running(self, run_id: str) -> bool:
+        """Whether a run may still evaluate checks: not finished, as far as the runs read so far
+        say; a run they do not hold (older than the history, or newer than this refresh's read)
+        is asked for."""
+        state = self.runs.get(run_id)
+        if state is not None and state.status in OUTCOMES:
+            return False
+        if state is None:
+            run = self.instance.get_run_by_id(run_id)
+            return run is not None and not run.is_finished
+        return True
 
     def _refresh_materializations(self) -> None:
         # Re-read records only move a maximum: reading one twice is harmless.

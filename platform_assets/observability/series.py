@@ -1,4 +1,5 @@
-"""Every series `mlplat metrics` serves: name, type, help and labels, in one table.
+"""Every series `mlplat metrics` serves (`ALL`), and those `mlplat serve` serves on its metrics
+port (`SERVE`): name, type, help and labels, in one table.
 
 The exporter builds its families from it, and the alerting rules and the Grafana dashboard are
 generated from it (dashboards.py), so a renamed metric breaks the generator, not a dashboard.
@@ -118,6 +119,45 @@ FOLDED_LABELS = _s(
 )
 REFRESH_SECONDS = _s(
     "exporter_refresh_seconds", "gauge", "How long the last scrape's incremental read took"
+)
+
+# Served by `mlplat serve` on its own metrics port (observability/serving.py), not by the
+# exporter: the request log's spool lives in the serving process.
+SERVING_LOG_DROPPED = _s(
+    "serving_log_dropped_rows",
+    "counter",
+    "Request-log rows dropped, never to reach the lake: the spool was full or its disk refused "
+    "the write (counted over restarts of the service on the same spool)",
+    "model",
+)
+SERVING_LOG_SPOOLED_BATCHES = _s(
+    "serving_log_spooled_batches",
+    "gauge",
+    "Request-log batches on disk, not yet in the lake",
+    "model",
+)
+SERVING_LOG_SPOOLED_BYTES = _s(
+    "serving_log_spooled_bytes",
+    "gauge",
+    "Bytes of request-log batches not yet in the lake",
+    "model",
+)
+SERVING_LOG_SPOOL_LIMIT = _s(
+    "serving_log_spool_limit_bytes",
+    "gauge",
+    "The spool's bound: past it batches are dropped; tenant is `platform`",
+)
+SERVING_LOG_OLDEST_SPOOLED = _s(
+    "serving_log_oldest_spooled_age_seconds",
+    "gauge",
+    "Age of the oldest batch still in the spool (0 when it is empty); tenant is `platform`",
+)
+SERVE: tuple[Series, ...] = (
+    SERVING_LOG_DROPPED,
+    SERVING_LOG_SPOOLED_BATCHES,
+    SERVING_LOG_SPOOLED_BYTES,
+    SERVING_LOG_SPOOL_LIMIT,
+    SERVING_LOG_OLDEST_SPOOLED,
 )
 
 ALL: tuple[Series, ...] = (

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 import dagster as dg
 
+from platform_assets.tenancy.automation import own_freshness
 from platform_assets.tenancy.catalog import PlatformConfigError, defs_root, load_tenant
 from platform_assets.tenancy.runs import attributed_tenant, claim_run
 from platform_assets.tenancy.specs import FreshnessSlo
@@ -40,13 +41,14 @@ def freshness_policies(
     """Each of the tenant's assets that has a freshness policy, with the SLO it comes from.
 
     Read from the asset definitions themselves, so it is exactly the assets `asset_kwargs` gave
-    a policy to, whatever their keys."""
+    a policy to, whatever their keys: an asset's own `freshness` target, else its type's."""
     slos = catalog.tenant.slos.freshness
+    own = own_freshness(catalog)
     found: dict[dg.AssetKey, FreshnessSlo] = {}
     for assets_def in tenant_assets(catalog):
         for spec in assets_def.specs:
             if spec.freshness_policy is not None:
-                found[spec.key] = slos[spec.tags["asset_type"]]
+                found[spec.key] = own.get(spec.key) or slos[spec.tags["asset_type"]]
     return found
 
 

@@ -35,6 +35,7 @@ if TYPE_CHECKING:  # pyarrow loads in the steps, not with the code location
 POINTER = "current.json"
 DEFAULT_RETENTION_DAYS = 90.0
 _VERSION = re.compile(r"[0-9a-f]{16}")
+_BATCH = re.compile(r"[0-9a-f]{12,32}")
 _CHUNK = 8 * 2**20
 
 
@@ -264,17 +265,40 @@ class LakeResource(dg.ConfigurableResource):
         with fs.open_output_stream(path) as out:
             out.write(data)
 
-    def append(self, tenant: str, kind: str, name: str, table: pa.Table) -> str:
+    def append(
+        self,
+        tenant: str,
+        kind: str,
+        name: str,
+        table: pa.Table,
+        *,
+        batch: str | None = None,
+        at: datetime | None = None,
+    ) -> str:
         """Add one immutable batch to an append-only log (e.g. a model's request log), filed
-        under the UTC day it was written; returns its URI. A batch lands whole or not at all."""
+        under the UTC day of `at` (default: now) and named by its time and `batch` (12 to 32
+        hex digits; default: random); returns its URI. A batch lands whole or not at all, and
+        appending the same batch id and time again writes the same object, not a second one:
+        what makes a retried append exactly-once."""
         import uuid
 
-        now = datetime.now(UTC)
-        folder = f"{self._folder(tenant, kind, name)}/log/{now:%Y-%m-%d}"
+        if batch is None:
+            batch = uuid.uuid4().hex[:12]
+        elif not _BATCH.fullmatch(batch):
+            raise ValueError(
+                f"lake log {tenant}/{kind}/{name}: batch id {batch!r} is not 12-32 hex"
+            )
+        if at is None:
+            at = datetime.now(UTC)
+        elif at.tzinfo is None:
+            raise ValueError(f"lake log {tenant}/{kind}/{name}: batch time {at} has no time zone")
+        at = at.astimezone(UTC)
+        folder = f"{self._folder(tenant, kind, name)}/log/{at:%Y-%m-%d}"
         fs, _ = self.filesystem()
         if self.is_local:
             fs.create_dir(folder, recursive=True)
-        path = f"{folder}/{now:%H%M%S%f}-{uuid.uuid4().hex[:12]}.parquet"
+        # Named by time first: readers list a log in the order its batches were taken.
+        path = f"{folder}/{at:%H%M%S%f}-{batch}.parquet"
         try:
             self._put(fs, path, _parquet_bytes(table))
         except OSError as exc:

@@ -3,6 +3,7 @@
 import errno
 import os
 import stat
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -20,6 +21,7 @@ from platform_assets.tenancy.assets import (
     expectations_check,
     team_asset,
 )
+from platform_assets.tenancy.automation import source_condition
 from platform_assets.tenancy.catalog import TenantCatalog
 from platform_assets.tenancy.isolation import IsolationError
 from platform_assets.tenancy.specs import SourceSpec
@@ -90,14 +92,33 @@ def _inbox_error(
             f"in tenant {tenant!r}'s inbox (it could lead into another tenant's files); copy "
             "the file there instead"
         )
-    return RuntimeError(f"source {tenant}/{spec.name}: cannot open {where}: {exc.strerror}")
+    message = f"source {tenant}/{spec.name}: cannot open {where}: {exc.strerror}"
+    # Its own type: the inbox sensor reads a missing file as "nothing delivered yet".
+    return FileNotFoundError(message) if exc.errno == errno.ENOENT else RuntimeError(message)
+
+
+# The run tag naming the Source and the version of its inbox file a run was requested for,
+# `<source>:<version>` (also the run's key): a run starts from one new file.
+INBOX_FILE_TAG = "mlplat/inbox_file"
+
+
+def requested_version(tags: Mapping[str, str], source: str) -> str | None:
+    """The version of `source`'s file a run with `tags` was requested for, if any."""
+    name, _, version = tags.get(INBOX_FILE_TAG, "").partition(":")
+    return version if name == source and version else None
+
+
+def file_version(info: os.stat_result) -> str:
+    """A local inbox file's version: any write changes its size or modification time (in ns),
+    and a file renamed over it its inode."""
+    return f"{info.st_ino}-{info.st_size}-{info.st_mtime_ns}"
 
 
 def read_source(
-    spec: SourceSpec, file: str | BinaryIO | None = None, name: str | None = None
+    spec: SourceSpec, file: BinaryIO | None = None, name: str | None = None
 ) -> "pd.DataFrame":
-    """A generated dataset, or the file read from `file`: a URI, or one `open_inbox_file`
-    opened (`name` says which in errors)."""
+    """A generated dataset, or the rows of `file`, opened from the tenant's inbox (`name`
+    says which in errors)."""
     import pandas as pd
     import pyarrow as pa
 
@@ -119,17 +140,50 @@ def read_source(
         raise RuntimeError(f"source {spec.name!r}: cannot read {name}: {exc}") from exc
 
 
-def load_source(lake_root: str, tenant: str, spec: SourceSpec) -> "pd.DataFrame":
-    """A Source's rows: generated, read from a URI under the tenant's inbox, or from a local
-    inbox file opened without following links (`open_inbox_file`)."""
+def load_source(
+    lake: LakeResource | str, tenant: str, spec: SourceSpec, version: str | None = None
+) -> "pd.DataFrame":
+    """A Source's rows: generated, read from the tenant's inbox in an object store through the
+    lake's filesystem, or from a local inbox file opened without following links
+    (`open_inbox_file`). `lake` is the resource or its root.
+
+    A local file must not change while it is read, and when `version` is given (the inbox
+    sensor's run tag) it must be that version, the one the sensor saw complete: a writer that
+    started again since could have left it half-written.
+    """
     if not spec.path:
         return read_source(spec)
-    lake_root = lake_root.removeprefix("file://")  # a local path, opened as one
-    base = inbox(lake_root, tenant)
-    if "://" in base:
-        return read_source(spec, f"{base}/{spec.path}")
+    lake = LakeResource(root=lake) if isinstance(lake, str) else lake
+    if not lake.is_local:
+        where = f"{inbox(lake.root, tenant)}/{spec.path}"
+        fs, root = lake.filesystem()
+        try:
+            file = fs.open_input_file(f"{inbox(root, tenant)}/{spec.path}")
+        except OSError as exc:
+            raise RuntimeError(f"source {tenant}/{spec.name}: cannot open {where}: {exc}") from exc
+        # An object store shows an object only once its upload completed, so any version read
+        # here is whole; a newer one than the sensor saw gets a run of its own as well.
+        with file:
+            return read_source(spec, file, where)
+    lake_root = lake.root.removeprefix("file://")  # a local path, opened as one
+    where = f"{inbox(lake_root, tenant)}/{spec.path}"
     with open_inbox_file(lake_root, tenant, spec) as file:
-        return read_source(spec, file, f"{base}/{spec.path}")
+        opened = file_version(os.fstat(file.fileno()))
+        if version is not None and opened != version:
+            raise RuntimeError(
+                f"source {tenant}/{spec.name}: {where} changed after the inbox sensor saw it "
+                f"complete (version {version}, now {opened}); not read, as it may be "
+                "half-written: the sensor requests a run for the new file once it has settled"
+            )
+        df = read_source(spec, file, where)
+        read = file_version(os.fstat(file.fileno()))
+        if read != opened:
+            raise RuntimeError(
+                f"source {tenant}/{spec.name}: {where} changed while it was read (version "
+                f"{opened}, then {read}): something is still writing it; run again once it is "
+                "complete"
+            )
+        return df
 
 
 def _parse_timestamps(values: "pd.Series", column: str) -> "pd.Series":
@@ -182,13 +236,18 @@ def source_assets(
             ),
             expectations_check(key),
         ],
+        # The schedules and freshness targets of what is built from it (tenancy/automation.py).
+        automation_condition=source_condition(catalog, spec.name),
     )
-    def source_asset(lake: LakeResource, pricing: PricingResource):
+    def source_asset(
+        context: dg.AssetExecutionContext, lake: LakeResource, pricing: PricingResource
+    ):
         import pandas as pd
         import pyarrow as pa
 
         with meter(tenant.name, tenant.resources, pricing.catalog()) as usage:
-            df = load_source(lake.root, tenant.name, spec)
+            version = requested_version(context.run.tags, spec.name)
+            df = load_source(lake, tenant.name, spec, version)
             schema = schema_check(df, spec.columns)
             present = [c for c in spec.columns if c in df.columns]
             extra = [c for c in df.columns if c not in spec.columns]

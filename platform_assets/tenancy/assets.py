@@ -23,8 +23,22 @@ from platform_assets.tenancy.specs import ASSET_TYPES, ComputeResources, Freshne
 # composition root picks it per deployment, so no other deployment builds pod JSON.
 Placement = Callable[[TenantSpec, ComputeResources, list[str]], Mapping[str, str]]
 
-# Built once: Dagster composes a condition tree per call.
-GATED = dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed()
+AC = dg.AutomationCondition
+# A dependency that was materialized since the last tick with a data version it did not have
+# before. Every lake asset's data version is its snapshot's content hash, so re-reading sources
+# that did not change requests nothing downstream. Not `will_be_requested` either (eager's
+# `any_deps_updated` has it): a dependency about to run may well come back unchanged; its
+# dependents run on the tick after it did, or in the same run when they are requested with it.
+ANY_DEPS_CHANGED = AC.any_deps_match(
+    (AC.newly_updated() & ~AC.executed_with_root_target() & AC.data_version_changed()).with_label(
+        "newly_updated_with_new_data"
+    )
+).with_label("any_deps_changed")
+# Built once: Dagster composes a condition tree per call. Eager on changed data only, and never
+# past a dependency whose blocking checks failed.
+GATED = (
+    AC.eager().replace("any_deps_updated", ANY_DEPS_CHANGED) & AC.all_deps_blocking_checks_passed()
+).with_label("eager_on_changed_data")
 
 
 def team_asset(**kwargs: Any) -> Callable[[Callable], dg.AssetsDefinition]:
@@ -146,20 +160,22 @@ def asset_kwargs(
     source: Path | None = None,
     metadata: dict[str, Any] | None = None,
     placement: Placement | None = None,
+    freshness: FreshnessSlo | None = None,
 ) -> dict[str, Any]:
     """Keyword arguments for `dg.asset`/`dg.AssetSpec` shared by all platform assets.
 
     `source` is the team YAML the asset comes from. The step requests what the platform grants
     (the request capped by limits.yaml, said in the asset's metadata); steps granted GPUs join
-    the GPU pool. An asset type the tenant's `slos.freshness` names gets Dagster's freshness
-    policy from it. `placement` adds the deployment's op tags to the step.
+    the GPU pool. The asset gets Dagster's freshness policy from `freshness` (its own YAML's
+    target), else from the tenant's `slos.freshness` for its type. `placement` adds the
+    deployment's op tags to the step.
     """
     if asset_type not in ASSET_TYPES:
         raise ValueError(f"asset_type {asset_type!r} is not one of {ASSET_TYPES}")
     requested, note = grant(tenant.name, requested or tenant.resources)
     metadata = {**(metadata or {}), **({"resources/capped": note} if note else {})}
     extra: dict[str, Any] = {"pool": GPU_POOL} if requested.gpu else {}
-    freshness = tenant.slos.freshness.get(asset_type)
+    freshness = freshness or tenant.slos.freshness.get(asset_type)
     if freshness is not None:
         extra["freshness_policy"] = freshness_policy(freshness)
     return {

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 from platform_assets.tenancy.limits import (
     NAMESPACE_PREFIX,
     check_promotion_minimums,
+    check_retrain_cooldown,
     namespace_for,
 )
 from platform_assets.tenancy.specs import (
@@ -284,6 +285,7 @@ def read_tenant(folder: Path) -> TenantCatalog:
             )
         if isinstance(spec, ModelSpec):
             check_promotion_minimums(spec, path)
+            check_retrain_cooldown(tenant.name, spec, path)
             if spec.trainer is not None:
                 check_trainer_code(folder, spec.trainer.entrypoint, path)
         buckets[kind][name] = spec  # type: ignore[index]

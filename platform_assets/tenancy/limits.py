@@ -16,13 +16,14 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import dagster as dg
-from pydantic import AfterValidator, Field, ValidationError
+from pydantic import AfterValidator, Field, ValidationError, model_validator
 
 from platform_assets.tenancy.specs import (
     LIMITS_FILE,
     NAMESPACE_RE,
     Budget,
     ComputeResources,
+    Hours,
     ModelSpec,
     Name,
     Owner,
@@ -90,6 +91,35 @@ class TrainerLimits(dg.Model):
     )
 
 
+class RetrainLimits(dg.Model):
+    """How often drift may retrain a model (monitoring/sensors.py): the bounds of the cooldown
+    a model's YAML may set (`monitoring.retrain_cooldown_hours`)."""
+
+    min_cooldown_hours: Hours = Field(
+        default=1,
+        description="The shortest cooldown a model may set: retrains cost the tenant's budget",
+    )
+    max_cooldown_hours: Hours = Field(
+        default=720,
+        description="The longest: a drifting model must not go unretrained longer than this",
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RetrainLimits:
+        if self.disorder():
+            raise ValueError(self.disorder())
+        return self
+
+    def disorder(self) -> str | None:
+        """Why these bounds leave no cooldown to set, or None."""
+        if self.min_cooldown_hours <= self.max_cooldown_hours:
+            return None
+        return (
+            f"min_cooldown_hours {self.min_cooldown_hours:g} is above max_cooldown_hours "
+            f"{self.max_cooldown_hours:g}"
+        )
+
+
 # A Kubernetes label key (optional DNS prefix and `/`) or value; the catalog's node selectors
 # and tolerations use them.
 LABEL_KEY = r"([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
@@ -138,6 +168,7 @@ class TenantLimits(dg.Model):
     gpu_allowed: StrictBool
     sql: SqlLimits = Field(default_factory=SqlLimits)
     trainer: TrainerLimits = Field(default_factory=TrainerLimits)
+    retrain: RetrainLimits = Field(default_factory=RetrainLimits)
     allowed_accelerators: list[Name] = Field(
         default_factory=list, description="Accelerator classes (catalog) its GPU steps may use"
     )
@@ -157,6 +188,14 @@ def default_namespace(tenant: str) -> str:
     return NAMESPACE_PREFIX + tenant.replace("_", "-")
 
 
+class _RetrainOverrides(dg.Model):
+    """A tenant's `retrain` entry; merged with the defaults, its bounds must still be in order
+    (`read_limits`)."""
+
+    min_cooldown_hours: Hours | None = None
+    max_cooldown_hours: Hours | None = None
+
+
 class _Overrides(dg.Model):
     """A listed tenant's entry; each field it leaves out comes from the defaults."""
 
@@ -169,6 +208,9 @@ class _Overrides(dg.Model):
     )
     trainer: TrainerLimits | None = Field(
         default=None, description="Fields left out come from `defaults.trainer`, one by one"
+    )
+    retrain: _RetrainOverrides | None = Field(
+        default=None, description="Fields left out come from `defaults.retrain`, one by one"
     )
     allowed_accelerators: list[Name] | None = None
     allowed_node_pools: list[Name] | None = None
@@ -212,6 +254,9 @@ class LimitsFile(dg.Model):
         if entry.trainer is not None:
             trainer = entry.trainer.model_dump(exclude_unset=True)
             update["trainer"] = self.defaults.trainer.model_copy(update=trainer)
+        if entry.retrain is not None:
+            retrain = entry.retrain.model_dump(exclude_unset=True)
+            update["retrain"] = self.defaults.retrain.model_copy(update=retrain)
         return self.defaults.model_copy(update={k: v for k, v in update.items() if v is not None})
 
 
@@ -250,8 +295,21 @@ def read_limits(path: Path) -> LimitsFile:
             )
         assigned[namespace] = name
     _check_sql_fits_caps(path, limits)
+    _check_retrain_bounds(path, limits)
     _check_catalog(path, limits)
     return limits
+
+
+def _check_retrain_bounds(path: Path, limits: LimitsFile) -> None:
+    """A tenant's `retrain` bounds, merged with the defaults, must leave a cooldown to set."""
+    for name, entry in limits.tenants.items():
+        if entry.retrain is None:
+            continue
+        problem = limits.for_tenant(name).retrain.disorder()
+        if problem:
+            raise PlatformConfigError(
+                path, f"tenants.{name}.retrain", f"{problem} (with the defaults filled in)"
+            )
 
 
 def _check_sql_fits_caps(path: Path, limits: LimitsFile) -> None:
@@ -398,6 +456,31 @@ def sql_limits(tenant: str, requested: ComputeResources) -> SqlLimits:
 def trainer_limits(tenant: str) -> TrainerLimits:
     """limits.yaml's `trainer` for `tenant`; its CPU and memory are its step's `grant`."""
     return limits_for(tenant).trainer
+
+
+def retrain_limits(tenant: str) -> RetrainLimits:
+    """limits.yaml's `retrain` for `tenant`: the bounds of its models' retrain cooldowns."""
+    return limits_for(tenant).retrain
+
+
+def check_retrain_cooldown(tenant: str, model: ModelSpec, path: Path) -> None:
+    """Refuse a model whose retrain cooldown is outside the platform's bounds for its tenant,
+    naming the model's file and field and the bound."""
+    bounds = retrain_limits(tenant)
+    hours = model.monitoring.retrain_cooldown_hours
+    given = "" if "retrain_cooldown_hours" in model.monitoring.model_fields_set else " (default)"
+    if hours < bounds.min_cooldown_hours:
+        side, bound, name = "below", bounds.min_cooldown_hours, "min_cooldown_hours"
+    elif hours > bounds.max_cooldown_hours:
+        side, bound, name = "above", bounds.max_cooldown_hours, "max_cooldown_hours"
+    else:
+        return
+    raise PlatformConfigError(
+        path,
+        "attributes.monitoring.retrain_cooldown_hours",
+        f"{hours:g} h{given} is {side} the platform's bound of {bound:g} h for tenant "
+        f"{tenant!r} ({LIMITS_FILE}: retrain.{name})",
+    )
 
 
 def check_promotion_minimums(model: ModelSpec, path: Path) -> None:

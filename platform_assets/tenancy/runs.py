@@ -28,6 +28,8 @@ from platform_assets.tenancy.isolation import PLATFORM, IsolationError
 from platform_assets.tenancy.locations import GROUPS_FILE, MODULE, location_groups
 
 TAG = "tenant"
+# Why a sensor launched a run, for the person reading it in the UI (drift, a new inbox file).
+REASON_TAG = "mlplat/reason"
 # Dagster's own tag: the location name of the run's remote origin, written by Dagster over any
 # value the launcher gave, on every run launched through a workspace (UI, sensors, schedules).
 LOCATION_TAG = CODE_LOCATION_TAG

@@ -9,10 +9,13 @@ from __future__ import annotations
 import math
 import re
 import unicodedata
+import zoneinfo
+from functools import cache
 from pathlib import PurePosixPath
 from typing import Annotated, Any, Literal
 
 import dagster as dg
+from dagster._utils.schedules import is_valid_cron_string
 from pydantic import (
     AfterValidator,
     BeforeValidator,
@@ -159,6 +162,32 @@ def check_identifier_keys(value: dict) -> dict:
     return value
 
 
+@cache
+def _time_zones() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones())
+
+
+def check_timezone(value: str) -> str:
+    """An IANA time zone name from the tz database, nothing that only looks like a path."""
+    if value not in _time_zones():
+        raise ValueError(
+            f"{value!r} is not an IANA time zone name (e.g. 'UTC', 'Europe/Berlin', "
+            "'America/New_York')"
+        )
+    return value
+
+
+def check_cron(value: str) -> str:
+    """A cron Dagster itself can run: the same parser `on_cron` and schedules use."""
+    if len(value) > 100 or not is_valid_cron_string(value):
+        raise ValueError(
+            f"{value!r} is not a cron Dagster can run: five fields (minute hour day-of-month "
+            "month day-of-week), e.g. '0 3 * * *' for 03:00 every day or '0 4 * * 1' for 04:00 "
+            "on Mondays"
+        )
+    return value
+
+
 def _exactly(kind: type, words: str):
     """Strict types as a validator: pydantic's `strict` cannot apply to the `T | str` union
     Dagster's component schema derives from each field."""
@@ -178,10 +207,14 @@ Identifier = Annotated[str, AfterValidator(check_identifier)]
 Owner = Annotated[str, AfterValidator(check_owner)]
 # An identity as the SSO proxy reports it: one token, no whitespace or control characters.
 Identity = Annotated[str, AfterValidator(check_identity)]
+Timezone = Annotated[str, AfterValidator(check_timezone)]
+Cron = Annotated[str, AfterValidator(check_cron)]
 Text = Annotated[str, StringConstraints(max_length=4000)]
 # Every number in team YAML is finite (no .inf or .nan) and bounded; integers are strict (no
 # 1.0, "1" or true where a count is meant).
 Finite = Annotated[float, Field(allow_inf_nan=False, ge=-1e9, le=1e9)]
+# A span of time in hours, up to a year (retrain cooldowns and the platform's bounds on them).
+Hours = Annotated[float, Field(ge=0, le=8760, allow_inf_nan=False)]
 
 
 class Expectation(dg.Model, dg.Resolvable):
@@ -322,6 +355,33 @@ def check_freshness_types(value: dict) -> dict:
     return value
 
 
+def schedule_or_freshness(freshness: FreshnessSlo | None, info: ValidationInfo) -> Any:
+    """One trigger per asset: a schedule rebuilds it at its cron's ticks, a freshness target
+    when it turns stale; both at once would rebuild it on either."""
+    if freshness is not None and info.data.get("schedule") is not None:
+        raise ValueError(
+            "set `schedule` or `freshness`, not both: a schedule rebuilds it at each tick of "
+            "its cron, a freshness target when it turns stale"
+        )
+    return freshness
+
+
+def schedule_field(what: str) -> Any:
+    return Field(
+        default=None,
+        description=f"Cron in the tenant's `timezone`: its sources refresh at each tick and {what}"
+        " is rebuilt then if its data changed",
+    )
+
+
+def freshness_field(what: str) -> Any:
+    return Field(
+        default=None,
+        description=f"How stale {what} may get: its Dagster freshness policy (instead of the "
+        "tenant's `slos.freshness` for its type); its sources refresh when it turns stale",
+    )
+
+
 class Slos(dg.Model, dg.Resolvable):
     """A tenant's service level objectives: run success and, per asset type, freshness."""
 
@@ -354,6 +414,10 @@ class TenantSpec(dg.Model, dg.Resolvable):
     )
     shares: list[Share] = Field(default_factory=list)
     slos: Slos = Field(default_factory=Slos, description="Service level objectives")
+    timezone: Timezone = Field(
+        default="UTC",
+        description="IANA time zone the `schedule` crons of its feature sets and models are in",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -401,6 +465,11 @@ class SourceSpec(dg.Model, dg.Resolvable):
         default=None,
         description="A parquet or CSV file, relative to the tenant's inbox <lake>/<tenant>/inbox/",
     )
+    on_new_file: bool = Field(
+        default=False,
+        description="Run the tenant's pipeline from this source whenever a new version of its "
+        "file lands complete in the inbox",
+    )
     timestamp_column: Identifier
     columns: Annotated[dict[str, ColumnType], AfterValidator(check_identifier_keys)] = Field(
         min_length=1, description="Declared columns and types"
@@ -425,6 +494,16 @@ class SourceSpec(dg.Model, dg.Resolvable):
         if not path.endswith((".parquet", ".csv")):
             raise ValueError(f"{path!r} must be a .parquet or .csv file")
         return path
+
+    @field_validator("on_new_file")
+    @classmethod
+    def _watches_a_file(cls, on_new_file: bool, info: ValidationInfo) -> bool:
+        if on_new_file and info.data.get("generator") is not None:
+            raise ValueError(
+                "a source with a generator has no file to watch: on_new_file needs `path`, a "
+                "file in the tenant's inbox"
+            )
+        return on_new_file
 
     @model_validator(mode="after")
     def _one_origin(self) -> SourceSpec:
@@ -463,6 +542,10 @@ class FeatureSetSpec(dg.Model, dg.Resolvable):
         min_length=1
     )
     expectations: list[Expectation] = Field(default_factory=list)
+    schedule: Cron | None = schedule_field("the feature view")
+    freshness: FreshnessSlo | None = freshness_field("the feature view")
+
+    _one_trigger = field_validator("freshness")(schedule_or_freshness)
 
     @property
     def timestamp_feature(self) -> str:
@@ -691,7 +774,13 @@ class Monitoring(dg.Model, dg.Resolvable):
     thresholds: DriftThresholds = Field(default_factory=DriftThresholds)
     severity: DriftSeverity = Field(default_factory=DriftSeverity)
     retrain_on_drift: StrictBool = Field(
-        default=False, description="A failed drift check requests the tenant's pipeline run"
+        default=False,
+        description="A failed drift check retrains on data the champion has not seen",
+    )
+    retrain_cooldown_hours: Hours = Field(
+        default=24,
+        description="No drift retrain within this many hours of the last one; bounded by the "
+        f"platform ({LIMITS_FILE}: retrain)",
     )
 
 
@@ -724,6 +813,10 @@ class ModelSpec(dg.Model, dg.Resolvable):
     )
     resources: StepResources | None = None
     monitoring: Monitoring = Field(default_factory=Monitoring)
+    schedule: Cron | None = schedule_field("the model")
+    freshness: FreshnessSlo | None = freshness_field("the model")
+
+    _one_trigger = field_validator("freshness")(schedule_or_freshness)
 
     @field_validator("params")
     @classmethod

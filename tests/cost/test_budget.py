@@ -9,8 +9,8 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import dagster as dg
 import pytest
 
-from platform_assets.cost.budget import budget_status, filter_run_requests
-from platform_assets.cost.sensors import budget_sensor, tenant_schedule
+from platform_assets.cost.budget import budget_status, filter_run_requests, over_budget_skip
+from platform_assets.cost.sensors import budget_sensor
 from platform_assets.resources.pricing import PricingResource
 from tests.cost.conftest import grant_override, metered_asset, record_step
 
@@ -40,22 +40,20 @@ def test_override_keeps_runs_going(instance, limits, monkeypatch, tmp_path):
     assert "runs continue because limits/limits.yaml sets budget.override" in status.message
 
 
-def test_schedule_tick_is_skipped_with_the_budget_message(
-    instance, tenants, limits, monkeypatch, tmp_path
+def test_a_sensor_tick_of_an_over_budget_tenant_skips_with_the_budget_message(
+    instance, limits, monkeypatch, tmp_path
 ):
-    schedule = tenant_schedule(tenants["growth"])
-    with dg.build_schedule_context(instance=instance) as context:
-        assert isinstance(schedule(context), dg.RunRequest)
+    """What a sensor that launches a tenant's runs asks first (automation runs are refused by
+    the run coordinator instead: tests/test_daemon.py)."""
+    assert over_budget_skip(instance, "growth") is None
     record_step(instance, "growth", limits["growth"].budget.monthly_usd + 1)
-    with dg.build_schedule_context(instance=instance) as context:
-        result = schedule(context)
+    result = over_budget_skip(instance, "growth")
     assert isinstance(result, dg.SkipReason)
     assert result.skip_message == budget_status(instance, "growth").message
     assert "'growth'" in result.skip_message and "monthly budget" in result.skip_message
-    # Once the platform grants an override in limits.yaml, the same tick launches.
+    # Once the platform grants an override in limits.yaml, the tick launches.
     grant_override(monkeypatch, tmp_path / "limits.yaml", "growth")
-    with dg.build_schedule_context(instance=instance) as context:
-        assert isinstance(schedule(context), dg.RunRequest)
+    assert over_budget_skip(instance, "growth") is None
 
 
 def test_other_sensors_drop_requests_of_blocked_tenants(instance, limits):

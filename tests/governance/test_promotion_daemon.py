@@ -1,4 +1,4 @@
-"""Under the real daemon (`dagster dev` on a generated workspace, tests/test_daemon.py's `Dev`):
+"""Under the real daemon (`dagster dev` on a generated workspace, tests/dagster_dev.py):
 a model added to a tenant of a running deployment reaches `mlplat pending` on its own, without
 the platform location (which runs the promotion sensor) being reloaded."""
 
@@ -12,11 +12,9 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from platform_assets.composition.locations import tenant_location
 from platform_assets.governance.sensors import OUTCOME, REASON
-from platform_assets.tenancy.locations import location_named
 from platform_assets.tenancy.runs import automation_sensor_name
-from tests.test_daemon import Dev, wait_for
+from tests.dagster_dev import Dev, dagster_dev, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.materialize]
 
@@ -35,18 +33,6 @@ attributes:
   evaluation: {primary_metric: roc_auc, thresholds: {roc_auc: 0.65}}
 """
 
-SENSOR = """
-query($selector: SensorSelector!) {
-  sensorOrError(sensorSelector: $selector) { __typename ... on Sensor { id } }
-}"""
-STOP_SENSOR = """
-mutation($id: String!) {
-  stopSensor(id: $id) {
-    __typename
-    ... on StopSensorMutationResult { instigationState { status } }
-    ... on PythonError { message }
-  }
-}"""
 LAUNCH = """
 mutation($params: ExecutionParams!) {
   launchRun(executionParams: $params) {
@@ -58,40 +44,11 @@ mutation($params: ExecutionParams!) {
 }"""
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory) -> Iterator[Dev]:
-    """This module's own `dagster dev`. Its locations get longer to load than test_daemon's:
-    on two cores shared with other suites' daemons, four code servers took over 300 s."""
-    dev = Dev(tmp_path_factory.mktemp("promotion"))
-    try:
-        wait_for("the platform and ridehail locations to load", lambda: loaded(dev), 900)
-        yield dev
-    finally:
-        dev.stop()
-
-
-def loaded(server: Dev) -> bool:
-    locations = server.locations()
-    return all(
-        locations.get(name, {}).get("__typename") == "RepositoryLocation"
-        for name in ("platform", "ridehail")
-    )
-
-
-def stop_sensor(server: Dev, location: str, name: str) -> None:
-    repository = {"repositoryLocationName": location, "repositoryName": "__repository__"}
-    sensor = server.graphql(SENSOR, selector={**repository, "sensorName": name})["sensorOrError"]
-    assert sensor["__typename"] == "Sensor", sensor
-    stopped = server.graphql(STOP_SENSOR, id=sensor["id"])["stopSensor"]
-    assert stopped["instigationState"]["status"] == "STOPPED", stopped
-
-
-def lineage(server: Dev, key: dg.AssetKey, monkeypatch) -> list[dg.AssetKey]:
-    """`key` and everything upstream of it in ridehail's location as its folder now is."""
-    for name in ("DAGSTER_HOME", "MLPLAT_ENV", "MLPLAT_DATA", "MLPLAT_DEFS_ROOT"):
-        monkeypatch.setenv(name, server.env[name])  # the components find their folders by it
-    defs = tenant_location(location_named("ridehail"))
-    graph = defs.resolve_asset_graph()
+def lineage(server: Dev, key: dg.AssetKey) -> list[dg.AssetKey]:
+    """`key` and everything upstream of it in ridehail's location as its folder now is (built
+    in this process with the server's environment: components find their folders by it)."""
+    with server.in_process("ridehail") as defs:
+        graph = defs.resolve_asset_graph()
     return sorted(dg.AssetSelection.assets(key).upstream().resolve(graph))
 
 
@@ -104,19 +61,25 @@ def pending(server: Dev) -> str:
     return done.stdout
 
 
-def test_a_model_added_to_a_running_deployment_reaches_mlplat_pending(server, monkeypatch):
+@pytest.fixture(scope="module")
+def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dev]:
+    with dagster_dev(tmp_path_factory.mktemp("promotion")) as server:
+        yield server
+
+
+def test_a_model_added_to_a_running_deployment_reaches_mlplat_pending(dev):
     # Only the run below trains the new model: ridehail's automation would also retrain its
     # other models (one in a trainer sandbox) on the two cores this test has.
-    stop_sensor(server, "ridehail", automation_sensor_name("ridehail"))
-    assert MODEL not in pending(server)
+    dev.stop_sensor("ridehail", automation_sensor_name("ridehail"))
+    assert MODEL not in pending(dev)
 
-    folder = server.defs / "ridehail" / "models" / "driver_retention"
+    folder = dev.defs / "ridehail" / "models" / "driver_retention"
     folder.mkdir()
     (folder / "defs.yaml").write_text(MODEL_YAML)
     # Deployed as a tenant's change is: its own location reloads; `platform` keeps running.
-    assert server.reload("ridehail")["__typename"] == "RepositoryLocation"
+    assert dev.reload("ridehail")["__typename"] == "RepositoryLocation"
 
-    keys = lineage(server, REPORT, monkeypatch)
+    keys = lineage(dev, REPORT)
     params = {
         "selector": {
             "repositoryLocationName": "ridehail",
@@ -126,28 +89,28 @@ def test_a_model_added_to_a_running_deployment_reaches_mlplat_pending(server, mo
         },
         "runConfigData": {},
     }
-    launched = server.graphql(LAUNCH, params=params)["launchRun"]
+    launched = dev.graphql(LAUNCH, params=params)["launchRun"]
     assert launched["__typename"] == "LaunchRunSuccess", launched
     run_id = launched["run"]["runId"]
 
     def finished() -> dg.DagsterRun | None:
-        with dg.DagsterInstance.from_config(str(server.home)) as instance:
+        with dev.instance() as instance:
             run = instance.get_run_by_id(run_id)
             return run if run is not None and run.is_finished else None
 
-    # Seven steps; 11 minutes on two cores that other test suites were also using.
+    # Seven steps: 15 minutes and more on two cores that other suites' daemons also used.
     run = wait_for("the new model's pipeline run", finished, 1800)
-    assert run.status == dg.DagsterRunStatus.SUCCESS, (server.home, run_id)
+    assert run.status == dg.DagsterRunStatus.SUCCESS, (dev.home, run_id)
 
     listed = wait_for(
         "mlplat pending to list the new model",
-        lambda: next((line for line in pending(server).splitlines() if MODEL in line), None),
+        lambda: next((line for line in pending(dev).splitlines() if MODEL in line), None),
         300,
     )
     assert listed.startswith(f"{MODEL} v1 production: needs 1 from approver")
 
     def promoted() -> list[dg.DagsterRun]:
-        with dg.DagsterInstance.from_config(str(server.home)) as instance:
+        with dev.instance() as instance:
             runs = instance.get_runs(dg.RunsFilter(tags={"mlplat/model": MODEL}))
         return runs if runs and all(r.is_finished for r in runs) else []
 
@@ -156,7 +119,7 @@ def test_a_model_added_to_a_running_deployment_reaches_mlplat_pending(server, mo
     assert promotion.status == dg.DagsterRunStatus.SUCCESS
 
     # The sensor's record of it, on the evaluation report's page.
-    with dg.DagsterInstance.from_config(str(server.home)) as instance:
+    with dev.instance() as instance:
         records = instance.fetch_observations(REPORT, limit=10).records
     recorded = [r.asset_observation.metadata for r in records]
     assert [md[OUTCOME].value for md in recorded] == ["proposed"]

@@ -16,6 +16,7 @@ from platform_assets.models.trainers.job import TrainerFailed
 from platform_assets.models.trainers.sandbox import check_sandbox
 from platform_assets.serving.app import Service, create_app
 from platform_assets.serving.requestlog import RequestLog
+from platform_assets.serving.spool import Spool
 from platform_assets.tenancy.catalog import load_all
 from tests.conftest import skip_or_fail
 from tests.platform_sandbox import sandbox
@@ -41,7 +42,7 @@ def trained(monkeypatch, platform_home, instance):
         yield defs, instance, result
 
 
-def test_a_team_trainer_is_trained_evaluated_promoted_and_served(trained):
+def test_a_team_trainer_is_trained_evaluated_promoted_and_served(trained, tmp_path):
     defs, instance, result = trained
     assert result.success
     model = instance.get_latest_materialization_event(MODEL_KEY).asset_materialization.metadata
@@ -79,7 +80,7 @@ def test_a_team_trainer_is_trained_evaluated_promoted_and_served(trained):
             defs.resources["feast"],
             defs.resources["mlflow"],
             store,
-            RequestLog(defs.resources["lake"], 1000, 60),
+            RequestLog(defs.resources["lake"], Spool(tmp_path / "spool", 64 << 20), 1000, 60),
             champion_ttl=60.0,
         )
         with TestClient(create_app(service)) as client:

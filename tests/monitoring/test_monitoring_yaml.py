@@ -28,6 +28,7 @@ def load_with(tmp_path: Path, monitoring: dict):
 def test_defaults_keep_existing_yaml_valid(tmp_path):
     spec = load_with(tmp_path, {}).models["driver_churn"]
     assert spec.monitoring.window_days == 7 and spec.monitoring.retrain_on_drift is False
+    assert spec.monitoring.retrain_cooldown_hours == 24
     assert spec.monitoring.severity.psi == "warn" and spec.monitoring.thresholds.ks == 0.1
 
 
@@ -39,6 +40,7 @@ def test_a_full_block_loads(tmp_path):
         "thresholds": {"psi": 0.25, "ks": 0.2, "missing": 0.1},
         "severity": {"psi": "block", "ks": "warn", "missing": "block", "prediction": "block"},
         "retrain_on_drift": True,
+        "retrain_cooldown_hours": 6,
     }
     spec = load_with(tmp_path, monitoring).models["driver_churn"]
     assert spec.monitoring.model_dump(mode="json") == monitoring
@@ -65,6 +67,11 @@ def test_a_full_block_loads(tmp_path):
         ({"severity": {"ks": "fatal"}}, "monitoring.severity.ks", "'warn' or 'block'"),
         ({"retrain_on_drift": "yes"}, "monitoring.retrain_on_drift", "must be true or false"),
         ({"windo_days": 3}, "monitoring.windo_days", "Extra inputs are not permitted"),
+        (
+            {"retrain_cooldown_hours": -1},
+            "monitoring.retrain_cooldown_hours",
+            "greater than or equal to 0",
+        ),
     ],
 )
 def test_bad_monitoring_is_refused_naming_file_and_field(tmp_path, monitoring, field, reason):
@@ -73,3 +80,26 @@ def test_bad_monitoring_is_refused_naming_file_and_field(tmp_path, monitoring, f
     message = str(exc.value)
     assert "models/driver_churn/defs.yaml" in message
     assert field in message and reason in message, message
+
+
+@pytest.mark.parametrize(
+    ("hours", "reason"),
+    [
+        (
+            0.5,
+            "0.5 h is below the platform's bound of 1 h for tenant 'ridehail' "
+            "(platform_assets/limits/limits.yaml: retrain.min_cooldown_hours)",
+        ),
+        (
+            1000,
+            "1000 h is above the platform's bound of 720 h for tenant 'ridehail' "
+            "(platform_assets/limits/limits.yaml: retrain.max_cooldown_hours)",
+        ),
+    ],
+    ids=["below", "above"],
+)
+def test_a_retrain_cooldown_outside_the_platforms_bounds_is_refused(tmp_path, hours, reason):
+    with pytest.raises(PlatformConfigError) as exc:
+        load_with(tmp_path, {"retrain_on_drift": True, "retrain_cooldown_hours": hours})
+    path = (tmp_path / "ridehail" / MODEL_FILE).resolve()
+    assert str(exc.value) == f"{path}: attributes.monitoring.retrain_cooldown_hours: {reason}"

@@ -1,5 +1,6 @@
 """The generated rules and dashboard: committed up to date, valid PromQL and rule files, and
-referring only to metrics a real scrape of the exporter serves."""
+referring only to metrics real scrapes serve (the exporter's, and `mlplat serve`'s metrics
+port)."""
 
 from __future__ import annotations
 
@@ -16,26 +17,38 @@ from platform_assets.cli.main import app
 from platform_assets.composition.locations import tenant_assets
 from platform_assets.observability import dashboards
 from platform_assets.observability import series as S
+from platform_assets.observability import serving as serving_metrics
 from platform_assets.observability.exporter import PlatformState, Tenants, serve
 from platform_assets.resources.deployment import resources_for
 from platform_assets.services.stack import free_port
+from platform_assets.serving.requestlog import RequestLog
+from platform_assets.serving.spool import Spool
+
+
+def _scrape(server, thread) -> str:
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/metrics"
+        with urllib.request.urlopen(url, timeout=30) as response:
+            return response.read().decode()
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)
 
 
 @pytest.fixture
 def served(platform_home, instance) -> dict[str, str]:
-    """{sample name: family type} a real scrape of the exporter announces, on an empty
-    instance with the demo tenants (families without samples still say their name and type)."""
-    state = PlatformState(
-        instance, Tenants.load(tenant_assets), resources_for("local")["lake"], lake_interval=0
-    )
-    server, thread = serve(state, "127.0.0.1", free_port())
+    """{sample name: family type} real scrapes announce, on an empty instance with the demo
+    tenants (families without samples still say their name and type): the exporter's, and the
+    request log's metrics port of `mlplat serve`."""
+    lake = resources_for("local")["lake"]
+    state = PlatformState(instance, Tenants.load(tenant_assets), lake, lake_interval=0)
+    text = _scrape(*serve(state, "127.0.0.1", free_port()))
+    log = RequestLog(lake, Spool(platform_home / "spool", 1 << 20))
     try:
-        url = f"http://127.0.0.1:{server.server_port}/metrics"
-        with urllib.request.urlopen(url, timeout=30) as response:
-            text = response.read().decode()
+        models = [("ridehail", "driver_churn")]
+        text += _scrape(*serving_metrics.serve(log.state, models, "127.0.0.1", free_port()))
     finally:
-        server.shutdown()
-        thread.join(timeout=10)
+        log.close()
     names = {}
     for family in text_string_to_metric_families(text):
         suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"]}
@@ -61,8 +74,8 @@ def test_write_check_names_a_stale_file(tmp_path, monkeypatch):
     assert stale.read_text() == "groups: []\n"  # --check writes nothing
 
 
-def test_the_exporter_serves_every_declared_series(served):
-    for series in S.ALL:
+def test_the_exporter_and_the_serving_port_serve_every_declared_series(served):
+    for series in (*S.ALL, *S.SERVE):
         for sample in series.samples:
             assert served.get(sample) == series.kind, sample
 
@@ -92,6 +105,12 @@ def test_rules_file_is_a_valid_rule_file_on_served_metrics(served):
     assert set(spent) == {"growth", "payments", "ridehail"}
     assert spent["ridehail"].endswith("> 0.05")
     assert "[28d]" in spent["ridehail"]
+    # A request-log row dropped pages at once, per model.
+    [dropped] = [
+        r for g in rules.groups for r in g.rules if r.alert == "MlplatRequestLogRowsDropped"
+    ]
+    assert dashboards.metric_names(dropped.expr) == {S.SERVING_LOG_DROPPED.samples[0]}
+    assert dropped.for_ is None and dropped.labels == {"severity": "critical"}
 
 
 def test_rules_follow_the_tenants_slos():

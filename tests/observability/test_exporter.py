@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
@@ -105,7 +106,7 @@ def _value(samples, name: str, **labels) -> float:
 def test_scrape_shows_runs_steps_checks_freshness_cost_and_serving(ridehail, instance):
     root, defs = ridehail
     lake = defs.resources["lake"]
-    # A run from before the exporter started: counted from the history (runs only).
+    # A run from before the exporter started: counted from the history (runs and checks).
     assert materialize(defs, instance, LABELS)
     now = time.time()
     state = PlatformState(
@@ -130,7 +131,7 @@ def test_scrape_shows_runs_steps_checks_freshness_cost_and_serving(ridehail, ins
         port = server.server_port
         first = _scrape(port)
 
-        # Runs by tenant, job and outcome; the failed run's step and check.
+        # Runs by tenant, job and outcome; the failed run's step and checks.
         runs = S.RUNS.samples[0]
         assert _value(first, runs, tenant="ridehail", outcome="success") == 2
         assert _value(first, runs, tenant="ridehail", outcome="failure") == 1
@@ -143,7 +144,8 @@ def test_scrape_shows_runs_steps_checks_freshness_cost_and_serving(ridehail, ins
         trips = TRIPS.to_user_string()
         assert _value(first, checks, asset=trips, check="expectations", passed="false") == 1
         assert _value(first, checks, asset=trips, check="schema", passed="true") == 1
-        assert _value(first, checks, asset=LABELS.to_user_string(), passed="true") == 2
+        # Two checks on the labels, evaluated in the run before the exporter and the one after.
+        assert _value(first, checks, asset=LABELS.to_user_string(), passed="true") == 4
         assert _value(first, "mlplat_runs_in_progress", tenant="ridehail") == 0
 
         # Freshness against the policy Dagster has on the asset (2 h fail, 1 h warn).
@@ -195,7 +197,7 @@ def test_scrape_shows_runs_steps_checks_freshness_cost_and_serving(ridehail, ins
         second = _scrape(port)
         assert _value(second, runs, tenant="ridehail", outcome="success") == 3
         assert _value(second, runs, tenant="ridehail", outcome="failure") == 1
-        assert _value(second, checks, asset=labels, passed="true") == 4
+        assert _value(second, checks, asset=labels, passed="true") == 6
         assert _value(second, requests, status="200", **model) == 2
         assert _value(second, requests, status="500", **model) == 1
         assert _value(second, S.SERVING_ERRORS.samples[0], **model) == 2
@@ -295,3 +297,134 @@ def test_free_form_tags_never_become_label_values(ridehail, instance):
     folded = S.FOLDED_LABELS.samples[0]
     assert samples[(folded, (("label", "tenant"), ("tenant", "platform")))] == 300
     assert samples[(folded, (("label", "job"), ("tenant", "platform")))] == 300
+
+
+def _check_counts(samples) -> dict[tuple[str, ...], float]:
+    """{(tenant, asset, check, severity, passed): value} of the check series in a scrape."""
+    out = {}
+    for key, value in samples.get(S.CHECKS.samples[0], {}).items():
+        labels = dict(key)
+        out[tuple(labels[n] for n in ("tenant", "asset", "check", "severity", "passed"))] = value
+    return out
+
+
+def _check_evaluations_are_exported(defs: dg.Definitions, instance) -> None:
+    """Checks evaluated before the exporter started are counted from its history; later ones
+    once each, on whatever storage `instance` has."""
+    labels, trips = LABELS.to_user_string(), TRIPS.to_user_string()
+    assert materialize(defs, instance, LABELS)
+    assert not materialize(defs, instance, TRIPS)  # its expectations fail (a row out of range)
+    server, thread = serve(
+        PlatformState(instance, Tenants.load(tenant_assets), lake_interval=3600),
+        "127.0.0.1",
+        free_port(),
+    )
+    try:
+        first = _check_counts(_scrape(server.server_port))
+        assert first == {
+            ("ridehail", labels, "expectations", "ERROR", "true"): 1,
+            ("ridehail", labels, "schema", "ERROR", "true"): 1,
+            ("ridehail", trips, "expectations", "ERROR", "false"): 1,
+            ("ridehail", trips, "schema", "ERROR", "true"): 1,
+        }
+        # Evaluated while the exporter runs: counted once, however often it is scraped.
+        assert materialize(defs, instance, LABELS)
+        second = _check_counts(_scrape(server.server_port))
+        assert _check_counts(_scrape(server.server_port)) == second
+        assert second == {
+            **first,
+            ("ridehail", labels, "expectations", "ERROR", "true"): 2,
+            ("ridehail", labels, "schema", "ERROR", "true"): 2,
+        }
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)
+    # An exporter whose history starts after those evaluations counts only the later ones.
+    later = time.time() + 3600
+    state = PlatformState(
+        instance, Tenants.load(tenant_assets), history_days=0, clock=lambda: later
+    )
+    state.refresh()
+    assert state.checks == {}
+    assert materialize(defs, instance, LABELS)
+    state.refresh()
+    assert dict(state.checks) == {
+        ("ridehail", labels, "expectations", "ERROR", "true"): 1,
+        ("ridehail", labels, "schema", "ERROR", "true"): 1,
+    }
+
+
+def test_check_evaluations_from_before_the_exporter_are_scraped(ridehail, instance):
+    _check_evaluations_are_exported(ridehail[1], instance)
+
+
+@pytest.fixture
+def postgres_instance(platform_home, postgres_url) -> Iterator[dg.DagsterInstance]:
+    """A Dagster instance on a new Postgres database (dropped after), as `services` runs it."""
+    import sqlalchemy as sa
+    from sqlalchemy.engine import make_url
+
+    name = f"mlplat_exporter_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(postgres_url)
+    with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    # dagster-postgres binds a NOTIFY parameter, which only psycopg2 accepts (as services runs it).
+    url = make_url(postgres_url).set(database=name, drivername="postgresql+psycopg2")
+    url = url.render_as_string(hide_password=False)
+    home = platform_home / "pg_dagster_home"
+    home.mkdir()
+    try:
+        with dg.instance_for_test(
+            overrides={"storage": {"postgres": {"postgres_url": url}}},
+            temp_dir=str(home),
+        ) as instance:
+            yield instance
+    finally:
+        with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.mark.services
+def test_check_evaluations_are_scraped_on_postgres(ridehail, postgres_instance):
+    _check_evaluations_are_exported(ridehail[1], postgres_instance)
+
+
+def test_a_check_in_progress_at_a_scrape_is_counted_when_it_completes(ridehail, instance):
+    """A check planned in a run that is still going when the exporter reads: its execution row
+    is completed in place later, under the id already read, and counted then, once."""
+    import threading
+
+    key = dg.AssetKey(["ridehail", "sources", "slow"])
+    check = dg.AssetCheckKey(key, "slow_check")
+    started, release = threading.Event(), threading.Event()
+
+    @dg.asset(key=key, check_specs=[dg.AssetCheckSpec("slow_check", asset=key)])
+    def slow():
+        started.set()
+        assert release.wait(60)
+        yield dg.Output(1)
+        yield dg.AssetCheckResult(check_name="slow_check", passed=False)
+
+    tenants = Tenants.load(tenant_assets)
+    tenants.checks[check] = "ridehail"
+    state = PlatformState(instance, tenants)
+    state.refresh()
+    done: list[bool] = []
+    run = threading.Thread(
+        target=lambda: done.append(dg.materialize([slow], instance=instance).success)
+    )
+    run.start()
+    try:
+        assert started.wait(60)
+        state.refresh()
+        assert state.check_reads[check].waiting
+        assert not any(labels[2] == "slow_check" for labels in state.checks)
+    finally:
+        release.set()
+        run.join(60)
+    assert done == [True]
+    state.refresh()
+    state.refresh()
+    assert state.checks[("ridehail", "ridehail/sources/slow", "slow_check", "ERROR", "false")] == 1
+    assert not state.check_reads[check].waiting

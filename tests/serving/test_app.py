@@ -36,9 +36,12 @@ from bench.served_tenant import (
 )
 from platform_assets.models.artifacts import artifact_digest
 from platform_assets.models.flavors import load_verified
+from platform_assets.resources.lake import LakeResource
 from platform_assets.serving.app import Service, create_app
 from platform_assets.serving.app import server as serve_app
 from platform_assets.serving.requestlog import RequestLog
+from platform_assets.serving.spool import Spool
+from tests.conftest import S3_CREDENTIALS, start_s3_server
 
 pytestmark = pytest.mark.materialize
 URL = f"/v1/models/{REGISTERED}:predict"
@@ -59,7 +62,16 @@ def champion_v1(served: Served):
 def make_service(served: Served, **kw) -> Service:
     from platform_assets.governance.workflow import open_store
 
-    log = RequestLog(served.resources["lake"], kw.pop("log_rows", 1000), kw.pop("log_seconds", 60))
+    spool = kw.pop("spool", None) or Spool(
+        served.root.parent / f"spool-{uuid.uuid4().hex}", 64 << 20
+    )
+    log = RequestLog(
+        kw.pop("lake", served.resources["lake"]),
+        spool,
+        kw.pop("log_rows", 1000),
+        kw.pop("log_seconds", 60),
+        **{k: kw.pop(k) for k in ("retry_seconds", "max_retry_seconds") if k in kw},
+    )
     return Service(
         served.catalogs,
         kw.pop("feast", served.resources["feast"]),
@@ -533,6 +545,99 @@ def test_request_log_batches_land_in_the_lake_with_the_agreed_columns(served: Se
     [error] = rows[rows["status"] == 422].itertuples()
     assert error.error.startswith("entities[0].zone_id: missing")
     assert math.isnan(error.prediction) and error.tenant == TENANT and error.model == MODEL
+
+
+def test_the_request_log_keeps_every_row_through_an_s3_outage_and_a_restart(
+    served: Served, tmp_path, monkeypatch
+):
+    """The request log's lake is a real S3 server (moto), killed while the service logs
+    requests, and started again on the same port. moto keeps its buckets in memory, so the test
+    creates the bucket again and puts back the objects it held before; every row lands once, in
+    the order the requests were served, including the rows of a service stopped and started
+    again on the same spool during the outage. Figures at INFO (--log-cli-level=INFO)."""
+    import boto3
+
+    for key, value in S3_CREDENTIALS.items():
+        monkeypatch.setenv(key, value)
+    proc, url = start_s3_server()
+    s3 = boto3.client("s3", endpoint_url=url)
+    s3.create_bucket(Bucket="outage")
+    lake = LakeResource(root="s3://outage/lake", endpoint_url=url)
+    folder = tmp_path / "spool"
+    entities = served.entities(10)
+    assert len(entities) == 10
+    sent: list[dict[str, str]] = []
+
+    def ask(c: TestClient, n: int) -> None:
+        for _ in range(n):
+            entity = entities[len(sent)]
+            assert c.post(URL, json={"entities": [entity]}).status_code == 200
+            sent.append(entity)
+
+    def in_lake() -> int:
+        table = lake.batches(TENANT, "serving", MODEL)
+        return 0 if table is None else table.num_rows
+
+    def spooled(service: Service) -> int:
+        """Rows in the spool (requests that arrive together may share a batch)."""
+        return sum(b.rows for b in service.request_log.spool.pending())
+
+    # A batch as soon as a row is buffered, retried every 0.1 s to 0.5 s.
+    kw = {"lake": lake, "log_rows": 1, "retry_seconds": 0.1, "max_retry_seconds": 0.5}
+    try:
+        with client(served, spool=Spool(folder, 64 << 20), **kw) as (c, service):
+            ask(c, 3)
+            assert wait_for(lambda: in_lake() == 3)
+            written = service.request_log.batches_written
+            before = {
+                o["Key"]: s3.get_object(Bucket="outage", Key=o["Key"])["Body"].read()
+                for o in s3.list_objects_v2(Bucket="outage")["Contents"]
+            }
+            proc.kill()
+            proc.wait()
+            down = time.perf_counter()
+            ask(c, 4)
+            assert wait_for(lambda: spooled(service) == 4 and service.request_log.last_error)
+            ready = c.get("/readyz").json()
+            batches = len(service.request_log.spool.pending())
+            assert ready["request_log"]["spooled_batches"] == batches
+            assert ready["request_log"]["dropped_rows"] == 0
+            [problem] = ready["problems"]
+            assert problem.startswith(f"request log: {batches} batch(es) (")
+            assert "kept in the spool since" in problem and "the lake refused the last" in problem
+        # Stopped while the lake is down: the batches wait on disk for the next start.
+        assert len(list(folder.glob("ridehail/driver_churn/*.arrow"))) == batches
+        with client(served, spool=Spool(folder, 64 << 20), **kw) as (c, service):
+            assert spooled(service) == 4
+            ask(c, 2)
+            assert wait_for(lambda: spooled(service) == 6)
+            proc, _ = start_s3_server(int(url.rsplit(":", 1)[1]))
+            back = time.perf_counter()
+            s3.create_bucket(Bucket="outage")
+            for key, body in before.items():
+                s3.put_object(Bucket="outage", Key=key, Body=body)
+            assert wait_for(lambda: spooled(service) == 0)
+            flushed = time.perf_counter()
+            ask(c, 1)
+            assert wait_for(lambda: in_lake() == 10)
+            written += service.request_log.batches_written
+            ready = c.get("/readyz").json()
+            assert ready["problems"] == [] and ready["request_log"]["spooled_batches"] == 0
+        logging.getLogger(__name__).info(
+            "S3 down %.1f s; the 6 spooled rows in the lake %.2f s after its restart "
+            "(bucket restore included)",
+            back - down,
+            flushed - back,
+        )
+        log = lake.batches(TENANT, "serving", MODEL).to_pandas()
+        assert log[["driver_id", "zone_id"]].to_dict("records") == sent
+        assert log["request_id"].nunique() == 10
+        # Each batch one object: none written twice under two names.
+        assert len(lake.log_files(TENANT, "serving", MODEL)) == written
+        assert not list(folder.glob("*/*/*.arrow"))
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 # --- against a real server on loopback, as `mlplat serve` runs it ---------------------------

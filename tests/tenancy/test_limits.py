@@ -15,6 +15,7 @@ from platform_assets.tenancy.limits import (
     effective_resources,
     limits_for,
     load_limits,
+    retrain_limits,
 )
 from platform_assets.tenancy.specs import ComputeResources
 
@@ -91,6 +92,43 @@ def test_a_bad_limits_file_names_the_field(tmp_path, monkeypatch, tenants, field
     with pytest.raises(PlatformConfigError) as excinfo:
         limits_for("ridehail")
     assert str(excinfo.value) == f"{path.resolve()}: {field}: {reason}"
+
+
+def test_retrain_cooldown_bounds_fall_back_field_by_field(tmp_path, monkeypatch):
+    assert retrain_limits("nobody").model_dump() == {
+        "min_cooldown_hours": 1,
+        "max_cooldown_hours": 720,
+    }
+    _limits_file(
+        tmp_path, monkeypatch, tenants={"ridehail": {"retrain": {"min_cooldown_hours": 6}}}
+    )
+    assert retrain_limits("ridehail").model_dump() == {
+        "min_cooldown_hours": 6,
+        "max_cooldown_hours": 720,
+    }
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        (
+            {"tenants": {"ridehail": {"retrain": {"min_cooldown_hours": 1000}}}},
+            "tenants.ridehail.retrain",
+        ),
+        ({"defaults": {"retrain": {"min_cooldown_hours": 1000}}}, "defaults.retrain"),
+    ],
+    ids=["tenant", "defaults"],
+)
+def test_retrain_bounds_that_leave_no_cooldown_are_refused(tmp_path, monkeypatch, changes, field):
+    doc = yaml.safe_load(LIMITS_PATH.read_text())
+    if "defaults" in changes:
+        changes = {"defaults": {**doc["defaults"], **changes["defaults"]}}
+    path = _limits_file(tmp_path, monkeypatch, **changes)
+    with pytest.raises(PlatformConfigError) as excinfo:
+        limits_for("ridehail")
+    assert str(excinfo.value).startswith(
+        f"{path.resolve()}: {field}: min_cooldown_hours 1000 is above max_cooldown_hours 720"
+    )
 
 
 def test_committed_codeowners_is_up_to_date():

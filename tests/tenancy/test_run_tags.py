@@ -80,12 +80,10 @@ def test_pipeline_job_execute_carries_the_tenant_tag(platform_home):
     assert job.run_tags["tenant"] == "growth"
 
 
-def test_schedule_and_automation_requests_carry_the_tenant_tag(instance):
+def test_automation_requests_carry_the_tenant_tag():
+    """The YAML's schedules are automation conditions: every run they start is the sensor's."""
     repo = location_definitions("payments").get_repository_def()
-    schedule = repo.get_schedule_def("payments_nightly")
-    with dg.build_schedule_context(instance=instance) as context:
-        request = schedule.evaluate_tick(context).run_requests[0]
-    assert request.tags["tenant"] == "payments"
+    assert not repo.schedule_defs
     assert repo.get_sensor_def("payments_automation").run_tags == {"tenant": "payments"}
 
 

@@ -370,6 +370,14 @@ def test_a_source_path_outside_the_inbox_is_refused(root, path):
     )
 
 
+def test_on_new_file_on_a_generated_source_is_refused(root):
+    edit(root / SOURCE_FILE, on_new_file=True)  # trips is generated: no file to watch
+    assert refused(root) == (
+        f"{root / SOURCE_FILE}: attributes.on_new_file: a source with a generator has no file "
+        "to watch: on_new_file needs `path`, a file in the tenant's inbox"
+    )
+
+
 def _file_source(path: str):
     """ridehail's `trips` Source, reading `path` in its inbox."""
     trips = load_all(DEMO_DEFS)["ridehail"].sources["trips"]
