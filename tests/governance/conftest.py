@@ -280,15 +280,19 @@ def defs(gov_sandbox) -> dg.Definitions:
     )
 
 
-def tick(sb: Sandbox, defs: dg.Definitions, cursor: str | None):
-    """One tick: its SkipReason or run requests, and its cursor. The judgements it returns are
-    recorded on the instance, as the daemon records them."""
-    with dg.build_sensor_context(
+def sensor_context(sb: Sandbox, defs: dg.Definitions, cursor: str | None):
+    return dg.build_sensor_context(
         instance=sb.instance,
         cursor=cursor,
         repository_def=defs.get_repository_def(),
         resources=defs.resources,
-    ) as context:
+    )
+
+
+def tick(sb: Sandbox, defs: dg.Definitions, cursor: str | None):
+    """One tick: its SkipReason or run requests, and its cursor. The judgements it returns are
+    recorded on the instance, as the daemon records them."""
+    with sensor_context(sb, defs, cursor) as context:
         result = promotion_sensor(context)
         for event in result.asset_events:
             sb.instance.report_runless_asset_event(event)

@@ -12,9 +12,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from platform_assets.composition.locations import tenant_location
 from platform_assets.governance.sensors import OUTCOME, REASON
-from platform_assets.tenancy.locations import location_named
 from platform_assets.tenancy.runs import automation_sensor_name
 from tests.dagster_dev import Dev, dagster_dev, wait_for
 
@@ -35,18 +33,6 @@ attributes:
   evaluation: {primary_metric: roc_auc, thresholds: {roc_auc: 0.65}}
 """
 
-SENSOR = """
-query($selector: SensorSelector!) {
-  sensorOrError(sensorSelector: $selector) { __typename ... on Sensor { id } }
-}"""
-STOP_SENSOR = """
-mutation($id: String!) {
-  stopSensor(id: $id) {
-    __typename
-    ... on StopSensorMutationResult { instigationState { status } }
-    ... on PythonError { message }
-  }
-}"""
 LAUNCH = """
 mutation($params: ExecutionParams!) {
   launchRun(executionParams: $params) {
@@ -58,23 +44,11 @@ mutation($params: ExecutionParams!) {
 }"""
 
 
-def stop_sensor(server: Dev, location: str, name: str) -> None:
-    selector = {
-        "repositoryLocationName": location,
-        "repositoryName": "__repository__",
-        "sensorName": name,
-    }
-    sensor = server.graphql(SENSOR, selector=selector)["sensorOrError"]
-    assert sensor["__typename"] == "Sensor", sensor
-    stopped = server.graphql(STOP_SENSOR, id=sensor["id"])["stopSensor"]
-    assert stopped["instigationState"]["status"] == "STOPPED", stopped
-
-
 def lineage(server: Dev, key: dg.AssetKey) -> list[dg.AssetKey]:
-    """`key` and everything upstream of it in ridehail's location as its folder now is."""
-    root = server.defs
-    defs = tenant_location(location_named("ridehail", root=root), root=root)
-    graph = defs.resolve_asset_graph()
+    """`key` and everything upstream of it in ridehail's location as its folder now is (built
+    in this process with the server's environment: components find their folders by it)."""
+    with server.in_process("ridehail") as defs:
+        graph = defs.resolve_asset_graph()
     return sorted(dg.AssetSelection.assets(key).upstream().resolve(graph))
 
 
@@ -96,7 +70,7 @@ def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dev]:
 def test_a_model_added_to_a_running_deployment_reaches_mlplat_pending(dev):
     # Only the run below trains the new model: ridehail's automation would also retrain its
     # other models (one in a trainer sandbox) on the two cores this test has.
-    stop_sensor(dev, "ridehail", automation_sensor_name("ridehail"))
+    dev.stop_sensor("ridehail", automation_sensor_name("ridehail"))
     assert MODEL not in pending(dev)
 
     folder = dev.defs / "ridehail" / "models" / "driver_retention"
@@ -120,11 +94,12 @@ def test_a_model_added_to_a_running_deployment_reaches_mlplat_pending(dev):
     run_id = launched["run"]["runId"]
 
     def finished() -> dg.DagsterRun | None:
-        with dg.DagsterInstance.from_config(str(dev.home)) as instance:
+        with dev.instance() as instance:
             run = instance.get_run_by_id(run_id)
             return run if run is not None and run.is_finished else None
 
-    run = wait_for("the new model's pipeline run", finished, 900)
+    # Seven steps: 15 minutes and more on two cores that other suites' daemons also used.
+    run = wait_for("the new model's pipeline run", finished, 1800)
     assert run.status == dg.DagsterRunStatus.SUCCESS, (dev.home, run_id)
 
     listed = wait_for(
@@ -134,8 +109,17 @@ def test_a_model_added_to_a_running_deployment_reaches_mlplat_pending(dev):
     )
     assert listed.startswith(f"{MODEL} v1 production: needs 1 from approver")
 
+    def promoted() -> list[dg.DagsterRun]:
+        with dev.instance() as instance:
+            runs = instance.get_runs(dg.RunsFilter(tags={"mlplat/model": MODEL}))
+        return runs if runs and all(r.is_finished for r in runs) else []
+
+    (promotion,) = wait_for("the sensor's promote_model run to finish", promoted, 300)
+    assert promotion.job_name == "promote_model"
+    assert promotion.status == dg.DagsterRunStatus.SUCCESS
+
     # The sensor's record of it, on the evaluation report's page.
-    with dg.DagsterInstance.from_config(str(dev.home)) as instance:
+    with dev.instance() as instance:
         records = instance.fetch_observations(REPORT, limit=10).records
     recorded = [r.asset_observation.metadata for r in records]
     assert [md[OUTCOME].value for md in recorded] == ["proposed"]

@@ -14,7 +14,14 @@ import pytest
 from platform_assets.governance import sensors
 from platform_assets.governance.sensors import EVENT, OUTCOME, PROOF, REASON, candidates
 from platform_assets.tenancy.catalog import defs_root
-from tests.governance.conftest import APPROVER, MODEL, REPORT, judgements, tick
+from tests.governance.conftest import (
+    APPROVER,
+    MODEL,
+    REPORT,
+    judgements,
+    sensor_context,
+    tick,
+)
 
 
 def report_key(name: str) -> dg.AssetKey:
@@ -215,12 +222,7 @@ def test_an_unreachable_governance_store_fails_the_tick_and_moves_no_cursor(
     sb = gov_sandbox
     sb.register(0.30)
     monkeypatch.setenv("MLPLAT_DB_URL", "postgresql://postgres@127.0.0.1:9/platform")
-    with dg.build_sensor_context(
-        instance=sb.instance,
-        cursor=None,
-        repository_def=defs.get_repository_def(),
-        resources=defs.resources,
-    ) as context:
+    with sensor_context(sb, defs, None) as context:
         with pytest.raises(OperationalError, match="127.0.0.1"):
             sensors.promotion_sensor(context)
         assert context.cursor is None
