@@ -8,6 +8,7 @@ import shutil
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from itertools import pairwise
 from pathlib import Path
 
 import dagster as dg
@@ -270,16 +271,27 @@ def test_a_yaml_schedule_runs_under_the_daemon_on_changed_data_only_and_within_b
     stats_before = len(_driver_stats_runs(dev))
 
     # The sensor refreshes driver_stats' source at the ticks, in runs tagged with the tenant.
-    runs = wait_for(
-        "two scheduled runs of trips to succeed",
-        lambda: len(done := [r for r in _trips_runs(dev, started) if r.is_finished]) >= 2 and done,
-        420,
-    )
-    assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs), runs
+    # (Counting successes: at a load average of 30 a run can fail to dequeue, its code server
+    # not answering within Dagster's 60 s.)
+    def succeeded() -> list[dg.DagsterRun]:
+        runs = _trips_runs(dev, started)
+        return [r for r in runs if r.status == dg.DagsterRunStatus.SUCCESS]
+
+    wait_for("two scheduled runs of trips to succeed", lambda: len(succeeded()) >= 2, 600)
+    runs = succeeded()
     assert all(r.tags["tenant"] == "ridehail" for r in runs)
     assert all(r.asset_selection == frozenset({TRIPS}) for r in runs)
     # The generator gives the same rows each time: driver_stats is not rebuilt on them.
     assert len(_driver_stats_runs(dev)) == stats_before
+    # A tick never starts a refresh while one is running, however long it takes.
+    with _instance(dev) as instance:
+        records = sorted(
+            (instance.get_run_record_by_id(r.run_id) for r in _trips_runs(dev, started)),
+            key=lambda record: record.create_timestamp,
+        )
+    for previous, following in pairwise(records):
+        assert previous.end_time is not None, previous.dagster_run
+        assert following.create_timestamp.timestamp() >= previous.end_time
 
     # Over budget, the next tick's run is refused by the run coordinator before it starts.
     for key in ("DAGSTER_HOME", "MLPLAT_ENV", "MLPLAT_DATA", "MLPLAT_DEFS_ROOT"):
@@ -287,18 +299,19 @@ def test_a_yaml_schedule_runs_under_the_daemon_on_changed_data_only_and_within_b
     with _instance(dev) as instance:
         record_step(instance, "ridehail", limits_for("ridehail").budget.monthly_usd + 1)
     over = time.time()
-    (refused, *_) = wait_for(
+    refused = wait_for(
         "the next scheduled run to be refused",
         lambda: [r for r in _trips_runs(dev, over) if r.is_finished],
-        180,
+        300,
     )
-    assert refused.status == dg.DagsterRunStatus.FAILURE
-    with _instance(dev) as instance:
-        events = [e.dagster_event_type for e in instance.all_logs(refused.run_id)]
-        [failure] = instance.get_records_for_run(
-            refused.run_id, of_type=dg.DagsterEventType.RUN_FAILURE
-        ).records
-    message = failure.event_log_entry.message
-    assert message.startswith("Refused before start: tenant 'ridehail' has spent $"), message
-    assert "over budget, new runs are not launched" in message
-    assert dg.DagsterEventType.STEP_START not in events
+    for run in refused:  # every run the sensor started since
+        assert run.status == dg.DagsterRunStatus.FAILURE
+        with _instance(dev) as instance:
+            events = [e.dagster_event_type for e in instance.all_logs(run.run_id)]
+            [failure] = instance.get_records_for_run(
+                run.run_id, of_type=dg.DagsterEventType.RUN_FAILURE
+            ).records
+        message = failure.event_log_entry.message
+        assert message.startswith("Refused before start: tenant 'ridehail' has spent $"), message
+        assert "over budget, new runs are not launched" in message
+        assert dg.DagsterEventType.STEP_START not in events

@@ -68,8 +68,10 @@ def triggered(catalog: TenantCatalog) -> list[FeatureSetSpec | ModelSpec]:
 
 def source_condition(catalog: TenantCatalog, source: str) -> dg.AutomationCondition | None:
     """When the source refreshes: at each tick of the schedules of what is built from it, and
-    once when a freshness target of what is built from it turns stale. None: nothing built from
-    it has a trigger, so only a pipeline run or a person refreshes it."""
+    once when a freshness target of what is built from it turns stale; never while a run of it
+    is in progress (Dagster's `on_cron` alone would start a second one when a refresh outlasts
+    the cron's period; the run in progress serves a tick that falls during it). None: nothing
+    built from it has a trigger, so only a pipeline run or a person refreshes it."""
     tenant = catalog.tenant
     readers = [s for s in triggered(catalog) if source in lineage_sources(catalog, s)]
     crons = dict.fromkeys(s.schedule for s in readers if s.schedule is not None)
@@ -81,14 +83,13 @@ def source_condition(catalog: TenantCatalog, source: str) -> dg.AutomationCondit
             for key in stale
         ]
         parts.append(
-            (any_of(turned).since_last_handled() & ~AC.in_progress()).with_label(
-                "a freshness target turned stale"
-            )
+            any_of(turned).since_last_handled().with_label("a freshness target turned stale")
         )
     if not parts:
         return None
     # Labelled with its triggers, as the UI's automation tab and the graph snapshot show it.
-    return any_of(parts).with_label(" | ".join(str(p.get_label()) for p in parts))
+    label = " | ".join(str(p.get_label()) for p in parts)
+    return (any_of(parts) & ~AC.in_progress()).with_label(label)
 
 
 def scheduled_condition(
